@@ -1,0 +1,1342 @@
+//! The database handle: opening and recovery, commits, deletes, outcomes, episodes,
+//! compaction, fork and verification. Search lives in `search.rs`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::keyfile::{key_file_name, RowStore};
+use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
+use crate::record::{
+    self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    Trajectory, NO_STEP,
+};
+use crate::storage::{Backend, FileBackend, Storage};
+use crate::usage::{Episode, Usage, Utility};
+
+/// Name of the lock file in a database directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// When a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Commits are written to the operating system but not synced; a power cut can lose the
+    /// most recent ones (never a part of one). [`Database::sync`] and closing sync them.
+    Buffered,
+    /// Each commit is synced before the call returns. The default.
+    #[default]
+    SyncEachCommit,
+    /// Each commit returns only after a sync that covers it, but commits from concurrent
+    /// threads share one sync (group commit).
+    GroupCommit,
+}
+
+/// How to open a database. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Durability of commits. Default: [`Durability::SyncEachCommit`].
+    pub durability: Durability,
+    /// Open for reading only: no lock is taken, a torn tail is ignored rather than cut, and
+    /// writes fail with [`Error::ReadOnly`]. Default: false.
+    pub read_only: bool,
+    /// Create the database when it does not exist. Default: true.
+    pub create: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::SyncEachCommit,
+            read_only: false,
+            create: true,
+        }
+    }
+}
+
+/// What opening a database found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OpenReport {
+    /// Bytes of torn tail cut from the log, if any.
+    pub truncated_bytes: u64,
+    /// Why the tail was cut.
+    pub torn_reason: Option<String>,
+}
+
+/// Per-trajectory state kept in memory; the body stays in the log.
+#[derive(Debug, Clone)]
+pub(crate) struct TrajMeta {
+    pub(crate) id: u64,
+    pub(crate) seq: u64,
+    pub(crate) offset: u64,
+    pub(crate) env: u32,
+    pub(crate) task: u32,
+    pub(crate) outcome: Outcome,
+    /// True when a later record changed the outcome stored in the trajectory's own record.
+    pub(crate) relabelled: bool,
+    pub(crate) provenance: ProvenanceKind,
+    pub(crate) n_steps: u32,
+    pub(crate) deleted_at: Option<u64>,
+}
+
+impl TrajMeta {
+    /// Visible in a view as of commit `as_of` (None = now)?
+    pub(crate) fn visible(&self, as_of: Option<u64>) -> bool {
+        match as_of {
+            None => self.deleted_at.is_none(),
+            Some(s) => self.seq <= s && self.deleted_at.is_none_or(|d| d > s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowMeta {
+    pub(crate) slot: u32,
+    pub(crate) step: u32,
+}
+
+pub(crate) struct Space {
+    pub(crate) def: SpaceDef,
+    pub(crate) rows: RowStore,
+    pub(crate) row_meta: Vec<RowMeta>,
+}
+
+/// Everything derived from the log, rebuilt on open.
+pub(crate) struct State {
+    pub(crate) header: LogHeader,
+    pub(crate) spaces: Vec<Space>,
+    pub(crate) space_by_name: HashMap<String, u32>,
+    pub(crate) trajs: Vec<TrajMeta>,
+    pub(crate) by_id: HashMap<u64, u32>,
+    pub(crate) names: Vec<String>,
+    pub(crate) name_ids: HashMap<String, u32>,
+    pub(crate) usage: Usage,
+    pub(crate) next_id: u64,
+    pub(crate) last_seq: u64,
+}
+
+impl State {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.name_ids.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(s.to_owned());
+        self.name_ids.insert(s.to_owned(), i);
+        i
+    }
+
+    pub(crate) fn space(&self, name: &str) -> Result<(u32, &Space)> {
+        let id = *self
+            .space_by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownSpace { name: name.into() })?;
+        Ok((id, &self.spaces[id as usize]))
+    }
+
+    fn space_name(&self) -> impl Fn(u32) -> Option<(String, Level)> + '_ {
+        move |id| {
+            self.spaces
+                .get(usize::try_from(id).ok()?)
+                .map(|s| (s.def.name.clone(), s.def.level))
+        }
+    }
+
+    /// Applies one valid frame. `rows` says how to get a key store for a new space.
+    fn apply(
+        &mut self,
+        f: &Frame<'_>,
+        path: &Path,
+        new_store: &mut dyn FnMut(u32, &SpaceDef) -> Result<RowStore>,
+    ) -> Result<()> {
+        let corrupt = |at: usize, what: String| Error::Corrupt {
+            path: path.to_owned(),
+            offset: f.offset + log::FRAME_HEADER_LEN + at as u64,
+            what: format!("record with sequence number {}: {what}", f.seq),
+        };
+        self.last_seq = f.seq;
+        if f.kind == kind::TRAJECTORY {
+            let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
+            if self.by_id.contains_key(&t.id) {
+                return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
+            }
+            let slot = u32::try_from(self.trajs.len()).unwrap_or(u32::MAX);
+            let env = self.intern(t.env);
+            let task = self.intern(t.task);
+            for (space, step, v) in &t.keys {
+                let Some(s) = self.spaces.get_mut(*space as usize) else {
+                    return Err(corrupt(0, format!("key of undefined key space {space}")));
+                };
+                if v.len() != s.def.dims as usize {
+                    return Err(corrupt(
+                        0,
+                        format!("key of {} dims in a space of {}", v.len(), s.def.dims),
+                    ));
+                }
+                let step_ok = match s.def.level {
+                    Level::Trajectory => *step == NO_STEP,
+                    Level::Step => *step < t.n_steps,
+                };
+                if !step_ok {
+                    return Err(corrupt(
+                        0,
+                        format!("key step {step} does not fit space `{}`", s.def.name),
+                    ));
+                }
+                s.rows.push(v)?;
+                s.row_meta.push(RowMeta { slot, step: *step });
+            }
+            self.trajs.push(TrajMeta {
+                id: t.id,
+                seq: f.seq,
+                offset: f.offset,
+                env,
+                task,
+                outcome: Outcome {
+                    success: t.success,
+                    reward: None,
+                },
+                relabelled: false,
+                provenance: t.provenance,
+                n_steps: t.n_steps,
+                deleted_at: None,
+            });
+            self.by_id.insert(t.id, slot);
+            self.next_id = self.next_id.max(t.id.saturating_add(1));
+            return Ok(());
+        }
+        let rec = record::decode_record(f.kind, f.payload, &self.space_name())
+            .map_err(|e| corrupt(e.at, e.what))?;
+        match rec {
+            Record::Space { id, def } => {
+                if id as usize != self.spaces.len() {
+                    return Err(corrupt(0, format!("key space id {id} out of order")));
+                }
+                if self.space_by_name.contains_key(&def.name) {
+                    return Err(corrupt(
+                        0,
+                        format!("key space `{}` defined twice", def.name),
+                    ));
+                }
+                let rows = new_store(id, &def)?;
+                self.space_by_name.insert(def.name.clone(), id);
+                self.spaces.push(Space {
+                    def,
+                    rows,
+                    row_meta: Vec::new(),
+                });
+            }
+            Record::Trajectory(_) => {}
+            Record::Delete { id } => {
+                let slot = self
+                    .live_slot(id)
+                    .ok_or_else(|| corrupt(0, format!("delete of unknown trajectory {id}")))?;
+                self.trajs[slot].deleted_at = Some(f.seq);
+            }
+            Record::TrajOutcome { id, outcome } => {
+                let slot = self
+                    .live_slot(id)
+                    .ok_or_else(|| corrupt(0, format!("outcome for unknown trajectory {id}")))?;
+                self.trajs[slot].outcome = outcome;
+                self.trajs[slot].relabelled = true;
+            }
+            Record::EpisodeBegin {
+                episode,
+                created_ms,
+            } => {
+                if self.usage.episodes.contains_key(&episode) {
+                    return Err(corrupt(0, format!("episode {episode} begun twice")));
+                }
+                self.usage.begin(episode, created_ms);
+            }
+            Record::Retrievals { episode, events } => {
+                if !self.usage.episodes.contains_key(&episode) {
+                    return Err(corrupt(
+                        0,
+                        format!("retrievals for unknown episode {episode}"),
+                    ));
+                }
+                self.usage.log(episode, &events);
+            }
+            Record::EpisodeOutcome { episode, success } => {
+                if !self.usage.episodes.contains_key(&episode) {
+                    return Err(corrupt(0, format!("outcome for unknown episode {episode}")));
+                }
+                self.usage.set_outcome(episode, success);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
+        let slot = *self.by_id.get(&id)? as usize;
+        self.trajs[slot].deleted_at.is_none().then_some(slot)
+    }
+}
+
+struct Writer {
+    end: u64,
+    next_seq: u64,
+    poisoned: bool,
+}
+
+/// An open trajdb database: one writer at a time, any number of reader threads.
+pub struct Database {
+    backend: Arc<dyn Backend>,
+    opts: Options,
+    log: RwLock<Arc<dyn Storage>>,
+    log_path: PathBuf,
+    pub(crate) state: RwLock<State>,
+    writer: Mutex<Writer>,
+    /// Offset up to which the log is known synced (group commit).
+    synced: Mutex<u64>,
+    report: OpenReport,
+    _lock: Option<File>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn fresh_log_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Error::Locked {
+                path,
+                holder: if holder.is_empty() {
+                    "another process".into()
+                } else {
+                    holder.to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+    }
+    let who = format!(
+        "process {} (since {} ms after the epoch)",
+        std::process::id(),
+        now_ms()
+    );
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = f.write_all(who.as_bytes());
+    Ok(f)
+}
+
+/// Builds the state by scanning the log, creating key stores through `new_store`.
+fn load_state(
+    log: &dyn Storage,
+    log_path: &Path,
+    new_store: &mut dyn FnMut(u32, &SpaceDef, u64) -> Result<RowStore>,
+) -> Result<(State, log::ScanEnd)> {
+    let header = log::read_header(log, log_path)?;
+    let mut st = State {
+        header,
+        spaces: Vec::new(),
+        space_by_name: HashMap::new(),
+        trajs: Vec::new(),
+        by_id: HashMap::new(),
+        names: Vec::new(),
+        name_ids: HashMap::new(),
+        usage: Usage::default(),
+        next_id: 1,
+        last_seq: header.base_seq.saturating_sub(1),
+    };
+    let log_id = header.log_id;
+    let (_, end) = log::scan(log, log_path, |f| {
+        st.apply(f, log_path, &mut |id, def| new_store(id, def, log_id))
+    })?;
+    Ok((st, end))
+}
+
+/// Counts and sizes, as `trajdb stats` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Live trajectories.
+    pub trajectories: u64,
+    /// Steps of live trajectories.
+    pub steps: u64,
+    /// Trajectories deleted but not yet compacted away.
+    pub deleted: u64,
+    /// Successful live trajectories.
+    pub successes: u64,
+    /// Episodes logged.
+    pub episodes: u64,
+    /// Sequence number of the last commit.
+    pub commit_seq: u64,
+    /// Bytes in the log.
+    pub log_bytes: u64,
+    /// Per key space.
+    pub spaces: Vec<SpaceStats>,
+}
+
+/// Statistics of one key space.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceStats {
+    /// The definition.
+    #[serde(flatten)]
+    pub def: SpaceDef,
+    /// Rows stored (including rows of deleted trajectories until compaction).
+    pub rows: u64,
+    /// Rows of live trajectories.
+    pub live_rows: u64,
+    /// Bytes of the key file.
+    pub file_bytes: u64,
+}
+
+/// What `verify` checked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Frames whose checksums and contents were checked.
+    pub frames: u64,
+    /// Trajectory records decoded in full.
+    pub trajectories: u64,
+    /// Key rows compared bit for bit with the log.
+    pub rows: u64,
+}
+
+fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
+    if v.len() != space.def.dims as usize {
+        return Err(Error::DimensionMismatch {
+            space: space.def.name.clone(),
+            expected: space.def.dims as usize,
+            got: v.len(),
+        });
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(
+            format!("{at}[{i}]"),
+            format!("value {} is not a finite number", v[i]),
+        ));
+    }
+    if space.def.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+        return Err(Error::invalid(
+            at,
+            "vector is all zeros; cosine similarity is undefined for it",
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(at: &str, s: &str) -> Result<()> {
+    if s.len() > MAX_PAYLOAD as usize {
+        return Err(Error::TooLarge {
+            what: at.into(),
+            len: s.len() as u64,
+            max: u64::from(MAX_PAYLOAD),
+        });
+    }
+    Ok(())
+}
+
+impl Database {
+    /// Opens (by default creating) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Database> {
+        let dir = path.as_ref();
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::NotADatabase {
+                    path: dir.to_owned(),
+                    why: "it is a file, not a database directory".into(),
+                })
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && opts.create && !opts.read_only =>
+            {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            }
+            Err(e) => return Err(Error::io("open", dir, e)),
+        }
+        let lock = if opts.read_only {
+            None
+        } else {
+            Some(take_lock(dir)?)
+        };
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir));
+        let mut db = Self::open_backend(backend, opts)?;
+        db._lock = lock;
+        Ok(db)
+    }
+
+    /// Opens a database on any [`Backend`] (in-memory, fault-injecting). The caller ensures
+    /// no other writer uses the same files.
+    pub fn open_backend(backend: Arc<dyn Backend>, opts: Options) -> Result<Database> {
+        let log_path = backend.path_of(LOG_FILE);
+        let io = |op, e| Error::io(op, log_path.clone(), e);
+        let log = match backend.open(LOG_FILE, false).map_err(|e| io("open", e))? {
+            Some(l) => l,
+            None => {
+                if opts.read_only || !opts.create {
+                    return Err(Error::NotADatabase {
+                        path: log_path.clone(),
+                        why: "there is no log file".into(),
+                    });
+                }
+                if backend
+                    .list()
+                    .map_err(|e| io("list", e))?
+                    .iter()
+                    .any(|n| n != LOCK_FILE)
+                {
+                    return Err(Error::NotADatabase {
+                        path: log_path.clone(),
+                        why: "the directory has files but no trajdb log; refusing to create a database in it".into(),
+                    });
+                }
+                let tmp = format!("{LOG_FILE}.new");
+                let l = backend
+                    .open(&tmp, true)
+                    .map_err(|e| io("create", e))?
+                    .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+                let hdr = LogHeader {
+                    log_id: fresh_log_id(),
+                    base_seq: 1,
+                    created_ms: now_ms(),
+                };
+                l.write_at(&log::encode_header(&hdr), 0)
+                    .map_err(|e| io("write", e))?;
+                l.sync().map_err(|e| io("sync", e))?;
+                backend
+                    .rename(&tmp, LOG_FILE)
+                    .map_err(|e| io("rename", e))?;
+                l
+            }
+        };
+        let read_only = opts.read_only;
+        let b2 = backend.clone();
+        let (state, end) = load_state(log.as_ref(), &log_path, &mut |id, def, log_id| {
+            if read_only {
+                Ok(RowStore::heap(def.dims as usize))
+            } else {
+                RowStore::open(b2.as_ref(), id, def, log_id)
+            }
+        })?;
+        let mut report = OpenReport::default();
+        if let Some(why) = &end.torn {
+            let len = log.len().map_err(|e| io("stat", e))?;
+            report.truncated_bytes = len - end.end;
+            report.torn_reason = Some(why.clone());
+            if !read_only {
+                log.set_len(end.end).map_err(|e| io("truncate", e))?;
+                log.sync().map_err(|e| io("sync", e))?;
+            }
+        }
+        let db = Database {
+            backend,
+            opts,
+            log: RwLock::new(log),
+            log_path,
+            writer: Mutex::new(Writer {
+                end: end.end,
+                next_seq: end.next_seq,
+                poisoned: false,
+            }),
+            synced: Mutex::new(end.end),
+            state: RwLock::new(state),
+            report,
+            _lock: None,
+        };
+        if !read_only {
+            db.checkpoint_keys()?;
+        }
+        Ok(db)
+    }
+
+    fn log(&self) -> Arc<dyn Storage> {
+        self.log.read().clone()
+    }
+
+    /// What opening found and repaired.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The options the database was opened with.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    fn checkpoint_keys(&self) -> Result<()> {
+        let mut st = self.state.write();
+        for s in &mut st.spaces {
+            s.rows.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the log and the key files: everything committed so far becomes durable.
+    pub fn sync(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let w = self.writer.lock();
+        if w.poisoned {
+            return Err(Error::PreviousIo);
+        }
+        let end = w.end;
+        drop(w);
+        self.sync_log(end)?;
+        self.checkpoint_keys()
+    }
+
+    fn poison(&self, w: &mut Writer) {
+        w.poisoned = true;
+    }
+
+    /// Syncs the log up to at least `end`, sharing the sync with concurrent committers.
+    fn sync_log(&self, end: u64) -> Result<()> {
+        let mut synced = self.synced.lock();
+        if *synced >= end {
+            return Ok(());
+        }
+        let target = self.writer.lock().end;
+        if let Err(e) = self.log().sync() {
+            self.poison(&mut self.writer.lock());
+            return Err(Error::io("sync", self.log_path.clone(), e));
+        }
+        *synced = target.max(end);
+        Ok(())
+    }
+
+    /// Writes one record and applies it; `check` runs under the writer lock before writing.
+    fn commit(
+        &self,
+        kind: u16,
+        build: impl FnOnce(&State, &Writer) -> Result<Vec<u8>>,
+    ) -> Result<u64> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut w = self.writer.lock();
+        if w.poisoned {
+            return Err(Error::PreviousIo);
+        }
+        let payload = build(&self.state.read(), &w)?;
+        if payload.len() > MAX_PAYLOAD as usize {
+            return Err(Error::TooLarge {
+                what: "record".into(),
+                len: payload.len() as u64,
+                max: u64::from(MAX_PAYLOAD),
+            });
+        }
+        let seq = w.next_seq;
+        let mut buf = Vec::with_capacity(payload.len() + 32);
+        log::encode_frame(&mut buf, seq, kind, &payload);
+        let offset = w.end;
+        if let Err(e) = self.log().write_at(&buf, offset) {
+            self.poison(&mut w);
+            return Err(Error::io("write", self.log_path.clone(), e));
+        }
+        w.end += buf.len() as u64;
+        w.next_seq += 1;
+        if self.opts.durability == Durability::SyncEachCommit {
+            if let Err(e) = self.log().sync() {
+                self.poison(&mut w);
+                return Err(Error::io("sync", self.log_path.clone(), e));
+            }
+            *self.synced.lock() = w.end;
+        }
+        let frame = Frame {
+            offset,
+            seq,
+            kind,
+            payload: &payload,
+        };
+        let applied = {
+            let mut st = self.state.write();
+            let backend = self.backend.clone();
+            let log_id = st.header.log_id;
+            st.apply(&frame, &self.log_path, &mut |id, def| {
+                RowStore::open(backend.as_ref(), id, def, log_id)
+            })
+        };
+        if let Err(e) = applied {
+            // The record is in the log but not in memory: stop writing; reopen recovers.
+            self.poison(&mut w);
+            return Err(e);
+        }
+        let end = w.end;
+        drop(w);
+        if self.opts.durability == Durability::GroupCommit {
+            self.sync_log(end)?;
+        }
+        Ok(seq)
+    }
+
+    /// Creates a key space, or checks that an existing one has the same definition.
+    pub fn create_space(&self, def: &SpaceDef) -> Result<()> {
+        if def.dims == 0 || def.dims > 65_536 {
+            return Err(Error::invalid(
+                format!("space `{}`", def.name),
+                format!("dimensions must be 1..=65536, got {}", def.dims),
+            ));
+        }
+        if def.name.is_empty() || def.name.len() > 256 {
+            return Err(Error::invalid("space name", "must be 1..=256 bytes"));
+        }
+        if let Some(e) = &def.embedder {
+            if e.dims != def.dims {
+                return Err(Error::invalid(
+                    format!("space `{}`", def.name),
+                    format!("embedder {e} does not make {}-dimensional keys", def.dims),
+                ));
+            }
+        }
+        if let Ok((_, s)) = self.state.read().space(&def.name) {
+            return if s.def == *def {
+                Ok(())
+            } else {
+                Err(Error::SpaceConflict {
+                    name: def.name.clone(),
+                    what: format!("a different definition ({:?})", s.def),
+                })
+            };
+        }
+        self.commit(kind::SPACE, |st, _| {
+            if st.space_by_name.contains_key(&def.name) {
+                return Err(Error::SpaceConflict {
+                    name: def.name.clone(),
+                    what: "a concurrent definition".into(),
+                });
+            }
+            let id = u32::try_from(st.spaces.len())
+                .map_err(|_| Error::invalid("space", "too many key spaces"))?;
+            Ok(record::encode_space(id, def))
+        })?;
+        Ok(())
+    }
+
+    /// The key spaces, in creation order.
+    pub fn spaces(&self) -> Vec<SpaceDef> {
+        self.state
+            .read()
+            .spaces
+            .iter()
+            .map(|s| s.def.clone())
+            .collect()
+    }
+
+    /// Refuses `embedder` for `space` when the space records a different one.
+    pub fn check_embedder(&self, space: &str, embedder: &crate::record::EmbedderId) -> Result<()> {
+        let st = self.state.read();
+        let (_, s) = st.space(space)?;
+        match &s.def.embedder {
+            Some(rec) if rec != embedder => Err(Error::EmbedderMismatch {
+                space: space.into(),
+                recorded: rec.to_string(),
+                given: embedder.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends a trajectory with its keys as one atomic commit; returns its id.
+    pub fn append(&self, t: &Trajectory) -> Result<u64> {
+        self.append_as(t, None)
+    }
+
+    /// Like [`append`](Self::append), refusing keys if `embedder` differs from the one a key
+    /// space records.
+    pub fn append_as(
+        &self,
+        t: &Trajectory,
+        embedder: Option<&crate::record::EmbedderId>,
+    ) -> Result<u64> {
+        if let Some(e) = embedder {
+            for name in t.keys.keys().chain(t.step_keys.keys()) {
+                self.check_embedder(name, e)?;
+            }
+        }
+        for (at, s) in [
+            ("task", &t.task),
+            ("env", &t.env),
+            ("goal", &t.goal),
+            ("plan", &t.plan),
+        ] {
+            check_text(at, s)?;
+        }
+        let mut id_out = 0;
+        self.commit(kind::TRAJECTORY, |st, _| {
+            let id = match t.id {
+                Some(id) => {
+                    if st.by_id.contains_key(&id) {
+                        return Err(Error::DuplicateId { id });
+                    }
+                    if id == u64::MAX {
+                        return Err(Error::invalid("id", "id 18446744073709551615 is reserved"));
+                    }
+                    id
+                }
+                None => st.next_id,
+            };
+            let mut keys = Vec::new();
+            for (name, v) in &t.keys {
+                let (sid, space) = st.space(name)?;
+                if space.def.level != Level::Trajectory {
+                    return Err(Error::invalid(
+                        format!("keys.{name}"),
+                        "is a step-level key space; give its vectors under step_keys",
+                    ));
+                }
+                check_vector(&format!("keys.{name}"), space, v)?;
+                keys.push(EncKey {
+                    space: sid,
+                    step: NO_STEP,
+                    vector: v,
+                });
+            }
+            for (name, vs) in &t.step_keys {
+                let (sid, space) = st.space(name)?;
+                if space.def.level != Level::Step {
+                    return Err(Error::invalid(
+                        format!("step_keys.{name}"),
+                        "is a trajectory-level key space; give its vector under keys",
+                    ));
+                }
+                if vs.len() != t.steps.len() {
+                    return Err(Error::invalid(
+                        format!("step_keys.{name}"),
+                        format!("has {} vectors for {} steps", vs.len(), t.steps.len()),
+                    ));
+                }
+                for (i, v) in vs.iter().enumerate() {
+                    check_vector(&format!("step_keys.{name}[{i}]"), space, v)?;
+                    keys.push(EncKey {
+                        space: sid,
+                        step: u32::try_from(i).unwrap_or(NO_STEP),
+                        vector: v,
+                    });
+                }
+            }
+            // Keys are written in space order, then step order: rows of one trajectory are
+            // contiguous in every key file.
+            keys.sort_by_key(|k| (k.space, k.step));
+            let mut t2 = t.clone();
+            if t2.created_ms == 0 {
+                t2.created_ms = now_ms();
+            }
+            id_out = id;
+            Ok(record::encode_trajectory(&t2, id, &keys))
+        })?;
+        Ok(id_out)
+    }
+
+    /// Marks a trajectory deleted (a tombstone); `compact` reclaims its space.
+    pub fn delete(&self, id: u64) -> Result<()> {
+        self.commit(kind::DELETE, |st, _| {
+            st.live_slot(id).ok_or(Error::NotFound {
+                kind: "trajectory",
+                id,
+            })?;
+            Ok(record::encode_delete(id))
+        })?;
+        Ok(())
+    }
+
+    /// Sets a trajectory's outcome after the fact.
+    pub fn set_outcome(&self, id: u64, outcome: Outcome) -> Result<()> {
+        if outcome.reward.is_some_and(|r| !r.is_finite()) {
+            return Err(Error::invalid("outcome.reward", "is not a finite number"));
+        }
+        self.commit(kind::TRAJ_OUTCOME, |st, _| {
+            st.live_slot(id).ok_or(Error::NotFound {
+                kind: "trajectory",
+                id,
+            })?;
+            Ok(record::encode_traj_outcome(id, outcome))
+        })?;
+        Ok(())
+    }
+
+    /// Begins an episode and returns its id.
+    pub fn begin_episode(&self) -> Result<u64> {
+        let mut ep = 0;
+        self.commit(kind::EPISODE_BEGIN, |st, _| {
+            ep = st.usage.next_episode.max(1);
+            Ok(record::encode_episode_begin(ep, now_ms()))
+        })?;
+        Ok(ep)
+    }
+
+    /// Logs retrievals made during `episode` (one commit for the batch).
+    pub fn log_retrievals(&self, episode: u64, events: &[RetrievalEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.commit(kind::RETRIEVALS, |st, _| {
+            if !st.usage.episodes.contains_key(&episode) {
+                return Err(Error::NotFound {
+                    kind: "episode",
+                    id: episode,
+                });
+            }
+            for e in events {
+                let slot = *st.by_id.get(&e.id).ok_or(Error::NotFound {
+                    kind: "trajectory",
+                    id: e.id,
+                })?;
+                if let Some(s) = e.step {
+                    if s >= st.trajs[slot as usize].n_steps {
+                        return Err(Error::invalid(
+                            "retrieval step",
+                            format!("trajectory {} has no step {s}", e.id),
+                        ));
+                    }
+                }
+            }
+            Ok(record::encode_retrievals(episode, events))
+        })?;
+        Ok(())
+    }
+
+    /// Sets (or changes, or clears with `None`) an episode's outcome; may come long after.
+    pub fn set_episode_outcome(&self, episode: u64, success: Option<bool>) -> Result<()> {
+        self.commit(kind::EPISODE_OUTCOME, |st, _| {
+            if !st.usage.episodes.contains_key(&episode) {
+                return Err(Error::NotFound {
+                    kind: "episode",
+                    id: episode,
+                });
+            }
+            Ok(record::encode_episode_outcome(episode, success))
+        })?;
+        Ok(())
+    }
+
+    /// Usage counters of trajectory `id` (zeros when never retrieved).
+    pub fn utility(&self, id: u64) -> Utility {
+        self.state
+            .read()
+            .usage
+            .counters
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Usage counters of every trajectory that has been retrieved, by id.
+    pub fn utilities(&self) -> Vec<(u64, Utility)> {
+        let st = self.state.read();
+        let mut v: Vec<(u64, Utility)> = st.usage.counters.iter().map(|(k, u)| (*k, *u)).collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    /// Every episode, by id.
+    pub fn episodes(&self) -> Vec<Episode> {
+        self.state.read().usage.episodes.values().cloned().collect()
+    }
+
+    /// Reads a live trajectory, keys included, with its current outcome.
+    pub fn get(&self, id: u64) -> Result<Trajectory> {
+        let st = self.state.read();
+        let slot = st.live_slot(id).ok_or(Error::NotFound {
+            kind: "trajectory",
+            id,
+        })?;
+        self.read_trajectory(&st, slot)
+    }
+
+    pub(crate) fn read_trajectory(&self, st: &State, slot: usize) -> Result<Trajectory> {
+        let m = &st.trajs[slot];
+        let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
+        let mut t =
+            record::decode_trajectory(&payload, &st.space_name()).map_err(|e| Error::Corrupt {
+                path: self.log_path.clone(),
+                offset: m.offset,
+                what: e.what,
+            })?;
+        if m.relabelled {
+            t.outcome = m.outcome;
+        }
+        Ok(t)
+    }
+
+    /// Ids of live trajectories in commit order.
+    pub fn ids(&self) -> Vec<u64> {
+        self.ids_as_of(None)
+    }
+
+    /// Ids of the trajectories visible as of commit `as_of`, in commit order.
+    pub fn ids_as_of(&self, as_of: Option<u64>) -> Vec<u64> {
+        self.state
+            .read()
+            .trajs
+            .iter()
+            .filter(|m| m.visible(as_of))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// (id, commit sequence number) of live trajectories in commit order: the points at
+    /// which a read view "as of commit N" can be taken.
+    pub fn commit_points(&self) -> Vec<(u64, u64)> {
+        self.state
+            .read()
+            .trajs
+            .iter()
+            .filter(|m| m.deleted_at.is_none())
+            .map(|m| (m.id, m.seq))
+            .collect()
+    }
+
+    /// Sequence number of the last commit (0 for an empty database).
+    pub fn commit_seq(&self) -> u64 {
+        self.state.read().last_seq
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> Stats {
+        let st = self.state.read();
+        let live: Vec<&TrajMeta> = st.trajs.iter().filter(|m| m.deleted_at.is_none()).collect();
+        Stats {
+            trajectories: live.len() as u64,
+            steps: live.iter().map(|m| u64::from(m.n_steps)).sum(),
+            deleted: (st.trajs.len() - live.len()) as u64,
+            successes: live
+                .iter()
+                .filter(|m| m.outcome.success == Some(true))
+                .count() as u64,
+            episodes: st.usage.episodes.len() as u64,
+            commit_seq: st.last_seq,
+            log_bytes: self.log().len().unwrap_or(0),
+            spaces: st
+                .spaces
+                .iter()
+                .map(|s| SpaceStats {
+                    def: s.def.clone(),
+                    rows: s.rows.len() as u64,
+                    live_rows: s
+                        .row_meta
+                        .iter()
+                        .filter(|r| st.trajs[r.slot as usize].deleted_at.is_none())
+                        .count() as u64,
+                    file_bytes: s.rows.file_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Re-reads the whole log, checking every checksum and record, and compares every key
+    /// row and key-file header with what the log says.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = self.writer.lock();
+        let st = self.state.read();
+        let mut report = VerifyReport::default();
+        let mut cursor: Vec<usize> = vec![0; st.spaces.len()];
+        let (_, end) = log::scan(self.log().as_ref(), &self.log_path, |f| {
+            report.frames += 1;
+            let rec = record::decode_record(f.kind, f.payload, &st.space_name()).map_err(|e| {
+                Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: f.offset,
+                    what: e.what,
+                }
+            })?;
+            if f.kind == kind::TRAJECTORY {
+                report.trajectories += 1;
+                let t = record::scan_trajectory(f.payload).map_err(|e| Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: f.offset,
+                    what: e.what,
+                })?;
+                drop(rec);
+                for (sid, _, v) in &t.keys {
+                    let sid = *sid as usize;
+                    let Some(space) = st.spaces.get(sid) else {
+                        return Err(Error::Corrupt {
+                            path: self.log_path.clone(),
+                            offset: f.offset,
+                            what: format!("key of undefined space {sid}"),
+                        });
+                    };
+                    let r = cursor[sid];
+                    cursor[sid] += 1;
+                    let path = space.rows.path().map(Path::to_owned).unwrap_or_default();
+                    if r >= space.rows.len()
+                        || space
+                            .rows
+                            .row(r)
+                            .iter()
+                            .zip(v)
+                            .any(|(a, b)| a.to_bits() != b.to_bits())
+                    {
+                        let offset = crate::keyfile::KEY_HEADER_LEN
+                            + (r as u64) * u64::from(space.def.dims) * 4;
+                        return Err(Error::Corrupt {
+                            path,
+                            offset,
+                            what: format!(
+                                "row {r} of key space `{}` differs from the log record at byte {}",
+                                space.def.name, f.offset
+                            ),
+                        });
+                    }
+                    report.rows += 1;
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(why) = end.torn {
+            return Err(Error::Corrupt {
+                path: self.log_path.clone(),
+                offset: end.end,
+                what: format!("log tail is damaged: {why}"),
+            });
+        }
+        for (i, s) in st.spaces.iter().enumerate() {
+            if cursor[i] != s.rows.len() {
+                return Err(Error::Corrupt {
+                    path: s.rows.path().map(Path::to_owned).unwrap_or_default(),
+                    offset: 0,
+                    what: format!(
+                        "key space `{}` has {} rows but the log has {}",
+                        s.def.name,
+                        s.rows.len(),
+                        cursor[i]
+                    ),
+                });
+            }
+            s.rows.check_header()?;
+        }
+        Ok(report)
+    }
+
+    /// Rewrites the log with live records only and rebuilds the key files, so deleted
+    /// trajectories free their space. Commit numbering restarts; earlier as-of views end.
+    pub fn compact(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut w = self.writer.lock();
+        if w.poisoned {
+            return Err(Error::PreviousIo);
+        }
+        let tmp = format!("{LOG_FILE}.compact");
+        let tmp_path = self.backend.path_of(&tmp);
+        let io = |op, e| Error::io(op, tmp_path.clone(), e);
+        self.backend.remove(&tmp).map_err(|e| io("remove", e))?;
+        let out = self
+            .backend
+            .open(&tmp, true)
+            .map_err(|e| io("create", e))?
+            .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+        let hdr = LogHeader {
+            log_id: fresh_log_id(),
+            base_seq: 1,
+            created_ms: now_ms(),
+        };
+        let mut buf = log::encode_header(&hdr).to_vec();
+        let mut seq = 1u64;
+        let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
+            log::encode_frame(buf, seq, kind, payload);
+            seq += 1;
+        };
+        {
+            let st = self.state.read();
+            for (i, s) in st.spaces.iter().enumerate() {
+                push(
+                    &mut buf,
+                    kind::SPACE,
+                    &record::encode_space(i as u32, &s.def),
+                );
+            }
+            for m in st.trajs.iter().filter(|m| m.deleted_at.is_none()) {
+                let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
+                push(&mut buf, kind::TRAJECTORY, &payload);
+                if m.relabelled {
+                    push(
+                        &mut buf,
+                        kind::TRAJ_OUTCOME,
+                        &record::encode_traj_outcome(m.id, m.outcome),
+                    );
+                }
+                if buf.len() > 16 << 20 {
+                    let at = out.len().map_err(|e| io("stat", e))?;
+                    out.write_at(&buf, at).map_err(|e| io("write", e))?;
+                    buf.clear();
+                }
+            }
+            for ep in st.usage.episodes.values() {
+                push(
+                    &mut buf,
+                    kind::EPISODE_BEGIN,
+                    &record::encode_episode_begin(ep.id, ep.created_ms),
+                );
+                let events: Vec<RetrievalEvent> = ep
+                    .events
+                    .iter()
+                    .filter(|e| st.live_slot(e.id).is_some())
+                    .copied()
+                    .collect();
+                if !events.is_empty() {
+                    push(
+                        &mut buf,
+                        kind::RETRIEVALS,
+                        &record::encode_retrievals(ep.id, &events),
+                    );
+                }
+                if ep.outcome.is_some() {
+                    push(
+                        &mut buf,
+                        kind::EPISODE_OUTCOME,
+                        &record::encode_episode_outcome(ep.id, ep.outcome),
+                    );
+                }
+            }
+        }
+        let at = out.len().map_err(|e| io("stat", e))?;
+        out.write_at(&buf, at).map_err(|e| io("write", e))?;
+        out.sync().map_err(|e| io("sync", e))?;
+        // The rename is the commit point: before it the old log is the database, after it
+        // the new one is, and key files from the old log are rebuilt on open (log id differs).
+        if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
+            self.poison(&mut w);
+            return Err(io("rename", e));
+        }
+        let backend = self.backend.clone();
+        let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
+            RowStore::open(backend.as_ref(), id, def, log_id)
+        })
+        .inspect_err(|_| w.poisoned = true)?;
+        for s in self.backend.list().map_err(|e| io("list", e))? {
+            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
+                if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
+                    self.backend.remove(&s).map_err(|e| io("remove", e))?;
+                }
+            }
+        }
+        {
+            let mut st = self.state.write();
+            *st = state;
+            for s in &mut st.spaces {
+                s.rows.checkpoint()?;
+            }
+        }
+        *self.log.write() = out;
+        w.end = end.end;
+        w.next_seq = end.next_seq;
+        *self.synced.lock() = end.end;
+        Ok(())
+    }
+}
+
+impl Database {
+    /// Makes a new database at `dst` (a directory that must not exist or be empty) with the
+    /// same content. Files are copied with `std::fs::copy`, which on Linux uses
+    /// `copy_file_range`: on file systems with reflinks (Btrfs, XFS) the copy shares extents
+    /// instead of bytes. Writes to either database afterwards do not affect the other.
+    pub fn fork(&self, dst: impl AsRef<Path>) -> Result<()> {
+        let dst = dst.as_ref();
+        if let Ok(mut rd) = std::fs::read_dir(dst) {
+            if rd.next().is_some() {
+                return Err(Error::invalid(
+                    dst.display().to_string(),
+                    "fork destination exists and is not empty",
+                ));
+            }
+        }
+        std::fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
+        self.fork_into(&FileBackend::new(dst))
+    }
+
+    /// Copies this database's files into another backend (see [`fork`](Self::fork)).
+    pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
+        let w = self.writer.lock();
+        if w.poisoned {
+            return Err(Error::PreviousIo);
+        }
+        if !self.opts.read_only {
+            let end = w.end;
+            drop(w);
+            self.sync_log(end)?;
+            self.checkpoint_keys()?;
+        } else {
+            drop(w);
+        }
+        // Hold the writer lock while copying so the copy is one consistent point.
+        let _w = self.writer.lock();
+        let st = self.state.read();
+        let mut names = vec![LOG_FILE.to_owned()];
+        names.extend((0..st.spaces.len()).map(|i| key_file_name(i as u32)));
+        for name in names {
+            let src_path = self.backend.path_of(&name);
+            let dst_path = dst.path_of(&name);
+            if src_path.is_file() && dst_path.parent().is_some_and(Path::is_dir) {
+                std::fs::copy(&src_path, &dst_path).map_err(|e| Error::io("copy", &dst_path, e))?;
+                continue;
+            }
+            let Some(src) = self
+                .backend
+                .open(&name, false)
+                .map_err(|e| Error::io("open", &src_path, e))?
+            else {
+                continue;
+            };
+            let out = dst
+                .open(&name, true)
+                .map_err(|e| Error::io("create", &dst_path, e))?
+                .ok_or_else(|| {
+                    Error::io("create", &dst_path, std::io::ErrorKind::NotFound.into())
+                })?;
+            let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
+            let mut buf = vec![0u8; 4 << 20];
+            let mut pos = 0u64;
+            while pos < len {
+                let n = usize::try_from((len - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+                src.read_at(&mut buf[..n], pos)
+                    .map_err(|e| Error::io("read", &src_path, e))?;
+                out.write_at(&buf[..n], pos)
+                    .map_err(|e| Error::io("write", &dst_path, e))?;
+                pos += n as u64;
+            }
+            out.set_len(len)
+                .map_err(|e| Error::io("truncate", &dst_path, e))?;
+            out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if !self.opts.read_only && !self.writer.get_mut().poisoned {
+            let _ = self.sync();
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Embedders turn text into keys. Real models are plug-ins behind [`Embedder`]; the built-in
+//! [`HashEmbedder`] needs no model: it hashes words, word pairs and character trigrams into a
+//! fixed number of signed buckets and L2-normalises the result.
+
+use crate::error::{Error, Result};
+use crate::record::EmbedderId;
+
+/// Something that turns text into a vector of fixed dimensions.
+pub trait Embedder: Send + Sync {
+    /// Name, version and dimensions; recorded in the key spaces it fills.
+    fn id(&self) -> EmbedderId;
+    /// The vector for `text`: `id().dims` finite values.
+    fn embed(&self, text: &str) -> Result<Vec<f32>>;
+}
+
+/// Feature-hashing embedder over lower-cased words, word bigrams and character trigrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashEmbedder {
+    dims: u32,
+}
+
+/// Name the hash embedder records.
+pub const HASH_EMBEDDER_NAME: &str = "trajdb-hash";
+/// Version the hash embedder records; bump on any change to its output.
+pub const HASH_EMBEDDER_VERSION: &str = "1";
+
+impl HashEmbedder {
+    /// An embedder of `dims` dimensions (1..=65536).
+    pub fn new(dims: u32) -> Result<Self> {
+        if dims == 0 || dims > 65_536 {
+            return Err(Error::invalid(
+                "embedder dims",
+                format!("must be 1..=65536, got {dims}"),
+            ));
+        }
+        Ok(HashEmbedder { dims })
+    }
+}
+
+impl Default for HashEmbedder {
+    /// 256 dimensions.
+    fn default() -> Self {
+        HashEmbedder { dims: 256 }
+    }
+}
+
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Final mix so nearby inputs spread over buckets.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+impl Embedder for HashEmbedder {
+    fn id(&self) -> EmbedderId {
+        EmbedderId {
+            name: HASH_EMBEDDER_NAME.into(),
+            version: HASH_EMBEDDER_VERSION.into(),
+            dims: self.dims,
+        }
+    }
+
+    fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        let dims = self.dims as usize;
+        let mut v = vec![0f32; dims];
+        let mut add = |feature: &[u8], seed: u64, weight: f32| {
+            let h = fnv1a(feature, seed);
+            let bucket = usize::try_from(h % u64::from(self.dims)).unwrap_or(0);
+            let sign = if (h >> 63) == 1 { -1.0 } else { 1.0 };
+            v[bucket] += sign * weight;
+        };
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        for w in &words {
+            add(w.as_bytes(), 1, 1.0);
+            let chars: Vec<char> = format!("#{w}#").chars().collect();
+            for tri in chars.windows(3) {
+                let s: String = tri.iter().collect();
+                add(s.as_bytes(), 3, 0.5);
+            }
+        }
+        for pair in words.windows(2) {
+            add(format!("{} {}", pair[0], pair[1]).as_bytes(), 2, 0.7);
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            for x in &mut v {
+                *x /= norm;
+            }
+        } else {
+            // Empty text: a fixed unit vector, so cosine stays defined.
+            v[0] = 1.0;
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+    use crate::record::Metric;
+
+    #[test]
+    fn hash_embedding_is_unit_length_and_deterministic() {
+        let e = HashEmbedder::new(128).expect("dims");
+        let a = e.embed("Goal: create steam").expect("embed");
+        let b = e.embed("Goal: create steam").expect("embed");
+        assert_eq!(a, b);
+        let n: f32 = a.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-5);
+        assert_eq!(e.embed("").expect("embed")[0], 1.0);
+    }
+
+    #[test]
+    fn similar_texts_score_higher_than_unrelated_ones() {
+        let e = HashEmbedder::default();
+        let q = e
+            .embed("create cyborg from human and metal")
+            .expect("embed");
+        let near = e
+            .embed("create a cyborg using metal and a human")
+            .expect("embed");
+        let far = e.embed("bake bread in the oven").expect("embed");
+        assert!(reference(Metric::Cosine, &q, &near) > reference(Metric::Cosine, &q, &far) + 0.2);
+    }
+}

@@ -1,0 +1,423 @@
+//! Key files: one per key space, a 64-byte header then fixed-width little-endian f32 rows in
+//! log order. They are derived from the log: rows the header does not vouch for are rewritten
+//! from the log on open, and a file that does not match the log is rebuilt (a new file renamed
+//! over the old name, never truncated in place). Layout: `format-spec.md`, "Key files".
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::mmap::MappedFile;
+use crate::record::{elem_code, metric_code, SpaceDef};
+use crate::storage::{Backend, Storage};
+
+/// Magic bytes at offset 0 of a key file.
+pub const KEY_MAGIC: [u8; 8] = *b"TRAJDBKV";
+/// Key-file format version.
+pub const KEY_VERSION: u32 = 1;
+/// Size of the key-file header; rows start here.
+pub const KEY_HEADER_LEN: u64 = 64;
+/// Rows are reserved in the file this many at a time at least.
+const MIN_RESERVE_ROWS: u64 = 1024;
+
+/// Offsets inside the key-file header.
+pub mod header {
+    /// Magic, 8 bytes.
+    pub const MAGIC: usize = 0;
+    /// Version, u32.
+    pub const VERSION: usize = 8;
+    /// Key-space id, u32.
+    pub const SPACE_ID: usize = 12;
+    /// Dimensions, u32.
+    pub const DIMS: usize = 16;
+    /// Element type code, u8.
+    pub const ELEM: usize = 20;
+    /// Metric code, u8.
+    pub const METRIC: usize = 21;
+    /// Reserved, u16, zero.
+    pub const RESERVED0: usize = 22;
+    /// Row stride in bytes, u32.
+    pub const STRIDE: usize = 24;
+    /// Reserved, u32, zero.
+    pub const RESERVED1: usize = 28;
+    /// Rows synced and vouched for, u64.
+    pub const ROWS: usize = 32;
+    /// Identity of the log these rows came from, u64.
+    pub const LOG_ID: usize = 40;
+    /// Reserved, 12 zero bytes.
+    pub const RESERVED2: usize = 48;
+    /// CRC-32 of bytes 0..60.
+    pub const CRC: usize = 60;
+}
+
+/// File name of the key file of space `id`.
+pub fn key_file_name(id: u32) -> String {
+    format!("keys-{id}.vec")
+}
+
+struct KeyHeader {
+    space_id: u32,
+    dims: u32,
+    elem: u8,
+    metric: u8,
+    rows: u64,
+    log_id: u64,
+}
+
+fn encode_key_header(h: &KeyHeader) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[..8].copy_from_slice(&KEY_MAGIC);
+    b[header::VERSION..header::VERSION + 4].copy_from_slice(&KEY_VERSION.to_le_bytes());
+    b[header::SPACE_ID..header::SPACE_ID + 4].copy_from_slice(&h.space_id.to_le_bytes());
+    b[header::DIMS..header::DIMS + 4].copy_from_slice(&h.dims.to_le_bytes());
+    b[header::ELEM] = h.elem;
+    b[header::METRIC] = h.metric;
+    let stride = h.dims.saturating_mul(4);
+    b[header::STRIDE..header::STRIDE + 4].copy_from_slice(&stride.to_le_bytes());
+    b[header::ROWS..header::ROWS + 8].copy_from_slice(&h.rows.to_le_bytes());
+    b[header::LOG_ID..header::LOG_ID + 8].copy_from_slice(&h.log_id.to_le_bytes());
+    let crc = crc32fast::hash(&b[..header::CRC]);
+    b[header::CRC..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn u32_at(b: &[u8; 64], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8; 64], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Why a key-file header is unusable, or the header.
+fn decode_key_header(b: &[u8; 64]) -> std::result::Result<KeyHeader, String> {
+    if b[..8] != KEY_MAGIC {
+        return Err("magic bytes are wrong".into());
+    }
+    let crc = crc32fast::hash(&b[..header::CRC]);
+    if crc != u32_at(b, header::CRC) {
+        return Err("header checksum mismatch".into());
+    }
+    if u32_at(b, header::VERSION) != KEY_VERSION {
+        return Err(format!(
+            "key-file version {} is not {KEY_VERSION}",
+            u32_at(b, header::VERSION)
+        ));
+    }
+    let dims = u32_at(b, header::DIMS);
+    if u32_at(b, header::STRIDE) != dims.saturating_mul(4) {
+        return Err("row stride does not match dimensions".into());
+    }
+    Ok(KeyHeader {
+        space_id: u32_at(b, header::SPACE_ID),
+        dims,
+        elem: b[header::ELEM],
+        metric: b[header::METRIC],
+        rows: u64_at(b, header::ROWS),
+        log_id: u64_at(b, header::LOG_ID),
+    })
+}
+
+/// The rows of one key space: mapped from its key file, or held on the heap when the
+/// backend has no mappable files or the database is read-only.
+pub(crate) struct RowStore {
+    dims: usize,
+    rows: usize,
+    kind: StoreKind,
+}
+
+enum StoreKind {
+    Heap(Vec<f32>),
+    File(FileRows),
+}
+
+struct FileRows {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    space_id: u32,
+    elem: u8,
+    metric: u8,
+    log_id: u64,
+    /// Rows already in the file that the header vouches for (not rewritten on open).
+    trusted: usize,
+    /// Rows the file has room for.
+    capacity: u64,
+    map: Option<MappedFile>,
+    /// Heap mirror used when the storage is not an OS file (in-memory backends).
+    mirror: Option<Vec<f32>>,
+}
+
+impl RowStore {
+    /// A store that keeps rows on the heap only.
+    pub(crate) fn heap(dims: usize) -> Self {
+        RowStore {
+            dims,
+            rows: 0,
+            kind: StoreKind::Heap(Vec::new()),
+        }
+    }
+
+    /// Opens (or creates, or rebuilds) the key file of space `id` for a writer.
+    pub(crate) fn open(
+        backend: &dyn Backend,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+    ) -> Result<Self> {
+        let name = key_file_name(id);
+        let path = backend.path_of(&name);
+        let dims = usize::try_from(def.dims).map_err(|_| Error::TooLarge {
+            what: "key dimensions".into(),
+            len: u64::from(def.dims),
+            max: u64::from(u32::MAX),
+        })?;
+        let want = KeyHeader {
+            space_id: id,
+            dims: def.dims,
+            elem: elem_code(def.elem),
+            metric: metric_code(def.metric),
+            rows: 0,
+            log_id,
+        };
+        let io = |op, e| Error::io(op, backend.path_of(&name), e);
+        let mut trusted = 0u64;
+        let mut storage = None;
+        if let Some(s) = backend.open(&name, false).map_err(|e| io("open", e))? {
+            let mut b = [0u8; 64];
+            let len = s.len().map_err(|e| io("stat", e))?;
+            if len >= KEY_HEADER_LEN && s.read_at(&mut b, 0).is_ok() {
+                if let Ok(h) = decode_key_header(&b) {
+                    let stride = (def.dims as u64) * 4;
+                    let fits = h.rows.saturating_mul(stride).saturating_add(KEY_HEADER_LEN) <= len;
+                    if h.space_id == id
+                        && h.dims == def.dims
+                        && h.elem == want.elem
+                        && h.metric == want.metric
+                        && h.log_id == log_id
+                        && fits
+                    {
+                        trusted = h.rows;
+                        storage = Some(s);
+                    }
+                }
+            }
+        }
+        let storage = match storage {
+            Some(s) => s,
+            None => {
+                // Build a fresh file beside the old one and rename it over: never truncate a
+                // file that a reader may have mapped.
+                let tmp = format!("{name}.new");
+                backend.remove(&tmp).map_err(|e| io("remove", e))?;
+                let s = backend
+                    .open(&tmp, true)
+                    .map_err(|e| io("create", e))?
+                    .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+                s.write_at(&encode_key_header(&want), 0)
+                    .map_err(|e| io("write", e))?;
+                s.sync().map_err(|e| io("sync", e))?;
+                backend.rename(&tmp, &name).map_err(|e| io("rename", e))?;
+                s
+            }
+        };
+        let len = storage.len().map_err(|e| io("stat", e))?;
+        let stride = (def.dims as u64) * 4;
+        let capacity = if stride == 0 {
+            u64::MAX
+        } else {
+            len.saturating_sub(KEY_HEADER_LEN) / stride
+        };
+        let mut fr = FileRows {
+            storage,
+            path,
+            space_id: id,
+            elem: want.elem,
+            metric: want.metric,
+            log_id,
+            trusted: usize::try_from(trusted).unwrap_or(usize::MAX),
+            capacity,
+            map: None,
+            mirror: None,
+        };
+        if fr.storage.file().is_some() {
+            fr.remap(dims)?;
+        } else {
+            let n = usize::try_from(trusted)
+                .ok()
+                .and_then(|t| t.checked_mul(dims))
+                .ok_or_else(|| io("read", std::io::ErrorKind::InvalidData.into()))?;
+            let mut bytes = vec![0u8; n * 4];
+            fr.storage
+                .read_at(&mut bytes, KEY_HEADER_LEN)
+                .map_err(|e| io("read", e))?;
+            fr.mirror = Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+        }
+        Ok(RowStore {
+            dims,
+            rows: 0,
+            kind: StoreKind::File(fr),
+        })
+    }
+
+    /// Number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// All rows, row-major, `len() * dims` floats.
+    pub(crate) fn all(&self) -> &[f32] {
+        let n = self.rows * self.dims;
+        match &self.kind {
+            StoreKind::Heap(v) => &v[..n],
+            StoreKind::File(f) => {
+                if let Some(m) = &f.mirror {
+                    return &m[..n];
+                }
+                match &f.map {
+                    Some(map) => {
+                        let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(0);
+                        let bytes = &map.bytes()[start..start + n * 4];
+                        bytemuck::try_cast_slice(bytes).unwrap_or(&[])
+                    }
+                    None => &[],
+                }
+            }
+        }
+    }
+
+    /// Row `i`.
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.all()[i * self.dims..(i + 1) * self.dims]
+    }
+
+    /// Appends a row. During open, rows the key file already vouches for are only counted.
+    pub(crate) fn push(&mut self, v: &[f32]) -> Result<()> {
+        let dims = self.dims;
+        match &mut self.kind {
+            StoreKind::Heap(h) => h.extend_from_slice(v),
+            StoreKind::File(f) => {
+                if self.rows < f.trusted {
+                    self.rows += 1;
+                    return Ok(());
+                }
+                let stride = (dims as u64) * 4;
+                let row = self.rows as u64;
+                if row >= f.capacity {
+                    let cap = (f.capacity.saturating_mul(2)).max(MIN_RESERVE_ROWS);
+                    f.storage
+                        .set_len(KEY_HEADER_LEN + cap * stride)
+                        .map_err(|e| Error::io("grow", f.path.clone(), e))?;
+                    f.capacity = cap;
+                    if f.storage.file().is_some() {
+                        f.remap(dims)?;
+                    }
+                }
+                let mut bytes = Vec::with_capacity(v.len() * 4);
+                for x in v {
+                    bytes.extend_from_slice(&x.to_le_bytes());
+                }
+                f.storage
+                    .write_at(&bytes, KEY_HEADER_LEN + row * stride)
+                    .map_err(|e| Error::io("write", f.path.clone(), e))?;
+                if let Some(m) = &mut f.mirror {
+                    m.truncate(self.rows * dims);
+                    m.extend_from_slice(v);
+                }
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Syncs the rows, then records in the header that they are all vouched for.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        if let StoreKind::File(f) = &mut self.kind {
+            let err = |op, e| Error::io(op, f.path.clone(), e);
+            f.storage.sync().map_err(|e| err("sync", e))?;
+            let h = KeyHeader {
+                space_id: f.space_id,
+                dims: u32::try_from(self.dims).unwrap_or(u32::MAX),
+                elem: f.elem,
+                metric: f.metric,
+                rows: self.rows as u64,
+                log_id: f.log_id,
+            };
+            f.storage
+                .write_at(&encode_key_header(&h), 0)
+                .map_err(|e| err("write", e))?;
+            f.storage.sync().map_err(|e| err("sync", e))?;
+            f.trusted = self.rows;
+        }
+        Ok(())
+    }
+
+    /// Bytes the key file takes (0 for heap stores).
+    pub(crate) fn file_bytes(&self) -> u64 {
+        match &self.kind {
+            StoreKind::Heap(_) => 0,
+            StoreKind::File(f) => f.storage.len().unwrap_or(0),
+        }
+    }
+
+    /// Path of the key file, for messages.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match &self.kind {
+            StoreKind::Heap(_) => None,
+            StoreKind::File(f) => Some(&f.path),
+        }
+    }
+
+    /// Reads the header of the key file and checks it against what the log implies.
+    pub(crate) fn check_header(&self) -> Result<()> {
+        let StoreKind::File(f) = &self.kind else {
+            return Ok(());
+        };
+        let mut b = [0u8; 64];
+        f.storage
+            .read_at(&mut b, 0)
+            .map_err(|e| Error::io("read", f.path.clone(), e))?;
+        let h = decode_key_header(&b).map_err(|what| Error::Corrupt {
+            path: f.path.clone(),
+            offset: 0,
+            what,
+        })?;
+        if h.log_id != f.log_id || h.space_id != f.space_id || h.rows > self.rows as u64 {
+            return Err(Error::Corrupt {
+                path: f.path.clone(),
+                offset: 0,
+                what: format!(
+                    "header says {} rows of space {} from log {:#x}; the log has {} rows of space {} in log {:#x}",
+                    h.rows, h.space_id, h.log_id, self.rows, f.space_id, f.log_id
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FileRows {
+    fn remap(&mut self, dims: usize) -> Result<()> {
+        let Some(file) = self.storage.file() else {
+            return Ok(());
+        };
+        let len = self
+            .storage
+            .len()
+            .map_err(|e| Error::io("stat", self.path.clone(), e))?;
+        let len = usize::try_from(len).map_err(|_| Error::TooLarge {
+            what: "key file".into(),
+            len,
+            max: usize::MAX as u64,
+        })?;
+        let _ = dims;
+        self.map =
+            Some(MappedFile::map(file, len).map_err(|e| Error::io("mmap", self.path.clone(), e))?);
+        Ok(())
+    }
+}

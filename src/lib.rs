@@ -1,0 +1,49 @@
+//! trajdb: an embedded database for LLM-agent trajectories.
+//!
+//! An append-only, checksummed log holds trajectories, key-space definitions and usage
+//! events; memory-mapped key files hold the vectors for exact SIMD search; usage counters
+//! give each trajectory its measured usefulness Q. The on-disk format is described byte by
+//! byte in `format-spec.md`.
+//!
+//! ```
+//! use trajdb::{Database, Options, SpaceDef, Level, Metric, Trajectory, Filter};
+//! let dir = std::env::temp_dir().join(format!("trajdb-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let db = Database::open(&dir, Options::default())?;
+//! db.create_space(&SpaceDef::new("goal", Level::Trajectory, 3, Metric::Cosine))?;
+//! let mut t = Trajectory { goal: "make tea".into(), ..Default::default() };
+//! t.outcome.success = Some(true);
+//! t.keys.insert("goal".into(), vec![1.0, 0.0, 0.0]);
+//! let id = db.append(&t)?;
+//! let hits = db.search("goal", &[1.0, 0.1, 0.0], 5, &Filter { success_only: true, ..Default::default() })?;
+//! assert_eq!(hits[0].id, id);
+//! # drop(db); let _ = std::fs::remove_dir_all(&dir);
+//! # Ok::<(), trajdb::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+mod db;
+pub mod embed;
+mod error;
+pub mod kernels;
+pub mod keyfile;
+pub mod log;
+mod mmap;
+mod record;
+mod search;
+pub mod storage;
+mod usage;
+
+pub use db::{
+    Database, Durability, OpenReport, Options, SpaceStats, Stats, VerifyReport, LOCK_FILE,
+};
+pub use embed::{Embedder, HashEmbedder};
+pub use error::{Error, Result};
+pub use record::{
+    ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
+    SpaceDef, Stage, Step, Trajectory,
+};
+pub use search::{Example, Filter, Hit, RetrieveQuery};
+pub use usage::{Episode, Utility};

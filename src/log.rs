@@ -1,0 +1,398 @@
+//! The append-only log: a 64-byte header, then CRC-framed records with contiguous sequence
+//! numbers. Scanning it validates every frame, stops at a torn tail and reports damage in the
+//! middle as corruption with the byte offset. Layout: `format-spec.md`, "The log file".
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// Name of the log file inside a database directory.
+pub const LOG_FILE: &str = "log";
+/// Magic bytes at offset 0 of the log.
+pub const LOG_MAGIC: [u8; 8] = *b"TRAJDBLG";
+/// The format version this build writes and the highest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the log header.
+pub const LOG_HEADER_LEN: u64 = 64;
+/// Size of a frame header.
+pub const FRAME_HEADER_LEN: u64 = 24;
+/// Frames start at multiples of this.
+pub const FRAME_ALIGN: u64 = 8;
+/// Largest payload accepted, checked before anything is allocated.
+pub const MAX_PAYLOAD: u32 = 64 << 20;
+/// Mixed into the length check so an all-zero header never validates.
+pub const LEN_SALT: u32 = 0x5452_4A4C;
+/// Mixed into the frame checksum so an all-zero frame never validates.
+pub const CRC_SALT: u32 = 0x4652_4D31;
+
+/// Offsets inside the log header.
+pub mod header {
+    /// Magic, 8 bytes.
+    pub const MAGIC: usize = 0;
+    /// Format version, u32.
+    pub const VERSION: usize = 8;
+    /// Flags, u32, must be zero.
+    pub const FLAGS: usize = 12;
+    /// Log identity, u64, new for every rewrite (compaction).
+    pub const LOG_ID: usize = 16;
+    /// Sequence number of the first frame, u64.
+    pub const BASE_SEQ: usize = 24;
+    /// Creation time in ms since the epoch, i64.
+    pub const CREATED_MS: usize = 32;
+    /// Reserved, 20 zero bytes.
+    pub const RESERVED: usize = 40;
+    /// CRC-32 of bytes 0..60.
+    pub const CRC: usize = 60;
+}
+
+/// Offsets inside a frame header.
+pub mod frame {
+    /// Payload length, u32.
+    pub const LEN: usize = 0;
+    /// CRC-32 of the four length bytes, xor [`super::LEN_SALT`].
+    pub const LEN_CHECK: usize = 4;
+    /// Sequence number, u64.
+    pub const SEQ: usize = 8;
+    /// Record kind, u16.
+    pub const KIND: usize = 16;
+    /// Flags, u16, must be zero.
+    pub const FLAGS: usize = 18;
+    /// CRC-32 of bytes 8..20 and the payload, xor [`super::CRC_SALT`].
+    pub const CRC: usize = 20;
+}
+
+/// The decoded log header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogHeader {
+    pub(crate) log_id: u64,
+    pub(crate) base_seq: u64,
+    pub(crate) created_ms: i64,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[header::MAGIC..header::MAGIC + 8].copy_from_slice(&LOG_MAGIC);
+    b[header::VERSION..header::VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[header::LOG_ID..header::LOG_ID + 8].copy_from_slice(&h.log_id.to_le_bytes());
+    b[header::BASE_SEQ..header::BASE_SEQ + 8].copy_from_slice(&h.base_seq.to_le_bytes());
+    b[header::CREATED_MS..header::CREATED_MS + 8].copy_from_slice(&h.created_ms.to_le_bytes());
+    let crc = crc32fast::hash(&b[..header::CRC]);
+    b[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
+    if b.len() < 64 || b[..8] != LOG_MAGIC {
+        return Err(Error::NotADatabase {
+            path: path.to_owned(),
+            why: "the log does not start with the trajdb magic bytes".into(),
+        });
+    }
+    let stored = le_u32(b, header::CRC);
+    let got = crc32fast::hash(&b[..header::CRC]);
+    if stored != got {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_owned(),
+            offset: 0,
+            expected: stored,
+            got,
+        });
+    }
+    let version = le_u32(b, header::VERSION);
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(Error::IncompatibleVersion {
+            path: path.to_owned(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if le_u32(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            offset: 12,
+            what: "reserved header bytes are not zero".into(),
+        });
+    }
+    Ok(LogHeader {
+        log_id: le_u64(b, header::LOG_ID),
+        base_seq: le_u64(b, header::BASE_SEQ),
+        created_ms: i64::from_le_bytes(
+            b[header::CREATED_MS..header::CREATED_MS + 8]
+                .try_into()
+                .map_err(|_| Error::Corrupt {
+                    path: path.to_owned(),
+                    offset: 32,
+                    what: "short header".into(),
+                })?,
+        ),
+    })
+}
+
+/// Bytes a frame with a payload of `len` bytes takes, padding included.
+pub(crate) fn frame_size(len: usize) -> u64 {
+    let raw = FRAME_HEADER_LEN + len as u64;
+    raw.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+}
+
+/// Appends one frame (header, payload, zero padding) to `out`.
+pub(crate) fn encode_frame(out: &mut Vec<u8>, seq: u64, kind: u16, payload: &[u8]) {
+    let start = out.len();
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[start + frame::SEQ..start + frame::CRC]);
+    h.update(payload);
+    out.extend_from_slice(&(h.finalize() ^ CRC_SALT).to_le_bytes());
+    out.extend_from_slice(payload);
+    let total = usize::try_from(frame_size(payload.len())).unwrap_or(usize::MAX);
+    out.resize(start + total, 0);
+}
+
+/// Reads and checks the log header.
+pub(crate) fn read_header(storage: &dyn Storage, path: &Path) -> Result<LogHeader> {
+    let len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    if len < LOG_HEADER_LEN {
+        return Err(Error::NotADatabase {
+            path: path.to_owned(),
+            why: format!("the log is {len} bytes, shorter than its 64-byte header"),
+        });
+    }
+    let mut b = [0u8; 64];
+    storage
+        .read_at(&mut b, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    decode_header(&b, path)
+}
+
+/// A frame that passed every check.
+pub(crate) struct Frame<'a> {
+    pub(crate) offset: u64,
+    pub(crate) seq: u64,
+    pub(crate) kind: u16,
+    pub(crate) payload: &'a [u8],
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// Offset just past the last valid frame.
+    pub(crate) end: u64,
+    /// Sequence number the next frame must carry.
+    pub(crate) next_seq: u64,
+    /// Set when bytes after `end` form no valid frame (a torn or zeroed tail): why.
+    pub(crate) torn: Option<String>,
+}
+
+/// Reads a file in large chunks so scanning does few system calls.
+struct Window<'s> {
+    storage: &'s dyn Storage,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+const WINDOW: usize = 8 << 20;
+
+impl Window<'_> {
+    /// `n` bytes at `pos`, or None when they extend past the end of the file.
+    fn get(&mut self, pos: u64, n: usize) -> std::io::Result<Option<&[u8]>> {
+        let Some(end) = pos.checked_add(n as u64) else {
+            return Ok(None);
+        };
+        if end > self.file_len {
+            return Ok(None);
+        }
+        let buf_end = self.start + self.buf.len() as u64;
+        if pos < self.start || end > buf_end {
+            let want = n
+                .max(WINDOW)
+                .min(usize::try_from(self.file_len - pos).unwrap_or(n));
+            self.buf.resize(want, 0);
+            self.storage.read_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let at = usize::try_from(pos - self.start).unwrap_or(0);
+        Ok(Some(&self.buf[at..at + n]))
+    }
+}
+
+/// Checks the frame at `pos`; `Ok(Err(why))` when it is not a valid frame.
+fn check_frame<'w>(
+    w: &'w mut Window<'_>,
+    pos: u64,
+    want_seq: Option<u64>,
+) -> std::io::Result<std::result::Result<Frame<'w>, String>> {
+    let Some(h) = w.get(pos, 24)? else {
+        return Ok(Err("frame header extends past the end of the file".into()));
+    };
+    let len = le_u32(h, frame::LEN);
+    let len_check = le_u32(h, frame::LEN_CHECK);
+    if crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT != len_check {
+        return Ok(Err("frame length check does not match".into()));
+    }
+    if len > MAX_PAYLOAD {
+        return Ok(Err(format!(
+            "frame length {len} exceeds the maximum {MAX_PAYLOAD}"
+        )));
+    }
+    let seq = le_u64(h, frame::SEQ);
+    let kind = u16::from_le_bytes([h[frame::KIND], h[frame::KIND + 1]]);
+    let flags = u16::from_le_bytes([h[frame::FLAGS], h[frame::FLAGS + 1]]);
+    let stored = le_u32(h, frame::CRC);
+    let total = usize::try_from(frame_size(len as usize)).unwrap_or(usize::MAX);
+    let Some(all) = w.get(pos, total)? else {
+        return Ok(Err(format!(
+            "frame of {total} bytes extends past the end of the file"
+        )));
+    };
+    let payload_end = 24 + len as usize;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&all[frame::SEQ..frame::CRC]);
+    hasher.update(&all[24..payload_end]);
+    let got = hasher.finalize() ^ CRC_SALT;
+    if got != stored {
+        return Ok(Err(format!(
+            "frame checksum mismatch: stored {stored:#010x}, computed {got:#010x}"
+        )));
+    }
+    if flags != 0 || all[payload_end..].iter().any(|&b| b != 0) {
+        return Ok(Err("frame flags or padding are not zero".into()));
+    }
+    if let Some(want) = want_seq {
+        if seq != want {
+            return Ok(Err(format!(
+                "frame has sequence number {seq}, expected {want}"
+            )));
+        }
+    }
+    Ok(Ok(Frame {
+        offset: pos,
+        seq,
+        kind,
+        payload: &all[24..payload_end],
+    }))
+}
+
+/// Reads and checks the header, then every frame in order, calling `on_frame` for each.
+///
+/// A damaged frame followed by no valid frame is a torn tail: the scan stops there and says
+/// why in [`ScanEnd::torn`]. A damaged frame followed by a valid one is corruption of
+/// committed data: an error naming the offset.
+pub(crate) fn scan(
+    storage: &dyn Storage,
+    path: &Path,
+    mut on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<(LogHeader, ScanEnd)> {
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let head = w
+        .get(0, 64)
+        .map_err(|e| Error::io("read", path, e))?
+        .ok_or_else(|| Error::NotADatabase {
+            path: path.to_owned(),
+            why: format!("the log is {file_len} bytes, shorter than its 64-byte header"),
+        })?
+        .to_vec();
+    let hdr = decode_header(&head, path)?;
+    let mut pos = LOG_HEADER_LEN;
+    let mut seq = hdr.base_seq;
+    loop {
+        if pos == file_len {
+            return Ok((
+                hdr,
+                ScanEnd {
+                    end: pos,
+                    next_seq: seq,
+                    torn: None,
+                },
+            ));
+        }
+        match check_frame(&mut w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+            Ok(f) => {
+                let size = frame_size(f.payload.len());
+                on_frame(&f)?;
+                pos += size;
+                seq += 1;
+            }
+            Err(why) => {
+                // Is there any valid frame after this point? Then committed data is damaged.
+                let mut probe = pos + FRAME_ALIGN;
+                while probe + FRAME_HEADER_LEN <= file_len {
+                    if let Ok(Ok(_)) = check_frame(&mut w, probe, None) {
+                        return Err(Error::Corrupt {
+                            path: path.to_owned(),
+                            offset: pos,
+                            what: format!(
+                                "{why} (frame with sequence number {seq}; a valid frame follows at byte {probe})"
+                            ),
+                        });
+                    }
+                    probe += FRAME_ALIGN;
+                }
+                return Ok((
+                    hdr,
+                    ScanEnd {
+                        end: pos,
+                        next_seq: seq,
+                        torn: Some(why),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Reads the frame at `offset` (known valid from an earlier scan) and returns its payload.
+pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> Result<Vec<u8>> {
+    let mut h = [0u8; 24];
+    storage
+        .read_at(&mut h, offset)
+        .map_err(|e| Error::io("read", path, e))?;
+    let len = le_u32(&h, frame::LEN);
+    if len > MAX_PAYLOAD {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            offset,
+            what: format!("frame length {len} exceeds the maximum {MAX_PAYLOAD}"),
+        });
+    }
+    let mut payload = vec![0u8; len as usize];
+    storage
+        .read_at(&mut payload, offset + FRAME_HEADER_LEN)
+        .map_err(|e| Error::io("read", path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h[frame::SEQ..frame::CRC]);
+    hasher.update(&payload);
+    let got = hasher.finalize() ^ CRC_SALT;
+    let stored = le_u32(&h, frame::CRC);
+    if got != stored {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_owned(),
+            offset,
+            expected: stored,
+            got,
+        });
+    }
+    Ok(payload)
+}

@@ -1,0 +1,32 @@
+//! Read-only memory maps of key files. One of the two modules allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+
+/// A read-only shared mapping of the first `len` bytes of a file.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    map: memmap2::Mmap,
+}
+
+impl MappedFile {
+    /// Maps `len` bytes of `file`; `len` must not exceed the file's length.
+    pub(crate) fn map(file: &File, len: usize) -> io::Result<Self> {
+        // SAFETY: memmap2 requires that the mapped bytes are not truncated away or modified
+        // in ways Rust's aliasing rules forbid while the map lives. trajdb maps only key files,
+        // which belong to the single writer that holds the database lock; that writer only
+        // grows them (set_len upwards, then map) and writes rows past every row count it has
+        // published, so no byte a reader can see changes. A key file is never truncated in
+        // place: a rebuild writes a new file and renames it over the old name, leaving this
+        // mapping's inode intact. Another process that writes the file while ignoring the lock
+        // breaks this contract; `format-spec.md` ("Concurrency") states it.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+        Ok(MappedFile { map })
+    }
+
+    /// The mapped bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
