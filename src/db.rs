@@ -6,6 +6,7 @@ use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -284,7 +285,6 @@ impl State {
 struct Writer {
     end: u64,
     next_seq: u64,
-    poisoned: bool,
 }
 
 /// An open trajdb database: one writer at a time, any number of reader threads.
@@ -295,8 +295,11 @@ pub struct Database {
     log_path: PathBuf,
     pub(crate) state: RwLock<State>,
     writer: Mutex<Writer>,
-    /// Offset up to which the log is known synced (group commit).
+    /// Offset up to which the log is known synced (group commit). Lock order: `writer`
+    /// before `synced`; never take `writer` while holding `synced`.
     synced: Mutex<u64>,
+    /// Set after a failed write or sync: every later write fails with `PreviousIo`.
+    poisoned: AtomicBool,
     report: OpenReport,
     _lock: Option<File>,
 }
@@ -564,8 +567,8 @@ impl Database {
             writer: Mutex::new(Writer {
                 end: end.end,
                 next_seq: end.next_seq,
-                poisoned: false,
             }),
+            poisoned: AtomicBool::new(false),
             synced: Mutex::new(end.end),
             state: RwLock::new(state),
             report,
@@ -605,31 +608,38 @@ impl Database {
             return Ok(());
         }
         let w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let end = w.end;
         drop(w);
         self.sync_log(end)?;
         self.checkpoint_keys()
     }
 
-    fn poison(&self, w: &mut Writer) {
-        w.poisoned = true;
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::PreviousIo);
+        }
+        Ok(())
     }
 
     /// Syncs the log up to at least `end`, sharing the sync with concurrent committers.
     fn sync_log(&self, end: u64) -> Result<()> {
+        // Everything written before this point is covered by the sync below.
+        let target = self.writer.lock().end;
         let mut synced = self.synced.lock();
         if *synced >= end {
             return Ok(());
         }
-        let target = self.writer.lock().end;
+        self.check_poison()?;
         if let Err(e) = self.log().sync() {
-            self.poison(&mut self.writer.lock());
+            self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = target.max(end);
+        *synced = (*synced).max(target).max(end);
         Ok(())
     }
 
@@ -643,9 +653,7 @@ impl Database {
             return Err(Error::ReadOnly);
         }
         let mut w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let payload = build(&self.state.read(), &w)?;
         if payload.len() > MAX_PAYLOAD as usize {
             return Err(Error::TooLarge {
@@ -659,14 +667,14 @@ impl Database {
         log::encode_frame(&mut buf, seq, kind, &payload);
         let offset = w.end;
         if let Err(e) = self.log().write_at(&buf, offset) {
-            self.poison(&mut w);
+            self.poison();
             return Err(Error::io("write", self.log_path.clone(), e));
         }
         w.end += buf.len() as u64;
         w.next_seq += 1;
         if self.opts.durability == Durability::SyncEachCommit {
             if let Err(e) = self.log().sync() {
-                self.poison(&mut w);
+                self.poison();
                 return Err(Error::io("sync", self.log_path.clone(), e));
             }
             *self.synced.lock() = w.end;
@@ -687,7 +695,7 @@ impl Database {
         };
         if let Err(e) = applied {
             // The record is in the log but not in memory: stop writing; reopen recovers.
-            self.poison(&mut w);
+            self.poison();
             return Err(e);
         }
         let end = w.end;
@@ -1144,9 +1152,7 @@ impl Database {
             return Err(Error::ReadOnly);
         }
         let mut w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let tmp = format!("{LOG_FILE}.compact");
         let tmp_path = self.backend.path_of(&tmp);
         let io = |op, e| Error::io(op, tmp_path.clone(), e);
@@ -1226,14 +1232,14 @@ impl Database {
         // The rename is the commit point: before it the old log is the database, after it
         // the new one is, and key files from the old log are rebuilt on open (log id differs).
         if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
-            self.poison(&mut w);
+            self.poison();
             return Err(io("rename", e));
         }
         let backend = self.backend.clone();
         let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .inspect_err(|_| w.poisoned = true)?;
+        .inspect_err(|_| self.poison())?;
         for s in self.backend.list().map_err(|e| io("list", e))? {
             if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
                 if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
@@ -1278,9 +1284,7 @@ impl Database {
     /// Copies this database's files into another backend (see [`fork`](Self::fork)).
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
         let w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         if !self.opts.read_only {
             let end = w.end;
             drop(w);
@@ -1335,7 +1339,7 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if !self.opts.read_only && !self.writer.get_mut().poisoned {
+        if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
             let _ = self.sync();
         }
     }
