@@ -62,6 +62,24 @@ pub mod frame {
     pub const CRC: usize = 20;
 }
 
+/// Record kind codes (the frame header's `kind` field).
+pub mod kind {
+    /// A key-space definition.
+    pub const SPACE: u16 = 1;
+    /// A trajectory with its keys.
+    pub const TRAJECTORY: u16 = 2;
+    /// A tombstone.
+    pub const DELETE: u16 = 3;
+    /// Start of an episode.
+    pub const EPISODE_BEGIN: u16 = 4;
+    /// Retrievals logged in an episode.
+    pub const RETRIEVALS: u16 = 5;
+    /// An episode's outcome.
+    pub const EPISODE_OUTCOME: u16 = 6;
+    /// A trajectory's outcome set after the fact.
+    pub const TRAJ_OUTCOME: u16 = 7;
+}
+
 /// The decoded log header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogHeader {

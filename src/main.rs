@@ -1,1 +1,3 @@
+//! The `trajdb` command-line tool.
+
 fn main() {}
