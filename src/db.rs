@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::codec::{ix, off};
 use crate::error::{Error, Result};
 use crate::keyfile::{key_file_name, RowStore};
 use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
@@ -159,7 +160,7 @@ impl State {
     ) -> Result<()> {
         let corrupt = |at: usize, what: String| Error::Corrupt {
             path: path.to_owned(),
-            offset: f.offset + log::FRAME_HEADER_LEN + at as u64,
+            offset: f.offset + log::FRAME_HEADER_LEN + off(at),
             what: format!("record with sequence number {}: {what}", f.seq),
         };
         self.last_seq = f.seq;
@@ -172,10 +173,10 @@ impl State {
             let env = self.intern(t.env);
             let task = self.intern(t.task);
             for (space, step, v) in &t.keys {
-                let Some(s) = self.spaces.get_mut(*space as usize) else {
+                let Some(s) = self.spaces.get_mut(ix(*space)) else {
                     return Err(corrupt(0, format!("key of undefined key space {space}")));
                 };
-                if v.len() != s.def.dims as usize {
+                if v.len() != ix(s.def.dims) {
                     return Err(corrupt(
                         0,
                         format!("key of {} dims in a space of {}", v.len(), s.def.dims),
@@ -217,7 +218,7 @@ impl State {
             .map_err(|e| corrupt(e.at, e.what))?;
         match rec {
             Record::Space { id, def } => {
-                if id as usize != self.spaces.len() {
+                if ix(id) != self.spaces.len() {
                     return Err(corrupt(0, format!("key space id {id} out of order")));
                 }
                 if self.space_by_name.contains_key(&def.name) {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::codec::off;
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
 use crate::record::{elem_code, metric_code, SpaceDef};
@@ -188,7 +189,7 @@ impl RowStore {
             let len = s.len().map_err(|e| io("stat", e))?;
             if len >= KEY_HEADER_LEN && s.read_at(&mut b, 0).is_ok() {
                 if let Ok(h) = decode_key_header(&b) {
-                    let stride = (def.dims as u64) * 4;
+                    let stride = u64::from(def.dims) * 4;
                     let fits = h.rows.saturating_mul(stride).saturating_add(KEY_HEADER_LEN) <= len;
                     if h.space_id == id
                         && h.dims == def.dims
@@ -222,7 +223,7 @@ impl RowStore {
             }
         };
         let len = storage.len().map_err(|e| io("stat", e))?;
-        let stride = (def.dims as u64) * 4;
+        let stride = u64::from(def.dims) * 4;
         let capacity = len
             .saturating_sub(KEY_HEADER_LEN)
             .checked_div(stride)
@@ -305,8 +306,8 @@ impl RowStore {
                     self.rows += 1;
                     return Ok(());
                 }
-                let stride = (dims as u64) * 4;
-                let row = self.rows as u64;
+                let stride = off(dims) * 4;
+                let row = off(self.rows);
                 if row >= f.capacity {
                     let cap = (f.capacity.saturating_mul(2)).max(MIN_RESERVE_ROWS);
                     f.storage
@@ -344,7 +345,7 @@ impl RowStore {
                 dims: u32::try_from(self.dims).unwrap_or(u32::MAX),
                 elem: f.elem,
                 metric: f.metric,
-                rows: self.rows as u64,
+                rows: off(self.rows),
                 log_id: f.log_id,
             };
             f.storage
@@ -386,7 +387,7 @@ impl RowStore {
             offset: 0,
             what,
         })?;
-        if h.log_id != f.log_id || h.space_id != f.space_id || h.rows > self.rows as u64 {
+        if h.log_id != f.log_id || h.space_id != f.space_id || h.rows > off(self.rows) {
             return Err(Error::Corrupt {
                 path: f.path.clone(),
                 offset: 0,

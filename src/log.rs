@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::codec::{ix, off};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -160,7 +161,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
 
 /// Bytes a frame with a payload of `len` bytes takes, padding included.
 pub(crate) fn frame_size(len: usize) -> u64 {
-    let raw = FRAME_HEADER_LEN + len as u64;
+    let raw = FRAME_HEADER_LEN + off(len);
     raw.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
@@ -230,13 +231,13 @@ const WINDOW: usize = 8 << 20;
 impl Window<'_> {
     /// `n` bytes at `pos`, or None when they extend past the end of the file.
     fn get(&mut self, pos: u64, n: usize) -> std::io::Result<Option<&[u8]>> {
-        let Some(end) = pos.checked_add(n as u64) else {
+        let Some(end) = pos.checked_add(off(n)) else {
             return Ok(None);
         };
         if end > self.file_len {
             return Ok(None);
         }
-        let buf_end = self.start + self.buf.len() as u64;
+        let buf_end = self.start + off(self.buf.len());
         if pos < self.start || end > buf_end {
             let want = n
                 .max(WINDOW)
@@ -273,13 +274,13 @@ fn check_frame<'w>(
     let kind = u16::from_le_bytes([h[frame::KIND], h[frame::KIND + 1]]);
     let flags = u16::from_le_bytes([h[frame::FLAGS], h[frame::FLAGS + 1]]);
     let stored = le_u32(h, frame::CRC);
-    let total = usize::try_from(frame_size(len as usize)).unwrap_or(usize::MAX);
+    let total = usize::try_from(frame_size(ix(len))).unwrap_or(usize::MAX);
     let Some(all) = w.get(pos, total)? else {
         return Ok(Err(format!(
             "frame of {total} bytes extends past the end of the file"
         )));
     };
-    let payload_end = 24 + len as usize;
+    let payload_end = 24 + ix(len);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&all[frame::SEQ..frame::CRC]);
     hasher.update(&all[24..payload_end]);
@@ -395,7 +396,7 @@ pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> R
             what: format!("frame length {len} exceeds the maximum {MAX_PAYLOAD}"),
         });
     }
-    let mut payload = vec![0u8; len as usize];
+    let mut payload = vec![0u8; ix(len)];
     storage
         .read_at(&mut payload, offset + FRAME_HEADER_LEN)
         .map_err(|e| Error::io("read", path, e))?;
