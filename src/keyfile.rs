@@ -19,7 +19,7 @@ pub const KEY_VERSION: u32 = 1;
 /// Size of the key-file header; rows start here.
 pub const KEY_HEADER_LEN: u64 = 64;
 /// Rows are reserved in the file this many at a time at least.
-const MIN_RESERVE_ROWS: u64 = 1024;
+const MIN_RESERVE_ROWS: u64 = 64;
 
 /// Offsets inside the key-file header.
 pub mod header {
