@@ -6,12 +6,10 @@ use common::*;
 use trajdb::kernels::reference;
 use trajdb::{Database, Durability, Filter, Metric, Options, ProvenanceKind, Trajectory};
 
-fn brute(
-    rows: &[(u64, Vec<f32>, bool, String, String, ProvenanceKind)],
-    q: &[f32],
-    k: usize,
-    f: &Filter,
-) -> Vec<u64> {
+/// (id, goal key, success, env, task, provenance) of every stored trajectory.
+type Row = (u64, Vec<f32>, bool, String, String, ProvenanceKind);
+
+fn brute(rows: &[Row], q: &[f32], k: usize, f: &Filter) -> Vec<u64> {
     let mut v: Vec<(f32, usize, u64)> = rows
         .iter()
         .enumerate()

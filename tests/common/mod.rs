@@ -49,7 +49,7 @@ pub fn spaces(dims: u32) -> Vec<SpaceDef> {
 pub fn random_traj(rng: &mut Rng, dims: usize, steps: usize, n: u64) -> Trajectory {
     let mut t = Trajectory {
         task: format!("task-{}", n % 7),
-        env: if n % 3 == 0 {
+        env: if n.is_multiple_of(3) {
             "alpha".into()
         } else {
             "beta".into()
