@@ -486,6 +486,22 @@ impl Database {
             }
             Err(e) => return Err(Error::io("open", dir, e)),
         }
+        if !dir.join(LOG_FILE).exists() {
+            let foreign = std::fs::read_dir(dir)
+                .map_err(|e| Error::io("list", dir, e))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != LOCK_FILE);
+            if foreign || opts.read_only || !opts.create {
+                return Err(Error::NotADatabase {
+                    path: dir.to_owned(),
+                    why: if foreign {
+                        "the directory has files but no trajdb log; refusing to create a database in it".into()
+                    } else {
+                        "there is no log file".into()
+                    },
+                });
+            }
+        }
         let lock = if opts.read_only {
             None
         } else {
