@@ -170,8 +170,8 @@ fn a_foreign_file_is_not_a_database() {
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     assert_eq!(
         std::fs::read_dir(&dir2).unwrap().count(),
-        2,
-        "only LOCK was added"
+        1,
+        "nothing was added to a foreign directory"
     );
 }
 
