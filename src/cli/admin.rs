@@ -4,11 +4,11 @@ use std::path::Path;
 
 use trajdb::{Database, Durability};
 
-use super::{open_read, open_write, CliResult};
+use super::{open_read_as, open_write, CliResult};
 
 /// `trajdb verify DB`: read-only, so it runs beside a writer and never repairs anything.
 pub fn verify(db: &Path) -> CliResult {
-    let d = open_read(db)?;
+    let d = open_read_as(db, false)?;
     let r = d.verify()?;
     let torn = d.open_report();
     let s = d.stats();

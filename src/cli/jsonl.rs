@@ -216,7 +216,10 @@ fn pass<R: BufRead>(
         if let Some(db) = db {
             for (space, e) in fill {
                 if embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))? {
-                    counts.embedded += 1;
+                    counts.embedded += match space.level {
+                        Level::Trajectory => 1,
+                        Level::Step => t.steps.len() as u64,
+                    };
                 }
             }
             let id = db.append(&t).map_err(|e| locate(e, &at))?;
@@ -311,7 +314,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
         note.push_str(&format!("; created key spaces: {}", names.join("; ")));
     }
     if counts.embedded > 0 {
-        note.push_str(&format!("; embedded {} keys from text", counts.embedded));
+        note.push_str(&format!("; embedded {} keys from text with the built-in hash embedder", counts.embedded));
     }
     eprintln!("{note}");
     Ok(())

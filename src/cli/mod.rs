@@ -285,17 +285,33 @@ pub fn out_err(e: io::Error) -> Failure {
     }
 }
 
-/// Opens an existing database for reading: works while a writer holds the lock.
+/// Opens an existing database for reading: works while a writer holds the lock. Warns on
+/// stderr when the log has a damaged tail (which a read-only open ignores).
 pub fn open_read(db: &Path) -> CliResult<Database> {
+    open_read_as(db, true)
+}
+
+/// [`open_read`], optionally without the damaged-tail warning (`verify` reports it itself).
+pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
     must_exist(db)?;
-    Ok(Database::open(
+    let d = Database::open(
         db,
         Options {
             read_only: true,
             create: false,
             ..Options::default()
         },
-    )?)
+    )?;
+    let r = d.open_report();
+    if warn && r.truncated_bytes > 0 {
+        eprintln!(
+            "trajdb: warning: {} ignored {} bytes of damaged log tail after the last complete commit ({}); `trajdb verify` reports it, the next writer cuts it",
+            db.display(),
+            r.truncated_bytes,
+            r.torn_reason.as_deref().unwrap_or("unknown reason")
+        );
+    }
+    Ok(d)
 }
 
 /// Opens an existing database for writing.
