@@ -18,7 +18,11 @@ fn refused_import(name: &str, lines: &[u8], needles: &[&str]) -> String {
     let mut all = vec![fname.as_str()];
     all.extend_from_slice(needles);
     assert_refused(&r, &all);
-    assert_eq!(export(&db), before, "database changed after a refused import");
+    assert_eq!(
+        export(&db),
+        before,
+        "database changed after a refused import"
+    );
     assert_verifies(&db);
     r.stderr
 }
@@ -48,20 +52,27 @@ fn wrong_dimensions_are_refused_with_the_key_path() {
     refused_import(
         "dims",
         input.as_bytes(),
-        &["line 2 (record id 51)", "keys.goal", "2 dimensions", "has 3"],
+        &[
+            "line 2 (record id 51)",
+            "keys.goal",
+            "2 dimensions",
+            "has 3",
+        ],
     );
 }
 
 #[test]
 fn f32_overflow_to_infinity_is_refused() {
     // 1e39 is a valid JSON number and a finite f64, but overflows f32 to infinity.
-    let input = format!("{OK_LINE}\n{{\"id\":52,\"goal\":\"g\",\"keys\":{{\"goal\":[1,1e39,0]}}}}\n");
+    let input =
+        format!("{OK_LINE}\n{{\"id\":52,\"goal\":\"g\",\"keys\":{{\"goal\":[1,1e39,0]}}}}\n");
     refused_import(
         "overflow",
         input.as_bytes(),
         &["line 2 (record id 52)", "keys.goal[1]", "not a finite"],
     );
-    let steps = "{\"id\":53,\"goal\":\"g\",\"steps\":[{}],\"step_keys\":{\"observation\":[[-1e39,0]]}}\n";
+    let steps =
+        "{\"id\":53,\"goal\":\"g\",\"steps\":[{}],\"step_keys\":{\"observation\":[[-1e39,0]]}}\n";
     refused_import(
         "overflow-step",
         steps.as_bytes(),
@@ -146,7 +157,10 @@ fn a_directory_that_is_not_a_database_is_refused_and_left_alone() {
     names.sort();
     // Only the lock file may have been added; no log was created.
     assert!(!names.contains(&"log".to_owned()), "{names:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
     let missing = tmp("missing-db");
     assert_refused(
         &trajdb(&["stats", s(&missing)], None),
@@ -197,7 +211,11 @@ fn a_corrupt_byte_in_the_log_is_reported_with_file_and_offset() {
         let r = trajdb(&args, None);
         assert_refused(&r, &[log_s.as_str(), "at byte 64", "checksum"]);
     }
-    assert_eq!(std::fs::read(&log).unwrap(), b, "a refused open changed the log");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b,
+        "a refused open changed the log"
+    );
 }
 
 #[test]
@@ -208,14 +226,15 @@ fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
     let n = b.len();
     b[n - 20] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
-    assert_refused(
-        &trajdb(&["verify", s(&db)], None),
-        &["log tail is damaged"],
-    );
+    assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
     let r = trajdb(&["export", s(&db)], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.lines().count(), 2);
-    assert!(r.stderr.contains("warning") && r.stderr.contains("damaged log tail"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("damaged log tail"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -226,7 +245,11 @@ fn append_stops_at_a_bad_record_and_keeps_the_ones_before() {
     assert_eq!(r.stdout, "{\"id\":13}\n{\"id\":14}\n");
     assert_refused(
         &r,
-        &["stdin line 3", "keys.goal", "the 2 records before it were appended"],
+        &[
+            "stdin line 3",
+            "keys.goal",
+            "the 2 records before it were appended",
+        ],
     );
     let out = export(&db);
     assert_eq!(out.lines().count(), 5);
@@ -243,12 +266,24 @@ fn bad_query_vectors_are_refused() {
         a.extend_from_slice(extra);
         trajdb(&a, None)
     };
-    assert_refused(&with(&["--vector", "[1, 1e39, 0]"]), &["--vector[1]", "not a finite"]);
-    assert_refused(&with(&["--vector", "[1, 2"]), &["--vector", "not a JSON array"]);
-    assert_refused(&with(&["--vector", "[1, 2]"]), &["3 dimensions", "has 2"]);
-    assert_refused(&with(&["--text", "tea"]), &["records no embedder", "--vector"]);
     assert_refused(
-        &trajdb(&["search", s(&db), "--space", "nope", "--vector", "[1]"], None),
+        &with(&["--vector", "[1, 1e39, 0]"]),
+        &["--vector[1]", "not a finite"],
+    );
+    assert_refused(
+        &with(&["--vector", "[1, 2"]),
+        &["--vector", "not a JSON array"],
+    );
+    assert_refused(&with(&["--vector", "[1, 2]"]), &["3 dimensions", "has 2"]);
+    assert_refused(
+        &with(&["--text", "tea"]),
+        &["records no embedder", "--vector"],
+    );
+    assert_refused(
+        &trajdb(
+            &["search", s(&db), "--space", "nope", "--vector", "[1]"],
+            None,
+        ),
         &["no key space named `nope`"],
     );
     let missing = tmp("query-missing.json");
@@ -263,7 +298,19 @@ fn usage_errors_exit_with_code_2() {
     let db = seeded("usage");
     let r = trajdb(&["search", s(&db), "--space", "goal"], None);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let r = trajdb(&["search", s(&db), "--space", "goal", "--vector", "[1,0,0]", "--text", "x"], None);
+    let r = trajdb(
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--vector",
+            "[1,0,0]",
+            "--text",
+            "x",
+        ],
+        None,
+    );
     assert_eq!(r.code, 2, "{}", r.stderr);
     let r = trajdb(&["import", s(&db), "x.jsonl", "--embed", "colour"], None);
     assert_eq!(r.code, 2, "{}", r.stderr);

@@ -181,6 +181,7 @@ impl Counts {
     fn done_note(&self, verb: &str) -> String {
         match (self.records, self.first_id, self.last_id) {
             (0, _, _) => format!("nothing was {verb}"),
+            (1, Some(a), _) => format!("the 1 record before it was {verb} and kept (id {a})"),
             (n, Some(a), Some(b)) => {
                 format!("the {n} records before it were {verb} and kept (ids {a}..={b})")
             }
@@ -314,7 +315,10 @@ pub fn import(a: &ImportArgs) -> CliResult {
         note.push_str(&format!("; created key spaces: {}", names.join("; ")));
     }
     if counts.embedded > 0 {
-        note.push_str(&format!("; embedded {} keys from text with the built-in hash embedder", counts.embedded));
+        note.push_str(&format!(
+            "; embedded {} keys from text with the built-in hash embedder",
+            counts.embedded
+        ));
     }
     eprintln!("{note}");
     Ok(())
