@@ -317,3 +317,32 @@ fn usage_errors_exit_with_code_2() {
     let r = trajdb(&["get", s(&db), "not-a-number"], None);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+#[test]
+fn text_queries_are_refused_for_a_space_of_another_embedder() {
+    let dir = tmp("other-embedder");
+    {
+        let d = trajdb::Database::open(&dir, trajdb::Options::default()).unwrap();
+        let id = trajdb::EmbedderId {
+            name: "all-MiniLM-L6-v2".into(),
+            version: "1".into(),
+            dims: 3,
+        };
+        d.create_space(
+            &trajdb::SpaceDef::new("goal", trajdb::Level::Trajectory, 3, trajdb::Metric::Dot)
+                .with_embedder(id),
+        )
+        .unwrap();
+    }
+    let r = trajdb(
+        &["search", s(&dir), "--space", "goal", "--text", "make tea"],
+        None,
+    );
+    assert_refused(
+        &r,
+        &[
+            "all-MiniLM-L6-v2@1",
+            "can only embed with the built-in trajdb-hash@1",
+        ],
+    );
+}

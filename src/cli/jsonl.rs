@@ -17,9 +17,7 @@ use trajdb::{
     Database, Durability, Embedder, Error, HashEmbedder, Level, Metric, SpaceDef, Trajectory,
 };
 
-use super::{
-    describe, json_line, open_create, out_err, AppendArgs, CliResult, Failure, ImportArgs,
-};
+use super::{describe, json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
 
 /// Dimensions of `--embed` spaces when `--dims` is not given.
 const DEFAULT_EMBED_DIMS: u32 = 256;
@@ -192,7 +190,6 @@ impl Counts {
 
 /// One pass over the input: parse and check every record; with `db` also embed and commit.
 /// `pending` is a record the reader returned already (its last line).
-#[allow(clippy::too_many_arguments)]
 fn pass<R: BufRead>(
     r: &mut LineReader<R>,
     mut pending: Option<Trajectory>,
@@ -399,8 +396,14 @@ fn append_all(
         counts.last_id = Some(id);
         counts.records += 1;
         let line = json_line(&serde_json::json!({ "id": id })).map_err(AppendError::Out)?;
-        writeln!(out, "{line}").map_err(|e| AppendError::Out(out_err(e)))?;
-        out.flush().map_err(|e| AppendError::Out(out_err(e)))?;
+        // A closed stdout is an error here: the caller would not learn the ids.
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                AppendError::Out(Failure(format!(
+                    "cannot write {line} to stdout: {e}; record {id} and the ones before it were committed, the rest of stdin was not read"
+                )))
+            })?;
     }
     Ok(())
 }
