@@ -28,6 +28,8 @@ mod codec;
 mod db;
 pub mod embed;
 mod error;
+pub mod export;
+pub mod jsonl;
 pub mod kernels;
 pub mod keyfile;
 pub mod log;
