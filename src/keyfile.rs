@@ -401,6 +401,83 @@ impl RowStore {
     }
 }
 
+/// Compares the rows that key file `id` vouches for with `rows` (derived from the log).
+/// A missing key file is fine (it is rebuilt on the next writable open); a damaged, stale or
+/// differing one is corruption. Returns the rows compared.
+pub(crate) fn verify_file(
+    backend: &dyn Backend,
+    id: u32,
+    def: &SpaceDef,
+    log_id: u64,
+    rows: &RowStore,
+) -> Result<u64> {
+    let name = key_file_name(id);
+    let path = backend.path_of(&name);
+    let Some(s) = backend
+        .open(&name, false)
+        .map_err(|e| Error::io("open", path.clone(), e))?
+    else {
+        return Ok(0);
+    };
+    let corrupt = |offset: u64, what: String| Error::Corrupt {
+        path: path.clone(),
+        offset,
+        what,
+    };
+    let len = s.len().map_err(|e| Error::io("stat", path.clone(), e))?;
+    let mut b = [0u8; 64];
+    if len < KEY_HEADER_LEN {
+        return Err(corrupt(
+            0,
+            format!("key file is {len} bytes, shorter than its header"),
+        ));
+    }
+    s.read_at(&mut b, 0)
+        .map_err(|e| Error::io("read", path.clone(), e))?;
+    let h = decode_key_header(&b).map_err(|what| corrupt(0, what))?;
+    if h.space_id != id || h.dims != def.dims || h.log_id != log_id {
+        return Err(corrupt(
+            0,
+            format!(
+                "header names space {} ({} dims) of log {:#x}; expected space {id} ({} dims) of log {log_id:#x}",
+                h.space_id, h.dims, h.log_id, def.dims
+            ),
+        ));
+    }
+    if h.rows > off(rows.len()) {
+        return Err(corrupt(
+            u64::try_from(header::ROWS).unwrap_or(0),
+            format!(
+                "header vouches for {} rows but the log has {}",
+                h.rows,
+                rows.len()
+            ),
+        ));
+    }
+    let stride = u64::from(def.dims) * 4;
+    if KEY_HEADER_LEN + h.rows.saturating_mul(stride) > len {
+        return Err(corrupt(
+            0,
+            format!("{} rows do not fit in {len} bytes", h.rows),
+        ));
+    }
+    let n = usize::try_from(h.rows).unwrap_or(0);
+    let mut buf = vec![0u8; usize::try_from(stride).unwrap_or(0)];
+    for r in 0..n {
+        let at = KEY_HEADER_LEN + off(r) * stride;
+        s.read_at(&mut buf, at)
+            .map_err(|e| Error::io("read", path.clone(), e))?;
+        let same = buf
+            .chunks_exact(4)
+            .zip(rows.row(r))
+            .all(|(c, x)| c == x.to_le_bytes());
+        if !same {
+            return Err(corrupt(at, format!("row {r} differs from the log")));
+        }
+    }
+    Ok(h.rows)
+}
+
 impl FileRows {
     fn remap(&mut self, dims: usize) -> Result<()> {
         let Some(file) = self.storage.file() else {

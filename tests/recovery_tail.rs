@@ -190,3 +190,26 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+#[test]
+fn verify_finds_a_flipped_byte_in_a_key_file_row_read_only_and_writable() {
+    let (dir, _, _) = build("keys-flip");
+    let mut k = std::fs::read(dir.join("keys-2.vec")).unwrap();
+    let at = 64 + 8 * 4 * 5 + 2; // row 5 of the 8-dim observation space
+    k[at] ^= 0x10;
+    std::fs::write(dir.join("keys-2.vec"), &k).unwrap();
+    let ro = Options {
+        read_only: true,
+        ..Default::default()
+    };
+    let err = Database::open(&dir, ro)
+        .unwrap()
+        .verify()
+        .err()
+        .expect("read-only verify fails");
+    assert!(matches!(err, Error::Corrupt { offset: 224, .. }), "{err}");
+    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let err = db.verify().err().expect("writable verify fails");
+    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+}
