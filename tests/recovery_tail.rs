@@ -205,11 +205,10 @@ fn verify_finds_a_flipped_byte_in_a_key_file_row_read_only_and_writable() {
     let err = Database::open(&dir, ro)
         .unwrap()
         .verify()
-        .err()
-        .expect("read-only verify fails");
+        .expect_err("read-only verify fails");
     assert!(matches!(err, Error::Corrupt { offset: 224, .. }), "{err}");
     assert!(err.to_string().contains("keys-2.vec"), "{err}");
     let db = Database::open(&dir, Options::default()).unwrap();
-    let err = db.verify().err().expect("writable verify fails");
+    let err = db.verify().expect_err("writable verify fails");
     assert!(err.to_string().contains("keys-2.vec"), "{err}");
 }
