@@ -601,6 +601,50 @@ impl Database {
         self.log.read().clone()
     }
 
+    /// For a read-only handle: reads the commits a writer (in this or another process) has
+    /// appended since this handle opened or last refreshed, and returns how many records
+    /// were applied. Readers see whole commits only: a frame still being written is left for
+    /// a later refresh. When the writer has compacted (a new log replaced the old), the state
+    /// is rebuilt from the new log. A writable handle is always current and returns 0.
+    pub fn refresh(&self) -> Result<u64> {
+        if !self.opts.read_only {
+            return Ok(0);
+        }
+        let mut w = self.writer.lock();
+        let io = |op, e| Error::io(op, self.log_path.clone(), e);
+        let current = self
+            .backend
+            .open(LOG_FILE, false)
+            .map_err(|e| io("open", e))?
+            .ok_or_else(|| Error::NotADatabase {
+                path: self.log_path.clone(),
+                why: "the log file has gone".into(),
+            })?;
+        let hdr = log::read_header(current.as_ref(), &self.log_path)?;
+        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(ix(def.dims)));
+        let mut st = self.state.write();
+        if hdr.log_id != st.header.log_id {
+            let (state, end) = load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {
+                heap(id, def)
+            })?;
+            let n = state.last_seq;
+            *st = state;
+            *self.log.write() = current;
+            w.end = end.end;
+            w.next_seq = end.next_seq;
+            return Ok(n);
+        }
+        let mut n = 0;
+        let path = self.log_path.clone();
+        let end = log::scan_from(current.as_ref(), &path, w.end, w.next_seq, |f| {
+            n += 1;
+            st.apply(f, &path, heap)
+        })?;
+        w.end = end.end;
+        w.next_seq = end.next_seq;
+        Ok(n)
+    }
+
     /// What opening found and repaired.
     pub fn open_report(&self) -> &OpenReport {
         &self.report

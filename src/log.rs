@@ -334,20 +334,48 @@ pub(crate) fn scan(
         })?
         .to_vec();
     let hdr = decode_header(&head, path)?;
-    let mut pos = LOG_HEADER_LEN;
-    let mut seq = hdr.base_seq;
+    let end = scan_frames(&mut w, path, LOG_HEADER_LEN, hdr.base_seq, &mut on_frame)?;
+    Ok((hdr, end))
+}
+
+/// Scans frames from `start` (a frame boundary whose frame must carry `seq`) to the end of
+/// the log, as [`scan`] does; used to catch up with frames appended since an earlier scan.
+pub(crate) fn scan_from(
+    storage: &dyn Storage,
+    path: &Path,
+    start: u64,
+    seq: u64,
+    mut on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<ScanEnd> {
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    scan_frames(&mut w, path, start, seq, &mut on_frame)
+}
+
+fn scan_frames(
+    w: &mut Window<'_>,
+    path: &Path,
+    start: u64,
+    seq: u64,
+    on_frame: &mut dyn FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<ScanEnd> {
+    let file_len = w.file_len;
+    let mut pos = start;
+    let mut seq = seq;
     loop {
         if pos == file_len {
-            return Ok((
-                hdr,
-                ScanEnd {
-                    end: pos,
-                    next_seq: seq,
-                    torn: None,
-                },
-            ));
+            return Ok(ScanEnd {
+                end: pos,
+                next_seq: seq,
+                torn: None,
+            });
         }
-        match check_frame(&mut w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+        match check_frame(w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
             Ok(f) => {
                 let size = frame_size(f.payload.len());
                 on_frame(&f)?;
@@ -358,7 +386,7 @@ pub(crate) fn scan(
                 // Is there any valid frame after this point? Then committed data is damaged.
                 let mut probe = pos + FRAME_ALIGN;
                 while probe + FRAME_HEADER_LEN <= file_len {
-                    if let Ok(Ok(_)) = check_frame(&mut w, probe, None) {
+                    if let Ok(Ok(_)) = check_frame(w, probe, None) {
                         return Err(Error::Corrupt {
                             path: path.to_owned(),
                             offset: pos,
@@ -369,14 +397,11 @@ pub(crate) fn scan(
                     }
                     probe += FRAME_ALIGN;
                 }
-                return Ok((
-                    hdr,
-                    ScanEnd {
-                        end: pos,
-                        next_seq: seq,
-                        torn: Some(why),
-                    },
-                ));
+                return Ok(ScanEnd {
+                    end: pos,
+                    next_seq: seq,
+                    torn: Some(why),
+                });
             }
         }
     }

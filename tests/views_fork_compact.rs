@@ -224,3 +224,53 @@ fn q_counts_retrievals_weighted_by_episode_outcome_including_late_labels() {
     assert!(db.log_retrievals(999, &[ev(a)]).is_err());
     assert!(db.log_retrievals(e1, &[ev(12345)]).is_err());
 }
+
+#[test]
+fn read_only_handle_catches_up_with_a_writer_through_refresh_and_compaction() {
+    let dir = tmp("refresh");
+    let w = Database::open(&dir, buffered()).unwrap();
+    for s in spaces(8) {
+        w.create_space(&s).unwrap();
+    }
+    let mut rng = Rng(21);
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(w.append(&random_traj(&mut rng, 8, 2, n)).unwrap());
+    }
+    w.sync().unwrap();
+    let r = Database::open(
+        &dir,
+        Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.ids(), ids);
+    for n in 10..15 {
+        ids.push(w.append(&random_traj(&mut rng, 8, 2, n)).unwrap());
+    }
+    w.delete(ids[0]).unwrap();
+    assert_eq!(
+        r.ids().len(),
+        10,
+        "a read-only handle is a snapshot until refreshed"
+    );
+    assert_eq!(r.refresh().unwrap(), 6);
+    assert_eq!(r.ids(), ids[1..].to_vec());
+    let q = rng.vec(8);
+    assert_eq!(
+        r.search("goal", &q, 5, &Filter::default()).unwrap(),
+        w.search("goal", &q, 5, &Filter::default()).unwrap()
+    );
+    w.compact().unwrap();
+    ids.push(w.append(&random_traj(&mut rng, 8, 2, 99)).unwrap());
+    r.refresh().unwrap();
+    assert_eq!(r.ids(), ids[1..].to_vec());
+    assert_eq!(r.get(ids[15]).unwrap(), w.get(ids[15]).unwrap());
+    r.verify().unwrap();
+    assert!(matches!(
+        r.append(&random_traj(&mut rng, 8, 1, 5)),
+        Err(trajdb::Error::ReadOnly)
+    ));
+}
