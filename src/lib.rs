@@ -27,6 +27,7 @@ mod codec;
 mod db;
 pub mod embed;
 mod error;
+pub mod fault;
 pub mod kernels;
 pub mod keyfile;
 pub mod log;
