@@ -1,4 +1,5 @@
 //! A failed sync makes the handle fail stop, and reopening recovers from what was synced.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! A failed write (cut short half way) leaves nothing half there after reopening.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

@@ -98,3 +98,4 @@ pub fn opts(durability: Durability) -> Options {
 pub fn open(backend: &Arc<dyn Backend>, durability: Durability) -> trajdb::Result<Database> {
     Database::open_backend(backend.clone(), opts(durability))
 }
+pub mod model;
