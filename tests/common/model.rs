@@ -490,3 +490,51 @@ pub fn check_search(
     }
     Ok(())
 }
+
+/// A sequence read from arbitrary bytes (for the fuzzer): 10 bytes per operation.
+pub fn ops_from_bytes(data: &[u8]) -> (Vec<Op>, Durability) {
+    let durability = durability_for(u64::from(data.first().copied().unwrap_or(0)));
+    let mut ops = Vec::new();
+    for c in data.get(1..).unwrap_or(&[]).chunks(10).take(64) {
+        let mut b = [0u8; 10];
+        b[..c.len()].copy_from_slice(c);
+        let seed = u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
+        let o3 = [Some(true), Some(false), None][usize::from(b[1] % 3)];
+        let op = match b[0] % 100 {
+            0..=29 => Op::Append { n: 1 + b[1] % 3 },
+            30..=33 => Op::AppendAuto,
+            34..=46 => Op::Retrieve {
+                new_episode: b[1] & 1 == 1,
+                ep: b[2],
+                picks: b[3..3 + usize::from(b[1] % 4) + 1].to_vec(),
+            },
+            47..=53 => Op::EpisodeOutcome {
+                ep: b[2],
+                outcome: o3,
+            },
+            54..=58 => Op::SetOutcome {
+                pick: b[2],
+                success: o3,
+            },
+            59..=66 => Op::Delete { pick: b[1] },
+            67..=70 => Op::Compact,
+            71..=73 => Op::Fork {
+                switch: b[1] & 1 == 1,
+            },
+            74..=77 => Op::Sync,
+            78..=86 => Op::Crash {
+                torn: b[1] & 1 == 1,
+                garbage: b[1] & 2 == 2,
+                seed,
+            },
+            87..=90 => Op::Reopen,
+            _ => Op::Search {
+                seed,
+                k: 1 + b[1] % 6,
+                success_only: b[1] & 8 == 8,
+            },
+        };
+        ops.push(op);
+    }
+    (ops, durability)
+}
