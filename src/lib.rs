@@ -56,7 +56,7 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
     let names = |id: u32| {
         Some((
             format!("space{id}"),
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 Level::Trajectory
             } else {
                 Level::Step

@@ -12,11 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{create_spaces, traj_for};
-use trajdb::storage::{Backend, MemBackend, Storage};
+use trajdb::storage::{Backend, MemBackend};
 use trajdb::{Database, Durability, Error, Options, RetrievalEvent, Stage};
 
+/// Files of a database: (name, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
 /// Files of the small database and, for the log, (end offset, id) of each trajectory frame.
-fn build() -> (Vec<(String, Vec<u8>)>, Vec<(u64, u64)>) {
+fn build() -> (Files, Vec<(u64, u64)>) {
     let mem = MemBackend::new();
     {
         let db = Database::open_backend(Arc::new(mem.clone()), Options::default()).unwrap();

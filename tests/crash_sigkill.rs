@@ -42,7 +42,8 @@ fn sigkill_child_role() {
             }],
         )
         .unwrap();
-        db.set_episode_outcome(ep, Some(id % 2 == 0)).unwrap();
+        db.set_episode_outcome(ep, Some(id.is_multiple_of(2)))
+            .unwrap();
         writeln!(out.lock(), "ACK U {id} {ep}").unwrap();
         out.lock().flush().unwrap();
         next += 1;
