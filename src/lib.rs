@@ -29,6 +29,7 @@ mod db;
 pub mod embed;
 mod error;
 pub mod export;
+pub mod fault;
 pub mod jsonl;
 pub mod kernels;
 pub mod keyfile;
@@ -50,3 +51,22 @@ pub use record::{
 };
 pub use search::{Example, Filter, Hit, RetrieveQuery};
 pub use usage::{Episode, Utility};
+
+/// Decodes one record payload of kind `kind` the way opening a database does, for the
+/// fuzzers. Returns whether it decoded. Not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
+    let names = |id: u32| {
+        Some((
+            format!("space{id}"),
+            if id.is_multiple_of(2) {
+                Level::Trajectory
+            } else {
+                Level::Step
+            },
+        ))
+    };
+    let scanned = record::scan_trajectory(payload).is_ok();
+    let decoded = record::decode_record(kind, payload, &names).is_ok();
+    scanned || decoded
+}

@@ -1,11 +1,11 @@
 //! Each kind of damage to the end of the log is cut off on open and everything committed
 //! before it is intact; damage in the middle is a typed error naming file and offset.
 
-mod common;
+mod support;
 use std::fs::OpenOptions;
 use std::io::Write;
 
-use common::*;
+use support::*;
 use trajdb::{Database, Error, Options, Trajectory};
 
 /// A database of 10 trajectories; returns them and the log length after the 9th.

@@ -1,8 +1,8 @@
 //! The one-call retrieval (multi-key mean with the missing-key rule, success filter, best step
 //! match, re-rank, window) equals a brute-force computation of the same definition.
 
-mod common;
-use common::*;
+mod support;
+use support::*;
 use trajdb::kernels::reference;
 use trajdb::{Database, Durability, Filter, Metric, Options, RetrieveQuery, Trajectory};
 

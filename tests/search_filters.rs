@@ -1,8 +1,8 @@
 //! Filters are applied inside the scan: when k matching rows exist, k come back, and they are
 //! exactly the k best matching rows of a brute-force reference.
 
-mod common;
-use common::*;
+mod support;
+use support::*;
 use trajdb::kernels::reference;
 use trajdb::{Database, Durability, Filter, Metric, Options, ProvenanceKind, Trajectory};
 

@@ -1,8 +1,8 @@
 //! Read views as of a commit, fork, compaction that really shrinks the files, and the usage
 //! counters with Q as METHOD.md section 4 defines it.
 
-mod common;
-use common::*;
+mod support;
+use support::*;
 use trajdb::{Database, Durability, Filter, Options, Outcome, RetrievalEvent, Stage, Utility};
 
 fn buffered() -> Options {

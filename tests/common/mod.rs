@@ -1,78 +1,101 @@
-//! Helpers shared by the integration tests: temporary directories, a seeded generator and
-//! trajectory builders.
+//! Helpers shared by the reliability tests: deterministic content derived from an id.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use trajdb::{Level, Metric, SpaceDef, Step, Trajectory};
+use trajdb::storage::Backend;
+use trajdb::{Database, Durability, Level, Metric, Options, SpaceDef, Step, Trajectory};
 
-/// A fresh, empty temporary directory path (not created) unique to this test and process.
-pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+/// Dimensions of the trajectory-level key space `goal`.
+pub const GOAL_DIMS: u32 = 4;
+/// Dimensions of the step-level key space `obs`.
+pub const OBS_DIMS: u32 = 3;
 
-/// A small deterministic generator (splitmix64).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    pub fn vec(&mut self, dims: usize) -> Vec<f32> {
-        (0..dims).map(|_| self.f32()).collect()
-    }
-}
-
-/// The standard test spaces: goal and plan (trajectory level), observation (step level).
-pub fn spaces(dims: u32) -> Vec<SpaceDef> {
-    vec![
-        SpaceDef::new("goal", Level::Trajectory, dims, Metric::Cosine),
-        SpaceDef::new("plan", Level::Trajectory, dims, Metric::Cosine),
-        SpaceDef::new("observation", Level::Step, dims, Metric::Cosine),
+/// The two key spaces every reliability test uses.
+pub fn spaces() -> [SpaceDef; 2] {
+    [
+        SpaceDef::new("goal", Level::Trajectory, GOAL_DIMS, Metric::Cosine),
+        SpaceDef::new("obs", Level::Step, OBS_DIMS, Metric::L2),
     ]
 }
 
-/// A random trajectory with `steps` steps and keys in the standard spaces.
-pub fn random_traj(rng: &mut Rng, dims: usize, steps: usize, n: u64) -> Trajectory {
+/// Creates the key spaces.
+pub fn create_spaces(db: &Database) {
+    for s in spaces() {
+        db.create_space(&s).unwrap();
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unit(x: u64) -> f32 {
+    // Values in [0.05, 1.05): never zero, so cosine keys are valid.
+    0.05 + (mix(x) % 1000) as f32 / 1000.0
+}
+
+/// The trajectory stored under `id`: everything, keys included, follows from the id.
+pub fn traj_for(id: u64) -> Trajectory {
+    let n_steps = (id % 4) as usize;
     let mut t = Trajectory {
-        task: format!("task-{}", n % 7),
-        env: if n.is_multiple_of(3) {
-            "alpha".into()
-        } else {
-            "beta".into()
-        },
-        goal: format!("goal {n}"),
-        plan: format!("plan {n}"),
+        id: Some(id),
+        task: format!("task-{}", id % 5),
+        env: format!("env-{}", id % 3),
+        goal: format!("goal of trajectory {id}"),
+        plan: "x".repeat((mix(id) % 50) as usize),
+        final_observation: format!("done {id}"),
+        created_ms: 1_000 + i64::try_from(id).unwrap(),
         ..Default::default()
     };
-    t.outcome.success = Some(rng.below(3) != 0);
-    t.keys.insert("goal".into(), rng.vec(dims));
-    if rng.below(4) != 0 {
-        t.keys.insert("plan".into(), rng.vec(dims));
-    }
-    let mut obs = Vec::new();
-    for i in 0..steps {
+    t.outcome.success = match id % 3 {
+        0 => Some(true),
+        1 => Some(false),
+        _ => None,
+    };
+    for s in 0..n_steps {
         t.steps.push(Step {
-            observation: format!("obs {n}.{i}"),
-            reasoning: format!("think {n}.{i}"),
-            action: format!("act {n}.{i}"),
-            reward: None,
+            observation: format!("obs {id}.{s}"),
+            reasoning: format!("think {id}.{s}"),
+            action: format!("act {id}.{s}"),
+            reward: (s % 2 == 0).then_some(s as f64),
         });
-        obs.push(rng.vec(dims));
     }
-    t.step_keys.insert("observation".into(), obs);
+    t.keys.insert(
+        "goal".into(),
+        (0..u64::from(GOAL_DIMS))
+            .map(|d| unit(id * 31 + d))
+            .collect(),
+    );
+    if n_steps == 0 {
+        return t;
+    }
+    t.step_keys.insert(
+        "obs".into(),
+        (0..n_steps as u64)
+            .map(|s| {
+                (0..u64::from(OBS_DIMS))
+                    .map(|d| unit(id * 977 + s * 7 + d))
+                    .collect()
+            })
+            .collect(),
+    );
     t
 }
+
+/// Options with the given durability.
+pub fn opts(durability: Durability) -> Options {
+    Options {
+        durability,
+        ..Options::default()
+    }
+}
+
+/// Opens a database on `backend`.
+pub fn open(backend: &Arc<dyn Backend>, durability: Durability) -> trajdb::Result<Database> {
+    Database::open_backend(backend.clone(), opts(durability))
+}
+pub mod model;

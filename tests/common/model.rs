@@ -1,0 +1,540 @@
+//! Model-based testing: random operation sequences run against the database on a
+//! [`CrashBackend`] and against a plain in-memory model of what the database must hold.
+//!
+//! An operation picks its target by index (`pick % live`), so a sequence is plain data that
+//! does not depend on the state it runs in and can be written down as a regression test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use trajdb::fault::{CrashBackend, SplitMix};
+use trajdb::kernels::reference;
+use trajdb::storage::Backend;
+use trajdb::{
+    Database, Durability, Filter, Metric, Outcome, RetrievalEvent, Stage, Trajectory, Utility,
+};
+
+use super::{create_spaces, opts, traj_for, GOAL_DIMS, OBS_DIMS};
+
+/// One operation of a sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Appends `n` trajectories with fresh explicit ids.
+    Append { n: u8 },
+    /// Appends one trajectory without an id (the database assigns it).
+    AppendAuto,
+    /// Logs retrievals of the picked live trajectories (in a new episode when asked or
+    /// when there is none).
+    Retrieve {
+        new_episode: bool,
+        ep: u8,
+        picks: Vec<u8>,
+    },
+    /// Sets the picked episode's outcome.
+    EpisodeOutcome { ep: u8, outcome: Option<bool> },
+    /// Relabels the picked trajectory.
+    SetOutcome { pick: u8, success: Option<bool> },
+    /// Deletes the picked trajectory.
+    Delete { pick: u8 },
+    /// Compacts.
+    Compact,
+    /// Forks into a fresh backend; continues on the fork when `switch`.
+    Fork { switch: bool },
+    /// Syncs.
+    Sync,
+    /// Crashes: keeps only synced bytes (and a torn tail when `torn`), then reopens.
+    Crash {
+        torn: bool,
+        garbage: bool,
+        seed: u64,
+    },
+    /// Closes and reopens.
+    Reopen,
+    /// Searches both key spaces and checks against brute force.
+    Search {
+        seed: u64,
+        k: u8,
+        success_only: bool,
+    },
+}
+
+/// What the database must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Model {
+    /// Live trajectories in commit order.
+    pub trajs: Vec<Trajectory>,
+    /// Ids present in the log (live and deleted since the last compaction).
+    pub log_ids: BTreeSet<u64>,
+    /// Episodes: id -> (outcome, events).
+    pub episodes: BTreeMap<u64, (Option<bool>, Vec<RetrievalEvent>)>,
+}
+
+impl Model {
+    fn live_ids(&self) -> Vec<u64> {
+        self.trajs.iter().map(|t| t.id.unwrap_or(0)).collect()
+    }
+
+    fn utilities(&self) -> BTreeMap<u64, Utility> {
+        let mut m: BTreeMap<u64, Utility> = BTreeMap::new();
+        for (outcome, events) in self.episodes.values() {
+            let mut seen = BTreeSet::new();
+            for e in events {
+                let u = m.entry(e.id).or_default();
+                u.retrievals += 1;
+                if seen.insert(e.id) {
+                    u.episodes += 1;
+                }
+                if let Some(o) = outcome {
+                    u.labelled_retrievals += 1;
+                    u.success_retrievals += u64::from(*o);
+                }
+            }
+        }
+        m
+    }
+
+    fn compact(&mut self) {
+        let live: BTreeSet<u64> = self.live_ids().into_iter().collect();
+        for (_, events) in self.episodes.values_mut() {
+            events.retain(|e| live.contains(&e.id));
+        }
+        self.log_ids = live;
+    }
+}
+
+/// A random sequence of `len` operations from `seed`.
+pub fn gen_ops(seed: u64, len: usize) -> Vec<Op> {
+    let mut r = SplitMix::new(seed);
+    let mut ops = Vec::with_capacity(len);
+    for _ in 0..len {
+        let b = |r: &mut SplitMix| u8::try_from(r.below(256)).unwrap();
+        let op = match r.below(100) {
+            0..=29 => Op::Append {
+                n: 1 + u8::try_from(r.below(3)).unwrap(),
+            },
+            30..=33 => Op::AppendAuto,
+            34..=46 => Op::Retrieve {
+                new_episode: r.below(3) == 0,
+                ep: b(&mut r),
+                picks: (0..1 + r.below(4)).map(|_| b(&mut r)).collect(),
+            },
+            47..=53 => Op::EpisodeOutcome {
+                ep: b(&mut r),
+                outcome: [Some(true), Some(false), None][usize::try_from(r.below(3)).unwrap()],
+            },
+            54..=58 => Op::SetOutcome {
+                pick: b(&mut r),
+                success: [Some(true), Some(false), None][usize::try_from(r.below(3)).unwrap()],
+            },
+            59..=66 => Op::Delete { pick: b(&mut r) },
+            67..=70 => Op::Compact,
+            71..=73 => Op::Fork {
+                switch: r.below(2) == 0,
+            },
+            74..=77 => Op::Sync,
+            78..=86 => Op::Crash {
+                torn: r.below(2) == 0,
+                garbage: r.below(2) == 0,
+                seed: r.next_u64(),
+            },
+            87..=90 => Op::Reopen,
+            _ => Op::Search {
+                seed: r.next_u64(),
+                k: 1 + u8::try_from(r.below(6)).unwrap(),
+                success_only: r.below(2) == 0,
+            },
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+/// Durability for a sequence seed: all three modes are covered.
+pub fn durability_for(seed: u64) -> Durability {
+    match seed % 3 {
+        0 => Durability::SyncEachCommit,
+        1 => Durability::GroupCommit,
+        _ => Durability::Buffered,
+    }
+}
+
+/// Runs a sequence; panics with the step and a description on the first disagreement.
+/// Returns the number of crashes and reopens checked.
+pub fn run(ops: &[Op], durability: Durability) -> u64 {
+    let mut backend = CrashBackend::new();
+    let mut db = reopen(&backend, durability, "initial open");
+    create_spaces(&db);
+    db.sync().unwrap();
+    let mut model = Model::default();
+    // Model states since the last durable point, oldest first: after a crash the database
+    // must equal one of them (a prefix of the unsynced history, never a part of a commit).
+    let mut since_durable: Vec<Model> = vec![model.clone()];
+    let mut next_id = 1u64;
+    let mut checks = 0;
+    for (step, op) in ops.iter().enumerate() {
+        let at = format!("step {step} ({op:?}) durability {durability:?}");
+        let mut durable_now = durability != Durability::Buffered;
+        match op {
+            Op::Append { n } => {
+                for _ in 0..*n {
+                    let id = next_id.max(model.log_ids.last().map_or(1, |m| m + 1));
+                    next_id = id + 1;
+                    let got = db
+                        .append(&traj_for(id))
+                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    assert_eq!(got, id, "{at}");
+                    model.trajs.push(traj_for(id));
+                    model.log_ids.insert(id);
+                    if *n > 1 && !durable_now {
+                        since_durable.push(model.clone());
+                    }
+                }
+            }
+            Op::AppendAuto => {
+                let want = model.log_ids.last().map_or(1, |m| m + 1);
+                let mut t = traj_for(want);
+                t.id = None;
+                let got = db.append(&t).unwrap_or_else(|e| panic!("{at}: {e}"));
+                assert_eq!(got, want, "{at}: assigned id");
+                next_id = next_id.max(want + 1);
+                model.trajs.push(traj_for(want));
+                model.log_ids.insert(want);
+            }
+            Op::Retrieve {
+                new_episode,
+                ep,
+                picks,
+            } => {
+                let live = model.live_ids();
+                if live.is_empty() {
+                    continue;
+                }
+                let ep_id = if *new_episode || model.episodes.is_empty() {
+                    let want = model.episodes.keys().last().map_or(1, |m| m + 1);
+                    let got = db.begin_episode().unwrap_or_else(|e| panic!("{at}: {e}"));
+                    assert_eq!(got, want, "{at}: episode id");
+                    model.episodes.insert(got, (None, Vec::new()));
+                    if !durable_now {
+                        since_durable.push(model.clone());
+                    }
+                    got
+                } else {
+                    *model
+                        .episodes
+                        .keys()
+                        .nth(usize::from(*ep) % model.episodes.len())
+                        .unwrap()
+                };
+                let events: Vec<RetrievalEvent> = picks
+                    .iter()
+                    .map(|p| {
+                        let t = &model.trajs[usize::from(*p) % live.len()];
+                        let n = u32::try_from(t.steps.len()).unwrap();
+                        RetrievalEvent {
+                            id: t.id.unwrap(),
+                            step: (n > 0).then(|| u32::from(*p) % n),
+                            stage: [Stage::Plan, Stage::Reason, Stage::Act, Stage::Other]
+                                [usize::from(*p) % 4],
+                        }
+                    })
+                    .collect();
+                db.log_retrievals(ep_id, &events)
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
+                model.episodes.get_mut(&ep_id).unwrap().1.extend(events);
+            }
+            Op::EpisodeOutcome { ep, outcome } => {
+                if model.episodes.is_empty() {
+                    continue;
+                }
+                let id = *model
+                    .episodes
+                    .keys()
+                    .nth(usize::from(*ep) % model.episodes.len())
+                    .unwrap();
+                db.set_episode_outcome(id, *outcome)
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
+                model.episodes.get_mut(&id).unwrap().0 = *outcome;
+            }
+            Op::SetOutcome { pick, success } => {
+                if model.trajs.is_empty() {
+                    continue;
+                }
+                let i = usize::from(*pick) % model.trajs.len();
+                let o = Outcome {
+                    success: *success,
+                    reward: Some(f64::from(*pick)),
+                };
+                db.set_outcome(model.trajs[i].id.unwrap(), o)
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
+                model.trajs[i].outcome = o;
+            }
+            Op::Delete { pick } => {
+                if model.trajs.is_empty() {
+                    continue;
+                }
+                let i = usize::from(*pick) % model.trajs.len();
+                let id = model.trajs.remove(i).id.unwrap();
+                db.delete(id).unwrap_or_else(|e| panic!("{at}: {e}"));
+            }
+            Op::Compact => {
+                db.compact().unwrap_or_else(|e| panic!("{at}: {e}"));
+                model.compact();
+                durable_now = true;
+                check(&db, &model, &at).unwrap_or_else(|e| panic!("{e}"));
+            }
+            Op::Fork { switch } => {
+                let dst = CrashBackend::new();
+                db.fork_into(&dst).unwrap_or_else(|e| panic!("{at}: {e}"));
+                durable_now = true;
+                let fork = reopen(&dst, durability, &at);
+                check(&fork, &model, &format!("{at} (fork)")).unwrap_or_else(|e| panic!("{e}"));
+                checks += 1;
+                if *switch {
+                    drop(db);
+                    db = fork;
+                    backend = dst;
+                }
+            }
+            Op::Sync => {
+                db.sync().unwrap_or_else(|e| panic!("{at}: {e}"));
+                durable_now = true;
+            }
+            Op::Crash {
+                torn,
+                garbage,
+                seed,
+            } => {
+                let after = if *torn {
+                    backend.crash_torn(*seed, *garbage)
+                } else {
+                    backend.crash()
+                };
+                drop(db);
+                backend = after;
+                db = reopen(&backend, durability, &at);
+                let mut errs = Vec::new();
+                let mut found = None;
+                for (i, m) in since_durable.iter().enumerate().rev() {
+                    match check(&db, m, &at) {
+                        Ok(()) => {
+                            found = Some(i);
+                            break;
+                        }
+                        Err(e) => errs.push(e),
+                    }
+                }
+                let Some(i) = found else {
+                    panic!(
+                        "{at}: after the crash the database equals no state between the last durable one and the last commit:\n{}",
+                        errs.join("\n")
+                    );
+                };
+                if i + 1 != since_durable.len() {
+                    // Lost unsynced commits: the model goes back to what survived.
+                    model = since_durable[i].clone();
+                    next_id = next_id.max(model.log_ids.last().map_or(1, |m| m + 1));
+                }
+                checks += 1;
+                durable_now = true;
+            }
+            Op::Reopen => {
+                drop(db);
+                db = reopen(&backend, durability, &at);
+                check(&db, &model, &at).unwrap_or_else(|e| panic!("{e}"));
+                checks += 1;
+                durable_now = true;
+            }
+            Op::Search {
+                seed,
+                k,
+                success_only,
+            } => {
+                check_search(&db, &model, *seed, usize::from(*k), *success_only)
+                    .unwrap_or_else(|e| panic!("{at}: {e}"));
+            }
+        }
+        if durable_now {
+            since_durable = vec![model.clone()];
+        } else if since_durable.last() != Some(&model) {
+            since_durable.push(model.clone());
+        }
+    }
+    drop(db);
+    let db = reopen(&backend, durability, "final reopen");
+    check(&db, &model, "final reopen").unwrap_or_else(|e| panic!("{e}"));
+    checks + 1
+}
+
+fn reopen(backend: &CrashBackend, durability: Durability, at: &str) -> Database {
+    let b: Arc<dyn Backend> = Arc::new(backend.clone());
+    Database::open_backend(b, opts(durability))
+        .unwrap_or_else(|e| panic!("{at}: the database does not open: {e}"))
+}
+
+/// Compares everything observable with the model.
+pub fn check(db: &Database, m: &Model, at: &str) -> Result<(), String> {
+    let ids = db.ids();
+    if ids != m.live_ids() {
+        return Err(format!("{at}: ids {ids:?}, model {:?}", m.live_ids()));
+    }
+    let deleted = db.stats().deleted;
+    let want_deleted = (m.log_ids.len() - m.trajs.len()) as u64;
+    if deleted != want_deleted {
+        return Err(format!(
+            "{at}: {deleted} deleted trajectories in the log, model {want_deleted}"
+        ));
+    }
+    for t in &m.trajs {
+        let got = db
+            .get(t.id.unwrap())
+            .map_err(|e| format!("{at}: get: {e}"))?;
+        if &got != t {
+            return Err(format!(
+                "{at}: trajectory differs:\n db    {got:?}\n model {t:?}"
+            ));
+        }
+    }
+    let utils: BTreeMap<u64, Utility> = db.utilities().into_iter().collect();
+    let want = m.utilities();
+    if utils != want {
+        return Err(format!("{at}: utilities {utils:?}, model {want:?}"));
+    }
+    for (id, u) in &want {
+        if db.utility(*id).q() != u.q() {
+            return Err(format!("{at}: Q of {id} differs"));
+        }
+    }
+    let eps: BTreeMap<u64, (Option<bool>, Vec<RetrievalEvent>)> = db
+        .episodes()
+        .into_iter()
+        .map(|e| (e.id, (e.outcome, e.events)))
+        .collect();
+    if eps != m.episodes {
+        return Err(format!("{at}: episodes {eps:?}, model {:?}", m.episodes));
+    }
+    db.verify().map_err(|e| format!("{at}: verify: {e}"))?;
+    for seed in 0..2 {
+        check_search(db, m, seed, 3, seed == 1).map_err(|e| format!("{at}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Checks `search` on both spaces against a brute-force scan of the model.
+pub fn check_search(
+    db: &Database,
+    m: &Model,
+    seed: u64,
+    k: usize,
+    success_only: bool,
+) -> Result<(), String> {
+    let mut r = SplitMix::new(seed);
+    let mut q = |dims: u32| -> Vec<f32> {
+        (0..dims)
+            .map(|_| 0.05 + (r.below(1000) as f32) / 1000.0)
+            .collect()
+    };
+    let filter = Filter {
+        success_only,
+        ..Default::default()
+    };
+    for (space, dims, metric) in [
+        ("goal", GOAL_DIMS, Metric::Cosine),
+        ("obs", OBS_DIMS, Metric::L2),
+    ] {
+        let query = q(dims);
+        let mut want: Vec<(f32, u64, Option<u32>)> = Vec::new();
+        for t in &m.trajs {
+            if success_only && t.outcome.success != Some(true) {
+                continue;
+            }
+            if space == "goal" {
+                want.push((
+                    reference(metric, &t.keys["goal"], &query),
+                    t.id.unwrap(),
+                    None,
+                ));
+            } else if let Some(rows) = t.step_keys.get("obs") {
+                for (s, v) in rows.iter().enumerate() {
+                    want.push((
+                        reference(metric, v, &query),
+                        t.id.unwrap(),
+                        Some(u32::try_from(s).unwrap()),
+                    ));
+                }
+            }
+        }
+        want.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let hits = db
+            .search(space, &query, k, &filter)
+            .map_err(|e| format!("search {space}: {e}"))?;
+        if hits.len() != want.len().min(k) {
+            return Err(format!(
+                "search {space}: {} hits, brute force {}",
+                hits.len(),
+                want.len().min(k)
+            ));
+        }
+        for (i, h) in hits.iter().enumerate() {
+            let Some(exp) = want.iter().find(|w| w.1 == h.id && w.2 == h.step) else {
+                return Err(format!(
+                    "search {space}: hit {h:?} is not a live qualifying row"
+                ));
+            };
+            if (exp.0 - h.score).abs() > 1e-3 || (want[i].0 - h.score).abs() > 1e-3 {
+                return Err(format!(
+                    "search {space}: hit {i} {h:?}, brute force score {} and rank-{i} score {}",
+                    exp.0, want[i].0
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sequence read from arbitrary bytes (for the fuzzer): 10 bytes per operation.
+pub fn ops_from_bytes(data: &[u8]) -> (Vec<Op>, Durability) {
+    let durability = durability_for(u64::from(data.first().copied().unwrap_or(0)));
+    let mut ops = Vec::new();
+    for c in data.get(1..).unwrap_or(&[]).chunks(10).take(64) {
+        let mut b = [0u8; 10];
+        b[..c.len()].copy_from_slice(c);
+        let seed = u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
+        let o3 = [Some(true), Some(false), None][usize::from(b[1] % 3)];
+        let op = match b[0] % 100 {
+            0..=29 => Op::Append { n: 1 + b[1] % 3 },
+            30..=33 => Op::AppendAuto,
+            34..=46 => Op::Retrieve {
+                new_episode: b[1] & 1 == 1,
+                ep: b[2],
+                picks: b[3..3 + usize::from(b[1] % 4) + 1].to_vec(),
+            },
+            47..=53 => Op::EpisodeOutcome {
+                ep: b[2],
+                outcome: o3,
+            },
+            54..=58 => Op::SetOutcome {
+                pick: b[2],
+                success: o3,
+            },
+            59..=66 => Op::Delete { pick: b[1] },
+            67..=70 => Op::Compact,
+            71..=73 => Op::Fork {
+                switch: b[1] & 1 == 1,
+            },
+            74..=77 => Op::Sync,
+            78..=86 => Op::Crash {
+                torn: b[1] & 1 == 1,
+                garbage: b[1] & 2 == 2,
+                seed,
+            },
+            87..=90 => Op::Reopen,
+            _ => Op::Search {
+                seed,
+                k: 1 + b[1] % 6,
+                success_only: b[1] & 8 == 8,
+            },
+        };
+        ops.push(op);
+    }
+    (ops, durability)
+}

@@ -1,0 +1,190 @@
+//! Golden databases: a committed database per format version, and damaged copies of it.
+//! Each opens (or refuses) exactly as recorded. `make_golden` (ignored) regenerates them:
+//! `cargo test --test golden -- --ignored make_golden`.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{create_spaces, traj_for};
+use trajdb::{Database, Error, Options, RetrievalEvent, Stage};
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// A private copy, so opening never writes into the committed files.
+fn copy(name: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("trajdb-golden-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(golden(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+/// The ids stored in v1 (id 3 deleted) and the episodes' (outcome, retrieved ids).
+const LIVE: [u64; 5] = [1, 2, 4, 5, 6];
+
+fn ro() -> Options {
+    Options {
+        read_only: true,
+        ..Options::default()
+    }
+}
+
+fn check_v1_content(db: &Database, live: &[u64]) {
+    assert_eq!(db.ids(), live);
+    for id in live {
+        assert_eq!(db.get(*id).unwrap(), traj_for(*id));
+    }
+    let eps = db.episodes();
+    assert_eq!(eps.len(), 2);
+    assert_eq!(eps[0].outcome, Some(true));
+    assert_eq!(
+        eps[0].events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [2, 4]
+    );
+    assert_eq!(eps[1].outcome, Some(false));
+    assert_eq!(eps[1].events.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+    assert_eq!(db.utility(2).q(), Some(0.5));
+    assert_eq!(db.utility(4).q(), Some(1.0));
+    db.verify().unwrap();
+}
+
+#[test]
+fn golden_v1_opens_with_exact_content() {
+    let dir = copy("v1");
+    check_v1_content(&Database::open(&dir, ro()).unwrap(), &LIVE);
+    check_v1_content(&Database::open(&dir, Options::default()).unwrap(), &LIVE);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn golden_v1_torn_tail_loses_only_the_torn_frame() {
+    let dir = copy("v1-torn-tail");
+    let db = Database::open(&dir, ro()).unwrap();
+    assert!(db.open_report().torn_reason.is_some());
+    // The torn frame is the last episode outcome: everything else is there.
+    assert_eq!(db.ids(), LIVE);
+    assert_eq!(db.episodes()[1].outcome, None);
+    drop(db);
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(db.open_report().truncated_bytes > 0);
+    db.verify().unwrap();
+    drop(db);
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert_eq!(db.open_report().truncated_bytes, 0, "the cut is durable");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn golden_v1_corrupt_middle_is_refused_at_the_damaged_frame() {
+    let dir = copy("v1-corrupt-middle");
+    let at = std::fs::read_to_string(golden("v1-corrupt-middle").join("OFFSET.txt")).unwrap();
+    let at: u64 = at.trim().parse().unwrap();
+    for opts in [ro(), Options::default()] {
+        match Database::open(&dir, opts) {
+            Err(e @ Error::Corrupt { .. }) => {
+                let Error::Corrupt {
+                    offset, ref path, ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(offset, at);
+                assert!(path.ends_with("log"));
+                assert!(e.to_string().contains(&format!("at byte {at}")));
+            }
+            other => panic!("expected Corrupt at {at}, got {:?}", other.map(|_| ())),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn golden_v1_newer_version_is_refused_as_incompatible() {
+    let dir = copy("v1-newer-version");
+    for opts in [ro(), Options::default()] {
+        match Database::open(&dir, opts) {
+            Err(Error::IncompatibleVersion {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (2, 1)),
+            other => panic!("expected IncompatibleVersion, got {:?}", other.map(|_| ())),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Frame (start, end) offsets of the log.
+fn frames(log: &[u8]) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    let mut pos = 64;
+    while pos + 24 <= log.len() {
+        let len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
+        let end = pos + (24 + len).div_ceil(8) * 8;
+        v.push((pos, end));
+        pos = end;
+    }
+    v
+}
+
+#[test]
+#[ignore = "regenerates the committed golden databases"]
+fn make_golden() {
+    let v1 = golden("v1");
+    let _ = std::fs::remove_dir_all(&v1);
+    {
+        let db = Database::open(&v1, Options::default()).unwrap();
+        create_spaces(&db);
+        for id in 1..=6 {
+            db.append(&traj_for(id)).unwrap();
+        }
+        let ev = |id| RetrievalEvent {
+            id,
+            step: None,
+            stage: Stage::Plan,
+        };
+        let a = db.begin_episode().unwrap();
+        db.log_retrievals(a, &[ev(2), ev(4)]).unwrap();
+        db.set_episode_outcome(a, Some(true)).unwrap();
+        db.delete(3).unwrap();
+        let b = db.begin_episode().unwrap();
+        db.log_retrievals(b, &[ev(2)]).unwrap();
+        db.set_episode_outcome(b, Some(false)).unwrap();
+    }
+    std::fs::remove_file(v1.join(trajdb::LOCK_FILE)).unwrap();
+    let log = std::fs::read(v1.join("log")).unwrap();
+    let fr = frames(&log);
+    let variant = |name: &str, log: &[u8], extra: Option<String>| {
+        let d = golden(name);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["keys-0.vec", "keys-1.vec"] {
+            std::fs::copy(v1.join(f), d.join(f)).unwrap();
+        }
+        std::fs::write(d.join("log"), log).unwrap();
+        if let Some(x) = extra {
+            std::fs::write(d.join("OFFSET.txt"), x).unwrap();
+        }
+    };
+    // Torn tail: the last frame cut in half.
+    let (s, e) = *fr.last().unwrap();
+    variant("v1-torn-tail", &log[..s + (e - s) / 2], None);
+    // Corrupt middle: a payload byte of the fourth frame (a trajectory) flipped.
+    let (s, _) = fr[3];
+    let mut bad = log.clone();
+    bad[s + 30] ^= 0xFF;
+    variant("v1-corrupt-middle", &bad, Some(format!("{s}\n")));
+    // Newer version: version 2 with a valid header checksum.
+    let mut newer = log.clone();
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&newer[..60]);
+    newer[60..64].copy_from_slice(&crc.to_le_bytes());
+    variant("v1-newer-version", &newer, None);
+}
