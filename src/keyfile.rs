@@ -223,11 +223,10 @@ impl RowStore {
         };
         let len = storage.len().map_err(|e| io("stat", e))?;
         let stride = (def.dims as u64) * 4;
-        let capacity = if stride == 0 {
-            u64::MAX
-        } else {
-            len.saturating_sub(KEY_HEADER_LEN) / stride
-        };
+        let capacity = len
+            .saturating_sub(KEY_HEADER_LEN)
+            .checked_div(stride)
+            .unwrap_or(u64::MAX);
         let mut fr = FileRows {
             storage,
             path,

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 /// One file: positioned reads and writes, length, and sync.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file length, not a collection; emptiness is never asked"
+)]
 pub trait Storage: Send + Sync {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
