@@ -1,5 +1,6 @@
 //! The ReAct loop against a scripted environment: retrievals logged once each, Q agrees with
 //! the episode log, trajectories stored with all their keys.
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! Exemplar curation, the fork db-curation relies on, the predictor's AUROC, and a short
 //! db-curation run end to end.
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 use std::sync::Arc;
 
