@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod agent;
 mod codec;
 mod db;
 pub mod embed;

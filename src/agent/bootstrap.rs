@@ -1,0 +1,554 @@
+//! `trajdb bootstrap`: runs a method of METHOD.md section 5 on Wordcraft over several seeds
+//! and reports test success before and after, a scaling curve, and the task-success
+//! predictor's AUROC and calibration.
+//!
+//! Tasks: all tasks of the given depth whose goal can actually be made in the environment
+//! ([`RecipeBook::is_solvable`]), split into train and test with a fixed seed (0) so every
+//! seed and method sees the same tasks; the first `--train` and `--test` tasks of each part
+//! after a fixed shuffle are used. Seeds change the tables (distractors, order) and the
+//! policy's random choices. Episodes have 4 distractors and at most 4 combinations.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::agent::methods::{run_seed, Experiment, Method, SeedResult};
+use crate::agent::openai::OpenAiClient;
+use crate::agent::policy::{LlmPolicy, OfflinePolicy, Policy};
+use crate::agent::predict::{auroc, calibration, CalibrationBin};
+use crate::agent::react::AgentOptions;
+use crate::agent::wordcraft::{split, RecipeBook, Split, Task};
+use crate::agent::{AgentError, AgentResult};
+use crate::HashEmbedder;
+
+/// Environments `bootstrap` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvName {
+    /// Wordcraft (Jiang et al. 2020).
+    Wordcraft,
+}
+
+/// Which policy drives the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmKind {
+    /// The built-in non-LLM stand-in ([`OfflinePolicy`]).
+    Offline,
+    /// An OpenAI-compatible server (`OPENAI_BASE_URL`, `OPENAI_API_KEY`).
+    Openai,
+}
+
+/// How tasks are split into train and test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitKind {
+    /// Hold out 20 % of the recipes (the benchmark's split).
+    Recipe,
+    /// Hold out 20 % of the goal entities.
+    Goal,
+    /// Hold out 20 % of the tasks at random.
+    Task,
+}
+
+/// Arguments of `trajdb bootstrap`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootstrapArgs {
+    /// Environment.
+    #[arg(long, value_enum, default_value = "wordcraft")]
+    pub env: EnvName,
+    /// Recipe file in the benchmark's `alchemy2.json` format (default: the built-in set).
+    #[arg(long)]
+    pub recipes: Option<PathBuf>,
+    /// Recipe-tree depth of the tasks.
+    #[arg(long, default_value_t = 2)]
+    pub depth: u8,
+    /// Method to run.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Training tasks.
+    #[arg(long)]
+    pub train: usize,
+    /// Test tasks.
+    #[arg(long)]
+    pub test: usize,
+    /// Seeds (runs), numbered 0..S.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Examples per retrieval.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Store hindsight-relabelled trajectories from failed episodes.
+    #[arg(long)]
+    pub hindsight: bool,
+    /// Keep the databases in this directory (must be absent or empty); by default they live
+    /// in a temporary directory removed at the end.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Policy.
+    #[arg(long, value_enum, default_value = "offline")]
+    pub llm: LlmKind,
+    /// Model name for `--llm openai`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
+    /// figures compare with the reference; `goal` and `task` are easier and reported too.
+    #[arg(long, value_enum, default_value = "recipe")]
+    pub split: SplitKind,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One seed's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Test success with the starting database.
+    pub before: f64,
+    /// Test success with the final database.
+    pub after: f64,
+    /// Training success (all episodes of the population).
+    pub train_success: f64,
+    /// Forks made by db-curation.
+    pub forks: usize,
+    /// Trajectories in the final database.
+    pub trajectories: usize,
+    /// Successful trajectories in the final database.
+    pub successes: usize,
+}
+
+/// The predictor's quality on the test tasks (pooled over seeds).
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictorReport {
+    /// Test tasks predicted.
+    pub n: usize,
+    /// AUROC (None when only one class occurred or nothing was stored to predict from).
+    pub auroc: Option<f64>,
+    /// Predicted-probability bins vs observed success.
+    pub calibration: Vec<CalibrationBin>,
+}
+
+/// What `bootstrap` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapReport {
+    /// The method.
+    pub method: Method,
+    /// Recipe set (`builtin` or the file path).
+    pub recipes: String,
+    /// Task depth.
+    pub depth: u8,
+    /// The split.
+    pub split: &'static str,
+    /// Seeds run.
+    pub seeds: u64,
+    /// Training tasks.
+    pub train: usize,
+    /// Test tasks.
+    pub test: usize,
+    /// Examples per retrieval.
+    pub k: usize,
+    /// Hindsight relabelling on.
+    pub hindsight: bool,
+    /// Policy used.
+    pub llm: &'static str,
+    /// Mean test success with the starting database.
+    pub test_success_before: f64,
+    /// Sample standard deviation of it over seeds.
+    pub test_success_before_sd: f64,
+    /// Mean test success with the final database.
+    pub test_success_after: f64,
+    /// Sample standard deviation of it over seeds.
+    pub test_success_after_sd: f64,
+    /// Mean training success.
+    pub train_success: f64,
+    /// Per seed.
+    pub per_seed: Vec<SeedReport>,
+    /// `[successful trajectories in the database, mean test success]`, from as-of views.
+    pub curve: Vec<(usize, f64)>,
+    /// Task-success predictor.
+    pub predictor: PredictorReport,
+    /// The final database of seed 0, when `--db` kept the databases.
+    pub db: Option<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = xs.iter().sum::<f64>() / n;
+    let sd = if xs.len() > 1 {
+        (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, sd)
+}
+
+fn shuffled(mut v: Vec<Task>, seed: u64) -> Vec<Task> {
+    let mut s = seed;
+    for i in (1..v.len()).rev() {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let j = usize::try_from(z % (i as u64 + 1)).unwrap_or(0);
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Reads the recipe book: the built-in set, or a file in `alchemy2.json` format.
+pub fn load_book(path: Option<&Path>) -> AgentResult<RecipeBook> {
+    let Some(p) = path else {
+        return Ok(RecipeBook::builtin_default());
+    };
+    let bad = |what: String| AgentError::Recipes {
+        path: p.display().to_string(),
+        what,
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
+    let book = RecipeBook::from_alchemy2_json(&text).map_err(|e| bad(e.to_string()))?;
+    if book.entity_count() == 0 {
+        return Err(bad("it defines no entities".into()));
+    }
+    Ok(book)
+}
+
+/// The train and test tasks `args` select.
+pub fn select_tasks(
+    args: &BootstrapArgs,
+    book: &RecipeBook,
+) -> AgentResult<(Vec<Task>, Vec<Task>)> {
+    let tasks: Vec<Task> = book
+        .tasks(args.depth)
+        .into_iter()
+        .filter(|t| book.is_solvable(t))
+        .collect();
+    let ratio = 0.8;
+    let sp = match args.split {
+        SplitKind::Recipe => Split::ByRecipe { train_ratio: ratio },
+        SplitKind::Goal => Split::ByGoal { train_ratio: ratio },
+        SplitKind::Task => Split::ByTask { train_ratio: ratio },
+    };
+    let (train, test) = split(book, &tasks, sp, 0);
+    let (train, test) = (shuffled(train, 1), shuffled(test, 2));
+    if args.train > train.len() {
+        return Err(AgentError::invalid(
+            "--train",
+            format!(
+                "{} training tasks asked for, the split has {}",
+                args.train,
+                train.len()
+            ),
+        ));
+    }
+    if args.test > test.len() {
+        return Err(AgentError::invalid(
+            "--test",
+            format!(
+                "{} test tasks asked for, the split has {}",
+                args.test,
+                test.len()
+            ),
+        ));
+    }
+    Ok((
+        train.into_iter().take(args.train).collect(),
+        test.into_iter().take(args.test).collect(),
+    ))
+}
+
+fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
+    if args.depth == 0 {
+        return Err(AgentError::invalid("--depth", "must be at least 1"));
+    }
+    if args.test == 0 {
+        return Err(AgentError::invalid("--test", "must be at least 1"));
+    }
+    if args.seeds == 0 {
+        return Err(AgentError::invalid("--seeds", "must be at least 1"));
+    }
+    if args.k == 0 {
+        return Err(AgentError::invalid("--k", "must be at least 1"));
+    }
+    match (args.llm, &args.model) {
+        (LlmKind::Openai, None) => Err(AgentError::invalid(
+            "--model",
+            "is required with --llm openai",
+        )),
+        (LlmKind::Offline, Some(_)) => Err(AgentError::invalid(
+            "--model",
+            "only applies to --llm openai",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checkpoints of the scaling curve: 10, 20, 50, 100, 200, 500, 1000, ...
+fn checkpoints(max: usize) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut base = 10;
+    while base <= max {
+        for m in [1, 2, 5] {
+            if base * m <= max {
+                v.push(base * m);
+            }
+        }
+        base *= 10;
+    }
+    v
+}
+
+/// Runs `bootstrap` and returns the report. Progress goes to stderr when it is a terminal.
+pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
+    let start = Instant::now();
+    check_args(args)?;
+    let book = Arc::new(load_book(args.recipes.as_deref())?);
+    let (train, test) = select_tasks(args, &book)?;
+    let (base, temp) = match &args.db {
+        Some(d) => {
+            if std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some()) {
+                return Err(AgentError::invalid(
+                    "--db",
+                    format!("{} exists and is not empty", d.display()),
+                ));
+            }
+            (d.clone(), false)
+        }
+        None => (
+            std::env::temp_dir().join(format!(
+                "trajdb-bootstrap-{}-{}",
+                std::process::id(),
+                start.elapsed().as_nanos() ^ u128::from(crate::db::now_ms().unsigned_abs())
+            )),
+            true,
+        ),
+    };
+    let embedder = HashEmbedder::default();
+    let model = args.model.clone();
+    let llm = args.llm;
+    let factory = move |seed: u64| -> AgentResult<Box<dyn Policy>> {
+        Ok(match llm {
+            LlmKind::Offline => Box::new(OfflinePolicy::new(seed)),
+            LlmKind::Openai => Box::new(LlmPolicy {
+                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?,
+            }),
+        })
+    };
+    let show = std::io::stderr().is_terminal();
+    let mut results: Vec<SeedResult> = Vec::new();
+    let outcome = (|| -> AgentResult<()> {
+        for seed in 0..args.seeds {
+            let mut progress = |done: usize, total: usize| {
+                if show && (done.is_multiple_of(20) || done == total) {
+                    eprint!(
+                        "\r{} seed {}/{}: {done}/{total} episodes   ",
+                        args.method.name(),
+                        seed + 1,
+                        args.seeds
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            };
+            let mut e = Experiment {
+                book: book.clone(),
+                train: &train,
+                test: &test,
+                seed,
+                agent: AgentOptions {
+                    k: args.k,
+                    ..Default::default()
+                },
+                hindsight: args.hindsight,
+                population: 5,
+                dir: base.join(format!("seed-{seed}")),
+                distractors: 4,
+                max_combinations: 4,
+                embedder: &embedder,
+                policy: &factory,
+                checkpoints: checkpoints(args.train),
+                progress: &mut progress,
+            };
+            results.push(run_seed(args.method, &mut e)?);
+        }
+        Ok(())
+    })();
+    if show {
+        eprintln!();
+    }
+    if temp {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    outcome?;
+    let befores: Vec<f64> = results.iter().map(|r| r.before).collect();
+    let afters: Vec<f64> = results.iter().map(|r| r.after).collect();
+    let trains: Vec<f64> = results.iter().map(|r| r.train_success).collect();
+    let (b, bsd) = mean_sd(&befores);
+    let (a, asd) = mean_sd(&afters);
+    let mut points: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for r in &results {
+        for &(x, y) in &r.curve[..r.curve.len().saturating_sub(1)] {
+            points.entry(x).or_default().push(y);
+        }
+    }
+    let mut curve: Vec<(usize, f64)> = points
+        .into_iter()
+        .map(|(x, ys)| (x, mean_sd(&ys).0))
+        .collect();
+    let final_x = results
+        .iter()
+        .map(|r| r.curve.last().map_or(0, |p| p.0))
+        .sum::<usize>()
+        / results.len().max(1);
+    if curve.last().is_none_or(|p| p.0 < final_x) {
+        curve.push((final_x, a));
+    }
+    let (scores, labels): (Vec<f64>, Vec<bool>) = results
+        .iter()
+        .flat_map(|r| r.predictions.iter().copied())
+        .unzip();
+    Ok(BootstrapReport {
+        method: args.method,
+        recipes: args
+            .recipes
+            .as_ref()
+            .map_or_else(|| "builtin".to_owned(), |p| p.display().to_string()),
+        depth: args.depth,
+        split: match args.split {
+            SplitKind::Recipe => "recipe",
+            SplitKind::Goal => "goal",
+            SplitKind::Task => "task",
+        },
+        seeds: args.seeds,
+        train: args.train,
+        test: args.test,
+        k: args.k,
+        hindsight: args.hindsight,
+        llm: match args.llm {
+            LlmKind::Offline => "offline",
+            LlmKind::Openai => "openai",
+        },
+        test_success_before: b,
+        test_success_before_sd: bsd,
+        test_success_after: a,
+        test_success_after_sd: asd,
+        train_success: mean_sd(&trains).0,
+        per_seed: results
+            .iter()
+            .enumerate()
+            .map(|(s, r)| SeedReport {
+                seed: s as u64,
+                before: r.before,
+                after: r.after,
+                train_success: r.train_success,
+                forks: r.forks,
+                trajectories: r.final_trajectories.0,
+                successes: r.final_trajectories.1,
+            })
+            .collect(),
+        curve,
+        predictor: PredictorReport {
+            n: scores.len(),
+            auroc: auroc(&scores, &labels),
+            calibration: calibration(&scores, &labels, 5),
+        },
+        db: (!temp)
+            .then(|| results.first().map(|r| r.final_db.display().to_string()))
+            .flatten(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:5.1}%", 100.0 * x)
+}
+
+/// Runs `bootstrap` and prints the report (tables, or JSON with `--json`). Returns the
+/// process exit code: 0 on success, 1 on error (one line on stderr).
+pub fn main(args: &BootstrapArgs) -> i32 {
+    let r = match run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if args.json {
+        match serde_json::to_string(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return 1;
+            }
+        }
+        return 0;
+    }
+    println!(
+        "{} on wordcraft ({}, depth {}, {} split), {} train / {} test tasks, {} seed(s), k={}{}, {} policy",
+        r.method.name(),
+        r.recipes,
+        r.depth,
+        r.split,
+        r.train,
+        r.test,
+        r.seeds,
+        r.k,
+        if r.hindsight { ", hindsight" } else { "" },
+        r.llm
+    );
+    println!("\nlearning curve (as-of views of the final database)");
+    println!("  successes in db   test success");
+    for (x, y) in &r.curve {
+        println!("  {x:>15}   {}", pct(*y));
+    }
+    println!("\nseed   before    after    train  forks  trajectories  successes");
+    for s in &r.per_seed {
+        println!(
+            "{:>4}   {}   {}   {}  {:>5}  {:>12}  {:>9}",
+            s.seed,
+            pct(s.before),
+            pct(s.after),
+            pct(s.train_success),
+            s.forks,
+            s.trajectories,
+            s.successes
+        );
+    }
+    println!(
+        "\ntest success: before {} ± {}, after {} ± {} (mean ± sd over {} seed(s))",
+        pct(r.test_success_before),
+        pct(r.test_success_before_sd),
+        pct(r.test_success_after),
+        pct(r.test_success_after_sd),
+        r.seeds
+    );
+    match r.predictor.auroc {
+        Some(a) => println!(
+            "success predictor: AUROC {a:.3} over {} test tasks",
+            r.predictor.n
+        ),
+        None => println!("success predictor: no AUROC (no stored outcomes or one class only)"),
+    }
+    for b in &r.predictor.calibration {
+        println!(
+            "  predicted {:.1}-{:.1}: {:>4} tasks, mean predicted {}, observed {}",
+            b.lo,
+            b.hi,
+            b.count,
+            pct(b.mean_predicted),
+            pct(b.observed)
+        );
+    }
+    if let Some(d) = &r.db {
+        println!("final database: {d}");
+    }
+    println!("({:.1} s)", r.seconds);
+    0
+}

@@ -1,0 +1,226 @@
+//! The method end to end on top of the engine: environments, LLM plug-ins, the ReAct agent
+//! with retrieval at three stages, the bootstrapping and curation methods, and the
+//! task-success predictor.
+//!
+//! This module is a thin client of [`crate::Database`]: every retrieval goes through
+//! [`crate::Database::retrieve`], every usage count through the episode log
+//! ([`crate::Database::begin_episode`], [`crate::Database::log_retrievals`],
+//! [`crate::Database::set_episode_outcome`]).
+//!
+//! Plug-ins:
+//! - [`Llm`]: chat messages in, text out ([`openai::OpenAiClient`] implements it);
+//! - [`crate::Embedder`]: text to keys (the built-in [`crate::HashEmbedder`] by default);
+//! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it).
+//!
+//! The agent talks to a [`policy::Policy`]: [`policy::LlmPolicy`] turns each stage into a
+//! prompt with the retrieved examples as demonstrations; [`policy::OfflinePolicy`] is a
+//! non-LLM stand-in that imitates retrieved examples, for runs without a model.
+
+use std::fmt;
+
+pub mod bootstrap;
+pub mod methods;
+pub mod openai;
+pub mod policy;
+pub mod predict;
+pub mod react;
+pub mod wordcraft;
+
+use openai::{ChatMessage, LlmError, OpenAiClient};
+use wordcraft::{ActionError, RecipeError, WordcraftEnv};
+
+/// Why an agent run failed. `Display` is one line saying what and where.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The database refused an operation.
+    Db(crate::Error),
+    /// The language model could not be reached or answered badly.
+    Llm(LlmError),
+    /// A recipe file could not be read or parsed.
+    Recipes {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The environment failed (not a refused action: those cost a step).
+    Env(String),
+    /// An argument or option is invalid.
+    Invalid {
+        /// Which argument.
+        at: String,
+        /// What is wrong with it.
+        what: String,
+    },
+}
+
+impl AgentError {
+    /// An invalid-argument error.
+    pub fn invalid(at: impl Into<String>, what: impl Into<String>) -> Self {
+        AgentError::Invalid {
+            at: at.into(),
+            what: what.into(),
+        }
+    }
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Db(e) => write!(f, "database: {e}"),
+            AgentError::Llm(e) => write!(f, "language model: {e}"),
+            AgentError::Recipes { path, what } => write!(f, "recipe file {path}: {what}"),
+            AgentError::Env(e) => write!(f, "environment: {e}"),
+            AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl From<crate::Error> for AgentError {
+    fn from(e: crate::Error) -> Self {
+        AgentError::Db(e)
+    }
+}
+
+impl From<LlmError> for AgentError {
+    fn from(e: LlmError) -> Self {
+        AgentError::Llm(e)
+    }
+}
+
+impl From<RecipeError> for AgentError {
+    fn from(e: RecipeError) -> Self {
+        AgentError::Env(e.to_string())
+    }
+}
+
+/// Result alias of the agent module.
+pub type AgentResult<T> = std::result::Result<T, AgentError>;
+
+/// A chat model: messages in, the reply text out.
+pub trait Llm {
+    /// The model's reply to `messages`.
+    fn complete(&mut self, messages: &[ChatMessage]) -> AgentResult<String>;
+}
+
+impl Llm for OpenAiClient {
+    fn complete(&mut self, messages: &[ChatMessage]) -> AgentResult<String> {
+        Ok(self.chat(messages)?)
+    }
+}
+
+/// A sub-goal achieved during an episode, for hindsight relabelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Achieved {
+    /// The goal text it accomplishes, e.g. `create steam`.
+    pub goal: String,
+    /// A short name for the task id of a relabelled trajectory.
+    pub name: String,
+    /// Steps `[start, end)` that accomplished it.
+    pub steps: (usize, usize),
+}
+
+/// A text environment constructed for one task.
+pub trait Environment {
+    /// The environment's name, stored with every trajectory (e.g. `wordcraft`).
+    fn name(&self) -> &str;
+    /// A stable identifier of the task.
+    fn task_id(&self) -> String;
+    /// The goal text.
+    fn goal(&self) -> String;
+    /// The task's category, if the environment has categories.
+    fn category(&self) -> Option<String> {
+        None
+    }
+    /// What the agent sees now.
+    fn observation(&self) -> String;
+    /// Takes an action. A refused action is not an error: it costs the step and the
+    /// environment says so in the next observation or simply does nothing.
+    fn step(&mut self, action: &str) -> AgentResult<()>;
+    /// Whether the episode has ended.
+    fn done(&self) -> bool;
+    /// Whether the goal was reached.
+    fn success(&self) -> bool;
+    /// Sub-goals achieved so far with the steps that achieved them (empty when the
+    /// environment cannot tell).
+    fn achievements(&self) -> Vec<Achieved> {
+        Vec::new()
+    }
+    /// `text` (an observation of this episode) rewritten as if the goal were `goal`; used
+    /// when relabelling. By default unchanged.
+    fn relabel(&self, text: &str, _goal: &str) -> String {
+        text.to_owned()
+    }
+}
+
+/// Task id of a Wordcraft task: goal and tree recipes by name, e.g.
+/// `cyborg=human+metal;metal=fire+earth`.
+pub fn wordcraft_task_id(book: &wordcraft::RecipeBook, task: &wordcraft::Task) -> String {
+    let name = |id: u32| book.name(id).unwrap_or("?");
+    task.recipes
+        .iter()
+        .map(|&(a, b, r)| format!("{}={}+{}", name(r), name(a), name(b)))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+impl Environment for WordcraftEnv {
+    fn name(&self) -> &str {
+        "wordcraft"
+    }
+
+    fn task_id(&self) -> String {
+        wordcraft_task_id(self.book(), self.task())
+    }
+
+    fn goal(&self) -> String {
+        format!("create {}", self.goal_name())
+    }
+
+    fn observation(&self) -> String {
+        WordcraftEnv::observation(self)
+    }
+
+    /// A refused action (unknown entity, bad syntax) wastes the step: see
+    /// [`WordcraftEnv::skip_step`].
+    fn step(&mut self, action: &str) -> AgentResult<()> {
+        match WordcraftEnv::step(self, action) {
+            Ok(_) => Ok(()),
+            Err(ActionError::EpisodeOver) => Ok(()),
+            Err(_) => match self.skip_step() {
+                Ok(_) | Err(ActionError::EpisodeOver) => Ok(()),
+                Err(e) => Err(AgentError::Env(e.to_string())),
+            },
+        }
+    }
+
+    fn done(&self) -> bool {
+        WordcraftEnv::done(self)
+    }
+
+    fn success(&self) -> bool {
+        WordcraftEnv::success(self)
+    }
+
+    fn achievements(&self) -> Vec<Achieved> {
+        WordcraftEnv::achievements(self)
+            .into_iter()
+            .map(|a| Achieved {
+                goal: format!("create {}", a.entity),
+                name: a.entity,
+                steps: (a.first_step, a.last_step + 1),
+            })
+            .collect()
+    }
+
+    /// Replaces the `Goal: create ...` line.
+    fn relabel(&self, text: &str, goal: &str) -> String {
+        match text.split_once('\n') {
+            Some((first, rest)) if first.starts_with("Goal:") => format!("Goal: {goal}\n{rest}"),
+            _ => text.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The ReAct loop against a scripted environment: retrievals logged once each, Q agrees with
+//! the episode log, trajectories stored with all their keys.
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::collections::BTreeMap;
+
+use trajdb::agent::policy::{Context, Policy};
+use trajdb::agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
+use trajdb::agent::{AgentResult, Environment};
+use trajdb::{Database, Embedder, HashEmbedder, Options, Stage};
+
+/// Count up to 3 with `inc`; anything else wastes a step; at most 5 steps.
+struct Counter {
+    n: u32,
+    steps: u32,
+}
+
+impl Environment for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+    fn task_id(&self) -> String {
+        "count-3".into()
+    }
+    fn goal(&self) -> String {
+        "reach 3".into()
+    }
+    fn observation(&self) -> String {
+        format!("count: {}", self.n)
+    }
+    fn step(&mut self, action: &str) -> AgentResult<()> {
+        self.steps += 1;
+        if action == "inc" {
+            self.n += 1;
+        }
+        Ok(())
+    }
+    fn done(&self) -> bool {
+        self.n >= 3 || self.steps >= 5
+    }
+    fn success(&self) -> bool {
+        self.n >= 3
+    }
+}
+
+/// Always says to increment; records how many examples it was shown per stage.
+#[derive(Default)]
+struct Scripted {
+    shown: Vec<(&'static str, usize)>,
+}
+
+impl Policy for Scripted {
+    fn plan(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        self.shown.push(("plan", c.examples.len()));
+        Ok("increment three times".into())
+    }
+    fn reason(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        self.shown.push(("reason", c.examples.len()));
+        Ok(format!("at {} I increment", c.observation))
+    }
+    fn act(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        self.shown.push(("act", c.examples.len()));
+        Ok("inc".into())
+    }
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("trajdb-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn loop_stores_keys_logs_every_retrieval_once_and_q_matches_episode_log() {
+    let dir = temp("agent-loop");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    let opts = AgentOptions {
+        store: Store::All,
+        ..Default::default()
+    };
+
+    // First episode: empty database, nothing retrieved; stored as a success with all keys.
+    let mut p = Scripted::default();
+    let r1 = run_episode(&db, &emb, &mut p, &mut Counter { n: 0, steps: 0 }, &opts).unwrap();
+    assert!(r1.success);
+    assert_eq!(r1.retrieval_calls, 1 + 2 * 3);
+    assert_eq!(r1.examples_retrieved, 0);
+    let id1 = r1.stored.unwrap();
+    let t1 = db.get(id1).unwrap();
+    assert_eq!(t1.steps.len(), 3);
+    assert_eq!(t1.steps[1].observation, "count: 1");
+    assert_eq!(t1.steps[1].reasoning, "at count: 1 I increment");
+    for k in ["goal", "plan"] {
+        assert_eq!(
+            t1.keys[k],
+            emb.embed(if k == "goal" {
+                "reach 3"
+            } else {
+                "increment three times"
+            })
+            .unwrap()
+        );
+    }
+    for k in ["observation", "reasoning", "action"] {
+        assert_eq!(t1.step_keys[k].len(), 3);
+    }
+    assert_eq!(
+        t1.step_keys["reasoning"][2],
+        emb.embed("at count: 2 I increment").unwrap()
+    );
+
+    // A failing episode: it starts with 4 of its 5 steps used, so one increment is all it gets.
+    let mut p2 = Scripted::default();
+    let r2 = run_episode(&db, &emb, &mut p2, &mut Counter { n: 0, steps: 4 }, &opts).unwrap();
+    assert!(!r2.success);
+    // It saw the first trajectory at every stage (the failure itself is stored but never
+    // retrieved: success filter).
+    assert!(p2.shown.iter().all(|&(_, n)| n == 1), "{:?}", p2.shown);
+    let fail_id = r2.stored.unwrap();
+    assert_eq!(db.get(fail_id).unwrap().outcome.success, Some(false));
+
+    // Third episode succeeds and sees only the successful trajectory.
+    let mut p3 = Scripted::default();
+    let r3 = run_episode(&db, &emb, &mut p3, &mut Counter { n: 1, steps: 0 }, &opts).unwrap();
+    assert!(r3.success);
+    assert_eq!(r3.examples_retrieved, r3.retrieval_calls);
+
+    // Every retrieved example is one event, with its stage and (for step stages) its step.
+    let eps = db.episodes();
+    assert_eq!(eps.len(), 3);
+    for (ep, r) in eps.iter().zip([&r1, &r2, &r3]) {
+        assert_eq!(Some(ep.id), r.episode);
+        assert_eq!(ep.events.len(), r.examples_retrieved);
+        assert_eq!(ep.outcome, Some(r.success));
+        for e in &ep.events {
+            assert_eq!(e.id, id1);
+            match e.stage {
+                Stage::Plan => assert_eq!(e.step, None),
+                _ => assert!(e.step.is_some_and(|s| s < 3)),
+            }
+        }
+        let plans = ep.events.iter().filter(|e| e.stage == Stage::Plan).count();
+        assert_eq!(plans, usize::from(r.examples_retrieved > 0));
+    }
+    assert_eq!(db.utility(fail_id).retrievals, 0);
+
+    // Q recomputed from the episode log equals the stored Q.
+    let mut num: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for ep in &eps {
+        let Some(o) = ep.outcome else { continue };
+        for (id, f) in ep.counts() {
+            let e = num.entry(id).or_default();
+            e.0 += f * u64::from(o);
+            e.1 += f;
+        }
+    }
+    for (id, (s, n)) in num {
+        assert_eq!(db.utility(id).q(), Some(s as f64 / n as f64));
+    }
+    // id1: retrieved 1+2*1 times in the failure, 1+2*2 times in the success.
+    assert_eq!(db.utility(id1).retrievals, 3 + 5);
+    assert_eq!(db.utility(id1).q(), Some(5.0 / 8.0));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
+    let dir = temp("agent-stages");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    run_episode(
+        &db,
+        &emb,
+        &mut Scripted::default(),
+        &mut Counter { n: 0, steps: 0 },
+        &AgentOptions::default(),
+    )
+    .unwrap();
+    let opts = AgentOptions {
+        stages: trajdb::agent::react::Stages {
+            plan: false,
+            reason: true,
+            act: false,
+        },
+        store: Store::Nothing,
+        log_usage: false,
+        ..Default::default()
+    };
+    let mut p = Scripted::default();
+    let r = run_episode(&db, &emb, &mut p, &mut Counter { n: 0, steps: 0 }, &opts).unwrap();
+    assert_eq!(r.retrieval_calls, 3);
+    assert_eq!(r.stored, None);
+    assert_eq!(r.episode, None);
+    assert_eq!(db.episodes().len(), 1);
+    assert_eq!(db.ids().len(), 1);
+    assert!(p.shown.iter().all(|&(s, n)| (s == "reason") == (n == 1)));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,192 @@
+//! Exemplar curation, the fork db-curation relies on, the predictor's AUROC, and a short
+//! db-curation run end to end.
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+
+use std::sync::Arc;
+
+use trajdb::agent::methods::{curate, run_seed, segment_ends, Experiment, Method};
+use trajdb::agent::policy::{OfflinePolicy, Policy};
+use trajdb::agent::predict::{auroc, calibration};
+use trajdb::agent::react::AgentOptions;
+use trajdb::agent::wordcraft::RecipeBook;
+use trajdb::agent::{wordcraft_task_id, AgentResult};
+use trajdb::{Database, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("trajdb-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn traj(task: &str, success: bool) -> Trajectory {
+    let mut t = Trajectory {
+        task: task.into(),
+        env: "wordcraft".into(),
+        goal: format!("goal of {task}"),
+        ..Default::default()
+    };
+    t.outcome.success = Some(success);
+    t
+}
+
+/// One episode that retrieved `ids` (once each) and ended with `success`.
+fn episode(db: &Database, ids: &[u64], success: bool) {
+    let ep = db.begin_episode().unwrap();
+    let ev: Vec<RetrievalEvent> = ids
+        .iter()
+        .map(|&id| RetrievalEvent {
+            id,
+            step: None,
+            stage: Stage::Plan,
+        })
+        .collect();
+    db.log_retrievals(ep, &ev).unwrap();
+    db.set_episode_outcome(ep, Some(success)).unwrap();
+}
+
+#[test]
+fn exemplar_curation_keeps_one_highest_q_success_per_training_task() {
+    let base = temp("curate");
+    let book = RecipeBook::builtin_default();
+    let tasks: Vec<_> = book.tasks(1).into_iter().take(3).collect();
+    let ids: Vec<String> = tasks.iter().map(|t| wordcraft_task_id(&book, t)).collect();
+    let a = Database::open(base.join("a"), Options::default()).unwrap();
+    let b = Database::open(base.join("b"), Options::default()).unwrap();
+    let a1 = a.append(&traj(&ids[0], true)).unwrap();
+    let a2 = a.append(&traj(&ids[0], true)).unwrap();
+    let a3 = a.append(&traj(&ids[1], true)).unwrap();
+    let af = a.append(&traj(&ids[2], false)).unwrap();
+    let b1 = b.append(&traj(&ids[0], true)).unwrap();
+    let b2 = b.append(&traj(&ids[1], true)).unwrap();
+    // Q(a1) = 1/2, Q(a2) = 1, Q(b1) = 0; a3 never retrieved (no Q), Q(b2) = 1.
+    episode(&a, &[a1, a2], true);
+    episode(&a, &[a1], false);
+    episode(&a, &[af], true);
+    episode(&b, &[b1], false);
+    episode(&b, &[b2], true);
+    let out = curate(
+        &[a, b],
+        &tasks,
+        &book,
+        &base.join("out"),
+        &HashEmbedder::default(),
+    )
+    .unwrap();
+    let kept: Vec<Trajectory> = out
+        .ids()
+        .into_iter()
+        .map(|id| out.get(id).unwrap())
+        .collect();
+    // At most one per training task; the failed task has none.
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].task, ids[0]);
+    assert_eq!(kept[0].meta["curated_from"], format!("db-0:{a2}"));
+    assert_eq!(kept[1].task, ids[1]);
+    assert_eq!(kept[1].meta["curated_from"], format!("db-1:{b2}"));
+    assert!(kept.iter().all(|t| t.outcome.success == Some(true)));
+    let _ = a3;
+    drop(out);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn fork_used_by_db_curation_leaves_the_source_untouched() {
+    let base = temp("fork");
+    let src = Database::open(base.join("src"), Options::default()).unwrap();
+    let t1 = src.append(&traj("t1", true)).unwrap();
+    episode(&src, &[t1], true);
+    let before = (src.ids(), src.commit_seq(), src.utilities(), src.episodes());
+    src.fork(base.join("dst")).unwrap();
+    let dst = Database::open(base.join("dst"), Options::default()).unwrap();
+    assert_eq!(dst.ids(), before.0);
+    let t2 = dst.append(&traj("t2", false)).unwrap();
+    episode(&dst, &[t1, t2], false);
+    dst.delete(t1).unwrap();
+    assert_eq!(
+        (src.ids(), src.commit_seq(), src.utilities(), src.episodes()),
+        before
+    );
+    src.verify().unwrap();
+    drop(src);
+    let again = Database::open(base.join("src"), Options::default()).unwrap();
+    assert_eq!(again.ids(), before.0);
+    assert_eq!(again.utility(t1).q(), Some(1.0));
+    drop((again, dst));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn auroc_is_one_when_separable_zero_when_inverted_half_on_ties() {
+    let labels = [false, false, true, true];
+    assert_eq!(auroc(&[0.1, 0.2, 0.8, 0.9], &labels), Some(1.0));
+    assert_eq!(auroc(&[0.9, 0.8, 0.2, 0.1], &labels), Some(0.0));
+    assert_eq!(auroc(&[0.5; 4], &labels), Some(0.5));
+    // One tie between a positive and a negative counts one half: (1 + 1 + 0.5 + 1) / 4.
+    assert_eq!(auroc(&[0.1, 0.4, 0.4, 0.8], &labels), Some(0.875));
+    assert_eq!(auroc(&[0.1, 0.4, 0.35, 0.8], &labels), Some(0.75));
+    assert_eq!(auroc(&[0.3, 0.7], &[true, true]), None);
+}
+
+#[test]
+fn calibration_bins_count_and_average() {
+    let bins = calibration(&[0.05, 0.15, 0.95, 1.0], &[false, true, true, true], 10);
+    assert_eq!(bins.len(), 3);
+    assert_eq!((bins[0].count, bins[0].observed), (1, 0.0));
+    assert_eq!((bins[2].count, bins[2].observed), (2, 1.0));
+    assert!((bins[2].mean_predicted - 0.975).abs() < 1e-12);
+}
+
+#[test]
+fn segments_start_at_twenty_and_double() {
+    assert_eq!(segment_ends(400), vec![20, 60, 140, 300, 400]);
+    assert_eq!(segment_ends(10), vec![10]);
+}
+
+#[test]
+fn short_db_curation_run_reports_consistent_figures() {
+    let base = temp("dbcur");
+    let book = Arc::new(RecipeBook::builtin_default());
+    let tasks = book.tasks(1);
+    let (train, test) = (&tasks[..30], &tasks[30..40]);
+    let factory =
+        |seed: u64| -> AgentResult<Box<dyn Policy>> { Ok(Box::new(OfflinePolicy::new(seed))) };
+    let mut calls = 0usize;
+    let mut progress = |_: usize, _: usize| calls += 1;
+    let mut e = Experiment {
+        book: book.clone(),
+        train,
+        test,
+        seed: 7,
+        agent: AgentOptions::default(),
+        hindsight: true,
+        population: 3,
+        dir: base.clone(),
+        distractors: 4,
+        max_combinations: 4,
+        embedder: &HashEmbedder::default(),
+        policy: &factory,
+        checkpoints: vec![10],
+        progress: &mut progress,
+    };
+    let r = run_seed(Method::DbCuration, &mut e).unwrap();
+    assert!(r.forks <= 2);
+    assert_eq!(r.predictions.len(), 10);
+    assert_eq!(r.curve.first().map(|p| p.0), Some(0));
+    assert_eq!(
+        r.curve.last().map(|p| (p.0, p.1)),
+        Some((r.final_trajectories.1, r.after))
+    );
+    assert!(calls >= 90);
+    let db = Database::open(
+        &r.final_db,
+        Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(db.ids().len(), r.final_trajectories.0);
+    assert!(db.episodes().len() >= 30);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&base);
+}
