@@ -480,17 +480,26 @@ pub fn main(args: &BootstrapArgs) -> i32 {
             return 1;
         }
     };
-    if args.json {
-        match serde_json::to_string(&r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                return 1;
-            }
+    match print(&r, args.json) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: cannot write the report: {e}");
+            1
         }
-        return 0;
     }
-    println!(
+}
+
+/// Prints a report: one JSON object with `json`, else the readable tables.
+pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let s = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        writeln!(out, "{s}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
         "{} on wordcraft ({}, depth {}, {} split), {} train / {} test tasks, {} seed(s), k={}{}, {} policy",
         r.method.name(),
         r.recipes,
@@ -502,15 +511,19 @@ pub fn main(args: &BootstrapArgs) -> i32 {
         r.k,
         if r.hindsight { ", hindsight" } else { "" },
         r.llm
-    );
-    println!("\nlearning curve (as-of views of the final database)");
-    println!("  successes in db   test success");
+    )?;
+    writeln!(out, "\nlearning curve (as-of views of the final database)")?;
+    writeln!(out, "  successes in db   test success")?;
     for (x, y) in &r.curve {
-        println!("  {x:>15}   {}", pct(*y));
+        writeln!(out, "  {x:>15}   {}", pct(*y))?;
     }
-    println!("\nseed   before    after    train  forks  trajectories  successes");
+    writeln!(
+        out,
+        "\nseed   before    after    train  forks  trajectories  successes"
+    )?;
     for s in &r.per_seed {
-        println!(
+        writeln!(
+            out,
             "{:>4}   {}   {}   {}  {:>5}  {:>12}  {:>9}",
             s.seed,
             pct(s.before),
@@ -519,36 +532,42 @@ pub fn main(args: &BootstrapArgs) -> i32 {
             s.forks,
             s.trajectories,
             s.successes
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "\ntest success: before {} ± {}, after {} ± {} (mean ± sd over {} seed(s))",
         pct(r.test_success_before),
         pct(r.test_success_before_sd),
         pct(r.test_success_after),
         pct(r.test_success_after_sd),
         r.seeds
-    );
+    )?;
     match r.predictor.auroc {
-        Some(a) => println!(
+        Some(a) => writeln!(
+            out,
             "success predictor: AUROC {a:.3} over {} test tasks",
             r.predictor.n
-        ),
-        None => println!("success predictor: no AUROC (no stored outcomes or one class only)"),
+        )?,
+        None => writeln!(
+            out,
+            "success predictor: no AUROC (no stored outcomes or one class only)"
+        )?,
     }
     for b in &r.predictor.calibration {
-        println!(
+        writeln!(
+            out,
             "  predicted {:.1}-{:.1}: {:>4} tasks, mean predicted {}, observed {}",
             b.lo,
             b.hi,
             b.count,
             pct(b.mean_predicted),
             pct(b.observed)
-        );
+        )?;
     }
     if let Some(d) = &r.db {
-        println!("final database: {d}");
+        writeln!(out, "final database: {d}")?;
     }
-    println!("({:.1} s)", r.seconds);
-    0
+    writeln!(out, "({:.1} s)", r.seconds)?;
+    Ok(())
 }

@@ -46,13 +46,9 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
-    // ── bootstrap ───────────────────────────────────────────────────────────────────────
-    // Reserved for `trajdb bootstrap` (Traj-Bootstrap runs), implemented in
-    // `trajdb::agent::bootstrap`. To wire it, add here:
-    //     /// Run Traj-Bootstrap: attempt tasks and store the solved trajectories.
-    //     Bootstrap(trajdb::agent::bootstrap::BootstrapArgs),
-    // and a matching arm in `run` below.
-    // ─────────────────────────────────────────────────────────────────────────────────────
+    /// Run the method end to end on Wordcraft: Traj-Bootstrap with optional database and
+    /// exemplar curation, test success before and after, learning curve, success predictor.
+    Bootstrap(trajdb::agent::bootstrap::BootstrapArgs),
 }
 
 /// Similarity measure of key spaces created by `import`.
@@ -266,6 +262,9 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Compact(a) => admin::compact(&a.db),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
+        Command::Bootstrap(a) => trajdb::agent::bootstrap::run(&a)
+            .map_err(|e| Failure(e.to_string()))
+            .and_then(|r| trajdb::agent::bootstrap::print(&r, a.json).map_err(out_err)),
     };
     match r {
         Err(Failure(m)) if m == BROKEN_PIPE => Ok(()),
