@@ -70,6 +70,42 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
     /// Why the tail was cut.
     pub torn_reason: Option<String>,
+    /// The file the cut bytes were saved to (`log.cut-OFFSET`), unless they were all zero.
+    pub cut_file: Option<String>,
+}
+
+/// Largest tail saved before a cut: one whole frame at most.
+const MAX_CUT_SAVE: u64 = MAX_PAYLOAD as u64 + log::FRAME_HEADER_LEN + log::FRAME_ALIGN;
+
+/// Copies the log bytes from `end` to `len` (at most one frame's worth) to `log.cut-END`
+/// before they are cut, so that a frame damaged at rest rather than torn by a crash can still
+/// be inspected. All-zero tails (pre-allocated space) are not kept.
+fn keep_cut_tail(
+    backend: &dyn Backend,
+    log: &dyn Storage,
+    end: u64,
+    len: u64,
+) -> Result<Option<String>> {
+    let n = usize::try_from((len - end).min(MAX_CUT_SAVE)).unwrap_or(0);
+    let log_path = backend.path_of(LOG_FILE);
+    let mut buf = vec![0u8; n];
+    log.read_at(&mut buf, end)
+        .map_err(|e| Error::io("read", log_path, e))?;
+    if buf.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let name = format!("{LOG_FILE}.cut-{end}");
+    let path = backend.path_of(&name);
+    let f = backend
+        .open(&name, true)
+        .map_err(|e| Error::io("create", path.clone(), e))?
+        .ok_or_else(|| Error::io("create", path.clone(), std::io::ErrorKind::NotFound.into()))?;
+    f.set_len(0)
+        .map_err(|e| Error::io("truncate", path.clone(), e))?;
+    f.write_at(&buf, 0)
+        .map_err(|e| Error::io("write", path.clone(), e))?;
+    f.sync().map_err(|e| Error::io("sync", path, e))?;
+    Ok(Some(name))
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -377,7 +413,7 @@ fn load_state(
         names: Vec::new(),
         name_ids: HashMap::new(),
         usage: Usage::default(),
-        next_id: 1,
+        next_id: header.id_floor.max(1),
         last_seq: header.base_seq.saturating_sub(1),
     };
     let log_id = header.log_id;
@@ -547,6 +583,7 @@ impl Database {
                     log_id: fresh_log_id(),
                     base_seq: 1,
                     created_ms: now_ms(),
+                    id_floor: 1,
                 };
                 l.write_at(&log::encode_header(&hdr), 0)
                     .map_err(|e| io("write", e))?;
@@ -572,6 +609,7 @@ impl Database {
             report.truncated_bytes = len - end.end;
             report.torn_reason = Some(why.clone());
             if !read_only {
+                report.cut_file = keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len)?;
                 log.set_len(end.end).map_err(|e| io("truncate", e))?;
                 log.sync().map_err(|e| io("sync", e))?;
             }
@@ -1237,6 +1275,7 @@ impl Database {
             log_id: fresh_log_id(),
             base_seq: 1,
             created_ms: now_ms(),
+            id_floor: self.state.read().next_id,
         };
         let mut buf = log::encode_header(&hdr).to_vec();
         let mut seq = 1u64;

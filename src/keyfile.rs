@@ -45,8 +45,10 @@ pub mod header {
     pub const ROWS: usize = 32;
     /// Identity of the log these rows came from, u64.
     pub const LOG_ID: usize = 40;
-    /// Reserved, 12 zero bytes.
-    pub const RESERVED2: usize = 48;
+    /// CRC-32 of the bytes of the first `rows` rows, u32.
+    pub const ROWS_CRC: usize = 48;
+    /// Reserved, 8 zero bytes.
+    pub const RESERVED2: usize = 52;
     /// CRC-32 of bytes 0..60.
     pub const CRC: usize = 60;
 }
@@ -63,6 +65,7 @@ struct KeyHeader {
     metric: u8,
     rows: u64,
     log_id: u64,
+    rows_crc: u32,
 }
 
 fn encode_key_header(h: &KeyHeader) -> [u8; 64] {
@@ -77,6 +80,7 @@ fn encode_key_header(h: &KeyHeader) -> [u8; 64] {
     b[header::STRIDE..header::STRIDE + 4].copy_from_slice(&stride.to_le_bytes());
     b[header::ROWS..header::ROWS + 8].copy_from_slice(&h.rows.to_le_bytes());
     b[header::LOG_ID..header::LOG_ID + 8].copy_from_slice(&h.log_id.to_le_bytes());
+    b[header::ROWS_CRC..header::ROWS_CRC + 4].copy_from_slice(&h.rows_crc.to_le_bytes());
     let crc = crc32fast::hash(&b[..header::CRC]);
     b[header::CRC..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -117,6 +121,7 @@ fn decode_key_header(b: &[u8; 64]) -> std::result::Result<KeyHeader, String> {
         metric: b[header::METRIC],
         rows: u64_at(b, header::ROWS),
         log_id: u64_at(b, header::LOG_ID),
+        rows_crc: u32_at(b, header::ROWS_CRC),
     })
 }
 
@@ -147,6 +152,23 @@ struct FileRows {
     map: Option<MappedFile>,
     /// Heap mirror used when the storage is not an OS file (in-memory backends).
     mirror: Option<Vec<f32>>,
+    /// CRC-32 state over the bytes of every row so far.
+    hasher: crc32fast::Hasher,
+}
+
+/// CRC-32 state over the first `rows` rows of a key file, read in large chunks.
+fn hash_rows(s: &dyn Storage, rows: u64, stride: u64) -> std::io::Result<crc32fast::Hasher> {
+    let mut h = crc32fast::Hasher::new();
+    let total = rows.saturating_mul(stride);
+    let mut buf = vec![0u8; usize::try_from(total.min(8 << 20)).unwrap_or(8 << 20)];
+    let mut done = 0u64;
+    while done < total {
+        let n = usize::try_from((total - done).min(off(buf.len()))).unwrap_or(buf.len());
+        s.read_at(&mut buf[..n], KEY_HEADER_LEN + done)?;
+        h.update(&buf[..n]);
+        done += off(n);
+    }
+    Ok(h)
 }
 
 impl RowStore {
@@ -180,9 +202,11 @@ impl RowStore {
             metric: metric_code(def.metric),
             rows: 0,
             log_id,
+            rows_crc: crc32fast::hash(&[]),
         };
         let io = |op, e| Error::io(op, backend.path_of(&name), e);
         let mut trusted = 0u64;
+        let mut rows_hasher = crc32fast::Hasher::new();
         let mut storage = None;
         if let Some(s) = backend.open(&name, false).map_err(|e| io("open", e))? {
             let mut b = [0u8; 64];
@@ -198,8 +222,15 @@ impl RowStore {
                         && h.log_id == log_id
                         && fits
                     {
-                        trusted = h.rows;
-                        storage = Some(s);
+                        // Rows are vouched for only if their checksum holds; damaged rows
+                        // make the whole file be rebuilt from the log.
+                        let hasher =
+                            hash_rows(s.as_ref(), h.rows, stride).map_err(|e| io("read", e))?;
+                        if hasher.clone().finalize() == h.rows_crc {
+                            trusted = h.rows;
+                            rows_hasher = hasher;
+                            storage = Some(s);
+                        }
                     }
                 }
             }
@@ -239,6 +270,7 @@ impl RowStore {
             capacity,
             map: None,
             mirror: None,
+            hasher: rows_hasher,
         };
         if fr.storage.file().is_some() {
             fr.remap(dims)?;
@@ -325,6 +357,7 @@ impl RowStore {
                 f.storage
                     .write_at(&bytes, KEY_HEADER_LEN + row * stride)
                     .map_err(|e| Error::io("write", f.path.clone(), e))?;
+                f.hasher.update(&bytes);
                 if let Some(m) = &mut f.mirror {
                     m.truncate(self.rows * dims);
                     m.extend_from_slice(v);
@@ -347,6 +380,7 @@ impl RowStore {
                 metric: f.metric,
                 rows: off(self.rows),
                 log_id: f.log_id,
+                rows_crc: f.hasher.clone().finalize(),
             };
             f.storage
                 .write_at(&encode_key_header(&h), 0)
@@ -462,6 +496,7 @@ pub(crate) fn verify_file(
         ));
     }
     let n = usize::try_from(h.rows).unwrap_or(0);
+    let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; usize::try_from(stride).unwrap_or(0)];
     for r in 0..n {
         let at = KEY_HEADER_LEN + off(r) * stride;
@@ -474,6 +509,13 @@ pub(crate) fn verify_file(
         if !same {
             return Err(corrupt(at, format!("row {r} differs from the log")));
         }
+        hasher.update(&buf);
+    }
+    if hasher.finalize() != h.rows_crc {
+        return Err(corrupt(
+            u64::try_from(header::ROWS_CRC).unwrap_or(0),
+            "checksum of the rows does not match the header".into(),
+        ));
     }
     Ok(h.rows)
 }

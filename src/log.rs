@@ -41,8 +41,11 @@ pub mod header {
     pub const BASE_SEQ: usize = 24;
     /// Creation time in ms since the epoch, i64.
     pub const CREATED_MS: usize = 32;
-    /// Reserved, 20 zero bytes.
-    pub const RESERVED: usize = 40;
+    /// Trajectory ids below this are taken even if no record holds them (ids freed by
+    /// compaction are not handed out again), u64.
+    pub const ID_FLOOR: usize = 40;
+    /// Reserved, 12 zero bytes.
+    pub const RESERVED: usize = 48;
     /// CRC-32 of bytes 0..60.
     pub const CRC: usize = 60;
 }
@@ -87,6 +90,7 @@ pub(crate) struct LogHeader {
     pub(crate) log_id: u64,
     pub(crate) base_seq: u64,
     pub(crate) created_ms: i64,
+    pub(crate) id_floor: u64,
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -107,6 +111,7 @@ pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
     b[header::LOG_ID..header::LOG_ID + 8].copy_from_slice(&h.log_id.to_le_bytes());
     b[header::BASE_SEQ..header::BASE_SEQ + 8].copy_from_slice(&h.base_seq.to_le_bytes());
     b[header::CREATED_MS..header::CREATED_MS + 8].copy_from_slice(&h.created_ms.to_le_bytes());
+    b[header::ID_FLOOR..header::ID_FLOOR + 8].copy_from_slice(&h.id_floor.to_le_bytes());
     let crc = crc32fast::hash(&b[..header::CRC]);
     b[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     b
@@ -147,6 +152,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
     Ok(LogHeader {
         log_id: le_u64(b, header::LOG_ID),
         base_seq: le_u64(b, header::BASE_SEQ),
+        id_floor: le_u64(b, header::ID_FLOOR),
         created_ms: i64::from_le_bytes(
             b[header::CREATED_MS..header::CREATED_MS + 8]
                 .try_into()

@@ -192,23 +192,24 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 #[test]
-fn verify_finds_a_flipped_byte_in_a_key_file_row_read_only_and_writable() {
-    let (dir, _, _) = build("keys-flip");
+fn flipped_byte_in_a_key_file_row_is_found_by_verify_and_rebuilt_by_a_writable_open() {
+    let (dir, all, _) = build("keys-flip");
     let mut k = std::fs::read(dir.join("keys-2.vec")).unwrap();
     let at = 64 + 8 * 4 * 5 + 2; // row 5 of the 8-dim observation space
     k[at] ^= 0x10;
     std::fs::write(dir.join("keys-2.vec"), &k).unwrap();
-    let ro = Options {
+    let ro = || Options {
         read_only: true,
         ..Default::default()
     };
-    let err = Database::open(&dir, ro)
+    let err = Database::open(&dir, ro())
         .unwrap()
         .verify()
         .expect_err("read-only verify fails");
     assert!(matches!(err, Error::Corrupt { offset: 224, .. }), "{err}");
     assert!(err.to_string().contains("keys-2.vec"), "{err}");
-    let db = Database::open(&dir, Options::default()).unwrap();
-    let err = db.verify().expect_err("writable verify fails");
-    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+    // The rows' checksum in the key-file header no longer holds: a writable open rebuilds
+    // the file from the log, so searches never use the damaged row.
+    check_recovers(&dir, &all, false);
+    Database::open(&dir, ro()).unwrap().verify().unwrap();
 }

@@ -108,6 +108,7 @@ fn log_header_layout_matches_code() {
             ("log_id", LOG_ID),
             ("base_seq", BASE_SEQ),
             ("created_ms", CREATED_MS),
+            ("id_floor", ID_FLOOR),
             ("reserved", RESERVED),
             ("crc", CRC),
         ],
@@ -149,6 +150,7 @@ fn key_file_header_layout_matches_code() {
         ("stride", STRIDE),
         ("rows", ROWS),
         ("log_id", LOG_ID),
+        ("rows_crc", ROWS_CRC),
         ("crc", CRC),
     ] {
         let row = rows.iter().find(|r| r[2] == field).expect(field);

@@ -274,3 +274,24 @@ fn read_only_handle_catches_up_with_a_writer_through_refresh_and_compaction() {
         Err(trajdb::Error::ReadOnly)
     ));
 }
+
+#[test]
+fn ids_dropped_by_compaction_are_not_assigned_again() {
+    let dir = tmp("id-floor");
+    let db = Database::open(&dir, buffered()).unwrap();
+    for s in spaces(4) {
+        db.create_space(&s).unwrap();
+    }
+    let mut rng = Rng(4);
+    let ids: Vec<u64> = (0..5)
+        .map(|n| db.append(&random_traj(&mut rng, 4, 1, n)).unwrap())
+        .collect();
+    db.delete(ids[4]).unwrap();
+    db.compact().unwrap();
+    let next = db.append(&random_traj(&mut rng, 4, 1, 9)).unwrap();
+    assert!(next > ids[4], "id {next} reuses a dropped id");
+    drop(db);
+    let db = Database::open(&dir, buffered()).unwrap();
+    let after = db.append(&random_traj(&mut rng, 4, 1, 10)).unwrap();
+    assert!(after > next);
+}
