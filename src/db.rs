@@ -20,7 +20,7 @@ use crate::record::{
     self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
-use crate::storage::{Backend, FileBackend, Storage};
+use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the lock file in a database directory.
@@ -96,12 +96,7 @@ fn keep_cut_tail(
     }
     let name = format!("{LOG_FILE}.cut-{end}");
     let path = backend.path_of(&name);
-    let f = backend
-        .open(&name, true)
-        .map_err(|e| Error::io("create", path.clone(), e))?
-        .ok_or_else(|| Error::io("create", path.clone(), std::io::ErrorKind::NotFound.into()))?;
-    f.set_len(0)
-        .map_err(|e| Error::io("truncate", path.clone(), e))?;
+    let f = create_fresh(backend, &name)?;
     f.write_at(&buf, 0)
         .map_err(|e| Error::io("write", path.clone(), e))?;
     f.sync().map_err(|e| Error::io("sync", path, e))?;
@@ -575,10 +570,7 @@ impl Database {
                     });
                 }
                 let tmp = format!("{LOG_FILE}.new");
-                let l = backend
-                    .open(&tmp, true)
-                    .map_err(|e| io("create", e))?
-                    .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+                let l = create_fresh(backend.as_ref(), &tmp)?;
                 let hdr = LogHeader {
                     log_id: fresh_log_id(),
                     base_seq: 1,
@@ -1265,12 +1257,7 @@ impl Database {
         let tmp = format!("{LOG_FILE}.compact");
         let tmp_path = self.backend.path_of(&tmp);
         let io = |op, e| Error::io(op, tmp_path.clone(), e);
-        self.backend.remove(&tmp).map_err(|e| io("remove", e))?;
-        let out = self
-            .backend
-            .open(&tmp, true)
-            .map_err(|e| io("create", e))?
-            .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+        let out = create_fresh(self.backend.as_ref(), &tmp)?;
         let hdr = LogHeader {
             log_id: fresh_log_id(),
             base_seq: 1,

@@ -10,7 +10,7 @@ use crate::codec::off;
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
 use crate::record::{elem_code, metric_code, SpaceDef};
-use crate::storage::{Backend, Storage};
+use crate::storage::{create_fresh, Backend, Storage};
 
 /// Magic bytes at offset 0 of a key file.
 pub const KEY_MAGIC: [u8; 8] = *b"TRAJDBKV";
@@ -241,11 +241,7 @@ impl RowStore {
                 // Build a fresh file beside the old one and rename it over: never truncate a
                 // file that a reader may have mapped.
                 let tmp = format!("{name}.new");
-                backend.remove(&tmp).map_err(|e| io("remove", e))?;
-                let s = backend
-                    .open(&tmp, true)
-                    .map_err(|e| io("create", e))?
-                    .ok_or_else(|| io("create", std::io::ErrorKind::NotFound.into()))?;
+                let s = create_fresh(backend, &tmp)?;
                 s.write_at(&encode_key_header(&want), 0)
                     .map_err(|e| io("write", e))?;
                 s.sync().map_err(|e| io("sync", e))?;

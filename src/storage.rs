@@ -48,6 +48,19 @@ pub trait Backend: Send + Sync {
     fn path_of(&self, name: &str) -> PathBuf;
 }
 
+/// Creates `name` empty (removing any file of that name first) and returns it.
+pub(crate) fn create_fresh(
+    backend: &dyn Backend,
+    name: &str,
+) -> crate::error::Result<Arc<dyn Storage>> {
+    let err = |op, e| crate::error::Error::io(op, backend.path_of(name), e);
+    backend.remove(name).map_err(|e| err("remove", e))?;
+    backend
+        .open(name, true)
+        .map_err(|e| err("create", e))?
+        .ok_or_else(|| err("create", io::ErrorKind::NotFound.into()))
+}
+
 /// A file of the operating system.
 #[derive(Debug)]
 pub struct FileStorage {
