@@ -192,16 +192,6 @@ impl<'a> Dec<'a> {
             None
         })
     }
-    pub(crate) fn f32s(&mut self, n: usize) -> DecResult<Vec<f32>> {
-        let bytes = self.take(n.checked_mul(4).ok_or_else(|| DecodeError {
-            at: self.pos,
-            what: "vector length overflows".into(),
-        })?)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
     pub(crate) fn finish(&self) -> DecResult<()> {
         if self.remaining() != 0 {
             return self.err(format!(

@@ -207,10 +207,10 @@ impl State {
                 let Some(s) = self.spaces.get_mut(ix(*space)) else {
                     return Err(corrupt(0, format!("key of undefined key space {space}")));
                 };
-                if v.len() != ix(s.def.dims) {
+                if v.len() != ix(s.def.dims) * 4 {
                     return Err(corrupt(
                         0,
-                        format!("key of {} dims in a space of {}", v.len(), s.def.dims),
+                        format!("key of {} dims in a space of {}", v.len() / 4, s.def.dims),
                     ));
                 }
                 let step_ok = match s.def.level {
@@ -1192,8 +1192,8 @@ impl Database {
                             .rows
                             .row(r)
                             .iter()
-                            .zip(v)
-                            .any(|(a, b)| a.to_bits() != b.to_bits())
+                            .zip(v.chunks_exact(4))
+                            .any(|(a, b)| a.to_le_bytes() != b)
                     {
                         let offset = crate::keyfile::KEY_HEADER_LEN
                             + (r as u64) * u64::from(space.def.dims) * 4;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::codec::off;
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
-use crate::record::{elem_code, metric_code, SpaceDef};
+use crate::record::{elem_code, le_f32s, metric_code, SpaceDef};
 use crate::storage::{create_fresh, Backend, Storage};
 
 /// Magic bytes at offset 0 of a key file.
@@ -324,11 +324,12 @@ impl RowStore {
         &self.all()[i * self.dims..(i + 1) * self.dims]
     }
 
-    /// Appends a row. During open, rows the key file already vouches for are only counted.
-    pub(crate) fn push(&mut self, v: &[f32]) -> Result<()> {
+    /// Appends a row given as little-endian f32 bytes (`dims * 4` of them). During open,
+    /// rows the key file already vouches for are only counted.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
         match &mut self.kind {
-            StoreKind::Heap(h) => h.extend_from_slice(v),
+            StoreKind::Heap(h) => h.extend(le_f32s(bytes)),
             StoreKind::File(f) => {
                 if self.rows < f.trusted {
                     self.rows += 1;
@@ -346,17 +347,13 @@ impl RowStore {
                         f.remap(dims)?;
                     }
                 }
-                let mut bytes = Vec::with_capacity(v.len() * 4);
-                for x in v {
-                    bytes.extend_from_slice(&x.to_le_bytes());
-                }
                 f.storage
-                    .write_at(&bytes, KEY_HEADER_LEN + row * stride)
+                    .write_at(bytes, KEY_HEADER_LEN + row * stride)
                     .map_err(|e| Error::io("write", f.path.clone(), e))?;
-                f.hasher.update(&bytes);
+                f.hasher.update(bytes);
                 if let Some(m) = &mut f.mirror {
                     m.truncate(self.rows * dims);
-                    m.extend_from_slice(v);
+                    m.extend(le_f32s(bytes));
                 }
             }
         }

@@ -460,8 +460,8 @@ pub(crate) struct TrajScan<'a> {
     pub(crate) success: Option<bool>,
     pub(crate) provenance: ProvenanceKind,
     pub(crate) n_steps: u32,
-    /// (space id, step, vector) in payload order.
-    pub(crate) keys: Vec<(u32, u32, Vec<f32>)>,
+    /// (space id, step, vector as little-endian f32 bytes) in payload order.
+    pub(crate) keys: Vec<(u32, u32, &'a [u8])>,
 }
 
 struct Body<'a> {
@@ -477,7 +477,7 @@ struct Body<'a> {
     outcome: Outcome,
     meta: Vec<(&'a str, &'a str)>,
     provenance: Provenance,
-    keys: Vec<(u32, u32, Vec<f32>)>,
+    keys: Vec<(u32, u32, &'a [u8])>,
 }
 
 fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
@@ -518,7 +518,7 @@ fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
         let space = d.u32()?;
         let step = d.u32()?;
         let dims = d.count(4)?;
-        keys.push((space, step, d.f32s(dims)?));
+        keys.push((space, step, d.take(dims * 4)?));
     }
     d.finish()?;
     Ok(Body {
@@ -555,6 +555,14 @@ pub(crate) fn scan_trajectory(payload: &[u8]) -> DecResult<TrajScan<'_>> {
     })
 }
 
+/// Little-endian f32 bytes as floats.
+pub(crate) fn le_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// Decodes a trajectory payload; `space_name` maps a space id and level to its name.
 pub(crate) fn decode_trajectory(
     payload: &[u8],
@@ -563,7 +571,8 @@ pub(crate) fn decode_trajectory(
     let b = decode_body(&mut Dec::new(payload))?;
     let mut keys = BTreeMap::new();
     let mut step_keys: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
-    for (space, _step, v) in b.keys {
+    for (space, _step, bytes) in b.keys {
+        let v = le_f32s(bytes);
         let Some((name, level)) = space_name(space) else {
             return Err(DecodeError {
                 at: 0,
