@@ -1,5 +1,20 @@
 //! Little-endian encoding of record payloads, with every length bounded by the bytes that remain.
 
+#[cfg(not(any(target_pointer_width = "64", target_pointer_width = "32")))]
+compile_error!("trajdb needs a target where u32 fits in usize");
+
+/// A u32 read from disk as an index or length in memory (lossless on supported targets).
+#[inline]
+pub(crate) fn ix(x: u32) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
+/// A memory size as a file offset or length (lossless on supported targets).
+#[inline]
+pub(crate) fn off(x: usize) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
 /// Appends little-endian values to a byte buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Enc {

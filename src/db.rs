@@ -6,11 +6,13 @@ use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::codec::{ix, off};
 use crate::error::{Error, Result};
 use crate::keyfile::{key_file_name, RowStore};
 use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
@@ -158,7 +160,7 @@ impl State {
     ) -> Result<()> {
         let corrupt = |at: usize, what: String| Error::Corrupt {
             path: path.to_owned(),
-            offset: f.offset + log::FRAME_HEADER_LEN + at as u64,
+            offset: f.offset + log::FRAME_HEADER_LEN + off(at),
             what: format!("record with sequence number {}: {what}", f.seq),
         };
         self.last_seq = f.seq;
@@ -171,10 +173,10 @@ impl State {
             let env = self.intern(t.env);
             let task = self.intern(t.task);
             for (space, step, v) in &t.keys {
-                let Some(s) = self.spaces.get_mut(*space as usize) else {
+                let Some(s) = self.spaces.get_mut(ix(*space)) else {
                     return Err(corrupt(0, format!("key of undefined key space {space}")));
                 };
-                if v.len() != s.def.dims as usize {
+                if v.len() != ix(s.def.dims) {
                     return Err(corrupt(
                         0,
                         format!("key of {} dims in a space of {}", v.len(), s.def.dims),
@@ -216,7 +218,7 @@ impl State {
             .map_err(|e| corrupt(e.at, e.what))?;
         match rec {
             Record::Space { id, def } => {
-                if id as usize != self.spaces.len() {
+                if ix(id) != self.spaces.len() {
                     return Err(corrupt(0, format!("key space id {id} out of order")));
                 }
                 if self.space_by_name.contains_key(&def.name) {
@@ -284,7 +286,6 @@ impl State {
 struct Writer {
     end: u64,
     next_seq: u64,
-    poisoned: bool,
 }
 
 /// An open trajdb database: one writer at a time, any number of reader threads.
@@ -295,8 +296,11 @@ pub struct Database {
     log_path: PathBuf,
     pub(crate) state: RwLock<State>,
     writer: Mutex<Writer>,
-    /// Offset up to which the log is known synced (group commit).
+    /// Offset up to which the log is known synced (group commit). Lock order: `writer`
+    /// before `synced`; never take `writer` while holding `synced`.
     synced: Mutex<u64>,
+    /// Set after a failed write or sync: every later write fails with `PreviousIo`.
+    poisoned: AtomicBool,
     report: OpenReport,
     _lock: Option<File>,
 }
@@ -482,6 +486,22 @@ impl Database {
             }
             Err(e) => return Err(Error::io("open", dir, e)),
         }
+        if !dir.join(LOG_FILE).exists() {
+            let foreign = std::fs::read_dir(dir)
+                .map_err(|e| Error::io("list", dir, e))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != LOCK_FILE);
+            if foreign || opts.read_only || !opts.create {
+                return Err(Error::NotADatabase {
+                    path: dir.to_owned(),
+                    why: if foreign {
+                        "the directory has files but no trajdb log; refusing to create a database in it".into()
+                    } else {
+                        "there is no log file".into()
+                    },
+                });
+            }
+        }
         let lock = if opts.read_only {
             None
         } else {
@@ -564,8 +584,8 @@ impl Database {
             writer: Mutex::new(Writer {
                 end: end.end,
                 next_seq: end.next_seq,
-                poisoned: false,
             }),
+            poisoned: AtomicBool::new(false),
             synced: Mutex::new(end.end),
             state: RwLock::new(state),
             report,
@@ -579,6 +599,50 @@ impl Database {
 
     fn log(&self) -> Arc<dyn Storage> {
         self.log.read().clone()
+    }
+
+    /// For a read-only handle: reads the commits a writer (in this or another process) has
+    /// appended since this handle opened or last refreshed, and returns how many records
+    /// were applied. Readers see whole commits only: a frame still being written is left for
+    /// a later refresh. When the writer has compacted (a new log replaced the old), the state
+    /// is rebuilt from the new log. A writable handle is always current and returns 0.
+    pub fn refresh(&self) -> Result<u64> {
+        if !self.opts.read_only {
+            return Ok(0);
+        }
+        let mut w = self.writer.lock();
+        let io = |op, e| Error::io(op, self.log_path.clone(), e);
+        let current = self
+            .backend
+            .open(LOG_FILE, false)
+            .map_err(|e| io("open", e))?
+            .ok_or_else(|| Error::NotADatabase {
+                path: self.log_path.clone(),
+                why: "the log file has gone".into(),
+            })?;
+        let hdr = log::read_header(current.as_ref(), &self.log_path)?;
+        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(ix(def.dims)));
+        let mut st = self.state.write();
+        if hdr.log_id != st.header.log_id {
+            let (state, end) = load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {
+                heap(id, def)
+            })?;
+            let n = state.last_seq;
+            *st = state;
+            *self.log.write() = current;
+            w.end = end.end;
+            w.next_seq = end.next_seq;
+            return Ok(n);
+        }
+        let mut n = 0;
+        let path = self.log_path.clone();
+        let end = log::scan_from(current.as_ref(), &path, w.end, w.next_seq, |f| {
+            n += 1;
+            st.apply(f, &path, heap)
+        })?;
+        w.end = end.end;
+        w.next_seq = end.next_seq;
+        Ok(n)
     }
 
     /// What opening found and repaired.
@@ -605,31 +669,38 @@ impl Database {
             return Ok(());
         }
         let w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let end = w.end;
         drop(w);
         self.sync_log(end)?;
         self.checkpoint_keys()
     }
 
-    fn poison(&self, w: &mut Writer) {
-        w.poisoned = true;
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::PreviousIo);
+        }
+        Ok(())
     }
 
     /// Syncs the log up to at least `end`, sharing the sync with concurrent committers.
     fn sync_log(&self, end: u64) -> Result<()> {
+        // Everything written before this point is covered by the sync below.
+        let target = self.writer.lock().end;
         let mut synced = self.synced.lock();
         if *synced >= end {
             return Ok(());
         }
-        let target = self.writer.lock().end;
+        self.check_poison()?;
         if let Err(e) = self.log().sync() {
-            self.poison(&mut self.writer.lock());
+            self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = target.max(end);
+        *synced = (*synced).max(target).max(end);
         Ok(())
     }
 
@@ -643,9 +714,7 @@ impl Database {
             return Err(Error::ReadOnly);
         }
         let mut w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let payload = build(&self.state.read(), &w)?;
         if payload.len() > MAX_PAYLOAD as usize {
             return Err(Error::TooLarge {
@@ -659,14 +728,14 @@ impl Database {
         log::encode_frame(&mut buf, seq, kind, &payload);
         let offset = w.end;
         if let Err(e) = self.log().write_at(&buf, offset) {
-            self.poison(&mut w);
+            self.poison();
             return Err(Error::io("write", self.log_path.clone(), e));
         }
         w.end += buf.len() as u64;
         w.next_seq += 1;
         if self.opts.durability == Durability::SyncEachCommit {
             if let Err(e) = self.log().sync() {
-                self.poison(&mut w);
+                self.poison();
                 return Err(Error::io("sync", self.log_path.clone(), e));
             }
             *self.synced.lock() = w.end;
@@ -687,7 +756,7 @@ impl Database {
         };
         if let Err(e) = applied {
             // The record is in the log but not in memory: stop writing; reopen recovers.
-            self.poison(&mut w);
+            self.poison();
             return Err(e);
         }
         let end = w.end;
@@ -1133,6 +1202,16 @@ impl Database {
                 });
             }
             s.rows.check_header()?;
+            if self.opts.read_only {
+                // A read-only handle keeps rows on the heap; check the files on disk too.
+                report.rows += crate::keyfile::verify_file(
+                    self.backend.as_ref(),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    &s.def,
+                    st.header.log_id,
+                    &s.rows,
+                )?;
+            }
         }
         Ok(report)
     }
@@ -1144,9 +1223,7 @@ impl Database {
             return Err(Error::ReadOnly);
         }
         let mut w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         let tmp = format!("{LOG_FILE}.compact");
         let tmp_path = self.backend.path_of(&tmp);
         let io = |op, e| Error::io(op, tmp_path.clone(), e);
@@ -1226,14 +1303,14 @@ impl Database {
         // The rename is the commit point: before it the old log is the database, after it
         // the new one is, and key files from the old log are rebuilt on open (log id differs).
         if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
-            self.poison(&mut w);
+            self.poison();
             return Err(io("rename", e));
         }
         let backend = self.backend.clone();
         let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .inspect_err(|_| w.poisoned = true)?;
+        .inspect_err(|_| self.poison())?;
         for s in self.backend.list().map_err(|e| io("list", e))? {
             if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
                 if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
@@ -1278,9 +1355,7 @@ impl Database {
     /// Copies this database's files into another backend (see [`fork`](Self::fork)).
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
         let w = self.writer.lock();
-        if w.poisoned {
-            return Err(Error::PreviousIo);
-        }
+        self.check_poison()?;
         if !self.opts.read_only {
             let end = w.end;
             drop(w);
@@ -1335,7 +1410,7 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if !self.opts.read_only && !self.writer.get_mut().poisoned {
+        if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
             let _ = self.sync();
         }
     }

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::codec::off;
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
 use crate::record::{elem_code, metric_code, SpaceDef};
@@ -18,7 +19,7 @@ pub const KEY_VERSION: u32 = 1;
 /// Size of the key-file header; rows start here.
 pub const KEY_HEADER_LEN: u64 = 64;
 /// Rows are reserved in the file this many at a time at least.
-const MIN_RESERVE_ROWS: u64 = 1024;
+const MIN_RESERVE_ROWS: u64 = 64;
 
 /// Offsets inside the key-file header.
 pub mod header {
@@ -188,7 +189,7 @@ impl RowStore {
             let len = s.len().map_err(|e| io("stat", e))?;
             if len >= KEY_HEADER_LEN && s.read_at(&mut b, 0).is_ok() {
                 if let Ok(h) = decode_key_header(&b) {
-                    let stride = (def.dims as u64) * 4;
+                    let stride = u64::from(def.dims) * 4;
                     let fits = h.rows.saturating_mul(stride).saturating_add(KEY_HEADER_LEN) <= len;
                     if h.space_id == id
                         && h.dims == def.dims
@@ -222,12 +223,11 @@ impl RowStore {
             }
         };
         let len = storage.len().map_err(|e| io("stat", e))?;
-        let stride = (def.dims as u64) * 4;
-        let capacity = if stride == 0 {
-            u64::MAX
-        } else {
-            len.saturating_sub(KEY_HEADER_LEN) / stride
-        };
+        let stride = u64::from(def.dims) * 4;
+        let capacity = len
+            .saturating_sub(KEY_HEADER_LEN)
+            .checked_div(stride)
+            .unwrap_or(u64::MAX);
         let mut fr = FileRows {
             storage,
             path,
@@ -306,8 +306,8 @@ impl RowStore {
                     self.rows += 1;
                     return Ok(());
                 }
-                let stride = (dims as u64) * 4;
-                let row = self.rows as u64;
+                let stride = off(dims) * 4;
+                let row = off(self.rows);
                 if row >= f.capacity {
                     let cap = (f.capacity.saturating_mul(2)).max(MIN_RESERVE_ROWS);
                     f.storage
@@ -345,7 +345,7 @@ impl RowStore {
                 dims: u32::try_from(self.dims).unwrap_or(u32::MAX),
                 elem: f.elem,
                 metric: f.metric,
-                rows: self.rows as u64,
+                rows: off(self.rows),
                 log_id: f.log_id,
             };
             f.storage
@@ -387,7 +387,7 @@ impl RowStore {
             offset: 0,
             what,
         })?;
-        if h.log_id != f.log_id || h.space_id != f.space_id || h.rows > self.rows as u64 {
+        if h.log_id != f.log_id || h.space_id != f.space_id || h.rows > off(self.rows) {
             return Err(Error::Corrupt {
                 path: f.path.clone(),
                 offset: 0,
@@ -399,6 +399,83 @@ impl RowStore {
         }
         Ok(())
     }
+}
+
+/// Compares the rows that key file `id` vouches for with `rows` (derived from the log).
+/// A missing key file is fine (it is rebuilt on the next writable open); a damaged, stale or
+/// differing one is corruption. Returns the rows compared.
+pub(crate) fn verify_file(
+    backend: &dyn Backend,
+    id: u32,
+    def: &SpaceDef,
+    log_id: u64,
+    rows: &RowStore,
+) -> Result<u64> {
+    let name = key_file_name(id);
+    let path = backend.path_of(&name);
+    let Some(s) = backend
+        .open(&name, false)
+        .map_err(|e| Error::io("open", path.clone(), e))?
+    else {
+        return Ok(0);
+    };
+    let corrupt = |offset: u64, what: String| Error::Corrupt {
+        path: path.clone(),
+        offset,
+        what,
+    };
+    let len = s.len().map_err(|e| Error::io("stat", path.clone(), e))?;
+    let mut b = [0u8; 64];
+    if len < KEY_HEADER_LEN {
+        return Err(corrupt(
+            0,
+            format!("key file is {len} bytes, shorter than its header"),
+        ));
+    }
+    s.read_at(&mut b, 0)
+        .map_err(|e| Error::io("read", path.clone(), e))?;
+    let h = decode_key_header(&b).map_err(|what| corrupt(0, what))?;
+    if h.space_id != id || h.dims != def.dims || h.log_id != log_id {
+        return Err(corrupt(
+            0,
+            format!(
+                "header names space {} ({} dims) of log {:#x}; expected space {id} ({} dims) of log {log_id:#x}",
+                h.space_id, h.dims, h.log_id, def.dims
+            ),
+        ));
+    }
+    if h.rows > off(rows.len()) {
+        return Err(corrupt(
+            u64::try_from(header::ROWS).unwrap_or(0),
+            format!(
+                "header vouches for {} rows but the log has {}",
+                h.rows,
+                rows.len()
+            ),
+        ));
+    }
+    let stride = u64::from(def.dims) * 4;
+    if KEY_HEADER_LEN + h.rows.saturating_mul(stride) > len {
+        return Err(corrupt(
+            0,
+            format!("{} rows do not fit in {len} bytes", h.rows),
+        ));
+    }
+    let n = usize::try_from(h.rows).unwrap_or(0);
+    let mut buf = vec![0u8; usize::try_from(stride).unwrap_or(0)];
+    for r in 0..n {
+        let at = KEY_HEADER_LEN + off(r) * stride;
+        s.read_at(&mut buf, at)
+            .map_err(|e| Error::io("read", path.clone(), e))?;
+        let same = buf
+            .chunks_exact(4)
+            .zip(rows.row(r))
+            .all(|(c, x)| c == x.to_le_bytes());
+        if !same {
+            return Err(corrupt(at, format!("row {r} differs from the log")));
+        }
+    }
+    Ok(h.rows)
 }
 
 impl FileRows {

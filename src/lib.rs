@@ -22,11 +22,14 @@
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 mod codec;
 mod db;
 pub mod embed;
 mod error;
+pub mod export;
+pub mod jsonl;
 pub mod kernels;
 pub mod keyfile;
 pub mod log;

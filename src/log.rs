@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::codec::{ix, off};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -60,6 +61,24 @@ pub mod frame {
     pub const FLAGS: usize = 18;
     /// CRC-32 of bytes 8..20 and the payload, xor [`super::CRC_SALT`].
     pub const CRC: usize = 20;
+}
+
+/// Record kind codes (the frame header's `kind` field).
+pub mod kind {
+    /// A key-space definition.
+    pub const SPACE: u16 = 1;
+    /// A trajectory with its keys.
+    pub const TRAJECTORY: u16 = 2;
+    /// A tombstone.
+    pub const DELETE: u16 = 3;
+    /// Start of an episode.
+    pub const EPISODE_BEGIN: u16 = 4;
+    /// Retrievals logged in an episode.
+    pub const RETRIEVALS: u16 = 5;
+    /// An episode's outcome.
+    pub const EPISODE_OUTCOME: u16 = 6;
+    /// A trajectory's outcome set after the fact.
+    pub const TRAJ_OUTCOME: u16 = 7;
 }
 
 /// The decoded log header.
@@ -142,7 +161,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
 
 /// Bytes a frame with a payload of `len` bytes takes, padding included.
 pub(crate) fn frame_size(len: usize) -> u64 {
-    let raw = FRAME_HEADER_LEN + len as u64;
+    let raw = FRAME_HEADER_LEN + off(len);
     raw.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
@@ -212,13 +231,13 @@ const WINDOW: usize = 8 << 20;
 impl Window<'_> {
     /// `n` bytes at `pos`, or None when they extend past the end of the file.
     fn get(&mut self, pos: u64, n: usize) -> std::io::Result<Option<&[u8]>> {
-        let Some(end) = pos.checked_add(n as u64) else {
+        let Some(end) = pos.checked_add(off(n)) else {
             return Ok(None);
         };
         if end > self.file_len {
             return Ok(None);
         }
-        let buf_end = self.start + self.buf.len() as u64;
+        let buf_end = self.start + off(self.buf.len());
         if pos < self.start || end > buf_end {
             let want = n
                 .max(WINDOW)
@@ -255,13 +274,13 @@ fn check_frame<'w>(
     let kind = u16::from_le_bytes([h[frame::KIND], h[frame::KIND + 1]]);
     let flags = u16::from_le_bytes([h[frame::FLAGS], h[frame::FLAGS + 1]]);
     let stored = le_u32(h, frame::CRC);
-    let total = usize::try_from(frame_size(len as usize)).unwrap_or(usize::MAX);
+    let total = usize::try_from(frame_size(ix(len))).unwrap_or(usize::MAX);
     let Some(all) = w.get(pos, total)? else {
         return Ok(Err(format!(
             "frame of {total} bytes extends past the end of the file"
         )));
     };
-    let payload_end = 24 + len as usize;
+    let payload_end = 24 + ix(len);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&all[frame::SEQ..frame::CRC]);
     hasher.update(&all[24..payload_end]);
@@ -315,20 +334,48 @@ pub(crate) fn scan(
         })?
         .to_vec();
     let hdr = decode_header(&head, path)?;
-    let mut pos = LOG_HEADER_LEN;
-    let mut seq = hdr.base_seq;
+    let end = scan_frames(&mut w, path, LOG_HEADER_LEN, hdr.base_seq, &mut on_frame)?;
+    Ok((hdr, end))
+}
+
+/// Scans frames from `start` (a frame boundary whose frame must carry `seq`) to the end of
+/// the log, as [`scan`] does; used to catch up with frames appended since an earlier scan.
+pub(crate) fn scan_from(
+    storage: &dyn Storage,
+    path: &Path,
+    start: u64,
+    seq: u64,
+    mut on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<ScanEnd> {
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    scan_frames(&mut w, path, start, seq, &mut on_frame)
+}
+
+fn scan_frames(
+    w: &mut Window<'_>,
+    path: &Path,
+    start: u64,
+    seq: u64,
+    on_frame: &mut dyn FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<ScanEnd> {
+    let file_len = w.file_len;
+    let mut pos = start;
+    let mut seq = seq;
     loop {
         if pos == file_len {
-            return Ok((
-                hdr,
-                ScanEnd {
-                    end: pos,
-                    next_seq: seq,
-                    torn: None,
-                },
-            ));
+            return Ok(ScanEnd {
+                end: pos,
+                next_seq: seq,
+                torn: None,
+            });
         }
-        match check_frame(&mut w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+        match check_frame(w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
             Ok(f) => {
                 let size = frame_size(f.payload.len());
                 on_frame(&f)?;
@@ -339,7 +386,7 @@ pub(crate) fn scan(
                 // Is there any valid frame after this point? Then committed data is damaged.
                 let mut probe = pos + FRAME_ALIGN;
                 while probe + FRAME_HEADER_LEN <= file_len {
-                    if let Ok(Ok(_)) = check_frame(&mut w, probe, None) {
+                    if let Ok(Ok(_)) = check_frame(w, probe, None) {
                         return Err(Error::Corrupt {
                             path: path.to_owned(),
                             offset: pos,
@@ -350,14 +397,11 @@ pub(crate) fn scan(
                     }
                     probe += FRAME_ALIGN;
                 }
-                return Ok((
-                    hdr,
-                    ScanEnd {
-                        end: pos,
-                        next_seq: seq,
-                        torn: Some(why),
-                    },
-                ));
+                return Ok(ScanEnd {
+                    end: pos,
+                    next_seq: seq,
+                    torn: Some(why),
+                });
             }
         }
     }
@@ -377,7 +421,7 @@ pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> R
             what: format!("frame length {len} exceeds the maximum {MAX_PAYLOAD}"),
         });
     }
-    let mut payload = vec![0u8; len as usize];
+    let mut payload = vec![0u8; ix(len)];
     storage
         .read_at(&mut payload, offset + FRAME_HEADER_LEN)
         .map_err(|e| Error::io("read", path, e))?;

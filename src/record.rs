@@ -338,16 +338,7 @@ pub(crate) enum Record {
     },
 }
 
-/// Record kind codes (the frame header's `kind` field).
-pub(crate) mod kind {
-    pub(crate) const SPACE: u16 = 1;
-    pub(crate) const TRAJECTORY: u16 = 2;
-    pub(crate) const DELETE: u16 = 3;
-    pub(crate) const EPISODE_BEGIN: u16 = 4;
-    pub(crate) const RETRIEVALS: u16 = 5;
-    pub(crate) const EPISODE_OUTCOME: u16 = 6;
-    pub(crate) const TRAJ_OUTCOME: u16 = 7;
-}
+pub(crate) use crate::log::kind;
 
 /// A trajectory-level (`step == NO_STEP`) or step-level key, resolved to a space id.
 pub(crate) struct EncKey<'a> {

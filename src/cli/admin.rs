@@ -1,0 +1,67 @@
+//! `trajdb verify`, `compact`, `fork` and `delete`.
+
+use std::path::Path;
+
+use trajdb::{Database, Durability};
+
+use super::{open_read_as, open_write, CliResult};
+
+/// `trajdb verify DB`: read-only, so it runs beside a writer and never repairs anything.
+pub fn verify(db: &Path) -> CliResult {
+    let d = open_read_as(db, false)?;
+    let r = d.verify()?;
+    let torn = d.open_report();
+    let s = d.stats();
+    println!(
+        "ok: {} frames, {} trajectory records, {} key rows checked; {} live trajectories, {} key spaces{}",
+        r.frames,
+        r.trajectories,
+        r.rows,
+        s.trajectories,
+        s.spaces.len(),
+        if torn.truncated_bytes > 0 {
+            format!(
+                " ({} bytes of torn tail after the last commit will be cut by the next writer)",
+                torn.truncated_bytes
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn size(d: &Database) -> (u64, u64) {
+    let s = d.stats();
+    (s.log_bytes, s.spaces.iter().map(|s| s.file_bytes).sum())
+}
+
+/// `trajdb compact DB`.
+pub fn compact(db: &Path) -> CliResult {
+    let d = open_write(db, Durability::SyncEachCommit)?;
+    let (log0, keys0) = size(&d);
+    let deleted = d.stats().deleted;
+    d.compact()?;
+    let (log1, keys1) = size(&d);
+    println!(
+        "compacted {}: removed {deleted} deleted trajectories; log {log0} -> {log1} bytes, key files {keys0} -> {keys1} bytes",
+        db.display()
+    );
+    Ok(())
+}
+
+/// `trajdb fork DB DST`.
+pub fn fork(db: &Path, dst: &Path) -> CliResult {
+    let d = open_write(db, Durability::SyncEachCommit)?;
+    d.fork(dst)?;
+    eprintln!("trajdb: forked {} into {}", db.display(), dst.display());
+    Ok(())
+}
+
+/// `trajdb delete DB ID`.
+pub fn delete(db: &Path, id: u64) -> CliResult {
+    let d = open_write(db, Durability::SyncEachCommit)?;
+    d.delete(id)?;
+    eprintln!("trajdb: deleted trajectory {id} (run `trajdb compact` to reclaim its space)");
+    Ok(())
+}

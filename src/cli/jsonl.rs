@@ -1,0 +1,409 @@
+//! `trajdb import` and `trajdb append`: JSONL records into the database.
+//!
+//! `import` reads a regular file twice: a first pass parses and checks every record against
+//! the key spaces (existing, inferred from the first record, or made by `--embed`) and the
+//! ids already stored, so a bad record is refused before anything is written; the second
+//! pass embeds and commits. Input that cannot be read twice (a pipe) is checked and
+//! committed in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use trajdb::jsonl::{check_keys, embed_missing, field_level, hash_spaces, locate, LineReader};
+use trajdb::{
+    Database, Durability, Embedder, Error, HashEmbedder, Level, Metric, SpaceDef, Trajectory,
+};
+
+use super::{describe, json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
+
+/// Dimensions of `--embed` spaces when `--dims` is not given.
+const DEFAULT_EMBED_DIMS: u32 = 256;
+
+fn open_input(path: &Path) -> CliResult<(BufReader<File>, bool)> {
+    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!("{} is a directory, not a JSONL file", path.display()).into());
+    }
+    Ok((BufReader::with_capacity(1 << 20, f), meta.is_file()))
+}
+
+fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::Cosine => "cosine",
+        Metric::Dot => "dot",
+        Metric::L2 => "l2",
+    }
+}
+
+/// How `import` makes key spaces: `--embed` fields, `--dims`, `--metric`.
+struct SpaceOpts<'a> {
+    embed: &'a [String],
+    dims: Option<u32>,
+    metric: Option<Metric>,
+}
+
+/// The key spaces an import must create: `--embed` spaces, then the spaces of the first
+/// record's keys that do not exist yet (`at` names that record). Existing spaces must agree
+/// with the options.
+fn plan_spaces(
+    existing: &[SpaceDef],
+    first: Option<(&Trajectory, &str)>,
+    o: &SpaceOpts<'_>,
+) -> trajdb::Result<Vec<SpaceDef>> {
+    let mut new: Vec<SpaceDef> = Vec::new();
+    for field in o.embed {
+        if new.iter().any(|s| &s.name == field) {
+            continue;
+        }
+        let flag = format!("--embed {field}");
+        let level =
+            field_level(field).ok_or_else(|| Error::invalid(&flag, "is not a text field"))?;
+        let old = existing.iter().find(|s| &s.name == field);
+        let dims = o.dims.or(old.map(|s| s.dims)).unwrap_or(DEFAULT_EMBED_DIMS);
+        let m = o.metric.or(old.map(|s| s.metric)).unwrap_or(Metric::Cosine);
+        let want = SpaceDef::new(field.clone(), level, dims, m)
+            .with_embedder(HashEmbedder::new(dims)?.id());
+        match old {
+            Some(s) if *s != want => {
+                return Err(Error::invalid(
+                    flag,
+                    format!(
+                        "key space `{field}` exists already as {}, not {}; drop --embed {field} or match its --dims and --metric",
+                        describe(s),
+                        describe(&want)
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => new.push(want),
+        }
+    }
+    let Some((t, at)) = first else {
+        return Ok(new);
+    };
+    let mut infer =
+        |field: &str, name: &str, level: Level, dims: Option<usize>| -> trajdb::Result<()> {
+            if let Some(s) = existing.iter().chain(new.iter()).find(|s| s.name == name) {
+                if let Some(m) = o.metric.filter(|m| *m != s.metric) {
+                    return Err(Error::invalid(
+                        format!("--metric {}", metric_name(m)),
+                        format!(
+                            "key space `{name}` exists already with metric {}",
+                            metric_name(s.metric)
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            let Some(dims) = dims else { return Ok(()) };
+            if name.is_empty() || name.len() > 256 {
+                return Err(Error::invalid(
+                    format!("{at}, {field}"),
+                    "key space names must be 1..=256 bytes",
+                ));
+            }
+            let dims = u32::try_from(dims)
+                .ok()
+                .filter(|d| (1..=65_536).contains(d))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("{at}, {field}.{name}"),
+                        format!(
+                            "a new key space needs 1..=65536 dimensions, the vector has {dims}"
+                        ),
+                    )
+                })?;
+            new.push(SpaceDef::new(
+                name,
+                level,
+                dims,
+                o.metric.unwrap_or(Metric::Cosine),
+            ));
+            Ok(())
+        };
+    for (name, v) in &t.keys {
+        infer("keys", name, Level::Trajectory, Some(v.len()))?;
+    }
+    for (name, vs) in &t.step_keys {
+        infer("step_keys", name, Level::Step, vs.first().map(Vec::len))?;
+    }
+    Ok(new)
+}
+
+/// Ids seen so far: stored ones and those of earlier lines of the input.
+struct Ids {
+    stored: HashSet<u64>,
+    input: HashMap<u64, u64>,
+}
+
+impl Ids {
+    fn new(db: &Database) -> Self {
+        Ids {
+            stored: db.ids().into_iter().collect(),
+            input: HashMap::new(),
+        }
+    }
+
+    fn claim(&mut self, id: Option<u64>, line: u64, source: &str) -> trajdb::Result<()> {
+        let Some(id) = id else { return Ok(()) };
+        if self.stored.contains(&id) {
+            return Err(Error::DuplicateId { id });
+        }
+        if let Some(prev) = self.input.insert(id, line) {
+            return Err(Error::invalid(
+                "id",
+                format!("id {id} is already used by line {prev} of {source}; ids must be unique"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one pass over the input did.
+#[derive(Default)]
+struct Counts {
+    records: u64,
+    steps: u64,
+    embedded: u64,
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+}
+
+impl Counts {
+    fn done_note(&self, verb: &str) -> String {
+        match (self.records, self.first_id, self.last_id) {
+            (0, _, _) => format!("nothing was {verb}"),
+            (1, Some(a), _) => format!("the 1 record before it was {verb} and kept (id {a})"),
+            (n, Some(a), Some(b)) => {
+                format!("the {n} records before it were {verb} and kept (ids {a}..={b})")
+            }
+            (n, _, _) => format!("the {n} records before it were {verb} and kept"),
+        }
+    }
+}
+
+/// One pass over the input: parse and check every record; with `db` also embed and commit.
+/// `pending` is a record the reader returned already (its last line).
+fn pass<R: BufRead>(
+    r: &mut LineReader<R>,
+    mut pending: Option<Trajectory>,
+    spaces: &[SpaceDef],
+    fill: &[(SpaceDef, HashEmbedder)],
+    ids: &mut Ids,
+    db: Option<&Database>,
+    counts: &mut Counts,
+) -> trajdb::Result<()> {
+    loop {
+        let mut t = match pending.take() {
+            Some(t) => t,
+            None => match r.next_record()? {
+                Some(t) => t,
+                None => return Ok(()),
+            },
+        };
+        let at = r.location(t.id);
+        check_keys(&t, spaces).map_err(|e| locate(e, &at))?;
+        ids.claim(t.id, r.line(), r.source())
+            .map_err(|e| locate(e, &at))?;
+        if let Some(db) = db {
+            for (space, e) in fill {
+                if embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))? {
+                    counts.embedded += match space.level {
+                        Level::Trajectory => 1,
+                        Level::Step => t.steps.len() as u64,
+                    };
+                }
+            }
+            let id = db.append(&t).map_err(|e| locate(e, &at))?;
+            counts.first_id.get_or_insert(id);
+            counts.last_id = Some(id);
+        }
+        counts.records += 1;
+        counts.steps += t.steps.len() as u64;
+    }
+}
+
+/// `trajdb import DB FILE`.
+pub fn import(a: &ImportArgs) -> CliResult {
+    let start = Instant::now();
+    let source = a.file.display().to_string();
+    let (input, regular) = open_input(&a.file)?;
+    // The first record decides the key spaces; read it before touching the database.
+    let mut reader = LineReader::new(input, source.as_str());
+    let first = reader.next_record().map_err(|e| nothing(e, "imported"))?;
+    let first_at = reader.location(first.as_ref().and_then(|t| t.id));
+    let durability = if a.durable {
+        Durability::SyncEachCommit
+    } else {
+        Durability::Buffered
+    };
+    let db = open_create(&a.db, durability)?;
+    let existing = db.spaces();
+    let opts = SpaceOpts {
+        embed: &a.embed,
+        dims: a.dims,
+        metric: a.metric.map(Metric::from),
+    };
+    let create = plan_spaces(
+        &existing,
+        first.as_ref().map(|t| (t, first_at.as_str())),
+        &opts,
+    )
+    .map_err(|e| nothing(e, "imported"))?;
+    let mut all = existing;
+    all.extend(create.iter().cloned());
+    if regular {
+        // Check everything before writing anything.
+        let mut check = LineReader::new(open_input(&a.file)?.0, source.as_str());
+        pass(
+            &mut check,
+            None,
+            &all,
+            &[],
+            &mut Ids::new(&db),
+            None,
+            &mut Counts::default(),
+        )
+        .map_err(|e| nothing(e, "imported"))?;
+    }
+    for def in &create {
+        db.create_space(def)?;
+    }
+    let fill = hash_spaces(&db.spaces());
+    let mut counts = Counts::default();
+    let mut ids = Ids::new(&db);
+    let committed = if regular {
+        let mut r = LineReader::new(open_input(&a.file)?.0, source.as_str());
+        pass(&mut r, None, &all, &fill, &mut ids, Some(&db), &mut counts)
+    } else {
+        // A pipe cannot be read twice: check and commit in one pass, from the first record.
+        pass(
+            &mut reader,
+            first,
+            &all,
+            &fill,
+            &mut ids,
+            Some(&db),
+            &mut counts,
+        )
+    };
+    let synced = db.sync();
+    if let Err(e) = committed {
+        return Err(Failure(format!("{e}; {}", counts.done_note("imported"))));
+    }
+    synced?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut note = format!(
+        "trajdb: imported {} trajectories ({} steps) from {} into {} in {secs:.2} s ({:.0}/s)",
+        counts.records,
+        counts.steps,
+        source,
+        a.db.display(),
+        counts.records as f64 / secs.max(1e-9)
+    );
+    if !create.is_empty() {
+        let names: Vec<String> = create.iter().map(describe).collect();
+        note.push_str(&format!("; created key spaces: {}", names.join("; ")));
+    }
+    if counts.embedded > 0 {
+        note.push_str(&format!(
+            "; embedded {} keys from text with the built-in hash embedder",
+            counts.embedded
+        ));
+    }
+    eprintln!("{note}");
+    Ok(())
+}
+
+fn nothing(e: Error, verb: &str) -> Failure {
+    Failure(format!("{e}; nothing was {verb}"))
+}
+
+/// `trajdb append DB`: records on stdin, `{"id":N}` on stdout after each commit.
+pub fn append(a: &AppendArgs) -> CliResult {
+    let durability = if a.durable {
+        Durability::SyncEachCommit
+    } else {
+        Durability::Buffered
+    };
+    let db = open_create(&a.db, durability)?;
+    let stdin = io::stdin();
+    let mut out = io::stdout().lock();
+    let mut counts = Counts::default();
+    let result = append_all(&db, stdin.lock(), &mut out, &mut counts);
+    let synced = db.sync();
+    match result {
+        Err(AppendError::Db(e)) => Err(Failure(format!("{e}; {}", counts.done_note("appended")))),
+        Err(AppendError::Out(f)) => Err(f),
+        Ok(()) => {
+            synced?;
+            Ok(())
+        }
+    }
+}
+
+enum AppendError {
+    Db(Error),
+    Out(Failure),
+}
+
+impl From<Error> for AppendError {
+    fn from(e: Error) -> Self {
+        AppendError::Db(e)
+    }
+}
+
+fn append_all(
+    db: &Database,
+    input: impl BufRead,
+    out: &mut impl Write,
+    counts: &mut Counts,
+) -> Result<(), AppendError> {
+    let mut r = LineReader::new(input, "stdin");
+    let mut spaces = db.spaces();
+    let mut fill = hash_spaces(&spaces);
+    let mut ids = Ids::new(db);
+    while let Some(mut t) = r.next_record()? {
+        let at = r.location(t.id);
+        if spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty()) {
+            // A database without key spaces takes them from its first record with keys.
+            let opts = SpaceOpts {
+                embed: &[],
+                dims: None,
+                metric: None,
+            };
+            let create = plan_spaces(&[], Some((&t, &at)), &opts)?;
+            for def in &create {
+                db.create_space(def)?;
+            }
+            spaces = db.spaces();
+            fill = hash_spaces(&spaces);
+        }
+        check_keys(&t, &spaces).map_err(|e| locate(e, &at))?;
+        ids.claim(t.id, r.line(), "stdin")
+            .map_err(|e| locate(e, &at))?;
+        for (space, e) in &fill {
+            embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))?;
+        }
+        let id = db.append(&t).map_err(|e| locate(e, &at))?;
+        counts.first_id.get_or_insert(id);
+        counts.last_id = Some(id);
+        counts.records += 1;
+        let line = json_line(&serde_json::json!({ "id": id })).map_err(AppendError::Out)?;
+        // A closed stdout is an error here: the caller would not learn the ids.
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                AppendError::Out(Failure(format!(
+                    "cannot write {line} to stdout: {e}; record {id} and the ones before it were committed, the rest of stdin was not read"
+                )))
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! The JSONL trajectory format read by `trajdb import` and `trajdb append` and written by
+//! `trajdb export`: one [`Trajectory`] as JSON per line (field list in `docs/jsonl.md`).
+//!
+//! Reading is bounded: [`LineReader`] never holds more than [`MAX_LINE_BYTES`] of one line,
+//! numbers lines from 1 and skips blank ones. [`parse_record`] turns a line into a trajectory
+//! and checks what JSON cannot rule out: invalid UTF-8, numbers that overflow `f32` to
+//! infinity, non-finite rewards, step keys that do not match the steps. [`check_keys`]
+//! checks a record's keys against the database's key spaces, and [`embed_missing`] fills the
+//! keys of spaces that record a text embedder. Every error names the source, the line and,
+//! when known, the record id.
+//!
+//! ```
+//! use trajdb::jsonl::{LineReader, parse_record};
+//! let input = "{\"goal\":\"make tea\",\"keys\":{\"goal\":[1,0]}}\n\n{\"goal\":\"boil\"}\n";
+//! let mut records = LineReader::new(input.as_bytes(), "example.jsonl");
+//! let mut goals = Vec::new();
+//! while let Some(t) = records.next_record()? {
+//!     goals.push(t.goal);
+//! }
+//! assert_eq!(goals, ["make tea", "boil"]);
+//! assert_eq!(records.line(), 3);
+//! let bad = parse_record(b"{\"id\":7}", "x.jsonl line 1").unwrap_err().to_string();
+//! assert!(bad.contains("x.jsonl line 1 (record id 7)") && bad.contains("missing field `goal`"));
+//! # Ok::<(), trajdb::Error>(())
+//! ```
+
+use std::io::{BufRead, ErrorKind};
+
+use crate::embed::{Embedder, HashEmbedder};
+use crate::error::{Error, Result};
+use crate::record::{Level, Metric, SpaceDef, Trajectory};
+
+/// Longest line accepted, in bytes (64 MiB, the same as the largest log record).
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// Trajectory-level text fields a key space can be embedded from.
+pub const TRAJECTORY_FIELDS: [&str; 4] = ["goal", "plan", "category", "task"];
+/// Step-level text fields a key space can be embedded from.
+pub const STEP_FIELDS: [&str; 3] = ["observation", "reasoning", "action"];
+
+/// Reads newline-separated lines of bounded length, numbered from 1, skipping blank lines.
+///
+/// A line longer than the limit is refused as soon as the limit is passed; the rest of it is
+/// never read into memory.
+pub struct LineReader<R> {
+    inner: R,
+    source: String,
+    line: u64,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Reads from `inner`; `source` names it in error messages (a file name or `stdin`).
+    pub fn new(inner: R, source: impl Into<String>) -> Self {
+        LineReader {
+            inner,
+            source: source.into(),
+            line: 0,
+            max: MAX_LINE_BYTES,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The same reader with a different line-length limit (default [`MAX_LINE_BYTES`]).
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The name given for the input.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Number of the line last returned (0 before the first).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Where the last line is, for messages: `SOURCE line N`, plus `(record id I)` if given.
+    pub fn location(&self, id: Option<u64>) -> String {
+        location(&self.source, self.line, id)
+    }
+
+    /// The next non-blank line without its line ending, or `None` at the end of the input.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>> {
+        Ok(if self.fill_line()? {
+            Some(&self.buf)
+        } else {
+            None
+        })
+    }
+
+    /// Reads the next non-blank line into `buf`; false at the end of the input.
+    fn fill_line(&mut self) -> Result<bool> {
+        loop {
+            self.buf.clear();
+            self.line += 1;
+            let mut saw_any = false;
+            loop {
+                let chunk = match self.inner.fill_buf() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::Io {
+                            op: "read",
+                            path: format!("{} line {}", self.source, self.line).into(),
+                            source: e,
+                        })
+                    }
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                saw_any = true;
+                let newline = chunk.iter().position(|&b| b == b'\n');
+                let take = newline.unwrap_or(chunk.len());
+                if self.buf.len() + take > self.max {
+                    return Err(Error::invalid(
+                        location(&self.source, self.line, None),
+                        format!(
+                            "line is longer than the limit of {} bytes; split the record or shorten its texts",
+                            self.max
+                        ),
+                    ));
+                }
+                self.buf.extend_from_slice(&chunk[..take]);
+                self.inner.consume(take + usize::from(newline.is_some()));
+                if newline.is_some() {
+                    break;
+                }
+            }
+            if !saw_any {
+                self.line -= 1;
+                return Ok(false);
+            }
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// The next record, parsed with [`parse_record`] (errors name this reader's source and
+    /// line), or `None` at the end of the input.
+    pub fn next_record(&mut self) -> Result<Option<Trajectory>> {
+        if !self.fill_line()? {
+            return Ok(None);
+        }
+        let at = location(&self.source, self.line, None);
+        parse_record(&self.buf, &at).map(Some)
+    }
+}
+
+/// `SOURCE line N`, with ` (record id I)` when the id is known.
+pub fn location(source: &str, line: u64, id: Option<u64>) -> String {
+    match id {
+        Some(id) => format!("{source} line {line} (record id {id})"),
+        None => format!("{source} line {line}"),
+    }
+}
+
+/// Places an error at `at` (see [`location`]): input errors become
+/// [`Error::InvalidInput`] at that place; storage errors pass through unchanged.
+pub fn locate(e: Error, at: &str) -> Error {
+    match e {
+        Error::InvalidInput { at: inner, what } => Error::invalid(format!("{at}, {inner}"), what),
+        e @ (Error::DimensionMismatch { .. }
+        | Error::UnknownSpace { .. }
+        | Error::SpaceConflict { .. }
+        | Error::DuplicateId { .. }
+        | Error::EmbedderMismatch { .. }
+        | Error::TooLarge { .. }
+        | Error::NotFound { .. }) => Error::invalid(at, e.to_string()),
+        e => e,
+    }
+}
+
+/// Parses one line (as returned by [`LineReader::next_line`]) into a trajectory; `at` names
+/// the line in errors (the record id is added when the line has one).
+///
+/// Refused: invalid UTF-8, malformed JSON, a missing `goal`, unknown fields, key values that
+/// are not numbers or overflow `f32`, non-finite rewards, and `step_keys` whose vector count
+/// differs from the number of steps.
+pub fn parse_record(line: &[u8], at: &str) -> Result<Trajectory> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        let col = e.valid_up_to() + 1;
+        let byte = line.get(e.valid_up_to()).copied().unwrap_or(0);
+        Error::invalid(
+            at,
+            format!("text is not valid UTF-8 (byte {byte:#04x} at column {col}); write the file as UTF-8"),
+        )
+    })?;
+    let t: Trajectory = serde_json::from_str(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
+        let full = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let msg = full.strip_suffix(&suffix).unwrap_or(&full);
+        let kind = match e.classify() {
+            serde_json::error::Category::Data => "invalid record",
+            _ => "malformed JSON",
+        };
+        Error::invalid(
+            with_id(at, id),
+            format!("{kind}: {msg} (at column {})", e.column()),
+        )
+    })?;
+    check_values(&t).map_err(|e| locate(e, &with_id(at, t.id)))?;
+    Ok(t)
+}
+
+fn with_id(at: &str, id: Option<u64>) -> String {
+    match id {
+        Some(id) => format!("{at} (record id {id})"),
+        None => at.to_owned(),
+    }
+}
+
+/// Checks the values of a parsed record that JSON allows but trajdb does not.
+fn check_values(t: &Trajectory) -> Result<()> {
+    let finite = |at: String, v: &[f32]| -> Result<()> {
+        match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(Error::invalid(
+                format!("{at}[{i}]"),
+                "value is not a finite 32-bit float (it overflows f32 or is not a number)",
+            )),
+            None => Ok(()),
+        }
+    };
+    for (name, v) in &t.keys {
+        finite(format!("keys.{name}"), v)?;
+    }
+    for (name, vs) in &t.step_keys {
+        if vs.len() != t.steps.len() {
+            return Err(Error::invalid(
+                format!("step_keys.{name}"),
+                format!(
+                    "has {} vectors for {} steps; give one vector per step",
+                    vs.len(),
+                    t.steps.len()
+                ),
+            ));
+        }
+        for (i, v) in vs.iter().enumerate() {
+            finite(format!("step_keys.{name}[{i}]"), v)?;
+        }
+    }
+    for (i, s) in t.steps.iter().enumerate() {
+        if s.reward.is_some_and(|r| !r.is_finite()) {
+            return Err(Error::invalid(
+                format!("steps[{i}].reward"),
+                "is not a finite number",
+            ));
+        }
+    }
+    if t.outcome.reward.is_some_and(|r| !r.is_finite()) {
+        return Err(Error::invalid("outcome.reward", "is not a finite number"));
+    }
+    Ok(())
+}
+
+/// Checks a record's keys against key spaces `spaces`: every key names a space of the right
+/// level and dimensions, and no cosine key is all zeros. Errors give the field path
+/// (`keys.goal`, `step_keys.observation[2]`); wrap them with [`locate`].
+pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
+    let find = |field: &str, name: &str, level: Level| -> Result<&SpaceDef> {
+        let Some(s) = spaces.iter().find(|s| s.name == name) else {
+            let known: Vec<&str> = spaces.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                format!(
+                    "no key space named `{name}` (the database has: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        if s.level != level {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                match s.level {
+                    Level::Step => "is a step-level key space; give its vectors under step_keys",
+                    Level::Trajectory => {
+                        "is a trajectory-level key space; give its vector under keys"
+                    }
+                },
+            ));
+        }
+        Ok(s)
+    };
+    let vector = |at: String, s: &SpaceDef, v: &[f32]| -> Result<()> {
+        if v.len() != s.dims as usize {
+            return Err(Error::invalid(
+                at,
+                format!(
+                    "vector has {} dimensions but key space `{}` has {}",
+                    v.len(),
+                    s.name,
+                    s.dims
+                ),
+            ));
+        }
+        if s.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+            return Err(Error::invalid(
+                at,
+                "vector is all zeros; cosine similarity is undefined for it",
+            ));
+        }
+        Ok(())
+    };
+    for (name, v) in &t.keys {
+        let s = find("keys", name, Level::Trajectory)?;
+        vector(format!("keys.{name}"), s, v)?;
+    }
+    for (name, vs) in &t.step_keys {
+        let s = find("step_keys", name, Level::Step)?;
+        for (i, v) in vs.iter().enumerate() {
+            vector(format!("step_keys.{name}[{i}]"), s, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The level of text field `name` (one of [`TRAJECTORY_FIELDS`] or [`STEP_FIELDS`]).
+pub fn field_level(name: &str) -> Option<Level> {
+    if TRAJECTORY_FIELDS.contains(&name) {
+        Some(Level::Trajectory)
+    } else if STEP_FIELDS.contains(&name) {
+        Some(Level::Step)
+    } else {
+        None
+    }
+}
+
+/// The text of trajectory-level field `name`, or `None` if it is not one.
+fn trajectory_text<'a>(t: &'a Trajectory, name: &str) -> Option<&'a str> {
+    Some(match name {
+        "goal" => &t.goal,
+        "plan" => &t.plan,
+        "category" => t.category.as_deref().unwrap_or(""),
+        "task" => &t.task,
+        _ => return None,
+    })
+}
+
+/// The texts of step-level field `name`, one per step, or `None` if it is not one.
+fn step_texts<'a>(t: &'a Trajectory, name: &str) -> Option<Vec<&'a str>> {
+    let pick: fn(&crate::record::Step) -> &str = match name {
+        "observation" => |s| &s.observation,
+        "reasoning" => |s| &s.reasoning,
+        "action" => |s| &s.action,
+        _ => return None,
+    };
+    Some(t.steps.iter().map(pick).collect())
+}
+
+/// Fills the key of `space` from the record's text when the record has none: the space is
+/// named after a text field (see [`field_level`]) and `embedder` must be the one the space
+/// records. Returns whether a key was added.
+pub fn embed_missing(
+    t: &mut Trajectory,
+    space: &SpaceDef,
+    embedder: &dyn Embedder,
+) -> Result<bool> {
+    let id = embedder.id();
+    if space.embedder.as_ref() != Some(&id) {
+        return Err(Error::EmbedderMismatch {
+            space: space.name.clone(),
+            recorded: space
+                .embedder
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), ToString::to_string),
+            given: id.to_string(),
+        });
+    }
+    match space.level {
+        Level::Trajectory => {
+            if t.keys.contains_key(&space.name) {
+                return Ok(false);
+            }
+            let Some(text) = trajectory_text(t, &space.name) else {
+                return Err(not_a_field(&space.name));
+            };
+            let v = embedder.embed(text)?;
+            t.keys.insert(space.name.clone(), v);
+        }
+        Level::Step => {
+            if t.step_keys.contains_key(&space.name) {
+                return Ok(false);
+            }
+            let Some(texts) = step_texts(t, &space.name) else {
+                return Err(not_a_field(&space.name));
+            };
+            let vs = texts
+                .into_iter()
+                .map(|s| embedder.embed(s))
+                .collect::<Result<Vec<_>>>()?;
+            t.step_keys.insert(space.name.clone(), vs);
+        }
+    }
+    Ok(true)
+}
+
+fn not_a_field(name: &str) -> Error {
+    Error::invalid(
+        format!("key space `{name}`"),
+        format!(
+            "is not named after a text field, so its keys cannot be embedded from text (fields: {}; {})",
+            TRAJECTORY_FIELDS.join(", "),
+            STEP_FIELDS.join(", ")
+        ),
+    )
+}
+
+/// The key spaces among `spaces` that record this build's built-in [`HashEmbedder`] and are
+/// named after a text field at their level, each with the embedder that fills it.
+pub fn hash_spaces(spaces: &[SpaceDef]) -> Vec<(SpaceDef, HashEmbedder)> {
+    spaces
+        .iter()
+        .filter(|s| field_level(&s.name) == Some(s.level))
+        .filter_map(|s| {
+            let e = HashEmbedder::new(s.dims).ok()?;
+            (s.embedder.as_ref() == Some(&e.id())).then(|| (s.clone(), e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut r = LineReader::new(input, "t").with_max_line(max);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line()? {
+            let l = l.to_vec();
+            out.push((r.line(), l));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn line_reader_numbers_lines_and_skips_blank_ones() {
+        let got = lines(b"a\r\n\n  \nb\nc", 10).expect("ok");
+        assert_eq!(
+            got,
+            vec![(1, b"a".to_vec()), (4, b"b".to_vec()), (5, b"c".to_vec())]
+        );
+    }
+
+    #[test]
+    fn line_reader_refuses_a_line_over_the_limit_with_its_number() {
+        let e = lines(b"ok\n0123456789X\n", 10)
+            .expect_err("must be refused")
+            .to_string();
+        assert!(
+            e.contains("t line 2") && e.contains("limit of 10 bytes"),
+            "{e}"
+        );
+        // Exactly at the limit is fine.
+        assert_eq!(lines(b"0123456789\n", 10).expect("ok").len(), 1);
+    }
+
+    #[test]
+    fn f32_overflow_is_refused_with_the_field_path() {
+        let e = parse_record(
+            br#"{"id":4,"goal":"g","keys":{"goal":[1,1e39]}}"#,
+            "f line 1",
+        )
+        .expect_err("must be refused")
+        .to_string();
+        assert!(e.contains("f line 1 (record id 4), keys.goal[1]"), "{e}");
+        assert!(e.contains("not a finite"), "{e}");
+    }
+
+    #[test]
+    fn missing_goal_names_the_field_and_the_record_id() {
+        let e = parse_record(br#"{"id":9,"task":"t"}"#, "f line 3")
+            .expect_err("must be refused")
+            .to_string();
+        assert!(e.contains("f line 3 (record id 9)"), "{e}");
+        assert!(e.contains("missing field `goal`"), "{e}");
+    }
+
+    #[test]
+    fn embed_missing_fills_only_absent_keys_of_text_fields() {
+        let e = HashEmbedder::new(8).expect("ok");
+        let goal =
+            SpaceDef::new("goal", Level::Trajectory, 8, Metric::Cosine).with_embedder(e.id());
+        let obs =
+            SpaceDef::new("observation", Level::Step, 8, Metric::Cosine).with_embedder(e.id());
+        let mut t = Trajectory {
+            goal: "make tea".into(),
+            steps: vec![Default::default(), Default::default()],
+            ..Default::default()
+        };
+        assert!(embed_missing(&mut t, &goal, &e).expect("ok"));
+        assert!(embed_missing(&mut t, &obs, &e).expect("ok"));
+        assert_eq!(t.keys["goal"], e.embed("make tea").expect("ok"));
+        assert_eq!(t.step_keys["observation"].len(), 2);
+        assert!(!embed_missing(&mut t, &goal, &e).expect("ok"));
+        let other = HashEmbedder::new(4).expect("ok");
+        assert!(embed_missing(&mut t, &goal, &other).is_err());
+        assert_eq!(hash_spaces(&[goal.clone(), obs]).len(), 2);
+    }
+}

@@ -1,0 +1,348 @@
+//! Bad input to `trajdb import`, `append` and the read commands: each is refused with exit
+//! code 1 and one error line saying what and where, and the database keeps everything
+//! committed before and still verifies.
+#![allow(clippy::unwrap_used)]
+
+mod cli_util;
+
+use cli_util::*;
+
+/// Imports `lines` into a seeded database and checks the refusal, that nothing changed and
+/// that the database verifies. Returns the error line.
+fn refused_import(name: &str, lines: &[u8], needles: &[&str]) -> String {
+    let db = seeded(name);
+    let before = export(&db);
+    let f = file(&format!("{name}.jsonl"), lines);
+    let r = trajdb(&["import", s(&db), s(&f)], None);
+    let fname = s(&f).to_owned();
+    let mut all = vec![fname.as_str()];
+    all.extend_from_slice(needles);
+    assert_refused(&r, &all);
+    assert_eq!(
+        export(&db),
+        before,
+        "database changed after a refused import"
+    );
+    assert_verifies(&db);
+    r.stderr
+}
+
+const OK_LINE: &str = r#"{"id":20,"goal":"fine","keys":{"goal":[1,1,1]}}"#;
+
+#[test]
+fn malformed_json_is_refused_with_line_number() {
+    let input = format!("{OK_LINE}\n{{\"goal\": \"x\",\n");
+    let e = refused_import("malformed", input.as_bytes(), &["line 2", "malformed JSON"]);
+    assert!(e.contains("nothing was imported"), "{e}");
+}
+
+#[test]
+fn missing_goal_is_refused_with_line_and_record_id() {
+    let input = format!("{OK_LINE}\n\n{{\"id\":50,\"task\":\"t\"}}\n");
+    refused_import(
+        "nogoal",
+        input.as_bytes(),
+        &["line 3 (record id 50)", "missing field `goal`"],
+    );
+}
+
+#[test]
+fn wrong_dimensions_are_refused_with_the_key_path() {
+    let input = format!("{OK_LINE}\n{{\"id\":51,\"goal\":\"g\",\"keys\":{{\"goal\":[1,2]}}}}\n");
+    refused_import(
+        "dims",
+        input.as_bytes(),
+        &[
+            "line 2 (record id 51)",
+            "keys.goal",
+            "2 dimensions",
+            "has 3",
+        ],
+    );
+}
+
+#[test]
+fn f32_overflow_to_infinity_is_refused() {
+    // 1e39 is a valid JSON number and a finite f64, but overflows f32 to infinity.
+    let input =
+        format!("{OK_LINE}\n{{\"id\":52,\"goal\":\"g\",\"keys\":{{\"goal\":[1,1e39,0]}}}}\n");
+    refused_import(
+        "overflow",
+        input.as_bytes(),
+        &["line 2 (record id 52)", "keys.goal[1]", "not a finite"],
+    );
+    let steps =
+        "{\"id\":53,\"goal\":\"g\",\"steps\":[{}],\"step_keys\":{\"observation\":[[-1e39,0]]}}\n";
+    refused_import(
+        "overflow-step",
+        steps.as_bytes(),
+        &["line 1 (record id 53)", "step_keys.observation[0][0]"],
+    );
+}
+
+#[test]
+fn nan_written_as_a_string_is_refused() {
+    let input = "{\"id\":54,\"goal\":\"g\",\"keys\":{\"goal\":[1,\"NaN\",0]}}\n";
+    refused_import(
+        "nan",
+        input.as_bytes(),
+        &["line 1 (record id 54)", "invalid record", "NaN"],
+    );
+}
+
+#[test]
+fn duplicate_ids_are_refused_against_the_database_and_within_the_file() {
+    let stored = format!("{OK_LINE}\n{{\"id\":10,\"goal\":\"again\"}}\n");
+    refused_import(
+        "dup-stored",
+        stored.as_bytes(),
+        &["line 2 (record id 10)", "already stored"],
+    );
+    let twice = format!("{OK_LINE}\n{{\"id\":21,\"goal\":\"a\"}}\n{{\"id\":21,\"goal\":\"b\"}}\n");
+    refused_import(
+        "dup-file",
+        twice.as_bytes(),
+        &["line 3 (record id 21)", "already used by line 2"],
+    );
+}
+
+#[test]
+fn unknown_key_space_is_refused() {
+    let input = format!("{OK_LINE}\n{{\"id\":55,\"goal\":\"g\",\"keys\":{{\"nope\":[1]}}}}\n");
+    refused_import(
+        "unknown-space",
+        input.as_bytes(),
+        &["line 2 (record id 55)", "no key space named `nope`"],
+    );
+}
+
+#[test]
+fn non_utf8_text_is_refused_with_its_column() {
+    let mut input = format!("{OK_LINE}\n").into_bytes();
+    input.extend_from_slice(b"{\"id\":56,\"goal\":\"caf\xff\"}\n");
+    refused_import(
+        "utf8",
+        &input,
+        &["line 2", "not valid UTF-8", "0xff", "column 21"],
+    );
+}
+
+#[test]
+fn a_line_longer_than_64_mib_is_refused_without_reading_it_all() {
+    let mut input = format!("{OK_LINE}\n").into_bytes();
+    input.extend_from_slice(b"{\"goal\":\"");
+    input.resize(input.len() + (64 << 20) + 16, b'a');
+    input.extend_from_slice(b"\"}\n");
+    refused_import(
+        "huge",
+        &input,
+        &["line 2", "longer than the limit of 67108864 bytes"],
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tmp("notadb");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let f = file("notadb.jsonl", OK_LINE.as_bytes());
+    let r = trajdb(&["import", s(&dir), s(&f)], None);
+    assert_refused(&r, &["is not a trajdb database", s(&dir)]);
+    let r = trajdb(&["verify", s(&dir)], None);
+    assert_refused(&r, &["is not a trajdb database"]);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // Only the lock file may have been added; no log was created.
+    assert!(!names.contains(&"log".to_owned()), "{names:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let missing = tmp("missing-db");
+    assert_refused(
+        &trajdb(&["stats", s(&missing)], None),
+        &["no database at", "does not exist"],
+    );
+}
+
+#[test]
+fn a_database_from_a_newer_format_version_is_refused_by_every_command() {
+    let db = seeded("newer");
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&log, &b).unwrap();
+    let f = file("newer.jsonl", OK_LINE.as_bytes());
+    for args in [
+        vec!["import", s(&db), s(&f)],
+        vec!["verify", s(&db)],
+        vec!["stats", s(&db)],
+        vec!["export", s(&db)],
+        vec!["get", s(&db), "10"],
+        vec!["compact", s(&db)],
+    ] {
+        let r = trajdb(&args, None);
+        assert_refused(&r, &["format version 2", "upgrade trajdb"]);
+    }
+    let r = trajdb(&["append", s(&db)], Some(OK_LINE.as_bytes()));
+    assert_refused(&r, &["format version 2"]);
+    assert_eq!(std::fs::read(&log).unwrap(), b, "the log was modified");
+}
+
+#[test]
+fn a_corrupt_byte_in_the_log_is_reported_with_file_and_offset() {
+    let db = seeded("corrupt");
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    // Inside the payload of the first frame (header 64 bytes, frame header 24).
+    b[64 + 24 + 10] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    let log_s = s(&log).to_owned();
+    for args in [
+        vec!["verify", s(&db)],
+        vec!["export", s(&db)],
+        vec!["delete", s(&db), "10"],
+    ] {
+        let r = trajdb(&args, None);
+        assert_refused(&r, &[log_s.as_str(), "at byte 64", "checksum"]);
+    }
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b,
+        "a refused open changed the log"
+    );
+}
+
+#[test]
+fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
+    let db = seeded("torn");
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    let n = b.len();
+    b[n - 20] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
+    let r = trajdb(&["export", s(&db)], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 2);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("damaged log tail"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn append_stops_at_a_bad_record_and_keeps_the_ones_before() {
+    let db = seeded("append-bad");
+    let input = b"{\"goal\":\"one\"}\n{\"goal\":\"two\"}\n{\"goal\":\"three\",\"keys\":{\"goal\":[1]}}\n{\"goal\":\"four\"}\n";
+    let r = trajdb(&["append", s(&db)], Some(input));
+    assert_eq!(r.stdout, "{\"id\":13}\n{\"id\":14}\n");
+    assert_refused(
+        &r,
+        &[
+            "stdin line 3",
+            "keys.goal",
+            "the 2 records before it were appended",
+        ],
+    );
+    let out = export(&db);
+    assert_eq!(out.lines().count(), 5);
+    assert!(!out.contains("\"four\""));
+    assert_verifies(&db);
+}
+
+#[test]
+fn bad_query_vectors_are_refused() {
+    let db = seeded("query-bad");
+    let goal = ["search", s(&db), "--space", "goal"];
+    let with = |extra: &[&str]| {
+        let mut a = goal.to_vec();
+        a.extend_from_slice(extra);
+        trajdb(&a, None)
+    };
+    assert_refused(
+        &with(&["--vector", "[1, 1e39, 0]"]),
+        &["--vector[1]", "not a finite"],
+    );
+    assert_refused(
+        &with(&["--vector", "[1, 2"]),
+        &["--vector", "not a JSON array"],
+    );
+    assert_refused(&with(&["--vector", "[1, 2]"]), &["3 dimensions", "has 2"]);
+    assert_refused(
+        &with(&["--text", "tea"]),
+        &["records no embedder", "--vector"],
+    );
+    assert_refused(
+        &trajdb(
+            &["search", s(&db), "--space", "nope", "--vector", "[1]"],
+            None,
+        ),
+        &["no key space named `nope`"],
+    );
+    let missing = tmp("query-missing.json");
+    assert_refused(
+        &with(&["--vector-file", s(&missing)]),
+        &["cannot open", s(&missing)],
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_code_2() {
+    let db = seeded("usage");
+    let r = trajdb(&["search", s(&db), "--space", "goal"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = trajdb(
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--vector",
+            "[1,0,0]",
+            "--text",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = trajdb(&["import", s(&db), "x.jsonl", "--embed", "colour"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = trajdb(&["get", s(&db), "not-a-number"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn text_queries_are_refused_for_a_space_of_another_embedder() {
+    let dir = tmp("other-embedder");
+    {
+        let d = trajdb::Database::open(&dir, trajdb::Options::default()).unwrap();
+        let id = trajdb::EmbedderId {
+            name: "all-MiniLM-L6-v2".into(),
+            version: "1".into(),
+            dims: 3,
+        };
+        d.create_space(
+            &trajdb::SpaceDef::new("goal", trajdb::Level::Trajectory, 3, trajdb::Metric::Dot)
+                .with_embedder(id),
+        )
+        .unwrap();
+    }
+    let r = trajdb(
+        &["search", s(&dir), "--space", "goal", "--text", "make tea"],
+        None,
+    );
+    assert_refused(
+        &r,
+        &[
+            "all-MiniLM-L6-v2@1",
+            "can only embed with the built-in trajdb-hash@1",
+        ],
+    );
+}

@@ -1,0 +1,365 @@
+//! The `trajdb` commands and the exact output shapes other tools build on.
+#![allow(clippy::unwrap_used)]
+
+mod cli_util;
+
+use cli_util::*;
+use serde_json::{json, Value};
+use trajdb::{Database, Options, RetrievalEvent, Stage, Trajectory};
+
+fn lines_json(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn import_then_export_round_trips_every_field() {
+    let db = seeded("roundtrip");
+    let out = export(&db);
+    let want: Vec<Trajectory> = GOOD
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<Trajectory> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, want);
+    // Export -> import into a new database -> export gives the same bytes.
+    let f = file("roundtrip-export.jsonl", out.as_bytes());
+    let db2 = tmp("roundtrip2");
+    ok(&["import", s(&db2), s(&f)]);
+    assert_eq!(export(&db2), out);
+    assert_verifies(&db2);
+}
+
+#[test]
+fn import_reports_a_one_line_summary_on_stderr() {
+    let dir = tmp("summary");
+    let f = file("summary.jsonl", GOOD.as_bytes());
+    let r = trajdb(
+        &["import", s(&dir), s(&f), "--metric", "dot", "--durable"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("imported 3 trajectories (4 steps)"),
+        "{}",
+        r.stderr
+    );
+    let st: Value = serde_json::from_str(&ok(&["stats", s(&dir), "--json"])).unwrap();
+    assert_eq!(st["spaces"][0]["metric"], "dot");
+}
+
+#[test]
+fn import_from_a_pipe_checks_and_commits_in_one_pass() {
+    let dir = tmp("fifo");
+    // /dev/stdin is not a regular file: the single-pass path.
+    let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(GOOD.as_bytes()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(export(&dir).lines().count(), 3);
+    let bad = "{\"goal\":\"x\"}\n{\"goal\":1}\n";
+    let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(bad.as_bytes()));
+    assert_refused(
+        &r,
+        &[
+            "/dev/stdin line 2",
+            "the 1 record before it was imported and kept (id 13)",
+        ],
+    );
+    assert_eq!(export(&dir).lines().count(), 4);
+    assert_verifies(&dir);
+}
+
+#[test]
+fn append_prints_one_id_per_committed_record() {
+    let dir = tmp("append");
+    let input = b"{\"goal\":\"a\",\"keys\":{\"goal\":[1,0]}}\n{\"goal\":\"b\",\"keys\":{\"goal\":[0,1]}}\n\n{\"id\":40,\"goal\":\"c\"}\n";
+    let r = trajdb(&["append", s(&dir), "--durable"], Some(input));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "{\"id\":1}\n{\"id\":2}\n{\"id\":40}\n");
+    // The first record with keys defined the key space.
+    let st: Value = serde_json::from_str(&ok(&["stats", s(&dir), "--json"])).unwrap();
+    assert_eq!(st["spaces"][0]["name"], "goal");
+    assert_eq!(st["spaces"][0]["rows"], 2);
+    let r = trajdb(&["append", s(&dir)], Some(b"{\"goal\":\"d\"}\n"));
+    assert_eq!(r.stdout, "{\"id\":41}\n");
+}
+
+#[test]
+fn embedded_spaces_are_searchable_by_text_and_filled_on_append() {
+    let dir = tmp("embed");
+    let f = file(
+        "embed.jsonl",
+        br#"{"goal":"make a cup of tea","env":"kitchen","steps":[{"observation":"kettle on the stove","action":"boil water"}],"outcome":{"success":true}}
+{"goal":"bake bread in the oven","env":"kitchen","steps":[{"observation":"a bag of flour","action":"knead"}],"outcome":{"success":true}}
+"#,
+    );
+    let r = trajdb(
+        &[
+            "import",
+            s(&dir),
+            s(&f),
+            "--embed",
+            "goal,observation",
+            "--dims",
+            "64",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st: Value = serde_json::from_str(&ok(&["stats", s(&dir), "--json"])).unwrap();
+    assert_eq!(st["spaces"][0]["embedder"]["name"], "trajdb-hash");
+    assert_eq!(st["spaces"][0]["dims"], 64);
+    assert_eq!(st["spaces"][1]["rows"], 2);
+    let r = trajdb(
+        &["append", s(&dir)],
+        Some(b"{\"goal\":\"brew green tea leaves\",\"steps\":[{\"observation\":\"green leaves\"}]}\n"),
+    );
+    assert_eq!(r.stdout, "{\"id\":3}\n", "{}", r.stderr);
+    let hits: Value = serde_json::from_str(&ok(&[
+        "search",
+        s(&dir),
+        "--space",
+        "goal",
+        "--text",
+        "green tea leaves",
+        "-k",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(hits[0]["id"], 3);
+    let hits: Value = serde_json::from_str(&ok(&[
+        "search",
+        s(&dir),
+        "--space",
+        "observation",
+        "--text",
+        "flour",
+        "-k",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(hits[0]["id"], 2);
+    assert_eq!(hits[0]["step"], 0);
+    // A different --dims conflicts with the recorded space.
+    let r = trajdb(
+        &["import", s(&dir), s(&f), "--embed", "goal", "--dims", "32"],
+        None,
+    );
+    assert_refused(&r, &["--embed goal", "exists already"]);
+}
+
+#[test]
+fn search_json_is_an_array_of_id_step_score_best_first() {
+    let db = seeded("search");
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector",
+        "[1,0,0]",
+        "-k",
+        "5",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let hits = v.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    for h in hits {
+        let mut keys: Vec<&String> = h.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["id", "score", "step"]);
+        assert!(h["step"].is_null());
+    }
+    assert_eq!(hits[0]["id"], 10);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // Filters and step-level spaces.
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "observation",
+        "--vector",
+        "[0.6,0.8]",
+        "-k",
+        "1",
+        "--success-only",
+        "--env",
+        "kitchen",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, json!([{"id": 10, "step": 1, "score": v[0]["score"]}]));
+    let qf = file("search-q.json", b"[0.0, 1.0, 0.25]");
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector-file",
+        s(&qf),
+        "-k",
+        "1",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], 11);
+    let table = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector",
+        "[1,0,0]",
+        "--task",
+        "t3",
+    ]);
+    assert!(
+        table.contains("water plants") && !table.contains("make tea"),
+        "{table}"
+    );
+}
+
+#[test]
+fn stats_json_has_counts_and_rows_per_space() {
+    let db = seeded("stats");
+    let v: Value = serde_json::from_str(&ok(&["stats", s(&db), "--json"])).unwrap();
+    assert_eq!(v["trajectories"], 3);
+    assert_eq!(v["steps"], 4);
+    assert_eq!(v["successes"], 2);
+    let spaces = v["spaces"].as_array().unwrap();
+    assert_eq!(spaces[0]["name"], "goal");
+    assert_eq!(spaces[0]["rows"], 3);
+    assert_eq!(spaces[1]["name"], "observation");
+    assert_eq!(spaces[1]["rows"], 4);
+    assert!(spaces[0]["file_bytes"].as_u64().unwrap() > 0);
+    let text = ok(&["stats", s(&db)]);
+    assert!(text.contains("trajectories  3"), "{text}");
+}
+
+#[test]
+fn usage_export_and_utility_stats_follow_the_episode_log() {
+    let db = seeded("usage");
+    {
+        let d = Database::open(&db, Options::default()).unwrap();
+        let ev = |id| RetrievalEvent {
+            id,
+            step: None,
+            stage: Stage::Plan,
+        };
+        let e1 = d.begin_episode().unwrap();
+        d.log_retrievals(e1, &[ev(10), ev(10), ev(12)]).unwrap();
+        d.set_episode_outcome(e1, Some(true)).unwrap();
+        let e2 = d.begin_episode().unwrap();
+        d.log_retrievals(e2, &[ev(10)]).unwrap();
+        d.set_episode_outcome(e2, Some(false)).unwrap();
+        let e3 = d.begin_episode().unwrap();
+        d.log_retrievals(e3, &[ev(11)]).unwrap();
+    }
+    let usage = lines_json(&ok(&["export", s(&db), "--usage"]));
+    assert_eq!(
+        usage,
+        vec![
+            json!({"episode":1,"outcome":true,"retrieved":[{"id":10,"count":2},{"id":12,"count":1}]}),
+            json!({"episode":2,"outcome":false,"retrieved":[{"id":10,"count":1}]}),
+            json!({"episode":3,"outcome":null,"retrieved":[{"id":11,"count":1}]}),
+        ]
+    );
+    let util = lines_json(&ok(&["stats", s(&db), "--utility", "--json"]));
+    assert_eq!(
+        util,
+        vec![
+            json!({"id":10,"retrievals":3,"episodes":2,"q":2.0/3.0}),
+            json!({"id":11,"retrievals":1,"episodes":1,"q":null}),
+            json!({"id":12,"retrievals":1,"episodes":1,"q":1.0}),
+        ]
+    );
+}
+
+#[test]
+fn chat_export_alternates_turns_and_filters_successes() {
+    let db = seeded("chat");
+    let all = lines_json(&ok(&["export", s(&db), "--format", "chat"]));
+    assert_eq!(all.len(), 3);
+    let m = all[0]["messages"].as_array().unwrap();
+    let roles: Vec<&str> = m.iter().map(|x| x["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
+    let text = |i: usize| m[i]["content"].as_str().unwrap();
+    assert!(
+        text(0).contains("kitchen") && text(0).contains("t1"),
+        "{}",
+        text(0)
+    );
+    assert!(text(1).contains("Goal: make tea") && text(1).contains("Plan: boil then steep"));
+    assert!(text(1).contains("Observation: a kettle"));
+    assert_eq!(text(2), "Thought: boil first\nAction: boil");
+    assert_eq!(text(3), "Observation: hot water");
+    assert_eq!(text(4), "Thought: now steep\nAction: steep");
+    let ok_only = lines_json(&ok(&[
+        "export",
+        s(&db),
+        "--format",
+        "chat",
+        "--success-only",
+    ]));
+    assert_eq!(ok_only.len(), 2);
+    assert!(ok_only.iter().all(|l| l.as_object().unwrap().len() == 1));
+}
+
+#[test]
+fn get_delete_compact_fork_and_verify() {
+    let db = seeded("admin");
+    let one: Trajectory = serde_json::from_str(&ok(&["get", s(&db), "11", "--json"])).unwrap();
+    assert_eq!(one.goal, "make coffee");
+    assert!(ok(&["get", s(&db), "10"]).contains("goal         make tea"));
+    let r = trajdb(&["delete", s(&db), "11"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_refused(
+        &trajdb(&["get", s(&db), "11"], None),
+        &["no trajectory with id 11"],
+    );
+    assert_refused(
+        &trajdb(&["delete", s(&db), "11"], None),
+        &["no trajectory with id 11"],
+    );
+    let before = export(&db);
+    let out = ok(&["compact", s(&db)]);
+    assert!(
+        out.contains("removed 1 deleted") && out.contains("->"),
+        "{out}"
+    );
+    assert_eq!(export(&db), before);
+    assert_verifies(&db);
+    let dst = tmp("admin-fork");
+    ok(&["fork", s(&db), s(&dst)]);
+    assert_eq!(export(&dst), before);
+    assert_verifies(&dst);
+    assert_refused(&trajdb(&["fork", s(&db), s(&dst)], None), &["not empty"]);
+}
+
+#[test]
+fn read_commands_work_while_a_writer_holds_the_lock() {
+    let db = seeded("locked");
+    let writer = Database::open(&db, Options::default()).unwrap();
+    assert_eq!(export(&db).lines().count(), 3);
+    assert_verifies(&db);
+    ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector",
+        "[1,0,0]",
+        "--json",
+    ]);
+    let r = trajdb(&["delete", s(&db), "10"], None);
+    assert_refused(&r, &["locked"]);
+    drop(writer);
+}

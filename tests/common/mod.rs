@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: temporary directories, a seeded generator and
+//! trajectory builders.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use trajdb::{Level, Metric, SpaceDef, Step, Trajectory};
+
+/// A fresh, empty temporary directory path (not created) unique to this test and process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("trajdb-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A small deterministic generator (splitmix64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn vec(&mut self, dims: usize) -> Vec<f32> {
+        (0..dims).map(|_| self.f32()).collect()
+    }
+}
+
+/// The standard test spaces: goal and plan (trajectory level), observation (step level).
+pub fn spaces(dims: u32) -> Vec<SpaceDef> {
+    vec![
+        SpaceDef::new("goal", Level::Trajectory, dims, Metric::Cosine),
+        SpaceDef::new("plan", Level::Trajectory, dims, Metric::Cosine),
+        SpaceDef::new("observation", Level::Step, dims, Metric::Cosine),
+    ]
+}
+
+/// A random trajectory with `steps` steps and keys in the standard spaces.
+pub fn random_traj(rng: &mut Rng, dims: usize, steps: usize, n: u64) -> Trajectory {
+    let mut t = Trajectory {
+        task: format!("task-{}", n % 7),
+        env: if n.is_multiple_of(3) {
+            "alpha".into()
+        } else {
+            "beta".into()
+        },
+        goal: format!("goal {n}"),
+        plan: format!("plan {n}"),
+        ..Default::default()
+    };
+    t.outcome.success = Some(rng.below(3) != 0);
+    t.keys.insert("goal".into(), rng.vec(dims));
+    if rng.below(4) != 0 {
+        t.keys.insert("plan".into(), rng.vec(dims));
+    }
+    let mut obs = Vec::new();
+    for i in 0..steps {
+        t.steps.push(Step {
+            observation: format!("obs {n}.{i}"),
+            reasoning: format!("think {n}.{i}"),
+            action: format!("act {n}.{i}"),
+            reward: None,
+        });
+        obs.push(rng.vec(dims));
+    }
+    t.step_keys.insert("observation".into(), obs);
+    t
+}

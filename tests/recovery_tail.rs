@@ -1,0 +1,214 @@
+//! Each kind of damage to the end of the log is cut off on open and everything committed
+//! before it is intact; damage in the middle is a typed error naming file and offset.
+
+mod common;
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use common::*;
+use trajdb::{Database, Error, Options, Trajectory};
+
+/// A database of 10 trajectories; returns them and the log length after the 9th.
+fn build(name: &str) -> (std::path::PathBuf, Vec<Trajectory>, u64) {
+    let dir = tmp(name);
+    let db = Database::open(&dir, Options::default()).unwrap();
+    for s in spaces(8) {
+        db.create_space(&s).unwrap();
+    }
+    let mut rng = Rng(11);
+    let mut out = Vec::new();
+    let mut len9 = 0;
+    for n in 0..10 {
+        let id = db.append(&random_traj(&mut rng, 8, 3, n)).unwrap();
+        out.push(db.get(id).unwrap());
+        if n == 8 {
+            len9 = std::fs::metadata(dir.join("log")).unwrap().len();
+        }
+    }
+    (dir, out, len9)
+}
+
+fn check_recovers(dir: &std::path::Path, want: &[Trajectory], cut: bool) {
+    let db = Database::open(dir, Options::default()).unwrap();
+    assert_eq!(db.open_report().truncated_bytes > 0, cut);
+    let got: Vec<Trajectory> = db.ids().iter().map(|i| db.get(*i).unwrap()).collect();
+    assert_eq!(got, want);
+    db.verify().unwrap();
+    // The database keeps working after the repair.
+    let mut rng = Rng(77);
+    db.append(&random_traj(&mut rng, 8, 1, 1000)).unwrap();
+    db.verify().unwrap();
+}
+
+#[test]
+fn torn_last_frame_is_cut_and_earlier_commits_survive() {
+    let (dir, all, len9) = build("tail-torn");
+    let full = std::fs::metadata(dir.join("log")).unwrap().len();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.join("log"))
+        .unwrap();
+    f.set_len(len9 + (full - len9) / 2).unwrap();
+    check_recovers(&dir, &all[..9], true);
+}
+
+#[test]
+fn frame_header_cut_short_is_cut() {
+    let (dir, all, len9) = build("tail-short-header");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.join("log"))
+        .unwrap();
+    f.set_len(len9 + 10).unwrap();
+    check_recovers(&dir, &all[..9], true);
+}
+
+#[test]
+fn zeroed_tail_after_last_frame_is_cut() {
+    let (dir, all, _) = build("tail-zeros");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    check_recovers(&dir, &all, true);
+}
+
+#[test]
+fn garbage_tail_after_last_frame_is_cut() {
+    let (dir, all, _) = build("tail-garbage");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
+    let junk: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+    f.write_all(&junk).unwrap();
+    check_recovers(&dir, &all, true);
+}
+
+#[test]
+fn flipped_byte_in_last_frame_payload_is_cut_as_torn() {
+    let (dir, all, len9) = build("tail-flip-last");
+    let mut bytes = std::fs::read(dir.join("log")).unwrap();
+    bytes[len9 as usize + 40] ^= 0x40;
+    std::fs::write(dir.join("log"), &bytes).unwrap();
+    check_recovers(&dir, &all[..9], true);
+}
+
+#[test]
+fn flipped_byte_in_a_middle_frame_is_reported_with_file_and_offset() {
+    let (dir, _, _) = build("middle-flip");
+    let mut bytes = std::fs::read(dir.join("log")).unwrap();
+    let at = 64 + 24 + 3; // inside the first frame's payload
+    bytes[at] ^= 0x01;
+    std::fs::write(dir.join("log"), &bytes).unwrap();
+    let before = bytes.clone();
+    let err = Database::open(&dir, Options::default())
+        .err()
+        .expect("open must fail");
+    assert!(matches!(err, Error::Corrupt { offset: 64, .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("log") && msg.contains("byte 64"), "{msg}");
+    // Nothing was truncated or rewritten.
+    assert_eq!(std::fs::read(dir.join("log")).unwrap(), before);
+}
+
+#[test]
+fn damaged_or_missing_key_files_are_rebuilt_from_the_log() {
+    let (dir, all, _) = build("keys-rebuild");
+    std::fs::remove_file(dir.join("keys-0.vec")).unwrap();
+    std::fs::write(dir.join("keys-1.vec"), b"not a key file").unwrap();
+    let mut k2 = std::fs::read(dir.join("keys-2.vec")).unwrap();
+    k2[3] ^= 0xff; // header magic
+    std::fs::write(dir.join("keys-2.vec"), &k2).unwrap();
+    check_recovers(&dir, &all, false);
+}
+
+#[test]
+fn newer_format_version_is_refused_with_the_version_numbers() {
+    let (dir, _, _) = build("newer-version");
+    let mut bytes = std::fs::read(dir.join("log")).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join("log"), &bytes).unwrap();
+    let err = Database::open(&dir, Options::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            Error::IncompatibleVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_foreign_file_is_not_a_database() {
+    let dir = tmp("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("log"),
+        b"hello, this is not trajdb at all; just some text.......",
+    )
+    .unwrap();
+    let err = Database::open(&dir, Options::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    let dir2 = tmp("foreign-dir");
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::fs::write(dir2.join("notes.txt"), b"x").unwrap();
+    let err = Database::open(&dir2, Options::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir2).unwrap().count(),
+        1,
+        "nothing was added to a foreign directory"
+    );
+}
+
+/// CRC-32 (IEEE), written here so the test does not depend on the crate's helper.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_in_a_key_file_row_read_only_and_writable() {
+    let (dir, _, _) = build("keys-flip");
+    let mut k = std::fs::read(dir.join("keys-2.vec")).unwrap();
+    let at = 64 + 8 * 4 * 5 + 2; // row 5 of the 8-dim observation space
+    k[at] ^= 0x10;
+    std::fs::write(dir.join("keys-2.vec"), &k).unwrap();
+    let ro = Options {
+        read_only: true,
+        ..Default::default()
+    };
+    let err = Database::open(&dir, ro)
+        .unwrap()
+        .verify()
+        .expect_err("read-only verify fails");
+    assert!(matches!(err, Error::Corrupt { offset: 224, .. }), "{err}");
+    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let err = db.verify().expect_err("writable verify fails");
+    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+}

@@ -1,0 +1,140 @@
+//! Filters are applied inside the scan: when k matching rows exist, k come back, and they are
+//! exactly the k best matching rows of a brute-force reference.
+
+mod common;
+use common::*;
+use trajdb::kernels::reference;
+use trajdb::{Database, Durability, Filter, Metric, Options, ProvenanceKind, Trajectory};
+
+/// (id, goal key, success, env, task, provenance) of every stored trajectory.
+type Row = (u64, Vec<f32>, bool, String, String, ProvenanceKind);
+
+fn brute(rows: &[Row], q: &[f32], k: usize, f: &Filter) -> Vec<u64> {
+    let mut v: Vec<(f32, usize, u64)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            (!f.success_only || r.2)
+                && f.env.as_ref().is_none_or(|e| *e == r.3)
+                && f.task.as_ref().is_none_or(|t| *t == r.4)
+                && f.provenance.is_none_or(|p| p == r.5)
+                && !f.exclude.contains(&r.0)
+        })
+        .map(|(i, r)| (reference(Metric::Cosine, &r.1, q), i, r.0))
+        .collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    v.into_iter().take(k).map(|x| x.2).collect()
+}
+
+#[test]
+fn filtered_search_returns_k_exact_results_when_k_match() {
+    let dir = tmp("filters");
+    let db = Database::open(
+        &dir,
+        Options {
+            durability: Durability::Buffered,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for s in spaces(16) {
+        db.create_space(&s).unwrap();
+    }
+    let mut rng = Rng(42);
+    let mut rows = Vec::new();
+    for n in 0..600u64 {
+        let mut t: Trajectory = random_traj(&mut rng, 16, 2, n);
+        // Success is rare so a post-filter on a small over-fetch would come back short.
+        t.outcome.success = Some(n % 10 == 0);
+        t.provenance.kind = if n % 5 == 0 {
+            ProvenanceKind::Relabelled
+        } else {
+            ProvenanceKind::SelfGenerated
+        };
+        let id = db.append(&t).unwrap();
+        rows.push((
+            id,
+            t.keys["goal"].clone(),
+            n % 10 == 0,
+            t.env.clone(),
+            t.task.clone(),
+            t.provenance.kind,
+        ));
+    }
+    let filters = [
+        Filter::default(),
+        Filter {
+            success_only: true,
+            ..Default::default()
+        },
+        Filter {
+            env: Some("alpha".into()),
+            success_only: true,
+            ..Default::default()
+        },
+        Filter {
+            task: Some("task-3".into()),
+            ..Default::default()
+        },
+        Filter {
+            provenance: Some(ProvenanceKind::Relabelled),
+            exclude: rows.iter().take(50).map(|r| r.0).collect(),
+            ..Default::default()
+        },
+        Filter {
+            env: Some("no-such-env".into()),
+            ..Default::default()
+        },
+    ];
+    for (fi, f) in filters.iter().enumerate() {
+        for _ in 0..10 {
+            let q = rng.vec(16);
+            for k in [1, 10, 60] {
+                let got: Vec<u64> = db
+                    .search("goal", &q, k, f)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect();
+                let want = brute(&rows, &q, k, f);
+                assert_eq!(got, want, "filter {fi}, k {k}");
+            }
+        }
+    }
+    // 60 successes exist: asking for 60 with success_only gives 60.
+    let all_ok = db
+        .search(
+            "goal",
+            &rng.vec(16),
+            60,
+            &Filter {
+                success_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(all_ok.len(), 60);
+}
+
+#[test]
+fn deleted_trajectories_never_appear_in_results() {
+    let dir = tmp("filters-deleted");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    for s in spaces(4) {
+        db.create_space(&s).unwrap();
+    }
+    let mut rng = Rng(1);
+    let ids: Vec<u64> = (0..20)
+        .map(|n| db.append(&random_traj(&mut rng, 4, 1, n)).unwrap())
+        .collect();
+    for id in ids.iter().step_by(2) {
+        db.delete(*id).unwrap();
+    }
+    let hits = db
+        .search("goal", &rng.vec(4), 20, &Filter::default())
+        .unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits
+        .iter()
+        .all(|h| ids.iter().position(|i| *i == h.id).unwrap() % 2 == 1));
+}

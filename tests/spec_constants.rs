@@ -1,0 +1,186 @@
+//! The numbers in format-spec.md and the constants in the code are the same numbers.
+
+use trajdb::keyfile;
+use trajdb::log;
+
+fn spec() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/format-spec.md"))
+        .expect("format-spec.md is readable")
+}
+
+/// Rows `| a | b | ... |` of the first table after the heading `heading`.
+fn table(spec: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = spec
+        .lines()
+        .position(|l| l.trim_start_matches('#').trim() == heading && l.starts_with('#'))
+        .unwrap_or_else(|| panic!("format-spec.md has no heading `{heading}`"));
+    spec.lines()
+        .skip(start + 1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+fn num(s: &str) -> u64 {
+    if let Some(h) = s.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).expect("hex")
+    } else {
+        s.parse()
+            .unwrap_or_else(|_| panic!("`{s}` is not a number"))
+    }
+}
+
+#[test]
+fn constants_table_matches_code() {
+    let spec = spec();
+    let rows = table(&spec, "Constants");
+    let get = |name: &str| -> String {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("constant {name} missing from the spec"))[1]
+            .clone()
+    };
+    assert_eq!(get("LOG_MAGIC").as_bytes(), &log::LOG_MAGIC);
+    assert_eq!(get("KEY_MAGIC").as_bytes(), &keyfile::KEY_MAGIC);
+    assert_eq!(num(&get("FORMAT_VERSION")), u64::from(log::FORMAT_VERSION));
+    assert_eq!(num(&get("LOG_HEADER_LEN")), log::LOG_HEADER_LEN);
+    assert_eq!(num(&get("FRAME_HEADER_LEN")), log::FRAME_HEADER_LEN);
+    assert_eq!(num(&get("FRAME_ALIGN")), log::FRAME_ALIGN);
+    assert_eq!(num(&get("MAX_PAYLOAD")), u64::from(log::MAX_PAYLOAD));
+    assert_eq!(num(&get("LEN_SALT")), u64::from(log::LEN_SALT));
+    assert_eq!(num(&get("CRC_SALT")), u64::from(log::CRC_SALT));
+    assert_eq!(num(&get("KEY_VERSION")), u64::from(keyfile::KEY_VERSION));
+    assert_eq!(num(&get("KEY_HEADER_LEN")), keyfile::KEY_HEADER_LEN);
+    assert_eq!(rows.len(), 11, "every spec constant is checked here");
+}
+
+/// Checks offsets and sizes of a header table; sizes must tile the header exactly.
+fn check_layout(heading: &str, expect: &[(&str, usize)], total: u64) {
+    let spec = spec();
+    let rows = table(&spec, heading);
+    let mut end = 0;
+    for r in &rows {
+        // Variable-length parts (payload, padding) end the fixed layout.
+        if r[0].parse::<u64>().is_err() {
+            break;
+        }
+        let (off, size) = (num(&r[0]), &r[1]);
+        assert_eq!(
+            off, end,
+            "{heading}: field {} does not start where the last ended",
+            r[2]
+        );
+        if let Ok(sz) = size.parse::<u64>() {
+            end = off + sz;
+        } else {
+            end = total;
+        }
+    }
+    assert!(
+        end >= total,
+        "{heading}: fields cover {end} of {total} bytes"
+    );
+    for (field, off) in expect {
+        let row = rows
+            .iter()
+            .find(|r| r[2] == *field)
+            .unwrap_or_else(|| panic!("{heading}: no field {field}"));
+        assert_eq!(num(&row[0]), *off as u64, "{heading}: offset of {field}");
+    }
+}
+
+#[test]
+fn log_header_layout_matches_code() {
+    use log::header::*;
+    check_layout(
+        "Log header",
+        &[
+            ("magic", MAGIC),
+            ("version", VERSION),
+            ("flags", FLAGS),
+            ("log_id", LOG_ID),
+            ("base_seq", BASE_SEQ),
+            ("created_ms", CREATED_MS),
+            ("reserved", RESERVED),
+            ("crc", CRC),
+        ],
+        log::LOG_HEADER_LEN,
+    );
+}
+
+#[test]
+fn frame_header_layout_matches_code() {
+    use log::frame::*;
+    check_layout(
+        "Frames",
+        &[
+            ("len", LEN),
+            ("len_check", LEN_CHECK),
+            ("seq", SEQ),
+            ("kind", KIND),
+            ("flags", FLAGS),
+            ("crc", CRC),
+            ("payload", 24),
+        ],
+        log::FRAME_HEADER_LEN,
+    );
+}
+
+#[test]
+fn key_file_header_layout_matches_code() {
+    use keyfile::header::*;
+    let spec = spec();
+    let rows = table(&spec, "Key-file header");
+    let offsets: Vec<u64> = rows.iter().map(|r| num(&r[0])).collect();
+    for (field, off) in [
+        ("magic", MAGIC),
+        ("version", VERSION),
+        ("space_id", SPACE_ID),
+        ("dims", DIMS),
+        ("elem", ELEM),
+        ("metric", METRIC),
+        ("stride", STRIDE),
+        ("rows", ROWS),
+        ("log_id", LOG_ID),
+        ("crc", CRC),
+    ] {
+        let row = rows.iter().find(|r| r[2] == field).expect(field);
+        assert_eq!(
+            num(&row[0]),
+            off as u64,
+            "key-file header: offset of {field}"
+        );
+    }
+    assert!(offsets.contains(&(RESERVED0 as u64)));
+    assert!(offsets.contains(&(RESERVED1 as u64)));
+    assert!(offsets.contains(&(RESERVED2 as u64)));
+    check_layout("Key-file header", &[], keyfile::KEY_HEADER_LEN);
+}
+
+#[test]
+fn record_kind_table_matches_code() {
+    use log::kind::*;
+    let spec = spec();
+    let rows = table(&spec, "Record kinds");
+    let code = [
+        ("SPACE", SPACE),
+        ("TRAJECTORY", TRAJECTORY),
+        ("DELETE", DELETE),
+        ("EPISODE_BEGIN", EPISODE_BEGIN),
+        ("RETRIEVALS", RETRIEVALS),
+        ("EPISODE_OUTCOME", EPISODE_OUTCOME),
+        ("TRAJ_OUTCOME", TRAJ_OUTCOME),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (name, k) in code {
+        let row = rows.iter().find(|r| r[1] == name).expect(name);
+        assert_eq!(num(&row[0]), u64::from(k), "kind of {name}");
+    }
+}
