@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
-use crate::kernels::similarity;
+use crate::kernels::scan;
 use crate::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
 
 /// Which trajectories a search may return. Every condition is checked for each row during
@@ -238,13 +238,14 @@ impl Database {
         let metric = s.def.metric;
         let mut top = TopK::new(k);
         let dims = s.def.dims as usize;
-        for (r, row) in s.rows.all().chunks_exact(dims).enumerate() {
-            let meta = s.row_meta[r];
-            if !c.pass(&st.trajs[meta.slot as usize]) {
-                continue;
-            }
-            top.offer(similarity(metric, row, query), r as u64);
-        }
+        scan(
+            metric,
+            s.rows.all(),
+            dims,
+            query,
+            |r| c.pass(&st.trajs[s.row_meta[r].slot as usize]),
+            |r, score| top.offer(score, r as u64),
+        );
         Ok(top
             .into_sorted()
             .into_iter()
@@ -281,13 +282,18 @@ impl Database {
             }
             let mut scores = vec![f32::NAN; n];
             let dims = s.def.dims as usize;
-            for (r, row) in s.rows.all().chunks_exact(dims).enumerate() {
-                let slot = s.row_meta[r].slot as usize;
-                if pass[slot] {
-                    scores[slot] = similarity(s.def.metric, row, v);
+            scan(
+                s.def.metric,
+                s.rows.all(),
+                dims,
+                v,
+                |r| pass[s.row_meta[r].slot as usize],
+                |r, score| {
+                    let slot = s.row_meta[r].slot as usize;
+                    scores[slot] = score;
                     has_any[slot] = true;
-                }
-            }
+                },
+            );
             per_key.push(scores);
         }
         for scores in &per_key {
@@ -315,17 +321,20 @@ impl Database {
                 ));
             }
             let dims = s.def.dims as usize;
-            for (r, row) in s.rows.all().chunks_exact(dims).enumerate() {
-                let m = s.row_meta[r];
-                let slot = m.slot as usize;
-                if !pass[slot] {
-                    continue;
-                }
-                let sc = similarity(s.def.metric, row, v);
-                if best_step[slot].is_none_or(|(b, _)| sc > b) {
-                    best_step[slot] = Some((sc, m.step));
-                }
-            }
+            scan(
+                s.def.metric,
+                s.rows.all(),
+                dims,
+                v,
+                |r| pass[s.row_meta[r].slot as usize],
+                |r, sc| {
+                    let m = s.row_meta[r];
+                    let slot = m.slot as usize;
+                    if best_step[slot].is_none_or(|(b, _)| sc > b) {
+                        best_step[slot] = Some((sc, m.step));
+                    }
+                },
+            );
         }
         let mut top = TopK::new(q.k);
         for slot in 0..n {

@@ -1,0 +1,109 @@
+//! Exact top-10 search over one 384-dim cosine key space, with and without the success
+//! filter, next to two baselines over a buffer of the same size: a plain sequential memory
+//! read (sum of f32s) and the bare similarity kernel over every row.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use trajdb::kernels::similarity;
+use trajdb::{Database, Durability, Filter, Level, Metric};
+
+use common::{new_db, scratch, trajectory, Rng};
+
+const DIMS: usize = 384;
+const SIZES: [usize; 2] = [10_000, 100_000];
+
+/// A database of `n` trajectories with only a `goal` key; every second one successful.
+fn build(n: usize) -> (std::path::PathBuf, Database) {
+    let dir = scratch(&format!("search-{n}"));
+    let dims = u32::try_from(DIMS).expect("dims fit in u32");
+    let db = new_db(
+        &dir,
+        Durability::Buffered,
+        dims,
+        &[("goal", Level::Trajectory)],
+    );
+    let mut rng = Rng::new(0x5EA2C4 + n as u64);
+    for i in 0..n {
+        let t = trajectory(&mut rng, i, i % 2 == 0, 0, DIMS, &["goal"], &[]);
+        db.append(&t).expect("append");
+    }
+    db.sync().expect("sync");
+    (dir, db)
+}
+
+/// Sum of all values with 16 independent accumulators, so the loop vectorises without
+/// reassociating one long chain of float additions.
+fn sum_f32(buf: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = buf.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += *x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+fn bench_search(c: &mut Criterion) {
+    let mut g = c.benchmark_group("search");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut q_rng = Rng::new(42);
+    let query = q_rng.unit_vector(DIMS);
+    for n in SIZES {
+        let bytes = (n * DIMS * 4) as u64;
+        g.throughput(Throughput::Bytes(bytes));
+
+        // Baselines over a heap buffer of the same size.
+        let mut rng = Rng::new(7);
+        let buf: Vec<f32> = (0..n * DIMS).map(|_| rng.signed_unit()).collect();
+        g.bench_with_input(
+            BenchmarkId::new("memory_read_sum_f32", n),
+            &buf,
+            |b, buf| b.iter(|| sum_f32(black_box(buf))),
+        );
+        g.bench_with_input(BenchmarkId::new("kernel_only_cosine", n), &buf, |b, buf| {
+            b.iter(|| {
+                let mut best = f32::NEG_INFINITY;
+                for row in black_box(buf).chunks_exact(DIMS) {
+                    best = best.max(similarity(Metric::Cosine, row, &query));
+                }
+                best
+            })
+        });
+        drop(buf);
+
+        let (dir, db) = build(n);
+        let all = Filter::default();
+        let ok = Filter {
+            success_only: true,
+            ..Default::default()
+        };
+        g.bench_with_input(BenchmarkId::new("top10_no_filter", n), &db, |b, db| {
+            b.iter(|| {
+                db.search("goal", black_box(&query), 10, &all)
+                    .expect("search")
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("top10_success_only", n), &db, |b, db| {
+            b.iter(|| {
+                db.search("goal", black_box(&query), 10, &ok)
+                    .expect("search")
+            })
+        });
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
+/// The group lives in a private module: the macro makes a public function without docs.
+mod group {
+    criterion::criterion_group!(benches, super::bench_search);
+}
+criterion_main!(group::benches);
