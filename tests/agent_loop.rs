@@ -65,7 +65,8 @@ impl Policy for Scripted {
 }
 
 fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -13,7 +13,8 @@ use trajdb::agent::{wordcraft_task_id, AgentResult};
 use trajdb::{Database, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
 
 fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

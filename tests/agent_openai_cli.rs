@@ -85,7 +85,8 @@ fn openai_policy_plays_a_wordcraft_episode_through_a_local_server() {
     ];
     // 1 plan + 2 steps x (reason + act).
     let (url, rx) = serve(actions, 5);
-    let dir = std::env::temp_dir().join(format!("trajdb-openai-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-openai-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(&dir, Options::default()).unwrap();
     let emb = HashEmbedder::default();
@@ -166,7 +167,8 @@ fn bad_flags_and_bad_recipe_files_give_one_clear_line() {
         e.starts_with("--train: 100000 training tasks asked for"),
         "{e}"
     );
-    let dir = std::env::temp_dir().join(format!("trajdb-badrecipes-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-badrecipes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("missing.json");
     let e = err(&["--recipes", missing.to_str().unwrap()]);

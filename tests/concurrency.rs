@@ -33,7 +33,8 @@ fn lock_child_role() {
 
 #[test]
 fn second_writer_is_refused_immediately_and_nothing_is_corrupted() {
-    let dir = std::env::temp_dir().join(format!("trajdb-lock-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-lock-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(&dir, Options::default()).unwrap();
     create_spaces(&db);
@@ -91,7 +92,8 @@ fn second_writer_is_refused_immediately_and_nothing_is_corrupted() {
 
 #[test]
 fn readers_beside_a_writer_see_only_whole_trajectories_of_a_committed_prefix() {
-    let dir = std::env::temp_dir().join(format!("trajdb-stress-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-stress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let db = Arc::new(
         Database::open(

@@ -52,7 +52,8 @@ fn sigkill_child_role() {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_commit() {
-    let dir = std::env::temp_dir().join(format!("trajdb-sigkill-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-sigkill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,7 +18,8 @@ fn golden(name: &str) -> PathBuf {
 
 /// A private copy, so opening never writes into the committed files.
 fn copy(name: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("trajdb-golden-{name}-{}", std::process::id()));
+    let dst = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-golden-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::create_dir_all(&dst).unwrap();
     for e in std::fs::read_dir(golden(name)).unwrap() {

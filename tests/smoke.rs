@@ -6,7 +6,8 @@ use trajdb::{
 };
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-smoke-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-smoke-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

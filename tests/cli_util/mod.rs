@@ -58,7 +58,8 @@ pub fn assert_refused(r: &Run, needles: &[&str]) {
 
 /// A fresh, empty temporary path (not created).
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-cli-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_file(&d);
     d

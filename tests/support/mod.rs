@@ -8,7 +8,8 @@ use trajdb::{Level, Metric, SpaceDef, Step, Trajectory};
 
 /// A fresh, empty temporary directory path (not created) unique to this test and process.
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("trajdb-test-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
