@@ -14,7 +14,6 @@
 //!
 //! [`FileBackend`]: crate::storage::FileBackend
 
-use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::storage::{Backend, Storage};
+use crate::storage::{Backend, MemDir, MemFile, Storage};
 
 /// A small deterministic generator (SplitMix64) for tear points and garbage bytes.
 #[derive(Debug, Clone)]
@@ -125,32 +124,24 @@ impl Storage for CrashFile {
 }
 
 /// An in-memory directory whose files remember their last synced bytes, so that a crash
-/// can be simulated at any moment.
-#[derive(Debug, Default, Clone)]
-pub struct CrashBackend {
-    files: Arc<Mutex<HashMap<String, Arc<CrashFile>>>>,
+/// can be simulated at any moment. Creates, removes and renames are durable at once, as
+/// `FileBackend` makes them by syncing the directory.
+pub type CrashBackend = MemDir<CrashFile>;
+
+impl MemFile for CrashFile {
+    const SCHEME: &'static str = "crash";
 }
 
-impl CrashBackend {
-    /// An empty directory.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl MemDir<CrashFile> {
     /// A directory holding `files` (name, bytes), all of them synced.
     pub fn from_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
         let map = files
             .into_iter()
             .map(|(n, b)| (n, Arc::new(CrashFile::with(b))))
             .collect();
-        CrashBackend {
+        MemDir {
             files: Arc::new(Mutex::new(map)),
         }
-    }
-
-    /// The file called `name`, if present.
-    pub fn file(&self, name: &str) -> Option<Arc<CrashFile>> {
-        self.files.lock().get(name).cloned()
     }
 
     /// Every file's current (written) bytes, by name, sorted by name.
@@ -224,41 +215,6 @@ fn torn(written: &[u8], synced: &[u8], rng: &mut SplitMix, garbage: bool) -> Vec
         }
     }
     out
-}
-
-impl Backend for CrashBackend {
-    fn open(&self, name: &str, create: bool) -> io::Result<Option<Arc<dyn Storage>>> {
-        let mut files = self.files.lock();
-        if let Some(f) = files.get(name) {
-            return Ok(Some(f.clone() as Arc<dyn Storage>));
-        }
-        if !create {
-            return Ok(None);
-        }
-        let f = Arc::new(CrashFile::default());
-        files.insert(name.to_owned(), f.clone());
-        Ok(Some(f as Arc<dyn Storage>))
-    }
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.files.lock().remove(name);
-        Ok(())
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let mut files = self.files.lock();
-        let f = files
-            .remove(from)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        files.insert(to.to_owned(), f);
-        Ok(())
-    }
-    fn list(&self) -> io::Result<Vec<String>> {
-        let mut names: Vec<String> = self.files.lock().keys().cloned().collect();
-        names.sort();
-        Ok(names)
-    }
-    fn path_of(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("crash:{name}"))
-    }
 }
 
 /// The kinds of operation [`FailingBackend`] counts.

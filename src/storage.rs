@@ -214,25 +214,55 @@ impl Storage for MemStorage {
     }
 }
 
-/// A database directory held in memory (for tests and throw-away databases).
-#[derive(Debug, Default, Clone)]
-pub struct MemBackend {
-    files: Arc<Mutex<HashMap<String, Arc<MemStorage>>>>,
+/// A kind of in-memory file that [`MemDir`] can hold.
+pub trait MemFile: Storage + Default + 'static {
+    /// Prefix of the paths shown in messages (`mem:log`).
+    const SCHEME: &'static str;
 }
 
-impl MemBackend {
+impl MemFile for MemStorage {
+    const SCHEME: &'static str = "mem";
+}
+
+/// A database directory held in memory: a map from names to files of kind `F`. Clones share
+/// the same files.
+#[derive(Debug)]
+pub struct MemDir<F> {
+    pub(crate) files: Arc<Mutex<HashMap<String, Arc<F>>>>,
+}
+
+impl<F> Clone for MemDir<F> {
+    fn clone(&self) -> Self {
+        MemDir {
+            files: self.files.clone(),
+        }
+    }
+}
+
+impl<F> Default for MemDir<F> {
+    fn default() -> Self {
+        MemDir {
+            files: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<F> MemDir<F> {
     /// An empty directory.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The in-memory file called `name`, if present.
-    pub fn file(&self, name: &str) -> Option<Arc<MemStorage>> {
+    /// The file called `name`, if present.
+    pub fn file(&self, name: &str) -> Option<Arc<F>> {
         self.files.lock().get(name).cloned()
     }
 }
 
-impl Backend for MemBackend {
+/// A database directory held in memory (for tests and throw-away databases).
+pub type MemBackend = MemDir<MemStorage>;
+
+impl<F: MemFile> Backend for MemDir<F> {
     fn open(&self, name: &str, create: bool) -> io::Result<Option<Arc<dyn Storage>>> {
         let mut files = self.files.lock();
         if let Some(f) = files.get(name) {
@@ -241,7 +271,7 @@ impl Backend for MemBackend {
         if !create {
             return Ok(None);
         }
-        let f = Arc::new(MemStorage::default());
+        let f = Arc::new(F::default());
         files.insert(name.to_owned(), f.clone());
         Ok(Some(f as Arc<dyn Storage>))
     }
@@ -263,6 +293,6 @@ impl Backend for MemBackend {
         Ok(names)
     }
     fn path_of(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("mem:{name}"))
+        PathBuf::from(format!("{}:{name}", F::SCHEME))
     }
 }
