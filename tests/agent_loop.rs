@@ -202,3 +202,199 @@ fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The offline stand-in policy on Wordcraft
+// ---------------------------------------------------------------------------------------------
+
+use std::sync::Arc;
+
+use trajdb::agent::policy::{parse_selected, parse_table, OfflinePolicy};
+use trajdb::agent::wordcraft::{RecipeBook, Task, WordcraftEnv};
+
+/// Plays a fixed list of entity names.
+struct Replay {
+    names: Vec<String>,
+    at: usize,
+}
+
+impl Policy for Replay {
+    fn plan(&mut self, _: &Context<'_>) -> AgentResult<String> {
+        Ok("follow the recipe".into())
+    }
+    fn reason(&mut self, _: &Context<'_>) -> AgentResult<String> {
+        Ok(format!("select {}", self.names[self.at % self.names.len()]))
+    }
+    fn act(&mut self, _: &Context<'_>) -> AgentResult<String> {
+        self.at += 1;
+        Ok(format!(
+            "select {}",
+            self.names[(self.at - 1) % self.names.len()]
+        ))
+    }
+}
+
+/// Every pair a trajectory combined, in order (first, second), read from its text.
+fn pairs_of(t: &trajdb::Trajectory) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for st in &t.steps {
+        let name = st.action.strip_prefix("select ").unwrap().to_owned();
+        if let Some(first) = parse_selected(&st.observation) {
+            out.push((first, name));
+        }
+    }
+    out
+}
+
+fn depth2_task(book: &RecipeBook) -> Task {
+    book.tasks(2)
+        .into_iter()
+        .find(|t| t.recipes.len() == 2 && book.is_solvable(t))
+        .unwrap()
+}
+
+#[test]
+fn table_parsing_keeps_names_with_spaces() {
+    let obs = "Goal: create acid rain\ntable: 0:acid rain 1:water 2:hot chocolate bar\nselected: hot chocolate bar";
+    assert_eq!(
+        parse_table(obs),
+        vec!["acid rain", "water", "hot chocolate bar"]
+    );
+    assert_eq!(parse_selected(obs).as_deref(), Some("hot chocolate bar"));
+    assert_eq!(parse_selected("table: 0:a\nselected: none"), None);
+}
+
+#[test]
+fn offline_policy_reproduces_the_recipe_of_a_stored_success_for_the_same_goal() {
+    let dir = temp("agent-same-goal");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    let book = Arc::new(RecipeBook::builtin_default());
+    let task = depth2_task(&book);
+    // task.recipes goes from the goal down: make the intermediate first.
+    let name = |id: u32| book.name(id).unwrap().to_owned();
+    let (ga, gb, goal) = task.recipes[0];
+    let (ia, ib, inter) = task.recipes[1];
+    let script = vec![name(ia), name(ib), name(ga), name(gb)];
+    let mut env = WordcraftEnv::new(book.clone(), task.clone(), 4, 4, 1).unwrap();
+    let mut replay = Replay {
+        names: script,
+        at: 0,
+    };
+    let stored = run_episode(&db, &emb, &mut replay, &mut env, &AgentOptions::default()).unwrap();
+    assert!(stored.success, "the scripted recipe must work");
+    let want = vec![(name(ia), name(ib)), (name(ga), name(gb))];
+    assert_eq!(pairs_of(&stored.trajectory), want);
+
+    // Other tables (other distractors, other order): the policy repeats the recipe.
+    let mut solved = 0;
+    for seed in 2..12u64 {
+        let mut env = WordcraftEnv::new(book.clone(), task.clone(), 4, 4, seed).unwrap();
+        let mut p = OfflinePolicy::new(seed);
+        let opts = AgentOptions {
+            store: Store::Nothing,
+            log_usage: false,
+            ..Default::default()
+        };
+        let r = run_episode(&db, &emb, &mut p, &mut env, &opts).unwrap();
+        let got = pairs_of(&r.trajectory);
+        let unordered = |v: &[(String, String)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| {
+                    if a <= b {
+                        (a.clone(), b.clone())
+                    } else {
+                        (b.clone(), a.clone())
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            unordered(&got),
+            unordered(&want),
+            "seed {seed}: {:?}",
+            r.trajectory.steps
+        );
+        assert!(r.trajectory.final_observation.contains(&name(inter)));
+        solved += usize::from(r.success);
+        let _ = goal;
+    }
+    assert_eq!(solved, 10);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn offline_policy_acts_only_on_table_entities_and_never_repeats_a_pair() {
+    let dir = temp("agent-explore");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    let book = Arc::new(RecipeBook::builtin_default());
+    let tasks = book.tasks(2);
+    let opts = AgentOptions {
+        store: Store::Successes,
+        ..Default::default()
+    };
+    let mut p = OfflinePolicy::new(3);
+    let mut combos = 0;
+    // 60 episodes with 8 combinations each: the database fills with successes of other
+    // tasks (examples naming entities absent from the current table) as it goes.
+    for (i, task) in tasks.iter().step_by(97).take(60).enumerate() {
+        let mut env = WordcraftEnv::new(book.clone(), task.clone(), 4, 8, i as u64).unwrap();
+        let r = run_episode(&db, &emb, &mut p, &mut env, &opts).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for st in &r.trajectory.steps {
+            let name = st.action.strip_prefix("select ").unwrap();
+            let table = parse_table(&st.observation);
+            assert!(table.iter().any(|t| t == name), "{name} not on {table:?}");
+        }
+        for (a, b) in pairs_of(&r.trajectory) {
+            let key = if a <= b { (a, b) } else { (b, a) };
+            assert!(
+                seen.insert(key.clone()),
+                "pair {key:?} repeated in {:?}",
+                r.trajectory.steps
+            );
+            combos += 1;
+        }
+    }
+    assert!(combos > 200, "{combos} combinations checked");
+    assert!(
+        !db.ids().is_empty(),
+        "some episodes succeeded and were stored"
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ctx<'a>(obs: &'a str, thought: &'a str) -> Context<'a> {
+    Context {
+        goal: "create zzqx",
+        category: None,
+        plan: "",
+        observation: obs,
+        thought,
+        examples: &[],
+    }
+}
+
+#[test]
+fn offline_policy_decides_from_context_text_alone() {
+    // Names no recipe book has: the policy can only be reading the context (it holds no
+    // environment or recipe book: `Policy` methods get a `Context` and nothing else).
+    let table = ["ploof", "wug snark", "blick"];
+    let obs = "Goal: create zzqx\ntable: 0:ploof 1:wug snark 2:blick\nselected: none";
+    let mut p = OfflinePolicy::new(0);
+    p.plan(&ctx("", "")).unwrap();
+    let thought = p.reason(&ctx(obs, "")).unwrap();
+    let a = p.act(&ctx(obs, &thought)).unwrap();
+    let first = a.strip_prefix("select ").unwrap().to_owned();
+    assert!(table.contains(&first.as_str()), "{a}");
+    let obs2 = format!("Goal: create zzqx\ntable: 0:ploof 1:wug snark 2:blick\nselected: {first}");
+    let thought2 = p.reason(&ctx(&obs2, "")).unwrap();
+    let b = p.act(&ctx(&obs2, &thought2)).unwrap();
+    let second = b.strip_prefix("select ").unwrap();
+    assert!(table.contains(&second), "{b}");
+}

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::agent::methods::{run_seed, Experiment, Method, SeedResult};
 use crate::agent::openai::OpenAiClient;
-use crate::agent::policy::{LlmPolicy, OfflinePolicy, Policy};
+use crate::agent::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
 use crate::agent::predict::{auroc, calibration, CalibrationBin};
 use crate::agent::react::AgentOptions;
 use crate::agent::wordcraft::{split, RecipeBook, Split, Task};
@@ -99,6 +99,22 @@ pub struct BootstrapArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Tuning mode: take the test tasks from the training part of the split (the tasks
+    /// after the first `--train`), so settings can be chosen without touching test tasks.
+    #[arg(long)]
+    pub dev: bool,
+    /// Offline policy ablation: no episode memory (pairs may repeat, no preference for
+    /// entities made in the episode).
+    #[arg(long)]
+    pub no_episode_memory: bool,
+    /// Offline policy ablation: copy the best-matching example step instead of imitating
+    /// recipes (the earlier stand-in's behaviour).
+    #[arg(long)]
+    pub no_recipe_imitation: bool,
+    /// Offline policy ablation: imitate only recipes that lead to the goal or come from an
+    /// example for the same goal, never other examples' productive pairs.
+    #[arg(long)]
+    pub no_other_goals: bool,
 }
 
 /// One seed's figures.
@@ -239,6 +255,13 @@ pub fn select_tasks(
     };
     let (train, test) = split(book, &tasks, sp, 0);
     let (train, test) = (shuffled(train, 1), shuffled(test, 2));
+    let (train, test) = if args.dev {
+        // Tuning: test on training-split tasks never trained on.
+        let dev = train.get(args.train..).unwrap_or(&[]).to_vec();
+        (train, dev)
+    } else {
+        (train, test)
+    };
     if args.train > train.len() {
         return Err(AgentError::invalid(
             "--train",
@@ -334,9 +357,14 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let embedder = HashEmbedder::default();
     let model = args.model.clone();
     let llm = args.llm;
+    let offline = OfflineConfig {
+        episode_memory: !args.no_episode_memory,
+        recipe_aware: !args.no_recipe_imitation,
+        imitate_other_goals: !args.no_other_goals,
+    };
     let factory = move |seed: u64| -> AgentResult<Box<dyn Policy>> {
         Ok(match llm {
-            LlmKind::Offline => Box::new(OfflinePolicy::new(seed)),
+            LlmKind::Offline => Box::new(OfflinePolicy::with_config(seed, offline)),
             LlmKind::Openai => Box::new(LlmPolicy {
                 llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?,
             }),
