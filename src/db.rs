@@ -590,7 +590,7 @@ impl Database {
         let b2 = backend.clone();
         let (state, end) = load_state(log.as_ref(), &log_path, &mut |id, def, log_id| {
             if read_only {
-                Ok(RowStore::heap(def.dims as usize))
+                RowStore::open_read_only(b2.as_ref(), id, def, log_id)
             } else {
                 RowStore::open(b2.as_ref(), id, def, log_id)
             }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::codec::off;
+use crate::codec::{ix, off};
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
 use crate::record::{elem_code, le_f32s, metric_code, SpaceDef};
@@ -136,6 +136,12 @@ pub(crate) struct RowStore {
 enum StoreKind {
     Heap(Vec<f32>),
     File(FileRows),
+    /// A read-only map of a key file whose header vouches for `vouched` rows (checksum
+    /// checked at open). Rows past those turn the store into a heap store.
+    Mapped {
+        map: MappedFile,
+        vouched: usize,
+    },
 }
 
 struct FileRows {
@@ -172,6 +178,72 @@ fn hash_rows(s: &dyn Storage, rows: u64, stride: u64) -> std::io::Result<crc32fa
 }
 
 impl RowStore {
+    /// For a read-only handle: maps key file `id` when its header matches the space and
+    /// the log and its rows' checksum holds; otherwise a heap store filled from the log.
+    /// Rows the file vouches for are never rewritten by a writer (a rebuild renames a new
+    /// file over the name), so the map stays valid while another process writes.
+    pub(crate) fn open_read_only(
+        backend: &dyn Backend,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+    ) -> Result<Self> {
+        let dims = ix(def.dims);
+        let heap = RowStore::heap(dims);
+        let name = key_file_name(id);
+        let Ok(Some(s)) = backend.open(&name, false) else {
+            return Ok(heap);
+        };
+        let Some(file) = s.file() else {
+            return Ok(heap);
+        };
+        let Ok(len) = s.len() else {
+            return Ok(heap);
+        };
+        let Ok(len_us) = usize::try_from(len) else {
+            return Ok(heap);
+        };
+        if len < KEY_HEADER_LEN {
+            return Ok(heap);
+        }
+        let Ok(map) = MappedFile::map(file, len_us) else {
+            return Ok(heap);
+        };
+        let bytes = map.bytes();
+        let mut b = [0u8; 64];
+        b.copy_from_slice(&bytes[..64]);
+        let Ok(h) = decode_key_header(&b) else {
+            return Ok(heap);
+        };
+        let stride = u64::from(def.dims) * 4;
+        let Some(end) = h
+            .rows
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(KEY_HEADER_LEN))
+            .filter(|&e| e <= len)
+        else {
+            return Ok(heap);
+        };
+        let matches = h.space_id == id
+            && h.dims == def.dims
+            && h.elem == elem_code(def.elem)
+            && h.metric == metric_code(def.metric)
+            && h.log_id == log_id;
+        let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(64);
+        let end = usize::try_from(end).unwrap_or(start);
+        if !matches || crc32fast::hash(&bytes[start..end]) != h.rows_crc {
+            return Ok(heap);
+        }
+        Ok(RowStore {
+            dims,
+            rows: 0,
+            kind: StoreKind::Mapped {
+                map,
+                vouched: usize::try_from(h.rows).unwrap_or(0),
+            },
+        })
+    }
+
     /// A store that keeps rows on the heap only.
     pub(crate) fn heap(dims: usize) -> Self {
         RowStore {
@@ -303,6 +375,10 @@ impl RowStore {
         let n = self.rows * self.dims;
         match &self.kind {
             StoreKind::Heap(v) => &v[..n],
+            StoreKind::Mapped { map, .. } => {
+                let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(0);
+                bytemuck::try_cast_slice(&map.bytes()[start..start + n * 4]).unwrap_or(&[])
+            }
             StoreKind::File(f) => {
                 if let Some(m) = &f.mirror {
                     return &m[..n];
@@ -328,8 +404,17 @@ impl RowStore {
     /// rows the key file already vouches for are only counted.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
+        if let StoreKind::Mapped { vouched, .. } = &self.kind {
+            if self.rows < *vouched {
+                self.rows += 1;
+                return Ok(());
+            }
+            // Past what the file vouches for: continue on the heap.
+            self.kind = StoreKind::Heap(self.all().to_vec());
+        }
         match &mut self.kind {
             StoreKind::Heap(h) => h.extend(le_f32s(bytes)),
+            StoreKind::Mapped { .. } => {}
             StoreKind::File(f) => {
                 if self.rows < f.trusted {
                     self.rows += 1;
@@ -388,6 +473,7 @@ impl RowStore {
     pub(crate) fn file_bytes(&self) -> u64 {
         match &self.kind {
             StoreKind::Heap(_) => 0,
+            StoreKind::Mapped { map, .. } => off(map.bytes().len()),
             StoreKind::File(f) => f.storage.len().unwrap_or(0),
         }
     }
@@ -395,7 +481,7 @@ impl RowStore {
     /// Path of the key file, for messages.
     pub(crate) fn path(&self) -> Option<&std::path::Path> {
         match &self.kind {
-            StoreKind::Heap(_) => None,
+            StoreKind::Heap(_) | StoreKind::Mapped { .. } => None,
             StoreKind::File(f) => Some(&f.path),
         }
     }

@@ -14,12 +14,14 @@ impl MappedFile {
     /// Maps `len` bytes of `file`; `len` must not exceed the file's length.
     pub(crate) fn map(file: &File, len: usize) -> io::Result<Self> {
         // SAFETY: memmap2 requires that the mapped bytes are not truncated away or modified
-        // in ways Rust's aliasing rules forbid while the map lives. trajdb maps only key files,
-        // which belong to the single writer that holds the database lock; that writer only
-        // grows them (set_len upwards, then map) and writes rows past every row count it has
-        // published, so no byte a reader can see changes. A key file is never truncated in
-        // place: a rebuild writes a new file and renames it over the old name, leaving this
-        // mapping's inode intact. Another process that writes the file while ignoring the lock
+        // in ways Rust's aliasing rules forbid while the map lives. trajdb maps only key
+        // files. The single writer (it holds the database lock) only grows them (set_len
+        // upwards, then map) and writes rows past every row count it has published or that
+        // the file's header vouches for; callers only read rows below those counts, so no
+        // byte a reader can see changes. A key file is never truncated in place: a rebuild
+        // writes a new file and renames it over the old name, leaving this mapping's inode
+        // intact. Read-only handles in other processes map only vouched rows, which the
+        // writer never rewrites. A process that writes the files while ignoring the lock
         // breaks this contract; `format-spec.md` ("Concurrency") states it.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
         Ok(MappedFile { map })
