@@ -521,7 +521,10 @@ impl Database {
             let foreign = std::fs::read_dir(dir)
                 .map_err(|e| Error::io("list", dir, e))?
                 .filter_map(|e| e.ok())
-                .any(|e| e.file_name() != LOCK_FILE);
+                .any(|e| {
+                    let n = e.file_name();
+                    n != LOCK_FILE && n.to_str() != Some("log.new")
+                });
             if foreign || opts.read_only || !opts.create {
                 return Err(Error::NotADatabase {
                     path: dir.to_owned(),
@@ -562,7 +565,7 @@ impl Database {
                     .list()
                     .map_err(|e| io("list", e))?
                     .iter()
-                    .any(|n| n != LOCK_FILE)
+                    .any(|n| n != LOCK_FILE && n != "log.new")
                 {
                     return Err(Error::NotADatabase {
                         path: log_path.clone(),
@@ -616,13 +619,21 @@ impl Database {
                 next_seq: end.next_seq,
             }),
             poisoned: AtomicBool::new(false),
-            synced: Mutex::new(end.end),
+            // Nothing is known synced yet: the first sync (below) covers what the scan found,
+            // which a crashed process may have written without syncing.
+            synced: Mutex::new(0),
             state: RwLock::new(state),
             report,
             _lock: None,
         };
         if !read_only {
-            db.checkpoint_keys()?;
+            {
+                let mut st = db.state.write();
+                for s in &mut st.spaces {
+                    s.rows.settle(db.backend.as_ref())?;
+                }
+            }
+            db.sync()?;
         }
         Ok(db)
     }
@@ -698,12 +709,27 @@ impl Database {
         if self.opts.read_only {
             return Ok(());
         }
+        // The writer lock is held throughout, so no commit lands between the log sync and
+        // the key-file checkpoint: a key-file header never vouches for a row whose log frame
+        // is not synced.
         let w = self.writer.lock();
         self.check_poison()?;
-        let end = w.end;
-        drop(w);
-        self.sync_log(end)?;
+        self.sync_log_locked(&w)?;
         self.checkpoint_keys()
+    }
+
+    /// Syncs the log up to `w.end`; the caller holds the writer lock.
+    fn sync_log_locked(&self, w: &Writer) -> Result<()> {
+        let mut synced = self.synced.lock();
+        if *synced >= w.end {
+            return Ok(());
+        }
+        if let Err(e) = self.log().sync() {
+            self.poison();
+            return Err(Error::io("sync", self.log_path.clone(), e));
+        }
+        *synced = w.end;
+        Ok(())
     }
 
     fn poison(&self) {
@@ -787,7 +813,10 @@ impl Database {
         if let Err(e) = applied {
             // The record is in the log but not in memory: stop writing; reopen recovers.
             self.poison();
-            return Err(e);
+            return Err(Error::AfterCommit {
+                seq,
+                source: Box::new(e),
+            });
         }
         let end = w.end;
         drop(w);
@@ -1080,6 +1109,13 @@ impl Database {
                 offset: m.offset,
                 what: e.what,
             })?;
+        if t.id != Some(m.id) {
+            return Err(Error::Corrupt {
+                path: self.log_path.clone(),
+                offset: m.offset,
+                what: format!("expected trajectory {} here, found {:?}", m.id, t.id),
+            });
+        }
         if m.relabelled {
             t.outcome = m.outcome;
         }
@@ -1345,13 +1381,15 @@ impl Database {
             }
         }
         {
+            // State and log handle change together: a reader never pairs the new state's
+            // offsets with the old log.
             let mut st = self.state.write();
+            *self.log.write() = out;
             *st = state;
             for s in &mut st.spaces {
                 s.rows.checkpoint()?;
             }
         }
-        *self.log.write() = out;
         w.end = end.end;
         w.next_seq = end.next_seq;
         *self.synced.lock() = end.end;
@@ -1380,26 +1418,32 @@ impl Database {
 
     /// Copies this database's files into another backend (see [`fork`](Self::fork)).
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
+        // The writer lock is held throughout: the copy is one consistent, synced point.
         let w = self.writer.lock();
         self.check_poison()?;
         if !self.opts.read_only {
-            let end = w.end;
-            drop(w);
-            self.sync_log(end)?;
+            self.sync_log_locked(&w)?;
             self.checkpoint_keys()?;
-        } else {
-            drop(w);
         }
-        // Hold the writer lock while copying so the copy is one consistent point.
-        let _w = self.writer.lock();
         let st = self.state.read();
-        let mut names = vec![LOG_FILE.to_owned()];
-        names.extend((0..st.spaces.len()).map(|i| key_file_name(i as u32)));
-        for name in names {
+        // Key files first, the log last under a temporary name renamed into place: a crash
+        // during a fork leaves no log (no database) or a complete one.
+        let tmp_log = format!("{LOG_FILE}.new");
+        let mut copies: Vec<(String, String)> = (0..st.spaces.len())
+            .map(|i| {
+                let n = key_file_name(u32::try_from(i).unwrap_or(u32::MAX));
+                (n.clone(), n)
+            })
+            .collect();
+        copies.push((LOG_FILE.to_owned(), tmp_log.clone()));
+        for (name, to) in copies {
             let src_path = self.backend.path_of(&name);
-            let dst_path = dst.path_of(&name);
+            let dst_path = dst.path_of(&to);
             if src_path.is_file() && dst_path.parent().is_some_and(Path::is_dir) {
                 std::fs::copy(&src_path, &dst_path).map_err(|e| Error::io("copy", &dst_path, e))?;
+                File::open(&dst_path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io("sync", &dst_path, e))?;
                 continue;
             }
             let Some(src) = self
@@ -1409,27 +1453,22 @@ impl Database {
             else {
                 continue;
             };
-            let out = dst
-                .open(&name, true)
-                .map_err(|e| Error::io("create", &dst_path, e))?
-                .ok_or_else(|| {
-                    Error::io("create", &dst_path, std::io::ErrorKind::NotFound.into())
-                })?;
+            let out = create_fresh(dst, &to)?;
             let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
             let mut buf = vec![0u8; 4 << 20];
             let mut pos = 0u64;
             while pos < len {
-                let n = usize::try_from((len - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+                let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
                 src.read_at(&mut buf[..n], pos)
                     .map_err(|e| Error::io("read", &src_path, e))?;
                 out.write_at(&buf[..n], pos)
                     .map_err(|e| Error::io("write", &dst_path, e))?;
-                pos += n as u64;
+                pos += off(n);
             }
-            out.set_len(len)
-                .map_err(|e| Error::io("truncate", &dst_path, e))?;
             out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
         }
+        dst.rename(&tmp_log, LOG_FILE)
+            .map_err(|e| Error::io("rename", dst.path_of(LOG_FILE), e))?;
         Ok(())
     }
 }

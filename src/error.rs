@@ -118,6 +118,14 @@ pub enum Error {
         /// The embedder of the keys or query.
         given: String,
     },
+    /// A commit reached the log but could not be applied in memory (for example a key file
+    /// could not grow). The handle refuses further writes; on reopen the commit is present.
+    AfterCommit {
+        /// Sequence number of the commit.
+        seq: u64,
+        /// What failed.
+        source: Box<Error>,
+    },
     /// A length exceeds what trajdb accepts.
     TooLarge {
         /// What was too large.
@@ -201,6 +209,10 @@ impl fmt::Display for Error {
                 f,
                 "key space `{space}` holds keys from embedder {recorded}, but these come from {given}"
             ),
+            Error::AfterCommit { seq, source } => write!(
+                f,
+                "commit {seq} is in the log but could not be applied ({source}); this handle refuses further writes: reopen the database, where the commit is present"
+            ),
             Error::TooLarge { what, len, max } => {
                 write!(f, "{what} is too large: {len} bytes, the limit is {max}")
             }
@@ -212,6 +224,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::AfterCommit { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -446,6 +446,57 @@ impl RowStore {
         Ok(())
     }
 
+    /// After open: when the key file vouched for more rows than the log holds (the log lost
+    /// its tail), writes a new key file with the log's rows only and renames it over the old
+    /// one, so rows another handle may have mapped are never overwritten in place.
+    pub(crate) fn settle(&mut self, backend: &dyn Backend) -> Result<()> {
+        let dims = self.dims;
+        let rows = self.rows;
+        let StoreKind::File(f) = &mut self.kind else {
+            return Ok(());
+        };
+        if rows >= f.trusted {
+            return Ok(());
+        }
+        let name = key_file_name(f.space_id);
+        let tmp = format!("{name}.new");
+        let s = create_fresh(backend, &tmp)?;
+        let err = |op, e| Error::io(op, backend.path_of(&tmp), e);
+        let stride = off(dims) * 4;
+        let mut bytes = vec![0u8; usize::try_from(off(rows) * stride).unwrap_or(0)];
+        f.storage
+            .read_at(&mut bytes, KEY_HEADER_LEN)
+            .map_err(|e| Error::io("read", f.path.clone(), e))?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&bytes);
+        let h = KeyHeader {
+            space_id: f.space_id,
+            dims: u32::try_from(dims).unwrap_or(u32::MAX),
+            elem: f.elem,
+            metric: f.metric,
+            rows: off(rows),
+            log_id: f.log_id,
+            rows_crc: hasher.clone().finalize(),
+        };
+        s.write_at(&encode_key_header(&h), 0)
+            .map_err(|e| err("write", e))?;
+        s.write_at(&bytes, KEY_HEADER_LEN)
+            .map_err(|e| err("write", e))?;
+        s.sync().map_err(|e| err("sync", e))?;
+        backend.rename(&tmp, &name).map_err(|e| err("rename", e))?;
+        f.storage = s;
+        f.trusted = rows;
+        f.hasher = hasher;
+        f.capacity = off(rows);
+        if let Some(m) = &mut f.mirror {
+            m.truncate(rows * dims);
+        }
+        if f.storage.file().is_some() {
+            f.remap(dims)?;
+        }
+        Ok(())
+    }
+
     /// Syncs the rows, then records in the header that they are all vouched for.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         if let StoreKind::File(f) = &mut self.kind {

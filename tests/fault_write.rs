@@ -42,7 +42,10 @@ fn failed_write_leaves_no_partial_record_after_reopen() {
                 if let Err(e) = r {
                     failed = Some(id);
                     assert!(
-                        matches!(e, Error::Io { .. } | Error::PreviousIo),
+                        matches!(
+                            e,
+                            Error::Io { .. } | Error::PreviousIo | Error::AfterCommit { .. }
+                        ),
                         "unexpected error {e}"
                     );
                     break;
