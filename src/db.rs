@@ -74,33 +74,55 @@ pub struct OpenReport {
     pub cut_file: Option<String>,
 }
 
-/// Largest tail saved before a cut: one whole frame at most.
-const MAX_CUT_SAVE: u64 = MAX_PAYLOAD as u64 + log::FRAME_HEADER_LEN + log::FRAME_ALIGN;
-
-/// Copies the log bytes from `end` to `len` (at most one frame's worth) to `log.cut-END`
-/// before they are cut, so that a frame damaged at rest rather than torn by a crash can still
-/// be inspected. All-zero tails (pre-allocated space) are not kept.
+/// Copies the log bytes from `end` to `len` to `log.cut-END` before they are cut, so that
+/// a frame damaged at rest rather than torn by a crash can still be inspected. Copies in
+/// chunks; a tail that is all zeros (pre-allocated space) is not kept.
 fn keep_cut_tail(
     backend: &dyn Backend,
     log: &dyn Storage,
     end: u64,
     len: u64,
 ) -> Result<Option<String>> {
-    let n = usize::try_from((len - end).min(MAX_CUT_SAVE)).unwrap_or(0);
     let log_path = backend.path_of(LOG_FILE);
-    let mut buf = vec![0u8; n];
-    log.read_at(&mut buf, end)
-        .map_err(|e| Error::io("read", log_path, e))?;
-    if buf.iter().all(|&b| b == 0) {
-        return Ok(None);
+    let chunk = usize::try_from((len - end).min(4 << 20)).unwrap_or(4 << 20);
+    let mut buf = vec![0u8; chunk];
+    let mut out: Option<(String, Arc<dyn Storage>)> = None;
+    let mut pos = end;
+    while pos < len {
+        let n = usize::try_from((len - pos).min(off(chunk))).unwrap_or(chunk);
+        log.read_at(&mut buf[..n], pos)
+            .map_err(|e| Error::io("read", log_path.clone(), e))?;
+        if out.is_none() && buf[..n].iter().any(|&b| b != 0) {
+            let name = format!("{LOG_FILE}.cut-{end}");
+            let f = create_fresh(backend, &name)?;
+            out = Some((name, f));
+        }
+        if let Some((name, f)) = &out {
+            f.write_at(&buf[..n], pos - end)
+                .map_err(|e| Error::io("write", backend.path_of(name), e))?;
+        }
+        pos += off(n);
     }
-    let name = format!("{LOG_FILE}.cut-{end}");
-    let path = backend.path_of(&name);
-    let f = create_fresh(backend, &name)?;
-    f.write_at(&buf, 0)
-        .map_err(|e| Error::io("write", path.clone(), e))?;
-    f.sync().map_err(|e| Error::io("sync", path, e))?;
-    Ok(Some(name))
+    match out {
+        Some((name, f)) => {
+            f.sync()
+                .map_err(|e| Error::io("sync", backend.path_of(&name), e))?;
+            Ok(Some(name))
+        }
+        None => Ok(None),
+    }
+}
+
+/// What [`Database::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// Offset of the first damaged frame, where the log was cut; `None` when the log had no
+    /// damage and nothing was cut.
+    pub cut_at: Option<u64>,
+    /// Bytes removed from the log.
+    pub cut_bytes: u64,
+    /// Where the removed bytes were saved (`log.cut-OFFSET`), unless they were all zero.
+    pub cut_file: Option<String>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -462,6 +484,9 @@ pub struct VerifyReport {
     pub trajectories: u64,
     /// Key rows compared bit for bit with the log.
     pub rows: u64,
+    /// Key-file rows on disk checked against their header checksum and the log (read-only
+    /// handles, which may not map every key file).
+    pub key_file_rows: u64,
 }
 
 fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
@@ -545,6 +570,45 @@ impl Database {
         let mut db = Self::open_backend(backend, opts)?;
         db._lock = lock;
         Ok(db)
+    }
+
+    /// Cuts the log of the database in `path` at its first damaged frame, keeping every
+    /// commit before it, and saves the removed bytes to `log.cut-OFFSET`.
+    ///
+    /// Opening refuses a log whose damaged frame is followed by valid frames, because that is
+    /// what damage to committed data looks like. After a power cut under
+    /// [`Durability::Buffered`] or [`Durability::GroupCommit`], unacknowledged frames can
+    /// reach the disk out of order and look the same; `repair` is the explicit way to keep
+    /// the prefix. It takes the writer lock.
+    pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+        let dir = path.as_ref();
+        if !dir.join(LOG_FILE).is_file() {
+            return Err(Error::NotADatabase {
+                path: dir.to_owned(),
+                why: "there is no log file".into(),
+            });
+        }
+        let _lock = take_lock(dir)?;
+        let backend = FileBackend::new(dir);
+        let log_path = backend.path_of(LOG_FILE);
+        let log = backend
+            .open(LOG_FILE, false)
+            .map_err(|e| Error::io("open", &log_path, e))?
+            .ok_or_else(|| Error::io("open", &log_path, std::io::ErrorKind::NotFound.into()))?;
+        let end = log::valid_prefix(log.as_ref(), &log_path)?;
+        let len = log.len().map_err(|e| Error::io("stat", &log_path, e))?;
+        if end >= len {
+            return Ok(RepairReport::default());
+        }
+        let cut_file = keep_cut_tail(&backend, log.as_ref(), end, len)?;
+        log.set_len(end)
+            .map_err(|e| Error::io("truncate", &log_path, e))?;
+        log.sync().map_err(|e| Error::io("sync", &log_path, e))?;
+        Ok(RepairReport {
+            cut_at: Some(end),
+            cut_bytes: len - end,
+            cut_file,
+        })
     }
 
     /// Opens a database on any [`Backend`] (in-memory, fault-injecting). The caller ensures
@@ -1194,7 +1258,9 @@ impl Database {
         let st = self.state.read();
         let mut report = VerifyReport::default();
         let mut cursor: Vec<usize> = vec![0; st.spaces.len()];
-        let (_, end) = log::scan(self.log().as_ref(), &self.log_path, |f| {
+        // Only the commits this handle knows: a writer in another process may be appending.
+        let limit = _w.end;
+        let (_, end) = log::scan_limited(self.log().as_ref(), &self.log_path, limit, |f| {
             report.frames += 1;
             let rec = record::decode_record(f.kind, f.payload, &st.space_name()).map_err(|e| {
                 Error::Corrupt {
@@ -1270,7 +1336,7 @@ impl Database {
             s.rows.check_header()?;
             if self.opts.read_only {
                 // A read-only handle keeps rows on the heap; check the files on disk too.
-                report.rows += crate::keyfile::verify_file(
+                report.key_file_rows += crate::keyfile::verify_file(
                     self.backend.as_ref(),
                     u32::try_from(i).unwrap_or(u32::MAX),
                     &s.def,
@@ -1470,6 +1536,16 @@ impl Database {
         dst.rename(&tmp_log, LOG_FILE)
             .map_err(|e| Error::io("rename", dst.path_of(LOG_FILE), e))?;
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("log", &self.log_path)
+            .field("durability", &self.opts.durability)
+            .field("read_only", &self.opts.read_only)
+            .finish_non_exhaustive()
     }
 }
 

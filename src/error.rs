@@ -145,7 +145,7 @@ impl fmt::Display for Error {
             }
             Error::Corrupt { path, offset, what } => write!(
                 f,
-                "corrupt database file {} at byte {offset}: {what} (run `trajdb verify`; committed data before this offset is intact)",
+                "corrupt database file {} at byte {offset}: {what}",
                 path.display()
             ),
             Error::ChecksumMismatch {

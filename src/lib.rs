@@ -42,7 +42,8 @@ pub mod storage;
 mod usage;
 
 pub use db::{
-    Database, Durability, OpenReport, Options, SpaceStats, Stats, VerifyReport, LOCK_FILE,
+    Database, Durability, OpenReport, Options, RepairReport, SpaceStats, Stats, VerifyReport,
+    LOCK_FILE,
 };
 pub use embed::{Embedder, HashEmbedder};
 pub use error::{Error, Result};

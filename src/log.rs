@@ -322,9 +322,22 @@ fn check_frame<'w>(
 pub(crate) fn scan(
     storage: &dyn Storage,
     path: &Path,
+    on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
+) -> Result<(LogHeader, ScanEnd)> {
+    scan_limited(storage, path, u64::MAX, on_frame)
+}
+
+/// [`scan`], treating the log as if it ended at `limit` (a snapshot's end).
+pub(crate) fn scan_limited(
+    storage: &dyn Storage,
+    path: &Path,
+    limit: u64,
     mut on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
 ) -> Result<(LogHeader, ScanEnd)> {
-    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let file_len = storage
+        .len()
+        .map_err(|e| Error::io("stat", path, e))?
+        .min(limit);
     let mut w = Window {
         storage,
         file_len,
@@ -397,7 +410,7 @@ fn scan_frames(
                             path: path.to_owned(),
                             offset: pos,
                             what: format!(
-                                "{why} (frame with sequence number {seq}; a valid frame follows at byte {probe})"
+                                "{why} (frame with sequence number {seq}; a valid frame follows at byte {probe}); commits before this offset are intact. If the database crashed under Buffered or GroupCommit durability, `trajdb repair` cuts the log here and keeps the cut bytes"
                             ),
                         });
                     }
@@ -411,6 +424,30 @@ fn scan_frames(
             }
         }
     }
+}
+
+/// Offset of the first frame that does not check (or the end of the log when all do).
+pub(crate) fn valid_prefix(storage: &dyn Storage, path: &Path) -> Result<u64> {
+    let hdr = read_header(storage, path)?;
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let mut pos = LOG_HEADER_LEN;
+    let mut seq = hdr.base_seq;
+    while pos < file_len {
+        match check_frame(&mut w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+            Ok(f) => {
+                pos += frame_size(f.payload.len());
+                seq += 1;
+            }
+            Err(_) => return Ok(pos),
+        }
+    }
+    Ok(file_len)
 }
 
 /// Reads the frame at `offset` (known valid from an earlier scan) and returns its payload.
