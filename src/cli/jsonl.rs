@@ -346,7 +346,12 @@ pub fn import(a: &ImportArgs) -> CliResult {
     for def in &create {
         db.create_space(def)?;
     }
-    let fill = hash_spaces(&db.spaces());
+    let mut fill = hash_spaces(&db.spaces());
+    if header.is_some() {
+        // An exported file holds every key its records had: a record without a key for an
+        // embedder space had none in the source, so only `--embed` spaces are filled.
+        fill.retain(|(s, _)| a.embed.contains(&s.name));
+    }
     let mut counts = Counts::default();
     let mut ids = Ids::new(&db);
     let committed = if regular {
@@ -457,7 +462,12 @@ fn append_all(
         }
     }
     let mut spaces = db.spaces();
-    let mut fill = hash_spaces(&spaces);
+    // After a header (an exported stream) records are stored as given, keys are not filled.
+    let mut fill = if header.is_some() {
+        Vec::new()
+    } else {
+        hash_spaces(&spaces)
+    };
     let mut ids = Ids::new(db);
     while let Some(mut t) = r.next_record()? {
         let at = r.location(t.id);
