@@ -218,12 +218,8 @@ pub fn parse_header(line: &[u8], at: &str) -> Result<Option<Vec<SpaceDef>>> {
     if !is_header(line) {
         return Ok(None);
     }
-    let h: SpacesHeader = serde_json::from_slice(line).map_err(|e| {
-        Error::invalid(
-            at,
-            format!("invalid key-space header: {e}"),
-        )
-    })?;
+    let h: SpacesHeader = serde_json::from_slice(line)
+        .map_err(|e| Error::invalid(at, format!("invalid key-space header: {e}")))?;
     for (i, s) in h.trajdb_spaces.iter().enumerate() {
         let field = format!("{SPACES_FIELD}[{i}]");
         let bad = |what: String| Error::invalid(format!("{at}, {field}"), what);
@@ -588,6 +584,64 @@ mod tests {
             .to_string();
         assert!(e.contains("f line 3 (record id 9)"), "{e}");
         assert!(e.contains("missing field `goal`"), "{e}");
+    }
+
+    #[test]
+    fn header_is_read_only_from_the_first_non_blank_line() {
+        let input = "\n{\"trajdb_spaces\":[{\"name\":\"g\",\"level\":\"step\",\"dims\":2,\"metric\":\"l2\",\"elem\":\"f32\",\"embedder\":null}]}\n{\"goal\":\"a\"}\n";
+        let mut r = LineReader::new(input.as_bytes(), "h");
+        let spaces = r.next_header().expect("ok").expect("a header");
+        assert_eq!(spaces, [SpaceDef::new("g", Level::Step, 2, Metric::L2)]);
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "a");
+        // No header: the first line stays for next_record.
+        let mut r = LineReader::new("{\"goal\":\"b\"}\n".as_bytes(), "h");
+        assert!(r.next_header().expect("ok").is_none());
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "b");
+        assert!(r.next_record().expect("ok").is_none());
+        // A header after a record is refused by next_record with its line.
+        let later = format!("{{\"goal\":\"c\"}}\n{input}");
+        let mut r = LineReader::new(later.as_bytes(), "h");
+        assert!(r.next_header().expect("ok").is_none());
+        r.next_record().expect("ok");
+        let e = r.next_record().expect_err("refused").to_string();
+        assert!(
+            e.contains("h line 3") && e.contains("first non-blank line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn header_with_a_repeated_name_or_wrong_embedder_dims_is_refused() {
+        let space = |name: &str, emb: u32| {
+            format!("{{\"name\":\"{name}\",\"level\":\"trajectory\",\"dims\":4,\"metric\":\"dot\",\"elem\":\"f32\",\"embedder\":{{\"name\":\"e\",\"version\":\"1\",\"dims\":{emb}}}}}")
+        };
+        let line = |a: String, b: String| format!("{{\"trajdb_spaces\":[{a},{b}]}}");
+        let e = parse_header(line(space("x", 4), space("x", 4)).as_bytes(), "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("f line 1, trajdb_spaces[1]") && e.contains("twice"),
+            "{e}"
+        );
+        let e = parse_header(line(space("x", 4), space("y", 8)).as_bytes(), "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("trajdb_spaces[1]") && e.contains("makes 8"),
+            "{e}"
+        );
+        let e = parse_header(br#"{"trajdb_spaces":[],"extra":1}"#, "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("invalid key-space header") && e.contains("extra"),
+            "{e}"
+        );
+        assert!(
+            parse_header(line(space("x", 4), space("y", 4)).as_bytes(), "f")
+                .expect("ok")
+                .is_some()
+        );
     }
 
     #[test]

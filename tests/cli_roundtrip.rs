@@ -31,7 +31,15 @@ fn mixed_db(name: &str) -> PathBuf {
     let b = file(&format!("{name}-dot.jsonl"), DOT_RECORDS.as_bytes());
     ok(&["import", s(&db), s(&a), "--metric", "l2"]);
     ok(&[
-        "import", s(&db), s(&b), "--metric", "dot", "--embed", "goal", "--dims", "16",
+        "import",
+        s(&db),
+        s(&b),
+        "--metric",
+        "dot",
+        "--embed",
+        "goal",
+        "--dims",
+        "16",
     ]);
     db
 }
@@ -207,7 +215,13 @@ fn metric_and_embed_options_that_disagree_with_the_header_are_refused() {
     // Options that say what the header says are accepted, and `--embed goal` then fills the
     // `goal` keys the records lack (4 of 7), as it asks.
     ok(&[
-        "import", s(&fresh), s(&f), "--embed", "goal", "--dims", "16",
+        "import",
+        s(&fresh),
+        s(&f),
+        "--embed",
+        "goal",
+        "--dims",
+        "16",
     ]);
     let spaces = stats_spaces(&fresh);
     assert_eq!(spaces[1]["name"], "goal");

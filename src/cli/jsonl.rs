@@ -471,9 +471,7 @@ fn append_all(
     let mut ids = Ids::new(db);
     while let Some(mut t) = r.next_record()? {
         let at = r.location(t.id);
-        if header.is_none()
-            && spaces.is_empty()
-            && (!t.keys.is_empty() || !t.step_keys.is_empty())
+        if header.is_none() && spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty())
         {
             // A database without key spaces takes them from its first record with keys.
             let opts = SpaceOpts {
