@@ -9,6 +9,11 @@
 //! keys of spaces that record a text embedder. Every error names the source, the line and,
 //! when known, the record id.
 //!
+//! The first non-blank line may instead be a key-space header, `{"trajdb_spaces":[...]}`
+//! ([`SpacesHeader`], written by `trajdb export`): the key spaces in creation order, so that
+//! an import rebuilds them exactly. [`LineReader::next_header`] reads it; anywhere else it is
+//! refused with its line number.
+//!
 //! ```
 //! use trajdb::jsonl::{LineReader, parse_record};
 //! let input = "{\"goal\":\"make tea\",\"keys\":{\"goal\":[1,0]}}\n\n{\"goal\":\"boil\"}\n";
@@ -26,6 +31,8 @@
 
 use std::io::{BufRead, ErrorKind};
 
+use serde::{Deserialize, Serialize};
+
 use crate::embed::{Embedder, HashEmbedder};
 use crate::error::{Error, Result};
 use crate::record::{Level, Metric, SpaceDef, Trajectory};
@@ -38,6 +45,19 @@ pub const TRAJECTORY_FIELDS: [&str; 4] = ["goal", "plan", "category", "task"];
 /// Step-level text fields a key space can be embedded from.
 pub const STEP_FIELDS: [&str; 3] = ["observation", "reasoning", "action"];
 
+/// The top-level field that marks a key-space header line.
+pub const SPACES_FIELD: &str = "trajdb_spaces";
+
+/// The key-space header line: `{"trajdb_spaces":[{"name":..,"level":..,"dims":..,
+/// "metric":..,"elem":..,"embedder":null|{"name":..,"version":..,"dims":..}},...]}`, the
+/// database's key spaces in creation order. Allowed only as the first non-blank line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpacesHeader {
+    /// The key spaces, in creation order.
+    pub trajdb_spaces: Vec<SpaceDef>,
+}
+
 /// Reads newline-separated lines of bounded length, numbered from 1, skipping blank lines.
 ///
 /// A line longer than the limit is refused as soon as the limit is passed; the rest of it is
@@ -48,6 +68,8 @@ pub struct LineReader<R> {
     line: u64,
     max: usize,
     buf: Vec<u8>,
+    /// The line in `buf` was looked at by [`LineReader::next_header`] and not consumed.
+    held: bool,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -59,6 +81,7 @@ impl<R: BufRead> LineReader<R> {
             line: 0,
             max: MAX_LINE_BYTES,
             buf: Vec::new(),
+            held: false,
         }
     }
 
@@ -94,6 +117,10 @@ impl<R: BufRead> LineReader<R> {
 
     /// Reads the next non-blank line into `buf`; false at the end of the input.
     fn fill_line(&mut self) -> Result<bool> {
+        if self.held {
+            self.held = false;
+            return Ok(true);
+        }
         loop {
             self.buf.clear();
             self.line += 1;
@@ -156,6 +183,66 @@ impl<R: BufRead> LineReader<R> {
         let at = location(&self.source, self.line, None);
         parse_record(&self.buf, &at).map(Some)
     }
+
+    /// The key spaces of the key-space header ([`SpacesHeader`]) when the first non-blank
+    /// line is one; the reader then stands after it. Otherwise `None`, and that line is kept
+    /// for the next call of [`LineReader::next_record`]. After the first line has been read,
+    /// always `None`: a header further on is refused by `next_record`.
+    pub fn next_header(&mut self) -> Result<Option<Vec<SpaceDef>>> {
+        if self.line != 0 || !self.fill_line()? {
+            return Ok(None);
+        }
+        let at = location(&self.source, self.line, None);
+        let header = parse_header(&self.buf, &at)?;
+        self.held = header.is_none();
+        Ok(header)
+    }
+}
+
+/// Whether `line` is a JSON object with the top-level field [`SPACES_FIELD`]. Lines that do
+/// not contain the field name are answered without parsing.
+fn is_header(line: &[u8]) -> bool {
+    let needle = SPACES_FIELD.as_bytes();
+    line.windows(needle.len()).any(|w| w == needle)
+        && serde_json::from_slice::<serde_json::Value>(line)
+            .is_ok_and(|v| v.get(SPACES_FIELD).is_some())
+}
+
+/// Parses a key-space header line: `Some(spaces)` when `line` is one (see [`SpacesHeader`]),
+/// `None` when it is not; `at` names the line in errors.
+///
+/// Refused: unknown fields, missing or invalid space fields, names that are empty, longer
+/// than 256 bytes or given twice, dimensions outside 1..=65536, and an embedder whose
+/// dimensions differ from its space's.
+pub fn parse_header(line: &[u8], at: &str) -> Result<Option<Vec<SpaceDef>>> {
+    if !is_header(line) {
+        return Ok(None);
+    }
+    let h: SpacesHeader = serde_json::from_slice(line)
+        .map_err(|e| Error::invalid(at, format!("invalid key-space header: {e}")))?;
+    for (i, s) in h.trajdb_spaces.iter().enumerate() {
+        let field = format!("{SPACES_FIELD}[{i}]");
+        let bad = |what: String| Error::invalid(format!("{at}, {field}"), what);
+        if s.name.is_empty() || s.name.len() > 256 {
+            return Err(bad("key space names must be 1..=256 bytes".into()));
+        }
+        if h.trajdb_spaces[..i].iter().any(|p| p.name == s.name) {
+            return Err(bad(format!("key space `{}` is defined twice", s.name)));
+        }
+        if !(1..=65_536).contains(&s.dims) {
+            return Err(bad(format!(
+                "key space `{}` has {} dimensions; 1..=65536 are allowed",
+                s.name, s.dims
+            )));
+        }
+        if let Some(e) = s.embedder.as_ref().filter(|e| e.dims != s.dims) {
+            return Err(bad(format!(
+                "key space `{}` has {} dimensions but its embedder {e} makes {}",
+                s.name, s.dims, e.dims
+            )));
+        }
+    }
+    Ok(Some(h.trajdb_spaces))
 }
 
 /// `SOURCE line N`, with ` (record id I)` when the id is known.
@@ -198,6 +285,12 @@ pub fn parse_record(line: &[u8], at: &str) -> Result<Trajectory> {
         )
     })?;
     let t: Trajectory = serde_json::from_str(text).map_err(|e| {
+        if is_header(line) {
+            return Error::invalid(
+                at,
+                format!("a key-space header (`{SPACES_FIELD}`) may only be the first non-blank line; put it first, or drop it if the file was joined from several exports"),
+            );
+        }
         let id = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
@@ -491,6 +584,64 @@ mod tests {
             .to_string();
         assert!(e.contains("f line 3 (record id 9)"), "{e}");
         assert!(e.contains("missing field `goal`"), "{e}");
+    }
+
+    #[test]
+    fn header_is_read_only_from_the_first_non_blank_line() {
+        let input = "\n{\"trajdb_spaces\":[{\"name\":\"g\",\"level\":\"step\",\"dims\":2,\"metric\":\"l2\",\"elem\":\"f32\",\"embedder\":null}]}\n{\"goal\":\"a\"}\n";
+        let mut r = LineReader::new(input.as_bytes(), "h");
+        let spaces = r.next_header().expect("ok").expect("a header");
+        assert_eq!(spaces, [SpaceDef::new("g", Level::Step, 2, Metric::L2)]);
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "a");
+        // No header: the first line stays for next_record.
+        let mut r = LineReader::new("{\"goal\":\"b\"}\n".as_bytes(), "h");
+        assert!(r.next_header().expect("ok").is_none());
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "b");
+        assert!(r.next_record().expect("ok").is_none());
+        // A header after a record is refused by next_record with its line.
+        let later = format!("{{\"goal\":\"c\"}}\n{input}");
+        let mut r = LineReader::new(later.as_bytes(), "h");
+        assert!(r.next_header().expect("ok").is_none());
+        r.next_record().expect("ok");
+        let e = r.next_record().expect_err("refused").to_string();
+        assert!(
+            e.contains("h line 3") && e.contains("first non-blank line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn header_with_a_repeated_name_or_wrong_embedder_dims_is_refused() {
+        let space = |name: &str, emb: u32| {
+            format!("{{\"name\":\"{name}\",\"level\":\"trajectory\",\"dims\":4,\"metric\":\"dot\",\"elem\":\"f32\",\"embedder\":{{\"name\":\"e\",\"version\":\"1\",\"dims\":{emb}}}}}")
+        };
+        let line = |a: String, b: String| format!("{{\"trajdb_spaces\":[{a},{b}]}}");
+        let e = parse_header(line(space("x", 4), space("x", 4)).as_bytes(), "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("f line 1, trajdb_spaces[1]") && e.contains("twice"),
+            "{e}"
+        );
+        let e = parse_header(line(space("x", 4), space("y", 8)).as_bytes(), "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("trajdb_spaces[1]") && e.contains("makes 8"),
+            "{e}"
+        );
+        let e = parse_header(br#"{"trajdb_spaces":[],"extra":1}"#, "f line 1")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("invalid key-space header") && e.contains("extra"),
+            "{e}"
+        );
+        assert!(
+            parse_header(line(space("x", 4), space("y", 4)).as_bytes(), "f")
+                .expect("ok")
+                .is_some()
+        );
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
     assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
     let r = trajdb(&["export", s(&db)], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout.lines().count(), 2);
+    assert_eq!(records(&r.stdout).len(), 2);
     assert!(
         r.stderr.contains("warning") && r.stderr.contains("damaged log tail"),
         "{}",
@@ -252,7 +252,7 @@ fn append_stops_at_a_bad_record_and_keeps_the_ones_before() {
         ],
     );
     let out = export(&db);
-    assert_eq!(out.lines().count(), 5);
+    assert_eq!(records(&out).len(), 5);
     assert!(!out.contains("\"four\""));
     assert_verifies(&db);
 }

@@ -21,8 +21,8 @@ fn import_then_export_round_trips_every_field() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let got: Vec<Trajectory> = out
-        .lines()
+    let got: Vec<Trajectory> = records(&out)
+        .into_iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(got, want);
@@ -59,7 +59,7 @@ fn import_from_a_pipe_checks_and_commits_in_one_pass() {
     // /dev/stdin is not a regular file: the single-pass path.
     let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(GOOD.as_bytes()));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(export(&dir).lines().count(), 3);
+    assert_eq!(records(&export(&dir)).len(), 3);
     let bad = "{\"goal\":\"x\"}\n{\"goal\":1}\n";
     let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(bad.as_bytes()));
     assert_refused(
@@ -69,7 +69,7 @@ fn import_from_a_pipe_checks_and_commits_in_one_pass() {
             "the 1 record before it was imported and kept (id 13)",
         ],
     );
-    assert_eq!(export(&dir).lines().count(), 4);
+    assert_eq!(records(&export(&dir)).len(), 4);
     assert_verifies(&dir);
 }
 
@@ -348,7 +348,7 @@ fn get_delete_compact_fork_and_verify() {
 fn read_commands_work_while_a_writer_holds_the_lock() {
     let db = seeded("locked");
     let writer = Database::open(&db, Options::default()).unwrap();
-    assert_eq!(export(&db).lines().count(), 3);
+    assert_eq!(records(&export(&db)).len(), 3);
     assert_verifies(&db);
     ok(&[
         "search",

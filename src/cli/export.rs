@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use trajdb::export::{chat_example, usage_lines};
+use trajdb::jsonl::SpacesHeader;
 use trajdb::Trajectory;
 
 use super::{
@@ -105,6 +106,13 @@ pub fn export(a: &ExportArgs) -> CliResult {
             write_line(&mut out, &json_line(&l)?)?;
         }
         return out.flush().map_err(out_err);
+    }
+    if a.format == ExportFormat::Jsonl {
+        // The key spaces first, so that `import` rebuilds them exactly.
+        let header = SpacesHeader {
+            trajdb_spaces: db.spaces(),
+        };
+        write_line(&mut out, &json_line(&header)?)?;
     }
     let mut skipped = 0u64;
     for id in db.ids() {

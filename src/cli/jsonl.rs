@@ -1,10 +1,11 @@
 //! `trajdb import` and `trajdb append`: JSONL records into the database.
 //!
 //! `import` reads a regular file twice: a first pass parses and checks every record against
-//! the key spaces (existing, inferred from the first record, or made by `--embed`) and the
-//! ids already stored, so a bad record is refused before anything is written; the second
-//! pass embeds and commits. Input that cannot be read twice (a pipe) is checked and
-//! committed in one pass.
+//! the key spaces (existing, from the key-space header line, or else inferred from the first
+//! record and made by `--embed`) and the ids already stored, so a bad record is refused
+//! before anything is written; the second pass embeds and commits. Input that cannot be read
+//! twice (a pipe) is checked and committed in one pass. `append` applies a key-space header
+//! too when it is the first line of stdin.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -136,6 +137,70 @@ fn plan_spaces(
     Ok(new)
 }
 
+/// The key spaces of header `header` (read at `at`) that the database does not have yet, in
+/// header order. Refused: a space of the same name defined differently in the database, and
+/// `--metric` or `--embed` options that disagree with the header (the header decides).
+fn plan_header_spaces(
+    existing: &[SpaceDef],
+    header: &[SpaceDef],
+    at: &str,
+    o: &SpaceOpts<'_>,
+) -> trajdb::Result<Vec<SpaceDef>> {
+    if let Some(m) = o.metric {
+        if let Some(s) = header.iter().find(|s| s.metric != m) {
+            return Err(Error::invalid(
+                format!("--metric {}", metric_name(m)),
+                format!(
+                    "conflicts with the key-space header at {at}, which defines {}; drop --metric, the header decides",
+                    describe(s)
+                ),
+            ));
+        }
+    }
+    for field in o.embed {
+        let flag = format!("--embed {field}");
+        let Some(s) = header.iter().find(|s| &s.name == field) else {
+            return Err(Error::invalid(
+                flag,
+                format!(
+                    "conflicts with the key-space header at {at}, which defines no space `{field}`; drop --embed, the header decides"
+                ),
+            ));
+        };
+        let dims = o.dims.unwrap_or(s.dims);
+        let want = SpaceDef::new(field.clone(), s.level, dims, s.metric)
+            .with_embedder(HashEmbedder::new(dims)?.id());
+        if *s != want {
+            return Err(Error::invalid(
+                flag,
+                format!(
+                    "conflicts with the key-space header at {at}, which defines {}, not {}; drop --embed and --dims, the header decides",
+                    describe(s),
+                    describe(&want)
+                ),
+            ));
+        }
+    }
+    let mut new = Vec::new();
+    for h in header {
+        match existing.iter().find(|s| s.name == h.name) {
+            Some(s) if s != h => {
+                return Err(Error::SpaceConflict {
+                    name: h.name.clone(),
+                    what: format!(
+                        "a different definition in the database: {}, but the key-space header at {at} defines {}; import into a new database",
+                        describe(s),
+                        describe(h)
+                    ),
+                })
+            }
+            Some(_) => {}
+            None => new.push(h.clone()),
+        }
+    }
+    Ok(new)
+}
+
 /// Ids seen so far: stored ones and those of earlier lines of the input.
 struct Ids {
     stored: HashSet<u64>,
@@ -234,8 +299,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
     let (input, regular) = open_input(&a.file)?;
-    // The first record decides the key spaces; read it before touching the database.
+    // The key-space header, or else the first record, decides the key spaces; read them
+    // before touching the database.
     let mut reader = LineReader::new(input, source.as_str());
+    let header = reader.next_header().map_err(|e| nothing(e, "imported"))?;
+    let header_at = reader.location(None);
     let first = reader.next_record().map_err(|e| nothing(e, "imported"))?;
     let first_at = reader.location(first.as_ref().and_then(|t| t.id));
     let durability = if a.durable {
@@ -250,17 +318,20 @@ pub fn import(a: &ImportArgs) -> CliResult {
         dims: a.dims,
         metric: a.metric.map(Metric::from),
     };
-    let create = plan_spaces(
-        &existing,
-        first.as_ref().map(|t| (t, first_at.as_str())),
-        &opts,
-    )
+    let create = match &header {
+        Some(h) => plan_header_spaces(&existing, h, &header_at, &opts),
+        None => plan_spaces(
+            &existing,
+            first.as_ref().map(|t| (t, first_at.as_str())),
+            &opts,
+        ),
+    }
     .map_err(|e| nothing(e, "imported"))?;
     let mut all = existing;
     all.extend(create.iter().cloned());
     if regular {
         // Check everything before writing anything.
-        let mut check = LineReader::new(open_input(&a.file)?.0, source.as_str());
+        let mut check = reopen(&a.file, &source)?;
         pass(
             &mut check,
             None,
@@ -275,11 +346,16 @@ pub fn import(a: &ImportArgs) -> CliResult {
     for def in &create {
         db.create_space(def)?;
     }
-    let fill = hash_spaces(&db.spaces());
+    let mut fill = hash_spaces(&db.spaces());
+    if header.is_some() {
+        // An exported file holds every key its records had: a record without a key for an
+        // embedder space had none in the source, so only `--embed` spaces are filled.
+        fill.retain(|(s, _)| a.embed.contains(&s.name));
+    }
     let mut counts = Counts::default();
     let mut ids = Ids::new(&db);
     let committed = if regular {
-        let mut r = LineReader::new(open_input(&a.file)?.0, source.as_str());
+        let mut r = reopen(&a.file, &source)?;
         pass(&mut r, None, &all, &fill, &mut ids, Some(&db), &mut counts)
     } else {
         // A pipe cannot be read twice: check and commit in one pass, from the first record.
@@ -319,6 +395,13 @@ pub fn import(a: &ImportArgs) -> CliResult {
     }
     eprintln!("{note}");
     Ok(())
+}
+
+/// The input file again, standing after its key-space header (read once already).
+fn reopen(path: &Path, source: &str) -> CliResult<LineReader<BufReader<File>>> {
+    let mut r = LineReader::new(open_input(path)?.0, source);
+    r.next_header().map_err(|e| nothing(e, "imported"))?;
+    Ok(r)
 }
 
 fn nothing(e: Error, verb: &str) -> Failure {
@@ -366,12 +449,30 @@ fn append_all(
     counts: &mut Counts,
 ) -> Result<(), AppendError> {
     let mut r = LineReader::new(input, "stdin");
+    // A key-space header as the first line creates its spaces; then none are inferred.
+    let header = r.next_header()?;
+    if let Some(h) = &header {
+        let opts = SpaceOpts {
+            embed: &[],
+            dims: None,
+            metric: None,
+        };
+        for def in &plan_header_spaces(&db.spaces(), h, &r.location(None), &opts)? {
+            db.create_space(def)?;
+        }
+    }
     let mut spaces = db.spaces();
-    let mut fill = hash_spaces(&spaces);
+    // After a header (an exported stream) records are stored as given, keys are not filled.
+    let mut fill = if header.is_some() {
+        Vec::new()
+    } else {
+        hash_spaces(&spaces)
+    };
     let mut ids = Ids::new(db);
     while let Some(mut t) = r.next_record()? {
         let at = r.location(t.id);
-        if spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty()) {
+        if header.is_none() && spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty())
+        {
             // A database without key spaces takes them from its first record with keys.
             let opts = SpaceOpts {
                 embed: &[],

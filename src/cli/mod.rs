@@ -28,7 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Import trajectories from a JSONL file (creates the database if absent).
     Import(ImportArgs),
-    /// Append JSONL trajectories from stdin, printing {"id":N} per committed record.
+    /// Append JSONL trajectories from stdin, printing {"id":N} per committed record. A
+    /// key-space header as the first line creates its spaces.
     Append(AppendArgs),
     /// Search one key space for the nearest keys.
     Search(SearchArgs),
@@ -79,11 +80,14 @@ pub struct ImportArgs {
     pub db: PathBuf,
     /// JSONL file, one trajectory per line.
     pub file: PathBuf,
-    /// Metric of key spaces this import creates [default: cosine].
+    /// Metric of key spaces this import creates [default: cosine]. A file that starts with
+    /// a key-space header line (as `export` writes) defines its spaces itself; a different
+    /// metric is refused.
     #[arg(long, value_enum)]
     pub metric: Option<MetricArg>,
     /// Embed these text fields with the built-in hash embedder into key spaces of the same
-    /// name, for records that carry no vector for them.
+    /// name, for records that carry no vector for them. With a key-space header line the
+    /// header must define these spaces with that embedder.
     #[arg(long, value_delimiter = ',', value_name = "FIELD[,FIELD..]",
           value_parser = ["goal", "plan", "category", "task", "observation", "reasoning", "action"])]
     pub embed: Vec<String>,
@@ -164,7 +168,7 @@ pub struct GetArgs {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// The JSONL records `import` reads.
+    /// The JSONL records `import` reads, after a key-space header line.
     Jsonl,
     /// One {"messages":[...]} chat example per trajectory.
     Chat,

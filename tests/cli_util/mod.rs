@@ -96,6 +96,18 @@ pub fn export(db: &Path) -> String {
     ok(&["export", s(db)])
 }
 
+/// The record lines of `trajdb export` (jsonl) output: the lines after the key-space header,
+/// which must be the first line.
+pub fn records(out: &str) -> Vec<&str> {
+    let mut lines = out.lines();
+    let head = lines.next().unwrap_or_default();
+    assert!(
+        head.starts_with("{\"trajdb_spaces\":["),
+        "export does not start with the key-space header: {head}"
+    );
+    lines.collect()
+}
+
 /// Asserts `trajdb verify DB` passes.
 pub fn assert_verifies(db: &Path) {
     let out = ok(&["verify", s(db)]);
