@@ -1320,6 +1320,26 @@ impl Database {
                 what: format!("log tail is damaged: {why}"),
             });
         }
+        if self.opts.read_only {
+            // Past this handle's snapshot a writer may have appended whole frames; anything
+            // else there is a damaged tail (which a writable open would cut).
+            let log = self.log();
+            let len = log
+                .len()
+                .map_err(|e| Error::io("stat", self.log_path.clone(), e))?;
+            let valid =
+                log::valid_prefix_from(log.as_ref(), &self.log_path, end.end, end.next_seq)?;
+            if valid < len {
+                return Err(Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: valid,
+                    what: format!(
+                        "log tail is damaged: {} bytes after the last valid frame (a writable open cuts them; if a writer is appending right now, verify again)",
+                        len - valid
+                    ),
+                });
+            }
+        }
         for (i, s) in st.spaces.iter().enumerate() {
             if cursor[i] != s.rows.len() {
                 return Err(Error::Corrupt {

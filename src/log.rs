@@ -429,6 +429,16 @@ fn scan_frames(
 /// Offset of the first frame that does not check (or the end of the log when all do).
 pub(crate) fn valid_prefix(storage: &dyn Storage, path: &Path) -> Result<u64> {
     let hdr = read_header(storage, path)?;
+    valid_prefix_from(storage, path, LOG_HEADER_LEN, hdr.base_seq)
+}
+
+/// Like [`valid_prefix`], starting at frame boundary `start` whose frame carries `seq`.
+pub(crate) fn valid_prefix_from(
+    storage: &dyn Storage,
+    path: &Path,
+    start: u64,
+    seq: u64,
+) -> Result<u64> {
     let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
     let mut w = Window {
         storage,
@@ -436,8 +446,8 @@ pub(crate) fn valid_prefix(storage: &dyn Storage, path: &Path) -> Result<u64> {
         start: 0,
         buf: Vec::new(),
     };
-    let mut pos = LOG_HEADER_LEN;
-    let mut seq = hdr.base_seq;
+    let mut pos = start;
+    let mut seq = seq;
     while pos < file_len {
         match check_frame(&mut w, pos, Some(seq)).map_err(|e| Error::io("read", path, e))? {
             Ok(f) => {

@@ -103,9 +103,7 @@ fn flipped_byte_in_a_middle_frame_is_reported_with_file_and_offset() {
     bytes[at] ^= 0x01;
     std::fs::write(dir.join("log"), &bytes).unwrap();
     let before = bytes.clone();
-    let err = Database::open(&dir, Options::default())
-        .err()
-        .expect("open must fail");
+    let err = Database::open(&dir, Options::default()).expect_err("open must fail");
     assert!(matches!(err, Error::Corrupt { offset: 64, .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("log") && msg.contains("byte 64"), "{msg}");
@@ -132,9 +130,7 @@ fn newer_format_version_is_refused_with_the_version_numbers() {
     let crc = crc32(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(dir.join("log"), &bytes).unwrap();
-    let err = Database::open(&dir, Options::default())
-        .err()
-        .expect("refused");
+    let err = Database::open(&dir, Options::default()).expect_err("refused");
     assert!(
         matches!(
             err,
@@ -157,16 +153,12 @@ fn a_foreign_file_is_not_a_database() {
         b"hello, this is not trajdb at all; just some text.......",
     )
     .unwrap();
-    let err = Database::open(&dir, Options::default())
-        .err()
-        .expect("refused");
+    let err = Database::open(&dir, Options::default()).expect_err("refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     let dir2 = tmp("foreign-dir");
     std::fs::create_dir_all(&dir2).unwrap();
     std::fs::write(dir2.join("notes.txt"), b"x").unwrap();
-    let err = Database::open(&dir2, Options::default())
-        .err()
-        .expect("refused");
+    let err = Database::open(&dir2, Options::default()).expect_err("refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     assert_eq!(
         std::fs::read_dir(&dir2).unwrap().count(),
