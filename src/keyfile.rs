@@ -110,6 +110,14 @@ fn decode_key_header(b: &[u8; 64]) -> std::result::Result<KeyHeader, String> {
             u32_at(b, header::VERSION)
         ));
     }
+    let reserved = [
+        header::RESERVED0..header::RESERVED0 + 2,
+        header::RESERVED1..header::RESERVED1 + 4,
+        header::RESERVED2..header::CRC,
+    ];
+    if reserved.into_iter().any(|r| b[r].iter().any(|&x| x != 0)) {
+        return Err("reserved header bytes are not zero".into());
+    }
     let dims = u32_at(b, header::DIMS);
     if u32_at(b, header::STRIDE) != dims.saturating_mul(4) {
         return Err("row stride does not match dimensions".into());
@@ -162,6 +170,16 @@ struct FileRows {
     hasher: crc32fast::Hasher,
 }
 
+/// The first `n` floats of a mapped key file's row region (empty if the map is shorter or
+/// misaligned, which the callers' row counts rule out).
+fn rows_of(map: &MappedFile, n: usize) -> &[f32] {
+    let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(0);
+    map.after(start)
+        .get(..n * 4)
+        .and_then(|b| bytemuck::try_cast_slice(b).ok())
+        .unwrap_or(&[])
+}
+
 /// CRC-32 state over the first `rows` rows of a key file, read in large chunks.
 fn hash_rows(s: &dyn Storage, rows: u64, stride: u64) -> std::io::Result<crc32fast::Hasher> {
     let mut h = crc32fast::Hasher::new();
@@ -209,9 +227,12 @@ impl RowStore {
         let Ok(map) = MappedFile::map(file, len_us) else {
             return Ok(heap);
         };
-        let bytes = map.bytes();
+        // The header is rewritten in place at checkpoints, so it is read with `read_at`,
+        // never through the map; the map is only read in the row region.
         let mut b = [0u8; 64];
-        b.copy_from_slice(&bytes[..64]);
+        if s.read_at(&mut b, 0).is_err() {
+            return Ok(heap);
+        }
         let Ok(h) = decode_key_header(&b) else {
             return Ok(heap);
         };
@@ -230,8 +251,9 @@ impl RowStore {
             && h.metric == metric_code(def.metric)
             && h.log_id == log_id;
         let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(64);
-        let end = usize::try_from(end).unwrap_or(start);
-        if !matches || crc32fast::hash(&bytes[start..end]) != h.rows_crc {
+        let row_bytes = usize::try_from(end).unwrap_or(start) - start;
+        let rows = map.after(start).get(..row_bytes).unwrap_or(&[]);
+        if !matches || rows.len() != row_bytes || crc32fast::hash(rows) != h.rows_crc {
             return Ok(heap);
         }
         Ok(RowStore {
@@ -375,20 +397,13 @@ impl RowStore {
         let n = self.rows * self.dims;
         match &self.kind {
             StoreKind::Heap(v) => &v[..n],
-            StoreKind::Mapped { map, .. } => {
-                let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(0);
-                bytemuck::try_cast_slice(&map.bytes()[start..start + n * 4]).unwrap_or(&[])
-            }
+            StoreKind::Mapped { map, .. } => rows_of(map, n),
             StoreKind::File(f) => {
                 if let Some(m) = &f.mirror {
                     return &m[..n];
                 }
                 match &f.map {
-                    Some(map) => {
-                        let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(0);
-                        let bytes = &map.bytes()[start..start + n * 4];
-                        bytemuck::try_cast_slice(bytes).unwrap_or(&[])
-                    }
+                    Some(map) => rows_of(map, n),
                     None => &[],
                 }
             }
@@ -524,7 +539,7 @@ impl RowStore {
     pub(crate) fn file_bytes(&self) -> u64 {
         match &self.kind {
             StoreKind::Heap(_) => 0,
-            StoreKind::Mapped { map, .. } => off(map.bytes().len()),
+            StoreKind::Mapped { map, .. } => off(map.len()),
             StoreKind::File(f) => f.storage.len().unwrap_or(0),
         }
     }

@@ -18,7 +18,9 @@ impl MappedFile {
         // files. The single writer (it holds the database lock) only grows them (set_len
         // upwards, then map) and writes rows past every row count it has published or that
         // the file's header vouches for; callers only read rows below those counts, so no
-        // byte a reader can see changes. A key file is never truncated in place: a rebuild
+        // row byte a reader can see changes. The 64-byte header is rewritten in place at
+        // checkpoints, which is why trajdb reads it with positioned reads, never through a
+        // map: only the row region of a map is ever turned into a slice. A key file is never truncated in place: a rebuild
         // writes a new file and renames it over the old name, leaving this mapping's inode
         // intact. Read-only handles in other processes map only vouched rows, which the
         // writer never rewrites. A process that writes the files while ignoring the lock
@@ -27,8 +29,14 @@ impl MappedFile {
         Ok(MappedFile { map })
     }
 
-    /// The mapped bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
+    /// The mapped bytes from `offset` on (empty past the end). Key files are only read
+    /// from their row region through a map, never their header.
+    pub(crate) fn after(&self, offset: usize) -> &[u8] {
+        self.map.get(offset..).unwrap_or(&[])
+    }
+
+    /// Length of the mapping.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 }
