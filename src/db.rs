@@ -225,8 +225,10 @@ impl State {
             let slot = u32::try_from(self.trajs.len()).unwrap_or(u32::MAX);
             let env = self.intern(t.env);
             let task = self.intern(t.task);
+            // Check every key before any row is stored, so a bad record changes nothing.
+            let mut step_run: Option<(u32, u32)> = None; // (space, next expected step)
             for (space, step, v) in &t.keys {
-                let Some(s) = self.spaces.get_mut(ix(*space)) else {
+                let Some(s) = self.spaces.get(ix(*space)) else {
                     return Err(corrupt(0, format!("key of undefined key space {space}")));
                 };
                 if v.len() != ix(s.def.dims) * 4 {
@@ -237,7 +239,18 @@ impl State {
                 }
                 let step_ok = match s.def.level {
                     Level::Trajectory => *step == NO_STEP,
-                    Level::Step => *step < t.n_steps,
+                    Level::Step => {
+                        // Step keys of one space are exactly steps 0..n, in order.
+                        let want = match step_run {
+                            Some((sp, next)) if sp == *space => next,
+                            _ => 0,
+                        };
+                        if step_run.is_some_and(|(sp, next)| sp != *space && next != t.n_steps) {
+                            return Err(corrupt(0, "a step key space misses steps".into()));
+                        }
+                        step_run = Some((*space, want + 1));
+                        *step == want && *step < t.n_steps
+                    }
                 };
                 if !step_ok {
                     return Err(corrupt(
@@ -245,6 +258,12 @@ impl State {
                         format!("key step {step} does not fit space `{}`", s.def.name),
                     ));
                 }
+            }
+            if step_run.is_some_and(|(_, next)| next != t.n_steps) {
+                return Err(corrupt(0, "a step key space misses steps".into()));
+            }
+            for (space, step, v) in &t.keys {
+                let s = &mut self.spaces[ix(*space)];
                 s.rows.push(v)?;
                 s.row_meta.push(RowMeta { slot, step: *step });
             }
@@ -892,13 +911,13 @@ impl Database {
 
     /// Creates a key space, or checks that an existing one has the same definition.
     pub fn create_space(&self, def: &SpaceDef) -> Result<()> {
-        if def.dims == 0 || def.dims > 65_536 {
+        if def.dims == 0 || def.dims > record::MAX_DIMS {
             return Err(Error::invalid(
                 format!("space `{}`", def.name),
                 format!("dimensions must be 1..=65536, got {}", def.dims),
             ));
         }
-        if def.name.is_empty() || def.name.len() > 256 {
+        if def.name.is_empty() || def.name.len() > record::MAX_SPACE_NAME {
             return Err(Error::invalid("space name", "must be 1..=256 bytes"));
         }
         if let Some(e) = &def.embedder {

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{Dec, DecResult, DecodeError, Enc};
 
+/// Largest key-space dimensions.
+pub(crate) const MAX_DIMS: u32 = 65_536;
+/// Longest key-space name, in bytes.
+pub(crate) const MAX_SPACE_NAME: usize = 256;
+
 /// Step index written for a trajectory-level key or a retrieval of a whole trajectory.
 pub(crate) const NO_STEP: u32 = u32::MAX;
 
@@ -500,7 +505,11 @@ fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
     let n = d.count(8)?;
     let mut meta = Vec::with_capacity(n);
     for _ in 0..n {
-        meta.push((d.str()?, d.str()?));
+        let k = d.str()?;
+        if meta.last().is_some_and(|(p, _): &(&str, &str)| *p >= k) {
+            return d.err(format!("meta key `{k}` is out of order or repeated"));
+        }
+        meta.push((k, d.str()?));
     }
     let kind_code = d.u8()?;
     let Some(kind) = ProvenanceKind::from_code(kind_code) else {
@@ -518,6 +527,14 @@ fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
         let space = d.u32()?;
         let step = d.u32()?;
         let dims = d.count(4)?;
+        if keys
+            .last()
+            .is_some_and(|&(s, t, _): &(u32, u32, &[u8])| (s, t) >= (space, step))
+        {
+            return d.err(format!(
+                "key (space {space}, step {step}) is out of order or repeated"
+            ));
+        }
         keys.push((space, step, d.take(dims * 4)?));
     }
     d.finish()?;
@@ -645,7 +662,16 @@ pub(crate) fn decode_record(
                 return d.err("reserved byte is not zero");
             }
             let dims = d.u32()?;
+            if dims == 0 || dims > MAX_DIMS {
+                return d.err(format!("dimensions {dims} are not in 1..={MAX_DIMS}"));
+            }
             let name = d.str()?.to_owned();
+            if name.is_empty() || name.len() > MAX_SPACE_NAME {
+                return d.err(format!(
+                    "space name of {} bytes is not 1..={MAX_SPACE_NAME} bytes",
+                    name.len()
+                ));
+            }
             let embedder = if d.flag()? {
                 Some(EmbedderId {
                     name: d.str()?.to_owned(),
@@ -713,4 +739,77 @@ pub(crate) fn decode_record(
     };
     d.finish()?;
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(id: u32) -> Option<(String, Level)> {
+        Some((format!("s{id}"), Level::Step))
+    }
+
+    #[test]
+    fn keys_out_of_order_or_repeated_are_refused_on_decode() {
+        let t = Trajectory {
+            goal: "g".into(),
+            steps: vec![Step::default(), Step::default()],
+            ..Default::default()
+        };
+        let v = [1.0f32, 2.0];
+        let k = |space, step| EncKey {
+            space,
+            step,
+            vector: &v,
+        };
+        let ok = encode_trajectory(&t, 1, &[k(0, 0), k(0, 1), k(1, 0)]);
+        assert!(decode_trajectory(&ok, &names).is_ok());
+        for bad in [[k(0, 1), k(0, 0)], [k(0, 0), k(0, 0)]] {
+            let p = encode_trajectory(&t, 1, &bad);
+            let e = decode_trajectory(&p, &names).expect_err("refused");
+            assert!(e.what.contains("out of order or repeated"), "{}", e.what);
+            assert!(scan_trajectory(&p).is_err());
+        }
+    }
+
+    #[test]
+    fn space_definitions_with_bad_dimensions_or_names_are_refused_on_decode() {
+        let mut def = SpaceDef::new("goal", Level::Trajectory, 0, Metric::Cosine);
+        let e = decode_record(kind::SPACE, &encode_space(0, &def), &names).expect_err("dims 0");
+        assert!(e.what.contains("dimensions 0"), "{}", e.what);
+        def.dims = 4;
+        def.name = String::new();
+        let e = decode_record(kind::SPACE, &encode_space(0, &def), &names).expect_err("name");
+        assert!(e.what.contains("space name"), "{}", e.what);
+        def.name = "goal".into();
+        assert!(decode_record(kind::SPACE, &encode_space(0, &def), &names).is_ok());
+    }
+
+    #[test]
+    fn meta_keys_out_of_order_are_refused_on_decode() {
+        let t = Trajectory {
+            goal: "g".into(),
+            meta: [
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "2".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let mut p = encode_trajectory(&t, 1, &[]);
+        // Swap the two one-byte keys in place: "a" then "b" becomes "b" then "a".
+        let a = p
+            .windows(5)
+            .position(|w| w == [1, 0, 0, 0, b'a'])
+            .expect("key a");
+        let b = p
+            .windows(5)
+            .position(|w| w == [1, 0, 0, 0, b'b'])
+            .expect("key b");
+        p[a + 4] = b'b';
+        p[b + 4] = b'a';
+        let e = decode_trajectory(&p, &names).expect_err("refused");
+        assert!(e.what.contains("meta key"), "{}", e.what);
+    }
 }
