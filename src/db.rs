@@ -193,7 +193,7 @@ impl State {
             .space_by_name
             .get(name)
             .ok_or_else(|| Error::UnknownSpace { name: name.into() })?;
-        Ok((id, &self.spaces[id as usize]))
+        Ok((id, &self.spaces[ix(id)]))
     }
 
     fn space_name(&self) -> impl Fn(u32) -> Option<(String, Level)> + '_ {
@@ -350,7 +350,7 @@ impl State {
     }
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
-        let slot = *self.by_id.get(&id)? as usize;
+        let slot = ix(*self.by_id.get(&id)?);
         self.trajs[slot].deleted_at.is_none().then_some(slot)
     }
 }
@@ -509,10 +509,10 @@ pub struct VerifyReport {
 }
 
 fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
-    if v.len() != space.def.dims as usize {
+    if v.len() != ix(space.def.dims) {
         return Err(Error::DimensionMismatch {
             space: space.def.name.clone(),
-            expected: space.def.dims as usize,
+            expected: ix(space.def.dims),
             got: v.len(),
         });
     }
@@ -532,10 +532,10 @@ fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
 }
 
 fn check_text(at: &str, s: &str) -> Result<()> {
-    if s.len() > MAX_PAYLOAD as usize {
+    if s.len() > ix(MAX_PAYLOAD) {
         return Err(Error::TooLarge {
             what: at.into(),
-            len: s.len() as u64,
+            len: off(s.len()),
             max: u64::from(MAX_PAYLOAD),
         });
     }
@@ -855,10 +855,10 @@ impl Database {
         let mut w = self.writer.lock();
         self.check_poison()?;
         let payload = build(&self.state.read(), &w)?;
-        if payload.len() > MAX_PAYLOAD as usize {
+        if payload.len() > ix(MAX_PAYLOAD) {
             return Err(Error::TooLarge {
                 what: "record".into(),
-                len: payload.len() as u64,
+                len: off(payload.len()),
                 max: u64::from(MAX_PAYLOAD),
             });
         }
@@ -870,7 +870,7 @@ impl Database {
             self.poison();
             return Err(Error::io("write", self.log_path.clone(), e));
         }
-        w.end += buf.len() as u64;
+        w.end += off(buf.len());
         w.next_seq += 1;
         if self.opts.durability == Durability::SyncEachCommit {
             if let Err(e) = self.log().sync() {
@@ -1122,7 +1122,7 @@ impl Database {
                     id: e.id,
                 })?;
                 if let Some(s) = e.step {
-                    if s >= st.trajs[slot as usize].n_steps {
+                    if s >= st.trajs[ix(slot)].n_steps {
                         return Err(Error::invalid(
                             "retrieval step",
                             format!("trajectory {} has no step {s}", e.id),
@@ -1243,14 +1243,16 @@ impl Database {
         let st = self.state.read();
         let live: Vec<&TrajMeta> = st.trajs.iter().filter(|m| m.deleted_at.is_none()).collect();
         Stats {
-            trajectories: live.len() as u64,
+            trajectories: off(live.len()),
             steps: live.iter().map(|m| u64::from(m.n_steps)).sum(),
-            deleted: (st.trajs.len() - live.len()) as u64,
+            deleted: off(st.trajs.len() - live.len()),
             successes: live
                 .iter()
                 .filter(|m| m.outcome.success == Some(true))
-                .count() as u64,
-            episodes: st.usage.episodes.len() as u64,
+                .count()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            episodes: off(st.usage.episodes.len()),
             commit_seq: st.last_seq,
             log_bytes: self.log().len().unwrap_or(0),
             spaces: st
@@ -1258,12 +1260,14 @@ impl Database {
                 .iter()
                 .map(|s| SpaceStats {
                     def: s.def.clone(),
-                    rows: s.rows.len() as u64,
+                    rows: off(s.rows.len()),
                     live_rows: s
                         .row_meta
                         .iter()
-                        .filter(|r| st.trajs[r.slot as usize].deleted_at.is_none())
-                        .count() as u64,
+                        .filter(|r| st.trajs[ix(r.slot)].deleted_at.is_none())
+                        .count()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
                     file_bytes: s.rows.file_bytes(),
                 })
                 .collect(),
@@ -1297,7 +1301,7 @@ impl Database {
                 })?;
                 drop(rec);
                 for (sid, _, v) in &t.keys {
-                    let sid = *sid as usize;
+                    let sid = ix(*sid);
                     let Some(space) = st.spaces.get(sid) else {
                         return Err(Error::Corrupt {
                             path: self.log_path.clone(),
@@ -1316,8 +1320,8 @@ impl Database {
                             .zip(v.chunks_exact(4))
                             .any(|(a, b)| a.to_le_bytes() != b)
                     {
-                        let offset = crate::keyfile::KEY_HEADER_LEN
-                            + (r as u64) * u64::from(space.def.dims) * 4;
+                        let offset =
+                            crate::keyfile::KEY_HEADER_LEN + off(r) * u64::from(space.def.dims) * 4;
                         return Err(Error::Corrupt {
                             path,
                             offset,
@@ -1417,7 +1421,7 @@ impl Database {
                 push(
                     &mut buf,
                     kind::SPACE,
-                    &record::encode_space(i as u32, &s.def),
+                    &record::encode_space(u32::try_from(i).unwrap_or(u32::MAX), &s.def),
                 );
             }
             for m in st.trajs.iter().filter(|m| m.deleted_at.is_none()) {

@@ -66,7 +66,7 @@ impl Embedder for HashEmbedder {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
-        let dims = self.dims as usize;
+        let dims = usize::try_from(self.dims).unwrap_or(0);
         let mut v = vec![0f32; dims];
         let mut add = |feature: &[u8], seed: u64, weight: f32| {
             let h = fnv1a(feature, seed);

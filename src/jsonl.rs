@@ -393,7 +393,7 @@ pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
         Ok(s)
     };
     let vector = |at: String, s: &SpaceDef, v: &[f32]| -> Result<()> {
-        if v.len() != s.dims as usize {
+        if u32::try_from(v.len()).ok() != Some(s.dims) {
             return Err(Error::invalid(
                 at,
                 format!(

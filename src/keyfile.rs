@@ -671,7 +671,7 @@ impl FileRows {
         let len = usize::try_from(len).map_err(|_| Error::TooLarge {
             what: "key file".into(),
             len,
-            max: usize::MAX as u64,
+            max: u64::MAX,
         })?;
         let _ = dims;
         self.map =

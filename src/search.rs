@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
+use crate::codec::{ix, off};
 use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::kernels::scan;
@@ -141,10 +142,10 @@ impl TopK {
 
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
-    if v.len() != s.def.dims as usize {
+    if v.len() != ix(s.def.dims) {
         return Err(Error::DimensionMismatch {
             space: space.into(),
-            expected: s.def.dims as usize,
+            expected: ix(s.def.dims),
             got: v.len(),
         });
     }
@@ -230,29 +231,29 @@ impl Database {
     ) -> Result<Vec<Hit>> {
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
-        let s = &st.spaces[sid as usize];
+        let s = &st.spaces[ix(sid)];
         if k == 0 {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter);
         let metric = s.def.metric;
         let mut top = TopK::new(k);
-        let dims = s.def.dims as usize;
+        let dims = ix(s.def.dims);
         scan(
             metric,
             s.rows.all(),
             dims,
             query,
-            |r| c.pass(&st.trajs[s.row_meta[r].slot as usize]),
-            |r, score| top.offer(score, r as u64),
+            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r, score| top.offer(score, off(r)),
         );
         Ok(top
             .into_sorted()
             .into_iter()
             .map(|(score, r)| {
-                let meta = s.row_meta[r as usize];
+                let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
                 Hit {
-                    id: st.trajs[meta.slot as usize].id,
+                    id: st.trajs[ix(meta.slot)].id,
                     step: (meta.step != NO_STEP).then_some(meta.step),
                     score,
                 }
@@ -273,7 +274,7 @@ impl Database {
         let mut per_key: Vec<Vec<f32>> = Vec::with_capacity(q.keys.len());
         for (name, v) in &q.keys {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
-            let s = &st.spaces[sid as usize];
+            let s = &st.spaces[ix(sid)];
             if s.def.level != Level::Trajectory {
                 return Err(Error::invalid(
                     format!("retrieve keys `{name}`"),
@@ -281,15 +282,15 @@ impl Database {
                 ));
             }
             let mut scores = vec![f32::NAN; n];
-            let dims = s.def.dims as usize;
+            let dims = ix(s.def.dims);
             scan(
                 s.def.metric,
                 s.rows.all(),
                 dims,
                 v,
-                |r| pass[s.row_meta[r].slot as usize],
+                |r| pass[ix(s.row_meta[r].slot)],
                 |r, score| {
-                    let slot = s.row_meta[r].slot as usize;
+                    let slot = ix(s.row_meta[r].slot);
                     scores[slot] = score;
                     has_any[slot] = true;
                 },
@@ -313,23 +314,23 @@ impl Database {
         let mut best_step: Vec<Option<(f32, u32)>> = vec![None; n];
         if let Some((name, v)) = &q.step_key {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
-            let s = &st.spaces[sid as usize];
+            let s = &st.spaces[ix(sid)];
             if s.def.level != Level::Step {
                 return Err(Error::invalid(
                     format!("retrieve step key `{name}`"),
                     "is a trajectory-level key space; pass it in keys",
                 ));
             }
-            let dims = s.def.dims as usize;
+            let dims = ix(s.def.dims);
             scan(
                 s.def.metric,
                 s.rows.all(),
                 dims,
                 v,
-                |r| pass[s.row_meta[r].slot as usize],
+                |r| pass[ix(s.row_meta[r].slot)],
                 |r, sc| {
                     let m = s.row_meta[r];
-                    let slot = m.slot as usize;
+                    let slot = ix(m.slot);
                     if best_step[slot].is_none_or(|(b, _)| sc > b) {
                         best_step[slot] = Some((sc, m.step));
                     }
@@ -356,11 +357,11 @@ impl Database {
                     traj
                 }
             };
-            top.offer(score, slot as u64);
+            top.offer(score, off(slot));
         }
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
-            let slot = slot as usize;
+            let slot = usize::try_from(slot).unwrap_or(usize::MAX);
             let mut t = self.read_trajectory(&st, slot)?;
             t.keys.clear();
             t.step_keys.clear();
@@ -372,7 +373,7 @@ impl Database {
             };
             let (start, end, matched, step_score) = match best_step[slot] {
                 Some((s, m)) => {
-                    let m_us = m as usize;
+                    let m_us = ix(m);
                     let start = m_us.saturating_sub(q.window);
                     let end = (m_us + q.window + 1).min(nsteps);
                     (start, end, Some(m), Some(s))
@@ -386,7 +387,10 @@ impl Database {
                 traj_score,
                 step_score,
                 matched_step: matched,
-                window: (start as u32, end as u32),
+                window: (
+                    u32::try_from(start).unwrap_or(u32::MAX),
+                    u32::try_from(end).unwrap_or(u32::MAX),
+                ),
                 trajectory: t,
             });
         }
