@@ -346,3 +346,34 @@ fn text_queries_are_refused_for_a_space_of_another_embedder() {
         ],
     );
 }
+
+#[test]
+fn damage_followed_by_valid_frames_is_refused_and_repair_keeps_the_prefix() {
+    let db = seeded("repair");
+    let before = records(&export(&db)).len();
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    // Walk the frames and damage the second to last one.
+    let mut pos = 64usize;
+    let mut starts = Vec::new();
+    while pos < b.len() {
+        starts.push(pos);
+        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += (24 + len).div_ceil(8) * 8;
+    }
+    let at = starts[starts.len() - 2];
+    b[at + 30] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    assert_refused(
+        &trajdb(&["stats", s(&db)], None),
+        &[&format!("at byte {at}"), "trajdb repair"],
+    );
+    let out = ok(&["repair", s(&db)]);
+    assert!(out.contains(&format!("cut the log at byte {at}")), "{out}");
+    assert!(db.join(format!("log.cut-{at}")).is_file());
+    // The damaged frame and the valid one after it are cut.
+    assert_eq!(records(&export(&db)).len(), before - 2);
+    assert_verifies(&db);
+    let again = ok(&["repair", s(&db)]);
+    assert!(again.contains("nothing to repair"), "{again}");
+}

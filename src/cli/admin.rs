@@ -1,4 +1,4 @@
-//! `trajdb verify`, `compact`, `fork` and `delete`.
+//! `trajdb verify`, `compact`, `repair`, `fork` and `delete`.
 
 use std::path::Path;
 
@@ -13,10 +13,11 @@ pub fn verify(db: &Path) -> CliResult {
     let torn = d.open_report();
     let s = d.stats();
     println!(
-        "ok: {} frames, {} trajectory records, {} key rows checked; {} live trajectories, {} key spaces{}",
+        "ok: {} frames, {} trajectory records, {} key rows checked against the log, {} key-file rows checked on disk; {} live trajectories, {} key spaces{}",
         r.frames,
         r.trajectories,
         r.rows,
+        r.key_file_rows,
         s.trajectories,
         s.spaces.len(),
         if torn.truncated_bytes > 0 {
@@ -34,6 +35,30 @@ pub fn verify(db: &Path) -> CliResult {
 fn size(d: &Database) -> (u64, u64) {
     let s = d.stats();
     (s.log_bytes, s.spaces.iter().map(|s| s.file_bytes).sum())
+}
+
+/// `trajdb repair DB`: cuts the log at its first damaged frame, then opens the database so
+/// key files are rebuilt, and says what was kept and cut.
+pub fn repair(db: &Path) -> CliResult {
+    let r = Database::repair(db)?;
+    let d = open_write(db, Durability::SyncEachCommit)?;
+    let s = d.stats();
+    match r.cut_at {
+        None => println!(
+            "nothing to repair: every frame of the log checks ({} live trajectories)",
+            s.trajectories
+        ),
+        Some(at) => println!(
+            "cut the log at byte {at}: {} bytes removed{}; kept {} live trajectories (last commit {})",
+            r.cut_bytes,
+            r.cut_file
+                .map(|f| format!(" and saved to {}", db.join(f).display()))
+                .unwrap_or_default(),
+            s.trajectories,
+            s.commit_seq
+        ),
+    }
+    Ok(())
 }
 
 /// `trajdb compact DB`.

@@ -43,6 +43,10 @@ pub enum Command {
     Verify(DbArg),
     /// Rewrite the log without deleted trajectories.
     Compact(DbArg),
+    /// Cut the log at its first damaged frame, keeping every commit before it (the cut bytes
+    /// are saved to `log.cut-OFFSET`): for a database that crashed under Buffered or
+    /// GroupCommit durability and that open refuses.
+    Repair(DbArg),
     /// Copy the database to a new directory.
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
@@ -264,6 +268,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Stats(a) => query::stats(&a),
         Command::Verify(a) => admin::verify(&a.db),
         Command::Compact(a) => admin::compact(&a.db),
+        Command::Repair(a) => admin::repair(&a.db),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
         Command::Bootstrap(a) => trajdb::agent::bootstrap::run(&a)
