@@ -191,3 +191,21 @@ fn short_db_curation_run_reports_consistent_figures() {
     drop(db);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn wordcraft_task_ids_are_unique_per_tree_and_do_not_spell_out_the_recipes() {
+    let book = RecipeBook::builtin_default();
+    let tasks = book.tasks(2);
+    let ids: std::collections::HashSet<String> =
+        tasks.iter().map(|t| wordcraft_task_id(&book, t)).collect();
+    assert_eq!(ids.len(), tasks.len(), "one id per task");
+    for t in tasks.iter().take(200) {
+        let id = wordcraft_task_id(&book, t);
+        for &(a, b, r) in &t.recipes {
+            for e in [a, b, r] {
+                let name = book.name(e).unwrap();
+                assert!(!id.contains(name), "task id {id} names entity {name}");
+            }
+        }
+    }
+}

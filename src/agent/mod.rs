@@ -156,15 +156,24 @@ pub trait Environment {
     }
 }
 
-/// Task id of a Wordcraft task: goal and tree recipes by name, e.g.
-/// `cyborg=human+metal;metal=fire+earth`.
+/// Task id of a Wordcraft task: `wordcraft-` and a 64-bit FNV-1a hash of its recipe tree
+/// (goal and tree recipes by name), in hex. Stable across runs, unique per tree, and opaque:
+/// the id is stored in every trajectory and exported (e.g. in chat data), so it must not
+/// spell out the recipes that solve the task.
 pub fn wordcraft_task_id(book: &wordcraft::RecipeBook, task: &wordcraft::Task) -> String {
     let name = |id: u32| book.name(id).unwrap_or("?");
-    task.recipes
+    let tree = task
+        .recipes
         .iter()
         .map(|&(a, b, r)| format!("{}={}+{}", name(r), name(a), name(b)))
         .collect::<Vec<_>>()
-        .join(";")
+        .join(";");
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in tree.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("wordcraft-{h:016x}")
 }
 
 impl Environment for WordcraftEnv {
