@@ -608,7 +608,11 @@ impl Database {
             });
         }
         let _lock = take_lock(dir)?;
-        let backend = FileBackend::new(dir);
+        Self::repair_backend(&FileBackend::new(dir))
+    }
+
+    /// [`repair`](Self::repair) on any [`Backend`]; the caller ensures no writer is open.
+    pub fn repair_backend(backend: &dyn Backend) -> Result<RepairReport> {
         let log_path = backend.path_of(LOG_FILE);
         let log = backend
             .open(LOG_FILE, false)
@@ -619,7 +623,7 @@ impl Database {
         if end >= len {
             return Ok(RepairReport::default());
         }
-        let cut_file = keep_cut_tail(&backend, log.as_ref(), end, len)?;
+        let cut_file = keep_cut_tail(backend, log.as_ref(), end, len)?;
         log.set_len(end)
             .map_err(|e| Error::io("truncate", &log_path, e))?;
         log.sync().map_err(|e| Error::io("sync", &log_path, e))?;

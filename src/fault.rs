@@ -188,6 +188,43 @@ impl MemDir<CrashFile> {
     }
 }
 
+impl MemDir<CrashFile> {
+    /// Like [`crash`](Self::crash), but the unsynced bytes of each file reach the disk out of
+    /// order, as the page cache may write them back: each 512-byte sector of the unsynced
+    /// region persists or not at random (chosen by `seed`), and the file keeps its written
+    /// length when any sector past the synced length persists.
+    pub fn crash_reordered(&self, seed: u64) -> CrashBackend {
+        let mut rng = SplitMix::new(seed);
+        let mut names: Vec<(String, Arc<CrashFile>)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        for (name, f) in names {
+            let CrashBytes { written, synced } = f.inner.lock().clone();
+            let mut bytes = synced.clone();
+            if bytes.len() < written.len() {
+                bytes.resize(written.len(), 0);
+            }
+            let mut keep_len = synced.len();
+            for start in (0..written.len()).step_by(512) {
+                let end = (start + 512).min(written.len());
+                let changed = synced.get(start..end) != Some(&written[start..end]);
+                if changed && rng.below(2) == 1 {
+                    bytes[start..end].copy_from_slice(&written[start..end]);
+                    keep_len = keep_len.max(end);
+                }
+            }
+            bytes.truncate(keep_len.max(synced.len()));
+            out.push((name, bytes));
+        }
+        Self::from_files(out)
+    }
+}
+
 /// Synced bytes with a prefix (by offset) of the unsynced changes applied, then garbage.
 fn torn(written: &[u8], synced: &[u8], rng: &mut SplitMix, garbage: bool) -> Vec<u8> {
     let first_diff = written
