@@ -37,6 +37,7 @@ pub mod keyfile;
 pub mod log;
 mod mmap;
 mod record;
+pub mod rng;
 mod search;
 pub mod storage;
 mod usage;

@@ -15,7 +15,7 @@ fn build(name: &str) -> (std::path::PathBuf, Vec<Trajectory>, u64) {
     for s in spaces(8) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut out = Vec::new();
     let mut len9 = 0;
     for n in 0..10 {
@@ -35,7 +35,7 @@ fn check_recovers(dir: &std::path::Path, want: &[Trajectory], cut: bool) {
     assert_eq!(got, want);
     db.verify().unwrap();
     // The database keeps working after the repair.
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     db.append(&random_traj(&mut rng, 8, 1, 1000)).unwrap();
     db.verify().unwrap();
 }

@@ -72,7 +72,7 @@ fn retrieval_matches_brute_force_definition() {
     for s in spaces(12) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let mut all = Vec::new();
     for n in 0..300u64 {
         let steps = 1 + rng.below(12) as usize;

@@ -40,7 +40,7 @@ fn filtered_search_returns_k_exact_results_when_k_match() {
     for s in spaces(16) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut rows = Vec::new();
     for n in 0..600u64 {
         let mut t: Trajectory = random_traj(&mut rng, 16, 2, n);
@@ -123,7 +123,7 @@ fn deleted_trajectories_never_appear_in_results() {
     for s in spaces(4) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let ids: Vec<u64> = (0..20)
         .map(|n| db.append(&random_traj(&mut rng, 4, 1, n)).unwrap())
         .collect();

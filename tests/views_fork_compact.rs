@@ -19,7 +19,7 @@ fn as_of_view_sees_exactly_the_trajectories_committed_by_then() {
     for s in spaces(8) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let mut ids = Vec::new();
     for n in 0..40 {
         ids.push(db.append(&random_traj(&mut rng, 8, 2, n)).unwrap());
@@ -56,7 +56,7 @@ fn fork_copies_content_and_then_diverges_without_touching_the_source() {
     for s in spaces(8) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for n in 0..30 {
         db.append(&random_traj(&mut rng, 8, 3, n)).unwrap();
     }
@@ -97,7 +97,7 @@ fn compaction_shrinks_log_and_key_files_and_keeps_live_content() {
     for s in spaces(32) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let mut ids = Vec::new();
     for n in 0..400 {
         ids.push(db.append(&random_traj(&mut rng, 32, 4, n)).unwrap());
@@ -163,7 +163,7 @@ fn q_counts_retrievals_weighted_by_episode_outcome_including_late_labels() {
     for s in spaces(4) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let a = db.append(&random_traj(&mut rng, 4, 1, 0)).unwrap();
     let b = db.append(&random_traj(&mut rng, 4, 1, 1)).unwrap();
     let ev = |id| RetrievalEvent {
@@ -232,7 +232,7 @@ fn read_only_handle_catches_up_with_a_writer_through_refresh_and_compaction() {
     for s in spaces(8) {
         w.create_space(&s).unwrap();
     }
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(w.append(&random_traj(&mut rng, 8, 2, n)).unwrap());
@@ -282,7 +282,7 @@ fn ids_dropped_by_compaction_are_not_assigned_again() {
     for s in spaces(4) {
         db.create_space(&s).unwrap();
     }
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let ids: Vec<u64> = (0..5)
         .map(|n| db.append(&random_traj(&mut rng, 4, 1, n)).unwrap())
         .collect();
@@ -299,7 +299,7 @@ fn ids_dropped_by_compaction_are_not_assigned_again() {
 #[test]
 fn read_only_open_maps_clean_key_files_and_never_trusts_damaged_ones() {
     let dir = tmp("ro-map");
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let q = rng.vec(8);
     let want = {
         let w = Database::open(&dir, buffered()).unwrap();

@@ -5,24 +5,21 @@
 
 use std::path::{Path, PathBuf};
 
+use trajdb::rng::SplitMix64;
 use trajdb::{Database, Durability, Level, Metric, Options, SpaceDef, Step, Trajectory};
 
-/// SplitMix64: a small, seeded, reproducible generator.
-pub struct Rng(u64);
+/// A seeded, reproducible generator (the crate's SplitMix64).
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator started from `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [-1, 1).

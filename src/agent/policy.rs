@@ -4,6 +4,7 @@
 
 use crate::agent::openai::ChatMessage;
 use crate::agent::{AgentResult, Llm};
+use crate::rng::SplitMix64;
 use crate::Example;
 
 /// Everything a policy may see at one stage.
@@ -202,7 +203,7 @@ impl Default for OfflineConfig {
 ///   the best acting example when that entity is on the table; else explores.
 #[derive(Debug, Clone)]
 pub struct OfflinePolicy {
-    state: u64,
+    rng: SplitMix64,
     config: OfflineConfig,
     ep: EpisodeMemory,
 }
@@ -376,25 +377,15 @@ impl OfflinePolicy {
     /// A policy with some parts switched off (see [`OfflineConfig`]).
     pub fn with_config(seed: u64, config: OfflineConfig) -> Self {
         OfflinePolicy {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            rng: SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B),
             config,
             ep: EpisodeMemory::default(),
         }
     }
 
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        usize::try_from(self.next() % n as u64).unwrap_or(0)
+        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+        usize::try_from(self.rng.below(n64)).unwrap_or(0)
     }
 
     fn tried(&self, a: &str, b: &str) -> bool {

@@ -21,41 +21,7 @@ use serde::{Deserialize, Serialize};
 // Deterministic random numbers
 // ---------------------------------------------------------------------------------------------
 
-/// SplitMix64: a tiny, fast, well-mixed generator. Deterministic across platforms.
-#[derive(Debug, Clone)]
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n == 0`), by the multiply-high method.
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Fisher-Yates shuffle.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i + 1);
-            items.swap(i, j);
-        }
-    }
-}
+use crate::rng::SplitMix64;
 
 /// Mixes a user seed with a constant per purpose so that different uses of one seed
 /// (table shuffle, split shuffle, ...) do not produce correlated sequences.
@@ -474,19 +440,19 @@ impl RecipeBook {
                 let result = (start + offset) as u32;
                 let wanted = match layer {
                     1 => 2,
-                    2 => 2 + rng.below(3),
-                    _ => 3 + rng.below(4),
+                    2 => 2 + rng.below_scaled(3),
+                    _ => 3 + rng.below_scaled(4),
                 };
                 let mut made = 0;
                 let mut attempts = 0;
                 while made < wanted && attempts < 64 {
                     attempts += 1;
-                    let a = (prev_start + rng.below(prev_len)) as u32;
-                    let b = rng.below(start) as u32;
+                    let a = (prev_start + rng.below_scaled(prev_len)) as u32;
+                    let b = rng.below_scaled(start) as u32;
                     if !used_pairs.insert(pair_key(a, b)) {
                         continue;
                     }
-                    if rng.below(2) == 0 {
+                    if rng.below_scaled(2) == 0 {
                         triples.push((a, b, result));
                     } else {
                         triples.push((b, a, result));
@@ -620,10 +586,10 @@ const CODAS: [&str; 10] = ["", "", "", "n", "r", "l", "s", "m", "th", "x"];
 fn pseudo_word(rng: &mut SplitMix64, syllables: usize) -> String {
     let mut word = String::new();
     for _ in 0..syllables {
-        word.push_str(ONSETS[rng.below(ONSETS.len())]);
-        word.push_str(VOWELS[rng.below(VOWELS.len())]);
+        word.push_str(ONSETS[rng.below_scaled(ONSETS.len())]);
+        word.push_str(VOWELS[rng.below_scaled(VOWELS.len())]);
     }
-    word.push_str(CODAS[rng.below(CODAS.len())]);
+    word.push_str(CODAS[rng.below_scaled(CODAS.len())]);
     word
 }
 

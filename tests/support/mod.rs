@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use trajdb::rng::SplitMix64;
 use trajdb::{Level, Metric, SpaceDef, Step, Trajectory};
 
 /// A fresh, empty temporary directory path (not created) unique to this test and process.
@@ -14,16 +15,16 @@ pub fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// A small deterministic generator (splitmix64).
-pub struct Rng(pub u64);
+/// A small deterministic generator over the crate's SplitMix64.
+pub struct Rng(SplitMix64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(SplitMix64::new(seed))
+    }
+
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [-1, 1).
     pub fn f32(&mut self) -> f32 {
