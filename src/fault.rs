@@ -140,21 +140,25 @@ impl MemDir<CrashFile> {
         )
     }
 
+    /// Every file's written and synced bytes, sorted by name.
+    fn contents(&self) -> Vec<(String, CrashBytes)> {
+        let mut v: Vec<(String, CrashBytes)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(n, f)| (n.clone(), f.inner.lock().clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Like [`crash`](Self::crash), but a torn write may have reached each file: the
     /// unsynced bytes up to a random cut point (chosen by `seed`) persist, and when
     /// `garbage` is set, up to 64 random bytes follow the cut beyond the synced length.
     pub fn crash_torn(&self, seed: u64, garbage: bool) -> CrashBackend {
         let mut rng = SplitMix::new(seed);
-        let mut names: Vec<(String, Arc<CrashFile>)> = self
-            .files
-            .lock()
-            .iter()
-            .map(|(n, f)| (n.clone(), f.clone()))
-            .collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
-        for (name, f) in names {
-            let CrashBytes { written, synced } = f.inner.lock().clone();
+        for (name, CrashBytes { written, synced }) in self.contents() {
             out.push((name, torn(&written, &synced, &mut rng, garbage)));
         }
         Self::from_files(out)
@@ -168,16 +172,8 @@ impl MemDir<CrashFile> {
     /// length when any sector past the synced length persists.
     pub fn crash_reordered(&self, seed: u64) -> CrashBackend {
         let mut rng = SplitMix::new(seed);
-        let mut names: Vec<(String, Arc<CrashFile>)> = self
-            .files
-            .lock()
-            .iter()
-            .map(|(n, f)| (n.clone(), f.clone()))
-            .collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
-        for (name, f) in names {
-            let CrashBytes { written, synced } = f.inner.lock().clone();
+        for (name, CrashBytes { written, synced }) in self.contents() {
             let mut bytes = synced.clone();
             if bytes.len() < written.len() {
                 bytes.resize(written.len(), 0);
