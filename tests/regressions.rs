@@ -41,3 +41,30 @@ fn torn_crash_after_delete_is_matched_to_the_right_prefix() {
         run(&ops, Durability::Buffered);
     }
 }
+
+/// Model seed 332 (Buffered, 200-op run), found after compaction started recording an id
+/// floor: the model still expected an append without an id to reuse the id of a deleted
+/// trajectory that compaction had dropped (it got 19, the model wanted 18). The database
+/// was right (ids are not handed out twice); the model now keeps the floor too.
+#[test]
+fn auto_id_after_compacting_away_the_highest_id_is_not_reused() {
+    for durability in [Durability::Buffered, Durability::SyncEachCommit] {
+        run(
+            &[
+                Op::Append { n: 3 },
+                Op::Delete { pick: 2 },
+                Op::Compact,
+                Op::AppendAuto,
+                Op::Reopen,
+                Op::AppendAuto,
+                Op::Crash {
+                    torn: false,
+                    garbage: false,
+                    seed: 1,
+                },
+                Op::AppendAuto,
+            ],
+            durability,
+        );
+    }
+}

@@ -67,6 +67,8 @@ pub struct Model {
     pub log_ids: BTreeSet<u64>,
     /// Episodes: id -> (outcome, events).
     pub episodes: BTreeMap<u64, (Option<bool>, Vec<RetrievalEvent>)>,
+    /// Ids below this are never assigned again (a compaction records its next id).
+    pub id_floor: u64,
 }
 
 impl Model {
@@ -93,7 +95,13 @@ impl Model {
         m
     }
 
+    /// The id an append without an id gets.
+    fn next_auto_id(&self) -> u64 {
+        self.log_ids.last().map_or(1, |m| m + 1).max(self.id_floor)
+    }
+
     fn compact(&mut self) {
+        self.id_floor = self.next_auto_id();
         let live: BTreeSet<u64> = self.live_ids().into_iter().collect();
         for (_, events) in self.episodes.values_mut() {
             events.retain(|e| live.contains(&e.id));
@@ -177,7 +185,7 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
         match op {
             Op::Append { n } => {
                 for _ in 0..*n {
-                    let id = next_id.max(model.log_ids.last().map_or(1, |m| m + 1));
+                    let id = next_id.max(model.next_auto_id());
                     next_id = id + 1;
                     let got = db
                         .append(&traj_for(id))
@@ -191,7 +199,7 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
                 }
             }
             Op::AppendAuto => {
-                let want = model.log_ids.last().map_or(1, |m| m + 1);
+                let want = model.next_auto_id();
                 let mut t = traj_for(want);
                 t.id = None;
                 let got = db.append(&t).unwrap_or_else(|e| panic!("{at}: {e}"));
@@ -332,7 +340,7 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
                 if i + 1 != since_durable.len() {
                     // Lost unsynced commits: the model goes back to what survived.
                     model = since_durable[i].clone();
-                    next_id = next_id.max(model.log_ids.last().map_or(1, |m| m + 1));
+                    next_id = next_id.max(model.next_auto_id());
                 }
                 checks += 1;
                 durable_now = true;
