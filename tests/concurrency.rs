@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{create_spaces, traj_for};
-use trajdb::{Database, Error, Filter, Options, RetrievalEvent, Stage};
+use common::{create_spaces, log_plan_retrieval, traj_for};
+use trajdb::{Database, Error, Filter, Options};
 
 const CHILD_ENV: &str = "TRAJDB_LOCK_CHILD_DIR";
 
@@ -114,16 +114,7 @@ fn readers_beside_a_writer_see_only_whole_trajectories_of_a_committed_prefix() {
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(2) {
                 db.append(&traj_for(id)).unwrap();
-                let ep = db.begin_episode().unwrap();
-                db.log_retrievals(
-                    ep,
-                    &[RetrievalEvent {
-                        id,
-                        step: None,
-                        stage: Stage::Plan,
-                    }],
-                )
-                .unwrap();
+                log_plan_retrieval(&db, id);
                 id += 1;
             }
             stop.store(true, Ordering::SeqCst);

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_spaces, traj_for};
+use common::{create_spaces, log_plan_retrieval, traj_for};
 use trajdb::storage::{Backend, MemBackend};
-use trajdb::{Database, Durability, Error, Options, RetrievalEvent, Stage};
+use trajdb::{Database, Durability, Error, Options};
 
 /// Files of a database: (name, bytes).
 type Files = Vec<(String, Vec<u8>)>;
@@ -27,16 +27,7 @@ fn build() -> (Files, Vec<(u64, u64)>) {
         for id in 1..=6 {
             db.append(&traj_for(id)).unwrap();
             if id % 2 == 0 {
-                let ep = db.begin_episode().unwrap();
-                db.log_retrievals(
-                    ep,
-                    &[RetrievalEvent {
-                        id,
-                        step: None,
-                        stage: Stage::Plan,
-                    }],
-                )
-                .unwrap();
+                let ep = log_plan_retrieval(&db, id);
                 db.set_episode_outcome(ep, Some(true)).unwrap();
             }
         }

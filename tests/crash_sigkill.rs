@@ -11,9 +11,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_spaces, opts, traj_for};
+use common::{create_spaces, log_plan_retrieval, opts, traj_for};
 use trajdb::fault::SplitMix;
-use trajdb::{Database, Durability, RetrievalEvent, Stage, Utility};
+use trajdb::{Database, Durability, Utility};
 
 const CHILD_ENV: &str = "TRAJDB_SIGKILL_CHILD_DIR";
 
@@ -32,16 +32,7 @@ fn sigkill_child_role() {
         assert_eq!(id, next);
         writeln!(out.lock(), "ACK A {id}").unwrap();
         out.lock().flush().unwrap();
-        let ep = db.begin_episode().unwrap();
-        db.log_retrievals(
-            ep,
-            &[RetrievalEvent {
-                id,
-                step: None,
-                stage: Stage::Plan,
-            }],
-        )
-        .unwrap();
+        let ep = log_plan_retrieval(&db, id);
         db.set_episode_outcome(ep, Some(id.is_multiple_of(2)))
             .unwrap();
         writeln!(out.lock(), "ACK U {id} {ep}").unwrap();

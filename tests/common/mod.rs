@@ -99,3 +99,18 @@ pub fn open(backend: &Arc<dyn Backend>, durability: Durability) -> trajdb::Resul
     Database::open_backend(backend.clone(), opts(durability))
 }
 pub mod model;
+
+/// Begins an episode and logs one planning-stage retrieval of trajectory `id` in it.
+pub fn log_plan_retrieval(db: &Database, id: u64) -> u64 {
+    let ep = db.begin_episode().unwrap();
+    db.log_retrievals(
+        ep,
+        &[trajdb::RetrievalEvent {
+            id,
+            step: None,
+            stage: trajdb::Stage::Plan,
+        }],
+    )
+    .unwrap();
+    ep
+}
