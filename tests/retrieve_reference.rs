@@ -4,7 +4,7 @@
 mod support;
 use support::*;
 use trajdb::kernels::reference;
-use trajdb::{Database, Durability, Filter, Metric, Options, RetrieveQuery, Trajectory};
+use trajdb::{Filter, Metric, RetrieveQuery, Trajectory};
 
 struct Ref {
     id: u64,
@@ -60,18 +60,7 @@ fn brute(
 
 #[test]
 fn retrieval_matches_brute_force_definition() {
-    let dir = tmp("retrieve-ref");
-    let db = Database::open(
-        &dir,
-        Options {
-            durability: Durability::Buffered,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for s in spaces(12) {
-        db.create_space(&s).unwrap();
-    }
+    let (_dir, db) = buffered_db("retrieve-ref", 12);
     let mut rng = Rng::new(9);
     let mut all = Vec::new();
     for n in 0..300u64 {

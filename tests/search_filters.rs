@@ -4,7 +4,7 @@
 mod support;
 use support::*;
 use trajdb::kernels::reference;
-use trajdb::{Database, Durability, Filter, Metric, Options, ProvenanceKind, Trajectory};
+use trajdb::{Database, Filter, Metric, Options, ProvenanceKind, Trajectory};
 
 /// (id, goal key, success, env, task, provenance) of every stored trajectory.
 type Row = (u64, Vec<f32>, bool, String, String, ProvenanceKind);
@@ -28,18 +28,7 @@ fn brute(rows: &[Row], q: &[f32], k: usize, f: &Filter) -> Vec<u64> {
 
 #[test]
 fn filtered_search_returns_k_exact_results_when_k_match() {
-    let dir = tmp("filters");
-    let db = Database::open(
-        &dir,
-        Options {
-            durability: Durability::Buffered,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for s in spaces(16) {
-        db.create_space(&s).unwrap();
-    }
+    let (_dir, db) = buffered_db("filters", 16);
     let mut rng = Rng::new(42);
     let mut rows = Vec::new();
     for n in 0..600u64 {

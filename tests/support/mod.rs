@@ -78,3 +78,21 @@ pub fn random_traj(rng: &mut Rng, dims: usize, steps: usize, n: u64) -> Trajecto
     t.step_keys.insert("observation".into(), obs);
     t
 }
+
+/// A fresh database under `tmp(name)` with `Durability::Buffered` and the standard spaces of
+/// `dims` dimensions.
+pub fn buffered_db(name: &str, dims: u32) -> (PathBuf, trajdb::Database) {
+    let dir = tmp(name);
+    let db = trajdb::Database::open(
+        &dir,
+        trajdb::Options {
+            durability: trajdb::Durability::Buffered,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for s in spaces(dims) {
+        db.create_space(&s).unwrap();
+    }
+    (dir, db)
+}
