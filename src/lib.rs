@@ -35,6 +35,7 @@ pub mod jsonl;
 pub mod kernels;
 pub mod keyfile;
 pub mod log;
+mod maintenance;
 mod mmap;
 mod record;
 pub mod rng;
@@ -42,12 +43,10 @@ mod search;
 pub mod storage;
 mod usage;
 
-pub use db::{
-    Database, Durability, OpenReport, Options, RepairReport, SpaceStats, Stats, VerifyReport,
-    LOCK_FILE,
-};
+pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_FILE};
 pub use embed::{Embedder, HashEmbedder};
 pub use error::{Error, Result};
+pub use maintenance::{RepairReport, VerifyReport};
 pub use record::{
     ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
     SpaceDef, Stage, Step, Trajectory,

@@ -1,0 +1,430 @@
+//! Maintenance of a database: verify, compact, fork and repair.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{ix, off};
+use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database};
+use crate::error::{Error, Result};
+use crate::keyfile::{key_file_name, RowStore};
+use crate::log::{self, kind, LogHeader, LOG_FILE};
+use crate::record::{self, RetrievalEvent};
+use crate::storage::{create_fresh, Backend, FileBackend, Storage};
+
+/// Copies the log bytes from `end` to `len` to `log.cut-END` before they are cut, so that
+/// a frame damaged at rest rather than torn by a crash can still be inspected. Copies in
+/// chunks; a tail that is all zeros (pre-allocated space) is not kept.
+pub(crate) fn keep_cut_tail(
+    backend: &dyn Backend,
+    log: &dyn Storage,
+    end: u64,
+    len: u64,
+) -> Result<Option<String>> {
+    let log_path = backend.path_of(LOG_FILE);
+    let chunk = usize::try_from((len - end).min(4 << 20)).unwrap_or(4 << 20);
+    let mut buf = vec![0u8; chunk];
+    let mut out: Option<(String, Arc<dyn Storage>)> = None;
+    let mut pos = end;
+    while pos < len {
+        let n = usize::try_from((len - pos).min(off(chunk))).unwrap_or(chunk);
+        log.read_at(&mut buf[..n], pos)
+            .map_err(|e| Error::io("read", log_path.clone(), e))?;
+        if out.is_none() && buf[..n].iter().any(|&b| b != 0) {
+            let name = format!("{LOG_FILE}.cut-{end}");
+            let f = create_fresh(backend, &name)?;
+            out = Some((name, f));
+        }
+        if let Some((name, f)) = &out {
+            f.write_at(&buf[..n], pos - end)
+                .map_err(|e| Error::io("write", backend.path_of(name), e))?;
+        }
+        pos += off(n);
+    }
+    match out {
+        Some((name, f)) => {
+            f.sync()
+                .map_err(|e| Error::io("sync", backend.path_of(&name), e))?;
+            Ok(Some(name))
+        }
+        None => Ok(None),
+    }
+}
+
+/// What [`Database::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// Offset of the first damaged frame, where the log was cut; `None` when the log had no
+    /// damage and nothing was cut.
+    pub cut_at: Option<u64>,
+    /// Bytes removed from the log.
+    pub cut_bytes: u64,
+    /// Where the removed bytes were saved (`log.cut-OFFSET`), unless they were all zero.
+    pub cut_file: Option<String>,
+}
+
+/// What `verify` checked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Frames whose checksums and contents were checked.
+    pub frames: u64,
+    /// Trajectory records decoded in full.
+    pub trajectories: u64,
+    /// Key rows compared bit for bit with the log.
+    pub rows: u64,
+    /// Key-file rows on disk checked against their header checksum and the log (read-only
+    /// handles, which may not map every key file).
+    pub key_file_rows: u64,
+}
+
+impl Database {
+    /// Cuts the log of the database in `path` at its first damaged frame, keeping every
+    /// commit before it, and saves the removed bytes to `log.cut-OFFSET`.
+    ///
+    /// Opening refuses a log whose damaged frame is followed by valid frames, because that is
+    /// what damage to committed data looks like. After a power cut under
+    /// [`Durability::Buffered`] or [`Durability::GroupCommit`], unacknowledged frames can
+    /// reach the disk out of order and look the same; `repair` is the explicit way to keep
+    /// the prefix. It takes the writer lock.
+    pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+        let dir = path.as_ref();
+        if !dir.join(LOG_FILE).is_file() {
+            return Err(Error::NotADatabase {
+                path: dir.to_owned(),
+                why: "there is no log file".into(),
+            });
+        }
+        let _lock = take_lock(dir)?;
+        Self::repair_backend(&FileBackend::new(dir))
+    }
+
+    /// [`repair`](Self::repair) on any [`Backend`]; the caller ensures no writer is open.
+    pub fn repair_backend(backend: &dyn Backend) -> Result<RepairReport> {
+        let log_path = backend.path_of(LOG_FILE);
+        let log = backend
+            .open(LOG_FILE, false)
+            .map_err(|e| Error::io("open", &log_path, e))?
+            .ok_or_else(|| Error::io("open", &log_path, std::io::ErrorKind::NotFound.into()))?;
+        let end = log::valid_prefix(log.as_ref(), &log_path)?;
+        let len = log.len().map_err(|e| Error::io("stat", &log_path, e))?;
+        if end >= len {
+            return Ok(RepairReport::default());
+        }
+        let cut_file = keep_cut_tail(backend, log.as_ref(), end, len)?;
+        log.set_len(end)
+            .map_err(|e| Error::io("truncate", &log_path, e))?;
+        log.sync().map_err(|e| Error::io("sync", &log_path, e))?;
+        Ok(RepairReport {
+            cut_at: Some(end),
+            cut_bytes: len - end,
+            cut_file,
+        })
+    }
+
+    /// Re-reads the whole log, checking every checksum and record, and compares every key
+    /// row and key-file header with what the log says.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = self.writer.lock();
+        let st = self.state.read();
+        let mut report = VerifyReport::default();
+        let mut cursor: Vec<usize> = vec![0; st.spaces.len()];
+        // Only the commits this handle knows: a writer in another process may be appending.
+        let limit = _w.end;
+        let (_, end) = log::scan_limited(self.log().as_ref(), &self.log_path, limit, |f| {
+            report.frames += 1;
+            let rec = record::decode_record(f.kind, f.payload, &st.space_name()).map_err(|e| {
+                Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: f.offset,
+                    what: e.what,
+                }
+            })?;
+            if f.kind == kind::TRAJECTORY {
+                report.trajectories += 1;
+                let t = record::scan_trajectory(f.payload).map_err(|e| Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: f.offset,
+                    what: e.what,
+                })?;
+                drop(rec);
+                for (sid, _, v) in &t.keys {
+                    let sid = ix(*sid);
+                    let Some(space) = st.spaces.get(sid) else {
+                        return Err(Error::Corrupt {
+                            path: self.log_path.clone(),
+                            offset: f.offset,
+                            what: format!("key of undefined space {sid}"),
+                        });
+                    };
+                    let r = cursor[sid];
+                    cursor[sid] += 1;
+                    let path = space.rows.path().map(Path::to_owned).unwrap_or_default();
+                    if r >= space.rows.len()
+                        || space
+                            .rows
+                            .row(r)
+                            .iter()
+                            .zip(v.chunks_exact(4))
+                            .any(|(a, b)| a.to_le_bytes() != b)
+                    {
+                        let offset =
+                            crate::keyfile::KEY_HEADER_LEN + off(r) * u64::from(space.def.dims) * 4;
+                        return Err(Error::Corrupt {
+                            path,
+                            offset,
+                            what: format!(
+                                "row {r} of key space `{}` differs from the log record at byte {}",
+                                space.def.name, f.offset
+                            ),
+                        });
+                    }
+                    report.rows += 1;
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(why) = end.torn {
+            return Err(Error::Corrupt {
+                path: self.log_path.clone(),
+                offset: end.end,
+                what: format!("log tail is damaged: {why}"),
+            });
+        }
+        if self.opts.read_only {
+            // Past this handle's snapshot a writer may have appended whole frames; anything
+            // else there is a damaged tail (which a writable open would cut).
+            let log = self.log();
+            let len = log
+                .len()
+                .map_err(|e| Error::io("stat", self.log_path.clone(), e))?;
+            let valid =
+                log::valid_prefix_from(log.as_ref(), &self.log_path, end.end, end.next_seq)?;
+            if valid < len {
+                return Err(Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: valid,
+                    what: format!(
+                        "log tail is damaged: {} bytes after the last valid frame (a writable open cuts them; if a writer is appending right now, verify again)",
+                        len - valid
+                    ),
+                });
+            }
+        }
+        for (i, s) in st.spaces.iter().enumerate() {
+            if cursor[i] != s.rows.len() {
+                return Err(Error::Corrupt {
+                    path: s.rows.path().map(Path::to_owned).unwrap_or_default(),
+                    offset: 0,
+                    what: format!(
+                        "key space `{}` has {} rows but the log has {}",
+                        s.def.name,
+                        s.rows.len(),
+                        cursor[i]
+                    ),
+                });
+            }
+            s.rows.check_header()?;
+            if self.opts.read_only {
+                // A read-only handle keeps rows on the heap; check the files on disk too.
+                report.key_file_rows += crate::keyfile::verify_file(
+                    self.backend.as_ref(),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    &s.def,
+                    st.header.log_id,
+                    &s.rows,
+                )?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rewrites the log with live records only and rebuilds the key files, so deleted
+    /// trajectories free their space. Commit numbering restarts; earlier as-of views end.
+    pub fn compact(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut w = self.writer.lock();
+        self.check_poison()?;
+        let tmp = format!("{LOG_FILE}.compact");
+        let tmp_path = self.backend.path_of(&tmp);
+        let io = |op, e| Error::io(op, tmp_path.clone(), e);
+        let out = create_fresh(self.backend.as_ref(), &tmp)?;
+        let hdr = LogHeader {
+            log_id: fresh_log_id(),
+            base_seq: 1,
+            created_ms: now_ms(),
+            id_floor: self.state.read().next_id,
+        };
+        let mut buf = log::encode_header(&hdr).to_vec();
+        let mut seq = 1u64;
+        let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
+            log::encode_frame(buf, seq, kind, payload);
+            seq += 1;
+        };
+        {
+            let st = self.state.read();
+            for (i, s) in st.spaces.iter().enumerate() {
+                push(
+                    &mut buf,
+                    kind::SPACE,
+                    &record::encode_space(u32::try_from(i).unwrap_or(u32::MAX), &s.def),
+                );
+            }
+            for m in st.trajs.iter().filter(|m| m.deleted_at.is_none()) {
+                let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
+                push(&mut buf, kind::TRAJECTORY, &payload);
+                if m.relabelled {
+                    push(
+                        &mut buf,
+                        kind::TRAJ_OUTCOME,
+                        &record::encode_traj_outcome(m.id, m.outcome),
+                    );
+                }
+                if buf.len() > 16 << 20 {
+                    let at = out.len().map_err(|e| io("stat", e))?;
+                    out.write_at(&buf, at).map_err(|e| io("write", e))?;
+                    buf.clear();
+                }
+            }
+            for ep in st.usage.episodes.values() {
+                push(
+                    &mut buf,
+                    kind::EPISODE_BEGIN,
+                    &record::encode_episode_begin(ep.id, ep.created_ms),
+                );
+                let events: Vec<RetrievalEvent> = ep
+                    .events
+                    .iter()
+                    .filter(|e| st.live_slot(e.id).is_some())
+                    .copied()
+                    .collect();
+                if !events.is_empty() {
+                    push(
+                        &mut buf,
+                        kind::RETRIEVALS,
+                        &record::encode_retrievals(ep.id, &events),
+                    );
+                }
+                if ep.outcome.is_some() {
+                    push(
+                        &mut buf,
+                        kind::EPISODE_OUTCOME,
+                        &record::encode_episode_outcome(ep.id, ep.outcome),
+                    );
+                }
+            }
+        }
+        let at = out.len().map_err(|e| io("stat", e))?;
+        out.write_at(&buf, at).map_err(|e| io("write", e))?;
+        out.sync().map_err(|e| io("sync", e))?;
+        // The rename is the commit point: before it the old log is the database, after it
+        // the new one is, and key files from the old log are rebuilt on open (log id differs).
+        if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
+            self.poison();
+            return Err(io("rename", e));
+        }
+        let backend = self.backend.clone();
+        let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
+            RowStore::open(backend.as_ref(), id, def, log_id)
+        })
+        .inspect_err(|_| self.poison())?;
+        for s in self.backend.list().map_err(|e| io("list", e))? {
+            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
+                if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
+                    self.backend.remove(&s).map_err(|e| io("remove", e))?;
+                }
+            }
+        }
+        {
+            // State and log handle change together: a reader never pairs the new state's
+            // offsets with the old log.
+            let mut st = self.state.write();
+            *self.log.write() = out;
+            *st = state;
+            for s in &mut st.spaces {
+                s.rows.checkpoint()?;
+            }
+        }
+        w.end = end.end;
+        w.next_seq = end.next_seq;
+        *self.synced.lock() = end.end;
+        Ok(())
+    }
+
+    /// Makes a new database at `dst` (a directory that must not exist or be empty) with the
+    /// same content. Files are copied with `std::fs::copy`, which on Linux uses
+    /// `copy_file_range`: on file systems with reflinks (Btrfs, XFS) the copy shares extents
+    /// instead of bytes. Writes to either database afterwards do not affect the other.
+    pub fn fork(&self, dst: impl AsRef<Path>) -> Result<()> {
+        let dst = dst.as_ref();
+        if let Ok(mut rd) = std::fs::read_dir(dst) {
+            if rd.next().is_some() {
+                return Err(Error::invalid(
+                    dst.display().to_string(),
+                    "fork destination exists and is not empty",
+                ));
+            }
+        }
+        std::fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
+        self.fork_into(&FileBackend::new(dst))
+    }
+
+    /// Copies this database's files into another backend (see [`fork`](Self::fork)).
+    pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
+        // The writer lock is held throughout: the copy is one consistent, synced point.
+        let w = self.writer.lock();
+        self.check_poison()?;
+        if !self.opts.read_only {
+            self.sync_log_locked(&w)?;
+            self.checkpoint_keys()?;
+        }
+        let st = self.state.read();
+        // Key files first, the log last under a temporary name renamed into place: a crash
+        // during a fork leaves no log (no database) or a complete one.
+        let tmp_log = format!("{LOG_FILE}.new");
+        let mut copies: Vec<(String, String)> = (0..st.spaces.len())
+            .map(|i| {
+                let n = key_file_name(u32::try_from(i).unwrap_or(u32::MAX));
+                (n.clone(), n)
+            })
+            .collect();
+        copies.push((LOG_FILE.to_owned(), tmp_log.clone()));
+        for (name, to) in copies {
+            let src_path = self.backend.path_of(&name);
+            let dst_path = dst.path_of(&to);
+            if src_path.is_file() && dst_path.parent().is_some_and(Path::is_dir) {
+                std::fs::copy(&src_path, &dst_path).map_err(|e| Error::io("copy", &dst_path, e))?;
+                File::open(&dst_path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io("sync", &dst_path, e))?;
+                continue;
+            }
+            let Some(src) = self
+                .backend
+                .open(&name, false)
+                .map_err(|e| Error::io("open", &src_path, e))?
+            else {
+                continue;
+            };
+            let out = create_fresh(dst, &to)?;
+            let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
+            let mut buf = vec![0u8; 4 << 20];
+            let mut pos = 0u64;
+            while pos < len {
+                let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
+                src.read_at(&mut buf[..n], pos)
+                    .map_err(|e| Error::io("read", &src_path, e))?;
+                out.write_at(&buf[..n], pos)
+                    .map_err(|e| Error::io("write", &dst_path, e))?;
+                pos += off(n);
+            }
+            out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
+        }
+        dst.rename(&tmp_log, LOG_FILE)
+            .map_err(|e| Error::io("rename", dst.path_of(LOG_FILE), e))?;
+        Ok(())
+    }
+}
