@@ -4,13 +4,17 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeSet;
 use trajdb::agent::methods::{curate, run_seed, segment_ends, Experiment, Method};
 use trajdb::agent::policy::{OfflinePolicy, Policy};
-use trajdb::agent::predict::{auroc, calibration};
-use trajdb::agent::react::AgentOptions;
+
+use trajdb::agent::predict::{
+    auroc, calibration, fit_logistic, recipe_features, shown_recipes, Predictor, FEATURES,
+};
+use trajdb::agent::react::{ensure_spaces, AgentOptions};
 use trajdb::agent::wordcraft::RecipeBook;
 use trajdb::agent::{wordcraft_task_id, AgentResult};
-use trajdb::{Database, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
+use trajdb::{Database, Embedder, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
 
 fn temp(name: &str) -> std::path::PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -208,4 +212,144 @@ fn wordcraft_task_ids_are_unique_per_tree_and_do_not_spell_out_the_recipes() {
             }
         }
     }
+}
+
+fn step(observation: &str, action: &str) -> trajdb::Step {
+    trajdb::Step {
+        observation: observation.into(),
+        reasoning: String::new(),
+        action: action.into(),
+        reward: None,
+    }
+}
+
+/// A successful episode for `create steam`: water + fire on a table with earth.
+fn steam_episode() -> Trajectory {
+    let mut t = traj("steam", true);
+    t.goal = "create steam".into();
+    t.steps = vec![
+        step(
+            "Goal: create steam\ntable: 0:water 1:fire 2:earth\nselected: none",
+            "select water",
+        ),
+        step(
+            "Goal: create steam\ntable: 0:water 1:fire 2:earth\nselected: water",
+            "select fire",
+        ),
+    ];
+    t.final_observation =
+        "Goal: create steam\ntable: 0:water 1:fire 2:earth 3:steam\nselected: none".into();
+    t
+}
+
+#[test]
+fn shown_recipes_reads_pairs_and_products_from_steps() {
+    let mut t = steam_episode();
+    assert_eq!(
+        shown_recipes(&t),
+        vec![("fire".to_owned(), "water".to_owned(), "steam".to_owned())]
+    );
+    // A pair after which nothing new appears is not a recipe; the next pair's product is
+    // read from the final observation.
+    t.steps.insert(
+        0,
+        step(
+            "Goal: create steam\ntable: 0:water 1:fire 2:earth\nselected: earth",
+            "select earth",
+        ),
+    );
+    t.steps.insert(
+        0,
+        step(
+            "Goal: create steam\ntable: 0:water 1:fire 2:earth\nselected: none",
+            "select earth",
+        ),
+    );
+    assert_eq!(shown_recipes(&t).len(), 1);
+    // A second selection on a different selected entity is not read as a pair.
+    t.steps[3].observation = "Goal: create steam\ntable: 0:water 1:fire\nselected: fire".into();
+    assert!(shown_recipes(&t).is_empty());
+}
+
+#[test]
+fn recipe_features_find_direct_and_chained_routes_to_the_goal() {
+    let r = |a: &str, b: &str, p: &str| (a.to_owned(), b.to_owned(), p.to_owned());
+    let known: BTreeSet<_> = [r("fire", "water", "steam"), r("earth", "steam", "geyser")]
+        .into_iter()
+        .collect();
+    let table = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let t = table(&["water", "fire", "earth"]);
+    assert_eq!(recipe_features(&known, &t, "steam", 4), (1, true, true));
+    assert_eq!(recipe_features(&known, &t, "geyser", 4), (1, false, true));
+    assert_eq!(recipe_features(&known, &t, "geyser", 1), (1, false, false));
+    let t = table(&["water", "fire", "air"]);
+    assert_eq!(recipe_features(&known, &t, "geyser", 4), (1, false, false));
+    assert_eq!(recipe_features(&known, &t, "mud", 4), (1, false, false));
+}
+
+#[test]
+fn logistic_fit_ranks_by_an_informative_feature() {
+    // Feature 3 decides the outcome (with noise from one flipped label); the rest are
+    // constant or uninformative.
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for i in 0..200 {
+        let on = i % 4 == 0;
+        let mut x = [0.0; FEATURES];
+        x[0] = f64::from(i % 7);
+        x[3] = f64::from(u8::from(on));
+        xs.push(x);
+        ys.push(on != (i == 5));
+    }
+    let (mean, sd, w, b) = fit_logistic(&xs, &ys, 0.01);
+    assert!(w[3] > 1.0, "weight {w:?}");
+    let scores: Vec<f64> = xs
+        .iter()
+        .map(|x| {
+            let z: f64 = (0..FEATURES).map(|j| w[j] * (x[j] - mean[j]) / sd[j]).sum();
+            1.0 / (1.0 + (-(z + b)).exp())
+        })
+        .collect();
+    assert!(auroc(&scores, &ys).unwrap() > 0.95);
+}
+
+#[test]
+fn training_features_see_only_what_was_stored_before_the_episode() {
+    let dir = temp("predict-asof");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    let keyed = |mut t: Trajectory| {
+        t.keys.insert("goal".into(), emb.embed(&t.goal).unwrap());
+        let obs = t
+            .steps
+            .iter()
+            .map(|s| emb.embed(&s.observation).unwrap())
+            .collect();
+        t.step_keys.insert("observation".into(), obs);
+        t
+    };
+    db.append(&keyed(steam_episode())).unwrap();
+    let mut failed = steam_episode();
+    failed.outcome.success = Some(false);
+    db.append(&keyed(failed)).unwrap();
+    let p = Predictor::default();
+    let rows = p.training_rows(&db, &emb).unwrap();
+    assert_eq!(rows.len(), 2);
+    // The first episode had nothing before it; the second saw the first's recipe.
+    assert_eq!(rows[0].0.goal_recipe_on_table, 0.0);
+    assert!(rows[0].1);
+    assert_eq!(rows[1].0.goal_recipe_on_table, 1.0);
+    assert_eq!(rows[1].0.goal_reachable, 1.0);
+    assert_eq!(rows[1].0.table_size, 3.0);
+    assert!(!rows[1].1);
+    // Now the task sees both; a table without fire cannot use the recipe.
+    let obs = "Goal: create steam\ntable: 0:water 1:earth\nselected: none";
+    let f = p
+        .features(&db, &emb, "create steam", obs, None, 0.5)
+        .unwrap();
+    assert_eq!((f.goal_recipe_on_table, f.table_size), (0.0, 2.0));
+    assert!(p.fit(&db, &emb).unwrap().is_some());
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -297,15 +297,23 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
         total_success.iter().sum::<usize>() as f64 / (train_len * n_members) as f64
     };
 
-    // The predictor reads the best training database (it keeps failures).
+    // The predictor reads the best training database (it keeps failures): a logistic model
+    // fitted on its stored episodes, over each test task's goal and initial observation
+    // (the table the evaluation episode starts with, known before acting); the goal vote
+    // when the stored episodes hold only one outcome.
     let evidence = members[best].db()?;
     let predictor = Predictor::default();
     let prior = Predictor::prior(evidence)?;
+    let fitted = predictor.fit(evidence, e.embedder)?;
     let mut predicted = Vec::with_capacity(e.test.len());
     if let Some(p0) = prior {
-        for task in e.test {
-            let goal = format!("create {}", e.book.name(task.goal).unwrap_or("?"));
-            predicted.push(predictor.predict(evidence, e.embedder, &goal, p0)?);
+        for (j, task) in e.test.iter().enumerate() {
+            let env = env_for(e, task, 1 << 40 | j as u64)?;
+            let goal = crate::agent::Environment::goal(&env);
+            predicted.push(match &fitted {
+                Some(f) => f.predict(evidence, e.embedder, &goal, &env.observation())?,
+                None => predictor.predict(evidence, e.embedder, &goal, p0)?,
+            });
         }
     }
 
