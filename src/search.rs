@@ -261,7 +261,7 @@ impl Database {
             .collect())
     }
 
-    /// The multi-key, success-filtered, step-matched retrieval of METHOD.md section 3,
+    /// The multi-key, success-filtered, step-matched retrieval of the in-context-example method (README, "Quick start"),
     /// computed exactly: every qualifying trajectory is scored on every key.
     pub fn retrieve(&self, q: &RetrieveQuery) -> Result<Vec<Example>> {
         let st = self.state.read();

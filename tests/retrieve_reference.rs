@@ -11,7 +11,8 @@ struct Ref {
     t: Trajectory,
 }
 
-/// Scores every successful trajectory exactly as METHOD.md section 3 defines.
+/// Scores every successful trajectory exactly as the method defines: mean of the key
+/// similarities (missing key: that key's lowest score), best step, re-rank, window.
 fn brute(
     all: &[Ref],
     goal: &[f32],

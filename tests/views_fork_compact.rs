@@ -1,5 +1,5 @@
 //! Read views as of a commit, fork, compaction that really shrinks the files, and the usage
-//! counters with Q as METHOD.md section 4 defines it.
+//! counters with Q(t) = sum o_i f_i(t) / sum f_i(t) over labelled episodes.
 
 mod support;
 use support::*;

@@ -1,4 +1,4 @@
-//! `trajdb bootstrap`: runs a method of METHOD.md section 5 on Wordcraft over several seeds
+//! `trajdb bootstrap`: runs a method (fixed, Traj-Bootstrap, curation) on Wordcraft over several seeds
 //! and reports test success before and after, a scaling curve, and the task-success
 //! predictor's AUROC and calibration.
 //!

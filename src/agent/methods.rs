@@ -1,4 +1,5 @@
-//! The methods of METHOD.md section 5, run on Wordcraft for one seed.
+//! The methods (Traj-Bootstrap, database curation, exemplar curation), run on Wordcraft for
+//! one seed.
 //!
 //! - `fixed`: the starting database (empty) is used as is; no training episodes.
 //! - `traj-bootstrap`: training tasks are attempted in order; every episode is stored with
@@ -33,7 +34,7 @@ use crate::agent::wordcraft::{RecipeBook, Task, WordcraftEnv};
 use crate::agent::{wordcraft_task_id, AgentError, AgentResult};
 use crate::{Database, Durability, Embedder, Options, ProvenanceKind};
 
-/// A method of METHOD.md section 5.
+/// A method: fixed, Traj-Bootstrap, database curation, exemplar curation or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {

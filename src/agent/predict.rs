@@ -1,4 +1,4 @@
-//! Task-success prediction before acting (METHOD.md section 6): the probability that a new
+//! Task-success prediction before acting: the probability that a new
 //! task succeeds, from stored trajectories (successes and failures) and what the task shows
 //! before its first action: the goal text and the initial observation.
 //!

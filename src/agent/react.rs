@@ -1,4 +1,4 @@
-//! The ReAct loop with retrieval at three stages (METHOD.md section 1):
+//! The ReAct loop with retrieval at three stages (plan, then reason and act per step):
 //!
 //! ```text
 //! plan    = plan(goal, retrieve(goal [+ category]))
