@@ -37,11 +37,11 @@ const DENSE_ONE_IN: usize = 4;
 ///
 /// The scan is bound by memory reads, and two measures keep it near the machine's
 /// sequential read rate (figures in `docs/benchmarks.md`):
-/// - Before scoring a row it reads the first value of the row [`TOUCH_AHEAD`] rows further
+/// - Before scoring a row it reads the first value of the row `TOUCH_AHEAD` (4) rows further
 ///   on. That early load starts the page-table walk and the hardware prefetcher for the
 ///   coming rows while the current row is being scored; without it the scan of 100k x 384
 ///   rows took 1.2 to 1.4 times as long.
-/// - When at least one row in [`DENSE_ONE_IN`] is kept, every row is scored and only kept
+/// - When at least one row in `DENSE_ONE_IN` (4) is kept, every row is scored and only kept
 ///   rows are emitted: reading all rows in one stream is faster than skipping every second
 ///   row, which defeats the prefetcher. Sparser filters skip the rows they reject.
 pub fn scan(

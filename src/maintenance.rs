@@ -85,7 +85,7 @@ impl Database {
     ///
     /// Opening refuses a log whose damaged frame is followed by valid frames, because that is
     /// what damage to committed data looks like. After a power cut under
-    /// [`Durability::Buffered`] or [`Durability::GroupCommit`], unacknowledged frames can
+    /// [`Durability::Buffered`](crate::Durability::Buffered) or [`Durability::GroupCommit`](crate::Durability::GroupCommit), unacknowledged frames can
     /// reach the disk out of order and look the same; `repair` is the explicit way to keep
     /// the prefix. It takes the writer lock.
     pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
