@@ -740,18 +740,15 @@ impl Database {
         Ok(())
     }
 
-    /// Writes one record and applies it; `check` runs under the writer lock before writing.
-    fn commit(
-        &self,
-        kind: u16,
-        build: impl FnOnce(&State, &Writer) -> Result<Vec<u8>>,
-    ) -> Result<u64> {
+    /// Writes one record and applies it; `build` validates against the state and encodes the
+    /// payload under the writer lock, so no other commit can interleave.
+    fn commit(&self, kind: u16, build: impl FnOnce(&State) -> Result<Vec<u8>>) -> Result<u64> {
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
         let mut w = self.writer.lock();
         self.check_poison()?;
-        let payload = build(&self.state.read(), &w)?;
+        let payload = build(&self.state.read())?;
         if payload.len() > ix(MAX_PAYLOAD) {
             return Err(Error::TooLarge {
                 what: "record".into(),
@@ -835,7 +832,7 @@ impl Database {
                 })
             };
         }
-        self.commit(kind::SPACE, |st, _| {
+        self.commit(kind::SPACE, |st| {
             if st.space_by_name.contains_key(&def.name) {
                 return Err(Error::SpaceConflict {
                     name: def.name.clone(),
@@ -899,7 +896,7 @@ impl Database {
             check_text(at, s)?;
         }
         let mut id_out = 0;
-        self.commit(kind::TRAJECTORY, |st, _| {
+        self.commit(kind::TRAJECTORY, |st| {
             let id = match t.id {
                 Some(id) => {
                     if st.by_id.contains_key(&id) {
@@ -966,7 +963,7 @@ impl Database {
 
     /// Marks a trajectory deleted (a tombstone); `compact` reclaims its space.
     pub fn delete(&self, id: u64) -> Result<()> {
-        self.commit(kind::DELETE, |st, _| {
+        self.commit(kind::DELETE, |st| {
             st.live_slot(id).ok_or(Error::NotFound {
                 kind: "trajectory",
                 id,
@@ -981,7 +978,7 @@ impl Database {
         if outcome.reward.is_some_and(|r| !r.is_finite()) {
             return Err(Error::invalid("outcome.reward", "is not a finite number"));
         }
-        self.commit(kind::TRAJ_OUTCOME, |st, _| {
+        self.commit(kind::TRAJ_OUTCOME, |st| {
             st.live_slot(id).ok_or(Error::NotFound {
                 kind: "trajectory",
                 id,
@@ -994,7 +991,7 @@ impl Database {
     /// Begins an episode and returns its id.
     pub fn begin_episode(&self) -> Result<u64> {
         let mut ep = 0;
-        self.commit(kind::EPISODE_BEGIN, |st, _| {
+        self.commit(kind::EPISODE_BEGIN, |st| {
             ep = st.usage.next_episode.max(1);
             Ok(record::encode_episode_begin(ep, now_ms()))
         })?;
@@ -1006,7 +1003,7 @@ impl Database {
         if events.is_empty() {
             return Ok(());
         }
-        self.commit(kind::RETRIEVALS, |st, _| {
+        self.commit(kind::RETRIEVALS, |st| {
             if !st.usage.episodes.contains_key(&episode) {
                 return Err(Error::NotFound {
                     kind: "episode",
@@ -1034,7 +1031,7 @@ impl Database {
 
     /// Sets (or changes, or clears with `None`) an episode's outcome; may come long after.
     pub fn set_episode_outcome(&self, episode: u64, success: Option<bool>) -> Result<()> {
-        self.commit(kind::EPISODE_OUTCOME, |st, _| {
+        self.commit(kind::EPISODE_OUTCOME, |st| {
             if !st.usage.episodes.contains_key(&episode) {
                 return Err(Error::NotFound {
                     kind: "episode",

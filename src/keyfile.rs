@@ -363,7 +363,7 @@ impl RowStore {
             hasher: rows_hasher,
         };
         if fr.storage.file().is_some() {
-            fr.remap(dims)?;
+            fr.remap()?;
         } else {
             let n = usize::try_from(trusted)
                 .ok()
@@ -444,7 +444,7 @@ impl RowStore {
                         .map_err(|e| Error::io("grow", f.path.clone(), e))?;
                     f.capacity = cap;
                     if f.storage.file().is_some() {
-                        f.remap(dims)?;
+                        f.remap()?;
                     }
                 }
                 f.storage
@@ -507,7 +507,7 @@ impl RowStore {
             m.truncate(rows * dims);
         }
         if f.storage.file().is_some() {
-            f.remap(dims)?;
+            f.remap()?;
         }
         Ok(())
     }
@@ -660,7 +660,7 @@ pub(crate) fn verify_file(
 }
 
 impl FileRows {
-    fn remap(&mut self, dims: usize) -> Result<()> {
+    fn remap(&mut self) -> Result<()> {
         let Some(file) = self.storage.file() else {
             return Ok(());
         };
@@ -673,7 +673,6 @@ impl FileRows {
             len,
             max: u64::MAX,
         })?;
-        let _ = dims;
         self.map =
             Some(MappedFile::map(file, len).map_err(|e| Error::io("mmap", self.path.clone(), e))?);
         Ok(())
