@@ -951,12 +951,13 @@ impl Database {
             // Keys are written in space order, then step order: rows of one trajectory are
             // contiguous in every key file.
             keys.sort_by_key(|k| (k.space, k.step));
-            let mut t2 = t.clone();
-            if t2.created_ms == 0 {
-                t2.created_ms = now_ms();
-            }
+            let created_ms = if t.created_ms == 0 {
+                now_ms()
+            } else {
+                t.created_ms
+            };
             id_out = id;
-            Ok(record::encode_trajectory(&t2, id, &keys))
+            Ok(record::encode_trajectory(t, id, created_ms, &keys))
         })?;
         Ok(id_out)
     }

@@ -372,11 +372,17 @@ pub(crate) fn encode_space(id: u32, def: &SpaceDef) -> Vec<u8> {
     e.buf
 }
 
-/// Encodes a trajectory whose id and creation time are already set.
-pub(crate) fn encode_trajectory(t: &Trajectory, id: u64, keys: &[EncKey<'_>]) -> Vec<u8> {
+/// Encodes a trajectory under `id` with creation time `created_ms` (the fields of `t` of
+/// those names are not used) and its keys resolved to spaces.
+pub(crate) fn encode_trajectory(
+    t: &Trajectory,
+    id: u64,
+    created_ms: i64,
+    keys: &[EncKey<'_>],
+) -> Vec<u8> {
     let mut e = Enc::default();
     e.u64(id);
-    e.i64(t.created_ms);
+    e.i64(created_ms);
     e.str(&t.task);
     e.str(&t.env);
     e.opt_str(t.category.as_deref());
@@ -762,10 +768,10 @@ mod tests {
             step,
             vector: &v,
         };
-        let ok = encode_trajectory(&t, 1, &[k(0, 0), k(0, 1), k(1, 0)]);
+        let ok = encode_trajectory(&t, 1, 0, &[k(0, 0), k(0, 1), k(1, 0)]);
         assert!(decode_trajectory(&ok, &names).is_ok());
         for bad in [[k(0, 1), k(0, 0)], [k(0, 0), k(0, 0)]] {
-            let p = encode_trajectory(&t, 1, &bad);
+            let p = encode_trajectory(&t, 1, 0, &bad);
             let e = decode_trajectory(&p, &names).expect_err("refused");
             assert!(e.what.contains("out of order or repeated"), "{}", e.what);
             assert!(scan_trajectory(&p).is_err());
@@ -797,7 +803,7 @@ mod tests {
             .collect(),
             ..Default::default()
         };
-        let mut p = encode_trajectory(&t, 1, &[]);
+        let mut p = encode_trajectory(&t, 1, 0, &[]);
         // Swap the two one-byte keys in place: "a" then "b" becomes "b" then "a".
         let a = p
             .windows(5)
