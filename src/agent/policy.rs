@@ -289,7 +289,7 @@ pub fn parse_selected(observation: &str) -> Option<String> {
 }
 
 /// The NAME of a `select NAME` action.
-fn selected_name(action: &str) -> Option<&str> {
+pub(crate) fn selected_name(action: &str) -> Option<&str> {
     action
         .trim()
         .strip_prefix("select ")
@@ -298,7 +298,7 @@ fn selected_name(action: &str) -> Option<&str> {
 }
 
 /// The entity of a goal text `create NAME` (or the whole text).
-fn goal_entity(goal: &str) -> &str {
+pub(crate) fn goal_entity(goal: &str) -> &str {
     let g = goal.trim();
     let g = g.strip_prefix("Goal:").map_or(g, str::trim);
     g.strip_prefix("create ").map_or(g, str::trim)

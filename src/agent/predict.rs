@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::agent::policy::{parse_selected, parse_table};
+use crate::agent::policy::{goal_entity, parse_selected, parse_table, selected_name};
 use crate::agent::AgentResult;
 use crate::{Database, Embedder, Filter, ProvenanceKind, RetrieveQuery, Trajectory};
 
@@ -105,14 +105,6 @@ impl TaskFeatures {
 /// A recipe shown by a trajectory: ingredients (sorted) and product.
 pub type ShownRecipe = (String, String, String);
 
-fn select_name(action: &str) -> Option<&str> {
-    action
-        .trim()
-        .strip_prefix("select ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
 /// The productive recipes a trajectory's steps show: `select A` on an observation with
 /// `selected: none`, then `select B` on one with `selected: A`, and exactly one entity new
 /// on the table that follows (the next step's observation, or the final observation after
@@ -123,7 +115,7 @@ pub fn shown_recipes(t: &Trajectory) -> Vec<ShownRecipe> {
     let mut i = 0;
     while i + 1 < steps.len() {
         let (s0, s1) = (&steps[i], &steps[i + 1]);
-        let (Some(a), Some(b)) = (select_name(&s0.action), select_name(&s1.action)) else {
+        let (Some(a), Some(b)) = (selected_name(&s0.action), selected_name(&s1.action)) else {
             i += 1;
             continue;
         };
@@ -147,12 +139,6 @@ pub fn shown_recipes(t: &Trajectory) -> Vec<ShownRecipe> {
         i += 2;
     }
     out
-}
-
-/// The entity of a goal text `create NAME` (or the whole text).
-fn goal_entity(goal: &str) -> &str {
-    let g = goal.trim();
-    g.strip_prefix("create ").map_or(g, str::trim)
 }
 
 /// Recipe features of a table: (usable recipes, goal recipe on the table, goal reachable
