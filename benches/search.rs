@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use trajdb::kernels::similarity;
+use trajdb::index::kernels::similarity;
 use trajdb::{Database, Durability, Filter, Level, Metric};
 
 use common::{new_db, scratch, trajectory, Rng};

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use crate::codec::{ix, off};
 use crate::error::{Error, Result};
-use crate::keyfile::RowStore;
-use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
-use crate::maintenance::keep_cut_tail;
-use crate::record::{
+use crate::format::codec::{ix, off};
+use crate::format::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
+use crate::format::record::{
     self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
+use crate::index::keyfile::RowStore;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
@@ -584,7 +583,7 @@ impl Database {
             report.truncated_bytes = len - end.end;
             report.torn_reason = Some(why.clone());
             if !read_only {
-                report.cut_file = keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len)?;
+                report.cut_file = log::keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len)?;
                 log.set_len(end.end).map_err(|e| io("truncate", e))?;
                 log.sync().map_err(|e| io("sync", e))?;
             }
@@ -857,7 +856,11 @@ impl Database {
     }
 
     /// Refuses `embedder` for `space` when the space records a different one.
-    pub fn check_embedder(&self, space: &str, embedder: &crate::record::EmbedderId) -> Result<()> {
+    pub fn check_embedder(
+        &self,
+        space: &str,
+        embedder: &crate::format::record::EmbedderId,
+    ) -> Result<()> {
         let st = self.state.read();
         let (_, s) = st.space(space)?;
         match &s.def.embedder {
@@ -880,7 +883,7 @@ impl Database {
     pub fn append_as(
         &self,
         t: &Trajectory,
-        embedder: Option<&crate::record::EmbedderId>,
+        embedder: Option<&crate::format::record::EmbedderId>,
     ) -> Result<u64> {
         if let Some(e) = embedder {
             for name in t.keys.keys().chain(t.step_keys.keys()) {

@@ -3,7 +3,7 @@
 //! fixed number of signed buckets and L2-normalises the result.
 
 use crate::error::{Error, Result};
-use crate::record::EmbedderId;
+use crate::format::record::EmbedderId;
 
 /// Something that turns text into a vector of fixed dimensions.
 pub trait Embedder: Send + Sync {
@@ -106,8 +106,8 @@ impl Embedder for HashEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::reference;
-    use crate::record::Metric;
+    use crate::format::record::Metric;
+    use crate::index::kernels::reference;
 
     #[test]
     fn hash_embedding_is_unit_length_and_deterministic() {

@@ -25,7 +25,7 @@
 use serde::Serialize;
 
 use crate::db::Database;
-use crate::record::Trajectory;
+use crate::format::record::Trajectory;
 
 /// Who speaks a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

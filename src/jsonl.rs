@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::{Embedder, HashEmbedder};
 use crate::error::{Error, Result};
-use crate::record::{Level, Metric, SpaceDef, Trajectory};
+use crate::format::record::{Level, Metric, SpaceDef, Trajectory};
 
 /// Longest line accepted, in bytes (64 MiB, the same as the largest log record).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
@@ -449,7 +449,7 @@ fn trajectory_text<'a>(t: &'a Trajectory, name: &str) -> Option<&'a str> {
 
 /// The texts of step-level field `name`, one per step, or `None` if it is not one.
 fn step_texts<'a>(t: &'a Trajectory, name: &str) -> Option<Vec<&'a str>> {
-    let pick: fn(&crate::record::Step) -> &str = match name {
+    let pick: fn(&crate::format::record::Step) -> &str = match name {
         "observation" => |s| &s.observation,
         "reasoning" => |s| &s.reasoning,
         "action" => |s| &s.action,

@@ -24,34 +24,27 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
-pub mod agent;
-mod codec;
 mod db;
 pub mod embed;
 mod error;
 pub mod export;
-pub mod fault;
+pub mod format;
+pub mod index;
 pub mod jsonl;
-pub mod kernels;
-pub mod keyfile;
-pub mod log;
 mod maintenance;
-mod mmap;
-mod record;
 pub mod rng;
-mod search;
 pub mod storage;
 mod usage;
 
 pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_FILE};
 pub use embed::{Embedder, HashEmbedder};
 pub use error::{Error, Result};
-pub use maintenance::{RepairReport, VerifyReport};
-pub use record::{
+pub use format::record::{
     ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
     SpaceDef, Stage, Step, Trajectory,
 };
-pub use search::{Example, Filter, Hit, RetrieveQuery};
+pub use index::search::{Example, Filter, Hit, RetrieveQuery};
+pub use maintenance::{RepairReport, VerifyReport};
 pub use usage::{Episode, Utility};
 
 /// Decodes one record payload of kind `kind` the way opening a database does, for the
@@ -68,7 +61,7 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
             },
         ))
     };
-    let scanned = record::scan_trajectory(payload).is_ok();
-    let decoded = record::decode_record(kind, payload, &names).is_ok();
+    let scanned = format::record::scan_trajectory(payload).is_ok();
+    let decoded = format::record::decode_record(kind, payload, &names).is_ok();
     scanned || decoded
 }

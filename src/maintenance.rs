@@ -2,56 +2,16 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::codec::{ix, off};
 use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database};
 use crate::error::{Error, Result};
-use crate::keyfile::{key_file_name, RowStore};
-use crate::log::{self, kind, LogHeader, LOG_FILE};
-use crate::record::{self, RetrievalEvent};
-use crate::storage::{create_fresh, Backend, FileBackend, Storage};
-
-/// Copies the log bytes from `end` to `len` to `log.cut-END` before they are cut, so that
-/// a frame damaged at rest rather than torn by a crash can still be inspected. Copies in
-/// chunks; a tail that is all zeros (pre-allocated space) is not kept.
-pub(crate) fn keep_cut_tail(
-    backend: &dyn Backend,
-    log: &dyn Storage,
-    end: u64,
-    len: u64,
-) -> Result<Option<String>> {
-    let log_path = backend.path_of(LOG_FILE);
-    let chunk = usize::try_from((len - end).min(4 << 20)).unwrap_or(4 << 20);
-    let mut buf = vec![0u8; chunk];
-    let mut out: Option<(String, Arc<dyn Storage>)> = None;
-    let mut pos = end;
-    while pos < len {
-        let n = usize::try_from((len - pos).min(off(chunk))).unwrap_or(chunk);
-        log.read_at(&mut buf[..n], pos)
-            .map_err(|e| Error::io("read", log_path.clone(), e))?;
-        if out.is_none() && buf[..n].iter().any(|&b| b != 0) {
-            let name = format!("{LOG_FILE}.cut-{end}");
-            let f = create_fresh(backend, &name)?;
-            out = Some((name, f));
-        }
-        if let Some((name, f)) = &out {
-            f.write_at(&buf[..n], pos - end)
-                .map_err(|e| Error::io("write", backend.path_of(name), e))?;
-        }
-        pos += off(n);
-    }
-    match out {
-        Some((name, f)) => {
-            f.sync()
-                .map_err(|e| Error::io("sync", backend.path_of(&name), e))?;
-            Ok(Some(name))
-        }
-        None => Ok(None),
-    }
-}
+use crate::format::codec::{ix, off};
+use crate::format::log::{self, kind, LogHeader, LOG_FILE};
+use crate::format::record::{self, RetrievalEvent};
+use crate::index::keyfile::{key_file_name, RowStore};
+use crate::storage::{create_fresh, Backend, FileBackend};
 
 /// What [`Database::repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -112,7 +72,7 @@ impl Database {
         if end >= len {
             return Ok(RepairReport::default());
         }
-        let cut_file = keep_cut_tail(backend, log.as_ref(), end, len)?;
+        let cut_file = log::keep_cut_tail(backend, log.as_ref(), end, len)?;
         log.set_len(end)
             .map_err(|e| Error::io("truncate", &log_path, e))?;
         log.sync().map_err(|e| Error::io("sync", &log_path, e))?;
@@ -169,8 +129,8 @@ impl Database {
                             .zip(v.chunks_exact(4))
                             .any(|(a, b)| a.to_le_bytes() != b)
                     {
-                        let offset =
-                            crate::keyfile::KEY_HEADER_LEN + off(r) * u64::from(space.def.dims) * 4;
+                        let offset = crate::index::keyfile::KEY_HEADER_LEN
+                            + off(r) * u64::from(space.def.dims) * 4;
                         return Err(Error::Corrupt {
                             path,
                             offset,
@@ -228,7 +188,7 @@ impl Database {
             s.rows.check_header()?;
             if self.opts.read_only {
                 // A read-only handle keeps rows on the heap; check the files on disk too.
-                report.key_file_rows += crate::keyfile::verify_file(
+                report.key_file_rows += crate::index::keyfile::verify_file(
                     self.backend.as_ref(),
                     u32::try_from(i).unwrap_or(u32::MAX),
                     &s.def,

@@ -32,8 +32,9 @@ impl SplitMix64 {
         }
     }
 
-    /// A number in `0..n` by the multiply-high method (0 when `n` is 0). The built-in
-    /// Wordcraft recipe set is drawn with this one; changing it changes that set.
+    /// A number in `0..n` by the multiply-high method (0 when `n` is 0). Generators seeded
+    /// from it (test data, benchmark data, the agent crate's environments) depend on its
+    /// exact sequence; changing it changes their output.
     pub fn below_scaled(&mut self, n: usize) -> usize {
         let n64 = u64::try_from(n).unwrap_or(u64::MAX);
         let hi = (u128::from(self.next_u64()) * u128::from(n64)) >> 64;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::record::RetrievalEvent;
+use crate::format::record::RetrievalEvent;
 
 /// Usage counters of one trajectory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{create_spaces, open, traj_for};
-use trajdb::fault::CrashBackend;
+use trajdb::storage::fault::CrashBackend;
 use trajdb::storage::Backend;
 use trajdb::{Database, Durability, Error};
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{create_spaces, log_plan_retrieval, opts, traj_for};
-use trajdb::fault::SplitMix;
+use trajdb::storage::fault::SplitMix;
 use trajdb::{Database, Durability, Utility};
 
 const CHILD_ENV: &str = "TRAJDB_SIGKILL_CHILD_DIR";

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{create_spaces, open, traj_for};
-use trajdb::fault::{CrashBackend, FailingBackend, Op};
+use trajdb::storage::fault::{CrashBackend, FailingBackend, Op};
 use trajdb::storage::Backend;
 use trajdb::{Durability, Error, RetrievalEvent, Stage};
 

@@ -3,7 +3,7 @@
 
 mod support;
 use support::*;
-use trajdb::kernels::reference;
+use trajdb::index::kernels::reference;
 use trajdb::{Filter, Metric, RetrieveQuery, Trajectory};
 
 struct Ref {

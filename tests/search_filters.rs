@@ -3,7 +3,7 @@
 
 mod support;
 use support::*;
-use trajdb::kernels::reference;
+use trajdb::index::kernels::reference;
 use trajdb::{Database, Filter, Metric, Options, ProvenanceKind, Trajectory};
 
 /// (id, goal key, success, env, task, provenance) of every stored trajectory.

@@ -1,7 +1,7 @@
 //! The numbers in format-spec.md and the constants in the code are the same numbers.
 
-use trajdb::keyfile;
-use trajdb::log;
+use trajdb::format::log;
+use trajdb::index::keyfile;
 
 fn spec() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/format-spec.md"))

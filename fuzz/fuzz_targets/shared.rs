@@ -63,14 +63,14 @@ pub fn frame(seq: u64, kind: u16, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap();
     let mut out = Vec::new();
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&(crc32fast::hash(&len.to_le_bytes()) ^ trajdb::log::LEN_SALT).to_le_bytes());
+    out.extend_from_slice(&(crc32fast::hash(&len.to_le_bytes()) ^ trajdb::format::log::LEN_SALT).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&out[8..20]);
     h.update(payload);
-    out.extend_from_slice(&(h.finalize() ^ trajdb::log::CRC_SALT).to_le_bytes());
+    out.extend_from_slice(&(h.finalize() ^ trajdb::format::log::CRC_SALT).to_le_bytes());
     out.extend_from_slice(payload);
     out.resize((24 + payload.len()).div_ceil(8) * 8, 0);
     out

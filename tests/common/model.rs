@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use trajdb::fault::{CrashBackend, SplitMix};
-use trajdb::kernels::reference;
+use trajdb::index::kernels::reference;
+use trajdb::storage::fault::{CrashBackend, SplitMix};
 use trajdb::storage::Backend;
 use trajdb::{
     Database, Durability, Filter, Metric, Outcome, RetrievalEvent, Stage, Trajectory, Utility,

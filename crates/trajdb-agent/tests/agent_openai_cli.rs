@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use trajdb::agent::bootstrap::{run, BootstrapArgs};
-use trajdb::agent::openai::OpenAiClient;
-use trajdb::agent::policy::LlmPolicy;
-use trajdb::agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
-use trajdb::agent::wordcraft::{RecipeBook, WordcraftEnv};
 use trajdb::{Database, HashEmbedder, Options};
+use trajdb_agent::bootstrap::{run, BootstrapArgs};
+use trajdb_agent::openai::OpenAiClient;
+use trajdb_agent::policy::LlmPolicy;
+use trajdb_agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
+use trajdb_agent::wordcraft::{RecipeBook, WordcraftEnv};
 
 /// Reads one HTTP request's body.
 fn read_body(s: &mut std::net::TcpStream) -> String {

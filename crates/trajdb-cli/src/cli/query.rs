@@ -174,7 +174,7 @@ pub fn stats(a: &StatsArgs) -> CliResult {
     // A read-only handle keeps keys on the heap: take key-file sizes from the directory.
     for (i, sp) in s.spaces.iter_mut().enumerate() {
         if sp.file_bytes == 0 {
-            let name = u32::try_from(i).map(trajdb::keyfile::key_file_name);
+            let name = u32::try_from(i).map(trajdb::index::keyfile::key_file_name);
             if let Ok(m) = name.map(|n| std::fs::metadata(a.db.join(n))) {
                 sp.file_bytes = m.map_or(0, |m| m.len());
             }

@@ -53,7 +53,7 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Run the method end to end on Wordcraft: Traj-Bootstrap with optional database and
     /// exemplar curation, test success before and after, learning curve, success predictor.
-    Bootstrap(trajdb::agent::bootstrap::BootstrapArgs),
+    Bootstrap(trajdb_agent::bootstrap::BootstrapArgs),
 }
 
 /// Similarity measure of key spaces created by `import`.
@@ -271,9 +271,9 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
-        Command::Bootstrap(a) => trajdb::agent::bootstrap::run(&a)
+        Command::Bootstrap(a) => trajdb_agent::bootstrap::run(&a)
             .map_err(|e| Failure(e.to_string()))
-            .and_then(|r| trajdb::agent::bootstrap::print(&r, a.json).map_err(out_err)),
+            .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err)),
     };
     match r {
         Err(Failure(m)) if m == BROKEN_PIPE => Ok(()),

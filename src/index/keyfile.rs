@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::codec::{ix, off};
 use crate::error::{Error, Result};
-use crate::mmap::MappedFile;
-use crate::record::{elem_code, le_f32s, metric_code, SpaceDef};
+use crate::format::codec::{ix, off};
+use crate::format::record::{elem_code, le_f32s, metric_code, SpaceDef};
+use crate::storage::mmap::MappedFile;
 use crate::storage::{create_fresh, Backend, Storage};
 
 /// Magic bytes at offset 0 of a key file.

@@ -12,9 +12,9 @@
 //! Every retrieval goes through [`Database::retrieve`] and, when the episode is logged, each
 //! retrieved example is logged once per retrieval call with its matched step and stage.
 
-use crate::agent::policy::{Context, Policy};
-use crate::agent::{AgentResult, Environment};
-use crate::{
+use crate::policy::{Context, Policy};
+use crate::{AgentResult, Environment};
+use trajdb::{
     Database, Embedder, Example, Filter, Level, Metric, Outcome, Provenance, ProvenanceKind,
     RetrievalEvent, RetrieveQuery, SpaceDef, Stage, Step, Trajectory,
 };

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Dec, DecResult, DecodeError, Enc};
+use crate::format::codec::{Dec, DecResult, DecodeError, Enc};
 
 /// Largest key-space dimensions.
 pub(crate) const MAX_DIMS: u32 = 65_536;
@@ -343,7 +343,7 @@ pub(crate) enum Record {
     },
 }
 
-pub(crate) use crate::log::kind;
+pub(crate) use crate::format::log::kind;
 
 /// A trajectory-level (`step == NO_STEP`) or step-level key, resolved to a space id.
 pub(crate) struct EncKey<'a> {

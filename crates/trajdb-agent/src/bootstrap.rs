@@ -16,14 +16,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::agent::methods::{run_seed, Experiment, Method, SeedResult};
-use crate::agent::openai::OpenAiClient;
-use crate::agent::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
-use crate::agent::predict::{auroc, calibration, CalibrationBin};
-use crate::agent::react::AgentOptions;
-use crate::agent::wordcraft::{split, RecipeBook, Split, Task};
-use crate::agent::{AgentError, AgentResult};
-use crate::HashEmbedder;
+use crate::methods::{run_seed, Experiment, Method, SeedResult};
+use crate::openai::OpenAiClient;
+use crate::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
+use crate::predict::{auroc, calibration, CalibrationBin};
+use crate::react::AgentOptions;
+use crate::wordcraft::{split, RecipeBook, Split, Task};
+use crate::{AgentError, AgentResult};
+use trajdb::HashEmbedder;
 
 /// Environments `bootstrap` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -225,7 +225,8 @@ pub fn load_book(path: Option<&Path>) -> AgentResult<RecipeBook> {
     let Some(p) = path else {
         return Ok(RecipeBook::builtin_default());
     };
-    let bad = |what: String| AgentError::Recipes {
+    let bad = |what: String| AgentError::InputFile {
+        kind: "recipe file",
         path: p.display().to_string(),
         what,
     };
@@ -349,7 +350,10 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             std::env::temp_dir().join(format!(
                 "trajdb-bootstrap-{}-{}",
                 std::process::id(),
-                start.elapsed().as_nanos() ^ u128::from(crate::db::now_ms().unsigned_abs())
+                start.elapsed().as_nanos()
+                    ^ std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
             )),
             true,
         ),

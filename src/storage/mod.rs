@@ -4,6 +4,9 @@
 //! The file backend is the default. [`MemBackend`] keeps files in memory; tests wrap
 //! backends to inject crashes (keep only what was synced) and I/O failures.
 
+pub mod fault;
+pub(crate) mod mmap;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 // Deterministic random numbers
 // ---------------------------------------------------------------------------------------------
 
-use crate::rng::SplitMix64;
+use trajdb::rng::SplitMix64;
 
 /// Mixes a user seed with a constant per purpose so that different uses of one seed
 /// (table shuffle, split shuffle, ...) do not produce correlated sequences.

@@ -5,10 +5,10 @@ use clap::Parser;
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
-    args: trajdb::agent::bootstrap::BootstrapArgs,
+    args: trajdb_agent::bootstrap::BootstrapArgs,
 }
 
 fn main() {
     let cli = Cli::parse();
-    std::process::exit(trajdb::agent::bootstrap::main(&cli.args));
+    std::process::exit(trajdb_agent::bootstrap::main(&cli.args));
 }

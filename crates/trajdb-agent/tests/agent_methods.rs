@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use std::collections::BTreeSet;
-use trajdb::agent::methods::{curate, run_seed, segment_ends, Experiment, Method};
-use trajdb::agent::policy::{OfflinePolicy, Policy};
+use trajdb_agent::methods::{curate, run_seed, segment_ends, Experiment, Method};
+use trajdb_agent::policy::{OfflinePolicy, Policy};
 
-use trajdb::agent::predict::{
+use trajdb::{Database, Embedder, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
+use trajdb_agent::predict::{
     auroc, calibration, fit_logistic, recipe_features, shown_recipes, Predictor, FEATURES,
 };
-use trajdb::agent::react::{ensure_spaces, AgentOptions};
-use trajdb::agent::wordcraft::RecipeBook;
-use trajdb::agent::{wordcraft_task_id, AgentResult};
-use trajdb::{Database, Embedder, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
+use trajdb_agent::react::{ensure_spaces, AgentOptions};
+use trajdb_agent::wordcraft::RecipeBook;
+use trajdb_agent::{wordcraft_task_id, AgentResult};
 
 fn temp(name: &str) -> std::path::PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

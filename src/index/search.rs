@@ -6,11 +6,11 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
-use crate::codec::{ix, off};
 use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
-use crate::kernels::scan;
-use crate::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
+use crate::format::codec::{ix, off};
+use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
+use crate::index::kernels::scan;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.

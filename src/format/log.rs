@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
-use crate::codec::{ix, off};
 use crate::error::{Error, Result};
-use crate::storage::Storage;
+use crate::format::codec::{ix, off};
+use std::sync::Arc;
+
+use crate::storage::{create_fresh, Backend, Storage};
 
 /// Name of the log file inside a database directory.
 pub const LOG_FILE: &str = "log";
@@ -492,4 +494,43 @@ pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> R
         });
     }
     Ok(payload)
+}
+
+/// Copies the log bytes from `end` to `len` to `log.cut-END` before they are cut, so that
+/// a frame damaged at rest rather than torn by a crash can still be inspected. Copies in
+/// chunks; a tail that is all zeros (pre-allocated space) is not kept.
+pub(crate) fn keep_cut_tail(
+    backend: &dyn Backend,
+    log: &dyn Storage,
+    end: u64,
+    len: u64,
+) -> Result<Option<String>> {
+    let log_path = backend.path_of(LOG_FILE);
+    let chunk = usize::try_from((len - end).min(4 << 20)).unwrap_or(4 << 20);
+    let mut buf = vec![0u8; chunk];
+    let mut out: Option<(String, Arc<dyn Storage>)> = None;
+    let mut pos = end;
+    while pos < len {
+        let n = usize::try_from((len - pos).min(off(chunk))).unwrap_or(chunk);
+        log.read_at(&mut buf[..n], pos)
+            .map_err(|e| Error::io("read", log_path.clone(), e))?;
+        if out.is_none() && buf[..n].iter().any(|&b| b != 0) {
+            let name = format!("{LOG_FILE}.cut-{end}");
+            let f = create_fresh(backend, &name)?;
+            out = Some((name, f));
+        }
+        if let Some((name, f)) = &out {
+            f.write_at(&buf[..n], pos - end)
+                .map_err(|e| Error::io("write", backend.path_of(name), e))?;
+        }
+        pos += off(n);
+    }
+    match out {
+        Some((name, f)) => {
+            f.sync()
+                .map_err(|e| Error::io("sync", backend.path_of(&name), e))?;
+            Ok(Some(name))
+        }
+        None => Ok(None),
+    }
 }

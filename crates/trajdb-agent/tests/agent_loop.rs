@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use trajdb::agent::policy::{Context, Policy};
-use trajdb::agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
-use trajdb::agent::{AgentResult, Environment};
 use trajdb::{Database, Embedder, HashEmbedder, Options, Stage};
+use trajdb_agent::policy::{Context, Policy};
+use trajdb_agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
+use trajdb_agent::{AgentResult, Environment};
 
 /// Count up to 3 with `inc`; anything else wastes a step; at most 5 steps.
 struct Counter {
@@ -182,7 +182,7 @@ fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
     )
     .unwrap();
     let opts = AgentOptions {
-        stages: trajdb::agent::react::Stages {
+        stages: trajdb_agent::react::Stages {
             plan: false,
             reason: true,
             act: false,
@@ -209,8 +209,8 @@ fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
 
 use std::sync::Arc;
 
-use trajdb::agent::policy::{parse_selected, parse_table, OfflinePolicy};
-use trajdb::agent::wordcraft::{RecipeBook, Task, WordcraftEnv};
+use trajdb_agent::policy::{parse_selected, parse_table, OfflinePolicy};
+use trajdb_agent::wordcraft::{RecipeBook, Task, WordcraftEnv};
 
 /// Plays a fixed list of entity names.
 struct Replay {

@@ -27,12 +27,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::agent::policy::Policy;
-use crate::agent::predict::Predictor;
-use crate::agent::react::{ensure_spaces, run_episode, store_relabelled, AgentOptions, Store};
-use crate::agent::wordcraft::{RecipeBook, Task, WordcraftEnv};
-use crate::agent::{wordcraft_task_id, AgentError, AgentResult};
-use crate::{Database, Durability, Embedder, Options, ProvenanceKind};
+use crate::policy::Policy;
+use crate::predict::Predictor;
+use crate::react::{ensure_spaces, run_episode, store_relabelled, AgentOptions, Store};
+use crate::wordcraft::{RecipeBook, Task, WordcraftEnv};
+use crate::{wordcraft_task_id, AgentError, AgentResult};
+use trajdb::{Database, Durability, Embedder, Options, ProvenanceKind};
 
 /// A method: fixed, Traj-Bootstrap, database curation, exemplar curation or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -279,8 +279,11 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
                 if seg_success[best] > seg_success[worst] {
                     let wdir = members[worst].dir.clone();
                     members[worst].db = None;
-                    std::fs::remove_dir_all(&wdir)
-                        .map_err(|err| AgentError::Db(crate::Error::io("remove", &wdir, err)))?;
+                    std::fs::remove_dir_all(&wdir).map_err(|source| AgentError::Io {
+                        op: "remove",
+                        path: wdir.display().to_string(),
+                        source,
+                    })?;
                     members[best].db()?.fork(&wdir)?;
                     members[worst].db = Some(open_db(&wdir, e.embedder)?);
                     forks += 1;
@@ -310,7 +313,7 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
     if let Some(p0) = prior {
         for (j, task) in e.test.iter().enumerate() {
             let env = env_for(e, task, 1 << 40 | j as u64)?;
-            let goal = crate::agent::Environment::goal(&env);
+            let goal = crate::Environment::goal(&env);
             predicted.push(match &fitted {
                 Some(f) => f.predict(evidence, e.embedder, &goal, &env.observation())?,
                 None => predictor.predict(evidence, e.embedder, &goal, p0)?,

@@ -34,9 +34,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::agent::policy::{goal_entity, parse_selected, parse_table, selected_name};
-use crate::agent::AgentResult;
-use crate::{Database, Embedder, Filter, ProvenanceKind, RetrieveQuery, Trajectory};
+use crate::policy::{goal_entity, parse_selected, parse_table, selected_name};
+use crate::AgentResult;
+use trajdb::{Database, Embedder, Filter, ProvenanceKind, RetrieveQuery, Trajectory};
 
 /// Settings of the predictor.
 #[derive(Debug, Clone, Copy)]

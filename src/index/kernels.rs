@@ -9,7 +9,7 @@
 
 use simsimd::SpatialSimilarity;
 
-use crate::record::Metric;
+use crate::format::record::Metric;
 
 /// Similarity of `a` and `b` (equal lengths) under `metric`, via SimSIMD.
 #[inline]

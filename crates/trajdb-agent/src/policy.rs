@@ -2,10 +2,10 @@
 //! thought and an action. [`LlmPolicy`] asks a language model through prompts built by
 //! [`prompt`]; [`OfflinePolicy`] is a non-LLM stand-in.
 
-use crate::agent::openai::ChatMessage;
-use crate::agent::{AgentResult, Llm};
-use crate::rng::SplitMix64;
-use crate::Example;
+use crate::openai::ChatMessage;
+use crate::{AgentResult, Llm};
+use trajdb::rng::SplitMix64;
+use trajdb::Example;
 
 /// Everything a policy may see at one stage.
 #[derive(Debug, Clone, Copy)]

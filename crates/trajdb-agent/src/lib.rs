@@ -2,14 +2,14 @@
 //! with retrieval at three stages, the bootstrapping and curation methods, and the
 //! task-success predictor.
 //!
-//! This module is a thin client of [`crate::Database`]: every retrieval goes through
-//! [`crate::Database::retrieve`], every usage count through the episode log
-//! ([`crate::Database::begin_episode`], [`crate::Database::log_retrievals`],
-//! [`crate::Database::set_episode_outcome`]).
+//! This crate is a thin client of [`trajdb::Database`]: every retrieval goes through
+//! [`trajdb::Database::retrieve`], every usage count through the episode log
+//! ([`trajdb::Database::begin_episode`], [`trajdb::Database::log_retrievals`],
+//! [`trajdb::Database::set_episode_outcome`]).
 //!
 //! Plug-ins:
 //! - [`Llm`]: chat messages in, text out ([`openai::OpenAiClient`] implements it);
-//! - [`crate::Embedder`]: text to keys (the built-in [`crate::HashEmbedder`] by default);
+//! - [`trajdb::Embedder`]: text to keys (the built-in [`trajdb::HashEmbedder`] by default);
 //! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it).
 //!
 //! The agent talks to a [`policy::Policy`]: [`policy::LlmPolicy`] turns each stage into a
@@ -34,15 +34,27 @@ use wordcraft::{ActionError, RecipeError, WordcraftEnv};
 #[non_exhaustive]
 pub enum AgentError {
     /// The database refused an operation.
-    Db(crate::Error),
+    Db(trajdb::Error),
     /// The language model could not be reached or answered badly.
     Llm(LlmError),
-    /// A recipe file could not be read or parsed.
-    Recipes {
+    /// An input file (an environment's data file, for example Wordcraft's recipe file)
+    /// could not be read or parsed.
+    InputFile {
+        /// What kind of file, e.g. `recipe file`.
+        kind: &'static str,
         /// The file.
         path: String,
         /// What is wrong with it.
         what: String,
+    },
+    /// A file-system operation of the agent's own (not the database's) failed.
+    Io {
+        /// What was being done, e.g. `remove`.
+        op: &'static str,
+        /// The path it was done on.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
     },
     /// The environment failed (not a refused action: those cost a step).
     Env(String),
@@ -70,7 +82,8 @@ impl fmt::Display for AgentError {
         match self {
             AgentError::Db(e) => write!(f, "database: {e}"),
             AgentError::Llm(e) => write!(f, "language model: {e}"),
-            AgentError::Recipes { path, what } => write!(f, "recipe file {path}: {what}"),
+            AgentError::InputFile { kind, path, what } => write!(f, "{kind} {path}: {what}"),
+            AgentError::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
             AgentError::Env(e) => write!(f, "environment: {e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
@@ -79,8 +92,8 @@ impl fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
-impl From<crate::Error> for AgentError {
-    fn from(e: crate::Error) -> Self {
+impl From<trajdb::Error> for AgentError {
+    fn from(e: trajdb::Error) -> Self {
         AgentError::Db(e)
     }
 }

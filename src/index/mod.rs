@@ -1,0 +1,6 @@
+//! The key index: memory-mapped key files (one per key space), the similarity kernels that
+//! score their rows, and exact search and retrieval over them.
+
+pub mod kernels;
+pub mod keyfile;
+pub(crate) mod search;
