@@ -19,6 +19,7 @@ use crate::format::record::{
     self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
+use crate::index::bounds::StepBounds;
 use crate::index::keyfile::RowStore;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
@@ -110,6 +111,9 @@ pub(crate) struct Space {
     pub(crate) def: SpaceDef,
     pub(crate) rows: RowStore,
     pub(crate) row_meta: Vec<RowMeta>,
+    /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
+    /// in memory, built on first use).
+    pub(crate) bounds: RwLock<StepBounds>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -254,6 +258,7 @@ impl State {
                     def,
                     rows,
                     row_meta: Vec::new(),
+                    bounds: RwLock::default(),
                 });
             }
             Record::Trajectory(_) => {}
@@ -1082,14 +1087,28 @@ impl Database {
     }
 
     pub(crate) fn read_trajectory(&self, st: &State, slot: usize) -> Result<Trajectory> {
+        self.read_trajectory_as(st, slot, true)
+    }
+
+    /// [`Self::read_trajectory`], skipping the keys (left empty) unless `with_keys`.
+    pub(crate) fn read_trajectory_as(
+        &self,
+        st: &State,
+        slot: usize,
+        with_keys: bool,
+    ) -> Result<Trajectory> {
         let m = &st.trajs[slot];
         let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
-        let mut t =
-            record::decode_trajectory(&payload, &st.space_name()).map_err(|e| Error::Corrupt {
-                path: self.log_path.clone(),
-                offset: m.offset,
-                what: e.what,
-            })?;
+        let decoded = if with_keys {
+            record::decode_trajectory(&payload, &st.space_name())
+        } else {
+            record::decode_trajectory_without_keys(&payload)
+        };
+        let mut t = decoded.map_err(|e| Error::Corrupt {
+            path: self.log_path.clone(),
+            offset: m.offset,
+            what: e.what,
+        })?;
         if t.id != Some(m.id) {
             return Err(Error::Corrupt {
                 path: self.log_path.clone(),

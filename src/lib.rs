@@ -43,7 +43,7 @@ pub use format::record::{
     ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
     SpaceDef, Stage, Step, Trajectory,
 };
-pub use index::search::{Example, Filter, Hit, RetrieveQuery};
+pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};
 pub use maintenance::{RepairReport, VerifyReport};
 pub use usage::{Episode, Utility};
 

@@ -104,3 +104,164 @@ fn retrieval_matches_brute_force_definition() {
         }
     }
 }
+
+/// The retrieval of the definition computed with the engine's own kernel and the engine's
+/// f32 arithmetic, so that scores can be compared bit for bit: (id, matched step, score).
+fn brute_exact(
+    all: &[Ref],
+    metric: Metric,
+    goal: &[f32],
+    plan: &[f32],
+    obs: &[f32],
+    k: usize,
+) -> Vec<(u64, Option<u32>, f32)> {
+    use trajdb::index::kernels::similarity;
+    let ok: Vec<&Ref> = all
+        .iter()
+        .filter(|r| r.t.outcome.success == Some(true))
+        .collect();
+    let key_scores = |name: &str, q: &[f32]| -> Vec<Option<f32>> {
+        ok.iter()
+            .map(|r| r.t.keys.get(name).map(|v| similarity(metric, v, q)))
+            .collect()
+    };
+    let g = key_scores("goal", goal);
+    let p = key_scores("plan", plan);
+    let worst = |s: &[Option<f32>]| s.iter().flatten().copied().fold(f32::INFINITY, f32::min);
+    let (wg, wp) = (worst(&g), worst(&p));
+    let mut scored = Vec::new();
+    for (i, r) in ok.iter().enumerate() {
+        let traj = (0.0 + g[i].unwrap_or(wg) + p[i].unwrap_or(wp)) / 2.0;
+        let mut best: Option<(f32, u32)> = None;
+        for (s, v) in r.t.step_keys["observation"].iter().enumerate() {
+            let sc = similarity(metric, v, obs);
+            if best.is_none_or(|b| sc > b.0) {
+                best = Some((sc, s as u32));
+            }
+        }
+        if let Some((sc, s)) = best {
+            scored.push((traj + sc, i, r.id, Some(s)));
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|x| (x.2, x.3, x.0))
+        .collect()
+}
+
+/// A point near `center`: each component moved by up to `spread`.
+fn near(rng: &mut Rng, center: &[f32], spread: f32) -> Vec<f32> {
+    center.iter().map(|c| c + spread * rng.f32()).collect()
+}
+
+#[test]
+fn pruned_retrieval_equals_the_full_definition_bit_for_bit_and_skips_step_rows() {
+    let dims = 16;
+    for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+        let dir = support::tmp(&format!("retrieve-pruned-{metric:?}"));
+        let db = trajdb::Database::open(
+            &dir,
+            trajdb::Options {
+                durability: trajdb::Durability::Buffered,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for name in ["goal", "plan"] {
+            db.create_space(&trajdb::SpaceDef::new(
+                name,
+                trajdb::Level::Trajectory,
+                dims as u32,
+                metric,
+            ))
+            .unwrap();
+        }
+        db.create_space(&trajdb::SpaceDef::new(
+            "observation",
+            trajdb::Level::Step,
+            dims as u32,
+            metric,
+        ))
+        .unwrap();
+        // Clustered data: trajectory and step keys near one of 12 centres, so the
+        // trajectory keys separate candidates and the step bounds are tight.
+        let mut rng = Rng::new(31);
+        let centres: Vec<Vec<f32>> = (0..12).map(|_| rng.vec(dims)).collect();
+        let mut all = Vec::new();
+        let mut total_rows = 0u64;
+        for n in 0..600u64 {
+            let c = &centres[rng.below(12) as usize];
+            let steps = 1 + rng.below(15) as usize;
+            let mut t = random_traj(&mut rng, dims, steps, n);
+            t.keys.insert("goal".into(), near(&mut rng, c, 0.1));
+            if t.keys.contains_key("plan") {
+                t.keys.insert("plan".into(), near(&mut rng, c, 0.1));
+            }
+            let obs = (0..steps).map(|_| near(&mut rng, c, 0.2)).collect();
+            t.step_keys.insert("observation".into(), obs);
+            if t.outcome.success == Some(true) {
+                total_rows += steps as u64;
+            }
+            let id = db.append(&t).unwrap();
+            all.push(Ref { id, t });
+            // Interleave retrievals with appends, so the bounds are extended, not only built.
+            if n == 300 {
+                let q = RetrieveQuery {
+                    keys: vec![("goal".into(), centres[0].clone())],
+                    step_key: Some(("observation".into(), centres[0].clone())),
+                    k: 3,
+                    window: 1,
+                    filter: Filter::default(),
+                    embedder: None,
+                };
+                assert_eq!(db.retrieve(&q).unwrap().len(), 3);
+            }
+        }
+        let mut pruned_calls = 0;
+        for trial in 0..24 {
+            let c = &centres[trial % 12];
+            let (goal, plan, obs) = (
+                near(&mut rng, c, 0.05),
+                near(&mut rng, c, 0.05),
+                near(&mut rng, c, 0.2),
+            );
+            let k = [1, 5, 10][trial % 3];
+            let q = RetrieveQuery {
+                keys: vec![("goal".into(), goal.clone()), ("plan".into(), plan.clone())],
+                step_key: Some(("observation".into(), obs.clone())),
+                k,
+                window: 2,
+                filter: Filter {
+                    success_only: true,
+                    ..Default::default()
+                },
+                embedder: None,
+            };
+            let (got, work) = db.retrieve_with_work(&q).unwrap();
+            let want = brute_exact(&all, metric, &goal, &plan, &obs, k);
+            let got: Vec<(u64, Option<u32>, f32)> = got
+                .iter()
+                .map(|e| (e.id, e.matched_step, e.score))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{metric:?} trial {trial}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!((g.0, g.1), (w.0, w.1), "{metric:?} trial {trial}");
+                assert_eq!(g.2.to_bits(), w.2.to_bits(), "{metric:?} trial {trial}");
+            }
+            assert!(work.step_rows_scored <= total_rows);
+            if work.step_rows_scored < total_rows / 2 {
+                pruned_calls += 1;
+            }
+        }
+        // The bound must actually prune on clustered data (else this test proves nothing
+        // about the pruned path).
+        assert!(
+            pruned_calls >= 12,
+            "{metric:?}: only {pruned_calls} of 24 calls scored under half the step rows"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

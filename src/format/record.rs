@@ -591,10 +591,10 @@ pub(crate) fn decode_trajectory(
     payload: &[u8],
     space_name: &dyn Fn(u32) -> Option<(String, Level)>,
 ) -> DecResult<Trajectory> {
-    let b = decode_body(&mut Dec::new(payload))?;
+    let mut b = decode_body(&mut Dec::new(payload))?;
     let mut keys = BTreeMap::new();
     let mut step_keys: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
-    for (space, _step, bytes) in b.keys {
+    for (space, _step, bytes) in std::mem::take(&mut b.keys) {
         let v = le_f32s(bytes);
         let Some((name, level)) = space_name(space) else {
             return Err(DecodeError {
@@ -609,7 +609,23 @@ pub(crate) fn decode_trajectory(
             Level::Step => step_keys.entry(name).or_default().push(v),
         }
     }
-    Ok(Trajectory {
+    let mut t = trajectory_of(b);
+    t.keys = keys;
+    t.step_keys = step_keys;
+    Ok(t)
+}
+
+/// Decodes a trajectory payload without its keys (`keys` and `step_keys` empty): the text
+/// and outcome only, without converting or allocating any vector. The payload is checked as
+/// fully as by [`decode_trajectory`] except that key space ids are not resolved.
+pub(crate) fn decode_trajectory_without_keys(payload: &[u8]) -> DecResult<Trajectory> {
+    let b = decode_body(&mut Dec::new(payload))?;
+    Ok(trajectory_of(b))
+}
+
+/// The trajectory of a decoded body, keys left empty.
+fn trajectory_of(b: Body<'_>) -> Trajectory {
+    Trajectory {
         id: Some(b.id),
         task: b.task.to_owned(),
         env: b.env.to_owned(),
@@ -635,9 +651,9 @@ pub(crate) fn decode_trajectory(
             .collect(),
         provenance: b.provenance,
         created_ms: b.created_ms,
-        keys,
-        step_keys,
-    })
+        keys: BTreeMap::new(),
+        step_keys: BTreeMap::new(),
+    }
 }
 
 /// Decodes any record except trajectories into [`Record`]; trajectories are decoded to

@@ -10,7 +10,7 @@ use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
-use crate::index::kernels::scan;
+use crate::index::kernels::{scan, similarity};
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -121,16 +121,26 @@ impl TopK {
             heap: BinaryHeap::with_capacity(k + 1),
         }
     }
+    /// Offers a candidate. Kept when fewer than k are held or when it beats the worst
+    /// held one: a higher score, or an equal score and an earlier order. So the result does
+    /// not depend on the order of offers.
     #[inline]
     fn offer(&mut self, score: f32, order: u64) {
         if self.heap.len() < self.k {
             self.heap.push(Entry { score, order });
         } else if let Some(top) = self.heap.peek() {
-            if score > top.score {
+            if score > top.score || (score == top.score && order < top.order) {
                 self.heap.pop();
                 self.heap.push(Entry { score, order });
             }
         }
+    }
+
+    /// The k-th best score once k candidates are held.
+    fn kth(&self) -> Option<f32> {
+        (self.k > 0 && self.heap.len() == self.k)
+            .then(|| self.heap.peek().map(|e| e.score))
+            .flatten()
     }
     /// Best first.
     fn into_sorted(self) -> Vec<(f32, u64)> {
@@ -261,17 +271,73 @@ impl Database {
             .collect())
     }
 
-    /// The multi-key, success-filtered, step-matched retrieval of the in-context-example method (README, "Quick start"),
-    /// computed exactly: every qualifying trajectory is scored on every key.
+    /// The multi-key, success-filtered, step-matched retrieval of the in-context-example
+    /// method (README, "Quick start"), computed exactly: the result is the one that scoring
+    /// every qualifying trajectory on every key gives (same ids, scores, matched steps and
+    /// windows).
+    ///
+    /// With a step key, trajectories are visited in descending order of trajectory score
+    /// plus an upper bound on their best step score (module `index::bounds`), and the visit
+    /// stops when no unvisited trajectory can beat the k-th best; so most step rows are
+    /// never read when the trajectory keys separate the candidates. Winners are decoded
+    /// without their keys.
+    ///
+    /// Errors: unknown key space, wrong dimensions, non-finite query values, a key space of
+    /// the wrong level, a mismatched embedder, and I/O or corruption reading the winners.
     pub fn retrieve(&self, q: &RetrieveQuery) -> Result<Vec<Example>> {
+        self.retrieve_with_work(q).map(|(examples, _)| examples)
+    }
+
+    /// [`retrieve`](Self::retrieve), also saying how much work the call did.
+    pub fn retrieve_with_work(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.retrieve_scratch(q, true)
+    }
+
+    /// [`retrieve_with_work`](Self::retrieve_with_work) scoring every step row (no
+    /// pruning), for benchmarks and tests that compare the two paths. Not part of the
+    /// stable API.
+    #[doc(hidden)]
+    pub fn retrieve_exhaustive(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.retrieve_scratch(q, false)
+    }
+
+    fn retrieve_scratch(
+        &self,
+        q: &RetrieveQuery,
+        prune: bool,
+    ) -> Result<(Vec<Example>, RetrieveWork)> {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.retrieve_in(q, &mut scratch, prune),
+            Err(_) => self.retrieve_in(q, &mut Scratch::default(), prune),
+        })
+    }
+
+    fn retrieve_in(
+        &self,
+        q: &RetrieveQuery,
+        scratch: &mut Scratch,
+        prune: bool,
+    ) -> Result<(Vec<Example>, RetrieveWork)> {
         let st = self.state.read();
         let n = st.trajs.len();
+        let mut work = RetrieveWork::default();
         let c = Compiled::new(&st, &q.filter);
-        let pass: Vec<bool> = st.trajs.iter().map(|m| c.pass(m)).collect();
-        // Per key: one score per trajectory slot (NaN = no key).
-        let mut sum = vec![0f32; n];
-        let mut has_any = vec![false; n];
-        let mut per_key: Vec<Vec<f32>> = Vec::with_capacity(q.keys.len());
+        let Scratch {
+            pass,
+            sum,
+            has_any,
+            scores,
+            best_step,
+            order,
+        } = scratch;
+        reset(pass, n, false);
+        for (p, m) in pass.iter_mut().zip(&st.trajs) {
+            *p = c.pass(m);
+        }
+        // Per key: each slot's score (NaN = no key); folded into `sum` key by key.
+        reset(sum, n, 0.0);
+        reset(has_any, n, false);
+        let mut nkeys = 0usize;
         for (name, v) in &q.keys {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
             let s = &st.spaces[ix(sid)];
@@ -281,7 +347,8 @@ impl Database {
                     "is a step-level key space; pass it as the step key",
                 ));
             }
-            let mut scores = vec![f32::NAN; n];
+            nkeys += 1;
+            reset(scores, n, f32::NAN);
             let dims = ix(s.def.dims);
             scan(
                 s.def.metric,
@@ -295,9 +362,6 @@ impl Database {
                     has_any[slot] = true;
                 },
             );
-            per_key.push(scores);
-        }
-        for scores in &per_key {
             let worst = scores
                 .iter()
                 .copied()
@@ -306,85 +370,133 @@ impl Database {
             if worst == f32::INFINITY {
                 continue;
             }
-            for (slot, x) in scores.iter().enumerate() {
-                sum[slot] += if x.is_nan() { worst } else { *x };
+            for (acc, x) in sum.iter_mut().zip(scores.iter()) {
+                *acc += if x.is_nan() { worst } else { *x };
             }
         }
-        let nkeys = per_key.len().max(1) as f32;
-        let mut best_step: Vec<Option<(f32, u32)>> = vec![None; n];
-        if let Some((name, v)) = &q.step_key {
-            let sid = check_query(&st, name, v, q.embedder.as_ref())?;
-            let s = &st.spaces[ix(sid)];
-            if s.def.level != Level::Step {
-                return Err(Error::invalid(
-                    format!("retrieve step key `{name}`"),
-                    "is a trajectory-level key space; pass it in keys",
-                ));
-            }
-            let dims = ix(s.def.dims);
-            scan(
-                s.def.metric,
-                s.rows.all(),
-                dims,
-                v,
-                |r| pass[ix(s.row_meta[r].slot)],
-                |r, sc| {
-                    let m = s.row_meta[r];
-                    let slot = ix(m.slot);
-                    if best_step[slot].is_none_or(|(b, _)| sc > b) {
-                        best_step[slot] = Some((sc, m.step));
-                    }
-                },
-            );
-        }
-        let mut top = TopK::new(q.k);
-        for slot in 0..n {
-            if !pass[slot] {
-                continue;
-            }
-            let traj = if per_key.is_empty() {
+        let nkeys_f = nkeys.max(1) as f32;
+        let traj_score = |slot: usize| {
+            if nkeys == 0 {
                 0.0
             } else {
-                sum[slot] / nkeys
-            };
-            let score = match (&q.step_key, best_step[slot]) {
-                (Some(_), Some((s, _))) => traj + s,
-                (Some(_), None) => continue,
-                (None, _) => {
-                    if !per_key.is_empty() && !has_any[slot] {
-                        continue;
+                sum[slot] / nkeys_f
+            }
+        };
+        let mut top = TopK::new(q.k.min(n));
+        reset(best_step, n, None);
+        match &q.step_key {
+            None => {
+                for slot in 0..n {
+                    if pass[slot] && (nkeys == 0 || has_any[slot]) {
+                        top.offer(traj_score(slot), off(slot));
                     }
-                    traj
                 }
-            };
-            top.offer(score, off(slot));
+            }
+            Some((name, v)) => {
+                let sid = check_query(&st, name, v, q.embedder.as_ref())?;
+                let s = &st.spaces[ix(sid)];
+                if s.def.level != Level::Step {
+                    return Err(Error::invalid(
+                        format!("retrieve step key `{name}`"),
+                        "is a trajectory-level key space; pass it in keys",
+                    ));
+                }
+                let dims = ix(s.def.dims);
+                let rows = s.rows.all();
+                let slot_of_row = |r: usize| s.row_meta[r].slot;
+                if prune && s.bounds.read().is_behind(rows.len() / dims.max(1)) {
+                    s.bounds
+                        .write()
+                        .extend(s.def.metric, rows, dims, slot_of_row);
+                }
+                let bounds = s.bounds.read();
+                if prune && bounds.usable && !bounds.is_behind(rows.len() / dims.max(1)) {
+                    // Pruned visit: candidates by descending upper bound.
+                    let qn = v
+                        .iter()
+                        .map(|&x| f64::from(x) * f64::from(x))
+                        .sum::<f64>()
+                        .sqrt();
+                    order.clear();
+                    for slot in (0..n).filter(|&slot| pass[slot]) {
+                        if let Some((g, group)) = bounds.group(slot) {
+                            let up = bounds.upper(s.def.metric, g, group, v, qn);
+                            order.push((
+                                traj_score(slot) + up,
+                                u32::try_from(slot).unwrap_or(u32::MAX),
+                            ));
+                        }
+                    }
+                    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    for &(upper, slot) in order.iter() {
+                        if top.kth().is_some_and(|kth| upper < kth) {
+                            break;
+                        }
+                        let slot = ix(slot);
+                        let Some((_, group)) = bounds.group(slot) else {
+                            continue;
+                        };
+                        work.trajectories_visited += 1;
+                        let mut best: Option<(f32, u32)> = None;
+                        for r in group.first..group.end {
+                            let sc = similarity(s.def.metric, &rows[r * dims..(r + 1) * dims], v);
+                            if best.is_none_or(|(b, _)| sc > b) {
+                                best = Some((sc, s.row_meta[r].step));
+                            }
+                        }
+                        work.step_rows_scored += off(group.end - group.first);
+                        if let Some((sc, step)) = best {
+                            best_step[slot] = Some((sc, step));
+                            top.offer(traj_score(slot) + sc, off(slot));
+                        }
+                    }
+                } else {
+                    // Full scan: every kept step row.
+                    scan(
+                        s.def.metric,
+                        rows,
+                        dims,
+                        v,
+                        |r| pass[ix(s.row_meta[r].slot)],
+                        |r, sc| {
+                            let m = s.row_meta[r];
+                            let slot = ix(m.slot);
+                            work.step_rows_scored += 1;
+                            if best_step[slot].is_none_or(|(b, _)| sc > b) {
+                                best_step[slot] = Some((sc, m.step));
+                            }
+                        },
+                    );
+                    let visited = best_step.iter().filter(|b| b.is_some()).count();
+                    work.trajectories_visited = off(visited);
+                    for slot in 0..n {
+                        if let Some((sc, _)) = best_step[slot] {
+                            top.offer(traj_score(slot) + sc, off(slot));
+                        }
+                    }
+                }
+            }
         }
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = usize::try_from(slot).unwrap_or(usize::MAX);
-            let mut t = self.read_trajectory(&st, slot)?;
-            t.keys.clear();
-            t.step_keys.clear();
+            let mut t = self.read_trajectory_as(&st, slot, false)?;
             let nsteps = t.steps.len();
-            let traj_score = if per_key.is_empty() {
-                0.0
-            } else {
-                sum[slot] / nkeys
-            };
             let (start, end, matched, step_score) = match best_step[slot] {
                 Some((s, m)) => {
                     let m_us = ix(m);
                     let start = m_us.saturating_sub(q.window);
-                    let end = (m_us + q.window + 1).min(nsteps);
+                    let end = m_us.saturating_add(q.window).saturating_add(1).min(nsteps);
                     (start, end, Some(m), Some(s))
                 }
                 None => (0, nsteps, None, None),
             };
-            t.steps = t.steps[start..end].to_vec();
+            t.steps.truncate(end);
+            t.steps.drain(..start.min(end));
             out.push(Example {
                 id: st.trajs[slot].id,
                 score,
-                traj_score,
+                traj_score: traj_score(slot),
                 step_score,
                 matched_step: matched,
                 window: (
@@ -394,6 +506,39 @@ impl Database {
                 trajectory: t,
             });
         }
-        Ok(out)
+        Ok((out, work))
     }
+}
+
+/// How much work one [`Database::retrieve_with_work`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RetrieveWork {
+    /// Step-key rows scored (a full scan scores every step row of every qualifying
+    /// trajectory; the pruned visit scores only the rows of the trajectories it visits).
+    pub step_rows_scored: u64,
+    /// Trajectories whose step rows were scored.
+    pub trajectories_visited: u64,
+}
+
+/// Per-call buffers of [`Database::retrieve`], kept per thread so a call allocates nothing
+/// proportional to the collection once the buffers have grown.
+#[derive(Default)]
+struct Scratch {
+    pass: Vec<bool>,
+    sum: Vec<f32>,
+    has_any: Vec<bool>,
+    scores: Vec<f32>,
+    best_step: Vec<Option<(f32, u32)>>,
+    order: Vec<(f32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Sets `v` to `n` copies of `x`, reusing its allocation.
+fn reset<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
+    v.clear();
+    v.resize(n, x);
 }

@@ -1,0 +1,333 @@
+//! Per-trajectory upper bounds on step-key similarity, so that retrieval can skip the step
+//! rows of trajectories that cannot reach the top k and still return exactly what a full
+//! scan returns.
+//!
+//! For each trajectory with rows in a step-level key space, the bound keeps the trajectory's
+//! contiguous row range, the centroid `c` of its step keys and the radius
+//! `r = max_i |s_i - c|` (Euclidean). For every step key `s_i` and query `q`:
+//!
+//! - dot: `q·s_i = q·c + q·(s_i - c) <= q·c + |q| r` (Cauchy-Schwarz);
+//! - cosine: the same over unit vectors: with `c`, `r` computed over `s_i / |s_i|`,
+//!   `cos(q, s_i) <= q̂·c + r`, and never above 1;
+//! - L2 (score `-|q - s_i|`): `|q - s_i| >= |q - c| - r` (triangle inequality), so the
+//!   score is at most `-max(0, |q - c| - r)`.
+//!
+//! Bounds are computed in f64 and widened by a margin larger than the kernels' stated error
+//! (relative 1e-4, `kernels` module), so a row the kernel would score above the bound does
+//! not exist. The cache is derived, in memory only: built on first use from the mapped rows
+//! and extended as rows are appended (a trajectory's rows are appended in one commit, so
+//! they are contiguous); no byte on disk changes.
+
+use crate::format::record::Metric;
+
+/// Slack added to every bound, relative to the magnitude of the score it bounds. The
+/// kernels agree with the f64 reference to 1e-4 relative; 1e-3 leaves a tenfold margin.
+const MARGIN: f64 = 1e-3;
+
+/// Marks a slot with no rows in the space.
+const NONE: u32 = u32::MAX;
+
+/// One trajectory's step rows in one step-level key space.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Group {
+    /// First row (index into the key file's rows).
+    pub(crate) first: usize,
+    /// One past the last row.
+    pub(crate) end: usize,
+    /// Radius of the step keys around the centroid (over unit vectors for cosine).
+    radius: f64,
+    /// Largest key norm (dot: bounds the margin's scale).
+    max_norm: f64,
+}
+
+/// The bounds of every trajectory in one step-level key space.
+#[derive(Debug, Default)]
+pub(crate) struct StepBounds {
+    /// Rows covered so far.
+    rows_seen: usize,
+    /// Group index per trajectory slot (`NONE` when the slot has no rows here).
+    group_of_slot: Vec<u32>,
+    groups: Vec<Group>,
+    /// Slot of each group.
+    slot_of_group: Vec<u32>,
+    /// Centroids, `dims` f32 per group.
+    centroids: Vec<f32>,
+    /// False when rows of one slot were found apart; retrieval then scans every row.
+    pub(crate) usable: bool,
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+impl StepBounds {
+    /// Whether rows beyond those covered exist.
+    pub(crate) fn is_behind(&self, rows: usize) -> bool {
+        rows != self.rows_seen
+    }
+
+    /// Brings the bounds up to date with `rows` (row-major, `dims` each), whose row `r`
+    /// belongs to slot `slot_of_row(r)`. Rows are only ever appended; if fewer rows exist
+    /// than were seen (a new state replaced the old), the bounds are rebuilt.
+    pub(crate) fn extend(
+        &mut self,
+        metric: Metric,
+        rows: &[f32],
+        dims: usize,
+        slot_of_row: impl Fn(usize) -> u32,
+    ) {
+        if dims == 0 {
+            return;
+        }
+        let n = rows.len() / dims;
+        if n < self.rows_seen || self.rows_seen == 0 {
+            *self = StepBounds {
+                usable: true,
+                ..StepBounds::default()
+            };
+        }
+        let mut r = self.rows_seen;
+        while r < n {
+            let slot = slot_of_row(r);
+            let mut end = r + 1;
+            while end < n && slot_of_row(end) == slot {
+                end += 1;
+            }
+            let s = slot as usize;
+            if self.group_of_slot.len() <= s {
+                self.group_of_slot.resize(s + 1, NONE);
+            }
+            if self.group_of_slot[s] != NONE {
+                // Rows of one slot apart from each other: the contiguity this cache relies
+                // on does not hold, so it is not used.
+                self.usable = false;
+            }
+            self.group_of_slot[s] = u32::try_from(self.groups.len()).unwrap_or(NONE);
+            self.push_group(metric, &rows[r * dims..end * dims], dims, r, end, slot);
+            r = end;
+        }
+        self.rows_seen = n;
+    }
+
+    fn push_group(
+        &mut self,
+        metric: Metric,
+        rows: &[f32],
+        dims: usize,
+        first: usize,
+        end: usize,
+        slot: u32,
+    ) {
+        let unit = metric == Metric::Cosine;
+        let scale = |row: &[f32]| -> f64 {
+            if unit {
+                let n = norm(row);
+                if n > 0.0 {
+                    1.0 / n
+                } else {
+                    0.0
+                }
+            } else {
+                1.0
+            }
+        };
+        let mut c = vec![0f64; dims];
+        let mut max_norm = 0f64;
+        for row in rows.chunks_exact(dims) {
+            let s = scale(row);
+            max_norm = max_norm.max(norm(row));
+            for (ci, &x) in c.iter_mut().zip(row) {
+                *ci += f64::from(x) * s;
+            }
+        }
+        let count = (end - first) as f64;
+        c.iter_mut().for_each(|x| *x /= count);
+        // The centroid is kept in f32; the radius is measured from the f32 centroid so the
+        // bound holds for the vector actually used.
+        let c32: Vec<f32> = c.iter().map(|&x| x as f32).collect();
+        let mut radius = 0f64;
+        for row in rows.chunks_exact(dims) {
+            let s = scale(row);
+            let d2: f64 = row
+                .iter()
+                .zip(&c32)
+                .map(|(&x, &cx)| {
+                    let d = f64::from(x) * s - f64::from(cx);
+                    d * d
+                })
+                .sum();
+            radius = radius.max(d2.sqrt());
+        }
+        self.groups.push(Group {
+            first,
+            end,
+            radius,
+            max_norm,
+        });
+        self.slot_of_group.push(slot);
+        self.centroids.extend_from_slice(&c32);
+    }
+
+    /// The rows of `slot`, if it has any.
+    pub(crate) fn group(&self, slot: usize) -> Option<(usize, Group)> {
+        let g = *self.group_of_slot.get(slot)?;
+        (g != NONE).then(|| (g as usize, self.groups[g as usize]))
+    }
+
+    /// An upper bound on the score of every row of group `g` against `query`, whose
+    /// Euclidean norm is `query_norm`, under `metric`. Never below the true score.
+    pub(crate) fn upper(
+        &self,
+        metric: Metric,
+        g: usize,
+        group: Group,
+        query: &[f32],
+        query_norm: f64,
+    ) -> f32 {
+        let dims = query.len();
+        let c = &self.centroids[g * dims..(g + 1) * dims];
+        let bound = match metric {
+            Metric::Cosine => {
+                if query_norm == 0.0 {
+                    return f32::INFINITY;
+                }
+                let qc: f64 = query
+                    .iter()
+                    .zip(c)
+                    .map(|(&q, &x)| f64::from(q) * f64::from(x))
+                    .sum();
+                (qc / query_norm + group.radius).min(1.0) + 2.0 * MARGIN
+            }
+            Metric::Dot => {
+                let qc: f64 = query
+                    .iter()
+                    .zip(c)
+                    .map(|(&q, &x)| f64::from(q) * f64::from(x))
+                    .sum();
+                qc + query_norm * group.radius + MARGIN * (1.0 + query_norm * group.max_norm)
+            }
+            Metric::L2 => {
+                let d: f64 = query
+                    .iter()
+                    .zip(c)
+                    .map(|(&q, &x)| {
+                        let d = f64::from(q) - f64::from(x);
+                        d * d
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                -(d - group.radius).max(0.0) + MARGIN * (1.0 + d + group.radius)
+            }
+        };
+        // Round up into f32 so the comparison with f32 scores stays conservative.
+        let b = bound as f32;
+        if f64::from(b) < bound {
+            b.next_up()
+        } else {
+            b
+        }
+    }
+
+    /// Number of groups (trajectories with rows here).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Slot of group `g`.
+    #[cfg(test)]
+    pub(crate) fn slot(&self, g: usize) -> u32 {
+        self.slot_of_group[g]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::kernels::similarity;
+    use crate::rng::SplitMix64;
+
+    fn vecs(rng: &mut SplitMix64, n: usize, dims: usize, scale: f32) -> Vec<f32> {
+        (0..n * dims)
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    #[test]
+    fn bound_is_never_below_any_row_score_for_every_metric() {
+        let mut rng = SplitMix64::new(5);
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for dims in [1usize, 3, 16, 97] {
+                for scale in [1e-3f32, 1.0, 1e3] {
+                    let lens = [1usize, 2, 7, 1, 12];
+                    let total: usize = lens.iter().sum();
+                    let rows = vecs(&mut rng, total, dims, scale);
+                    let mut slot_of_row = Vec::new();
+                    for (slot, &l) in lens.iter().enumerate() {
+                        slot_of_row.extend(std::iter::repeat_n(slot as u32, l));
+                    }
+                    let mut b = StepBounds::default();
+                    b.extend(metric, &rows, dims, |r| slot_of_row[r]);
+                    assert!(b.usable);
+                    assert_eq!(b.len(), lens.len());
+                    for _ in 0..20 {
+                        let q = vecs(&mut rng, 1, dims, scale);
+                        let qn = norm(&q);
+                        for slot in 0..lens.len() {
+                            let (g, group) = b.group(slot).unwrap();
+                            assert_eq!(b.slot(g), slot as u32);
+                            let up = b.upper(metric, g, group, &q, qn);
+                            for row in rows[group.first * dims..group.end * dims].chunks(dims) {
+                                let s = similarity(metric, row, &q);
+                                assert!(
+                                    s <= up,
+                                    "{metric:?} dims {dims} scale {scale}: score {s} > bound {up}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extending_in_pieces_equals_building_at_once() {
+        let mut rng = SplitMix64::new(9);
+        let dims = 8;
+        let lens = [3usize, 1, 4, 2];
+        let total: usize = lens.iter().sum();
+        let rows = vecs(&mut rng, total, dims, 1.0);
+        let mut slot_of_row = Vec::new();
+        for (slot, &l) in lens.iter().enumerate() {
+            slot_of_row.extend(std::iter::repeat_n(slot as u32, l));
+        }
+        let mut once = StepBounds::default();
+        once.extend(Metric::Cosine, &rows, dims, |r| slot_of_row[r]);
+        let mut pieces = StepBounds::default();
+        // Extend at trajectory boundaries, as commits append whole trajectories.
+        for upto in [3usize, 4, 8, 10] {
+            pieces.extend(Metric::Cosine, &rows[..upto * dims], dims, |r| {
+                slot_of_row[r]
+            });
+            assert!(!pieces.is_behind(upto));
+        }
+        assert_eq!(once.centroids, pieces.centroids);
+        assert_eq!(once.groups.len(), pieces.groups.len());
+        for (a, b) in once.groups.iter().zip(&pieces.groups) {
+            assert_eq!((a.first, a.end, a.radius), (b.first, b.end, b.radius));
+        }
+    }
+
+    #[test]
+    fn rows_of_one_slot_found_apart_make_the_bounds_unusable() {
+        let rows = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let slots = [0u32, 1, 0];
+        let mut b = StepBounds::default();
+        b.extend(Metric::Dot, &rows, 2, |r| slots[r]);
+        assert!(!b.usable);
+    }
+}
