@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::codec::{ix, off};
 use crate::error::{Error, Result};
-use crate::keyfile::RowStore;
+use crate::keyfile::{RowMark, RowStore};
 use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::maintenance::keep_cut_tail;
 use crate::record::{
@@ -26,6 +26,9 @@ use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the lock file in a database directory.
 pub const LOCK_FILE: &str = "LOCK";
+
+/// The trajectory id no trajectory may have (`u64::MAX`).
+pub(crate) const RESERVED_ID: u64 = u64::MAX;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,15 +169,16 @@ impl State {
             offset: f.offset + log::FRAME_HEADER_LEN + off(at),
             what: format!("record with sequence number {}: {what}", f.seq),
         };
-        self.last_seq = f.seq;
+        // All or nothing: every check comes before the first change, and the one step that
+        // can fail after a change (writing key rows) is rolled back, so a record that fails
+        // leaves the state exactly as it was.
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
             if self.by_id.contains_key(&t.id) {
                 return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
             }
-            let slot = u32::try_from(self.trajs.len()).unwrap_or(u32::MAX);
-            let env = self.intern(t.env);
-            let task = self.intern(t.task);
+            let slot = u32::try_from(self.trajs.len())
+                .map_err(|_| corrupt(0, "more trajectories than a slot number can count".into()))?;
             // Check every key before any row is stored, so a bad record changes nothing.
             let mut step_run: Option<(u32, u32)> = None; // (space, next expected step)
             for (space, step, v) in &t.keys {
@@ -212,11 +216,25 @@ impl State {
             if step_run.is_some_and(|(_, next)| next != t.n_steps) {
                 return Err(corrupt(0, "a step key space misses steps".into()));
             }
+            let marks: Vec<(RowMark, usize)> = self
+                .spaces
+                .iter()
+                .map(|s| (s.rows.mark(), s.row_meta.len()))
+                .collect();
             for (space, step, v) in &t.keys {
                 let s = &mut self.spaces[ix(*space)];
-                s.rows.push(v)?;
+                if let Err(e) = s.rows.push(v) {
+                    for (s, (mark, metas)) in self.spaces.iter_mut().zip(marks) {
+                        s.rows.rollback(mark);
+                        s.row_meta.truncate(metas);
+                    }
+                    return Err(e);
+                }
                 s.row_meta.push(RowMeta { slot, step: *step });
             }
+            let env = self.intern(t.env);
+            let task = self.intern(t.task);
+            self.last_seq = f.seq;
             self.trajs.push(TrajMeta {
                 id: t.id,
                 seq: f.seq,
@@ -296,6 +314,7 @@ impl State {
                 self.usage.set_outcome(episode, success);
             }
         }
+        self.last_seq = f.seq;
         Ok(())
     }
 
@@ -308,6 +327,25 @@ impl State {
 pub(crate) struct Writer {
     pub(crate) end: u64,
     pub(crate) next_seq: u64,
+    /// Which log file `end` measures: bumped each time compaction puts a new log in place.
+    pub(crate) log_gen: u64,
+}
+
+/// How far the log is known synced, and which log that is: an offset means nothing once
+/// compaction has replaced the file it measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Synced {
+    /// The [`Writer::log_gen`] of the log measured.
+    pub(crate) log_gen: u64,
+    /// Offset up to which that log is synced.
+    pub(crate) upto: u64,
+}
+
+impl Synced {
+    /// True when the log `log_gen` is known synced up to `end`.
+    fn covers(&self, log_gen: u64, end: u64) -> bool {
+        self.log_gen == log_gen && self.upto >= end
+    }
 }
 
 /// An open trajdb database: one writer at a time, any number of reader threads.
@@ -318,9 +356,9 @@ pub struct Database {
     pub(crate) log_path: PathBuf,
     pub(crate) state: RwLock<State>,
     pub(crate) writer: Mutex<Writer>,
-    /// Offset up to which the log is known synced (group commit). Lock order: `writer`
+    /// How far the current log is known synced (group commit). Lock order: `writer`
     /// before `synced`; never take `writer` while holding `synced`.
-    pub(crate) synced: Mutex<u64>,
+    pub(crate) synced: Mutex<Synced>,
     /// Set after a failed write or sync: every later write fails with `PreviousIo`.
     pub(crate) poisoned: AtomicBool,
     pub(crate) report: OpenReport,
@@ -403,10 +441,38 @@ pub(crate) fn load_state(
         last_seq: header.base_seq.saturating_sub(1),
     };
     let log_id = header.log_id;
-    let (_, end) = log::scan(log, log_path, |f| {
+    // A frame that checks but cannot be applied (a duplicate id, say) is kept here: when it
+    // is the last commit, recovery treats it as a torn tail rather than refusing to open.
+    let mut unappliable: Option<(u64, u64, u64, String)> = None;
+    let scanned = log::scan(log, log_path, |f| {
         st.apply(f, log_path, &mut |id, def| new_store(id, def, log_id))
-    })?;
-    Ok((st, end))
+            .inspect_err(|e| {
+                if e.is_corruption() {
+                    let next = f.offset + log::frame_size(f.payload.len());
+                    unappliable = Some((f.offset, f.seq, next, e.to_string()));
+                }
+            })
+    });
+    match (scanned, unappliable) {
+        (Ok((_, end)), _) => Ok((st, end)),
+        (Err(e), Some((offset, seq, next, why))) => {
+            // The last commit when no valid frame with the next sequence number follows it.
+            if log::valid_prefix_from(log, log_path, next, seq + 1)? != next {
+                return Err(e);
+            }
+            Ok((
+                st,
+                log::ScanEnd {
+                    end: offset,
+                    next_seq: seq,
+                    torn: Some(format!(
+                        "the last commit (sequence number {seq}) checks but cannot be applied: {why}"
+                    )),
+                },
+            ))
+        }
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// Counts and sizes, as `trajdb stats` prints them.
@@ -597,11 +663,12 @@ impl Database {
             writer: Mutex::new(Writer {
                 end: end.end,
                 next_seq: end.next_seq,
+                log_gen: 0,
             }),
             poisoned: AtomicBool::new(false),
             // Nothing is known synced yet: the first sync (below) covers what the scan found,
             // which a crashed process may have written without syncing.
-            synced: Mutex::new(0),
+            synced: Mutex::new(Synced::default()),
             state: RwLock::new(state),
             report,
             _lock: None,
@@ -701,14 +768,17 @@ impl Database {
     /// Syncs the log up to `w.end`; the caller holds the writer lock.
     pub(crate) fn sync_log_locked(&self, w: &Writer) -> Result<()> {
         let mut synced = self.synced.lock();
-        if *synced >= w.end {
+        if synced.covers(w.log_gen, w.end) {
             return Ok(());
         }
         if let Err(e) = self.log().sync() {
             self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = w.end;
+        *synced = Synced {
+            log_gen: w.log_gen,
+            upto: w.end,
+        };
         Ok(())
     }
 
@@ -723,20 +793,29 @@ impl Database {
         Ok(())
     }
 
-    /// Syncs the log up to at least `end`, sharing the sync with concurrent committers.
-    fn sync_log(&self, end: u64) -> Result<()> {
-        // Everything written before this point is covered by the sync below.
-        let target = self.writer.lock().end;
+    /// Syncs log `log_gen` up to at least `end`, sharing the sync with concurrent
+    /// committers.
+    fn sync_log(&self, log_gen: u64, end: u64) -> Result<()> {
+        // Everything written to this log before this point is covered by the sync below.
+        let (log, target) = {
+            let w = self.writer.lock();
+            (self.log(), (w.log_gen == log_gen).then_some(w.end))
+        };
+        let Some(target) = target else {
+            // Compaction replaced the log after this commit was written: it copied the commit
+            // into the new log and synced that before putting it in place.
+            return Ok(());
+        };
         let mut synced = self.synced.lock();
-        if *synced >= end {
+        if synced.log_gen != log_gen || synced.covers(log_gen, end) {
             return Ok(());
         }
         self.check_poison()?;
-        if let Err(e) = self.log().sync() {
+        if let Err(e) = log.sync() {
             self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = (*synced).max(target).max(end);
+        synced.upto = synced.upto.max(target).max(end);
         Ok(())
     }
 
@@ -771,7 +850,10 @@ impl Database {
                 self.poison();
                 return Err(Error::io("sync", self.log_path.clone(), e));
             }
-            *self.synced.lock() = w.end;
+            *self.synced.lock() = Synced {
+                log_gen: w.log_gen,
+                upto: w.end,
+            };
         }
         let frame = Frame {
             offset,
@@ -795,10 +877,10 @@ impl Database {
                 source: Box::new(e),
             });
         }
-        let end = w.end;
+        let (log_gen, end) = (w.log_gen, w.end);
         drop(w);
         if self.opts.durability == Durability::GroupCommit {
-            self.sync_log(end)?;
+            self.sync_log(log_gen, end)?;
         }
         Ok(seq)
     }
@@ -897,18 +979,21 @@ impl Database {
         }
         let mut id_out = 0;
         self.commit(kind::TRAJECTORY, |st| {
+            // No id, given or assigned, may be reserved or taken; running out of ids is an
+            // error before anything is written.
             let id = match t.id {
                 Some(id) => {
-                    if st.by_id.contains_key(&id) {
-                        return Err(Error::DuplicateId { id });
-                    }
-                    if id == u64::MAX {
+                    if id == RESERVED_ID {
                         return Err(Error::invalid("id", "id 18446744073709551615 is reserved"));
                     }
                     id
                 }
+                None if st.next_id >= RESERVED_ID => return Err(Error::IdsExhausted),
                 None => st.next_id,
             };
+            if st.by_id.contains_key(&id) {
+                return Err(Error::DuplicateId { id });
+            }
             let mut keys = Vec::new();
             for (name, v) in &t.keys {
                 let (sid, space) = st.space(name)?;

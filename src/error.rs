@@ -102,6 +102,9 @@ pub enum Error {
         /// The id.
         id: u64,
     },
+    /// Every trajectory id an append without an id could get is taken (the largest id,
+    /// `u64::MAX`, is reserved).
+    IdsExhausted,
     /// No live trajectory or episode with this id.
     NotFound {
         /// What kind of thing was looked for.
@@ -199,6 +202,10 @@ impl fmt::Display for Error {
             Error::DuplicateId { id } => write!(
                 f,
                 "a trajectory with id {id} is already stored; omit the id to have one assigned"
+            ),
+            Error::IdsExhausted => write!(
+                f,
+                "no trajectory id is left to assign: the next one would be 18446744073709551615, which is reserved; give an unused id explicitly"
             ),
             Error::NotFound { kind, id } => write!(f, "no {kind} with id {id}"),
             Error::EmbedderMismatch {

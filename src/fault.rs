@@ -10,7 +10,8 @@
 //!   Creating, removing and renaming a file are durable at once, as [`FileBackend`]
 //!   makes them by syncing the directory after each.
 //! - [`FailingBackend`] wraps any backend and fails the Nth operation of a chosen kind
-//!   with an I/O error (a failed write first writes half of its bytes).
+//!   (read, write, sync, set_len, open, rename or remove) with an I/O error (a failed write
+//!   first writes half of its bytes).
 //!
 //! [`FileBackend`]: crate::storage::FileBackend
 
@@ -238,6 +239,8 @@ pub enum Op {
     Open,
     /// `Backend::rename`.
     Rename,
+    /// `Backend::remove`.
+    Remove,
 }
 
 #[derive(Debug)]
@@ -362,6 +365,9 @@ impl Backend for FailingBackend {
         }))
     }
     fn remove(&self, name: &str) -> io::Result<()> {
+        if self.plan.hit(Op::Remove) {
+            return Err(injected(Op::Remove));
+        }
         self.inner.remove(name)
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {

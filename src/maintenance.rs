@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec::{ix, off};
-use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database};
+use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
 use crate::keyfile::{key_file_name, RowStore};
 use crate::log::{self, kind, LogHeader, LOG_FILE};
@@ -322,35 +322,54 @@ impl Database {
         out.sync().map_err(|e| io("sync", e))?;
         // The rename is the commit point: before it the old log is the database, after it
         // the new one is, and key files from the old log are rebuilt on open (log id differs).
+        // From here on, any failure poisons the handle until it is fully switched: it must
+        // never append to the replaced log or at the old log's offsets.
         if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
             self.poison();
-            return Err(io("rename", e));
+            return Err(Error::io("rename", self.log_path.clone(), e));
         }
         let backend = self.backend.clone();
-        let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
+        let switched = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .inspect_err(|_| self.poison())?;
-        for s in self.backend.list().map_err(|e| io("list", e))? {
-            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
-                if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
-                    self.backend.remove(&s).map_err(|e| io("remove", e))?;
-                }
+        .and_then(|(mut state, end)| {
+            for s in &mut state.spaces {
+                s.rows.checkpoint()?;
             }
-        }
+            Ok((state, end))
+        });
+        let (state, end) = switched.inspect_err(|_| self.poison())?;
+        let spaces = state.spaces.len();
         {
-            // State and log handle change together: a reader never pairs the new state's
-            // offsets with the old log.
+            // State, log handle, writer position and sync watermark change together: a
+            // reader never pairs the new state's offsets with the old log, and no commit is
+            // written or acknowledged against the old one.
             let mut st = self.state.write();
             *self.log.write() = out;
             *st = state;
-            for s in &mut st.spaces {
-                s.rows.checkpoint()?;
+            w.end = end.end;
+            w.next_seq = end.next_seq;
+            w.log_gen += 1;
+            *self.synced.lock() = Synced {
+                log_gen: w.log_gen,
+                upto: end.end,
+            };
+        }
+        // Cleanup: key files of spaces the new log does not define. The handle is switched
+        // already; a failure here leaves a stale file that open ignores (its log id differs).
+        for s in self
+            .backend
+            .list()
+            .map_err(|e| Error::io("list", self.backend.path_of(""), e))?
+        {
+            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
+                if n.parse::<usize>().map_or(true, |n| n >= spaces) {
+                    self.backend
+                        .remove(&s)
+                        .map_err(|e| Error::io("remove", self.backend.path_of(&s), e))?;
+                }
             }
         }
-        w.end = end.end;
-        w.next_seq = end.next_seq;
-        *self.synced.lock() = end.end;
         Ok(())
     }
 
