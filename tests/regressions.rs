@@ -319,3 +319,18 @@ fn failed_key_file_write_leaves_memory_as_it_was() {
     }
     assert!(failed >= 3, "only {failed} failures injected");
 }
+
+/// Issue 7.3: the group-commit "synced up to" offset named no log. A committer that wrote
+/// to the old log and synced after a compaction pushed it past the new log's end, and
+/// later commits skipped their fsync: with a thread compacting in a loop beside a thread
+/// appending under `GroupCommit`, a power cut lost an acknowledged commit within seconds.
+/// The watermark now names the log it measures.
+#[test]
+fn group_commit_beside_compaction_never_acknowledges_an_unsynced_commit() {
+    let f = common::model::run_concurrent(4.0, 7);
+    eprintln!("group commit beside compaction: {f:?}");
+    assert!(
+        f.crashes > 20 && f.compactions > 20 && f.acked > 100,
+        "{f:?}"
+    );
+}

@@ -546,3 +546,139 @@ pub fn ops_from_bytes(data: &[u8]) -> (Vec<Op>, Durability) {
     }
     (ops, durability)
 }
+
+/// What [`run_concurrent`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConcurrentFigures {
+    /// Crash states opened and checked against the acknowledged commits.
+    pub crashes: u64,
+    /// Appends and deletes acknowledged under `GroupCommit`.
+    pub acked: u64,
+    /// Compactions completed beside them.
+    pub compactions: u64,
+    /// Whole-trajectory reads made by reader threads beside them.
+    pub reads: u64,
+}
+
+/// Compaction in a loop beside two threads appending (and deleting some of what they
+/// appended) under `GroupCommit`, and two reader threads, on a [`CrashBackend`]. Meanwhile
+/// the main thread repeatedly takes what a power cut would leave and checks it: every
+/// acknowledged append there, whole, every acknowledged delete gone, and it opens and
+/// verifies. Runs for `secs` seconds.
+pub fn run_concurrent(secs: f64, seed: u64) -> ConcurrentFigures {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    let backend = CrashBackend::new();
+    let db = Arc::new(reopen(&backend, Durability::GroupCommit, "concurrent open"));
+    create_spaces(&db);
+    db.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_id = Arc::new(AtomicU64::new(1));
+    // Acknowledged appends and deletes, recorded only after the call returned Ok.
+    let appended = Arc::new(Mutex::new(BTreeSet::new()));
+    let deleted = Arc::new(Mutex::new(BTreeSet::new()));
+    // Deletes begun (recorded before the call): such an id may be gone after a crash.
+    let deleting = Arc::new(Mutex::new(BTreeSet::new()));
+    let compactions = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for w in 0..2u64 {
+        let (db, stop, next_id) = (db.clone(), stop.clone(), next_id.clone());
+        let (appended, deleted, deleting) = (appended.clone(), deleted.clone(), deleting.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut r = SplitMix::new(seed ^ (w + 1));
+            let mut mine = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = next_id.fetch_add(1, Ordering::SeqCst);
+                db.append(&traj_for(id)).unwrap();
+                appended.lock().unwrap().insert(id);
+                mine.push(id);
+                if r.below(2) == 0 {
+                    let victim =
+                        mine.swap_remove(usize::try_from(r.below(mine.len() as u64)).unwrap());
+                    deleting.lock().unwrap().insert(victim);
+                    db.delete(victim).unwrap();
+                    deleted.lock().unwrap().insert(victim);
+                }
+            }
+        }));
+    }
+    {
+        let (db, stop, compactions) = (db.clone(), stop.clone(), compactions.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                db.compact().unwrap();
+                compactions.fetch_add(1, Ordering::SeqCst);
+                // A pause lets appends run against each new log before it is replaced.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (db, stop, reads) = (db.clone(), stop.clone(), reads.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut r = SplitMix::new(seed);
+            while !stop.load(Ordering::SeqCst) {
+                let ids = db.ids();
+                if ids.is_empty() {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let id = ids[usize::try_from(r.below(ids.len() as u64)).unwrap()];
+                match db.get(id) {
+                    Ok(t) => assert_eq!(t, traj_for(id), "reader: trajectory {id} differs"),
+                    Err(trajdb::Error::NotFound { .. }) => {}
+                    Err(e) => panic!("reader: get {id}: {e}"),
+                }
+                db.search("goal", &[0.5; GOAL_DIMS as usize], 3, &Filter::default())
+                    .unwrap_or_else(|e| panic!("reader: search: {e}"));
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut figures = ConcurrentFigures::default();
+    let mut r = SplitMix::new(seed);
+    while start.elapsed().as_secs_f64() < secs {
+        std::thread::sleep(Duration::from_micros(100 + r.below(500)));
+        // What was acknowledged before the power cut must be in what it leaves.
+        let acked_appends = appended.lock().unwrap().clone();
+        let acked_deletes = deleted.lock().unwrap().clone();
+        let after = backend.crash();
+        let maybe_deleted = deleting.lock().unwrap().clone();
+        let db2 = reopen(&after, Durability::GroupCommit, "concurrent crash");
+        let ids: BTreeSet<u64> = db2.ids().into_iter().collect();
+        for id in &acked_appends {
+            if !maybe_deleted.contains(id) {
+                assert!(
+                    ids.contains(id),
+                    "crash {}: acknowledged trajectory {id} is lost",
+                    figures.crashes
+                );
+            }
+        }
+        for id in &acked_deletes {
+            assert!(
+                !ids.contains(id),
+                "crash {}: deleted trajectory {id} is back",
+                figures.crashes
+            );
+        }
+        for id in ids.iter().rev().take(8) {
+            assert_eq!(db2.get(*id).unwrap(), traj_for(*id));
+        }
+        db2.verify()
+            .unwrap_or_else(|e| panic!("crash {}: verify: {e}", figures.crashes));
+        figures.crashes += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    figures.acked = (appended.lock().unwrap().len() + deleted.lock().unwrap().len()) as u64;
+    figures.compactions = compactions.load(Ordering::SeqCst);
+    figures.reads = reads.load(Ordering::SeqCst);
+    figures
+}
