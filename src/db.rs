@@ -76,6 +76,8 @@ pub struct OpenReport {
     pub torn_reason: Option<String>,
     /// The file the cut bytes were saved to (`log.cut-OFFSET`), unless they were all zero.
     pub cut_file: Option<String>,
+    /// Why the cut bytes could not be saved (they were cut all the same), if they could not.
+    pub cut_file_error: Option<String>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -366,10 +368,24 @@ pub struct Database {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    ms_since_epoch(std::time::SystemTime::now())
+}
+
+/// Milliseconds from the epoch to `t`, negative before 1970. Never 0, which a trajectory's
+/// `created_ms` uses for "unset": the epoch's own millisecond reads as the next one.
+pub(crate) fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
+    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis())
+            .ok()
+            .and_then(i64::checked_neg)
+            .unwrap_or(i64::MIN + 1),
+    };
+    if ms == 0 {
+        1
+    } else {
+        ms
+    }
 }
 
 pub(crate) fn fresh_log_id() -> u64 {
@@ -560,6 +576,7 @@ impl Database {
                 if e.kind() == std::io::ErrorKind::NotFound && opts.create && !opts.read_only =>
             {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+                crate::storage::sync_parent(dir)?;
             }
             Err(e) => return Err(Error::io("open", dir, e)),
         }
@@ -571,7 +588,10 @@ impl Database {
                     let n = e.file_name();
                     n != LOCK_FILE && n.to_str() != Some("log.new")
                 });
-            if foreign || opts.read_only || !opts.create {
+            // A process racing to create the same database writes its log before any other
+            // file: files seen with the log now present are that database, not foreign ones.
+            let created_meanwhile = dir.join(LOG_FILE).exists();
+            if !created_meanwhile && (foreign || opts.read_only || !opts.create) {
                 return Err(Error::NotADatabase {
                     path: dir.to_owned(),
                     why: if foreign {
@@ -598,7 +618,13 @@ impl Database {
     pub fn open_backend(backend: Arc<dyn Backend>, opts: Options) -> Result<Database> {
         let log_path = backend.path_of(LOG_FILE);
         let io = |op, e| Error::io(op, log_path.clone(), e);
-        let log = match backend.open(LOG_FILE, false).map_err(|e| io("open", e))? {
+        // A read-only handle opens every file for reading only: no write permission needed.
+        let existing = if opts.read_only {
+            backend.open_read(LOG_FILE)
+        } else {
+            backend.open(LOG_FILE, false)
+        };
+        let log = match existing.map_err(|e| io("open", e))? {
             Some(l) => l,
             None => {
                 if opts.read_only || !opts.create {
@@ -650,7 +676,17 @@ impl Database {
             report.truncated_bytes = len - end.end;
             report.torn_reason = Some(why.clone());
             if !read_only {
-                report.cut_file = keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len)?;
+                // Keeping a copy of the cut bytes is for inspection only. When it cannot be
+                // made (a full disk, say), the tail is cut anyway and the report says why no
+                // copy was kept: a torn tail must never keep every writer out, since writers
+                // are what can delete or compact to free space.
+                match keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len) {
+                    Ok(f) => report.cut_file = f,
+                    Err(e) => {
+                        let _ = backend.remove(&format!("{LOG_FILE}.cut-{}", end.end));
+                        report.cut_file_error = Some(e.to_string());
+                    }
+                }
                 log.set_len(end.end).map_err(|e| io("truncate", e))?;
                 log.sync().map_err(|e| io("sync", e))?;
             }
@@ -702,7 +738,7 @@ impl Database {
         let io = |op, e| Error::io(op, self.log_path.clone(), e);
         let current = self
             .backend
-            .open(LOG_FILE, false)
+            .open_read(LOG_FILE)
             .map_err(|e| io("open", e))?
             .ok_or_else(|| Error::NotADatabase {
                 path: self.log_path.clone(),
@@ -1265,10 +1301,49 @@ impl std::fmt::Debug for Database {
     }
 }
 
+impl Database {
+    /// Syncs and closes the handle, returning the error of that final sync, if any.
+    /// Dropping a handle makes the same sync but can only print its error to stderr: call
+    /// `close` where a failed final sync must be noticed (under `Buffered`, the commits since
+    /// the last `sync` may then be lost).
+    pub fn close(self) -> Result<()> {
+        let r = self.sync();
+        if r.is_err() {
+            // No fsync retry in `drop`: the error is the caller's now.
+            self.poison();
+        }
+        r
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
-            let _ = self.sync();
+            if let Err(e) = self.sync() {
+                eprintln!(
+                    "trajdb: the final sync of {} failed while closing: {e}; commits since the last successful sync may be lost (Database::close returns this error)",
+                    self.log_path.display()
+                );
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::ms_since_epoch;
+
+    /// Issue 7.13: a clock before 1970 gave `created_ms = 0`, which means "unset".
+    #[test]
+    fn clock_before_1970_gives_negative_times_never_zero() {
+        assert_eq!(
+            ms_since_epoch(UNIX_EPOCH - Duration::from_secs(86_400)),
+            -86_400_000
+        );
+        assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_micros(300)), 1);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH), 1);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(5)), 5);
     }
 }

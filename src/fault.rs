@@ -364,6 +364,17 @@ impl Backend for FailingBackend {
             }) as Arc<dyn Storage>
         }))
     }
+    fn open_read(&self, name: &str) -> io::Result<Option<Arc<dyn Storage>>> {
+        if self.plan.hit(Op::Open) {
+            return Err(injected(Op::Open));
+        }
+        Ok(self.inner.open_read(name)?.map(|s| {
+            Arc::new(FailingStorage {
+                inner: s,
+                plan: self.plan.clone(),
+            }) as Arc<dyn Storage>
+        }))
+    }
     fn remove(&self, name: &str) -> io::Result<()> {
         if self.plan.hit(Op::Remove) {
             return Err(injected(Op::Remove));

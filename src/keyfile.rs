@@ -215,7 +215,7 @@ impl RowStore {
         let dims = ix(def.dims);
         let heap = RowStore::heap(dims);
         let name = key_file_name(id);
-        let Ok(Some(s)) = backend.open(&name, false) else {
+        let Ok(Some(s)) = backend.open_read(&name) else {
             return Ok(heap);
         };
         let Some(file) = s.file() else {
@@ -590,14 +590,6 @@ impl RowStore {
         }
     }
 
-    /// Path of the key file, for messages.
-    pub(crate) fn path(&self) -> Option<&std::path::Path> {
-        match &self.kind {
-            StoreKind::Heap(_) | StoreKind::Mapped { .. } => None,
-            StoreKind::File(f) => Some(&f.path),
-        }
-    }
-
     /// Reads the header of the key file and checks it against what the log implies.
     pub(crate) fn check_header(&self) -> Result<()> {
         let StoreKind::File(f) = &self.kind else {
@@ -639,7 +631,7 @@ pub(crate) fn verify_file(
     let name = key_file_name(id);
     let path = backend.path_of(&name);
     let Some(s) = backend
-        .open(&name, false)
+        .open_read(&name)
         .map_err(|e| Error::io("open", path.clone(), e))?
     else {
         return Ok(0);

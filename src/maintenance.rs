@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec::{ix, off};
+use crate::db::LOCK_FILE;
 use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
 use crate::keyfile::{key_file_name, RowStore};
 use crate::log::{self, kind, LogHeader, LOG_FILE};
 use crate::record::{self, RetrievalEvent};
-use crate::storage::{create_fresh, Backend, FileBackend, Storage};
+use crate::storage::{create_fresh, sync_parent, Backend, FileBackend, Storage};
 
 /// Copies the log bytes from `end` to `len` to `log.cut-END` before they are cut, so that
 /// a frame damaged at rest rather than torn by a crash can still be inspected. Copies in
@@ -160,7 +161,7 @@ impl Database {
                     };
                     let r = cursor[sid];
                     cursor[sid] += 1;
-                    let path = space.rows.path().map(Path::to_owned).unwrap_or_default();
+                    let path = self.key_path(sid);
                     if r >= space.rows.len()
                         || space
                             .rows
@@ -215,7 +216,7 @@ impl Database {
         for (i, s) in st.spaces.iter().enumerate() {
             if cursor[i] != s.rows.len() {
                 return Err(Error::Corrupt {
-                    path: s.rows.path().map(Path::to_owned).unwrap_or_default(),
+                    path: self.key_path(i),
                     offset: 0,
                     what: format!(
                         "key space `{}` has {} rows but the log has {}",
@@ -238,6 +239,13 @@ impl Database {
             }
         }
         Ok(report)
+    }
+
+    /// Path of the key file of space `i`, for messages (read-only handles keep rows on the
+    /// heap or in a map and have no path of their own).
+    fn key_path(&self, i: usize) -> std::path::PathBuf {
+        self.backend
+            .path_of(&key_file_name(u32::try_from(i).unwrap_or(u32::MAX)))
     }
 
     /// Rewrites the log with live records only and rebuilds the key files, so deleted
@@ -373,25 +381,42 @@ impl Database {
         Ok(())
     }
 
-    /// Makes a new database at `dst` (a directory that must not exist or be empty) with the
-    /// same content. Files are copied with `std::fs::copy`, which on Linux uses
+    /// Makes a new database at `dst` (a directory that must not exist, be empty, or hold
+    /// only what an interrupted fork left: no log, and nothing but `log.new` and key files)
+    /// with the same content. Files are copied with `std::fs::copy`, which on Linux uses
     /// `copy_file_range`: on file systems with reflinks (Btrfs, XFS) the copy shares extents
     /// instead of bytes. Writes to either database afterwards do not affect the other.
     pub fn fork(&self, dst: impl AsRef<Path>) -> Result<()> {
         let dst = dst.as_ref();
-        if let Ok(mut rd) = std::fs::read_dir(dst) {
-            if rd.next().is_some() {
+        if let Ok(rd) = std::fs::read_dir(dst) {
+            let names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let leftover = |n: &String| {
+                n == LOCK_FILE || n == FORK_TMP_LOG || is_key_file_name(n.trim_end_matches(".new"))
+            };
+            if names.iter().any(|n| n == LOG_FILE) || !names.iter().all(leftover) {
                 return Err(Error::invalid(
                     dst.display().to_string(),
                     "fork destination exists and is not empty",
                 ));
             }
         }
+        let existed = dst.is_dir();
         std::fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
+        if !existed {
+            sync_parent(dst)?;
+        }
         self.fork_into(&FileBackend::new(dst))
     }
 
     /// Copies this database's files into another backend (see [`fork`](Self::fork)).
+    ///
+    /// The log goes first, under a temporary name renamed into place: a crash before that
+    /// rename leaves no log (fork again), after it a database that opens (key files are
+    /// derived and rebuilt from the log when missing or partial). Key files follow, each
+    /// under a temporary name renamed into place.
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
         // The writer lock is held throughout: the copy is one consistent, synced point.
         let w = self.writer.lock();
@@ -401,49 +426,58 @@ impl Database {
             self.checkpoint_keys()?;
         }
         let st = self.state.read();
-        // Key files first, the log last under a temporary name renamed into place: a crash
-        // during a fork leaves no log (no database) or a complete one.
-        let tmp_log = format!("{LOG_FILE}.new");
-        let mut copies: Vec<(String, String)> = (0..st.spaces.len())
-            .map(|i| {
-                let n = key_file_name(u32::try_from(i).unwrap_or(u32::MAX));
-                (n.clone(), n)
-            })
-            .collect();
-        copies.push((LOG_FILE.to_owned(), tmp_log.clone()));
-        for (name, to) in copies {
+        let mut copies: Vec<String> = vec![LOG_FILE.to_owned()];
+        copies.extend(
+            (0..st.spaces.len()).map(|i| key_file_name(u32::try_from(i).unwrap_or(u32::MAX))),
+        );
+        for name in copies {
+            let tmp = if name == LOG_FILE {
+                FORK_TMP_LOG.to_owned()
+            } else {
+                format!("{name}.new")
+            };
             let src_path = self.backend.path_of(&name);
-            let dst_path = dst.path_of(&to);
+            let dst_path = dst.path_of(&tmp);
             if src_path.is_file() && dst_path.parent().is_some_and(Path::is_dir) {
                 std::fs::copy(&src_path, &dst_path).map_err(|e| Error::io("copy", &dst_path, e))?;
                 File::open(&dst_path)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| Error::io("sync", &dst_path, e))?;
-                continue;
+            } else {
+                let Some(src) = self
+                    .backend
+                    .open_read(&name)
+                    .map_err(|e| Error::io("open", &src_path, e))?
+                else {
+                    continue;
+                };
+                let out = create_fresh(dst, &tmp)?;
+                let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
+                let mut buf = vec![0u8; 4 << 20];
+                let mut pos = 0u64;
+                while pos < len {
+                    let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
+                    src.read_at(&mut buf[..n], pos)
+                        .map_err(|e| Error::io("read", &src_path, e))?;
+                    out.write_at(&buf[..n], pos)
+                        .map_err(|e| Error::io("write", &dst_path, e))?;
+                    pos += off(n);
+                }
+                out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
             }
-            let Some(src) = self
-                .backend
-                .open(&name, false)
-                .map_err(|e| Error::io("open", &src_path, e))?
-            else {
-                continue;
-            };
-            let out = create_fresh(dst, &to)?;
-            let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
-            let mut buf = vec![0u8; 4 << 20];
-            let mut pos = 0u64;
-            while pos < len {
-                let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
-                src.read_at(&mut buf[..n], pos)
-                    .map_err(|e| Error::io("read", &src_path, e))?;
-                out.write_at(&buf[..n], pos)
-                    .map_err(|e| Error::io("write", &dst_path, e))?;
-                pos += off(n);
-            }
-            out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
+            dst.rename(&tmp, &name)
+                .map_err(|e| Error::io("rename", dst.path_of(&name), e))?;
         }
-        dst.rename(&tmp_log, LOG_FILE)
-            .map_err(|e| Error::io("rename", dst.path_of(LOG_FILE), e))?;
         Ok(())
     }
+}
+
+/// Temporary name of a fork's log until it is complete.
+const FORK_TMP_LOG: &str = "log.new";
+
+/// True for `keys-N.vec`.
+fn is_key_file_name(n: &str) -> bool {
+    n.strip_prefix("keys-")
+        .and_then(|r| r.strip_suffix(".vec"))
+        .is_some_and(|d| d.parse::<u32>().is_ok())
 }
