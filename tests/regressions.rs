@@ -606,8 +606,12 @@ fn racing_creators_get_a_database_or_locked() {
 /// frame with an intact length spans are now its own payload, never searched for frames.
 #[test]
 fn torn_last_frame_holding_a_valid_frame_is_a_torn_tail() {
+    // A frame with a later sequence number (5) than the torn one (4): it could pass for a
+    // commit after damage, but for where it lies.
     let inner = last_frame(|db| {
-        db.append(&traj_for(1)).unwrap();
+        for id in [4, 5, 6] {
+            db.append(&traj_for(id)).unwrap();
+        }
     });
     let mut big = traj_for(2);
     big.plan = "p".repeat(4096);
