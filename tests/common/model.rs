@@ -682,3 +682,178 @@ pub fn run_concurrent(secs: f64, seed: u64) -> ConcurrentFigures {
     figures.reads = reads.load(Ordering::SeqCst);
     figures
 }
+
+/// A maintenance step that [`fault_every_step`] fails at each of its I/O operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    /// `compact`, failures on the database's backend.
+    Compact,
+    /// `fork_into`, failures on the source backend (its pre-copy sync and checkpoint).
+    ForkSource,
+    /// `fork_into`, failures on the destination backend.
+    ForkDestination,
+    /// `sync`: the log sync and the key-file checkpoint.
+    Checkpoint,
+}
+
+/// Figures of [`fault_every_step`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FaultFigures {
+    /// Failures injected.
+    pub injected: u64,
+    /// States (after the failure, then after a crash) checked against the model.
+    pub states: u64,
+}
+
+/// Content for seed `seed`, committed through `db` and recorded in a model: appends,
+/// deletes, a relabel and episodes with retrievals and outcomes.
+fn prepare(db: &Database, seed: u64) -> Model {
+    let mut r = SplitMix::new(seed);
+    let mut m = Model::default();
+    let n = 3 + r.below(5);
+    for id in 1..=n {
+        db.append(&traj_for(id)).unwrap();
+        m.trajs.push(traj_for(id));
+        m.log_ids.insert(id);
+    }
+    for _ in 0..r.below(3) {
+        let i = usize::try_from(r.below(m.trajs.len() as u64)).unwrap();
+        let id = m.trajs.remove(i).id.unwrap();
+        db.delete(id).unwrap();
+    }
+    let i = usize::try_from(r.below(m.trajs.len() as u64)).unwrap();
+    let o = Outcome {
+        success: Some(r.below(2) == 0),
+        reward: Some(1.5),
+    };
+    db.set_outcome(m.trajs[i].id.unwrap(), o).unwrap();
+    m.trajs[i].outcome = o;
+    for _ in 0..1 + r.below(2) {
+        let ep = db.begin_episode().unwrap();
+        let id = m.trajs[usize::try_from(r.below(m.trajs.len() as u64)).unwrap()]
+            .id
+            .unwrap();
+        let ev = RetrievalEvent {
+            id,
+            step: None,
+            stage: Stage::Plan,
+        };
+        db.log_retrievals(ep, &[ev]).unwrap();
+        let outcome = [Some(true), Some(false), None][usize::try_from(r.below(3)).unwrap()];
+        db.set_episode_outcome(ep, outcome).unwrap();
+        m.episodes.insert(ep, (outcome, vec![ev]));
+    }
+    m
+}
+
+/// For every I/O operation of `what` (and every kind of failure), fails that operation and
+/// checks: the handle is switched or refuses writes (`PreviousIo`); an append it still
+/// acknowledges survives a crash; after a crash the database opens and equals the model
+/// (compacted or not, for a compaction cut short); a fork destination either opens with
+/// the whole content or has no log and can be forked into again.
+pub fn fault_every_step(what: Maintenance, seed: u64, durability: Durability) -> FaultFigures {
+    use trajdb::fault::{FailingBackend, Op as F};
+    let mut fig = FaultFigures::default();
+    for kind in [
+        None,
+        Some(F::Write),
+        Some(F::Sync),
+        Some(F::Rename),
+        Some(F::Remove),
+        Some(F::Open),
+        Some(F::Read),
+        Some(F::SetLen),
+    ] {
+        for n in 1..=200u64 {
+            let crash = CrashBackend::new();
+            let src_fail = FailingBackend::new(Arc::new(crash.clone()), kind, 0);
+            let db = Database::open_backend(Arc::new(src_fail.clone()), super::opts(durability))
+                .unwrap();
+            create_spaces(&db);
+            let model = prepare(&db, seed);
+            let at = format!("{what:?} seed {seed} {kind:?} at {n}");
+            let dst = CrashBackend::new();
+            let dst_fail = FailingBackend::new(Arc::new(dst.clone()), kind, 0);
+            let armed = if what == Maintenance::ForkDestination {
+                &dst_fail
+            } else {
+                &src_fail
+            };
+            armed.fail_after(n);
+            let r = match what {
+                Maintenance::Compact => db.compact(),
+                Maintenance::ForkSource | Maintenance::ForkDestination => db.fork_into(&dst_fail),
+                Maintenance::Checkpoint => db.sync(),
+            };
+            if !armed.fired() {
+                r.unwrap_or_else(|e| panic!("{at}: failed with nothing injected: {e}"));
+                armed.fail_after(0);
+                break;
+            }
+            fig.injected += 1;
+            let mut candidates = vec![model.clone()];
+            if what == Maintenance::Compact {
+                let mut c = model.clone();
+                c.compact();
+                candidates.push(c);
+            }
+            // The handle: switched (writes work and are durable) or refusing writes.
+            let id = model.next_auto_id().max(100);
+            match db.append(&traj_for(id)) {
+                Ok(_) => {
+                    for c in &mut candidates {
+                        c.trajs.push(traj_for(id));
+                        c.log_ids.insert(id);
+                    }
+                }
+                Err(trajdb::Error::PreviousIo) => {}
+                Err(e) => panic!("{at}: append after the failure: {e}"),
+            }
+            let mut states = vec![crash.crash()];
+            if what != Maintenance::ForkDestination {
+                states.push(crash.crash_torn(n, true));
+            }
+            drop(db);
+            for state in states {
+                let db2 = reopen(&state, durability, &at);
+                let errs: Vec<String> = candidates
+                    .iter()
+                    .filter_map(|c| check(&db2, c, &at).err())
+                    .collect();
+                assert!(
+                    errs.len() < candidates.len(),
+                    "{at}: after a crash the database equals no model state:\n{}",
+                    errs.join("\n")
+                );
+                fig.states += 1;
+            }
+            if matches!(what, Maintenance::ForkSource | Maintenance::ForkDestination) {
+                let after = dst.crash();
+                let opened = Database::open_backend(
+                    Arc::new(after.clone()),
+                    trajdb::Options {
+                        create: false,
+                        ..super::opts(durability)
+                    },
+                );
+                let fork = match opened {
+                    Ok(f) => f,
+                    Err(trajdb::Error::NotADatabase { .. }) => {
+                        // No log: nothing half there; forking again must work.
+                        let again = reopen(&crash.crash(), durability, &at);
+                        again
+                            .fork_into(&after)
+                            .unwrap_or_else(|e| panic!("{at}: fork again: {e}"));
+                        reopen(&after, durability, &at)
+                    }
+                    Err(e) => panic!("{at}: fork destination: {e}"),
+                };
+                let ok = candidates.iter().any(|c| check(&fork, c, &at).is_ok())
+                    || check(&fork, &model, &at).is_ok();
+                assert!(ok, "{at}: fork destination differs from the source");
+                fig.states += 1;
+            }
+        }
+    }
+    fig
+}
