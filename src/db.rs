@@ -94,9 +94,25 @@ pub(crate) struct TrajMeta {
     pub(crate) provenance: ProvenanceKind,
     pub(crate) n_steps: u32,
     pub(crate) deleted_at: Option<u64>,
+    /// Outcomes over time, (sequence number, outcome), oldest first: empty until the first
+    /// relabel, then the record's own outcome followed by every relabel.
+    pub(crate) outcomes: Vec<(u64, Outcome)>,
 }
 
 impl TrajMeta {
+    /// The outcome as of commit `as_of` (None = now).
+    pub(crate) fn outcome_at(&self, as_of: Option<u64>) -> &Outcome {
+        match as_of {
+            Some(s) => self
+                .outcomes
+                .iter()
+                .rev()
+                .find(|(seq, _)| *seq <= s)
+                .map_or(&self.outcome, |(_, o)| o),
+            None => &self.outcome,
+        }
+    }
+
     /// Visible in a view as of commit `as_of` (None = now)?
     pub(crate) fn visible(&self, as_of: Option<u64>) -> bool {
         match as_of {
@@ -251,6 +267,7 @@ impl State {
                 provenance: t.provenance,
                 n_steps: t.n_steps,
                 deleted_at: None,
+                outcomes: Vec::new(),
             });
             self.by_id.insert(t.id, slot);
             self.next_id = self.next_id.max(t.id.saturating_add(1));
@@ -288,8 +305,13 @@ impl State {
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("outcome for unknown trajectory {id}")))?;
-                self.trajs[slot].outcome = outcome;
-                self.trajs[slot].relabelled = true;
+                let m = &mut self.trajs[slot];
+                if m.outcomes.is_empty() {
+                    m.outcomes.push((m.seq, m.outcome));
+                }
+                m.outcomes.push((f.seq, outcome));
+                m.outcome = outcome;
+                m.relabelled = true;
             }
             Record::EpisodeBegin {
                 episode,
@@ -318,6 +340,19 @@ impl State {
         }
         self.last_seq = f.seq;
         Ok(())
+    }
+
+    /// Refuses a read view as of a commit that this log no longer holds: sequence numbers
+    /// continue across compaction, and the commits before the log's first one were folded
+    /// into it, so such a view has ended.
+    pub(crate) fn check_view(&self, as_of: Option<u64>) -> Result<()> {
+        match as_of {
+            Some(s) if s < self.header.base_seq => Err(Error::ViewEnded {
+                as_of: s,
+                first: self.header.base_seq,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
@@ -1223,18 +1258,26 @@ impl Database {
 
     /// Ids of live trajectories in commit order.
     pub fn ids(&self) -> Vec<u64> {
-        self.ids_as_of(None)
-    }
-
-    /// Ids of the trajectories visible as of commit `as_of`, in commit order.
-    pub fn ids_as_of(&self, as_of: Option<u64>) -> Vec<u64> {
         self.state
             .read()
             .trajs
             .iter()
-            .filter(|m| m.visible(as_of))
+            .filter(|m| m.deleted_at.is_none())
             .map(|m| m.id)
             .collect()
+    }
+
+    /// Ids of the trajectories visible as of commit `as_of`, in commit order; refused with
+    /// [`Error::ViewEnded`] when a compaction has folded that commit away.
+    pub fn ids_as_of(&self, as_of: Option<u64>) -> Result<Vec<u64>> {
+        let st = self.state.read();
+        st.check_view(as_of)?;
+        Ok(st
+            .trajs
+            .iter()
+            .filter(|m| m.visible(as_of))
+            .map(|m| m.id)
+            .collect())
     }
 
     /// (id, commit sequence number) of live trajectories in commit order: the points at

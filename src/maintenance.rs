@@ -249,7 +249,8 @@ impl Database {
     }
 
     /// Rewrites the log with live records only and rebuilds the key files, so deleted
-    /// trajectories free their space. Commit numbering restarts; earlier as-of views end.
+    /// trajectories free their space. Commit numbering continues; read views of earlier
+    /// commits end ([`Error::ViewEnded`]).
     pub fn compact(&self) -> Result<()> {
         if self.opts.read_only {
             return Err(Error::ReadOnly);
@@ -260,14 +261,21 @@ impl Database {
         let tmp_path = self.backend.path_of(&tmp);
         let io = |op, e| Error::io(op, tmp_path.clone(), e);
         let out = create_fresh(self.backend.as_ref(), &tmp)?;
+        // Sequence numbers continue: the new log's first commit follows the old log's last,
+        // so a read view of an earlier commit is seen to have ended, never silently
+        // reinterpreted.
+        let (base_seq, id_floor) = {
+            let st = self.state.read();
+            (st.last_seq + 1, st.next_id)
+        };
         let hdr = LogHeader {
             log_id: fresh_log_id(),
-            base_seq: 1,
+            base_seq,
             created_ms: now_ms(),
-            id_floor: self.state.read().next_id,
+            id_floor,
         };
         let mut buf = log::encode_header(&hdr).to_vec();
-        let mut seq = 1u64;
+        let mut seq = base_seq;
         let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
             log::encode_frame(buf, seq, kind, payload);
             seq += 1;

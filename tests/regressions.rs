@@ -713,3 +713,72 @@ fn close_returns_a_failed_final_sync() {
     let db = open(&dynb(crash.clone()), Durability::Buffered).unwrap();
     db.close().unwrap();
 }
+
+/// Issue 7.6: a view was a bare sequence number and compaction renumbered from 1, so
+/// `as_of = 2` then showed trajectories that did not exist at commit 2; and `success_only`
+/// filtered on today's outcome, not the outcome as of the view. Sequence numbers now
+/// continue across compaction, a view of a folded commit is refused with `ViewEnded`, and
+/// a view filters on the outcome as of its commit.
+#[test]
+fn as_of_views_keep_their_meaning_or_say_they_ended() {
+    let b = dynb(MemBackend::new());
+    let db = open(&b, Durability::SyncEachCommit).unwrap();
+    create_spaces(&db);
+    // traj_for(3) succeeds; traj_for(1) fails; both are relabelled later.
+    db.append(&traj_for(3)).unwrap();
+    db.append(&traj_for(1)).unwrap();
+    let view = db.commit_seq();
+    db.set_outcome(
+        3,
+        trajdb::Outcome {
+            success: Some(false),
+            reward: None,
+        },
+    )
+    .unwrap();
+    db.set_outcome(
+        1,
+        trajdb::Outcome {
+            success: Some(true),
+            reward: None,
+        },
+    )
+    .unwrap();
+    let q = traj_for(3).keys["goal"].clone();
+    let successes = |as_of| {
+        let f = trajdb::Filter {
+            success_only: true,
+            as_of,
+            ..Default::default()
+        };
+        db.search("goal", &q, 10, &f)
+            .map(|h| h.iter().map(|h| h.id).collect::<Vec<_>>())
+    };
+    // As of the view, 3 had succeeded and 1 had not; now it is the other way round.
+    assert_eq!(successes(Some(view)).unwrap(), vec![3]);
+    assert_eq!(successes(None).unwrap(), vec![1]);
+    let early = db.commit_points()[0].1; // the commit of trajectory 3
+    assert_eq!(db.ids_as_of(Some(early)).unwrap(), vec![3]);
+    db.delete(3).unwrap();
+    for id in [4, 5, 6] {
+        db.append(&traj_for(id)).unwrap();
+    }
+    db.compact().unwrap();
+    // Views of commits before the compaction have ended, and say so.
+    for v in [early, view] {
+        match db.ids_as_of(Some(v)) {
+            Err(Error::ViewEnded { as_of, first }) => assert!(as_of == v && first > v),
+            other => panic!("view {v}: {other:?}"),
+        }
+        assert!(matches!(successes(Some(v)), Err(Error::ViewEnded { .. })));
+    }
+    // A view taken after the compaction means the same thing after a reopen.
+    let after = db.commit_seq();
+    assert!(after > view);
+    db.append(&traj_for(7)).unwrap();
+    let ids = db.ids_as_of(Some(after)).unwrap();
+    drop(db);
+    let db = open(&b, Durability::SyncEachCommit).unwrap();
+    assert_eq!(db.ids_as_of(Some(after)).unwrap(), ids);
+    assert_eq!(ids, vec![1, 4, 5, 6]);
+}
