@@ -347,10 +347,13 @@ impl State {
     /// into it, so such a view has ended.
     pub(crate) fn check_view(&self, as_of: Option<u64>) -> Result<()> {
         match as_of {
-            Some(s) if s < self.header.base_seq => Err(Error::ViewEnded {
-                as_of: s,
-                first: self.header.base_seq,
-            }),
+            // A log that starts at 1 folded nothing: the view of commit 0 is the empty one.
+            Some(s) if self.header.base_seq > 1 && s < self.header.base_seq => {
+                Err(Error::ViewEnded {
+                    as_of: s,
+                    first: self.header.base_seq,
+                })
+            }
             _ => Ok(()),
         }
     }
