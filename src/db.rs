@@ -1062,7 +1062,7 @@ impl Database {
                     }
                     id
                 }
-                None if st.next_id >= RESERVED_ID => return Err(Error::IdsExhausted),
+                None if st.next_id == RESERVED_ID => return Err(Error::IdsExhausted),
                 None => st.next_id,
             };
             if st.by_id.contains_key(&id) {
