@@ -20,12 +20,15 @@ use crate::format::record::{
     Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
-use crate::index::keyfile::RowStore;
+use crate::index::keyfile::{RowMark, RowStore};
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the lock file in a database directory.
 pub const LOCK_FILE: &str = "LOCK";
+
+/// The trajectory id no trajectory may have (`u64::MAX`).
+pub(crate) const RESERVED_ID: u64 = u64::MAX;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +76,8 @@ pub struct OpenReport {
     pub torn_reason: Option<String>,
     /// The file the cut bytes were saved to (`log.cut-OFFSET`), unless they were all zero.
     pub cut_file: Option<String>,
+    /// Why the cut bytes could not be saved (they were cut all the same), if they could not.
+    pub cut_file_error: Option<String>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -89,9 +94,25 @@ pub(crate) struct TrajMeta {
     pub(crate) provenance: ProvenanceKind,
     pub(crate) n_steps: u32,
     pub(crate) deleted_at: Option<u64>,
+    /// Outcomes over time, (sequence number, outcome), oldest first: empty until the first
+    /// relabel, then the record's own outcome followed by every relabel.
+    pub(crate) outcomes: Vec<(u64, Outcome)>,
 }
 
 impl TrajMeta {
+    /// The outcome as of commit `as_of` (None = now).
+    pub(crate) fn outcome_at(&self, as_of: Option<u64>) -> &Outcome {
+        match as_of {
+            Some(s) => self
+                .outcomes
+                .iter()
+                .rev()
+                .find(|(seq, _)| *seq <= s)
+                .map_or(&self.outcome, |(_, o)| o),
+            None => &self.outcome,
+        }
+    }
+
     /// Visible in a view as of commit `as_of` (None = now)?
     pub(crate) fn visible(&self, as_of: Option<u64>) -> bool {
         match as_of {
@@ -169,15 +190,16 @@ impl State {
             offset: f.offset + log::FRAME_HEADER_LEN + off(at),
             what: format!("record with sequence number {}: {what}", f.seq),
         };
-        self.last_seq = f.seq;
+        // All or nothing: every check comes before the first change, and the one step that
+        // can fail after a change (writing key rows) is rolled back, so a record that fails
+        // leaves the state exactly as it was.
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
             if self.by_id.contains_key(&t.id) {
                 return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
             }
-            let slot = u32::try_from(self.trajs.len()).unwrap_or(u32::MAX);
-            let env = self.intern(t.env);
-            let task = self.intern(t.task);
+            let slot = u32::try_from(self.trajs.len())
+                .map_err(|_| corrupt(0, "more trajectories than a slot number can count".into()))?;
             // Check every key before any row is stored, so a bad record changes nothing.
             let mut step_run: Option<(u32, u32)> = None; // (space, next expected step)
             for (space, step, v) in &t.keys {
@@ -215,11 +237,25 @@ impl State {
             if step_run.is_some_and(|(_, next)| next != t.n_steps) {
                 return Err(corrupt(0, "a step key space misses steps".into()));
             }
+            let marks: Vec<(RowMark, usize)> = self
+                .spaces
+                .iter()
+                .map(|s| (s.rows.mark(), s.row_meta.len()))
+                .collect();
             for (space, step, v) in &t.keys {
                 let s = &mut self.spaces[ix(*space)];
-                s.rows.push(v)?;
+                if let Err(e) = s.rows.push(v) {
+                    for (s, (mark, metas)) in self.spaces.iter_mut().zip(marks) {
+                        s.rows.rollback(mark);
+                        s.row_meta.truncate(metas);
+                    }
+                    return Err(e);
+                }
                 s.row_meta.push(RowMeta { slot, step: *step });
             }
+            let env = self.intern(t.env);
+            let task = self.intern(t.task);
+            self.last_seq = f.seq;
             self.trajs.push(TrajMeta {
                 id: t.id,
                 seq: f.seq,
@@ -234,6 +270,7 @@ impl State {
                 provenance: t.provenance,
                 n_steps: t.n_steps,
                 deleted_at: None,
+                outcomes: Vec::new(),
             });
             self.by_id.insert(t.id, slot);
             self.next_id = self.next_id.max(t.id.saturating_add(1));
@@ -272,8 +309,13 @@ impl State {
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("outcome for unknown trajectory {id}")))?;
-                self.trajs[slot].outcome = outcome;
-                self.trajs[slot].relabelled = true;
+                let m = &mut self.trajs[slot];
+                if m.outcomes.is_empty() {
+                    m.outcomes.push((m.seq, m.outcome));
+                }
+                m.outcomes.push((f.seq, outcome));
+                m.outcome = outcome;
+                m.relabelled = true;
             }
             Record::EpisodeBegin {
                 episode,
@@ -300,7 +342,24 @@ impl State {
                 self.usage.set_outcome(episode, success);
             }
         }
+        self.last_seq = f.seq;
         Ok(())
+    }
+
+    /// Refuses a read view as of a commit that this log no longer holds: sequence numbers
+    /// continue across compaction, and the commits before the log's first one were folded
+    /// into it, so such a view has ended.
+    pub(crate) fn check_view(&self, as_of: Option<u64>) -> Result<()> {
+        match as_of {
+            // A log that starts at 1 folded nothing: the view of commit 0 is the empty one.
+            Some(s) if self.header.base_seq > 1 && s < self.header.base_seq => {
+                Err(Error::ViewEnded {
+                    as_of: s,
+                    first: self.header.base_seq,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
@@ -312,6 +371,25 @@ impl State {
 pub(crate) struct Writer {
     pub(crate) end: u64,
     pub(crate) next_seq: u64,
+    /// Which log file `end` measures: bumped each time compaction puts a new log in place.
+    pub(crate) log_gen: u64,
+}
+
+/// How far the log is known synced, and which log that is: an offset means nothing once
+/// compaction has replaced the file it measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Synced {
+    /// The [`Writer::log_gen`] of the log measured.
+    pub(crate) log_gen: u64,
+    /// Offset up to which that log is synced.
+    pub(crate) upto: u64,
+}
+
+impl Synced {
+    /// True when the log `log_gen` is known synced up to `end`.
+    fn covers(&self, log_gen: u64, end: u64) -> bool {
+        self.log_gen == log_gen && self.upto >= end
+    }
 }
 
 /// An open trajdb database: one writer at a time, any number of reader threads.
@@ -322,9 +400,9 @@ pub struct Database {
     pub(crate) log_path: PathBuf,
     pub(crate) state: RwLock<State>,
     pub(crate) writer: Mutex<Writer>,
-    /// Offset up to which the log is known synced (group commit). Lock order: `writer`
+    /// How far the current log is known synced (group commit). Lock order: `writer`
     /// before `synced`; never take `writer` while holding `synced`.
-    pub(crate) synced: Mutex<u64>,
+    pub(crate) synced: Mutex<Synced>,
     /// Set after a failed write or sync: every later write fails with `PreviousIo`.
     pub(crate) poisoned: AtomicBool,
     pub(crate) report: OpenReport,
@@ -332,10 +410,24 @@ pub struct Database {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    ms_since_epoch(std::time::SystemTime::now())
+}
+
+/// Milliseconds from the epoch to `t`, negative before 1970. Never 0, which a trajectory's
+/// `created_ms` uses for "unset": the epoch's own millisecond reads as the next one.
+pub(crate) fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
+    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis())
+            .ok()
+            .and_then(i64::checked_neg)
+            .unwrap_or(i64::MIN + 1),
+    };
+    if ms == 0 {
+        1
+    } else {
+        ms
+    }
 }
 
 pub(crate) fn fresh_log_id() -> u64 {
@@ -407,10 +499,38 @@ pub(crate) fn load_state(
         last_seq: header.base_seq.saturating_sub(1),
     };
     let log_id = header.log_id;
-    let (_, end) = log::scan(log, log_path, |f| {
+    // A frame that checks but cannot be applied (a duplicate id, say) is kept here: when it
+    // is the last commit, recovery treats it as a torn tail rather than refusing to open.
+    let mut unappliable: Option<(u64, u64, u64, String)> = None;
+    let scanned = log::scan(log, log_path, |f| {
         st.apply(f, log_path, &mut |id, def| new_store(id, def, log_id))
-    })?;
-    Ok((st, end))
+            .inspect_err(|e| {
+                if e.is_corruption() {
+                    let next = f.offset + log::frame_size(f.payload.len());
+                    unappliable = Some((f.offset, f.seq, next, e.to_string()));
+                }
+            })
+    });
+    match (scanned, unappliable) {
+        (Ok((_, end)), _) => Ok((st, end)),
+        (Err(e), Some((offset, seq, next, why))) => {
+            // The last commit when no valid frame with the next sequence number follows it.
+            if log::valid_prefix_from(log, log_path, next, seq + 1)? != next {
+                return Err(e);
+            }
+            Ok((
+                st,
+                log::ScanEnd {
+                    end: offset,
+                    next_seq: seq,
+                    torn: Some(format!(
+                        "the last commit (sequence number {seq}) checks but cannot be applied: {why}"
+                    )),
+                },
+            ))
+        }
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// Counts and sizes, as `trajdb stats` prints them.
@@ -498,6 +618,7 @@ impl Database {
                 if e.kind() == std::io::ErrorKind::NotFound && opts.create && !opts.read_only =>
             {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+                crate::storage::sync_parent(dir)?;
             }
             Err(e) => return Err(Error::io("open", dir, e)),
         }
@@ -509,7 +630,10 @@ impl Database {
                     let n = e.file_name();
                     n != LOCK_FILE && n.to_str() != Some("log.new")
                 });
-            if foreign || opts.read_only || !opts.create {
+            // A process racing to create the same database writes its log before any other
+            // file: files seen with the log now present are that database, not foreign ones.
+            let created_meanwhile = dir.join(LOG_FILE).exists();
+            if !created_meanwhile && (foreign || opts.read_only || !opts.create) {
                 return Err(Error::NotADatabase {
                     path: dir.to_owned(),
                     why: if foreign {
@@ -536,7 +660,13 @@ impl Database {
     pub fn open_backend(backend: Arc<dyn Backend>, opts: Options) -> Result<Database> {
         let log_path = backend.path_of(LOG_FILE);
         let io = |op, e| Error::io(op, log_path.clone(), e);
-        let log = match backend.open(LOG_FILE, false).map_err(|e| io("open", e))? {
+        // A read-only handle opens every file for reading only: no write permission needed.
+        let existing = if opts.read_only {
+            backend.open_read(LOG_FILE)
+        } else {
+            backend.open(LOG_FILE, false)
+        };
+        let log = match existing.map_err(|e| io("open", e))? {
             Some(l) => l,
             None => {
                 if opts.read_only || !opts.create {
@@ -588,7 +718,17 @@ impl Database {
             report.truncated_bytes = len - end.end;
             report.torn_reason = Some(why.clone());
             if !read_only {
-                report.cut_file = log::keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len)?;
+                // Keeping a copy of the cut bytes is for inspection only. When it cannot be
+                // made (a full disk, say), the tail is cut anyway and the report says why no
+                // copy was kept: a torn tail must never keep every writer out, since writers
+                // are what can delete or compact to free space.
+                match log::keep_cut_tail(backend.as_ref(), log.as_ref(), end.end, len) {
+                    Ok(f) => report.cut_file = f,
+                    Err(e) => {
+                        let _ = backend.remove(&format!("{LOG_FILE}.cut-{}", end.end));
+                        report.cut_file_error = Some(e.to_string());
+                    }
+                }
                 log.set_len(end.end).map_err(|e| io("truncate", e))?;
                 log.sync().map_err(|e| io("sync", e))?;
             }
@@ -601,11 +741,12 @@ impl Database {
             writer: Mutex::new(Writer {
                 end: end.end,
                 next_seq: end.next_seq,
+                log_gen: 0,
             }),
             poisoned: AtomicBool::new(false),
             // Nothing is known synced yet: the first sync (below) covers what the scan found,
             // which a crashed process may have written without syncing.
-            synced: Mutex::new(0),
+            synced: Mutex::new(Synced::default()),
             state: RwLock::new(state),
             report,
             _lock: None,
@@ -639,7 +780,7 @@ impl Database {
         let io = |op, e| Error::io(op, self.log_path.clone(), e);
         let current = self
             .backend
-            .open(LOG_FILE, false)
+            .open_read(LOG_FILE)
             .map_err(|e| io("open", e))?
             .ok_or_else(|| Error::NotADatabase {
                 path: self.log_path.clone(),
@@ -705,14 +846,17 @@ impl Database {
     /// Syncs the log up to `w.end`; the caller holds the writer lock.
     pub(crate) fn sync_log_locked(&self, w: &Writer) -> Result<()> {
         let mut synced = self.synced.lock();
-        if *synced >= w.end {
+        if synced.covers(w.log_gen, w.end) {
             return Ok(());
         }
         if let Err(e) = self.log().sync() {
             self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = w.end;
+        *synced = Synced {
+            log_gen: w.log_gen,
+            upto: w.end,
+        };
         Ok(())
     }
 
@@ -727,20 +871,29 @@ impl Database {
         Ok(())
     }
 
-    /// Syncs the log up to at least `end`, sharing the sync with concurrent committers.
-    fn sync_log(&self, end: u64) -> Result<()> {
-        // Everything written before this point is covered by the sync below.
-        let target = self.writer.lock().end;
+    /// Syncs log `log_gen` up to at least `end`, sharing the sync with concurrent
+    /// committers.
+    fn sync_log(&self, log_gen: u64, end: u64) -> Result<()> {
+        // Everything written to this log before this point is covered by the sync below.
+        let (log, target) = {
+            let w = self.writer.lock();
+            (self.log(), (w.log_gen == log_gen).then_some(w.end))
+        };
+        let Some(target) = target else {
+            // Compaction replaced the log after this commit was written: it copied the commit
+            // into the new log and synced that before putting it in place.
+            return Ok(());
+        };
         let mut synced = self.synced.lock();
-        if *synced >= end {
+        if synced.log_gen != log_gen || synced.covers(log_gen, end) {
             return Ok(());
         }
         self.check_poison()?;
-        if let Err(e) = self.log().sync() {
+        if let Err(e) = log.sync() {
             self.poison();
             return Err(Error::io("sync", self.log_path.clone(), e));
         }
-        *synced = (*synced).max(target).max(end);
+        synced.upto = synced.upto.max(target).max(end);
         Ok(())
     }
 
@@ -775,7 +928,10 @@ impl Database {
                 self.poison();
                 return Err(Error::io("sync", self.log_path.clone(), e));
             }
-            *self.synced.lock() = w.end;
+            *self.synced.lock() = Synced {
+                log_gen: w.log_gen,
+                upto: w.end,
+            };
         }
         let frame = Frame {
             offset,
@@ -799,10 +955,10 @@ impl Database {
                 source: Box::new(e),
             });
         }
-        let end = w.end;
+        let (log_gen, end) = (w.log_gen, w.end);
         drop(w);
         if self.opts.durability == Durability::GroupCommit {
-            self.sync_log(end)?;
+            self.sync_log(log_gen, end)?;
         }
         Ok(seq)
     }
@@ -905,18 +1061,21 @@ impl Database {
         }
         let mut id_out = 0;
         self.commit(kind::TRAJECTORY, |st| {
+            // No id, given or assigned, may be reserved or taken; running out of ids is an
+            // error before anything is written.
             let id = match t.id {
                 Some(id) => {
-                    if st.by_id.contains_key(&id) {
-                        return Err(Error::DuplicateId { id });
-                    }
-                    if id == u64::MAX {
+                    if id == RESERVED_ID {
                         return Err(Error::invalid("id", "id 18446744073709551615 is reserved"));
                     }
                     id
                 }
+                None if st.next_id == RESERVED_ID => return Err(Error::IdsExhausted),
                 None => st.next_id,
             };
+            if st.by_id.contains_key(&id) {
+                return Err(Error::DuplicateId { id });
+            }
             let mut keys = Vec::new();
             for (name, v) in &t.keys {
                 let (sid, space) = st.space(name)?;
@@ -1124,18 +1283,26 @@ impl Database {
 
     /// Ids of live trajectories in commit order.
     pub fn ids(&self) -> Vec<u64> {
-        self.ids_as_of(None)
-    }
-
-    /// Ids of the trajectories visible as of commit `as_of`, in commit order.
-    pub fn ids_as_of(&self, as_of: Option<u64>) -> Vec<u64> {
         self.state
             .read()
             .trajs
             .iter()
-            .filter(|m| m.visible(as_of))
+            .filter(|m| m.deleted_at.is_none())
             .map(|m| m.id)
             .collect()
+    }
+
+    /// Ids of the trajectories visible as of commit `as_of`, in commit order; refused with
+    /// [`Error::ViewEnded`] when a compaction has folded that commit away.
+    pub fn ids_as_of(&self, as_of: Option<u64>) -> Result<Vec<u64>> {
+        let st = self.state.read();
+        st.check_view(as_of)?;
+        Ok(st
+            .trajs
+            .iter()
+            .filter(|m| m.visible(as_of))
+            .map(|m| m.id)
+            .collect())
     }
 
     /// (id, commit sequence number) of live trajectories in commit order: the points at
@@ -1202,10 +1369,49 @@ impl std::fmt::Debug for Database {
     }
 }
 
+impl Database {
+    /// Syncs and closes the handle, returning the error of that final sync, if any.
+    /// Dropping a handle makes the same sync but can only print its error to stderr: call
+    /// `close` where a failed final sync must be noticed (under `Buffered`, the commits since
+    /// the last `sync` may then be lost).
+    pub fn close(self) -> Result<()> {
+        let r = self.sync();
+        if r.is_err() {
+            // No fsync retry in `drop`: the error is the caller's now.
+            self.poison();
+        }
+        r
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
-            let _ = self.sync();
+            if let Err(e) = self.sync() {
+                eprintln!(
+                    "trajdb: the final sync of {} failed while closing: {e}; commits since the last successful sync may be lost (Database::close returns this error)",
+                    self.log_path.display()
+                );
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::ms_since_epoch;
+
+    /// Issue 7.13: a clock before 1970 gave `created_ms = 0`, which means "unset".
+    #[test]
+    fn clock_before_1970_gives_negative_times_never_zero() {
+        assert_eq!(
+            ms_since_epoch(UNIX_EPOCH - Duration::from_secs(86_400)),
+            -86_400_000
+        );
+        assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_micros(300)), 1);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH), 1);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(5)), 5);
     }
 }

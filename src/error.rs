@@ -102,6 +102,16 @@ pub enum Error {
         /// The id.
         id: u64,
     },
+    /// Every trajectory id an append without an id could get is taken (the largest id,
+    /// `u64::MAX`, is reserved).
+    IdsExhausted,
+    /// A read view names a commit that compaction has folded into a newer log.
+    ViewEnded {
+        /// The commit the view was taken at.
+        as_of: u64,
+        /// The first commit the current log holds.
+        first: u64,
+    },
     /// No live trajectory or episode with this id.
     NotFound {
         /// What kind of thing was looked for.
@@ -199,6 +209,14 @@ impl fmt::Display for Error {
             Error::DuplicateId { id } => write!(
                 f,
                 "a trajectory with id {id} is already stored; omit the id to have one assigned"
+            ),
+            Error::IdsExhausted => write!(
+                f,
+                "no trajectory id is left to assign: the next one would be 18446744073709551615, which is reserved; give an unused id explicitly"
+            ),
+            Error::ViewEnded { as_of, first } => write!(
+                f,
+                "the read view as of commit {as_of} has ended: a compaction folded every commit before {first} into a new log; take a new view (see `commit_points()`)"
             ),
             Error::NotFound { kind, id } => write!(f, "no {kind} with id {id}"),
             Error::EmbedderMismatch {

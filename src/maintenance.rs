@@ -5,13 +5,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database};
+use crate::db::LOCK_FILE;
+use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, kind, LogHeader, LOG_FILE};
 use crate::format::record::{self, RetrievalEvent};
 use crate::index::keyfile::{key_file_name, RowStore};
-use crate::storage::{create_fresh, Backend, FileBackend};
+use crate::storage::{create_fresh, sync_parent, Backend, FileBackend};
 
 /// What [`Database::repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -120,7 +121,7 @@ impl Database {
                     };
                     let r = cursor[sid];
                     cursor[sid] += 1;
-                    let path = space.rows.path().map(Path::to_owned).unwrap_or_default();
+                    let path = self.key_path(sid);
                     if r >= space.rows.len()
                         || space
                             .rows
@@ -175,7 +176,7 @@ impl Database {
         for (i, s) in st.spaces.iter().enumerate() {
             if cursor[i] != s.rows.len() {
                 return Err(Error::Corrupt {
-                    path: s.rows.path().map(Path::to_owned).unwrap_or_default(),
+                    path: self.key_path(i),
                     offset: 0,
                     what: format!(
                         "key space `{}` has {} rows but the log has {}",
@@ -200,8 +201,16 @@ impl Database {
         Ok(report)
     }
 
+    /// Path of the key file of space `i`, for messages (read-only handles keep rows on the
+    /// heap or in a map and have no path of their own).
+    fn key_path(&self, i: usize) -> std::path::PathBuf {
+        self.backend
+            .path_of(&key_file_name(u32::try_from(i).unwrap_or(u32::MAX)))
+    }
+
     /// Rewrites the log with live records only and rebuilds the key files, so deleted
-    /// trajectories free their space. Commit numbering restarts; earlier as-of views end.
+    /// trajectories free their space. Commit numbering continues; read views of earlier
+    /// commits end ([`Error::ViewEnded`]).
     pub fn compact(&self) -> Result<()> {
         if self.opts.read_only {
             return Err(Error::ReadOnly);
@@ -212,14 +221,21 @@ impl Database {
         let tmp_path = self.backend.path_of(&tmp);
         let io = |op, e| Error::io(op, tmp_path.clone(), e);
         let out = create_fresh(self.backend.as_ref(), &tmp)?;
+        // Sequence numbers continue: the new log's first commit follows the old log's last,
+        // so a read view of an earlier commit is seen to have ended, never silently
+        // reinterpreted.
+        let (base_seq, id_floor) = {
+            let st = self.state.read();
+            (st.last_seq + 1, st.next_id)
+        };
         let hdr = LogHeader {
             log_id: fresh_log_id(),
-            base_seq: 1,
+            base_seq,
             created_ms: now_ms(),
-            id_floor: self.state.read().next_id,
+            id_floor,
         };
         let mut buf = log::encode_header(&hdr).to_vec();
-        let mut seq = 1u64;
+        let mut seq = base_seq;
         let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
             log::encode_frame(buf, seq, kind, payload);
             seq += 1;
@@ -282,57 +298,93 @@ impl Database {
         out.sync().map_err(|e| io("sync", e))?;
         // The rename is the commit point: before it the old log is the database, after it
         // the new one is, and key files from the old log are rebuilt on open (log id differs).
+        // From here on, any failure poisons the handle until it is fully switched: it must
+        // never append to the replaced log or at the old log's offsets.
         if let Err(e) = self.backend.rename(&tmp, LOG_FILE) {
             self.poison();
-            return Err(io("rename", e));
+            return Err(Error::io("rename", self.log_path.clone(), e));
         }
         let backend = self.backend.clone();
-        let (state, end) = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
+        let switched = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .inspect_err(|_| self.poison())?;
-        for s in self.backend.list().map_err(|e| io("list", e))? {
-            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
-                if n.parse::<usize>().map_or(true, |n| n >= state.spaces.len()) {
-                    self.backend.remove(&s).map_err(|e| io("remove", e))?;
-                }
+        .and_then(|(mut state, end)| {
+            for s in &mut state.spaces {
+                s.rows.checkpoint()?;
             }
-        }
+            Ok((state, end))
+        });
+        let (state, end) = switched.inspect_err(|_| self.poison())?;
+        let spaces = state.spaces.len();
         {
-            // State and log handle change together: a reader never pairs the new state's
-            // offsets with the old log.
+            // State, log handle, writer position and sync watermark change together: a
+            // reader never pairs the new state's offsets with the old log, and no commit is
+            // written or acknowledged against the old one.
             let mut st = self.state.write();
             *self.log.write() = out;
             *st = state;
-            for s in &mut st.spaces {
-                s.rows.checkpoint()?;
+            w.end = end.end;
+            w.next_seq = end.next_seq;
+            w.log_gen += 1;
+            *self.synced.lock() = Synced {
+                log_gen: w.log_gen,
+                upto: end.end,
+            };
+        }
+        // Cleanup: key files of spaces the new log does not define. The handle is switched
+        // already; a failure here leaves a stale file that open ignores (its log id differs).
+        for s in self
+            .backend
+            .list()
+            .map_err(|e| Error::io("list", self.backend.path_of(""), e))?
+        {
+            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
+                if n.parse::<usize>().map_or(true, |n| n >= spaces) {
+                    self.backend
+                        .remove(&s)
+                        .map_err(|e| Error::io("remove", self.backend.path_of(&s), e))?;
+                }
             }
         }
-        w.end = end.end;
-        w.next_seq = end.next_seq;
-        *self.synced.lock() = end.end;
         Ok(())
     }
 
-    /// Makes a new database at `dst` (a directory that must not exist or be empty) with the
-    /// same content. Files are copied with `std::fs::copy`, which on Linux uses
+    /// Makes a new database at `dst` (a directory that must not exist, be empty, or hold
+    /// only what an interrupted fork left: no log, and nothing but `log.new` and key files)
+    /// with the same content. Files are copied with `std::fs::copy`, which on Linux uses
     /// `copy_file_range`: on file systems with reflinks (Btrfs, XFS) the copy shares extents
     /// instead of bytes. Writes to either database afterwards do not affect the other.
     pub fn fork(&self, dst: impl AsRef<Path>) -> Result<()> {
         let dst = dst.as_ref();
-        if let Ok(mut rd) = std::fs::read_dir(dst) {
-            if rd.next().is_some() {
+        if let Ok(rd) = std::fs::read_dir(dst) {
+            let names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let leftover = |n: &String| {
+                n == LOCK_FILE || n == FORK_TMP_LOG || is_key_file_name(n.trim_end_matches(".new"))
+            };
+            if names.iter().any(|n| n == LOG_FILE) || !names.iter().all(leftover) {
                 return Err(Error::invalid(
                     dst.display().to_string(),
                     "fork destination exists and is not empty",
                 ));
             }
         }
+        let existed = dst.is_dir();
         std::fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
+        if !existed {
+            sync_parent(dst)?;
+        }
         self.fork_into(&FileBackend::new(dst))
     }
 
     /// Copies this database's files into another backend (see [`fork`](Self::fork)).
+    ///
+    /// The log goes first, under a temporary name renamed into place: a crash before that
+    /// rename leaves no log (fork again), after it a database that opens (key files are
+    /// derived and rebuilt from the log when missing or partial). Key files follow, each
+    /// under a temporary name renamed into place.
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
         // The writer lock is held throughout: the copy is one consistent, synced point.
         let w = self.writer.lock();
@@ -342,49 +394,58 @@ impl Database {
             self.checkpoint_keys()?;
         }
         let st = self.state.read();
-        // Key files first, the log last under a temporary name renamed into place: a crash
-        // during a fork leaves no log (no database) or a complete one.
-        let tmp_log = format!("{LOG_FILE}.new");
-        let mut copies: Vec<(String, String)> = (0..st.spaces.len())
-            .map(|i| {
-                let n = key_file_name(u32::try_from(i).unwrap_or(u32::MAX));
-                (n.clone(), n)
-            })
-            .collect();
-        copies.push((LOG_FILE.to_owned(), tmp_log.clone()));
-        for (name, to) in copies {
+        let mut copies: Vec<String> = vec![LOG_FILE.to_owned()];
+        copies.extend(
+            (0..st.spaces.len()).map(|i| key_file_name(u32::try_from(i).unwrap_or(u32::MAX))),
+        );
+        for name in copies {
+            let tmp = if name == LOG_FILE {
+                FORK_TMP_LOG.to_owned()
+            } else {
+                format!("{name}.new")
+            };
             let src_path = self.backend.path_of(&name);
-            let dst_path = dst.path_of(&to);
+            let dst_path = dst.path_of(&tmp);
             if src_path.is_file() && dst_path.parent().is_some_and(Path::is_dir) {
                 std::fs::copy(&src_path, &dst_path).map_err(|e| Error::io("copy", &dst_path, e))?;
                 File::open(&dst_path)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| Error::io("sync", &dst_path, e))?;
-                continue;
+            } else {
+                let Some(src) = self
+                    .backend
+                    .open_read(&name)
+                    .map_err(|e| Error::io("open", &src_path, e))?
+                else {
+                    continue;
+                };
+                let out = create_fresh(dst, &tmp)?;
+                let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
+                let mut buf = vec![0u8; 4 << 20];
+                let mut pos = 0u64;
+                while pos < len {
+                    let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
+                    src.read_at(&mut buf[..n], pos)
+                        .map_err(|e| Error::io("read", &src_path, e))?;
+                    out.write_at(&buf[..n], pos)
+                        .map_err(|e| Error::io("write", &dst_path, e))?;
+                    pos += off(n);
+                }
+                out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
             }
-            let Some(src) = self
-                .backend
-                .open(&name, false)
-                .map_err(|e| Error::io("open", &src_path, e))?
-            else {
-                continue;
-            };
-            let out = create_fresh(dst, &to)?;
-            let len = src.len().map_err(|e| Error::io("stat", &src_path, e))?;
-            let mut buf = vec![0u8; 4 << 20];
-            let mut pos = 0u64;
-            while pos < len {
-                let n = usize::try_from((len - pos).min(off(buf.len()))).unwrap_or(buf.len());
-                src.read_at(&mut buf[..n], pos)
-                    .map_err(|e| Error::io("read", &src_path, e))?;
-                out.write_at(&buf[..n], pos)
-                    .map_err(|e| Error::io("write", &dst_path, e))?;
-                pos += off(n);
-            }
-            out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
+            dst.rename(&tmp, &name)
+                .map_err(|e| Error::io("rename", dst.path_of(&name), e))?;
         }
-        dst.rename(&tmp_log, LOG_FILE)
-            .map_err(|e| Error::io("rename", dst.path_of(LOG_FILE), e))?;
         Ok(())
     }
+}
+
+/// Temporary name of a fork's log until it is complete.
+const FORK_TMP_LOG: &str = "log.new";
+
+/// True for `keys-N.vec`.
+fn is_key_file_name(n: &str) -> bool {
+    n.strip_prefix("keys-")
+        .and_then(|r| r.strip_suffix(".vec"))
+        .is_some_and(|d| d.parse::<u32>().is_ok())
 }

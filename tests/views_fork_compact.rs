@@ -31,7 +31,7 @@ fn as_of_view_sees_exactly_the_trajectories_committed_by_then() {
         ids.push(db.append(&random_traj(&mut rng, 8, 2, n)).unwrap());
     }
     // As of the 20th commit: the first 20 ids, including the one deleted later.
-    assert_eq!(db.ids_as_of(Some(seq20)), ids[..20].to_vec());
+    assert_eq!(db.ids_as_of(Some(seq20)).unwrap(), ids[..20].to_vec());
     let f = Filter {
         as_of: Some(seq20),
         ..Default::default()

@@ -404,10 +404,22 @@ fn scan_frames(
                 seq += 1;
             }
             Err(why) => {
-                // Is there any valid frame after this point? Then committed data is damaged.
-                let mut probe = pos + FRAME_ALIGN;
+                // Is there a valid later frame after this point? Then committed data is
+                // damaged. When the damaged frame's length is intact, the bytes it spans are
+                // its own payload (user text and vectors can hold anything, a whole valid
+                // frame included), so the search starts after them; a frame that reaches
+                // past the end of the file is the torn last frame. A later frame carries a
+                // later sequence number.
+                let mut probe = match intact_len(w, pos).map_err(|e| Error::io("read", path, e))? {
+                    Some(len) => pos + frame_size(ix(len)),
+                    None => pos + FRAME_ALIGN,
+                };
                 while probe + FRAME_HEADER_LEN <= file_len {
-                    if let Ok(Ok(_)) = check_frame(w, probe, None) {
+                    if let Ok(Ok(f)) = check_frame(w, probe, None) {
+                        if f.seq <= seq {
+                            probe += FRAME_ALIGN;
+                            continue;
+                        }
                         return Err(Error::Corrupt {
                             path: path.to_owned(),
                             offset: pos,
@@ -426,6 +438,17 @@ fn scan_frames(
             }
         }
     }
+}
+
+/// The payload length of the frame header at `pos` when its length check holds (the length
+/// was written as it reads), else None.
+fn intact_len(w: &mut Window<'_>, pos: u64) -> std::io::Result<Option<u32>> {
+    let Some(h) = w.get(pos, 8)? else {
+        return Ok(None);
+    };
+    let len = le_u32(h, frame::LEN);
+    let ok = crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT == le_u32(h, frame::LEN_CHECK);
+    Ok((ok && len <= MAX_PAYLOAD).then_some(len))
 }
 
 /// Offset of the first frame that does not check (or the end of the log when all do).

@@ -141,6 +141,12 @@ pub(crate) struct RowStore {
     kind: StoreKind,
 }
 
+/// A point to roll a [`RowStore`] back to (see [`RowStore::mark`]).
+pub(crate) struct RowMark {
+    rows: usize,
+    hasher: Option<crc32fast::Hasher>,
+}
+
 enum StoreKind {
     Heap(Vec<f32>),
     File(FileRows),
@@ -209,7 +215,7 @@ impl RowStore {
         let dims = ix(def.dims);
         let heap = RowStore::heap(dims);
         let name = key_file_name(id);
-        let Ok(Some(s)) = backend.open(&name, false) else {
+        let Ok(Some(s)) = backend.open_read(&name) else {
             return Ok(heap);
         };
         let Some(file) = s.file() else {
@@ -415,16 +421,54 @@ impl RowStore {
         &self.all()[i * self.dims..(i + 1) * self.dims]
     }
 
+    /// Where the store stands now, to [`rollback`](Self::rollback) to if a commit fails part
+    /// way through writing its rows.
+    pub(crate) fn mark(&self) -> RowMark {
+        RowMark {
+            rows: self.rows,
+            hasher: match &self.kind {
+                StoreKind::File(f) => Some(f.hasher.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Forgets every row pushed since `mark`. Bytes already written past the kept rows are
+    /// not vouched for by any header and are overwritten by the next push.
+    pub(crate) fn rollback(&mut self, mark: RowMark) {
+        let n = mark.rows.min(self.rows);
+        let dims = self.dims;
+        match &mut self.kind {
+            StoreKind::Heap(h) => h.truncate(n * dims),
+            StoreKind::Mapped { .. } => {}
+            StoreKind::File(f) => {
+                if let Some(h) = mark.hasher {
+                    f.hasher = h;
+                }
+                if let Some(m) = &mut f.mirror {
+                    m.truncate(n * dims);
+                }
+            }
+        }
+        self.rows = n;
+    }
+
     /// Appends a row given as little-endian f32 bytes (`dims * 4` of them). During open,
     /// rows the key file already vouches for are only counted.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
-        if let StoreKind::Mapped { vouched, .. } = &self.kind {
-            if self.rows < *vouched {
+        if let StoreKind::Mapped { vouched, map } = &self.kind {
+            // A row the file vouches for is used only when it equals the row in the log just
+            // read: the file may vouch for rows of frames this handle's log no longer has
+            // (its tail was cut and a writer appended other commits in their place).
+            let stride = dims * 4;
+            let start = usize::try_from(KEY_HEADER_LEN).unwrap_or(64) + self.rows * stride;
+            let same = map.after(start).get(..stride) == Some(bytes);
+            if self.rows < *vouched && same {
                 self.rows += 1;
                 return Ok(());
             }
-            // Past what the file vouches for: continue on the heap.
+            // Past what the file vouches for, or differing from the log: the heap from here.
             self.kind = StoreKind::Heap(self.all().to_vec());
         }
         match &mut self.kind {
@@ -442,10 +486,12 @@ impl RowStore {
                     f.storage
                         .set_len(KEY_HEADER_LEN + cap * stride)
                         .map_err(|e| Error::io("grow", f.path.clone(), e))?;
-                    f.capacity = cap;
                     if f.storage.file().is_some() {
                         f.remap()?;
                     }
+                    // Only once the map covers the new room: a failed remap leaves the
+                    // store as it was, and the next push grows and maps again.
+                    f.capacity = cap;
                 }
                 f.storage
                     .write_at(bytes, KEY_HEADER_LEN + row * stride)
@@ -544,14 +590,6 @@ impl RowStore {
         }
     }
 
-    /// Path of the key file, for messages.
-    pub(crate) fn path(&self) -> Option<&std::path::Path> {
-        match &self.kind {
-            StoreKind::Heap(_) | StoreKind::Mapped { .. } => None,
-            StoreKind::File(f) => Some(&f.path),
-        }
-    }
-
     /// Reads the header of the key file and checks it against what the log implies.
     pub(crate) fn check_header(&self) -> Result<()> {
         let StoreKind::File(f) = &self.kind else {
@@ -593,7 +631,7 @@ pub(crate) fn verify_file(
     let name = key_file_name(id);
     let path = backend.path_of(&name);
     let Some(s) = backend
-        .open(&name, false)
+        .open_read(&name)
         .map_err(|e| Error::io("open", path.clone(), e))?
     else {
         return Ok(0);

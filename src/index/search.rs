@@ -26,7 +26,10 @@ pub struct Filter {
     pub exclude: Vec<u64>,
     /// Only this provenance kind.
     pub provenance: Option<ProvenanceKind>,
-    /// Read the database as of this commit sequence number (None: now).
+    /// Read the database as of this commit sequence number (None: now): trajectories
+    /// committed by then and not deleted by then, with their outcome as of then. Sequence
+    /// numbers continue across compaction; a view of a commit that a compaction folded away
+    /// is refused with [`Error::ViewEnded`](crate::Error::ViewEnded).
     pub as_of: Option<u64>,
 }
 
@@ -50,15 +53,16 @@ struct Compiled<'a> {
 }
 
 impl<'a> Compiled<'a> {
-    fn new(st: &State, f: &'a Filter) -> Self {
+    fn new(st: &State, f: &'a Filter) -> Result<Self> {
+        st.check_view(f.as_of)?;
         let mut exclude = f.exclude.clone();
         exclude.sort_unstable();
-        Compiled {
+        Ok(Compiled {
             f,
             env: f.env.as_ref().map(|e| st.name_ids.get(e).copied()),
             task: f.task.as_ref().map(|t| st.name_ids.get(t).copied()),
             exclude,
-        }
+        })
     }
 
     #[inline]
@@ -66,7 +70,7 @@ impl<'a> Compiled<'a> {
         if !m.visible(self.f.as_of) {
             return false;
         }
-        if self.f.success_only && m.outcome.success != Some(true) {
+        if self.f.success_only && m.outcome_at(self.f.as_of).success != Some(true) {
             return false;
         }
         if let Some(e) = self.env {
@@ -245,7 +249,7 @@ impl Database {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let c = Compiled::new(&st, filter);
+        let c = Compiled::new(&st, filter)?;
         let metric = s.def.metric;
         let mut top = TopK::new(k);
         let dims = ix(s.def.dims);
@@ -321,7 +325,7 @@ impl Database {
         let st = self.state.read();
         let n = st.trajs.len();
         let mut work = RetrieveWork::default();
-        let c = Compiled::new(&st, &q.filter);
+        let c = Compiled::new(&st, &q.filter)?;
         let Scratch {
             pass,
             sum,
@@ -469,8 +473,8 @@ impl Database {
                     );
                     let visited = best_step.iter().filter(|b| b.is_some()).count();
                     work.trajectories_visited = off(visited);
-                    for slot in 0..n {
-                        if let Some((sc, _)) = best_step[slot] {
+                    for (slot, best) in best_step.iter().enumerate() {
+                        if let Some((sc, _)) = best {
                             top.offer(traj_score(slot) + sc, off(slot));
                         }
                     }

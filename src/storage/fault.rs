@@ -10,7 +10,8 @@
 //!   Creating, removing and renaming a file are durable at once, as [`FileBackend`]
 //!   makes them by syncing the directory after each.
 //! - [`FailingBackend`] wraps any backend and fails the Nth operation of a chosen kind
-//!   with an I/O error (a failed write first writes half of its bytes).
+//!   (read, write, sync, set_len, open, rename or remove) with an I/O error (a failed write
+//!   first writes half of its bytes).
 //!
 //! [`FileBackend`]: crate::storage::FileBackend
 
@@ -238,6 +239,8 @@ pub enum Op {
     Open,
     /// `Backend::rename`.
     Rename,
+    /// `Backend::remove`.
+    Remove,
 }
 
 #[derive(Debug)]
@@ -361,7 +364,21 @@ impl Backend for FailingBackend {
             }) as Arc<dyn Storage>
         }))
     }
+    fn open_read(&self, name: &str) -> io::Result<Option<Arc<dyn Storage>>> {
+        if self.plan.hit(Op::Open) {
+            return Err(injected(Op::Open));
+        }
+        Ok(self.inner.open_read(name)?.map(|s| {
+            Arc::new(FailingStorage {
+                inner: s,
+                plan: self.plan.clone(),
+            }) as Arc<dyn Storage>
+        }))
+    }
     fn remove(&self, name: &str) -> io::Result<()> {
+        if self.plan.hit(Op::Remove) {
+            return Err(injected(Op::Remove));
+        }
         self.inner.remove(name)
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {

@@ -41,6 +41,12 @@ pub trait Storage: Send + Sync {
 pub trait Backend: Send + Sync {
     /// Opens `name`; creates it empty when absent and `create` is set. `Ok(None)` when absent.
     fn open(&self, name: &str, create: bool) -> io::Result<Option<Arc<dyn Storage>>>;
+    /// Opens `name` for reading only (no write permission needed); `Ok(None)` when absent.
+    /// Writing through the result fails. The default opens as [`open`](Self::open) does, for
+    /// backends with no permissions.
+    fn open_read(&self, name: &str) -> io::Result<Option<Arc<dyn Storage>>> {
+        self.open(name, false)
+    }
     /// Removes `name` if present.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Atomically replaces `to` with `from` and makes the rename durable.
@@ -62,6 +68,18 @@ pub(crate) fn create_fresh(
         .open(name, true)
         .map_err(|e| err("create", e))?
         .ok_or_else(|| err("create", io::ErrorKind::NotFound.into()))
+}
+
+/// Syncs the directory that holds `dir`, so that a directory just created survives a
+/// power cut.
+pub(crate) fn sync_parent(dir: &Path) -> crate::error::Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| crate::error::Error::io("sync", parent, e))
 }
 
 /// A file of the operating system.
@@ -135,6 +153,13 @@ impl Backend for FileBackend {
                 }
                 Ok(Some(Arc::new(FileStorage::new(file))))
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn open_read(&self, name: &str) -> io::Result<Option<Arc<dyn Storage>>> {
+        match File::open(self.dir.join(name)) {
+            Ok(file) => Ok(Some(Arc::new(FileStorage::new(file)))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

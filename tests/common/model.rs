@@ -546,3 +546,314 @@ pub fn ops_from_bytes(data: &[u8]) -> (Vec<Op>, Durability) {
     }
     (ops, durability)
 }
+
+/// What [`run_concurrent`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConcurrentFigures {
+    /// Crash states opened and checked against the acknowledged commits.
+    pub crashes: u64,
+    /// Appends and deletes acknowledged under `GroupCommit`.
+    pub acked: u64,
+    /// Compactions completed beside them.
+    pub compactions: u64,
+    /// Whole-trajectory reads made by reader threads beside them.
+    pub reads: u64,
+}
+
+/// Compaction in a loop beside two threads appending (and deleting some of what they
+/// appended) under `GroupCommit`, and two reader threads, on a [`CrashBackend`]. Meanwhile
+/// the main thread repeatedly takes what a power cut would leave and checks it: every
+/// acknowledged append there, whole, every acknowledged delete gone, and it opens and
+/// verifies. Runs for `secs` seconds.
+pub fn run_concurrent(secs: f64, seed: u64) -> ConcurrentFigures {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    let backend = CrashBackend::new();
+    let db = Arc::new(reopen(&backend, Durability::GroupCommit, "concurrent open"));
+    create_spaces(&db);
+    db.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_id = Arc::new(AtomicU64::new(1));
+    // Acknowledged appends and deletes, recorded only after the call returned Ok.
+    let appended = Arc::new(Mutex::new(BTreeSet::new()));
+    let deleted = Arc::new(Mutex::new(BTreeSet::new()));
+    // Deletes begun (recorded before the call): such an id may be gone after a crash.
+    let deleting = Arc::new(Mutex::new(BTreeSet::new()));
+    let compactions = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for w in 0..2u64 {
+        let (db, stop, next_id) = (db.clone(), stop.clone(), next_id.clone());
+        let (appended, deleted, deleting) = (appended.clone(), deleted.clone(), deleting.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut r = SplitMix::new(seed ^ (w + 1));
+            let mut mine = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = next_id.fetch_add(1, Ordering::SeqCst);
+                db.append(&traj_for(id)).unwrap();
+                appended.lock().unwrap().insert(id);
+                mine.push(id);
+                if r.below(2) == 0 {
+                    let victim =
+                        mine.swap_remove(usize::try_from(r.below(mine.len() as u64)).unwrap());
+                    deleting.lock().unwrap().insert(victim);
+                    db.delete(victim).unwrap();
+                    deleted.lock().unwrap().insert(victim);
+                }
+            }
+        }));
+    }
+    {
+        let (db, stop, compactions) = (db.clone(), stop.clone(), compactions.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                db.compact().unwrap();
+                compactions.fetch_add(1, Ordering::SeqCst);
+                // A pause lets appends run against each new log before it is replaced.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (db, stop, reads) = (db.clone(), stop.clone(), reads.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut r = SplitMix::new(seed);
+            while !stop.load(Ordering::SeqCst) {
+                let ids = db.ids();
+                if ids.is_empty() {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let id = ids[usize::try_from(r.below(ids.len() as u64)).unwrap()];
+                match db.get(id) {
+                    Ok(t) => assert_eq!(t, traj_for(id), "reader: trajectory {id} differs"),
+                    Err(trajdb::Error::NotFound { .. }) => {}
+                    Err(e) => panic!("reader: get {id}: {e}"),
+                }
+                db.search("goal", &[0.5; GOAL_DIMS as usize], 3, &Filter::default())
+                    .unwrap_or_else(|e| panic!("reader: search: {e}"));
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut figures = ConcurrentFigures::default();
+    let mut r = SplitMix::new(seed);
+    while start.elapsed().as_secs_f64() < secs {
+        std::thread::sleep(Duration::from_micros(100 + r.below(500)));
+        // What was acknowledged before the power cut must be in what it leaves.
+        let acked_appends = appended.lock().unwrap().clone();
+        let acked_deletes = deleted.lock().unwrap().clone();
+        let after = backend.crash();
+        let maybe_deleted = deleting.lock().unwrap().clone();
+        let db2 = reopen(&after, Durability::GroupCommit, "concurrent crash");
+        let ids: BTreeSet<u64> = db2.ids().into_iter().collect();
+        for id in &acked_appends {
+            if !maybe_deleted.contains(id) {
+                assert!(
+                    ids.contains(id),
+                    "crash {}: acknowledged trajectory {id} is lost",
+                    figures.crashes
+                );
+            }
+        }
+        for id in &acked_deletes {
+            assert!(
+                !ids.contains(id),
+                "crash {}: deleted trajectory {id} is back",
+                figures.crashes
+            );
+        }
+        for id in ids.iter().rev().take(8) {
+            assert_eq!(db2.get(*id).unwrap(), traj_for(*id));
+        }
+        db2.verify()
+            .unwrap_or_else(|e| panic!("crash {}: verify: {e}", figures.crashes));
+        figures.crashes += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    figures.acked = (appended.lock().unwrap().len() + deleted.lock().unwrap().len()) as u64;
+    figures.compactions = compactions.load(Ordering::SeqCst);
+    figures.reads = reads.load(Ordering::SeqCst);
+    figures
+}
+
+/// A maintenance step that [`fault_every_step`] fails at each of its I/O operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    /// `compact`, failures on the database's backend.
+    Compact,
+    /// `fork_into`, failures on the source backend (its pre-copy sync and checkpoint).
+    ForkSource,
+    /// `fork_into`, failures on the destination backend.
+    ForkDestination,
+    /// `sync`: the log sync and the key-file checkpoint.
+    Checkpoint,
+}
+
+/// Figures of [`fault_every_step`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FaultFigures {
+    /// Failures injected.
+    pub injected: u64,
+    /// States (after the failure, then after a crash) checked against the model.
+    pub states: u64,
+}
+
+/// Content for seed `seed`, committed through `db` and recorded in a model: appends,
+/// deletes, a relabel and episodes with retrievals and outcomes.
+fn prepare(db: &Database, seed: u64) -> Model {
+    let mut r = SplitMix::new(seed);
+    let mut m = Model::default();
+    let n = 3 + r.below(5);
+    for id in 1..=n {
+        db.append(&traj_for(id)).unwrap();
+        m.trajs.push(traj_for(id));
+        m.log_ids.insert(id);
+    }
+    for _ in 0..r.below(3) {
+        let i = usize::try_from(r.below(m.trajs.len() as u64)).unwrap();
+        let id = m.trajs.remove(i).id.unwrap();
+        db.delete(id).unwrap();
+    }
+    let i = usize::try_from(r.below(m.trajs.len() as u64)).unwrap();
+    let o = Outcome {
+        success: Some(r.below(2) == 0),
+        reward: Some(1.5),
+    };
+    db.set_outcome(m.trajs[i].id.unwrap(), o).unwrap();
+    m.trajs[i].outcome = o;
+    for _ in 0..1 + r.below(2) {
+        let ep = db.begin_episode().unwrap();
+        let id = m.trajs[usize::try_from(r.below(m.trajs.len() as u64)).unwrap()]
+            .id
+            .unwrap();
+        let ev = RetrievalEvent {
+            id,
+            step: None,
+            stage: Stage::Plan,
+        };
+        db.log_retrievals(ep, &[ev]).unwrap();
+        let outcome = [Some(true), Some(false), None][usize::try_from(r.below(3)).unwrap()];
+        db.set_episode_outcome(ep, outcome).unwrap();
+        m.episodes.insert(ep, (outcome, vec![ev]));
+    }
+    m
+}
+
+/// For every I/O operation of `what` (and every kind of failure), fails that operation and
+/// checks: the handle is switched or refuses writes (`PreviousIo`); an append it still
+/// acknowledges survives a crash; after a crash the database opens and equals the model
+/// (compacted or not, for a compaction cut short); a fork destination either opens with
+/// the whole content or has no log and can be forked into again.
+pub fn fault_every_step(what: Maintenance, seed: u64, durability: Durability) -> FaultFigures {
+    use trajdb::storage::fault::{FailingBackend, Op as F};
+    let mut fig = FaultFigures::default();
+    for kind in [
+        None,
+        Some(F::Write),
+        Some(F::Sync),
+        Some(F::Rename),
+        Some(F::Remove),
+        Some(F::Open),
+        Some(F::Read),
+        Some(F::SetLen),
+    ] {
+        for n in 1..=200u64 {
+            let crash = CrashBackend::new();
+            let src_fail = FailingBackend::new(Arc::new(crash.clone()), kind, 0);
+            let db = Database::open_backend(Arc::new(src_fail.clone()), super::opts(durability))
+                .unwrap();
+            create_spaces(&db);
+            let model = prepare(&db, seed);
+            let at = format!("{what:?} seed {seed} {kind:?} at {n}");
+            let dst = CrashBackend::new();
+            let dst_fail = FailingBackend::new(Arc::new(dst.clone()), kind, 0);
+            let armed = if what == Maintenance::ForkDestination {
+                &dst_fail
+            } else {
+                &src_fail
+            };
+            armed.fail_after(n);
+            let r = match what {
+                Maintenance::Compact => db.compact(),
+                Maintenance::ForkSource | Maintenance::ForkDestination => db.fork_into(&dst_fail),
+                Maintenance::Checkpoint => db.sync(),
+            };
+            if !armed.fired() {
+                r.unwrap_or_else(|e| panic!("{at}: failed with nothing injected: {e}"));
+                armed.fail_after(0);
+                break;
+            }
+            fig.injected += 1;
+            let mut candidates = vec![model.clone()];
+            if what == Maintenance::Compact {
+                let mut c = model.clone();
+                c.compact();
+                candidates.push(c);
+            }
+            // The handle: switched (writes work and are durable) or refusing writes.
+            let id = model.next_auto_id().max(100);
+            match db.append(&traj_for(id)) {
+                Ok(_) => {
+                    for c in &mut candidates {
+                        c.trajs.push(traj_for(id));
+                        c.log_ids.insert(id);
+                    }
+                }
+                Err(trajdb::Error::PreviousIo) => {}
+                Err(e) => panic!("{at}: append after the failure: {e}"),
+            }
+            let mut states = vec![crash.crash()];
+            if what != Maintenance::ForkDestination {
+                states.push(crash.crash_torn(n, true));
+            }
+            drop(db);
+            for state in states {
+                let db2 = reopen(&state, durability, &at);
+                let errs: Vec<String> = candidates
+                    .iter()
+                    .filter_map(|c| check(&db2, c, &at).err())
+                    .collect();
+                assert!(
+                    errs.len() < candidates.len(),
+                    "{at}: after a crash the database equals no model state:\n{}",
+                    errs.join("\n")
+                );
+                fig.states += 1;
+            }
+            if matches!(what, Maintenance::ForkSource | Maintenance::ForkDestination) {
+                let after = dst.crash();
+                let opened = Database::open_backend(
+                    Arc::new(after.clone()),
+                    trajdb::Options {
+                        create: false,
+                        ..super::opts(durability)
+                    },
+                );
+                let fork = match opened {
+                    Ok(f) => f,
+                    Err(trajdb::Error::NotADatabase { .. }) => {
+                        // No log: nothing half there; forking again must work.
+                        let again = reopen(&crash.crash(), durability, &at);
+                        again
+                            .fork_into(&after)
+                            .unwrap_or_else(|e| panic!("{at}: fork again: {e}"));
+                        reopen(&after, durability, &at)
+                    }
+                    Err(e) => panic!("{at}: fork destination: {e}"),
+                };
+                let ok = candidates.iter().any(|c| check(&fork, c, &at).is_ok())
+                    || check(&fork, &model, &at).is_ok();
+                assert!(ok, "{at}: fork destination differs from the source");
+                fig.states += 1;
+            }
+        }
+    }
+    fig
+}
