@@ -18,7 +18,7 @@ use crate::keyfile::RowStore;
 use crate::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::maintenance::keep_cut_tail;
 use crate::record::{
-    self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    self, kind, EncKey, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
@@ -452,19 +452,7 @@ fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
             got: v.len(),
         });
     }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            format!("{at}[{i}]"),
-            format!("value {} is not a finite number", v[i]),
-        ));
-    }
-    if space.def.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
-        return Err(Error::invalid(
-            at,
-            "vector is all zeros; cosine similarity is undefined for it",
-        ));
-    }
-    Ok(())
+    crate::kernels::check_vector(at, space.def.metric, v)
 }
 
 fn check_text(at: &str, s: &str) -> Result<()> {

@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::{Embedder, HashEmbedder};
 use crate::error::{Error, Result};
-use crate::record::{Level, Metric, SpaceDef, Trajectory};
+use crate::kernels::{check_components, check_vector};
+use crate::record::{Level, SpaceDef, Trajectory};
 
 /// Longest line accepted, in bytes (64 MiB, the same as the largest log record).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
@@ -319,15 +320,7 @@ fn with_id(at: &str, id: Option<u64>) -> String {
 
 /// Checks the values of a parsed record that JSON allows but trajdb does not.
 fn check_values(t: &Trajectory) -> Result<()> {
-    let finite = |at: String, v: &[f32]| -> Result<()> {
-        match v.iter().position(|x| !x.is_finite()) {
-            Some(i) => Err(Error::invalid(
-                format!("{at}[{i}]"),
-                "value is not a finite 32-bit float (it overflows f32 or is not a number)",
-            )),
-            None => Ok(()),
-        }
-    };
+    let finite = |at: String, v: &[f32]| check_components(&at, v);
     for (name, v) in &t.keys {
         finite(format!("keys.{name}"), v)?;
     }
@@ -404,13 +397,7 @@ pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
                 ),
             ));
         }
-        if s.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
-            return Err(Error::invalid(
-                at,
-                "vector is all zeros; cosine similarity is undefined for it",
-            ));
-        }
-        Ok(())
+        check_vector(&at, s.metric, v)
     };
     for (name, v) in &t.keys {
         let s = find("keys", name, Level::Trajectory)?;
@@ -532,6 +519,7 @@ pub fn hash_spaces(spaces: &[SpaceDef]) -> Vec<(SpaceDef, HashEmbedder)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Metric;
 
     fn lines(input: &[u8], max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut r = LineReader::new(input, "t").with_max_line(max);

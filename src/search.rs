@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::codec::{ix, off};
 use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
-use crate::kernels::scan;
+use crate::kernels::{check_vector, scan};
 use crate::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
 
 /// Which trajectories a search may return. Every condition is checked for each row during
@@ -115,10 +115,12 @@ struct TopK {
     heap: BinaryHeap<Entry>,
 }
 impl TopK {
-    fn new(k: usize) -> Self {
+    /// Keeps the `k` best of at most `bound` offers: memory is sized by `min(k, bound)`, so a
+    /// caller's `k` never sizes an allocation beyond what exists.
+    fn new(k: usize, bound: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(bound).saturating_add(1)),
         }
     }
     #[inline]
@@ -140,6 +142,11 @@ impl TopK {
     }
 }
 
+/// `x` as the nearest finite f32 (a ranking score never becomes infinite).
+fn clamp_f32(x: f64) -> f32 {
+    x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
+}
+
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
@@ -149,12 +156,7 @@ fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>
             got: v.len(),
         });
     }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            format!("query vector[{i}]"),
-            format!("value {} is not a finite number", v[i]),
-        ));
-    }
+    check_vector(&format!("query vector for `{space}`"), s.def.metric, v)?;
     if let (Some(rec), Some(given)) = (&s.def.embedder, embedder) {
         if rec != given {
             return Err(Error::EmbedderMismatch {
@@ -237,8 +239,8 @@ impl Database {
         }
         let c = Compiled::new(&st, filter);
         let metric = s.def.metric;
-        let mut top = TopK::new(k);
         let dims = ix(s.def.dims);
+        let mut top = TopK::new(k, s.row_meta.len());
         scan(
             metric,
             s.rows.all(),
@@ -269,7 +271,7 @@ impl Database {
         let c = Compiled::new(&st, &q.filter);
         let pass: Vec<bool> = st.trajs.iter().map(|m| c.pass(m)).collect();
         // Per key: one score per trajectory slot (NaN = no key).
-        let mut sum = vec![0f32; n];
+        let mut sum = vec![0f64; n];
         let mut has_any = vec![false; n];
         let mut per_key: Vec<Vec<f32>> = Vec::with_capacity(q.keys.len());
         for (name, v) in &q.keys {
@@ -307,10 +309,10 @@ impl Database {
                 continue;
             }
             for (slot, x) in scores.iter().enumerate() {
-                sum[slot] += if x.is_nan() { worst } else { *x };
+                sum[slot] += f64::from(if x.is_nan() { worst } else { *x });
             }
         }
-        let nkeys = per_key.len().max(1) as f32;
+        let nkeys = per_key.len().max(1) as f64;
         let mut best_step: Vec<Option<(f32, u32)>> = vec![None; n];
         if let Some((name, v)) = &q.step_key {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
@@ -337,7 +339,7 @@ impl Database {
                 },
             );
         }
-        let mut top = TopK::new(q.k);
+        let mut top = TopK::new(q.k, n);
         for slot in 0..n {
             if !pass[slot] {
                 continue;
@@ -347,14 +349,15 @@ impl Database {
             } else {
                 sum[slot] / nkeys
             };
+            // Both terms are finite f32 (the numeric contract); their sum may not be in f32.
             let score = match (&q.step_key, best_step[slot]) {
-                (Some(_), Some((s, _))) => traj + s,
+                (Some(_), Some((s, _))) => clamp_f32(traj + f64::from(s)),
                 (Some(_), None) => continue,
                 (None, _) => {
                     if !per_key.is_empty() && !has_any[slot] {
                         continue;
                     }
-                    traj
+                    clamp_f32(traj)
                 }
             };
             top.offer(score, off(slot));
@@ -369,13 +372,13 @@ impl Database {
             let traj_score = if per_key.is_empty() {
                 0.0
             } else {
-                sum[slot] / nkeys
+                clamp_f32(sum[slot] / nkeys)
             };
             let (start, end, matched, step_score) = match best_step[slot] {
                 Some((s, m)) => {
                     let m_us = ix(m);
                     let start = m_us.saturating_sub(q.window);
-                    let end = (m_us + q.window + 1).min(nsteps);
+                    let end = m_us.saturating_add(q.window).saturating_add(1).min(nsteps);
                     (start, end, Some(m), Some(s))
                 }
                 None => (0, nsteps, None, None),

@@ -498,17 +498,17 @@ pub struct CalibrationBin {
 /// prediction of exactly 1 falls in the last bin).
 pub fn calibration(scores: &[f64], labels: &[bool], bins: usize) -> Vec<CalibrationBin> {
     let bins = bins.max(1);
-    let mut acc = vec![(0usize, 0.0f64, 0usize); bins];
+    // Only occupied bins are kept: memory follows the scores, not the caller's `bins`.
+    let mut acc: std::collections::BTreeMap<usize, (usize, f64, usize)> = Default::default();
     for (&s, &l) in scores.iter().zip(labels) {
         let b = ((s.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
-        acc[b].0 += 1;
-        acc[b].1 += s;
-        acc[b].2 += usize::from(l);
+        let a = acc.entry(b).or_default();
+        a.0 += 1;
+        a.1 += s;
+        a.2 += usize::from(l);
     }
-    acc.iter()
-        .enumerate()
-        .filter(|(_, a)| a.0 > 0)
-        .map(|(b, &(n, sum, pos))| CalibrationBin {
+    acc.into_iter()
+        .map(|(b, (n, sum, pos))| CalibrationBin {
             lo: b as f64 / bins as f64,
             hi: (b + 1) as f64 / bins as f64,
             count: n,
