@@ -38,6 +38,9 @@ use crate::error::{Error, Result};
 use crate::kernels::{check_components, check_vector};
 use crate::record::{Level, SpaceDef, Trajectory};
 
+/// The UTF-8 byte-order mark, accepted (and skipped) at the very start of the input only.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Longest line accepted, in bytes (64 MiB, the same as the largest log record).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
@@ -166,6 +169,11 @@ impl<R: BufRead> LineReader<R> {
             if self.buf.last() == Some(&b'\r') {
                 self.buf.pop();
             }
+            if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+                // A byte-order mark at the start of the input (as some editors and
+                // Windows tools write) is not part of the first record.
+                self.buf.drain(..UTF8_BOM.len());
+            }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -285,6 +293,27 @@ pub fn parse_record(line: &[u8], at: &str) -> Result<Trajectory> {
             format!("text is not valid UTF-8 (byte {byte:#04x} at column {col}); write the file as UTF-8"),
         )
     })?;
+    if text.starts_with('\u{FEFF}') {
+        return Err(Error::invalid(
+            at,
+            "the line starts with a UTF-8 byte-order mark, which is accepted only at the start of the file; the file may have been joined from several files: remove the marks",
+        ));
+    }
+    let kind = match text.trim_start().as_bytes().first() {
+        Some(b'{') | None => None,
+        Some(b'[') => Some("a JSON array"),
+        Some(b'"') => Some("a JSON string"),
+        Some(b't' | b'f') => Some("a JSON boolean"),
+        Some(b'n') => Some("JSON null"),
+        Some(b'-' | b'0'..=b'9') => Some("a JSON number"),
+        Some(_) => Some("not JSON"),
+    };
+    if let Some(kind) = kind {
+        return Err(Error::invalid(
+            at,
+            format!("each line must be a JSON object (`{{...}}`), one trajectory per line; this line is {kind}"),
+        ));
+    }
     let t: Trajectory = serde_json::from_str(text).map_err(|e| {
         if is_header(line) {
             return Error::invalid(
@@ -563,6 +592,47 @@ mod tests {
         .to_string();
         assert!(e.contains("f line 1 (record id 4), keys.goal[1]"), "{e}");
         assert!(e.contains("not a finite"), "{e}");
+    }
+
+    /// Issue 9 item 7: a file starting with a UTF-8 byte-order mark was refused as
+    /// "malformed JSON at column 1".
+    #[test]
+    fn byte_order_mark_at_the_start_is_skipped_and_elsewhere_is_named() {
+        let input = "\u{FEFF}{\"goal\":\"a\"}\n\u{FEFF}{\"goal\":\"b\"}\n";
+        let mut r = LineReader::new(input.as_bytes(), "bom.jsonl");
+        assert!(r.next_header().expect("ok").is_none());
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "a");
+        let e = r.next_record().expect_err("refused").to_string();
+        assert!(
+            e.contains("bom.jsonl line 2") && e.contains("byte-order mark"),
+            "{e}"
+        );
+        // A header line after a BOM is still a header.
+        let input = "\u{FEFF}{\"trajdb_spaces\":[]}\n";
+        let mut r = LineReader::new(input.as_bytes(), "h");
+        assert_eq!(r.next_header().expect("ok"), Some(Vec::new()));
+    }
+
+    /// Issue 9 item 9: a line that is a JSON array was refused as "expected a string".
+    #[test]
+    fn a_line_that_is_not_a_json_object_says_so() {
+        for (line, kind) in [
+            ("[1,2]", "a JSON array"),
+            ("[{\"goal\":\"x\"}]", "a JSON array"),
+            ("\"text\"", "a JSON string"),
+            ("42", "a JSON number"),
+            ("null", "JSON null"),
+            ("true", "a JSON boolean"),
+            ("goal: x", "not JSON"),
+        ] {
+            let e = parse_record(line.as_bytes(), "f line 2")
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("f line 2") && e.contains("each line must be a JSON object") && e.contains(kind),
+                "{line}: {e}"
+            );
+        }
     }
 
     #[test]
