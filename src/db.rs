@@ -169,9 +169,14 @@ impl State {
         self.last_seq = f.seq;
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
-            if self.by_id.contains_key(&t.id) {
-                return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
-            }
+            // An id may come back only after the trajectory that had it was deleted.
+            let reused = match self.by_id.get(&t.id) {
+                Some(&old) if self.trajs[ix(old)].deleted_at.is_none() => {
+                    return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
+                }
+                Some(_) => true,
+                None => false,
+            };
             let slot = u32::try_from(self.trajs.len()).unwrap_or(u32::MAX);
             let env = self.intern(t.env);
             let task = self.intern(t.task);
@@ -233,6 +238,10 @@ impl State {
                 deleted_at: None,
             });
             self.by_id.insert(t.id, slot);
+            if reused {
+                // The deleted trajectory's usage is not the new one's (as after compaction).
+                self.usage.forget(t.id);
+            }
             self.next_id = self.next_id.max(t.id.saturating_add(1));
             return Ok(());
         }
@@ -887,7 +896,7 @@ impl Database {
         self.commit(kind::TRAJECTORY, |st| {
             let id = match t.id {
                 Some(id) => {
-                    if st.by_id.contains_key(&id) {
+                    if st.live_slot(id).is_some() {
                         return Err(Error::DuplicateId { id });
                     }
                     if id == u64::MAX {

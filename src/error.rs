@@ -198,7 +198,7 @@ impl fmt::Display for Error {
             }
             Error::DuplicateId { id } => write!(
                 f,
-                "a trajectory with id {id} is already stored; omit the id to have one assigned"
+                "a trajectory with id {id} is already stored; omit the id to have one assigned (the id of a deleted trajectory may be reused)"
             ),
             Error::NotFound { kind, id } => write!(f, "no {kind} with id {id}"),
             Error::EmbedderMismatch {

@@ -145,3 +145,71 @@ fn huge_k_and_window_are_bounded_by_what_exists() {
         assert!(got.iter().all(|x| x.window == (0, 2)), "{got:?}");
     }
 }
+
+/// Issue 9 item 8: appending the id of a deleted trajectory said "already stored" while
+/// `get` said it did not exist, and after `compact` it succeeded. The id of a deleted
+/// trajectory may be reused, before and after compaction alike, and the new trajectory
+/// starts with no usage either way.
+#[test]
+fn id_of_a_deleted_trajectory_is_reusable_before_and_after_compaction_alike() {
+    for compact_first in [false, true] {
+        let backend: Arc<dyn Backend> = Arc::new(MemDir::<MemStorage>::new());
+        let db = Database::open_backend(backend.clone(), Options::default()).unwrap();
+        db.append(&Trajectory {
+            id: Some(5),
+            goal: "old".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let ep = db.begin_episode().unwrap();
+        db.log_retrievals(
+            ep,
+            &[trajdb::RetrievalEvent {
+                id: 5,
+                step: None,
+                stage: trajdb::Stage::Plan,
+            }],
+        )
+        .unwrap();
+        db.set_episode_outcome(ep, Some(true)).unwrap();
+        assert_eq!(db.utility(5).retrievals, 1);
+        db.delete(5).unwrap();
+        assert!(db.get(5).is_err());
+        if compact_first {
+            db.compact().unwrap();
+        }
+        db.append(&Trajectory {
+            id: Some(5),
+            goal: "new".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = db
+            .append(&Trajectory {
+                id: Some(5),
+                goal: "again".into(),
+                ..Default::default()
+            })
+            .expect_err("a live id is refused")
+            .to_string();
+        assert!(
+            e.contains("already stored") && e.contains("deleted trajectory may be reused"),
+            "{e}"
+        );
+        let check = |db: &Database, when: &str| {
+            assert_eq!(db.get(5).unwrap().goal, "new", "{when}");
+            assert_eq!(db.utility(5), trajdb::Utility::default(), "{when}");
+            assert_eq!(db.ids(), vec![5], "{when}");
+        };
+        check(&db, "after reuse");
+        drop(db);
+        let db = Database::open_backend(backend.clone(), Options::default()).unwrap();
+        check(&db, "after reopen");
+        db.compact().unwrap();
+        check(&db, "after compaction");
+        drop(db);
+        let db = Database::open_backend(backend, Options::default()).unwrap();
+        check(&db, "after reopening the compacted log");
+        db.verify().unwrap();
+    }
+}
