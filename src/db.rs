@@ -52,6 +52,10 @@ pub struct Options {
     pub read_only: bool,
     /// Create the database when it does not exist. Default: true.
     pub create: bool,
+    /// How long [`Database::open`] for writing waits for another writer to release the lock
+    /// (checking every 50 ms) before it fails with [`Error::Locked`], like SQLite's busy
+    /// timeout. Default: zero, fail at once.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             durability: Durability::SyncEachCommit,
             read_only: false,
             create: true,
+            lock_timeout: std::time::Duration::ZERO,
         }
     }
 }
@@ -355,7 +360,29 @@ pub(crate) fn fresh_log_id() -> u64 {
     h.finish() | 1
 }
 
-pub(crate) fn take_lock(dir: &Path) -> Result<File> {
+/// `ms` since the Unix epoch as a UTC time, `2026-11-29 13:18:28 UTC`.
+pub(crate) fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(crate) fn take_lock(dir: &Path, timeout: std::time::Duration) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -364,7 +391,33 @@ pub(crate) fn take_lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    match f.try_lock() {
+    let start = std::time::Instant::now();
+    loop {
+        match f.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                let left = timeout.saturating_sub(start.elapsed());
+                std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+            }
+            r => break lock_result(r, &mut f, path)?,
+        }
+    }
+    let who = format!(
+        "process {} (since {})",
+        std::process::id(),
+        utc_time(now_ms())
+    );
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = f.write_all(who.as_bytes());
+    Ok(f)
+}
+
+fn lock_result(
+    r: std::result::Result<(), std::fs::TryLockError>,
+    f: &mut File,
+    path: PathBuf,
+) -> Result<()> {
+    match r {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -381,15 +434,7 @@ pub(crate) fn take_lock(dir: &Path) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
     }
-    let who = format!(
-        "process {} (since {} ms after the epoch)",
-        std::process::id(),
-        now_ms()
-    );
-    let _ = f.set_len(0);
-    let _ = f.rewind();
-    let _ = f.write_all(who.as_bytes());
-    Ok(f)
+    Ok(())
 }
 
 /// Builds the state by scanning the log, creating key stores through `new_store`.
@@ -516,7 +561,7 @@ impl Database {
         let lock = if opts.read_only {
             None
         } else {
-            Some(take_lock(dir)?)
+            Some(take_lock(dir, opts.lock_timeout)?)
         };
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir));
         let mut db = Self::open_backend(backend, opts)?;
@@ -1181,6 +1226,24 @@ impl Drop for Database {
     fn drop(&mut self) {
         if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
             let _ = self.sync();
+        }
+    }
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::utc_time;
+
+    #[test]
+    fn utc_time_matches_the_civil_calendar() {
+        for (ms, want) in [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (1_700_000_000_000, "2023-11-14 22:13:20 UTC"),
+            (951_782_400_000, "2000-02-29 00:00:00 UTC"),
+            (4_102_444_799_000, "2099-12-31 23:59:59 UTC"),
+            (-1000, "1969-12-31 23:59:59 UTC"),
+        ] {
+            assert_eq!(utc_time(ms), want, "{ms}");
         }
     }
 }

@@ -363,3 +363,39 @@ fn read_commands_work_while_a_writer_holds_the_lock() {
     assert_refused(&r, &["locked"]);
     drop(writer);
 }
+
+/// Issue 9 item 10: a second writer failed at once, naming the holder's start in
+/// milliseconds since the epoch. Without `--wait` the refusal names a UTC time and the flag;
+/// with `--wait SECONDS` the command waits for the holder to finish.
+#[test]
+fn write_commands_wait_for_the_lock_with_wait_seconds() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let db = seeded("lock-wait");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_trajdb"))
+        .args(["append", s(&db)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    // The holder has the lock once it has committed and printed a record's id.
+    stdin.write_all(b"{\"goal\":\"held\"}\n").unwrap();
+    stdin.flush().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut first).unwrap();
+    let r = trajdb(&["delete", s(&db), "10"], None);
+    assert_refused(&r, &["locked for writing", " UTC)", "--wait SECONDS"]);
+    assert!(!r.stderr.contains("ms after the epoch"), "{}", r.stderr);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(stdin);
+        holder.wait().unwrap()
+    });
+    let r = trajdb(&["delete", s(&db), "10", "--wait", "30"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(releaser.join().unwrap().success());
+    let r = trajdb(&["delete", s(&db), "11", "--wait", "-1"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -213,3 +213,52 @@ fn id_of_a_deleted_trajectory_is_reusable_before_and_after_compaction_alike() {
         db.verify().unwrap();
     }
 }
+
+/// Issue 9 item 10: a second writer failed at once and named the holder's start in
+/// milliseconds since the epoch. `Options::lock_timeout` waits for the lock (and still fails
+/// when it is not released in time); the holder's start is a readable UTC time.
+#[test]
+fn second_writer_waits_up_to_lock_timeout_and_names_the_holder_start_in_utc() {
+    use std::time::{Duration, Instant};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-lock-wait-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = Database::open(&dir, Options::default()).unwrap();
+    let waiting = Options {
+        lock_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let t = Instant::now();
+    let e = Database::open(&dir, waiting.clone()).expect_err("still held");
+    assert!(t.elapsed() >= Duration::from_millis(300), "did not wait");
+    let holder = match &e {
+        trajdb::Error::Locked { holder, .. } => holder.clone(),
+        other => panic!("expected Locked, got {other}"),
+    };
+    // "process N (since 2026-11-29 13:18:28 UTC)"
+    let since = holder.split("since ").nth(1).unwrap_or_default();
+    let b = since.as_bytes();
+    assert!(
+        since.ends_with(" UTC)")
+            && b.len() == 24
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b' '
+            && b[13] == b':',
+        "{holder}"
+    );
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+    });
+    let long = Options {
+        lock_timeout: Duration::from_secs(20),
+        ..Options::default()
+    };
+    let t = Instant::now();
+    let second = Database::open(&dir, long).expect("the lock is released while waiting");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    releaser.join().unwrap();
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,27 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Commands that write (import, append, compact, fork, delete): when another process
+    /// holds the writer lock, wait up to this many seconds for it (like SQLite's busy
+    /// timeout) instead of failing at once.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0.0,
+          value_parser = parse_wait)]
+    pub wait: f64,
+}
+
+/// `--wait SECONDS`: a finite number of seconds from 0 to one day.
+fn parse_wait(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a number of seconds from 0 to 86400")),
+    }
+}
+
+/// How long write commands wait for the writer lock (`--wait`), set once by [`run`].
+static LOCK_WAIT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+fn lock_wait() -> std::time::Duration {
+    LOCK_WAIT.get().copied().unwrap_or_default()
 }
 
 /// The subcommands.
@@ -259,6 +280,7 @@ pub type CliResult<T = ()> = Result<T, Failure>;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
+    let _ = LOCK_WAIT.set(std::time::Duration::from_secs_f64(cli.wait));
     let r = match cli.command {
         Command::Import(a) => jsonl::import(&a),
         Command::Append(a) => jsonl::append(&a),
@@ -322,29 +344,47 @@ pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
     Ok(d)
 }
 
+/// A write open that found the lock held says how to wait for it.
+fn locked_hint(e: trajdb::Error) -> Failure {
+    match e {
+        e @ trajdb::Error::Locked { .. } if lock_wait().is_zero() => {
+            Failure(format!("{e}, or pass --wait SECONDS to wait for it"))
+        }
+        e @ trajdb::Error::Locked { .. } => Failure(format!(
+            "{e}; waited {} s (--wait)",
+            lock_wait().as_secs_f64()
+        )),
+        e => e.into(),
+    }
+}
+
 /// Opens an existing database for writing.
 pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
     must_exist(db)?;
-    Ok(Database::open(
+    Database::open(
         db,
         Options {
             durability,
             read_only: false,
             create: false,
+            lock_timeout: lock_wait(),
         },
-    )?)
+    )
+    .map_err(locked_hint)
 }
 
 /// Opens (creating if absent) a database for writing.
 pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
-    Ok(Database::open(
+    Database::open(
         db,
         Options {
             durability,
             read_only: false,
             create: true,
+            lock_timeout: lock_wait(),
         },
-    )?)
+    )
+    .map_err(locked_hint)
 }
 
 fn must_exist(db: &Path) -> CliResult {
