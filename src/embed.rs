@@ -1,6 +1,8 @@
 //! Embedders turn text into keys. Real models are plug-ins behind [`Embedder`]; the built-in
 //! [`HashEmbedder`] needs no model: it hashes words, word pairs and character trigrams into a
-//! fixed number of signed buckets and L2-normalises the result.
+//! fixed number of signed buckets and L2-normalises the result. A text with no letter or
+//! digit has no features: [`HashEmbedder::embed`] refuses it ([`Error::NothingToEmbed`])
+//! rather than invent a vector that would score 1.0 against every other such text.
 
 use crate::error::{Error, Result};
 use crate::record::EmbedderId;
@@ -35,6 +37,23 @@ impl HashEmbedder {
         }
         Ok(HashEmbedder { dims })
     }
+
+    /// Whether `text` has features to embed: at least one letter or digit (words are runs
+    /// of them). Empty text and text of only spaces, punctuation or emoji has none.
+    pub fn has_features(text: &str) -> bool {
+        text.chars().any(char::is_alphanumeric)
+    }
+
+    /// The vector callers that need one for every text (the agent's positional step keys)
+    /// use for a text without features: the unit vector on dimension 0, the same for every
+    /// such text. [`HashEmbedder::embed`] never returns it.
+    pub fn placeholder(&self) -> Vec<f32> {
+        let mut v = vec![0f32; usize::try_from(self.dims).unwrap_or(0)];
+        if let Some(x) = v.first_mut() {
+            *x = 1.0;
+        }
+        v
+    }
 }
 
 impl Default for HashEmbedder {
@@ -66,6 +85,11 @@ impl Embedder for HashEmbedder {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        if !Self::has_features(text) {
+            return Err(Error::NothingToEmbed {
+                text: text.chars().take(40).collect(),
+            });
+        }
         let dims = usize::try_from(self.dims).unwrap_or(0);
         let mut v = vec![0f32; dims];
         let mut add = |feature: &[u8], seed: u64, weight: f32| {
@@ -96,8 +120,10 @@ impl Embedder for HashEmbedder {
                 *x /= norm;
             }
         } else {
-            // Empty text: a fixed unit vector, so cosine stays defined.
-            v[0] = 1.0;
+            // Features that cancelled out in every bucket (rare): as for text without any.
+            return Err(Error::NothingToEmbed {
+                text: text.chars().take(40).collect(),
+            });
         }
         Ok(v)
     }
@@ -117,7 +143,24 @@ mod tests {
         assert_eq!(a, b);
         let n: f32 = a.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-5);
-        assert_eq!(e.embed("").expect("embed")[0], 1.0);
+    }
+
+    /// Issue 9 item 13: empty, emoji-only and punctuation-only text all got one fixed vector
+    /// that scored 1.0 against each other. They are refused, by a typed error.
+    #[test]
+    fn text_without_features_is_refused_not_given_a_shared_vector() {
+        let e = HashEmbedder::new(16).expect("dims");
+        for text in ["", "   ", "🙂🎉", "?!... ---", "\t\n"] {
+            assert!(!HashEmbedder::has_features(text), "{text:?}");
+            match e.embed(text) {
+                Err(Error::NothingToEmbed { .. }) => {}
+                other => panic!("{text:?}: expected NothingToEmbed, got {other:?}"),
+            }
+        }
+        for text in ["a", "7", "ok 🙂", "é"] {
+            assert!(e.embed(text).is_ok(), "{text:?}");
+        }
+        assert_eq!(e.placeholder()[0], 1.0);
     }
 
     #[test]

@@ -193,6 +193,20 @@ impl<R: BufRead> LineReader<R> {
         parse_record(&self.buf, &at).map(Some)
     }
 
+    /// Whether the record last returned gives its `provenance` (not absent or null), so an
+    /// import can default it to `imported`. Lines without the word are answered without
+    /// parsing; others are skimmed without building values.
+    pub fn last_has_provenance(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            provenance: Option<serde::de::IgnoredAny>,
+        }
+        let needle = b"provenance";
+        self.buf.windows(needle.len()).any(|w| w == needle)
+            && serde_json::from_slice::<Probe>(&self.buf).is_ok_and(|p| p.provenance.is_some())
+    }
+
     /// The key spaces of the key-space header ([`SpacesHeader`]) when the first non-blank
     /// line is one; the reader then stands after it. Otherwise `None`, and that line is kept
     /// for the next call of [`LineReader::next_record`]. After the first line has been read,
@@ -273,6 +287,7 @@ pub fn locate(e: Error, at: &str) -> Error {
         | Error::DuplicateId { .. }
         | Error::EmbedderMismatch { .. }
         | Error::TooLarge { .. }
+        | Error::NothingToEmbed { .. }
         | Error::NotFound { .. }) => Error::invalid(at, e.to_string()),
         e => e,
     }
@@ -474,14 +489,61 @@ fn step_texts<'a>(t: &'a Trajectory, name: &str) -> Option<Vec<&'a str>> {
     Some(t.steps.iter().map(pick).collect())
 }
 
+/// What [`embed_missing`] did for one key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Filled {
+    /// The record carries a key for the space already; nothing was done.
+    Present,
+    /// Keys were embedded from the text: this many vectors (1, or one per step).
+    Added(usize),
+    /// The text (or one step's text) has nothing to embed ([`Error::NothingToEmbed`]), so
+    /// the record gets no key in this space rather than a made-up one; it is stored without
+    /// it and is not found by searches of that space.
+    NoFeatures,
+}
+
+/// How many vectors [`embed_missing`] would add for `space` (`Filled` without embedding):
+/// the sizes an import checks before it writes. `space` must be named after a text field.
+pub fn would_fill(t: &Trajectory, space: &SpaceDef) -> Result<Filled> {
+    let featured = |s: &str| HashEmbedder::has_features(s);
+    Ok(match space.level {
+        Level::Trajectory => {
+            if t.keys.contains_key(&space.name) {
+                Filled::Present
+            } else {
+                let text = trajectory_text(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
+                if featured(text) {
+                    Filled::Added(1)
+                } else {
+                    Filled::NoFeatures
+                }
+            }
+        }
+        Level::Step => {
+            if t.step_keys.contains_key(&space.name) {
+                Filled::Present
+            } else {
+                let texts = step_texts(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
+                if texts.iter().all(|s| featured(s)) {
+                    Filled::Added(texts.len())
+                } else {
+                    Filled::NoFeatures
+                }
+            }
+        }
+    })
+}
+
 /// Fills the key of `space` from the record's text when the record has none: the space is
 /// named after a text field (see [`field_level`]) and `embedder` must be the one the space
-/// records. Returns whether a key was added.
+/// records. A text without features (empty, or only punctuation or emoji) gets no key: see
+/// [`Filled::NoFeatures`].
 pub fn embed_missing(
     t: &mut Trajectory,
     space: &SpaceDef,
     embedder: &dyn Embedder,
-) -> Result<bool> {
+) -> Result<Filled> {
     let id = embedder.id();
     if space.embedder.as_ref() != Some(&id) {
         return Err(Error::EmbedderMismatch {
@@ -493,32 +555,26 @@ pub fn embed_missing(
             given: id.to_string(),
         });
     }
+    let filled = would_fill(t, space)?;
+    if !matches!(filled, Filled::Added(_)) {
+        return Ok(filled);
+    }
     match space.level {
         Level::Trajectory => {
-            if t.keys.contains_key(&space.name) {
-                return Ok(false);
-            }
-            let Some(text) = trajectory_text(t, &space.name) else {
-                return Err(not_a_field(&space.name));
-            };
+            let text = trajectory_text(t, &space.name).unwrap_or_default();
             let v = embedder.embed(text)?;
             t.keys.insert(space.name.clone(), v);
         }
         Level::Step => {
-            if t.step_keys.contains_key(&space.name) {
-                return Ok(false);
-            }
-            let Some(texts) = step_texts(t, &space.name) else {
-                return Err(not_a_field(&space.name));
-            };
-            let vs = texts
+            let vs = step_texts(t, &space.name)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|s| embedder.embed(s))
                 .collect::<Result<Vec<_>>>()?;
             t.step_keys.insert(space.name.clone(), vs);
         }
     }
-    Ok(true)
+    Ok(filled)
 }
 
 fn not_a_field(name: &str) -> Error {
@@ -702,6 +758,26 @@ mod tests {
         );
     }
 
+    /// Issue 9 item 13: text without features got a shared made-up vector. Such a record
+    /// now gets no key in that space (flagged as `NoFeatures`), for a trajectory-level text
+    /// and for a step whose text has none.
+    #[test]
+    fn embed_missing_gives_no_key_for_text_without_features() {
+        let e = HashEmbedder::new(8).expect("ok");
+        let plan = SpaceDef::new("plan", Level::Trajectory, 8, Metric::Cosine).with_embedder(e.id());
+        let act = SpaceDef::new("action", Level::Step, 8, Metric::Cosine).with_embedder(e.id());
+        let mut t = Trajectory {
+            goal: "g".into(),
+            plan: "🙂 ...".into(),
+            steps: vec![Default::default(), Default::default()],
+            ..Default::default()
+        };
+        t.steps[0].action = "boil".into();
+        assert_eq!(embed_missing(&mut t, &plan, &e).expect("ok"), Filled::NoFeatures);
+        assert_eq!(embed_missing(&mut t, &act, &e).expect("ok"), Filled::NoFeatures);
+        assert!(t.keys.is_empty() && t.step_keys.is_empty());
+    }
+
     #[test]
     fn embed_missing_fills_only_absent_keys_of_text_fields() {
         let e = HashEmbedder::new(8).expect("ok");
@@ -714,11 +790,13 @@ mod tests {
             steps: vec![Default::default(), Default::default()],
             ..Default::default()
         };
-        assert!(embed_missing(&mut t, &goal, &e).expect("ok"));
-        assert!(embed_missing(&mut t, &obs, &e).expect("ok"));
+        t.steps[0].observation = "a kettle".into();
+        t.steps[1].observation = "hot water".into();
+        assert_eq!(embed_missing(&mut t, &goal, &e).expect("ok"), Filled::Added(1));
+        assert_eq!(embed_missing(&mut t, &obs, &e).expect("ok"), Filled::Added(2));
         assert_eq!(t.keys["goal"], e.embed("make tea").expect("ok"));
         assert_eq!(t.step_keys["observation"].len(), 2);
-        assert!(!embed_missing(&mut t, &goal, &e).expect("ok"));
+        assert_eq!(embed_missing(&mut t, &goal, &e).expect("ok"), Filled::Present);
         let other = HashEmbedder::new(4).expect("ok");
         assert!(embed_missing(&mut t, &goal, &other).is_err());
         assert_eq!(hash_spaces(&[goal.clone(), obs]).len(), 2);

@@ -31,6 +31,7 @@ pub mod embed;
 mod error;
 pub mod export;
 pub mod fault;
+pub mod import;
 pub mod jsonl;
 pub mod kernels;
 pub mod keyfile;

@@ -262,3 +262,57 @@ fn second_writer_waits_up_to_lock_timeout_and_names_the_holder_start_in_utc() {
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 9 item 6: after a write failure (a full disk) half-way through an import, the
+/// message names the exact last id kept, and rerunning with `skip_existing` adds the rest.
+#[test]
+fn import_stopped_by_a_write_failure_names_the_last_id_kept_and_a_rerun_finishes_it() {
+    use trajdb::fault::{FailingBackend, Op};
+    use trajdb::import::{check_import, write_import, ImportOptions};
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-import-fail-{}.jsonl", std::process::id()));
+    let lines: String = [7u64, 3, 11, 5]
+        .iter()
+        .map(|id| format!("{{\"id\":{id},\"goal\":\"g{id}\",\"keys\":{{\"e\":[1,{id}]}}}}\n"))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    let mem: Arc<dyn Backend> = Arc::new(MemDir::<MemStorage>::new());
+    let failing = FailingBackend::new(mem.clone(), Some(Op::Write), 0);
+    let db = Database::open_backend(Arc::new(failing.clone()), Options::default()).unwrap();
+    let plan = check_import(Some(&db), &path, &ImportOptions::default()).unwrap();
+    assert_eq!(plan.records, 4);
+    // Count the writes one record takes (its log frame and its key row) on a scratch
+    // database, then fail the first write of the third record.
+    let per_record = {
+        let scratch = FailingBackend::new(Arc::new(MemDir::<MemStorage>::new()), Some(Op::Write), 0);
+        let d = Database::open_backend(Arc::new(scratch.clone()), Options::default()).unwrap();
+        d.create_space(&SpaceDef::new("e", Level::Trajectory, 2, Metric::Cosine))
+            .unwrap();
+        d.append(&with_key(1, "e", &[1.0, 0.0])).unwrap();
+        let before = scratch.count();
+        d.append(&with_key(2, "e", &[1.0, 0.0])).unwrap();
+        scratch.count() - before
+    };
+    // One write for the key space, then two records.
+    failing.fail_after(1 + 2 * per_record + 1);
+    let failure = write_import(&db, &plan).expect_err("the injected write failure");
+    assert!(failing.fired());
+    let msg = failure.to_string();
+    assert!(
+        msg.contains("injected failure") && msg.contains("last id kept 3") && msg.contains("--skip-existing"),
+        "{msg}"
+    );
+    assert_eq!(failure.kept.last_id, Some(3));
+    drop(db);
+    let db = Database::open_backend(mem, Options::default()).unwrap();
+    assert_eq!(db.ids(), vec![7, 3]);
+    let opts = ImportOptions {
+        skip_existing: true,
+        ..ImportOptions::default()
+    };
+    let plan = check_import(Some(&db), &path, &opts).unwrap();
+    let report = write_import(&db, &plan).unwrap();
+    assert_eq!((report.skipped, report.records), (2, 2));
+    assert_eq!(db.ids(), vec![7, 3, 11, 5]);
+    let _ = std::fs::remove_file(&path);
+}

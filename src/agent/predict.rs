@@ -312,7 +312,7 @@ impl Predictor {
         as_of: Option<u64>,
         prior: f64,
     ) -> AgentResult<f64> {
-        let q = embedder.embed(text)?;
+        let q = crate::agent::react::embed_text(embedder, text)?;
         let hits = db.search_as(
             space,
             &q,
@@ -357,8 +357,8 @@ impl Predictor {
         let goal_vote = self.vote(db, embedder, "goal", goal, as_of, prior)?;
         let obs_vote = self.vote(db, embedder, "observation", observation, as_of, prior)?;
         let emb = embedder.id();
-        let goal_v = embedder.embed(goal)?;
-        let obs_v = embedder.embed(observation)?;
+        let goal_v = crate::agent::react::embed_text(embedder, goal)?;
+        let obs_v = crate::agent::react::embed_text(embedder, observation)?;
         let mut known: BTreeSet<ShownRecipe> = BTreeSet::new();
         for step_key in [None, Some(("observation".to_owned(), obs_v))] {
             let ex = db.retrieve(&RetrieveQuery {

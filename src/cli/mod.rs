@@ -122,6 +122,11 @@ pub struct ImportArgs {
     /// Sync every record (slow); by default the import is synced once at the end.
     #[arg(long)]
     pub durable: bool,
+    /// Skip records whose id is already stored with identical content (to finish an
+    /// interrupted import by rerunning it); a stored id with different content is still
+    /// refused.
+    #[arg(long)]
+    pub skip_existing: bool,
 }
 
 /// Arguments of `append`.
@@ -411,21 +416,5 @@ pub fn json_line(v: &impl serde::Serialize) -> CliResult<String> {
 
 /// A key space in words: `goal (trajectory level, 256 dims, cosine, embedder trajdb-hash@1)`.
 pub fn describe(s: &trajdb::SpaceDef) -> String {
-    let level = match s.level {
-        trajdb::Level::Trajectory => "trajectory",
-        trajdb::Level::Step => "step",
-    };
-    let metric = match s.metric {
-        Metric::Cosine => "cosine",
-        Metric::Dot => "dot",
-        Metric::L2 => "l2",
-    };
-    let embedder = match &s.embedder {
-        Some(e) => format!(", embedder {}@{}", e.name, e.version),
-        None => String::new(),
-    };
-    format!(
-        "`{}` ({level} level, {} dims, {metric}{embedder})",
-        s.name, s.dims
-    )
+    trajdb::import::describe(s)
 }
