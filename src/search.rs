@@ -263,6 +263,65 @@ impl Database {
             .collect())
     }
 
+    /// Like [`search`](Self::search), but at most one hit per trajectory: in a step-level key
+    /// space, the best-scoring step of each trajectory (ties: the earlier step), so `k`
+    /// counts trajectories rather than steps. In a trajectory-level space it is `search`.
+    pub fn search_per_trajectory(
+        &self,
+        space: &str,
+        query: &[f32],
+        k: usize,
+        filter: &Filter,
+        embedder: Option<&EmbedderId>,
+    ) -> Result<Vec<Hit>> {
+        let st = self.state.read();
+        let sid = check_query(&st, space, query, embedder)?;
+        let s = &st.spaces[ix(sid)];
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let c = Compiled::new(&st, filter);
+        // Best (score, row) per trajectory slot; rows of one trajectory are contiguous.
+        let mut best: Vec<(f32, usize)> = Vec::new();
+        let mut last_slot = None;
+        scan(
+            s.def.metric,
+            s.rows.all(),
+            ix(s.def.dims),
+            query,
+            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r, score| {
+                let slot = s.row_meta[r].slot;
+                if last_slot == Some(slot) {
+                    if let Some(b) = best.last_mut() {
+                        if score > b.0 {
+                            *b = (score, r);
+                        }
+                    }
+                } else {
+                    best.push((score, r));
+                    last_slot = Some(slot);
+                }
+            },
+        );
+        let mut top = TopK::new(k, best.len());
+        for &(score, r) in &best {
+            top.offer(score, off(r));
+        }
+        Ok(top
+            .into_sorted()
+            .into_iter()
+            .map(|(score, r)| {
+                let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
+                Hit {
+                    id: st.trajs[ix(meta.slot)].id,
+                    step: (meta.step != NO_STEP).then_some(meta.step),
+                    score,
+                }
+            })
+            .collect())
+    }
+
     /// The multi-key, success-filtered, step-matched retrieval of the in-context-example method (README, "Quick start"),
     /// computed exactly: every qualifying trajectory is scored on every key.
     pub fn retrieve(&self, q: &RetrieveQuery) -> Result<Vec<Example>> {

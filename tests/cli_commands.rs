@@ -394,3 +394,34 @@ fn write_commands_wait_for_the_lock_with_wait_seconds() {
     let r = trajdb(&["delete", s(&db), "11", "--wait", "-1"], None);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// Issue 9 item 12: `search` in a step-level space counts steps, so one trajectory can take
+/// several places; `--help` says so and `--per-trajectory` keeps each trajectory's best step.
+#[test]
+fn search_per_trajectory_keeps_the_best_step_of_each_trajectory() {
+    let db = seeded("per-traj");
+    let run = |extra: &[&str]| -> Vec<(u64, Option<u64>)> {
+        let mut a = vec!["search", s(&db), "--space", "observation", "-k", "4", "--json"];
+        a.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&ok(&a)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["id"].as_u64().unwrap(), h["step"].as_u64()))
+            .collect()
+    };
+    assert_eq!(
+        run(&["--vector", "[1,0]"]),
+        [(10, Some(0)), (12, Some(0)), (11, Some(0)), (10, Some(1))]
+    );
+    assert_eq!(
+        run(&["--vector", "[1,0]", "--per-trajectory"]),
+        [(10, Some(0)), (12, Some(0)), (11, Some(0))]
+    );
+    assert_eq!(
+        run(&["--vector", "[0,1]", "--per-trajectory"]),
+        [(10, Some(1)), (11, Some(0)), (12, Some(0))]
+    );
+    let help = ok(&["search", "--help"]);
+    assert!(help.contains("step-level space each hit") && help.contains("--per-trajectory"), "{help}");
+}

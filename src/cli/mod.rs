@@ -52,7 +52,8 @@ pub enum Command {
     /// Append JSONL trajectories from stdin, printing {"id":N} per committed record. A
     /// key-space header as the first line creates its spaces.
     Append(AppendArgs),
-    /// Search one key space for the nearest keys.
+    /// Search one key space for the nearest keys (in a step-level space, the nearest steps;
+    /// --per-trajectory keeps the best step of each trajectory).
     Search(SearchArgs),
     /// Print one trajectory.
     Get(GetArgs),
@@ -165,10 +166,15 @@ pub struct SearchArgs {
     /// The query.
     #[command(flatten)]
     pub query: QueryArg,
-    /// Number of results.
+    /// Number of results. They are rows of the key space: in a step-level space each hit
+    /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub k: u64,
+    /// At most one hit per trajectory: its best-matching step in a step-level space, so K
+    /// counts trajectories. No effect in a trajectory-level space.
+    #[arg(long)]
+    pub per_trajectory: bool,
     /// Only successful trajectories.
     #[arg(long)]
     pub success_only: bool,

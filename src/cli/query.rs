@@ -99,7 +99,11 @@ pub fn search(a: &SearchArgs) -> CliResult {
         ..Filter::default()
     };
     let k = usize::try_from(a.k).map_err(|_| format!("-k {} is too large", a.k))?;
-    let hits = db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?;
+    let hits = if a.per_trajectory {
+        db.search_per_trajectory(&a.space, &v, k, &filter, embedder.as_ref())?
+    } else {
+        db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?
+    };
     let mut out = io::stdout().lock();
     if a.json {
         write_line(&mut out, &json_line(&hits)?)?;
