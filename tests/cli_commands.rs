@@ -425,3 +425,25 @@ fn search_per_trajectory_keeps_the_best_step_of_each_trajectory() {
     let help = ok(&["search", "--help"]);
     assert!(help.contains("step-level space each hit") && help.contains("--per-trajectory"), "{help}");
 }
+
+/// Issue 9 item 14: `get` printed newlines and control characters raw (a record could
+/// forge lines or recolour the terminal) and long fields whole.
+#[test]
+fn get_escapes_control_characters_and_cuts_long_fields_unless_full() {
+    let db = tmp("get-readable");
+    let long = "x".repeat(1000);
+    let rec = format!(
+        "{{\"id\":1,\"goal\":\"line one\\nid           999\\u001b[31m\",\"plan\":\"{long}\"}}\n"
+    );
+    let r = trajdb(&["append", s(&db)], Some(rec.as_bytes()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = ok(&["get", s(&db), "1"]);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("goal         line one\\nid           999\\u{1b}[31m"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("id ")).count(), 1, "{out}");
+    assert!(out.contains("… [600 more characters; --full shows all]"), "{out}");
+    let full = ok(&["get", s(&db), "1", "--full"]);
+    assert!(full.contains(&long) && !full.contains("more characters"), "{full}");
+    let json = ok(&["get", s(&db), "1", "--json"]);
+    assert!(json.contains(&long));
+}

@@ -55,7 +55,8 @@ pub enum Command {
     /// Search one key space for the nearest keys (in a step-level space, the nearest steps;
     /// --per-trajectory keeps the best step of each trajectory).
     Search(SearchArgs),
-    /// Print one trajectory.
+    /// Print one trajectory: a readable view (control characters escaped, long fields cut;
+    /// --full shows them whole) or --json.
     Get(GetArgs),
     /// Write trajectories as JSONL (or chat examples, or episode usage) to stdout.
     Export(ExportArgs),
@@ -199,6 +200,10 @@ pub struct GetArgs {
     /// Print the JSONL record instead of a readable view.
     #[arg(long)]
     pub json: bool,
+    /// Show long fields whole in the readable view (by default each is cut after 400
+    /// characters, with a marker). Control characters are always shown escaped (`\n`).
+    #[arg(long, conflicts_with = "json")]
+    pub full: bool,
 }
 
 /// Export formats.
