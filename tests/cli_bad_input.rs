@@ -518,3 +518,19 @@ fn text_without_features_is_refused_as_a_query_and_left_unkeyed_on_import() {
     let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits.as_array().unwrap().len(), 1, "{out}");
 }
+
+/// Issue 9 item 15: the test helper panicked with BrokenPipe when the child refused an early
+/// line and exited before reading the rest of stdin (a timing race). A refusal at line 1
+/// followed by megabytes of unread input is the child's answer, not a test failure.
+#[test]
+fn refusal_with_megabytes_of_unread_stdin_is_reported_not_a_helper_panic() {
+    let db = seeded("unread-stdin");
+    let mut input = b"[1,2]\n".to_vec();
+    let line = b"{\"goal\":\"never read\"}\n";
+    while input.len() < 16 << 20 {
+        input.extend_from_slice(line);
+    }
+    let r = trajdb(&["append", s(&db)], Some(&input));
+    assert_refused(&r, &["stdin line 1", "each line must be a JSON object"]);
+    assert_eq!(records(&export(&db)).len(), 3);
+}
