@@ -180,9 +180,8 @@ pub const READABLE_FIELD_CHARS: usize = 400;
 /// with a marker saying how much was left out.
 pub fn readable(text: &str, max_chars: Option<usize>) -> String {
     let mut out = String::new();
-    let mut shown = 0usize;
     let total = text.chars().count();
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if max_chars.is_some_and(|m| shown >= m) {
             out.push_str(&format!(
                 "… [{} more characters; --full shows all]",
@@ -190,7 +189,6 @@ pub fn readable(text: &str, max_chars: Option<usize>) -> String {
             ));
             break;
         }
-        shown += 1;
         let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
         if c.is_control() || bidi {
             out.extend(c.escape_default());
@@ -200,7 +198,6 @@ pub fn readable(text: &str, max_chars: Option<usize>) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -100,7 +100,7 @@ pub struct ImportFailure {
     /// What went wrong.
     pub error: Error,
     /// What was committed before it.
-    pub kept: ImportReport,
+    pub kept: Box<ImportReport>,
 }
 
 impl fmt::Display for ImportFailure {
@@ -339,7 +339,9 @@ impl IdClaims {
     /// Claims against the live ids of `db` (none when `None`).
     pub fn new(db: Option<&Database>, skip_existing: bool) -> Self {
         IdClaims {
-            stored: db.map(|d| d.ids().into_iter().collect()).unwrap_or_default(),
+            stored: db
+                .map(|d| d.ids().into_iter().collect())
+                .unwrap_or_default(),
             input: HashMap::new(),
             skip_existing,
         }
@@ -405,7 +407,10 @@ fn first_difference(stored: &Trajectory, t: &Trajectory) -> Option<&'static str>
         ("goal", stored.goal == t.goal),
         ("plan", stored.plan == t.plan),
         ("steps", stored.steps == t.steps),
-        ("final_observation", stored.final_observation == t.final_observation),
+        (
+            "final_observation",
+            stored.final_observation == t.final_observation,
+        ),
         ("outcome", stored.outcome == t.outcome),
         ("meta", stored.meta == t.meta),
         ("provenance", stored.provenance == t.provenance),
@@ -496,12 +501,19 @@ fn open(path: &Path, source: &str) -> Result<LineReader<BufReader<File>>> {
             "is not a regular file; an import reads its input twice (check, then write): save a pipe's output to a file first",
         ));
     }
-    Ok(LineReader::new(BufReader::with_capacity(1 << 20, f), source))
+    Ok(LineReader::new(
+        BufReader::with_capacity(1 << 20, f),
+        source,
+    ))
 }
 
 /// The spaces to embed during an import: hash-embedder spaces named after text fields; after
 /// a header only those named by `embed` (an exported file holds every key it had).
-fn fill_spaces(spaces: &[SpaceDef], header: bool, o: &ImportOptions) -> Vec<(SpaceDef, HashEmbedder)> {
+fn fill_spaces(
+    spaces: &[SpaceDef],
+    header: bool,
+    o: &ImportOptions,
+) -> Vec<(SpaceDef, HashEmbedder)> {
     let mut fill = hash_spaces(spaces);
     if header {
         fill.retain(|(s, _)| o.embed.contains(&s.name));
@@ -532,11 +544,7 @@ pub fn check_import_as(
     let existing = db.map(Database::spaces).unwrap_or_default();
     let create = match &header {
         Some(h) => plan_header_spaces(&existing, h, &header_at, o)?,
-        None => plan_spaces(
-            &existing,
-            first.as_ref().map(|t| (t, first_at.as_str())),
-            o,
-        )?,
+        None => plan_spaces(&existing, first.as_ref().map(|t| (t, first_at.as_str())), o)?,
     };
     let mut spaces = existing;
     spaces.extend(create.iter().cloned());
@@ -590,7 +598,7 @@ pub fn write_import(
         Ok(()) => Ok(report),
         Err(error) => Err(ImportFailure {
             error,
-            kept: report,
+            kept: Box::new(report),
         }),
     }
 }
@@ -671,8 +679,10 @@ mod tests {
     #[test]
     fn size_check_counts_embedded_keys_exactly() {
         let e = HashEmbedder::new(16).expect("dims");
-        let goal = SpaceDef::new("goal", Level::Trajectory, 16, Metric::Cosine).with_embedder(e.id());
-        let obs = SpaceDef::new("observation", Level::Step, 16, Metric::Cosine).with_embedder(e.id());
+        let goal =
+            SpaceDef::new("goal", Level::Trajectory, 16, Metric::Cosine).with_embedder(e.id());
+        let obs =
+            SpaceDef::new("observation", Level::Step, 16, Metric::Cosine).with_embedder(e.id());
         let mut t = Trajectory {
             goal: "make tea".into(),
             steps: vec![Default::default(); 3],

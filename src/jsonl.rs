@@ -512,7 +512,8 @@ pub fn would_fill(t: &Trajectory, space: &SpaceDef) -> Result<Filled> {
             if t.keys.contains_key(&space.name) {
                 Filled::Present
             } else {
-                let text = trajectory_text(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
+                let text =
+                    trajectory_text(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
                 if featured(text) {
                     Filled::Added(1)
                 } else {
@@ -685,7 +686,9 @@ mod tests {
                 .expect_err("refused")
                 .to_string();
             assert!(
-                e.contains("f line 2") && e.contains("each line must be a JSON object") && e.contains(kind),
+                e.contains("f line 2")
+                    && e.contains("each line must be a JSON object")
+                    && e.contains(kind),
                 "{line}: {e}"
             );
         }
@@ -764,7 +767,8 @@ mod tests {
     #[test]
     fn embed_missing_gives_no_key_for_text_without_features() {
         let e = HashEmbedder::new(8).expect("ok");
-        let plan = SpaceDef::new("plan", Level::Trajectory, 8, Metric::Cosine).with_embedder(e.id());
+        let plan =
+            SpaceDef::new("plan", Level::Trajectory, 8, Metric::Cosine).with_embedder(e.id());
         let act = SpaceDef::new("action", Level::Step, 8, Metric::Cosine).with_embedder(e.id());
         let mut t = Trajectory {
             goal: "g".into(),
@@ -773,8 +777,14 @@ mod tests {
             ..Default::default()
         };
         t.steps[0].action = "boil".into();
-        assert_eq!(embed_missing(&mut t, &plan, &e).expect("ok"), Filled::NoFeatures);
-        assert_eq!(embed_missing(&mut t, &act, &e).expect("ok"), Filled::NoFeatures);
+        assert_eq!(
+            embed_missing(&mut t, &plan, &e).expect("ok"),
+            Filled::NoFeatures
+        );
+        assert_eq!(
+            embed_missing(&mut t, &act, &e).expect("ok"),
+            Filled::NoFeatures
+        );
         assert!(t.keys.is_empty() && t.step_keys.is_empty());
     }
 
@@ -792,11 +802,20 @@ mod tests {
         };
         t.steps[0].observation = "a kettle".into();
         t.steps[1].observation = "hot water".into();
-        assert_eq!(embed_missing(&mut t, &goal, &e).expect("ok"), Filled::Added(1));
-        assert_eq!(embed_missing(&mut t, &obs, &e).expect("ok"), Filled::Added(2));
+        assert_eq!(
+            embed_missing(&mut t, &goal, &e).expect("ok"),
+            Filled::Added(1)
+        );
+        assert_eq!(
+            embed_missing(&mut t, &obs, &e).expect("ok"),
+            Filled::Added(2)
+        );
         assert_eq!(t.keys["goal"], e.embed("make tea").expect("ok"));
         assert_eq!(t.step_keys["observation"].len(), 2);
-        assert_eq!(embed_missing(&mut t, &goal, &e).expect("ok"), Filled::Present);
+        assert_eq!(
+            embed_missing(&mut t, &goal, &e).expect("ok"),
+            Filled::Present
+        );
         let other = HashEmbedder::new(4).expect("ok");
         assert!(embed_missing(&mut t, &goal, &other).is_err());
         assert_eq!(hash_spaces(&[goal.clone(), obs]).len(), 2);

@@ -395,12 +395,25 @@ fn import_refused_for_size_after_embedding_writes_nothing_not_even_a_key_space()
     );
     let f = file("size-embed.jsonl", input.as_bytes());
     let r = trajdb(
-        &["import", s(&db), s(&f), "--embed", "action", "--dims", "1024"],
+        &[
+            "import",
+            s(&db),
+            s(&f),
+            "--embed",
+            "action",
+            "--dims",
+            "1024",
+        ],
         None,
     );
     assert_refused(
         &r,
-        &["line 2", "too large", "with the keys embedding adds", "nothing was imported"],
+        &[
+            "line 2",
+            "too large",
+            "with the keys embedding adds",
+            "nothing was imported",
+        ],
     );
     assert_eq!(export(&db), before, "a refused import changed the database");
     assert_verifies(&db);
@@ -419,7 +432,11 @@ fn refused_import_into_a_new_database_leaves_no_directory() {
         let f = file("new-refused.jsonl", bad.as_bytes());
         let r = trajdb(&["import", s(&db), s(&f)], None);
         assert_refused(&r, &["nothing was imported"]);
-        assert!(!db.exists(), "{bad}: a refused import made {}", db.display());
+        assert!(
+            !db.exists(),
+            "{bad}: a refused import made {}",
+            db.display()
+        );
     }
 }
 
@@ -434,10 +451,17 @@ fn skip_existing_finishes_an_interrupted_import_and_refuses_changed_records() {
     ok(&["import", s(&db), s(&f)]);
     let all = file("skip-existing-all.jsonl", GOOD.as_bytes());
     let r = trajdb(&["import", s(&db), s(&all)], None);
-    assert_refused(&r, &["line 1 (record id 10)", "already stored", "--skip-existing"]);
+    assert_refused(
+        &r,
+        &["line 1 (record id 10)", "already stored", "--skip-existing"],
+    );
     let r = trajdb(&["import", s(&db), s(&all), "--skip-existing"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("skipped 2 already stored"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped 2 already stored"),
+        "{}",
+        r.stderr
+    );
     let want = seeded("skip-existing-want");
     assert_eq!(export(&db), export(&want));
     let changed = GOOD.replacen("make tea", "make green tea", 1);
@@ -445,7 +469,12 @@ fn skip_existing_finishes_an_interrupted_import_and_refuses_changed_records() {
     let r = trajdb(&["import", s(&db), s(&f), "--skip-existing"], None);
     assert_refused(
         &r,
-        &["line 1 (record id 10)", "different content", "`goal` differs", "nothing was imported"],
+        &[
+            "line 1 (record id 10)",
+            "different content",
+            "`goal` differs",
+            "nothing was imported",
+        ],
     );
     assert_verifies(&db);
 }
@@ -462,9 +491,17 @@ fn new_step_space_from_an_empty_list_says_dimensions_cannot_be_inferred() {
     let r = trajdb(&["import", s(&db), s(&f)], None);
     assert_refused(
         &r,
-        &["line 1", "step_keys.s", "cannot infer the dimensions", "empty list"],
+        &[
+            "line 1",
+            "step_keys.s",
+            "cannot infer the dimensions",
+            "empty list",
+        ],
     );
-    let r = trajdb(&["append", s(&db)], Some(b"{\"goal\":\"a\",\"step_keys\":{\"s\":[]}}\n"));
+    let r = trajdb(
+        &["append", s(&db)],
+        Some(b"{\"goal\":\"a\",\"step_keys\":{\"s\":[]}}\n"),
+    );
     assert_refused(&r, &["stdin line 1", "cannot infer the dimensions"]);
 }
 
@@ -489,7 +526,10 @@ fn imported_records_default_to_imported_provenance() {
             v["provenance"]["kind"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(kinds, ["imported", "self_generated", "imported", "self_generated"]);
+    assert_eq!(
+        kinds,
+        ["imported", "self_generated", "imported", "self_generated"]
+    );
 }
 
 /// Issue 9 item 13: empty, emoji-only and punctuation-only text got one made-up vector that
@@ -514,7 +554,15 @@ fn text_without_features_is_refused_as_a_query_and_left_unkeyed_on_import() {
         let r = trajdb(&["search", s(&db), "--space", "goal", "--text", text], None);
         assert_refused(&r, &["nothing to embed"]);
     }
-    let out = ok(&["search", s(&db), "--space", "goal", "--text", "tea", "--json"]);
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "tea",
+        "--json",
+    ]);
     let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits.as_array().unwrap().len(), 1, "{out}");
 }

@@ -401,7 +401,15 @@ fn write_commands_wait_for_the_lock_with_wait_seconds() {
 fn search_per_trajectory_keeps_the_best_step_of_each_trajectory() {
     let db = seeded("per-traj");
     let run = |extra: &[&str]| -> Vec<(u64, Option<u64>)> {
-        let mut a = vec!["search", s(&db), "--space", "observation", "-k", "4", "--json"];
+        let mut a = vec![
+            "search",
+            s(&db),
+            "--space",
+            "observation",
+            "-k",
+            "4",
+            "--json",
+        ];
         a.extend_from_slice(extra);
         let v: Value = serde_json::from_str(&ok(&a)).unwrap();
         v.as_array()
@@ -423,7 +431,10 @@ fn search_per_trajectory_keeps_the_best_step_of_each_trajectory() {
         [(10, Some(1)), (11, Some(0)), (12, Some(0))]
     );
     let help = ok(&["search", "--help"]);
-    assert!(help.contains("step-level space each hit") && help.contains("--per-trajectory"), "{help}");
+    assert!(
+        help.contains("step-level space each hit") && help.contains("--per-trajectory"),
+        "{help}"
+    );
 }
 
 /// Issue 9 item 14: `get` printed newlines and control characters raw (a record could
@@ -439,11 +450,24 @@ fn get_escapes_control_characters_and_cuts_long_fields_unless_full() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = ok(&["get", s(&db), "1"]);
     assert!(!out.contains('\u{1b}'), "{out:?}");
-    assert!(out.contains("goal         line one\\nid           999\\u{1b}[31m"), "{out}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("id ")).count(), 1, "{out}");
-    assert!(out.contains("… [600 more characters; --full shows all]"), "{out}");
+    assert!(
+        out.contains("goal         line one\\nid           999\\u{1b}[31m"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("id ")).count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("… [600 more characters; --full shows all]"),
+        "{out}"
+    );
     let full = ok(&["get", s(&db), "1", "--full"]);
-    assert!(full.contains(&long) && !full.contains("more characters"), "{full}");
+    assert!(
+        full.contains(&long) && !full.contains("more characters"),
+        "{full}"
+    );
     let json = ok(&["get", s(&db), "1", "--json"]);
     assert!(json.contains(&long));
 }

@@ -27,8 +27,8 @@ fn with_key(id: u64, space: &str, v: &[f32]) -> Trajectory {
 /// `[-1,0]` with score 1.0 (true cosine -1): its squared norm underflows f32. Such keys and
 /// queries are now refused; the smallest accepted key ranks by its true cosine.
 #[test]
-fn cosine_keys_and_queries_whose_norm_underflows_are_refused_and_the_smallest_accepted_rank_right(
-) {
+fn cosine_keys_and_queries_whose_norm_underflows_are_refused_and_the_smallest_accepted_rank_right()
+{
     let db = mem_db();
     db.create_space(&SpaceDef::new("e", Level::Trajectory, 2, Metric::Cosine))
         .unwrap();
@@ -48,7 +48,10 @@ fn cosine_keys_and_queries_whose_norm_underflows_are_refused_and_the_smallest_ac
             .search("e", &[tiny, 0.0], 3, &Filter::default())
             .expect_err("an underflowing cosine query must be refused")
             .to_string();
-        assert!(e.contains("query vector") && e.contains("too close to zero"), "{e}");
+        assert!(
+            e.contains("query vector") && e.contains("too close to zero"),
+            "{e}"
+        );
     }
     // The smallest accepted magnitude scores its true cosine.
     db.append(&with_key(1, "e", &[1e-12, 0.0])).unwrap();
@@ -56,7 +59,9 @@ fn cosine_keys_and_queries_whose_norm_underflows_are_refused_and_the_smallest_ac
     assert_eq!(hits[0].id, 3, "{hits:?}");
     let tiny = hits.iter().find(|h| h.id == 1).unwrap();
     assert!((tiny.score + 1.0).abs() < 1e-4, "{hits:?}");
-    let hits = db.search("e", &[-1e-12, 0.0], 1, &Filter::default()).unwrap();
+    let hits = db
+        .search("e", &[-1e-12, 0.0], 1, &Filter::default())
+        .unwrap();
     assert_eq!(hits[0].id, 3, "{hits:?}");
 }
 
@@ -73,12 +78,18 @@ fn values_beyond_the_limit_are_refused_and_values_at_the_limit_score_finite_and_
             .append(&with_key(1, "e", &[2e19, 2e19, 0.0]))
             .expect_err("beyond the limit")
             .to_string();
-        assert!(e.contains("keys.e[0]") && e.contains("±1e16"), "{metric:?}: {e}");
+        assert!(
+            e.contains("keys.e[0]") && e.contains("±1e16"),
+            "{metric:?}: {e}"
+        );
         let e = db
             .search("e", &[2e19, 1.0, 1.0], 1, &Filter::default())
             .expect_err("query beyond the limit")
             .to_string();
-        assert!(e.contains("query vector") && e.contains("[0]"), "{metric:?}: {e}");
+        assert!(
+            e.contains("query vector") && e.contains("[0]"),
+            "{metric:?}: {e}"
+        );
         let big = 1e16f32;
         db.append(&with_key(1, "e", &[big, big, -big])).unwrap();
         db.append(&with_key(2, "e", &[-big, -big, big])).unwrap();
@@ -86,10 +97,18 @@ fn values_beyond_the_limit_are_refused_and_values_at_the_limit_score_finite_and_
         for (query, best) in [([big, big, -big], 1), ([-big, -big, big], 2)] {
             let hits = db.search("e", &query, 3, &Filter::default()).unwrap();
             assert_eq!(hits[0].id, best, "{metric:?}: {hits:?}");
-            assert!(hits.iter().all(|h| h.score.is_finite()), "{metric:?}: {hits:?}");
+            assert!(
+                hits.iter().all(|h| h.score.is_finite()),
+                "{metric:?}: {hits:?}"
+            );
         }
-        let hits = db.search("e", &[1.0, 2.0, 3.0], 3, &Filter::default()).unwrap();
-        assert!(hits.iter().all(|h| h.score.is_finite()), "{metric:?}: {hits:?}");
+        let hits = db
+            .search("e", &[1.0, 2.0, 3.0], 3, &Filter::default())
+            .unwrap();
+        assert!(
+            hits.iter().all(|h| h.score.is_finite()),
+            "{metric:?}: {hits:?}"
+        );
         if metric != Metric::Dot {
             assert_eq!(hits[0].id, 3, "{metric:?}: {hits:?}");
         }
@@ -109,7 +128,9 @@ fn zero_query_is_refused_in_cosine_spaces_like_a_zero_key() {
     t.keys.insert("l".into(), vec![1.0, 0.0, 0.0]);
     db.append(&t).unwrap();
     for q in [[0.0f32, 0.0, 0.0], [1e-50, 0.0, 0.0]] {
-        let e = db.search("c", &q, 5, &Filter::default()).expect_err("refused");
+        let e = db
+            .search("c", &q, 5, &Filter::default())
+            .expect_err("refused");
         assert!(matches!(e, trajdb::Error::InvalidInput { .. }), "{e}");
         assert_eq!(db.search("l", &q, 5, &Filter::default()).unwrap().len(), 1);
     }
@@ -128,11 +149,17 @@ fn huge_k_and_window_are_bounded_by_what_exists() {
     for id in 1..=3 {
         let mut t = with_key(id, "e", &[1.0, id as f32]);
         t.steps = vec![Default::default(); 2];
-        t.step_keys.insert("s".into(), vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+        t.step_keys
+            .insert("s".into(), vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         db.append(&t).unwrap();
     }
     for k in [100_000_000_000usize, 1 << 60, usize::MAX] {
-        assert_eq!(db.search("e", &[1.0, 1.0], k, &Filter::default()).unwrap().len(), 3);
+        assert_eq!(
+            db.search("e", &[1.0, 1.0], k, &Filter::default())
+                .unwrap()
+                .len(),
+            3
+        );
         let q = trajdb::RetrieveQuery {
             keys: vec![("e".into(), vec![1.0, 1.0])],
             step_key: Some(("s".into(), vec![0.0, 1.0])),
@@ -284,7 +311,8 @@ fn import_stopped_by_a_write_failure_names_the_last_id_kept_and_a_rerun_finishes
     // Count the writes one record takes (its log frame and its key row) on a scratch
     // database, then fail the first write of the third record.
     let per_record = {
-        let scratch = FailingBackend::new(Arc::new(MemDir::<MemStorage>::new()), Some(Op::Write), 0);
+        let scratch =
+            FailingBackend::new(Arc::new(MemDir::<MemStorage>::new()), Some(Op::Write), 0);
         let d = Database::open_backend(Arc::new(scratch.clone()), Options::default()).unwrap();
         d.create_space(&SpaceDef::new("e", Level::Trajectory, 2, Metric::Cosine))
             .unwrap();
@@ -299,7 +327,9 @@ fn import_stopped_by_a_write_failure_names_the_last_id_kept_and_a_rerun_finishes
     assert!(failing.fired());
     let msg = failure.to_string();
     assert!(
-        msg.contains("injected failure") && msg.contains("last id kept 3") && msg.contains("--skip-existing"),
+        msg.contains("injected failure")
+            && msg.contains("last id kept 3")
+            && msg.contains("--skip-existing"),
         "{msg}"
     );
     assert_eq!(failure.kept.last_id, Some(3));

@@ -72,7 +72,6 @@ pub enum Store {
     All,
 }
 
-
 /// `embedder.embed(text)`, except that a text with nothing to embed (empty, or only
 /// punctuation or emoji, [`crate::Error::NothingToEmbed`]) gets the unit vector on dimension
 /// 0: the agent stores a key for every step, and a thought or plan may be empty. Such keys

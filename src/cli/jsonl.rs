@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use trajdb::import::{
-    check_import_as, check_record, describe, plan_header_spaces, plan_spaces, write_import,
-    Claim, IdClaims, ImportOptions,
+    check_import_as, check_record, describe, plan_header_spaces, plan_spaces, write_import, Claim,
+    IdClaims, ImportOptions,
 };
 use trajdb::jsonl::{embed_missing, hash_spaces, locate, LineReader};
 use trajdb::{Database, Durability, Error, Metric};

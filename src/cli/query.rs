@@ -71,7 +71,8 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
 }
 
 fn clip(s: &str, n: usize) -> String {
-    let one_line = trajdb::export::readable(&s.split_whitespace().collect::<Vec<_>>().join(" "), None);
+    let one_line =
+        trajdb::export::readable(&s.split_whitespace().collect::<Vec<_>>().join(" "), None);
     if one_line.chars().count() <= n {
         one_line
     } else {
