@@ -333,10 +333,12 @@ pub struct IdClaims {
     stored: HashSet<u64>,
     input: HashMap<u64, u64>,
     skip_existing: bool,
+    /// Whether a refused stored id should point to `--skip-existing` (imports do).
+    hint: bool,
 }
 
 impl IdClaims {
-    /// Claims against the live ids of `db` (none when `None`).
+    /// Claims for an import against the live ids of `db` (none when `None`).
     pub fn new(db: Option<&Database>, skip_existing: bool) -> Self {
         IdClaims {
             stored: db
@@ -344,6 +346,15 @@ impl IdClaims {
                 .unwrap_or_default(),
             input: HashMap::new(),
             skip_existing,
+            hint: true,
+        }
+    }
+
+    /// Claims for `trajdb append` (no skipping, and no hint about it).
+    pub fn for_append(db: &Database) -> Self {
+        IdClaims {
+            hint: false,
+            ..IdClaims::new(Some(db), false)
         }
     }
 
@@ -371,6 +382,9 @@ impl IdClaims {
         }
         if !self.stored.contains(&id) {
             return Ok(Claim::New);
+        }
+        if !self.skip_existing && !self.hint {
+            return Err(Error::DuplicateId { id });
         }
         if !self.skip_existing {
             return Err(Error::invalid(

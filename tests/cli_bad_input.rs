@@ -455,6 +455,10 @@ fn skip_existing_finishes_an_interrupted_import_and_refuses_changed_records() {
         &r,
         &["line 1 (record id 10)", "already stored", "--skip-existing"],
     );
+    // `append` has no such flag, so it does not suggest it.
+    let r = trajdb(&["append", s(&db)], Some(b"{\"id\":10,\"goal\":\"x\"}\n"));
+    assert_refused(&r, &["stdin line 1 (record id 10)", "already stored"]);
+    assert!(!r.stderr.contains("--skip-existing"), "{}", r.stderr);
     let r = trajdb(&["import", s(&db), s(&all), "--skip-existing"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(

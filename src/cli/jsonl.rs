@@ -205,7 +205,7 @@ fn append_all(
     } else {
         hash_spaces(&spaces)
     };
-    let mut ids = IdClaims::new(Some(db), false);
+    let mut ids = IdClaims::for_append(db);
     while let Some(mut t) = r.next_record()? {
         let at = r.location(t.id);
         if header.is_none() && spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty())
