@@ -398,8 +398,9 @@ fn check_values(t: &Trajectory) -> Result<()> {
 }
 
 /// Checks a record's keys against key spaces `spaces`: every key names a space of the right
-/// level and dimensions, and no cosine key is all zeros. Errors give the field path
-/// (`keys.goal`, `step_keys.observation[2]`); wrap them with [`locate`].
+/// level and dimensions, and every vector meets the numeric contract ([`check_vector`]).
+/// Errors give the field path (`keys.goal`, `step_keys.observation[2]`); wrap them with
+/// [`locate`].
 pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
     let find = |field: &str, name: &str, level: Level| -> Result<&SpaceDef> {
         let Some(s) = spaces.iter().find(|s| s.name == name) else {

@@ -19,7 +19,7 @@
 //! underflow to zero in their products, which changes a cosine by at most 1e-9.
 //!
 //! Accuracy: SimSIMD accumulates f32 products in f32 (or wider) lanes and returns f64;
-//! [`reference`] accumulates in f64. For accepted inputs they agree to within f32
+//! [`reference()`] accumulates in f64. For accepted inputs they agree to within f32
 //! accumulation error: cosine to 1e-4 absolute, dot to 1e-4 of `sum |a_i b_i|`, L2 to 1e-4
 //! of `|a| + |b|` (the property tests in this module check it at subnormal, near-limit and
 //! mixed magnitudes). Cosine distance is clamped at 0 by SimSIMD, so cosine scores are at
