@@ -471,3 +471,22 @@ fn get_escapes_control_characters_and_cuts_long_fields_unless_full() {
     let json = ok(&["get", s(&db), "1", "--json"]);
     assert!(json.contains(&long));
 }
+
+/// Issue 9 item 7, for query files: a vector file saved with a UTF-8 byte-order mark (as
+/// some Windows editors write) is read like JSONL input, not refused.
+#[test]
+fn vector_file_with_a_byte_order_mark_is_accepted() {
+    let db = seeded("bom-vector");
+    let f = file("bom-vector.json", "\u{FEFF}[1, 0, 0.5]".as_bytes());
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector-file",
+        s(&f),
+        "--json",
+    ]);
+    let hits: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits[0]["id"], 10, "{out}");
+}

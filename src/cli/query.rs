@@ -47,7 +47,9 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
             )
             .into());
         }
-        return Ok((parse_vector(&text, &what)?, None));
+        // A byte-order mark at the start is skipped, as in JSONL input.
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+        return Ok((parse_vector(text, &what)?, None));
     }
     let text = a.query.text.as_deref().unwrap_or_default();
     let Some(recorded) = &space.embedder else {
