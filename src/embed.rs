@@ -43,17 +43,6 @@ impl HashEmbedder {
     pub fn has_features(text: &str) -> bool {
         text.chars().any(char::is_alphanumeric)
     }
-
-    /// The vector callers that need one for every text (the agent's positional step keys)
-    /// use for a text without features: the unit vector on dimension 0, the same for every
-    /// such text. [`HashEmbedder::embed`] never returns it.
-    pub fn placeholder(&self) -> Vec<f32> {
-        let mut v = vec![0f32; usize::try_from(self.dims).unwrap_or(0)];
-        if let Some(x) = v.first_mut() {
-            *x = 1.0;
-        }
-        v
-    }
 }
 
 impl Default for HashEmbedder {
@@ -91,39 +80,47 @@ impl Embedder for HashEmbedder {
             });
         }
         let dims = usize::try_from(self.dims).unwrap_or(0);
-        let mut v = vec![0f32; dims];
-        let mut add = |feature: &[u8], seed: u64, weight: f32| {
-            let h = fnv1a(feature, seed);
-            let bucket = usize::try_from(h % u64::from(self.dims)).unwrap_or(0);
-            let sign = if (h >> 63) == 1 { -1.0 } else { 1.0 };
-            v[bucket] += sign * weight;
-        };
+        // (hash, weight) of every feature.
+        let mut features: Vec<(u64, f32)> = Vec::new();
         let lower = text.to_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .collect();
         for w in &words {
-            add(w.as_bytes(), 1, 1.0);
+            features.push((fnv1a(w.as_bytes(), 1), 1.0));
             let chars: Vec<char> = format!("#{w}#").chars().collect();
             for tri in chars.windows(3) {
                 let s: String = tri.iter().collect();
-                add(s.as_bytes(), 3, 0.5);
+                features.push((fnv1a(s.as_bytes(), 3), 0.5));
             }
         }
         for pair in words.windows(2) {
-            add(format!("{} {}", pair[0], pair[1]).as_bytes(), 2, 0.7);
+            features.push((fnv1a(format!("{} {}", pair[0], pair[1]).as_bytes(), 2), 0.7));
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            for x in &mut v {
-                *x /= norm;
+        let fill = |signed: bool| {
+            let mut v = vec![0f32; dims];
+            for &(h, weight) in &features {
+                let bucket = usize::try_from(h % u64::from(self.dims)).unwrap_or(0);
+                let sign = if signed && (h >> 63) == 1 { -1.0 } else { 1.0 };
+                v[bucket] += sign * weight;
             }
-        } else {
-            // Features that cancelled out in every bucket (rare): as for text without any.
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            (v, norm)
+        };
+        let (mut v, mut norm) = fill(true);
+        if norm == 0.0 {
+            // The signed features cancelled out in every bucket (a short word whose three
+            // features share one bucket can): the same buckets, unsigned, which cannot.
+            (v, norm) = fill(false);
+        }
+        if norm == 0.0 {
             return Err(Error::NothingToEmbed {
                 text: text.chars().take(40).collect(),
             });
+        }
+        for x in &mut v {
+            *x /= norm;
         }
         Ok(v)
     }
@@ -160,7 +157,16 @@ mod tests {
         for text in ["a", "7", "ok 🙂", "é"] {
             assert!(e.embed(text).is_ok(), "{text:?}");
         }
-        assert_eq!(e.placeholder()[0], 1.0);
+        // Every text with a letter or digit gets a vector, even where its signed features
+        // cancel out (short words at 1 dimension often do): what an import checks holds.
+        let one = HashEmbedder::new(1).expect("dims");
+        for a in b'a'..=b'z' {
+            for b in b'a'..=b'z' {
+                let w = String::from_utf8(vec![a, b]).expect("ascii");
+                let v = one.embed(&w).expect("a word has features");
+                assert!((v[0].abs() - 1.0).abs() < 1e-6, "{w}: {v:?}");
+            }
+        }
     }
 
     #[test]
