@@ -438,8 +438,8 @@ fn first_difference(stored: &Trajectory, t: &Trajectory) -> Option<&'static str>
     checks.iter().find(|(_, same)| !same).map(|(f, _)| *f)
 }
 
-/// Bytes of the log record `t` becomes once `fill` has embedded its missing keys; refused
-/// when over the log's record limit, or when a text field alone is.
+/// Refuses `t` when the log record it becomes, once `fill` has embedded its missing keys,
+/// is over the log's record limit ([`MAX_PAYLOAD`]), as the commit would.
 fn check_size(t: &Trajectory, fill: &[(SpaceDef, HashEmbedder)]) -> Result<()> {
     let mut keys = Vec::new();
     for v in t.keys.values() {
