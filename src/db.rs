@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::format::record::{
-    self, kind, EncKey, Level, Metric, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    self, kind, EncKey, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
@@ -55,6 +55,10 @@ pub struct Options {
     pub read_only: bool,
     /// Create the database when it does not exist. Default: true.
     pub create: bool,
+    /// How long [`Database::open`] for writing waits for another writer to release the lock
+    /// (checking every 50 ms) before it fails with [`Error::Locked`], like SQLite's busy
+    /// timeout. Default: zero, fail at once.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             durability: Durability::SyncEachCommit,
             read_only: false,
             create: true,
+            lock_timeout: std::time::Duration::ZERO,
         }
     }
 }
@@ -195,9 +200,14 @@ impl State {
         // leaves the state exactly as it was.
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
-            if self.by_id.contains_key(&t.id) {
-                return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
-            }
+            // An id may come back only after the trajectory that had it was deleted.
+            let reused = match self.by_id.get(&t.id) {
+                Some(&old) if self.trajs[ix(old)].deleted_at.is_none() => {
+                    return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
+                }
+                Some(_) => true,
+                None => false,
+            };
             let slot = u32::try_from(self.trajs.len())
                 .map_err(|_| corrupt(0, "more trajectories than a slot number can count".into()))?;
             // Check every key before any row is stored, so a bad record changes nothing.
@@ -273,6 +283,10 @@ impl State {
                 outcomes: Vec::new(),
             });
             self.by_id.insert(t.id, slot);
+            if reused {
+                // The deleted trajectory's usage is not the new one's (as after compaction).
+                self.usage.forget(t.id);
+            }
             self.next_id = self.next_id.max(t.id.saturating_add(1));
             return Ok(());
         }
@@ -442,7 +456,29 @@ pub(crate) fn fresh_log_id() -> u64 {
     h.finish() | 1
 }
 
-pub(crate) fn take_lock(dir: &Path) -> Result<File> {
+/// `ms` since the Unix epoch as a UTC time, `2026-11-29 13:18:28 UTC`.
+pub(crate) fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(crate) fn take_lock(dir: &Path, timeout: std::time::Duration) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -451,7 +487,33 @@ pub(crate) fn take_lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    match f.try_lock() {
+    let start = std::time::Instant::now();
+    loop {
+        match f.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                let left = timeout.saturating_sub(start.elapsed());
+                std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+            }
+            r => break lock_result(r, &mut f, path)?,
+        }
+    }
+    let who = format!(
+        "process {} (since {})",
+        std::process::id(),
+        utc_time(now_ms())
+    );
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = f.write_all(who.as_bytes());
+    Ok(f)
+}
+
+fn lock_result(
+    r: std::result::Result<(), std::fs::TryLockError>,
+    f: &mut File,
+    path: PathBuf,
+) -> Result<()> {
+    match r {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -468,15 +530,7 @@ pub(crate) fn take_lock(dir: &Path) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
     }
-    let who = format!(
-        "process {} (since {} ms after the epoch)",
-        std::process::id(),
-        now_ms()
-    );
-    let _ = f.set_len(0);
-    let _ = f.rewind();
-    let _ = f.write_all(who.as_bytes());
-    Ok(f)
+    Ok(())
 }
 
 /// Builds the state by scanning the log, creating key stores through `new_store`.
@@ -576,19 +630,7 @@ fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
             got: v.len(),
         });
     }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            format!("{at}[{i}]"),
-            format!("value {} is not a finite number", v[i]),
-        ));
-    }
-    if space.def.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
-        return Err(Error::invalid(
-            at,
-            "vector is all zeros; cosine similarity is undefined for it",
-        ));
-    }
-    Ok(())
+    crate::index::kernels::check_vector(at, space.def.metric, v)
 }
 
 fn check_text(at: &str, s: &str) -> Result<()> {
@@ -647,7 +689,7 @@ impl Database {
         let lock = if opts.read_only {
             None
         } else {
-            Some(take_lock(dir)?)
+            Some(take_lock(dir, opts.lock_timeout)?)
         };
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir));
         let mut db = Self::open_backend(backend, opts)?;
@@ -1061,21 +1103,26 @@ impl Database {
         }
         let mut id_out = 0;
         self.commit(kind::TRAJECTORY, |st| {
-            // No id, given or assigned, may be reserved or taken; running out of ids is an
-            // error before anything is written.
+            // No id, given or assigned, may be reserved or held by a live trajectory; running
+            // out of ids is an error before anything is written.
             let id = match t.id {
                 Some(id) => {
+                    if st.live_slot(id).is_some() {
+                        return Err(Error::DuplicateId { id });
+                    }
                     if id == RESERVED_ID {
                         return Err(Error::invalid("id", "id 18446744073709551615 is reserved"));
                     }
                     id
                 }
                 None if st.next_id == RESERVED_ID => return Err(Error::IdsExhausted),
+                // An assigned id is never one that was ever stored, deleted or not: only an
+                // explicit id may take back the id of a deleted trajectory.
+                None if st.by_id.contains_key(&st.next_id) => {
+                    return Err(Error::DuplicateId { id: st.next_id })
+                }
                 None => st.next_id,
             };
-            if st.by_id.contains_key(&id) {
-                return Err(Error::DuplicateId { id });
-            }
             let mut keys = Vec::new();
             for (name, v) in &t.keys {
                 let (sid, space) = st.space(name)?;
@@ -1413,5 +1460,23 @@ mod tests {
         assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_micros(300)), 1);
         assert_eq!(ms_since_epoch(UNIX_EPOCH), 1);
         assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(5)), 5);
+    }
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::utc_time;
+
+    #[test]
+    fn utc_time_matches_the_civil_calendar() {
+        for (ms, want) in [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (1_700_000_000_000, "2023-11-14 22:13:20 UTC"),
+            (951_782_400_000, "2000-02-29 00:00:00 UTC"),
+            (4_102_444_799_000, "2099-12-31 23:59:59 UTC"),
+            (-1000, "1969-12-31 23:59:59 UTC"),
+        ] {
+            assert_eq!(utc_time(ms), want, "{ms}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Embedders turn text into keys. Real models are plug-ins behind [`Embedder`]; the built-in
 //! [`HashEmbedder`] needs no model: it hashes words, word pairs and character trigrams into a
-//! fixed number of signed buckets and L2-normalises the result.
+//! fixed number of signed buckets and L2-normalises the result. A text with no letter or
+//! digit has no features: [`HashEmbedder::embed`] refuses it ([`Error::NothingToEmbed`])
+//! rather than invent a vector that would score 1.0 against every other such text.
 
 use crate::error::{Error, Result};
 use crate::format::record::EmbedderId;
@@ -35,6 +37,12 @@ impl HashEmbedder {
         }
         Ok(HashEmbedder { dims })
     }
+
+    /// Whether `text` has features to embed: at least one letter or digit (words are runs
+    /// of them). Empty text and text of only spaces, punctuation or emoji has none.
+    pub fn has_features(text: &str) -> bool {
+        text.chars().any(char::is_alphanumeric)
+    }
 }
 
 impl Default for HashEmbedder {
@@ -66,38 +74,53 @@ impl Embedder for HashEmbedder {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        if !Self::has_features(text) {
+            return Err(Error::NothingToEmbed {
+                text: text.chars().take(40).collect(),
+            });
+        }
         let dims = usize::try_from(self.dims).unwrap_or(0);
-        let mut v = vec![0f32; dims];
-        let mut add = |feature: &[u8], seed: u64, weight: f32| {
-            let h = fnv1a(feature, seed);
-            let bucket = usize::try_from(h % u64::from(self.dims)).unwrap_or(0);
-            let sign = if (h >> 63) == 1 { -1.0 } else { 1.0 };
-            v[bucket] += sign * weight;
-        };
+        // (hash, weight) of every feature.
+        let mut features: Vec<(u64, f32)> = Vec::new();
         let lower = text.to_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .collect();
         for w in &words {
-            add(w.as_bytes(), 1, 1.0);
+            features.push((fnv1a(w.as_bytes(), 1), 1.0));
             let chars: Vec<char> = format!("#{w}#").chars().collect();
             for tri in chars.windows(3) {
                 let s: String = tri.iter().collect();
-                add(s.as_bytes(), 3, 0.5);
+                features.push((fnv1a(s.as_bytes(), 3), 0.5));
             }
         }
         for pair in words.windows(2) {
-            add(format!("{} {}", pair[0], pair[1]).as_bytes(), 2, 0.7);
+            features.push((fnv1a(format!("{} {}", pair[0], pair[1]).as_bytes(), 2), 0.7));
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            for x in &mut v {
-                *x /= norm;
+        let fill = |signed: bool| {
+            let mut v = vec![0f32; dims];
+            for &(h, weight) in &features {
+                let bucket = usize::try_from(h % u64::from(self.dims)).unwrap_or(0);
+                let sign = if signed && (h >> 63) == 1 { -1.0 } else { 1.0 };
+                v[bucket] += sign * weight;
             }
-        } else {
-            // Empty text: a fixed unit vector, so cosine stays defined.
-            v[0] = 1.0;
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            (v, norm)
+        };
+        let (mut v, mut norm) = fill(true);
+        if norm == 0.0 {
+            // The signed features cancelled out in every bucket (a short word whose three
+            // features share one bucket can): the same buckets, unsigned, which cannot.
+            (v, norm) = fill(false);
+        }
+        if norm == 0.0 {
+            return Err(Error::NothingToEmbed {
+                text: text.chars().take(40).collect(),
+            });
+        }
+        for x in &mut v {
+            *x /= norm;
         }
         Ok(v)
     }
@@ -117,7 +140,33 @@ mod tests {
         assert_eq!(a, b);
         let n: f32 = a.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-5);
-        assert_eq!(e.embed("").expect("embed")[0], 1.0);
+    }
+
+    /// Issue 9 item 13: empty, emoji-only and punctuation-only text all got one fixed vector
+    /// that scored 1.0 against each other. They are refused, by a typed error.
+    #[test]
+    fn text_without_features_is_refused_not_given_a_shared_vector() {
+        let e = HashEmbedder::new(16).expect("dims");
+        for text in ["", "   ", "🙂🎉", "?!... ---", "\t\n"] {
+            assert!(!HashEmbedder::has_features(text), "{text:?}");
+            match e.embed(text) {
+                Err(Error::NothingToEmbed { .. }) => {}
+                other => panic!("{text:?}: expected NothingToEmbed, got {other:?}"),
+            }
+        }
+        for text in ["a", "7", "ok 🙂", "é"] {
+            assert!(e.embed(text).is_ok(), "{text:?}");
+        }
+        // Every text with a letter or digit gets a vector, even where its signed features
+        // cancel out (short words at 1 dimension often do): what an import checks holds.
+        let one = HashEmbedder::new(1).expect("dims");
+        for a in b'a'..=b'z' {
+            for b in b'a'..=b'z' {
+                let w = String::from_utf8(vec![a, b]).expect("ascii");
+                let v = one.embed(&w).expect("a word has features");
+                assert!((v[0].abs() - 1.0).abs() < 1e-6, "{w}: {v:?}");
+            }
+        }
     }
 
     #[test]

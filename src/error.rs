@@ -136,6 +136,12 @@ pub enum Error {
         /// What failed.
         source: Box<Error>,
     },
+    /// A text has nothing an embedder can use (no letter or digit): embedding it would
+    /// invent a vector that matches every other such text.
+    NothingToEmbed {
+        /// The text, cut to at most 40 characters.
+        text: String,
+    },
     /// A length exceeds what trajdb accepts.
     TooLarge {
         /// What was too large.
@@ -206,9 +212,13 @@ impl fmt::Display for Error {
             Error::SpaceConflict { name, what } => {
                 write!(f, "key space `{name}` already exists with {what}")
             }
+            Error::NothingToEmbed { text } => write!(
+                f,
+                "text {text:?} has nothing to embed: no letter or digit (it is empty, or only spaces, punctuation or emoji), so it would get the same vector as every such text"
+            ),
             Error::DuplicateId { id } => write!(
                 f,
-                "a trajectory with id {id} is already stored; omit the id to have one assigned"
+                "a trajectory with id {id} is already stored; omit the id to have one assigned (the id of a deleted trajectory may be reused)"
             ),
             Error::IdsExhausted => write!(
                 f,

@@ -170,3 +170,49 @@ pub fn utility_lines(db: &Database) -> Vec<UtilityLine> {
         })
         .collect()
 }
+
+/// Characters of one field the readable view (`trajdb get`) shows before cutting it.
+pub const READABLE_FIELD_CHARS: usize = 400;
+
+/// `text` for a one-line readable view: control characters (newline, tab, escape, ...) and
+/// the bidirectional-override characters that can disguise text on a terminal are written
+/// as escapes (`\n`, `\t`, `\u{1b}`); with `max_chars`, text longer than that is cut
+/// with a marker saying how much was left out.
+pub fn readable(text: &str, max_chars: Option<usize>) -> String {
+    let mut out = String::new();
+    let total = text.chars().count();
+    for (shown, c) in text.chars().enumerate() {
+        if max_chars.is_some_and(|m| shown >= m) {
+            out.push_str(&format!(
+                "… [{} more characters; --full shows all]",
+                total - shown
+            ));
+            break;
+        }
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    /// Issue 9 item 14: `get` printed newlines and control characters raw and long fields
+    /// whole.
+    #[test]
+    fn readable_escapes_control_characters_and_cuts_long_text() {
+        assert_eq!(readable("a\nb\tc\u{1b}[31m", None), "a\\nb\\tc\\u{1b}[31m");
+        assert_eq!(readable("x\u{202E}y", None), "x\\u{202e}y");
+        assert_eq!(readable("tea ☕ é", Some(10)), "tea ☕ é");
+        assert_eq!(
+            readable("abcdefgh", Some(3)),
+            "abc… [5 more characters; --full shows all]"
+        );
+    }
+}

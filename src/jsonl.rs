@@ -35,7 +35,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::{Embedder, HashEmbedder};
 use crate::error::{Error, Result};
-use crate::format::record::{Level, Metric, SpaceDef, Trajectory};
+use crate::format::record::{Level, SpaceDef, Trajectory};
+use crate::index::kernels::{check_components, check_vector};
+
+/// The UTF-8 byte-order mark, accepted (and skipped) at the very start of the input only.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Longest line accepted, in bytes (64 MiB, the same as the largest log record).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
@@ -165,6 +169,11 @@ impl<R: BufRead> LineReader<R> {
             if self.buf.last() == Some(&b'\r') {
                 self.buf.pop();
             }
+            if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+                // A byte-order mark at the start of the input (as some editors and
+                // Windows tools write) is not part of the first record.
+                self.buf.drain(..UTF8_BOM.len());
+            }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -182,6 +191,20 @@ impl<R: BufRead> LineReader<R> {
         }
         let at = location(&self.source, self.line, None);
         parse_record(&self.buf, &at).map(Some)
+    }
+
+    /// Whether the record last returned gives its `provenance` (not absent or null), so an
+    /// import can default it to `imported`. Lines without the word are answered without
+    /// parsing; others are skimmed without building values.
+    pub fn last_has_provenance(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            provenance: Option<serde::de::IgnoredAny>,
+        }
+        let needle = b"provenance";
+        self.buf.windows(needle.len()).any(|w| w == needle)
+            && serde_json::from_slice::<Probe>(&self.buf).is_ok_and(|p| p.provenance.is_some())
     }
 
     /// The key spaces of the key-space header ([`SpacesHeader`]) when the first non-blank
@@ -264,6 +287,7 @@ pub fn locate(e: Error, at: &str) -> Error {
         | Error::DuplicateId { .. }
         | Error::EmbedderMismatch { .. }
         | Error::TooLarge { .. }
+        | Error::NothingToEmbed { .. }
         | Error::NotFound { .. }) => Error::invalid(at, e.to_string()),
         e => e,
     }
@@ -284,6 +308,27 @@ pub fn parse_record(line: &[u8], at: &str) -> Result<Trajectory> {
             format!("text is not valid UTF-8 (byte {byte:#04x} at column {col}); write the file as UTF-8"),
         )
     })?;
+    if text.starts_with('\u{FEFF}') {
+        return Err(Error::invalid(
+            at,
+            "the line starts with a UTF-8 byte-order mark, which is accepted only at the start of the file; the file may have been joined from several files: remove the marks",
+        ));
+    }
+    let kind = match text.trim_start().as_bytes().first() {
+        Some(b'{') | None => None,
+        Some(b'[') => Some("a JSON array"),
+        Some(b'"') => Some("a JSON string"),
+        Some(b't' | b'f') => Some("a JSON boolean"),
+        Some(b'n') => Some("JSON null"),
+        Some(b'-' | b'0'..=b'9') => Some("a JSON number"),
+        Some(_) => Some("not JSON"),
+    };
+    if let Some(kind) = kind {
+        return Err(Error::invalid(
+            at,
+            format!("each line must be a JSON object (`{{...}}`), one trajectory per line; this line is {kind}"),
+        ));
+    }
     let t: Trajectory = serde_json::from_str(text).map_err(|e| {
         if is_header(line) {
             return Error::invalid(
@@ -319,15 +364,7 @@ fn with_id(at: &str, id: Option<u64>) -> String {
 
 /// Checks the values of a parsed record that JSON allows but trajdb does not.
 fn check_values(t: &Trajectory) -> Result<()> {
-    let finite = |at: String, v: &[f32]| -> Result<()> {
-        match v.iter().position(|x| !x.is_finite()) {
-            Some(i) => Err(Error::invalid(
-                format!("{at}[{i}]"),
-                "value is not a finite 32-bit float (it overflows f32 or is not a number)",
-            )),
-            None => Ok(()),
-        }
-    };
+    let finite = |at: String, v: &[f32]| check_components(&at, v);
     for (name, v) in &t.keys {
         finite(format!("keys.{name}"), v)?;
     }
@@ -361,8 +398,9 @@ fn check_values(t: &Trajectory) -> Result<()> {
 }
 
 /// Checks a record's keys against key spaces `spaces`: every key names a space of the right
-/// level and dimensions, and no cosine key is all zeros. Errors give the field path
-/// (`keys.goal`, `step_keys.observation[2]`); wrap them with [`locate`].
+/// level and dimensions, and every vector meets the numeric contract ([`check_vector`]).
+/// Errors give the field path (`keys.goal`, `step_keys.observation[2]`); wrap them with
+/// [`locate`].
 pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
     let find = |field: &str, name: &str, level: Level| -> Result<&SpaceDef> {
         let Some(s) = spaces.iter().find(|s| s.name == name) else {
@@ -404,13 +442,7 @@ pub fn check_keys(t: &Trajectory, spaces: &[SpaceDef]) -> Result<()> {
                 ),
             ));
         }
-        if s.metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
-            return Err(Error::invalid(
-                at,
-                "vector is all zeros; cosine similarity is undefined for it",
-            ));
-        }
-        Ok(())
+        check_vector(&at, s.metric, v)
     };
     for (name, v) in &t.keys {
         let s = find("keys", name, Level::Trajectory)?;
@@ -458,14 +490,62 @@ fn step_texts<'a>(t: &'a Trajectory, name: &str) -> Option<Vec<&'a str>> {
     Some(t.steps.iter().map(pick).collect())
 }
 
+/// What [`embed_missing`] did for one key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Filled {
+    /// The record carries a key for the space already; nothing was done.
+    Present,
+    /// Keys were embedded from the text: this many vectors (1, or one per step).
+    Added(usize),
+    /// The text (or one step's text) has nothing to embed ([`Error::NothingToEmbed`]), so
+    /// the record gets no key in this space rather than a made-up one; it is stored without
+    /// it and is not found by searches of that space.
+    NoFeatures,
+}
+
+/// How many vectors [`embed_missing`] would add for `space` (`Filled` without embedding):
+/// the sizes an import checks before it writes. `space` must be named after a text field.
+pub fn would_fill(t: &Trajectory, space: &SpaceDef) -> Result<Filled> {
+    let featured = |s: &str| HashEmbedder::has_features(s);
+    Ok(match space.level {
+        Level::Trajectory => {
+            if t.keys.contains_key(&space.name) {
+                Filled::Present
+            } else {
+                let text =
+                    trajectory_text(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
+                if featured(text) {
+                    Filled::Added(1)
+                } else {
+                    Filled::NoFeatures
+                }
+            }
+        }
+        Level::Step => {
+            if t.step_keys.contains_key(&space.name) {
+                Filled::Present
+            } else {
+                let texts = step_texts(t, &space.name).ok_or_else(|| not_a_field(&space.name))?;
+                if texts.iter().all(|s| featured(s)) {
+                    Filled::Added(texts.len())
+                } else {
+                    Filled::NoFeatures
+                }
+            }
+        }
+    })
+}
+
 /// Fills the key of `space` from the record's text when the record has none: the space is
 /// named after a text field (see [`field_level`]) and `embedder` must be the one the space
-/// records. Returns whether a key was added.
+/// records. A text without features (empty, or only punctuation or emoji) gets no key: see
+/// [`Filled::NoFeatures`].
 pub fn embed_missing(
     t: &mut Trajectory,
     space: &SpaceDef,
     embedder: &dyn Embedder,
-) -> Result<bool> {
+) -> Result<Filled> {
     let id = embedder.id();
     if space.embedder.as_ref() != Some(&id) {
         return Err(Error::EmbedderMismatch {
@@ -477,32 +557,26 @@ pub fn embed_missing(
             given: id.to_string(),
         });
     }
+    let filled = would_fill(t, space)?;
+    if !matches!(filled, Filled::Added(_)) {
+        return Ok(filled);
+    }
     match space.level {
         Level::Trajectory => {
-            if t.keys.contains_key(&space.name) {
-                return Ok(false);
-            }
-            let Some(text) = trajectory_text(t, &space.name) else {
-                return Err(not_a_field(&space.name));
-            };
+            let text = trajectory_text(t, &space.name).unwrap_or_default();
             let v = embedder.embed(text)?;
             t.keys.insert(space.name.clone(), v);
         }
         Level::Step => {
-            if t.step_keys.contains_key(&space.name) {
-                return Ok(false);
-            }
-            let Some(texts) = step_texts(t, &space.name) else {
-                return Err(not_a_field(&space.name));
-            };
-            let vs = texts
+            let vs = step_texts(t, &space.name)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|s| embedder.embed(s))
                 .collect::<Result<Vec<_>>>()?;
             t.step_keys.insert(space.name.clone(), vs);
         }
     }
-    Ok(true)
+    Ok(filled)
 }
 
 fn not_a_field(name: &str) -> Error {
@@ -532,6 +606,7 @@ pub fn hash_spaces(spaces: &[SpaceDef]) -> Vec<(SpaceDef, HashEmbedder)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::record::Metric;
 
     fn lines(input: &[u8], max: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut r = LineReader::new(input, "t").with_max_line(max);
@@ -575,6 +650,49 @@ mod tests {
         .to_string();
         assert!(e.contains("f line 1 (record id 4), keys.goal[1]"), "{e}");
         assert!(e.contains("not a finite"), "{e}");
+    }
+
+    /// Issue 9 item 7: a file starting with a UTF-8 byte-order mark was refused as
+    /// "malformed JSON at column 1".
+    #[test]
+    fn byte_order_mark_at_the_start_is_skipped_and_elsewhere_is_named() {
+        let input = "\u{FEFF}{\"goal\":\"a\"}\n\u{FEFF}{\"goal\":\"b\"}\n";
+        let mut r = LineReader::new(input.as_bytes(), "bom.jsonl");
+        assert!(r.next_header().expect("ok").is_none());
+        assert_eq!(r.next_record().expect("ok").expect("a record").goal, "a");
+        let e = r.next_record().expect_err("refused").to_string();
+        assert!(
+            e.contains("bom.jsonl line 2") && e.contains("byte-order mark"),
+            "{e}"
+        );
+        // A header line after a BOM is still a header.
+        let input = "\u{FEFF}{\"trajdb_spaces\":[]}\n";
+        let mut r = LineReader::new(input.as_bytes(), "h");
+        assert_eq!(r.next_header().expect("ok"), Some(Vec::new()));
+    }
+
+    /// Issue 9 item 9: a line that is a JSON array was refused as "expected a string".
+    #[test]
+    fn a_line_that_is_not_a_json_object_says_so() {
+        for (line, kind) in [
+            ("[1,2]", "a JSON array"),
+            ("[{\"goal\":\"x\"}]", "a JSON array"),
+            ("\"text\"", "a JSON string"),
+            ("42", "a JSON number"),
+            ("null", "JSON null"),
+            ("true", "a JSON boolean"),
+            ("goal: x", "not JSON"),
+        ] {
+            let e = parse_record(line.as_bytes(), "f line 2")
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("f line 2")
+                    && e.contains("each line must be a JSON object")
+                    && e.contains(kind),
+                "{line}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -644,6 +762,33 @@ mod tests {
         );
     }
 
+    /// Issue 9 item 13: text without features got a shared made-up vector. Such a record
+    /// now gets no key in that space (flagged as `NoFeatures`), for a trajectory-level text
+    /// and for a step whose text has none.
+    #[test]
+    fn embed_missing_gives_no_key_for_text_without_features() {
+        let e = HashEmbedder::new(8).expect("ok");
+        let plan =
+            SpaceDef::new("plan", Level::Trajectory, 8, Metric::Cosine).with_embedder(e.id());
+        let act = SpaceDef::new("action", Level::Step, 8, Metric::Cosine).with_embedder(e.id());
+        let mut t = Trajectory {
+            goal: "g".into(),
+            plan: "🙂 ...".into(),
+            steps: vec![Default::default(), Default::default()],
+            ..Default::default()
+        };
+        t.steps[0].action = "boil".into();
+        assert_eq!(
+            embed_missing(&mut t, &plan, &e).expect("ok"),
+            Filled::NoFeatures
+        );
+        assert_eq!(
+            embed_missing(&mut t, &act, &e).expect("ok"),
+            Filled::NoFeatures
+        );
+        assert!(t.keys.is_empty() && t.step_keys.is_empty());
+    }
+
     #[test]
     fn embed_missing_fills_only_absent_keys_of_text_fields() {
         let e = HashEmbedder::new(8).expect("ok");
@@ -656,11 +801,22 @@ mod tests {
             steps: vec![Default::default(), Default::default()],
             ..Default::default()
         };
-        assert!(embed_missing(&mut t, &goal, &e).expect("ok"));
-        assert!(embed_missing(&mut t, &obs, &e).expect("ok"));
+        t.steps[0].observation = "a kettle".into();
+        t.steps[1].observation = "hot water".into();
+        assert_eq!(
+            embed_missing(&mut t, &goal, &e).expect("ok"),
+            Filled::Added(1)
+        );
+        assert_eq!(
+            embed_missing(&mut t, &obs, &e).expect("ok"),
+            Filled::Added(2)
+        );
         assert_eq!(t.keys["goal"], e.embed("make tea").expect("ok"));
         assert_eq!(t.step_keys["observation"].len(), 2);
-        assert!(!embed_missing(&mut t, &goal, &e).expect("ok"));
+        assert_eq!(
+            embed_missing(&mut t, &goal, &e).expect("ok"),
+            Filled::Present
+        );
         let other = HashEmbedder::new(4).expect("ok");
         assert!(embed_missing(&mut t, &goal, &other).is_err());
         assert_eq!(hash_spaces(&[goal.clone(), obs]).len(), 2);

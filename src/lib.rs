@@ -29,6 +29,7 @@ pub mod embed;
 mod error;
 pub mod export;
 pub mod format;
+pub mod import;
 pub mod index;
 pub mod jsonl;
 mod maintenance;

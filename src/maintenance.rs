@@ -57,7 +57,7 @@ impl Database {
                 why: "there is no log file".into(),
             });
         }
-        let _lock = take_lock(dir)?;
+        let _lock = take_lock(dir, std::time::Duration::ZERO)?;
         Self::repair_backend(&FileBackend::new(dir))
     }
 

@@ -94,6 +94,15 @@ impl Usage {
         }
     }
 
+    /// Drops every retrieval of trajectory `id` (its id is given to a new trajectory).
+    pub(crate) fn forget(&mut self, id: u64) {
+        if self.counters.remove(&id).is_some() {
+            for ep in self.episodes.values_mut() {
+                ep.events.retain(|e| e.id != id);
+            }
+        }
+    }
+
     pub(crate) fn set_outcome(&mut self, episode: u64, outcome: Option<bool>) {
         let Some(ep) = self.episodes.get_mut(&episode) else {
             return;

@@ -131,7 +131,9 @@ fn brute_exact(
     let (wg, wp) = (worst(&g), worst(&p));
     let mut scored = Vec::new();
     for (i, r) in ok.iter().enumerate() {
-        let traj = (0.0 + g[i].unwrap_or(wg) + p[i].unwrap_or(wp)) / 2.0;
+        // The engine's arithmetic: key scores summed and averaged in f64, the final score
+        // rounded into f32 once.
+        let traj = (0.0 + f64::from(g[i].unwrap_or(wg)) + f64::from(p[i].unwrap_or(wp))) / 2.0;
         let mut best: Option<(f32, u32)> = None;
         for (s, v) in r.t.step_keys["observation"].iter().enumerate() {
             let sc = similarity(metric, v, obs);
@@ -140,7 +142,7 @@ fn brute_exact(
             }
         }
         if let Some((sc, s)) = best {
-            scored.push((traj + sc, i, r.id, Some(s)));
+            scored.push(((traj + f64::from(sc)) as f32, i, r.id, Some(s)));
         }
     }
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -2,14 +2,88 @@
 //! tests hold them to. Scores are similarities, higher is better:
 //! cosine = 1 - cosine distance, dot = inner product, L2 = -(Euclidean distance).
 //!
-//! Numeric contract: SimSIMD accumulates f32 inputs in f32 or wider lanes and returns f64;
-//! results agree with the f64 scalar reference to a relative 1e-4 for finite inputs.
-//! Inputs are finite by construction (NaN and infinity are refused on the way in), and cosine
-//! keys with zero norm are refused, so no kernel sees an undefined case.
+//! # Numeric contract (element type f32, the only one stored today)
+//!
+//! What a vector may hold is checked by [`check_vector`], the same function on every way in
+//! (append, import, `parse_record`, query), so the kernels only ever see:
+//! - every component finite, with `|x| <= MAX_ABS_VALUE` (1e16), in every metric;
+//! - in cosine spaces, at least one component with `|x| >= MIN_COSINE_PEAK` (1e-12): an
+//!   all-zero vector (undefined cosine) and a vector whose squared norm would underflow
+//!   f32 are both refused, for keys and queries alike.
+//!
+//! Why these bounds: dimensions are at most 65,536, so every sum the kernels form in f32
+//! (the dot product, the squared norms, the squared L2 distance, whose terms are at most
+//! `(2 * 1e16)^2`) stays below 2.7e37, under `f32::MAX` (3.4e38): no accumulator overflows
+//! and every score is finite. In cosine spaces the squared norm is at least `1e-24`, a normal
+//! f32, so the normalisation is exact to f32 rounding; components too small to matter may
+//! underflow to zero in their products, which changes a cosine by at most 1e-9.
+//!
+//! Accuracy: SimSIMD accumulates f32 products in f32 (or wider) lanes and returns f64;
+//! [`reference()`] accumulates in f64. For accepted inputs they agree to within f32
+//! accumulation error: cosine to 1e-4 absolute, dot to 1e-4 of `sum |a_i b_i|`, L2 to 1e-4
+//! of `|a| + |b|` (the property tests in this module check it at subnormal, near-limit and
+//! mixed magnitudes). Cosine distance is clamped at 0 by SimSIMD, so cosine scores are at
+//! most 1.
 
 use simsimd::SpatialSimilarity;
 
+use crate::error::{Error, Result};
 use crate::format::record::Metric;
+
+/// Largest absolute value accepted in a vector component, in every metric (see the module
+/// documentation for why).
+pub const MAX_ABS_VALUE: f32 = 1e16;
+
+/// In a cosine space, a vector's largest absolute component must be at least this.
+pub const MIN_COSINE_PEAK: f32 = 1e-12;
+
+/// Checks the components of a vector whose metric is not known yet (a parsed JSONL record):
+/// every value finite and within `±MAX_ABS_VALUE`. `at` names the vector (`keys.goal`);
+/// errors name the component (`keys.goal[3]`).
+pub fn check_components(at: &str, v: &[f32]) -> Result<()> {
+    match v
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > MAX_ABS_VALUE)
+    {
+        None => Ok(()),
+        Some(i) if !v[i].is_finite() => Err(Error::invalid(
+            format!("{at}[{i}]"),
+            "value is not a finite 32-bit float (it overflows f32 or is not a number)",
+        )),
+        Some(i) => Err(Error::invalid(
+            format!("{at}[{i}]"),
+            format!(
+                "value {:e} is outside the accepted range of ±1e16 (the numeric contract in format-spec.md); scale the vector down",
+                v[i]
+            ),
+        )),
+    }
+}
+
+/// Checks a key or query vector for a space of metric `metric` against the numeric contract
+/// (module documentation): [`check_components`], and in cosine spaces a largest component
+/// of at least `MIN_COSINE_PEAK`. Dimensions are checked by the caller.
+pub fn check_vector(at: &str, metric: Metric, v: &[f32]) -> Result<()> {
+    check_components(at, v)?;
+    if metric == Metric::Cosine {
+        let peak = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if peak == 0.0 {
+            return Err(Error::invalid(
+                at,
+                "vector is all zeros; cosine similarity is undefined for it",
+            ));
+        }
+        if peak < MIN_COSINE_PEAK {
+            return Err(Error::invalid(
+                at,
+                format!(
+                    "vector is too close to zero for cosine similarity (largest component {peak:e}; at least 1e-12 is needed, the numeric contract in format-spec.md); scale it up"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Similarity of `a` and `b` (equal lengths) under `metric`, via SimSIMD.
 #[inline]
@@ -131,6 +205,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A vector of `dims` values at magnitude class `class` (0: subnormal up to 1e-20,
+    /// 1: around the cosine floor 1e-12, 2: near the 1e16 limit, 3: ordinary, 4: mixed
+    /// across all of them), with one component pinned so every metric accepts it.
+    fn extreme(seed: &mut u64, dims: usize, class: u32) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dims)
+            .map(|i| {
+                let u = lcg(seed);
+                let c = if class == 4 { (i as u32) % 4 } else { class };
+                match c {
+                    0 => u * 1e-20 * (lcg(seed).abs() * 1e-18).max(1e-25),
+                    1 => u * MIN_COSINE_PEAK * 4.0,
+                    2 => u * MAX_ABS_VALUE,
+                    _ => u,
+                }
+            })
+            .collect();
+        let pin = (lcg(seed).abs() * dims as f32) as usize % dims;
+        v[pin] = match class {
+            0 | 1 => MIN_COSINE_PEAK,
+            2 => -MAX_ABS_VALUE,
+            _ => 1.0,
+        };
+        v
+    }
+
+    /// f64 sums the tolerances are relative to.
+    fn magnitudes(a: &[f32], b: &[f32]) -> (f64, f64) {
+        let abs_dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        (abs_dot, norm(a) + norm(b))
+    }
+
+    #[test]
+    fn every_kernel_gives_finite_scores_within_the_contract_at_extreme_magnitudes() {
+        let mut seed = 99;
+        for dims in [1usize, 2, 7, 16, 33, 384, 4096] {
+            for ca in 0..5 {
+                for cb in 0..5 {
+                    let a = extreme(&mut seed, dims, ca);
+                    let b = extreme(&mut seed, dims, cb);
+                    for m in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                        check_vector("a", m, &a).expect("a is accepted");
+                        check_vector("b", m, &b).expect("b is accepted");
+                        let exact = {
+                            let (mut ab, mut aa, mut bb, mut l2) = (0f64, 0f64, 0f64, 0f64);
+                            for (&x, &y) in a.iter().zip(&b) {
+                                let (x, y) = (f64::from(x), f64::from(y));
+                                ab += x * y;
+                                aa += x * x;
+                                bb += y * y;
+                                l2 += (x - y) * (x - y);
+                            }
+                            match m {
+                                Metric::Cosine => ab / (aa.sqrt() * bb.sqrt()),
+                                Metric::Dot => ab,
+                                Metric::L2 => -l2.sqrt(),
+                            }
+                        };
+                        let (abs_dot, norms) = magnitudes(&a, &b);
+                        let tol = match m {
+                            Metric::Cosine => 1e-4,
+                            Metric::Dot => 1e-4 * abs_dot + 1e-30,
+                            Metric::L2 => 1e-4 * norms + 1e-30,
+                        };
+                        for (name, got) in [
+                            ("simd", similarity(m, &a, &b)),
+                            ("scalar", reference(m, &a, &b)),
+                        ] {
+                            assert!(
+                                got.is_finite() && (f64::from(got) - exact).abs() <= tol,
+                                "{m:?} dims {dims} classes {ca}/{cb}: {name} {got} vs f64 {exact} (tol {tol:e})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vectors_outside_the_contract_are_refused_with_the_component() {
+        let e = check_components("keys.e", &[1.0, 2e19]).expect_err("too large");
+        assert!(e.to_string().contains("keys.e[1]"), "{e}");
+        assert!(e.to_string().contains("±1e16"), "{e}");
+        let e = check_components("q", &[f32::NAN]).expect_err("NaN");
+        assert!(e.to_string().contains("not a finite"), "{e}");
+        for m in [Metric::Dot, Metric::L2] {
+            assert!(check_vector("q", m, &[2e19, 0.0]).is_err());
+            assert!(check_vector("q", m, &[0.0, 0.0]).is_ok());
+            assert!(check_vector("q", m, &[1e-30, 0.0]).is_ok());
+        }
+        let e = check_vector("q", Metric::Cosine, &[1e-30, 0.0]).expect_err("underflows");
+        assert!(e.to_string().contains("too close to zero"), "{e}");
+        let e = check_vector("q", Metric::Cosine, &[0.0, -0.0]).expect_err("zero");
+        assert!(e.to_string().contains("all zeros"), "{e}");
+        assert!(check_vector("q", Metric::Cosine, &[MIN_COSINE_PEAK, 0.0]).is_ok());
+        assert!(check_vector("q", Metric::Cosine, &[-MAX_ABS_VALUE, 1e-40]).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::db::{Database, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
-use crate::index::kernels::{scan, similarity};
+use crate::index::kernels::{check_vector, scan, similarity};
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -119,10 +119,12 @@ struct TopK {
     heap: BinaryHeap<Entry>,
 }
 impl TopK {
-    fn new(k: usize) -> Self {
+    /// Keeps the `k` best of at most `bound` offers: memory is sized by `min(k, bound)`, so a
+    /// caller's `k` never sizes an allocation beyond what exists.
+    fn new(k: usize, bound: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(bound).saturating_add(1)),
         }
     }
     /// Offers a candidate. Kept when fewer than k are held or when it beats the worst
@@ -154,6 +156,11 @@ impl TopK {
     }
 }
 
+/// `x` as the nearest finite f32 (a ranking score never becomes infinite).
+fn clamp_f32(x: f64) -> f32 {
+    x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
+}
+
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
@@ -163,12 +170,7 @@ fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>
             got: v.len(),
         });
     }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            format!("query vector[{i}]"),
-            format!("value {} is not a finite number", v[i]),
-        ));
-    }
+    check_vector(&format!("query vector for `{space}`"), s.def.metric, v)?;
     if let (Some(rec), Some(given)) = (&s.def.embedder, embedder) {
         if rec != given {
             return Err(Error::EmbedderMismatch {
@@ -251,8 +253,8 @@ impl Database {
         }
         let c = Compiled::new(&st, filter)?;
         let metric = s.def.metric;
-        let mut top = TopK::new(k);
         let dims = ix(s.def.dims);
+        let mut top = TopK::new(k, s.row_meta.len());
         scan(
             metric,
             s.rows.all(),
@@ -261,6 +263,65 @@ impl Database {
             |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
             |r, score| top.offer(score, off(r)),
         );
+        Ok(top
+            .into_sorted()
+            .into_iter()
+            .map(|(score, r)| {
+                let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
+                Hit {
+                    id: st.trajs[ix(meta.slot)].id,
+                    step: (meta.step != NO_STEP).then_some(meta.step),
+                    score,
+                }
+            })
+            .collect())
+    }
+
+    /// Like [`search`](Self::search), but at most one hit per trajectory: in a step-level key
+    /// space, the best-scoring step of each trajectory (ties: the earlier step), so `k`
+    /// counts trajectories rather than steps. In a trajectory-level space it is `search`.
+    pub fn search_per_trajectory(
+        &self,
+        space: &str,
+        query: &[f32],
+        k: usize,
+        filter: &Filter,
+        embedder: Option<&EmbedderId>,
+    ) -> Result<Vec<Hit>> {
+        let st = self.state.read();
+        let sid = check_query(&st, space, query, embedder)?;
+        let s = &st.spaces[ix(sid)];
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let c = Compiled::new(&st, filter)?;
+        // Best (score, row) per trajectory slot; rows of one trajectory are contiguous.
+        let mut best: Vec<(f32, usize)> = Vec::new();
+        let mut last_slot = None;
+        scan(
+            s.def.metric,
+            s.rows.all(),
+            ix(s.def.dims),
+            query,
+            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r, score| {
+                let slot = s.row_meta[r].slot;
+                if last_slot == Some(slot) {
+                    if let Some(b) = best.last_mut() {
+                        if score > b.0 {
+                            *b = (score, r);
+                        }
+                    }
+                } else {
+                    best.push((score, r));
+                    last_slot = Some(slot);
+                }
+            },
+        );
+        let mut top = TopK::new(k, best.len());
+        for &(score, r) in &best {
+            top.offer(score, off(r));
+        }
         Ok(top
             .into_sorted()
             .into_iter()
@@ -375,10 +436,12 @@ impl Database {
                 continue;
             }
             for (acc, x) in sum.iter_mut().zip(scores.iter()) {
-                *acc += if x.is_nan() { worst } else { *x };
+                *acc += f64::from(if x.is_nan() { worst } else { *x });
             }
         }
-        let nkeys_f = nkeys.max(1) as f32;
+        // Sums and means in f64: every term is a finite f32 (the numeric contract), their
+        // sum may not be; the score is clamped into f32 once, at the end.
+        let nkeys_f = nkeys.max(1) as f64;
         let traj_score = |slot: usize| {
             if nkeys == 0 {
                 0.0
@@ -386,13 +449,13 @@ impl Database {
                 sum[slot] / nkeys_f
             }
         };
-        let mut top = TopK::new(q.k.min(n));
+        let mut top = TopK::new(q.k, n);
         reset(best_step, n, None);
         match &q.step_key {
             None => {
                 for slot in 0..n {
                     if pass[slot] && (nkeys == 0 || has_any[slot]) {
-                        top.offer(traj_score(slot), off(slot));
+                        top.offer(clamp_f32(traj_score(slot)), off(slot));
                     }
                 }
             }
@@ -425,8 +488,10 @@ impl Database {
                     for slot in (0..n).filter(|&slot| pass[slot]) {
                         if let Some((g, group)) = bounds.group(slot) {
                             let up = bounds.upper(s.def.metric, g, group, v, qn);
+                            // Rounding to f32 is monotonic, so this bounds the
+                            // f32 score of every step of the slot.
                             order.push((
-                                traj_score(slot) + up,
+                                clamp_f32(traj_score(slot) + f64::from(up)),
                                 u32::try_from(slot).unwrap_or(u32::MAX),
                             ));
                         }
@@ -451,7 +516,7 @@ impl Database {
                         work.step_rows_scored += off(group.end - group.first);
                         if let Some((sc, step)) = best {
                             best_step[slot] = Some((sc, step));
-                            top.offer(traj_score(slot) + sc, off(slot));
+                            top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
                         }
                     }
                 } else {
@@ -475,7 +540,7 @@ impl Database {
                     work.trajectories_visited = off(visited);
                     for (slot, best) in best_step.iter().enumerate() {
                         if let Some((sc, _)) = best {
-                            top.offer(traj_score(slot) + sc, off(slot));
+                            top.offer(clamp_f32(traj_score(slot) + f64::from(*sc)), off(slot));
                         }
                     }
                 }
@@ -500,7 +565,7 @@ impl Database {
             out.push(Example {
                 id: st.trajs[slot].id,
                 score,
-                traj_score: traj_score(slot),
+                traj_score: clamp_f32(traj_score(slot)),
                 step_score,
                 matched_step: matched,
                 window: (
@@ -530,7 +595,7 @@ pub struct RetrieveWork {
 #[derive(Default)]
 struct Scratch {
     pass: Vec<bool>,
-    sum: Vec<f32>,
+    sum: Vec<f64>,
     has_any: Vec<bool>,
     scores: Vec<f32>,
     best_step: Vec<Option<(f32, u32)>>,

@@ -312,7 +312,7 @@ impl Predictor {
         as_of: Option<u64>,
         prior: f64,
     ) -> AgentResult<f64> {
-        let q = embedder.embed(text)?;
+        let q = crate::react::embed_text(embedder, text)?;
         let hits = db.search_as(
             space,
             &q,
@@ -357,8 +357,8 @@ impl Predictor {
         let goal_vote = self.vote(db, embedder, "goal", goal, as_of, prior)?;
         let obs_vote = self.vote(db, embedder, "observation", observation, as_of, prior)?;
         let emb = embedder.id();
-        let goal_v = embedder.embed(goal)?;
-        let obs_v = embedder.embed(observation)?;
+        let goal_v = crate::react::embed_text(embedder, goal)?;
+        let obs_v = crate::react::embed_text(embedder, observation)?;
         let mut known: BTreeSet<ShownRecipe> = BTreeSet::new();
         for step_key in [None, Some(("observation".to_owned(), obs_v))] {
             let ex = db.retrieve(&RetrieveQuery {
@@ -498,17 +498,17 @@ pub struct CalibrationBin {
 /// prediction of exactly 1 falls in the last bin).
 pub fn calibration(scores: &[f64], labels: &[bool], bins: usize) -> Vec<CalibrationBin> {
     let bins = bins.max(1);
-    let mut acc = vec![(0usize, 0.0f64, 0usize); bins];
+    // Only occupied bins are kept: memory follows the scores, not the caller's `bins`.
+    let mut acc: std::collections::BTreeMap<usize, (usize, f64, usize)> = Default::default();
     for (&s, &l) in scores.iter().zip(labels) {
         let b = ((s.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
-        acc[b].0 += 1;
-        acc[b].1 += s;
-        acc[b].2 += usize::from(l);
+        let a = acc.entry(b).or_default();
+        a.0 += 1;
+        a.1 += s;
+        a.2 += usize::from(l);
     }
-    acc.iter()
-        .enumerate()
-        .filter(|(_, a)| a.0 > 0)
-        .map(|(b, &(n, sum, pos))| CalibrationBin {
+    acc.into_iter()
+        .map(|(b, (n, sum, pos))| CalibrationBin {
             lo: b as f64 / bins as f64,
             hi: (b + 1) as f64 / bins as f64,
             count: n,

@@ -72,6 +72,23 @@ pub enum Store {
     All,
 }
 
+/// `embedder.embed(text)`, except that a text with nothing to embed (empty, or only
+/// punctuation or emoji, [`trajdb::Error::NothingToEmbed`]) gets the unit vector on dimension
+/// 0: the agent stores a key for every step, and a thought or plan may be empty. Such keys
+/// match each other exactly; the agent accepts that for its own steps.
+pub(crate) fn embed_text(embedder: &dyn Embedder, text: &str) -> trajdb::Result<Vec<f32>> {
+    match embedder.embed(text) {
+        Err(trajdb::Error::NothingToEmbed { .. }) => {
+            let mut v = vec![0f32; usize::try_from(embedder.id().dims).unwrap_or(0)];
+            if let Some(x) = v.first_mut() {
+                *x = 1.0;
+            }
+            Ok(v)
+        }
+        r => r,
+    }
+}
+
 /// Options of one episode.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -134,9 +151,9 @@ pub fn run_episode(
     let emb_id = embedder.id();
     let goal = env.goal();
     let category = env.category();
-    let goal_v = embedder.embed(&goal)?;
+    let goal_v = embed_text(embedder, &goal)?;
     let cat_v = match &category {
-        Some(c) => Some(embedder.embed(c)?),
+        Some(c) => Some(embed_text(embedder, c)?),
         None => None,
     };
     let episode = if opts.log_usage {
@@ -196,7 +213,7 @@ pub fn run_episode(
         thought: "",
         examples: &plan_examples,
     })?;
-    let plan_v = embedder.embed(&plan)?;
+    let plan_v = embed_text(embedder, &plan)?;
     let step_traj_keys = || {
         let mut k = vec![
             ("goal".to_owned(), goal_v.clone()),
@@ -214,7 +231,7 @@ pub fn run_episode(
     let mut action_keys = Vec::new();
     while !env.done() && steps.len() < opts.max_steps {
         let obs = env.observation();
-        let obs_v = embedder.embed(&obs)?;
+        let obs_v = embed_text(embedder, &obs)?;
         let reason_examples = if opts.stages.reason {
             retrieve(
                 step_traj_keys(),
@@ -232,7 +249,7 @@ pub fn run_episode(
             thought: "",
             examples: &reason_examples,
         })?;
-        let thought_v = embedder.embed(&thought)?;
+        let thought_v = embed_text(embedder, &thought)?;
         let act_examples = if opts.stages.act {
             retrieve(
                 step_traj_keys(),
@@ -250,7 +267,7 @@ pub fn run_episode(
             thought: &thought,
             examples: &act_examples,
         })?;
-        let action_v = embedder.embed(&action)?;
+        let action_v = embed_text(embedder, &action)?;
         env.step(&action)?;
         steps.push(Step {
             observation: obs,
@@ -385,15 +402,15 @@ pub fn store_relabelled(
             steps,
             ..Default::default()
         };
-        t.keys.insert("goal".into(), embedder.embed(&t.goal)?);
-        t.keys.insert("plan".into(), embedder.embed(&t.plan)?);
+        t.keys.insert("goal".into(), embed_text(embedder, &t.goal)?);
+        t.keys.insert("plan".into(), embed_text(embedder, &t.plan)?);
         let mut obs = Vec::new();
         let mut rea = Vec::new();
         let mut act = Vec::new();
         for st in &t.steps {
-            obs.push(embedder.embed(&st.observation)?);
-            rea.push(embedder.embed(&st.reasoning)?);
-            act.push(embedder.embed(&st.action)?);
+            obs.push(embed_text(embedder, &st.observation)?);
+            rea.push(embed_text(embedder, &st.reasoning)?);
+            act.push(embed_text(embedder, &st.action)?);
         }
         t.step_keys.insert("observation".into(), obs);
         t.step_keys.insert("reasoning".into(), rea);

@@ -377,3 +377,212 @@ fn damage_followed_by_valid_frames_is_refused_and_repair_keeps_the_prefix() {
     let again = ok(&["repair", s(&db)]);
     assert!(again.contains("nothing to repair"), "{again}");
 }
+
+/// Issue 9 item 5: a JSONL whose second trajectory has 20,000 steps, imported with
+/// `--embed observation --dims 1024`, committed line 1 and then refused line 2 as too large;
+/// the refused record still created a key space. The size limit (with the keys embedding
+/// adds) is now checked with everything else before anything is written.
+#[test]
+fn import_refused_for_size_after_embedding_writes_nothing_not_even_a_key_space() {
+    let db = seeded("size-embed");
+    let before = export(&db);
+    let steps: Vec<String> = (0..20_000)
+        .map(|i| format!("{{\"observation\":\"room {i}\",\"action\":\"look {i}\"}}"))
+        .collect();
+    let input = format!(
+        "{{\"goal\":\"small\"}}\n{{\"goal\":\"long\",\"steps\":[{}]}}\n",
+        steps.join(",")
+    );
+    let f = file("size-embed.jsonl", input.as_bytes());
+    let r = trajdb(
+        &[
+            "import",
+            s(&db),
+            s(&f),
+            "--embed",
+            "action",
+            "--dims",
+            "1024",
+        ],
+        None,
+    );
+    assert_refused(
+        &r,
+        &[
+            "line 2",
+            "too large",
+            "with the keys embedding adds",
+            "nothing was imported",
+        ],
+    );
+    assert_eq!(export(&db), before, "a refused import changed the database");
+    assert_verifies(&db);
+}
+
+/// Issue 9 item 5: a validation error on the first record of a new database left an empty
+/// database directory behind. The file is checked before the directory is made.
+#[test]
+fn refused_import_into_a_new_database_leaves_no_directory() {
+    let db = tmp("new-refused");
+    for bad in [
+        "{\"goal\":1}\n".to_owned(),
+        "{\"goal\":\"a\",\"keys\":{\"e\":[0,0]}}\n".to_owned(),
+        format!("{OK_LINE}\n{{\"goal\":\"b\",\"keys\":{{\"other\":[1]}}}}\n"),
+    ] {
+        let f = file("new-refused.jsonl", bad.as_bytes());
+        let r = trajdb(&["import", s(&db), s(&f)], None);
+        assert_refused(&r, &["nothing was imported"]);
+        assert!(
+            !db.exists(),
+            "{bad}: a refused import made {}",
+            db.display()
+        );
+    }
+}
+
+/// Issue 9 item 6: rerunning an interrupted import was refused at line 1 on a duplicate id.
+/// `--skip-existing` skips records stored with identical content and still refuses a stored
+/// id with different content; without it the refusal points to the flag.
+#[test]
+fn skip_existing_finishes_an_interrupted_import_and_refuses_changed_records() {
+    let db = tmp("skip-existing");
+    let first_two: String = GOOD.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let f = file("skip-existing-part.jsonl", first_two.as_bytes());
+    ok(&["import", s(&db), s(&f)]);
+    let all = file("skip-existing-all.jsonl", GOOD.as_bytes());
+    let r = trajdb(&["import", s(&db), s(&all)], None);
+    assert_refused(
+        &r,
+        &["line 1 (record id 10)", "already stored", "--skip-existing"],
+    );
+    // `append` has no such flag, so it does not suggest it.
+    let r = trajdb(&["append", s(&db)], Some(b"{\"id\":10,\"goal\":\"x\"}\n"));
+    assert_refused(&r, &["stdin line 1 (record id 10)", "already stored"]);
+    assert!(!r.stderr.contains("--skip-existing"), "{}", r.stderr);
+    let r = trajdb(&["import", s(&db), s(&all), "--skip-existing"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped 2 already stored"),
+        "{}",
+        r.stderr
+    );
+    let want = seeded("skip-existing-want");
+    assert_eq!(export(&db), export(&want));
+    let changed = GOOD.replacen("make tea", "make green tea", 1);
+    let f = file("skip-existing-changed.jsonl", changed.as_bytes());
+    let r = trajdb(&["import", s(&db), s(&f), "--skip-existing"], None);
+    assert_refused(
+        &r,
+        &[
+            "line 1 (record id 10)",
+            "different content",
+            "`goal` differs",
+            "nothing was imported",
+        ],
+    );
+    assert_verifies(&db);
+}
+
+/// Issue 9 item 9: a first record with `"step_keys":{"s":[]}` was refused as "no key space
+/// named s".
+#[test]
+fn new_step_space_from_an_empty_list_says_dimensions_cannot_be_inferred() {
+    let db = tmp("empty-step-list");
+    let f = file(
+        "empty-step-list.jsonl",
+        b"{\"goal\":\"a\",\"step_keys\":{\"s\":[]}}\n",
+    );
+    let r = trajdb(&["import", s(&db), s(&f)], None);
+    assert_refused(
+        &r,
+        &[
+            "line 1",
+            "step_keys.s",
+            "cannot infer the dimensions",
+            "empty list",
+        ],
+    );
+    let r = trajdb(
+        &["append", s(&db)],
+        Some(b"{\"goal\":\"a\",\"step_keys\":{\"s\":[]}}\n"),
+    );
+    assert_refused(&r, &["stdin line 1", "cannot infer the dimensions"]);
+}
+
+/// Issue 9 item 11: `trajdb import` labelled records `self_generated` unless told
+/// otherwise. Imported records default to `imported`; explicit provenance is kept, and
+/// `append` (an agent storing its own runs) keeps the `self_generated` default.
+#[test]
+fn imported_records_default_to_imported_provenance() {
+    let db = tmp("provenance");
+    let f = file(
+        "provenance.jsonl",
+        b"{\"id\":1,\"goal\":\"a\"}\n{\"id\":2,\"goal\":\"b\",\"provenance\":{\"kind\":\"self_generated\"}}\n{\"id\":3,\"goal\":\"c\",\"meta\":{\"provenance\":\"x\"}}\n",
+    );
+    ok(&["import", s(&db), s(&f)]);
+    ok(&["append", s(&db)]);
+    let r = trajdb(&["append", s(&db)], Some(b"{\"id\":4,\"goal\":\"d\"}\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let kinds: Vec<String> = records(&export(&db))
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["provenance"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["imported", "self_generated", "imported", "self_generated"]
+    );
+}
+
+/// Issue 9 item 13: empty, emoji-only and punctuation-only text got one made-up vector that
+/// scored 1.0 against each other. A query text without features is refused; an imported
+/// record whose text has none gets no key there, and the import says how many.
+#[test]
+fn text_without_features_is_refused_as_a_query_and_left_unkeyed_on_import() {
+    let db = tmp("no-features");
+    let f = file(
+        "no-features.jsonl",
+        "{\"id\":1,\"goal\":\"make tea\"}\n{\"id\":2,\"goal\":\"🙂🎉\"}\n{\"id\":3,\"goal\":\"?!\"}\n"
+            .as_bytes(),
+    );
+    let r = trajdb(&["import", s(&db), s(&f), "--embed", "goal"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2 keys were left out") && r.stderr.contains("nothing to embed"),
+        "{}",
+        r.stderr
+    );
+    for text in ["", "🙂", "..."] {
+        let r = trajdb(&["search", s(&db), "--space", "goal", "--text", text], None);
+        assert_refused(&r, &["nothing to embed"]);
+    }
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "tea",
+        "--json",
+    ]);
+    let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{out}");
+}
+
+/// Issue 9 item 15: the test helper panicked with BrokenPipe when the child refused an early
+/// line and exited before reading the rest of stdin (a timing race). A refusal at line 1
+/// followed by megabytes of unread input is the child's answer, not a test failure.
+#[test]
+fn refusal_with_megabytes_of_unread_stdin_is_reported_not_a_helper_panic() {
+    let db = seeded("unread-stdin");
+    let mut input = b"[1,2]\n".to_vec();
+    let line = b"{\"goal\":\"never read\"}\n";
+    while input.len() < 16 << 20 {
+        input.extend_from_slice(line);
+    }
+    let r = trajdb(&["append", s(&db)], Some(&input));
+    assert_refused(&r, &["stdin line 1", "each line must be a JSON object"]);
+    assert_eq!(records(&export(&db)).len(), 3);
+}

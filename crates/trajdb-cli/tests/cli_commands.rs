@@ -54,22 +54,17 @@ fn import_reports_a_one_line_summary_on_stderr() {
 }
 
 #[test]
-fn import_from_a_pipe_checks_and_commits_in_one_pass() {
+fn import_from_a_pipe_is_checked_whole_before_anything_is_written() {
     let dir = tmp("fifo");
-    // /dev/stdin is not a regular file: the single-pass path.
+    // /dev/stdin is not a regular file: it is saved, then checked and written like a file.
     let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(GOOD.as_bytes()));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(records(&export(&dir)).len(), 3);
+    let before = export(&dir);
     let bad = "{\"goal\":\"x\"}\n{\"goal\":1}\n";
     let r = trajdb(&["import", s(&dir), "/dev/stdin"], Some(bad.as_bytes()));
-    assert_refused(
-        &r,
-        &[
-            "/dev/stdin line 2",
-            "the 1 record before it was imported and kept (id 13)",
-        ],
-    );
-    assert_eq!(records(&export(&dir)).len(), 4);
+    assert_refused(&r, &["/dev/stdin line 2", "nothing was imported"]);
+    assert_eq!(export(&dir), before);
     assert_verifies(&dir);
 }
 
@@ -362,4 +357,136 @@ fn read_commands_work_while_a_writer_holds_the_lock() {
     let r = trajdb(&["delete", s(&db), "10"], None);
     assert_refused(&r, &["locked"]);
     drop(writer);
+}
+
+/// Issue 9 item 10: a second writer failed at once, naming the holder's start in
+/// milliseconds since the epoch. Without `--wait` the refusal names a UTC time and the flag;
+/// with `--wait SECONDS` the command waits for the holder to finish.
+#[test]
+fn write_commands_wait_for_the_lock_with_wait_seconds() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let db = seeded("lock-wait");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_trajdb"))
+        .args(["append", s(&db)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    // The holder has the lock once it has committed and printed a record's id.
+    stdin.write_all(b"{\"goal\":\"held\"}\n").unwrap();
+    stdin.flush().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut first).unwrap();
+    let r = trajdb(&["delete", s(&db), "10"], None);
+    assert_refused(&r, &["locked for writing", " UTC)", "--wait SECONDS"]);
+    assert!(!r.stderr.contains("ms after the epoch"), "{}", r.stderr);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(stdin);
+        holder.wait().unwrap()
+    });
+    let r = trajdb(&["delete", s(&db), "10", "--wait", "30"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(releaser.join().unwrap().success());
+    let r = trajdb(&["delete", s(&db), "11", "--wait", "-1"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+/// Issue 9 item 12: `search` in a step-level space counts steps, so one trajectory can take
+/// several places; `--help` says so and `--per-trajectory` keeps each trajectory's best step.
+#[test]
+fn search_per_trajectory_keeps_the_best_step_of_each_trajectory() {
+    let db = seeded("per-traj");
+    let run = |extra: &[&str]| -> Vec<(u64, Option<u64>)> {
+        let mut a = vec![
+            "search",
+            s(&db),
+            "--space",
+            "observation",
+            "-k",
+            "4",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&ok(&a)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["id"].as_u64().unwrap(), h["step"].as_u64()))
+            .collect()
+    };
+    assert_eq!(
+        run(&["--vector", "[1,0]"]),
+        [(10, Some(0)), (12, Some(0)), (11, Some(0)), (10, Some(1))]
+    );
+    assert_eq!(
+        run(&["--vector", "[1,0]", "--per-trajectory"]),
+        [(10, Some(0)), (12, Some(0)), (11, Some(0))]
+    );
+    assert_eq!(
+        run(&["--vector", "[0,1]", "--per-trajectory"]),
+        [(10, Some(1)), (11, Some(0)), (12, Some(0))]
+    );
+    let help = ok(&["search", "--help"]);
+    assert!(
+        help.contains("step-level space each hit") && help.contains("--per-trajectory"),
+        "{help}"
+    );
+}
+
+/// Issue 9 item 14: `get` printed newlines and control characters raw (a record could
+/// forge lines or recolour the terminal) and long fields whole.
+#[test]
+fn get_escapes_control_characters_and_cuts_long_fields_unless_full() {
+    let db = tmp("get-readable");
+    let long = "x".repeat(1000);
+    let rec = format!(
+        "{{\"id\":1,\"goal\":\"line one\\nid           999\\u001b[31m\",\"plan\":\"{long}\"}}\n"
+    );
+    let r = trajdb(&["append", s(&db)], Some(rec.as_bytes()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = ok(&["get", s(&db), "1"]);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains("goal         line one\\nid           999\\u{1b}[31m"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("id ")).count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("… [600 more characters; --full shows all]"),
+        "{out}"
+    );
+    let full = ok(&["get", s(&db), "1", "--full"]);
+    assert!(
+        full.contains(&long) && !full.contains("more characters"),
+        "{full}"
+    );
+    let json = ok(&["get", s(&db), "1", "--json"]);
+    assert!(json.contains(&long));
+}
+
+/// Issue 9 item 7, for query files: a vector file saved with a UTF-8 byte-order mark (as
+/// some Windows editors write) is read like JSONL input, not refused.
+#[test]
+fn vector_file_with_a_byte_order_mark_is_accepted() {
+    let db = seeded("bom-vector");
+    let f = file("bom-vector.json", "\u{FEFF}[1, 0, 0.5]".as_bytes());
+    let out = ok(&[
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--vector-file",
+        s(&f),
+        "--json",
+    ]);
+    let hits: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits[0]["id"], 10, "{out}");
 }

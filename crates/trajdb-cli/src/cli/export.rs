@@ -18,12 +18,14 @@ pub fn get(a: &GetArgs) -> CliResult {
     if a.json {
         write_line(&mut out, &json_line(&t)?)?;
     } else {
-        write_readable(&mut out, &t)?;
+        write_readable(&mut out, &t, a.full)?;
     }
     out.flush().map_err(out_err)
 }
 
-fn write_readable(out: &mut impl Write, t: &Trajectory) -> CliResult {
+fn write_readable(out: &mut impl Write, t: &Trajectory, full: bool) -> CliResult {
+    let limit = (!full).then_some(trajdb::export::READABLE_FIELD_CHARS);
+    let r = |s: &str| trajdb::export::readable(s, limit);
     let outcome = match t.outcome.success {
         Some(true) => "success",
         Some(false) => "failure",
@@ -35,11 +37,11 @@ fn write_readable(out: &mut impl Write, t: &Trajectory) -> CliResult {
         .map_or_else(String::new, |r| format!(", reward {r}"));
     let mut lines = vec![
         format!("id           {}", t.id.unwrap_or_default()),
-        format!("env          {}", t.env),
-        format!("task         {}", t.task),
+        format!("env          {}", r(&t.env)),
+        format!("task         {}", r(&t.task)),
     ];
     if let Some(c) = &t.category {
-        lines.push(format!("category     {c}"));
+        lines.push(format!("category     {}", r(c)));
     }
     lines.push(format!("outcome      {outcome}{reward}"));
     let p = &t.provenance;
@@ -55,35 +57,36 @@ fn write_readable(out: &mut impl Write, t: &Trajectory) -> CliResult {
     }
     lines.push(format!("provenance   {prov}"));
     lines.push(format!("created_ms   {}", t.created_ms));
-    lines.push(format!("goal         {}", t.goal));
+    lines.push(format!("goal         {}", r(&t.goal)));
     if !t.plan.is_empty() {
-        lines.push(format!("plan         {}", t.plan));
+        lines.push(format!("plan         {}", r(&t.plan)));
     }
     for (k, v) in &t.meta {
-        lines.push(format!("meta.{k}  {v}"));
+        lines.push(format!("meta.{}  {}", r(k), r(v)));
     }
     for (i, s) in t.steps.iter().enumerate() {
         lines.push(format!("step {i}"));
-        lines.push(format!("  observation  {}", s.observation));
+        lines.push(format!("  observation  {}", r(&s.observation)));
         if !s.reasoning.is_empty() {
-            lines.push(format!("  reasoning    {}", s.reasoning));
+            lines.push(format!("  reasoning    {}", r(&s.reasoning)));
         }
-        lines.push(format!("  action       {}", s.action));
+        lines.push(format!("  action       {}", r(&s.action)));
         if let Some(r) = s.reward {
             lines.push(format!("  reward       {r}"));
         }
     }
     if !t.final_observation.is_empty() {
-        lines.push(format!("final        {}", t.final_observation));
+        lines.push(format!("final        {}", r(&t.final_observation)));
     }
     let mut keys: Vec<String> = t
         .keys
         .iter()
-        .map(|(k, v)| format!("{k} ({} dims)", v.len()))
+        .map(|(k, v)| format!("{} ({} dims)", r(k), v.len()))
         .collect();
     keys.extend(t.step_keys.iter().map(|(k, vs)| {
         format!(
-            "{k} ({} steps x {} dims)",
+            "{} ({} steps x {} dims)",
+            r(k),
             vs.len(),
             vs.first().map_or(0, Vec::len)
         )

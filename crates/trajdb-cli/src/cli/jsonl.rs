@@ -1,411 +1,152 @@
 //! `trajdb import` and `trajdb append`: JSONL records into the database.
 //!
-//! `import` reads a regular file twice: a first pass parses and checks every record against
-//! the key spaces (existing, from the key-space header line, or else inferred from the first
-//! record and made by `--embed`) and the ids already stored, so a bad record is refused
-//! before anything is written; the second pass embeds and commits. Input that cannot be read
-//! twice (a pipe) is checked and committed in one pass. `append` applies a key-space header
-//! too when it is the first line of stdin.
+//! `import` is `trajdb::import`: the whole file is checked before anything is written (and
+//! before a new database directory is made); input that is not a regular file (a pipe) is
+//! first saved to a temporary file so that it can be checked the same way. `append` commits
+//! record by record, and applies a key-space header when it is the first line of stdin.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use trajdb::jsonl::{check_keys, embed_missing, field_level, hash_spaces, locate, LineReader};
-use trajdb::{
-    Database, Durability, Embedder, Error, HashEmbedder, Level, Metric, SpaceDef, Trajectory,
+use trajdb::import::{
+    check_import_as, check_record, describe, plan_header_spaces, plan_spaces, write_import, Claim,
+    IdClaims, ImportOptions,
 };
+use trajdb::jsonl::{embed_missing, hash_spaces, locate, LineReader};
+use trajdb::{Database, Durability, Error, Metric};
 
-use super::{describe, json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
+use super::{json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
 
-/// Dimensions of `--embed` spaces when `--dims` is not given.
-const DEFAULT_EMBED_DIMS: u32 = 256;
+/// A copy of non-file input (a pipe) in the temporary directory, removed on drop.
+struct Spool(PathBuf);
 
-fn open_input(path: &Path) -> CliResult<(BufReader<File>, bool)> {
-    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The file to import from: `path` itself when it is a regular file, else a copy of what it
+/// yields (a pipe such as `/dev/stdin`), so the import can read it twice.
+fn input_file(path: &Path) -> CliResult<(PathBuf, Option<Spool>)> {
+    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let meta = f
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.is_dir() {
         return Err(format!("{} is a directory, not a JSONL file", path.display()).into());
     }
-    Ok((BufReader::with_capacity(1 << 20, f), meta.is_file()))
-}
-
-fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::Cosine => "cosine",
-        Metric::Dot => "dot",
-        Metric::L2 => "l2",
+    if meta.is_file() {
+        return Ok((path.to_owned(), None));
     }
-}
-
-/// How `import` makes key spaces: `--embed` fields, `--dims`, `--metric`.
-struct SpaceOpts<'a> {
-    embed: &'a [String],
-    dims: Option<u32>,
-    metric: Option<Metric>,
-}
-
-/// The key spaces an import must create: `--embed` spaces, then the spaces of the first
-/// record's keys that do not exist yet (`at` names that record). Existing spaces must agree
-/// with the options.
-fn plan_spaces(
-    existing: &[SpaceDef],
-    first: Option<(&Trajectory, &str)>,
-    o: &SpaceOpts<'_>,
-) -> trajdb::Result<Vec<SpaceDef>> {
-    let mut new: Vec<SpaceDef> = Vec::new();
-    for field in o.embed {
-        if new.iter().any(|s| &s.name == field) {
-            continue;
-        }
-        let flag = format!("--embed {field}");
-        let level =
-            field_level(field).ok_or_else(|| Error::invalid(&flag, "is not a text field"))?;
-        let old = existing.iter().find(|s| &s.name == field);
-        let dims = o.dims.or(old.map(|s| s.dims)).unwrap_or(DEFAULT_EMBED_DIMS);
-        let m = o.metric.or(old.map(|s| s.metric)).unwrap_or(Metric::Cosine);
-        let want = SpaceDef::new(field.clone(), level, dims, m)
-            .with_embedder(HashEmbedder::new(dims)?.id());
-        match old {
-            Some(s) if *s != want => {
-                return Err(Error::invalid(
-                    flag,
-                    format!(
-                        "key space `{field}` exists already as {}, not {}; drop --embed {field} or match its --dims and --metric",
-                        describe(s),
-                        describe(&want)
-                    ),
-                ))
-            }
-            Some(_) => {}
-            None => new.push(want),
-        }
-    }
-    let Some((t, at)) = first else {
-        return Ok(new);
-    };
-    let mut infer =
-        |field: &str, name: &str, level: Level, dims: Option<usize>| -> trajdb::Result<()> {
-            if let Some(s) = existing.iter().chain(new.iter()).find(|s| s.name == name) {
-                if let Some(m) = o.metric.filter(|m| *m != s.metric) {
-                    return Err(Error::invalid(
-                        format!("--metric {}", metric_name(m)),
-                        format!(
-                            "key space `{name}` exists already with metric {}",
-                            metric_name(s.metric)
-                        ),
-                    ));
-                }
-                return Ok(());
-            }
-            let Some(dims) = dims else { return Ok(()) };
-            if name.is_empty() || name.len() > 256 {
-                return Err(Error::invalid(
-                    format!("{at}, {field}"),
-                    "key space names must be 1..=256 bytes",
-                ));
-            }
-            let dims = u32::try_from(dims)
-                .ok()
-                .filter(|d| (1..=65_536).contains(d))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        format!("{at}, {field}.{name}"),
-                        format!(
-                            "a new key space needs 1..=65536 dimensions, the vector has {dims}"
-                        ),
-                    )
-                })?;
-            new.push(SpaceDef::new(
-                name,
-                level,
-                dims,
-                o.metric.unwrap_or(Metric::Cosine),
-            ));
-            Ok(())
-        };
-    for (name, v) in &t.keys {
-        infer("keys", name, Level::Trajectory, Some(v.len()))?;
-    }
-    for (name, vs) in &t.step_keys {
-        infer("step_keys", name, Level::Step, vs.first().map(Vec::len))?;
-    }
-    Ok(new)
-}
-
-/// The key spaces of header `header` (read at `at`) that the database does not have yet, in
-/// header order. Refused: a space of the same name defined differently in the database, and
-/// `--metric` or `--embed` options that disagree with the header (the header decides).
-fn plan_header_spaces(
-    existing: &[SpaceDef],
-    header: &[SpaceDef],
-    at: &str,
-    o: &SpaceOpts<'_>,
-) -> trajdb::Result<Vec<SpaceDef>> {
-    if let Some(m) = o.metric {
-        if let Some(s) = header.iter().find(|s| s.metric != m) {
-            return Err(Error::invalid(
-                format!("--metric {}", metric_name(m)),
-                format!(
-                    "conflicts with the key-space header at {at}, which defines {}; drop --metric, the header decides",
-                    describe(s)
-                ),
-            ));
-        }
-    }
-    for field in o.embed {
-        let flag = format!("--embed {field}");
-        let Some(s) = header.iter().find(|s| &s.name == field) else {
-            return Err(Error::invalid(
-                flag,
-                format!(
-                    "conflicts with the key-space header at {at}, which defines no space `{field}`; drop --embed, the header decides"
-                ),
-            ));
-        };
-        let dims = o.dims.unwrap_or(s.dims);
-        let want = SpaceDef::new(field.clone(), s.level, dims, s.metric)
-            .with_embedder(HashEmbedder::new(dims)?.id());
-        if *s != want {
-            return Err(Error::invalid(
-                flag,
-                format!(
-                    "conflicts with the key-space header at {at}, which defines {}, not {}; drop --embed and --dims, the header decides",
-                    describe(s),
-                    describe(&want)
-                ),
-            ));
-        }
-    }
-    let mut new = Vec::new();
-    for h in header {
-        match existing.iter().find(|s| s.name == h.name) {
-            Some(s) if s != h => {
-                return Err(Error::SpaceConflict {
-                    name: h.name.clone(),
-                    what: format!(
-                        "a different definition in the database: {}, but the key-space header at {at} defines {}; import into a new database",
-                        describe(s),
-                        describe(h)
-                    ),
-                })
-            }
-            Some(_) => {}
-            None => new.push(h.clone()),
-        }
-    }
-    Ok(new)
-}
-
-/// Ids seen so far: stored ones and those of earlier lines of the input.
-struct Ids {
-    stored: HashSet<u64>,
-    input: HashMap<u64, u64>,
-}
-
-impl Ids {
-    fn new(db: &Database) -> Self {
-        Ids {
-            stored: db.ids().into_iter().collect(),
-            input: HashMap::new(),
-        }
-    }
-
-    fn claim(&mut self, id: Option<u64>, line: u64, source: &str) -> trajdb::Result<()> {
-        let Some(id) = id else { return Ok(()) };
-        if self.stored.contains(&id) {
-            return Err(Error::DuplicateId { id });
-        }
-        if let Some(prev) = self.input.insert(id, line) {
-            return Err(Error::invalid(
-                "id",
-                format!("id {id} is already used by line {prev} of {source}; ids must be unique"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// What one pass over the input did.
-#[derive(Default)]
-struct Counts {
-    records: u64,
-    steps: u64,
-    embedded: u64,
-    first_id: Option<u64>,
-    last_id: Option<u64>,
-}
-
-impl Counts {
-    fn done_note(&self, verb: &str) -> String {
-        match (self.records, self.first_id, self.last_id) {
-            (0, _, _) => format!("nothing was {verb}"),
-            (1, Some(a), _) => format!("the 1 record before it was {verb} and kept (id {a})"),
-            (n, Some(a), Some(b)) => {
-                format!("the {n} records before it were {verb} and kept (ids {a}..={b})")
-            }
-            (n, _, _) => format!("the {n} records before it were {verb} and kept"),
-        }
-    }
-}
-
-/// One pass over the input: parse and check every record; with `db` also embed and commit.
-/// `pending` is a record the reader returned already (its last line).
-fn pass<R: BufRead>(
-    r: &mut LineReader<R>,
-    mut pending: Option<Trajectory>,
-    spaces: &[SpaceDef],
-    fill: &[(SpaceDef, HashEmbedder)],
-    ids: &mut Ids,
-    db: Option<&Database>,
-    counts: &mut Counts,
-) -> trajdb::Result<()> {
-    loop {
-        let mut t = match pending.take() {
-            Some(t) => t,
-            None => match r.next_record()? {
-                Some(t) => t,
-                None => return Ok(()),
-            },
-        };
-        let at = r.location(t.id);
-        check_keys(&t, spaces).map_err(|e| locate(e, &at))?;
-        ids.claim(t.id, r.line(), r.source())
-            .map_err(|e| locate(e, &at))?;
-        if let Some(db) = db {
-            for (space, e) in fill {
-                if embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))? {
-                    counts.embedded += match space.level {
-                        Level::Trajectory => 1,
-                        Level::Step => t.steps.len() as u64,
-                    };
-                }
-            }
-            let id = db.append(&t).map_err(|e| locate(e, &at))?;
-            counts.first_id.get_or_insert(id);
-            counts.last_id = Some(id);
-        }
-        counts.records += 1;
-        counts.steps += t.steps.len() as u64;
-    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let copy = std::env::temp_dir().join(format!(
+        "trajdb-import-{}-{nanos}.jsonl",
+        std::process::id()
+    ));
+    let spool = Spool(copy.clone());
+    let mut out = File::create(&copy)
+        .map_err(|e| format!("cannot save {} to {}: {e}", path.display(), copy.display()))?;
+    io::copy(&mut f, &mut out)
+        .and_then(|_| out.flush())
+        .map_err(|e| {
+            format!(
+                "cannot save {} to {} for checking: {e}; nothing was imported",
+                path.display(),
+                copy.display()
+            )
+        })?;
+    Ok((copy, Some(spool)))
 }
 
 /// `trajdb import DB FILE`.
 pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
-    let (input, regular) = open_input(&a.file)?;
-    // The key-space header, or else the first record, decides the key spaces; read them
-    // before touching the database.
-    let mut reader = LineReader::new(input, source.as_str());
-    let header = reader.next_header().map_err(|e| nothing(e, "imported"))?;
-    let header_at = reader.location(None);
-    let first = reader.next_record().map_err(|e| nothing(e, "imported"))?;
-    let first_at = reader.location(first.as_ref().and_then(|t| t.id));
+    let (path, _spool) = input_file(&a.file)?;
+    let opts = ImportOptions {
+        embed: a.embed.clone(),
+        dims: a.dims,
+        metric: a.metric.map(Metric::from),
+        skip_existing: a.skip_existing,
+    };
     let durability = if a.durable {
         Durability::SyncEachCommit
     } else {
         Durability::Buffered
     };
-    let db = open_create(&a.db, durability)?;
-    let existing = db.spaces();
-    let opts = SpaceOpts {
-        embed: &a.embed,
-        dims: a.dims,
-        metric: a.metric.map(Metric::from),
-    };
-    let create = match &header {
-        Some(h) => plan_header_spaces(&existing, h, &header_at, &opts),
-        None => plan_spaces(
-            &existing,
-            first.as_ref().map(|t| (t, first_at.as_str())),
-            &opts,
-        ),
-    }
-    .map_err(|e| nothing(e, "imported"))?;
-    let mut all = existing;
-    all.extend(create.iter().cloned());
-    if regular {
-        // Check everything before writing anything.
-        let mut check = reopen(&a.file, &source)?;
-        pass(
-            &mut check,
-            None,
-            &all,
-            &[],
-            &mut Ids::new(&db),
-            None,
-            &mut Counts::default(),
-        )
-        .map_err(|e| nothing(e, "imported"))?;
-    }
-    for def in &create {
-        db.create_space(def)?;
-    }
-    let mut fill = hash_spaces(&db.spaces());
-    if header.is_some() {
-        // An exported file holds every key its records had: a record without a key for an
-        // embedder space had none in the source, so only `--embed` spaces are filled.
-        fill.retain(|(s, _)| a.embed.contains(&s.name));
-    }
-    let mut counts = Counts::default();
-    let mut ids = Ids::new(&db);
-    let committed = if regular {
-        let mut r = reopen(&a.file, &source)?;
-        pass(&mut r, None, &all, &fill, &mut ids, Some(&db), &mut counts)
+    // Check the whole file before writing anything; a new database is made only after.
+    let (db, plan) = if a.db.exists() {
+        let db = open_create(&a.db, durability)?;
+        let plan = check_import_as(Some(&db), &path, &source, &opts).map_err(nothing)?;
+        (db, plan)
     } else {
-        // A pipe cannot be read twice: check and commit in one pass, from the first record.
-        pass(
-            &mut reader,
-            first,
-            &all,
-            &fill,
-            &mut ids,
-            Some(&db),
-            &mut counts,
-        )
+        let plan = check_import_as(None, &path, &source, &opts).map_err(nothing)?;
+        (open_create(&a.db, durability)?, plan)
     };
-    let synced = db.sync();
-    if let Err(e) = committed {
-        return Err(Failure(format!("{e}; {}", counts.done_note("imported"))));
-    }
-    synced?;
+    let report = write_import(&db, &plan).map_err(|f| Failure(f.to_string()))?;
     let secs = start.elapsed().as_secs_f64();
     let mut note = format!(
         "trajdb: imported {} trajectories ({} steps) from {} into {} in {secs:.2} s ({:.0}/s)",
-        counts.records,
-        counts.steps,
+        report.records,
+        report.steps,
         source,
         a.db.display(),
-        counts.records as f64 / secs.max(1e-9)
+        report.records as f64 / secs.max(1e-9)
     );
-    if !create.is_empty() {
-        let names: Vec<String> = create.iter().map(describe).collect();
+    if report.skipped > 0 {
+        note.push_str(&format!(
+            "; skipped {} already stored with identical content",
+            report.skipped
+        ));
+    }
+    if !report.created.is_empty() {
+        let names: Vec<String> = report.created.iter().map(describe).collect();
         note.push_str(&format!("; created key spaces: {}", names.join("; ")));
     }
-    if counts.embedded > 0 {
+    if report.embedded > 0 {
         note.push_str(&format!(
             "; embedded {} keys from text with the built-in hash embedder",
-            counts.embedded
+            report.embedded
+        ));
+    }
+    if report.no_features > 0 {
+        note.push_str(&format!(
+            "; {} keys were left out because their text has nothing to embed (no letter or digit): those records are not found by searches of that space",
+            report.no_features
         ));
     }
     eprintln!("{note}");
     Ok(())
 }
 
-/// The input file again, standing after its key-space header (read once already).
-fn reopen(path: &Path, source: &str) -> CliResult<LineReader<BufReader<File>>> {
-    let mut r = LineReader::new(open_input(path)?.0, source);
-    r.next_header().map_err(|e| nothing(e, "imported"))?;
-    Ok(r)
+fn nothing(e: Error) -> Failure {
+    Failure(format!("{e}; nothing was imported"))
 }
 
-fn nothing(e: Error, verb: &str) -> Failure {
-    Failure(format!("{e}; nothing was {verb}"))
+/// What `append` committed.
+#[derive(Default)]
+struct Counts {
+    records: u64,
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+}
+
+impl Counts {
+    fn done_note(&self) -> String {
+        match (self.records, self.first_id, self.last_id) {
+            (0, _, _) => "nothing was appended".into(),
+            (1, Some(a), _) => format!("the 1 record before it was appended and kept (id {a})"),
+            (n, Some(a), Some(b)) => format!(
+                "the {n} records before it were appended and kept (first id {a}, last id kept {b})"
+            ),
+            (n, _, _) => format!("the {n} records before it were appended and kept"),
+        }
+    }
 }
 
 /// `trajdb append DB`: records on stdin, `{"id":N}` on stdout after each commit.
@@ -422,7 +163,7 @@ pub fn append(a: &AppendArgs) -> CliResult {
     let result = append_all(&db, stdin.lock(), &mut out, &mut counts);
     let synced = db.sync();
     match result {
-        Err(AppendError::Db(e)) => Err(Failure(format!("{e}; {}", counts.done_note("appended")))),
+        Err(AppendError::Db(e)) => Err(Failure(format!("{e}; {}", counts.done_note()))),
         Err(AppendError::Out(f)) => Err(f),
         Ok(()) => {
             synced?;
@@ -449,15 +190,11 @@ fn append_all(
     counts: &mut Counts,
 ) -> Result<(), AppendError> {
     let mut r = LineReader::new(input, "stdin");
+    let none = ImportOptions::default();
     // A key-space header as the first line creates its spaces; then none are inferred.
     let header = r.next_header()?;
     if let Some(h) = &header {
-        let opts = SpaceOpts {
-            embed: &[],
-            dims: None,
-            metric: None,
-        };
-        for def in &plan_header_spaces(&db.spaces(), h, &r.location(None), &opts)? {
+        for def in &plan_header_spaces(&db.spaces(), h, &r.location(None), &none)? {
             db.create_space(def)?;
         }
     }
@@ -468,27 +205,32 @@ fn append_all(
     } else {
         hash_spaces(&spaces)
     };
-    let mut ids = Ids::new(db);
+    let mut ids = IdClaims::for_append(db);
     while let Some(mut t) = r.next_record()? {
         let at = r.location(t.id);
         if header.is_none() && spaces.is_empty() && (!t.keys.is_empty() || !t.step_keys.is_empty())
         {
-            // A database without key spaces takes them from its first record with keys.
-            let opts = SpaceOpts {
-                embed: &[],
-                dims: None,
-                metric: None,
-            };
-            let create = plan_spaces(&[], Some((&t, &at)), &opts)?;
+            // A database without key spaces takes them from its first record with keys,
+            // once that record has passed every check.
+            let create = plan_spaces(&[], Some((&t, &at)), &none)?;
+            check_record(&t, &create, &[]).map_err(|e| locate(e, &at))?;
+            ids.claim(&t, r.line(), "stdin", Some(db))
+                .map_err(|e| locate(e, &at))?;
             for def in &create {
                 db.create_space(def)?;
             }
             spaces = db.spaces();
             fill = hash_spaces(&spaces);
+        } else {
+            check_record(&t, &spaces, &fill).map_err(|e| locate(e, &at))?;
+            if ids
+                .claim(&t, r.line(), "stdin", Some(db))
+                .map_err(|e| locate(e, &at))?
+                == Claim::Skip
+            {
+                continue;
+            }
         }
-        check_keys(&t, &spaces).map_err(|e| locate(e, &at))?;
-        ids.claim(t.id, r.line(), "stdin")
-            .map_err(|e| locate(e, &at))?;
         for (space, e) in &fill {
             embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))?;
         }

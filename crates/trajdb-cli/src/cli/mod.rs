@@ -21,6 +21,27 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Commands that write (import, append, compact, fork, delete): when another process
+    /// holds the writer lock, wait up to this many seconds for it (like SQLite's busy
+    /// timeout) instead of failing at once.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0.0,
+          value_parser = parse_wait)]
+    pub wait: f64,
+}
+
+/// `--wait SECONDS`: a finite number of seconds from 0 to one day.
+fn parse_wait(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a number of seconds from 0 to 86400")),
+    }
+}
+
+/// How long write commands wait for the writer lock (`--wait`), set once by [`run`].
+static LOCK_WAIT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+fn lock_wait() -> std::time::Duration {
+    LOCK_WAIT.get().copied().unwrap_or_default()
 }
 
 /// The subcommands.
@@ -31,9 +52,11 @@ pub enum Command {
     /// Append JSONL trajectories from stdin, printing {"id":N} per committed record. A
     /// key-space header as the first line creates its spaces.
     Append(AppendArgs),
-    /// Search one key space for the nearest keys.
+    /// Search one key space for the nearest keys (in a step-level space, the nearest steps;
+    /// --per-trajectory keeps the best step of each trajectory).
     Search(SearchArgs),
-    /// Print one trajectory.
+    /// Print one trajectory: a readable view (control characters escaped, long fields cut;
+    /// --full shows them whole) or --json.
     Get(GetArgs),
     /// Write trajectories as JSONL (or chat examples, or episode usage) to stdout.
     Export(ExportArgs),
@@ -101,6 +124,11 @@ pub struct ImportArgs {
     /// Sync every record (slow); by default the import is synced once at the end.
     #[arg(long)]
     pub durable: bool,
+    /// Skip records whose id is already stored with identical content (to finish an
+    /// interrupted import by rerunning it); a stored id with different content is still
+    /// refused.
+    #[arg(long)]
+    pub skip_existing: bool,
 }
 
 /// Arguments of `append`.
@@ -139,10 +167,15 @@ pub struct SearchArgs {
     /// The query.
     #[command(flatten)]
     pub query: QueryArg,
-    /// Number of results.
+    /// Number of results. They are rows of the key space: in a step-level space each hit
+    /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub k: u64,
+    /// At most one hit per trajectory: its best-matching step in a step-level space, so K
+    /// counts trajectories. No effect in a trajectory-level space.
+    #[arg(long)]
+    pub per_trajectory: bool,
     /// Only successful trajectories.
     #[arg(long)]
     pub success_only: bool,
@@ -167,6 +200,10 @@ pub struct GetArgs {
     /// Print the JSONL record instead of a readable view.
     #[arg(long)]
     pub json: bool,
+    /// Show long fields whole in the readable view (by default each is cut after 400
+    /// characters, with a marker). Control characters are always shown escaped (`\n`).
+    #[arg(long, conflicts_with = "json")]
+    pub full: bool,
 }
 
 /// Export formats.
@@ -259,6 +296,7 @@ pub type CliResult<T = ()> = Result<T, Failure>;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
+    let _ = LOCK_WAIT.set(std::time::Duration::from_secs_f64(cli.wait));
     let r = match cli.command {
         Command::Import(a) => jsonl::import(&a),
         Command::Append(a) => jsonl::append(&a),
@@ -322,29 +360,47 @@ pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
     Ok(d)
 }
 
+/// A write open that found the lock held says how to wait for it.
+fn locked_hint(e: trajdb::Error) -> Failure {
+    match e {
+        e @ trajdb::Error::Locked { .. } if lock_wait().is_zero() => {
+            Failure(format!("{e}, or pass --wait SECONDS to wait for it"))
+        }
+        e @ trajdb::Error::Locked { .. } => Failure(format!(
+            "{e}; waited {} s (--wait)",
+            lock_wait().as_secs_f64()
+        )),
+        e => e.into(),
+    }
+}
+
 /// Opens an existing database for writing.
 pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
     must_exist(db)?;
-    Ok(Database::open(
+    Database::open(
         db,
         Options {
             durability,
             read_only: false,
             create: false,
+            lock_timeout: lock_wait(),
         },
-    )?)
+    )
+    .map_err(locked_hint)
 }
 
 /// Opens (creating if absent) a database for writing.
 pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
-    Ok(Database::open(
+    Database::open(
         db,
         Options {
             durability,
             read_only: false,
             create: true,
+            lock_timeout: lock_wait(),
         },
-    )?)
+    )
+    .map_err(locked_hint)
 }
 
 fn must_exist(db: &Path) -> CliResult {
@@ -371,21 +427,5 @@ pub fn json_line(v: &impl serde::Serialize) -> CliResult<String> {
 
 /// A key space in words: `goal (trajectory level, 256 dims, cosine, embedder trajdb-hash@1)`.
 pub fn describe(s: &trajdb::SpaceDef) -> String {
-    let level = match s.level {
-        trajdb::Level::Trajectory => "trajectory",
-        trajdb::Level::Step => "step",
-    };
-    let metric = match s.metric {
-        Metric::Cosine => "cosine",
-        Metric::Dot => "dot",
-        Metric::L2 => "l2",
-    };
-    let embedder = match &s.embedder {
-        Some(e) => format!(", embedder {}@{}", e.name, e.version),
-        None => String::new(),
-    };
-    format!(
-        "`{}` ({level} level, {} dims, {metric}{embedder})",
-        s.name, s.dims
-    )
+    trajdb::import::describe(s)
 }

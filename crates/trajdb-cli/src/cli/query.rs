@@ -47,7 +47,9 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
             )
             .into());
         }
-        return Ok((parse_vector(&text, &what)?, None));
+        // A byte-order mark at the start is skipped, as in JSONL input.
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+        return Ok((parse_vector(text, &what)?, None));
     }
     let text = a.query.text.as_deref().unwrap_or_default();
     let Some(recorded) = &space.embedder else {
@@ -71,7 +73,8 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
 }
 
 fn clip(s: &str, n: usize) -> String {
-    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line =
+        trajdb::export::readable(&s.split_whitespace().collect::<Vec<_>>().join(" "), None);
     if one_line.chars().count() <= n {
         one_line
     } else {
@@ -99,7 +102,11 @@ pub fn search(a: &SearchArgs) -> CliResult {
         ..Filter::default()
     };
     let k = usize::try_from(a.k).map_err(|_| format!("-k {} is too large", a.k))?;
-    let hits = db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?;
+    let hits = if a.per_trajectory {
+        db.search_per_trajectory(&a.space, &v, k, &filter, embedder.as_ref())?
+    } else {
+        db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?
+    };
     let mut out = io::stdout().lock();
     if a.json {
         write_line(&mut out, &json_line(&hits)?)?;

@@ -22,16 +22,27 @@ pub fn trajdb(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    {
-        let mut si = child.stdin.take().unwrap();
-        if let Some(b) = stdin {
-            // A command that refuses its database exits before reading its input.
-            if let Err(e) = si.write_all(b) {
-                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    // Feed stdin from a thread: the child may exit before reading it all (a refusal at an
+    // early line), which makes the write fail with BrokenPipe; that is the child's answer,
+    // not a test failure. Writing beside `wait_with_output` also keeps a child that writes
+    // a lot before reading everything from blocking on a full pipe.
+    let si = child.stdin.take().unwrap();
+    let feeder = stdin.map(|b| {
+        let b = b.to_vec();
+        std::thread::spawn(move || {
+            let mut si = si;
+            match si.write_all(&b) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    panic!("writing the child's stdin: {e}")
+                }
+                _ => {}
             }
-        }
-    }
+        })
+    });
     let out = child.wait_with_output().unwrap();
+    if let Some(f) = feeder {
+        f.join().unwrap();
+    }
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
