@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::embedders::{check_timeout, EmbedderSpec};
 use crate::methods::{run_seed, Experiment, Method, SeedResult};
 use crate::openai::OpenAiClient;
 use crate::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
@@ -23,7 +24,7 @@ use crate::predict::{auroc, calibration, CalibrationBin};
 use crate::react::AgentOptions;
 use crate::wordcraft::{split, RecipeBook, Split, Task};
 use crate::{AgentError, AgentResult};
-use trajdb::HashEmbedder;
+use trajdb::{Embedder, HashEmbedder};
 
 /// Environments `bootstrap` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +93,17 @@ pub struct BootstrapArgs {
     /// Model name for `--llm openai`.
     #[arg(long)]
     pub model: Option<String>,
+    /// Retries of a failed LLM or embeddings request (HTTP 408, 429, 5xx, connection errors,
+    /// timeouts), after an exponential backoff with jitter or the server's `Retry-After`.
+    #[arg(long, default_value_t = crate::openai::DEFAULT_RETRIES, value_name = "N")]
+    pub llm_retries: u32,
+    /// Time limit of one LLM or embeddings request, in seconds (connect, send, whole reply).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub llm_timeout: f64,
+    /// Embedder of every key: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
+    #[arg(long, default_value = "hash", value_name = "hash|openai:MODEL")]
+    pub embedder: String,
     /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
     /// figures compare with the reference; `goal` and `task` are easier and reported too.
     #[arg(long, value_enum, default_value = "recipe")]
@@ -302,6 +314,8 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
     if args.k == 0 {
         return Err(AgentError::invalid("--k", "must be at least 1"));
     }
+    check_timeout(args.llm_timeout, "--llm-timeout")?;
+    EmbedderSpec::parse(&args.embedder, "--embedder")?;
     match (args.llm, &args.model) {
         (LlmKind::Openai, None) => Err(AgentError::invalid(
             "--model",
@@ -358,7 +372,14 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             true,
         ),
     };
-    let embedder = HashEmbedder::default();
+    let timeout = check_timeout(args.llm_timeout, "--llm-timeout")?;
+    let retries = args.llm_retries;
+    let embedder = EmbedderSpec::parse(&args.embedder, "--embedder")?.build(
+        HashEmbedder::default().id().dims,
+        Some(timeout),
+        Some(retries),
+    )?;
+    let embedder = embedder.as_ref();
     let model = args.model.clone();
     let llm = args.llm;
     let offline = OfflineConfig {
@@ -370,7 +391,9 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
         Ok(match llm {
             LlmKind::Offline => Box::new(OfflinePolicy::with_config(seed, offline)),
             LlmKind::Openai => Box::new(LlmPolicy {
-                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?,
+                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?
+                    .with_timeout(timeout)
+                    .with_retries(retries),
             }),
         })
     };
@@ -403,7 +426,7 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 dir: base.join(format!("seed-{seed}")),
                 distractors: 4,
                 max_combinations: 4,
-                embedder: &embedder,
+                embedder,
                 policy: &factory,
                 checkpoints: checkpoints(args.train),
                 progress: &mut progress,
