@@ -495,10 +495,8 @@ pub fn embed_missing(
             let Some(texts) = step_texts(t, &space.name) else {
                 return Err(not_a_field(&space.name));
             };
-            let vs = texts
-                .into_iter()
-                .map(|s| embedder.embed(s))
-                .collect::<Result<Vec<_>>>()?;
+            let texts: Vec<&str> = texts.into_iter().collect();
+            let vs = embedder.embed_batch(&texts)?;
             t.step_keys.insert(space.name.clone(), vs);
         }
     }

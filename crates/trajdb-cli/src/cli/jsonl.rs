@@ -15,8 +15,11 @@ use std::time::Instant;
 
 use trajdb::jsonl::{check_keys, embed_missing, field_level, hash_spaces, locate, LineReader};
 use trajdb::{
-    Database, Durability, Embedder, Error, HashEmbedder, Level, Metric, SpaceDef, Trajectory,
+    Database, Durability, Embedder, EmbedderId, Error, HashEmbedder, Level, Metric, SpaceDef,
+    Trajectory,
 };
+use trajdb_agent::embedders::{check_timeout, EmbedderSpec};
+use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder};
 
 use super::{describe, json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
 
@@ -42,11 +45,52 @@ fn metric_name(m: Metric) -> &'static str {
     }
 }
 
-/// How `import` makes key spaces: `--embed` fields, `--dims`, `--metric`.
+/// How `import` makes key spaces: `--embed` fields, `--dims`, `--metric`, and the model
+/// embedder of `--embedder openai:MODEL` (none: the built-in hash embedder).
 struct SpaceOpts<'a> {
     embed: &'a [String],
     dims: Option<u32>,
     metric: Option<Metric>,
+    model: Option<EmbedderId>,
+}
+
+impl SpaceOpts<'_> {
+    /// The embedder `--embed` spaces record, given their dimensions if it is the hash one.
+    fn embedder_id(&self, dims: u32) -> trajdb::Result<EmbedderId> {
+        match &self.model {
+            Some(id) => Ok(id.clone()),
+            None => Ok(HashEmbedder::new(dims)?.id()),
+        }
+    }
+
+    /// The `--embed` spaces' dimensions: the model's, else `--dims`, else `fallback`.
+    fn embed_dims(&self, fallback: Option<u32>) -> u32 {
+        match &self.model {
+            Some(id) => id.dims,
+            None => self.dims.or(fallback).unwrap_or(DEFAULT_EMBED_DIMS),
+        }
+    }
+}
+
+/// Spaces and the embedder that fills each.
+type Fill = Vec<(SpaceDef, Box<dyn Embedder>)>;
+
+/// The spaces among `spaces` that the built-in hash embedder fills, plus those that record
+/// `model` (the `--embedder openai:MODEL` embedder) and are named after a text field.
+fn fill_spaces(spaces: &[SpaceDef], model: Option<&OpenAiEmbedder>) -> Fill {
+    let mut fill: Fill = hash_spaces(spaces)
+        .into_iter()
+        .map(|(s, e)| (s, Box::new(e) as Box<dyn Embedder>))
+        .collect();
+    if let Some(m) = model {
+        let id = m.id();
+        for s in spaces {
+            if field_level(&s.name) == Some(s.level) && s.embedder.as_ref() == Some(&id) {
+                fill.push((s.clone(), Box::new(m.clone())));
+            }
+        }
+    }
+    fill
 }
 
 /// The key spaces an import must create: `--embed` spaces, then the spaces of the first
@@ -66,10 +110,9 @@ fn plan_spaces(
         let level =
             field_level(field).ok_or_else(|| Error::invalid(&flag, "is not a text field"))?;
         let old = existing.iter().find(|s| &s.name == field);
-        let dims = o.dims.or(old.map(|s| s.dims)).unwrap_or(DEFAULT_EMBED_DIMS);
+        let dims = o.embed_dims(old.map(|s| s.dims));
         let m = o.metric.or(old.map(|s| s.metric)).unwrap_or(Metric::Cosine);
-        let want = SpaceDef::new(field.clone(), level, dims, m)
-            .with_embedder(HashEmbedder::new(dims)?.id());
+        let want = SpaceDef::new(field.clone(), level, dims, m).with_embedder(o.embedder_id(dims)?);
         match old {
             Some(s) if *s != want => {
                 return Err(Error::invalid(
@@ -167,9 +210,9 @@ fn plan_header_spaces(
                 ),
             ));
         };
-        let dims = o.dims.unwrap_or(s.dims);
+        let dims = o.embed_dims(Some(s.dims));
         let want = SpaceDef::new(field.clone(), s.level, dims, s.metric)
-            .with_embedder(HashEmbedder::new(dims)?.id());
+            .with_embedder(o.embedder_id(dims)?);
         if *s != want {
             return Err(Error::invalid(
                 flag,
@@ -259,7 +302,7 @@ fn pass<R: BufRead>(
     r: &mut LineReader<R>,
     mut pending: Option<Trajectory>,
     spaces: &[SpaceDef],
-    fill: &[(SpaceDef, HashEmbedder)],
+    fill: &[(SpaceDef, Box<dyn Embedder>)],
     ids: &mut Ids,
     db: Option<&Database>,
     counts: &mut Counts,
@@ -278,7 +321,7 @@ fn pass<R: BufRead>(
             .map_err(|e| locate(e, &at))?;
         if let Some(db) = db {
             for (space, e) in fill {
-                if embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))? {
+                if embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))? {
                     counts.embedded += match space.level {
                         Level::Trajectory => 1,
                         Level::Step => t.steps.len() as u64,
@@ -299,6 +342,29 @@ pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
     let (input, regular) = open_input(&a.file)?;
+    // A model embedder is reached (one probe request) before the database is touched.
+    let model = match EmbedderSpec::parse(&a.embedder, "--embedder").map_err(|e| e.to_string())? {
+        EmbedderSpec::Hash => None,
+        EmbedderSpec::OpenAi(name) => {
+            if a.dims.is_some() {
+                return Err(
+                    "--dims: only applies to --embedder hash; a model's dimensions are its own"
+                        .to_string()
+                        .into(),
+                );
+            }
+            let timeout =
+                check_timeout(a.llm_timeout, "--llm-timeout").map_err(|e| e.to_string())?;
+            let client = OpenAiClient::from_env(&name)
+                .map_err(|e| format!("--embedder openai:{name}: {e}; nothing was imported"))?
+                .with_timeout(timeout)
+                .with_retries(a.llm_retries);
+            Some(
+                OpenAiEmbedder::connect(client, &name)
+                    .map_err(|e| format!("--embedder openai:{name}: {e}; nothing was imported"))?,
+            )
+        }
+    };
     // The key-space header, or else the first record, decides the key spaces; read them
     // before touching the database.
     let mut reader = LineReader::new(input, source.as_str());
@@ -317,6 +383,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
         embed: &a.embed,
         dims: a.dims,
         metric: a.metric.map(Metric::from),
+        model: model.as_ref().map(Embedder::id),
     };
     let create = match &header {
         Some(h) => plan_header_spaces(&existing, h, &header_at, &opts),
@@ -346,7 +413,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
     for def in &create {
         db.create_space(def)?;
     }
-    let mut fill = hash_spaces(&db.spaces());
+    let mut fill = fill_spaces(&db.spaces(), model.as_ref());
     if header.is_some() {
         // An exported file holds every key its records had: a record without a key for an
         // embedder space had none in the source, so only `--embed` spaces are filled.
@@ -389,8 +456,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     }
     if counts.embedded > 0 {
         note.push_str(&format!(
-            "; embedded {} keys from text with the built-in hash embedder",
-            counts.embedded
+            "; embedded {} keys from text with {}",
+            counts.embedded,
+            model
+                .as_ref()
+                .map_or_else(|| "the built-in hash embedder".to_string(), |m| m.id().name)
         ));
     }
     eprintln!("{note}");
@@ -456,6 +526,7 @@ fn append_all(
             embed: &[],
             dims: None,
             metric: None,
+            model: None,
         };
         for def in &plan_header_spaces(&db.spaces(), h, &r.location(None), &opts)? {
             db.create_space(def)?;
@@ -466,7 +537,7 @@ fn append_all(
     let mut fill = if header.is_some() {
         Vec::new()
     } else {
-        hash_spaces(&spaces)
+        fill_spaces(&spaces, None)
     };
     let mut ids = Ids::new(db);
     while let Some(mut t) = r.next_record()? {
@@ -478,19 +549,20 @@ fn append_all(
                 embed: &[],
                 dims: None,
                 metric: None,
+                model: None,
             };
             let create = plan_spaces(&[], Some((&t, &at)), &opts)?;
             for def in &create {
                 db.create_space(def)?;
             }
             spaces = db.spaces();
-            fill = hash_spaces(&spaces);
+            fill = fill_spaces(&spaces, None);
         }
         check_keys(&t, &spaces).map_err(|e| locate(e, &at))?;
         ids.claim(t.id, r.line(), "stdin")
             .map_err(|e| locate(e, &at))?;
         for (space, e) in &fill {
-            embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))?;
+            embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))?;
         }
         let id = db.append(&t).map_err(|e| locate(e, &at))?;
         counts.first_id.get_or_insert(id);

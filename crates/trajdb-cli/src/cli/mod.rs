@@ -95,9 +95,26 @@ pub struct ImportArgs {
     #[arg(long, value_delimiter = ',', value_name = "FIELD[,FIELD..]",
           value_parser = ["goal", "plan", "category", "task", "observation", "reasoning", "action"])]
     pub embed: Vec<String>,
-    /// Dimensions of the embedded keys [default: 256].
+    /// Dimensions of the embedded keys [default: 256] (`--embedder hash` only: a model's
+    /// dimensions are its own).
     #[arg(long, requires = "embed", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub dims: Option<u32>,
+    /// Embedder of the `--embed` spaces: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`, key `OPENAI_API_KEY`);
+    /// the spaces record it.
+    #[arg(
+        long,
+        requires = "embed",
+        default_value = "hash",
+        value_name = "hash|openai:MODEL"
+    )]
+    pub embedder: String,
+    /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
+    #[arg(long, default_value_t = trajdb_agent::openai::DEFAULT_RETRIES, value_name = "N")]
+    pub llm_retries: u32,
+    /// Time limit of one embeddings request, in seconds (`--embedder openai:MODEL`).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub llm_timeout: f64,
     /// Sync every record (slow); by default the import is synced once at the end.
     #[arg(long)]
     pub durable: bool,

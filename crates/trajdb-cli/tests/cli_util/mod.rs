@@ -14,8 +14,14 @@ pub struct Run {
 
 /// Runs `trajdb ARGS` with `stdin` (empty when None).
 pub fn trajdb(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    trajdb_env(args, stdin, &[])
+}
+
+/// Runs `trajdb ARGS` with `stdin` and extra environment variables.
+pub fn trajdb_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trajdb"))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
