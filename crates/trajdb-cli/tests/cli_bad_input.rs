@@ -342,7 +342,7 @@ fn text_queries_are_refused_for_a_space_of_another_embedder() {
         &r,
         &[
             "all-MiniLM-L6-v2@1",
-            "can only embed with the built-in trajdb-hash@1",
+            "can only be embedded with the built-in trajdb-hash@1",
         ],
     );
 }

@@ -8,6 +8,7 @@ use trajdb::Trajectory;
 
 use super::{
     json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
+    InspectArgs,
 };
 
 /// `trajdb get DB ID`.
@@ -21,6 +22,93 @@ pub fn get(a: &GetArgs) -> CliResult {
         write_readable(&mut out, &t)?;
     }
     out.flush().map_err(out_err)
+}
+
+/// `trajdb inspect DB ID`: the trajectory as text a person reads top to bottom.
+pub fn inspect(a: &InspectArgs) -> CliResult {
+    let db = open_read(&a.db)?;
+    let t = db.get(a.id)?;
+    let u = db.utility(a.id);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for l in inspect_lines(&t, &u) {
+        write_line(&mut out, &l)?;
+    }
+    out.flush().map_err(out_err)
+}
+
+/// The lines of `inspect`.
+fn inspect_lines(t: &Trajectory, u: &trajdb::Utility) -> Vec<String> {
+    let mut where_ = vec![];
+    for (k, v) in [("env", &t.env), ("task", &t.task)] {
+        if !v.is_empty() {
+            where_.push(format!("{k} {v}"));
+        }
+    }
+    if let Some(c) = &t.category {
+        where_.push(format!("category {c}"));
+    }
+    let mut lines = vec![format!(
+        "Trajectory {}{}",
+        t.id.unwrap_or_default(),
+        if where_.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", where_.join(", "))
+        }
+    )];
+    lines.push(format!("Goal:      {}", t.goal));
+    lines.push(format!(
+        "Plan:      {}",
+        if t.plan.is_empty() { "(none)" } else { &t.plan }
+    ));
+    if t.steps.is_empty() {
+        lines.push("Steps:     (none)".to_string());
+    } else {
+        lines.push(format!("Steps:     {}", t.steps.len()));
+    }
+    let width = t.steps.len().to_string().len();
+    let pad = " ".repeat(width + 4);
+    for (i, s) in t.steps.iter().enumerate() {
+        lines.push(format!(
+            "  {:>width$}. Observation: {}",
+            i + 1,
+            s.observation
+        ));
+        if !s.reasoning.is_empty() {
+            lines.push(format!("{pad}Thought:     {}", s.reasoning));
+        }
+        let reward = s
+            .reward
+            .map_or_else(String::new, |r| format!("   (reward {r})"));
+        lines.push(format!("{pad}Action:      {}{reward}", s.action));
+    }
+    if !t.final_observation.is_empty() {
+        lines.push(format!("Final:     {}", t.final_observation));
+    }
+    let outcome = match t.outcome.success {
+        Some(true) => "success",
+        Some(false) => "failure",
+        None => "unknown",
+    };
+    let reward = t
+        .outcome
+        .reward
+        .map_or_else(String::new, |r| format!(", reward {r}"));
+    lines.push(format!("Outcome:   {outcome}{reward}"));
+    let q = u.q().map_or_else(
+        || "Q not known yet (no labelled episode retrieved it)".to_string(),
+        |q| {
+            format!(
+                "Q = {q:.3} over {} labelled retrievals",
+                u.labelled_retrievals
+            )
+        },
+    );
+    lines.push(format!(
+        "Utility:   retrieved {} times in {} episodes; {q}",
+        u.retrievals, u.episodes
+    ));
+    lines
 }
 
 fn write_readable(out: &mut impl Write, t: &Trajectory) -> CliResult {

@@ -33,8 +33,13 @@ pub enum Command {
     Append(AppendArgs),
     /// Search one key space for the nearest keys.
     Search(SearchArgs),
+    /// The paper's retrieval: the k best trajectories by mean similarity over several
+    /// trajectory keys, re-ranked by their best-matching step, each cut to a window of steps.
+    Retrieve(RetrieveArgs),
     /// Print one trajectory.
     Get(GetArgs),
+    /// Show one trajectory as readable text: goal, plan, numbered steps, outcome, utility.
+    Inspect(InspectArgs),
     /// Write trajectories as JSONL (or chat examples, or episode usage) to stdout.
     Export(ExportArgs),
     /// Counts and sizes, or per-trajectory usage counters.
@@ -174,6 +179,51 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// Arguments of `retrieve`.
+#[derive(Debug, Args)]
+pub struct RetrieveArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Trajectory-level keys, one or more: `SPACE=TEXT` (embedded with the embedder the space
+    /// records) or `SPACE=@FILE` (a JSON array of numbers). A trajectory's score is the mean
+    /// of its similarities.
+    #[arg(long, required = true, num_args = 1.., value_name = "SPACE=TEXT|SPACE=@FILE")]
+    pub keys: Vec<String>,
+    /// Step-level key: inside each candidate the best-matching step is found, candidates are
+    /// ranked by trajectory score + step score, and the window is centred on that step.
+    #[arg(long, value_name = "SPACE=TEXT|SPACE=@FILE")]
+    pub step_key: Option<String>,
+    /// Number of examples.
+    #[arg(short = 'k', value_name = "K", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub k: u64,
+    /// Steps kept on each side of the matched step.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub window: u32,
+    /// Only successful trajectories (the method's default).
+    #[arg(long)]
+    pub success_only: bool,
+    /// Only this environment.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Only this task.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// Print a JSON array of examples ({"id","score","traj_score","step_score",
+    /// "matched_step","window","trajectory"}), best first.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Trajectory id.
+    pub id: u64,
+}
+
 /// Arguments of `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -280,7 +330,9 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Import(a) => jsonl::import(&a),
         Command::Append(a) => jsonl::append(&a),
         Command::Search(a) => query::search(&a),
+        Command::Retrieve(a) => query::retrieve(&a),
         Command::Get(a) => export::get(&a),
+        Command::Inspect(a) => export::inspect(&a),
         Command::Export(a) => export::export(&a),
         Command::Stats(a) => query::stats(&a),
         Command::Verify(a) => admin::verify(&a.db),
