@@ -9,7 +9,7 @@
 //! policy's random choices. Episodes have 4 distractors and at most 4 combinations.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -127,6 +127,10 @@ pub struct BootstrapArgs {
     /// example for the same goal, never other examples' productive pairs.
     #[arg(long)]
     pub no_other_goals: bool,
+    /// No progress bar (the `trajdb` binary's global `--quiet`). The bar is drawn only when
+    /// stderr is a terminal.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// One seed's figures.
@@ -397,19 +401,29 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             }),
         })
     };
-    let show = std::io::stderr().is_terminal();
+    let show = !args.quiet && std::io::stderr().is_terminal();
     let mut results: Vec<SeedResult> = Vec::new();
     let outcome = (|| -> AgentResult<()> {
         for seed in 0..args.seeds {
+            let bar = show.then(|| {
+                let style = indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} episodes ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                let b = indicatif::ProgressBar::new(0).with_style(style);
+                b.set_message(format!(
+                    "{} seed {}/{}",
+                    args.method.name(),
+                    seed + 1,
+                    args.seeds
+                ));
+                b
+            });
             let mut progress = |done: usize, total: usize| {
-                if show && (done.is_multiple_of(20) || done == total) {
-                    eprint!(
-                        "\r{} seed {}/{}: {done}/{total} episodes   ",
-                        args.method.name(),
-                        seed + 1,
-                        args.seeds
-                    );
-                    let _ = std::io::stderr().flush();
+                if let Some(b) = &bar {
+                    b.set_length(total as u64);
+                    b.set_position(done as u64);
                 }
             };
             let mut e = Experiment {
@@ -431,13 +445,14 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 checkpoints: checkpoints(args.train),
                 progress: &mut progress,
             };
-            results.push(run_seed(args.method, &mut e)?);
+            let result = run_seed(args.method, &mut e);
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            results.push(result?);
         }
         Ok(())
     })();
-    if show {
-        eprintln!();
-    }
     if temp {
         let _ = std::fs::remove_dir_all(&base);
     }

@@ -6,6 +6,7 @@ use trajdb::export::{chat_example, usage_lines};
 use trajdb::jsonl::SpacesHeader;
 use trajdb::Trajectory;
 
+use super::progress::{self, Progress};
 use super::{
     json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
     InspectArgs,
@@ -203,7 +204,10 @@ pub fn export(a: &ExportArgs) -> CliResult {
         write_line(&mut out, &json_line(&header)?)?;
     }
     let mut skipped = 0u64;
-    for id in db.ids() {
+    let ids = db.ids();
+    let bar = Progress::bar(ids.len() as u64, "exporting", false);
+    for id in ids {
+        bar.inc(1);
         let t = db.get(id)?;
         if a.success_only && t.outcome.success != Some(true) {
             continue;
@@ -217,7 +221,8 @@ pub fn export(a: &ExportArgs) -> CliResult {
         }
     }
     out.flush().map_err(out_err)?;
-    if skipped > 0 {
+    bar.finish();
+    if skipped > 0 && !progress::quiet() {
         eprintln!(
             "trajdb: skipped {skipped} trajectories without steps (no assistant turn to export)"
         );

@@ -21,6 +21,7 @@ use trajdb::{
 use trajdb_agent::embedders::{check_timeout, EmbedderSpec};
 use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder};
 
+use super::progress::{self, Counted, Progress};
 use super::{describe, json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
 
 /// Dimensions of `--embed` spaces when `--dims` is not given.
@@ -396,9 +397,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     .map_err(|e| nothing(e, "imported"))?;
     let mut all = existing;
     all.extend(create.iter().cloned());
+    let len = std::fs::metadata(&a.file).map_or(0, |m| m.len());
     if regular {
         // Check everything before writing anything.
-        let mut check = reopen(&a.file, &source)?;
+        let bar = Progress::bar(len, "checking", true);
+        let mut check = reopen(&a.file, &source, &bar)?;
         pass(
             &mut check,
             None,
@@ -422,9 +425,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     let mut counts = Counts::default();
     let mut ids = Ids::new(&db);
     let committed = if regular {
-        let mut r = reopen(&a.file, &source)?;
+        let bar = Progress::bar(len, "importing", true);
+        let mut r = reopen(&a.file, &source, &bar)?;
         pass(&mut r, None, &all, &fill, &mut ids, Some(&db), &mut counts)
     } else {
+        let _spin = Progress::spinner("importing from a pipe");
         // A pipe cannot be read twice: check and commit in one pass, from the first record.
         pass(
             &mut reader,
@@ -463,13 +468,20 @@ pub fn import(a: &ImportArgs) -> CliResult {
                 .map_or_else(|| "the built-in hash embedder".to_string(), |m| m.id().name)
         ));
     }
-    eprintln!("{note}");
+    progress::note(&note);
     Ok(())
 }
 
-/// The input file again, standing after its key-space header (read once already).
-fn reopen(path: &Path, source: &str) -> CliResult<LineReader<BufReader<File>>> {
-    let mut r = LineReader::new(open_input(path)?.0, source);
+/// The input file again, standing after its key-space header (read once already), advancing
+/// `progress` by the bytes read.
+fn reopen<'a>(
+    path: &Path,
+    source: &str,
+    progress: &'a Progress,
+) -> CliResult<LineReader<BufReader<Counted<'a, File>>>> {
+    let inner = open_input(path)?.0.into_inner();
+    let counted = Counted { inner, progress };
+    let mut r = LineReader::new(BufReader::with_capacity(1 << 20, counted), source);
     r.next_header().map_err(|e| nothing(e, "imported"))?;
     Ok(r)
 }

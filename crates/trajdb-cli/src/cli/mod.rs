@@ -5,6 +5,7 @@
 mod admin;
 mod export;
 mod jsonl;
+mod progress;
 mod query;
 
 use std::fmt;
@@ -18,6 +19,10 @@ use trajdb::{Database, Durability, Metric, Options};
 #[derive(Debug, Parser)]
 #[command(name = "trajdb", version, about, long_about = None)]
 pub struct Cli {
+    /// No progress bars and no informational lines on stderr (errors still go there).
+    /// Progress bars are drawn only when stderr is a terminal.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -326,6 +331,7 @@ pub type CliResult<T = ()> = Result<T, Failure>;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
+    progress::set_quiet(cli.quiet);
     let r = match cli.command {
         Command::Import(a) => jsonl::import(&a),
         Command::Append(a) => jsonl::append(&a),
@@ -340,9 +346,12 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
-        Command::Bootstrap(a) => trajdb_agent::bootstrap::run(&a)
-            .map_err(|e| Failure(e.to_string()))
-            .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err)),
+        Command::Bootstrap(mut a) => {
+            a.quiet = a.quiet || cli.quiet;
+            trajdb_agent::bootstrap::run(&a)
+                .map_err(|e| Failure(e.to_string()))
+                .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err))
+        }
     };
     match r {
         Err(Failure(m)) if m == BROKEN_PIPE => Ok(()),
