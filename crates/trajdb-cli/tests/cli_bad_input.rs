@@ -227,7 +227,7 @@ fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
     b[n - 20] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
     assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
-    let r = trajdb(&["export", s(&db)], None);
+    let r = trajdb(&["export", s(&db), "--with-spaces"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(records(&r.stdout).len(), 2);
     assert!(

@@ -196,7 +196,14 @@ pub fn export(a: &ExportArgs) -> CliResult {
         }
         return out.flush().map_err(out_err);
     }
-    if a.format == ExportFormat::Jsonl {
+    if a.with_spaces && a.format != ExportFormat::Jsonl {
+        return Err(
+            "--with-spaces: only applies to --format jsonl (chat examples carry no keys)"
+                .to_string()
+                .into(),
+        );
+    }
+    if a.with_spaces {
         // The key spaces first, so that `import` rebuilds them exactly.
         let header = SpacesHeader {
             trajdb_spaces: db.spaces(),

@@ -244,7 +244,8 @@ pub struct GetArgs {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// The JSONL records `import` reads, after a key-space header line.
+    /// The JSONL records `import` reads, one trajectory a line (after a key-space header
+    /// line with `--with-spaces`).
     Jsonl,
     /// One {"messages":[...]} chat example per trajectory.
     Chat,
@@ -264,6 +265,11 @@ pub struct ExportArgs {
     /// Export the episodes' retrieval logs instead of trajectories.
     #[arg(long)]
     pub usage: bool,
+    /// Write the key-space header line first (`{"trajdb_spaces":[...]}`: every space's
+    /// level, dimensions, metric and embedder), so `import` rebuilds the database exactly.
+    /// Without it every line is one trajectory, as jq, pandas and datasets expect.
+    #[arg(long, conflicts_with = "usage")]
+    pub with_spaces: bool,
 }
 
 /// Arguments of `stats`.

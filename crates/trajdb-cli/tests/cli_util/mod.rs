@@ -98,12 +98,13 @@ pub fn file(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// `trajdb export DB` output.
+/// `trajdb export DB --with-spaces`: the key-space header line, then the records.
 pub fn export(db: &Path) -> String {
-    ok(&["export", s(db)])
+    ok(&["export", s(db), "--with-spaces"])
 }
 
-/// The record lines of `trajdb export` (jsonl) output: the lines after the key-space header,
-/// which must be the first line.
+/// The record lines of `trajdb export --with-spaces` output: the lines after the key-space
+/// header, which must be the first line.
 pub fn records(out: &str) -> Vec<&str> {
     let mut lines = out.lines();
     let head = lines.next().unwrap_or_default();
