@@ -186,6 +186,35 @@ fn write_readable(out: &mut impl Write, t: &Trajectory) -> CliResult {
     Ok(())
 }
 
+/// `trajdb export DB --parquet FILE`.
+#[cfg(feature = "parquet")]
+fn export_parquet(db: &trajdb::Database, path: &std::path::Path, a: &ExportArgs) -> CliResult {
+    let opts = super::parquet::ExportOpts {
+        chat: a.format == ExportFormat::Chat,
+        with_utility: a.with_utility,
+        success_only: a.success_only,
+    };
+    let bar = Progress::bar(db.ids().len() as u64, "exporting", false);
+    let (rows, skipped) = super::parquet::export(db, path, &opts, &bar)?;
+    bar.finish();
+    let mut note = format!("trajdb: wrote {rows} rows to {}", path.display());
+    if skipped > 0 {
+        note.push_str(&format!(
+            "; skipped {skipped} trajectories without steps (no assistant turn to export)"
+        ));
+    }
+    progress::note(&note);
+    Ok(())
+}
+
+/// Without the `parquet` feature `--parquet` is refused.
+#[cfg(not(feature = "parquet"))]
+fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> CliResult {
+    Err("--parquet: this trajdb was built without Parquet support (build with `cargo build --release --features parquet`)"
+        .to_string()
+        .into())
+}
+
 /// `trajdb export DB`.
 pub fn export(a: &ExportArgs) -> CliResult {
     let db = open_read(&a.db)?;
@@ -195,6 +224,9 @@ pub fn export(a: &ExportArgs) -> CliResult {
             write_line(&mut out, &json_line(&l)?)?;
         }
         return out.flush().map_err(out_err);
+    }
+    if let Some(path) = &a.parquet {
+        return export_parquet(&db, path, a);
     }
     if a.with_spaces && a.format != ExportFormat::Jsonl {
         return Err(

@@ -342,7 +342,18 @@ fn pass<R: BufRead>(
 pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
-    let (input, regular) = open_input(&a.file)?;
+    // A Parquet file is read whole and imported as the JSONL it holds.
+    let input = if super::is_parquet_file(&a.file) {
+        Input::Bytes(super::parquet_as_jsonl(&a.file)?)
+    } else {
+        Input::File(a.file.clone())
+    };
+    let regular = match &input {
+        Input::File(path) => open_input(path)?.1,
+        Input::Bytes(_) => true,
+    };
+    let hidden = Progress::hidden();
+    let input_reader = input.reader(&hidden)?;
     // A model embedder is reached (one probe request) before the database is touched.
     let model = match EmbedderSpec::parse(&a.embedder, "--embedder").map_err(|e| e.to_string())? {
         EmbedderSpec::Hash => None,
@@ -368,7 +379,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
     };
     // The key-space header, or else the first record, decides the key spaces; read them
     // before touching the database.
-    let mut reader = LineReader::new(input, source.as_str());
+    let mut reader = LineReader::new(input_reader, source.as_str());
     let header = reader.next_header().map_err(|e| nothing(e, "imported"))?;
     let header_at = reader.location(None);
     let first = reader.next_record().map_err(|e| nothing(e, "imported"))?;
@@ -397,11 +408,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     .map_err(|e| nothing(e, "imported"))?;
     let mut all = existing;
     all.extend(create.iter().cloned());
-    let len = std::fs::metadata(&a.file).map_or(0, |m| m.len());
+    let len = input.len();
     if regular {
         // Check everything before writing anything.
         let bar = Progress::bar(len, "checking", true);
-        let mut check = reopen(&a.file, &source, &bar)?;
+        let mut check = reopen(&input, &source, &bar)?;
         pass(
             &mut check,
             None,
@@ -426,7 +437,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
     let mut ids = Ids::new(&db);
     let committed = if regular {
         let bar = Progress::bar(len, "importing", true);
-        let mut r = reopen(&a.file, &source, &bar)?;
+        let mut r = reopen(&input, &source, &bar)?;
         pass(&mut r, None, &all, &fill, &mut ids, Some(&db), &mut counts)
     } else {
         let _spin = Progress::spinner("importing from a pipe");
@@ -472,16 +483,45 @@ pub fn import(a: &ImportArgs) -> CliResult {
     Ok(())
 }
 
-/// The input file again, standing after its key-space header (read once already), advancing
+/// What `import` reads: a file, or the JSONL a Parquet file was turned into.
+enum Input {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// A buffered reader of an [`Input`] that advances a progress bar.
+type InputReader<'a> = BufReader<Counted<'a, Box<dyn io::Read + 'a>>>;
+
+impl Input {
+    /// Its size in bytes (0 when unknown).
+    fn len(&self) -> u64 {
+        match self {
+            Input::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Input::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    /// A reader from its start, advancing `progress` by the bytes read.
+    fn reader<'a>(&'a self, progress: &'a Progress) -> CliResult<InputReader<'a>> {
+        let inner: Box<dyn io::Read + 'a> = match self {
+            Input::File(path) => Box::new(open_input(path)?.0.into_inner()),
+            Input::Bytes(b) => Box::new(b.as_slice()),
+        };
+        Ok(BufReader::with_capacity(
+            1 << 20,
+            Counted { inner, progress },
+        ))
+    }
+}
+
+/// The input again, standing after its key-space header (read once already), advancing
 /// `progress` by the bytes read.
 fn reopen<'a>(
-    path: &Path,
+    input: &'a Input,
     source: &str,
     progress: &'a Progress,
-) -> CliResult<LineReader<BufReader<Counted<'a, File>>>> {
-    let inner = open_input(path)?.0.into_inner();
-    let counted = Counted { inner, progress };
-    let mut r = LineReader::new(BufReader::with_capacity(1 << 20, counted), source);
+) -> CliResult<LineReader<InputReader<'a>>> {
+    let mut r = LineReader::new(input.reader(progress)?, source);
     r.next_header().map_err(|e| nothing(e, "imported"))?;
     Ok(r)
 }

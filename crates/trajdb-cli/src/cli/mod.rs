@@ -5,6 +5,8 @@
 mod admin;
 mod export;
 mod jsonl;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod progress;
 mod query;
 
@@ -270,6 +272,14 @@ pub struct ExportArgs {
     /// Without it every line is one trajectory, as jq, pandas and datasets expect.
     #[arg(long, conflicts_with = "usage")]
     pub with_spaces: bool,
+    /// Write a Parquet file here instead of JSONL to stdout: one row per trajectory (with
+    /// `--format chat`, an `id` and a `messages` column). Needs the `parquet` cargo feature.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["usage", "with_spaces"])]
+    pub parquet: Option<PathBuf>,
+    /// Add the usage counters and Q as columns (`retrievals`, `episodes`,
+    /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
+    #[arg(long, requires = "parquet")]
+    pub with_utility: bool,
 }
 
 /// Arguments of `stats`.
@@ -363,6 +373,30 @@ pub fn run(cli: Cli) -> CliResult {
         Err(Failure(m)) if m == BROKEN_PIPE => Ok(()),
         r => r,
     }
+}
+
+/// Whether `path` is a Parquet file (it starts with the magic `PAR1`).
+pub fn is_parquet_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"PAR1")
+}
+
+/// The trajectories of a trajdb Parquet export as JSONL (key-space header line first).
+#[cfg(feature = "parquet")]
+pub fn parquet_as_jsonl(path: &Path) -> CliResult<Vec<u8>> {
+    parquet::read_as_jsonl(path)
+}
+
+/// Without the `parquet` feature a Parquet file is refused.
+#[cfg(not(feature = "parquet"))]
+pub fn parquet_as_jsonl(path: &Path) -> CliResult<Vec<u8>> {
+    Err(Failure(format!(
+        "{} is a Parquet file, but this trajdb was built without Parquet support (build with `cargo build --release --features parquet`); nothing was imported",
+        path.display()
+    )))
 }
 
 /// Marker for a closed stdout (e.g. `trajdb export DB | head`): not an error.

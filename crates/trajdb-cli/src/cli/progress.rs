@@ -35,6 +35,11 @@ fn shown() -> bool {
 pub struct Progress(Option<ProgressBar>);
 
 impl Progress {
+    /// A progress that draws nothing.
+    pub fn hidden() -> Progress {
+        Progress(None)
+    }
+
     /// A bar of `len` units (`bytes`: shown as sizes) labelled `what`.
     pub fn bar(len: u64, what: &str, bytes: bool) -> Progress {
         if !shown() {
