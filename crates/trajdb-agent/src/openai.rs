@@ -317,16 +317,14 @@ fn tls_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, LlmErro
             reason,
         };
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let mut added = 0usize;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| bad(format!("unusable certificate: {e}")))?;
-            added += 1;
-        }
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        // System bundles may hold a certificate webpki cannot parse: skip those, as
+        // OpenSSL does, but refuse a file with none that is usable.
+        let (added, _skipped) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(bad("holds no PEM certificate".to_string()));
+            return Err(bad("holds no usable PEM certificate".to_string()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

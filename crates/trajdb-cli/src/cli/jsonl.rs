@@ -342,15 +342,13 @@ fn pass<R: BufRead>(
 pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
-    // A Parquet file is read whole and imported as the JSONL it holds.
-    let input = if super::is_parquet_file(&a.file) {
+    // A Parquet file is read whole and imported as the JSONL it holds. Only a regular file
+    // is sniffed for the magic: reading a pipe's first bytes would lose them.
+    let regular = open_input(&a.file)?.1;
+    let input = if regular && super::is_parquet_file(&a.file) {
         Input::Bytes(super::parquet_as_jsonl(&a.file)?)
     } else {
         Input::File(a.file.clone())
-    };
-    let regular = match &input {
-        Input::File(path) => open_input(path)?.1,
-        Input::Bytes(_) => true,
     };
     let hidden = Progress::hidden();
     let input_reader = input.reader(&hidden)?;
