@@ -13,6 +13,11 @@ pub trait Embedder: Send + Sync {
     fn id(&self) -> EmbedderId;
     /// The vector for `text`: `id().dims` finite values.
     fn embed(&self, text: &str) -> Result<Vec<f32>>;
+    /// The vectors for `texts`, in order. The default calls [`Embedder::embed`] per text;
+    /// embedders that batch (a remote model) override it.
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts.iter().map(|t| self.embed(t)).collect()
+    }
 }
 
 /// Feature-hashing embedder over lower-cased words, word bigrams and character trigrams.

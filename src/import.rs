@@ -22,13 +22,14 @@ use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::db::Database;
 use crate::embed::{Embedder, HashEmbedder};
 use crate::error::{Error, Result};
 use crate::format::log::MAX_PAYLOAD;
 use crate::format::record::{
-    self, EncKey, Level, Metric, ProvenanceKind, SpaceDef, Trajectory, NO_STEP,
+    self, EmbedderId, EncKey, Level, Metric, ProvenanceKind, SpaceDef, Trajectory, NO_STEP,
 };
 use crate::jsonl::{
     check_keys, embed_missing, field_level, hash_spaces, locate, would_fill, Filled, LineReader,
@@ -39,14 +40,19 @@ pub const DEFAULT_EMBED_DIMS: u32 = 256;
 
 /// How an import makes key spaces and treats ids already stored. Every field documents its
 /// default.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct ImportOptions {
-    /// Text fields to embed with the built-in hash embedder into key spaces of the same
-    /// name, for records without a vector for them. Default: none.
+    /// Text fields to embed into key spaces of the same name, for records without a vector
+    /// for them: with [`model`](Self::model) when given, else with the built-in hash
+    /// embedder. Default: none.
     pub embed: Vec<String>,
-    /// Dimensions of `embed` spaces. Default: [`DEFAULT_EMBED_DIMS`] (or the existing
-    /// space's).
+    /// Dimensions of `embed` spaces made with the hash embedder. Default:
+    /// [`DEFAULT_EMBED_DIMS`] (or the existing space's). A model's dimensions are its own.
     pub dims: Option<u32>,
+    /// The embedder of `embed` spaces instead of the hash embedder (a sentence model, a
+    /// remote embeddings endpoint): the spaces record its id, and it fills every text-field
+    /// space that records that id. Default: none.
+    pub model: Option<Arc<dyn Embedder>>,
     /// Metric of key spaces the import creates. Default: cosine.
     pub metric: Option<Metric>,
     /// A record whose id is already stored with identical content is skipped rather than
@@ -54,6 +60,41 @@ pub struct ImportOptions {
     /// Default: false.
     pub skip_existing: bool,
 }
+
+impl std::fmt::Debug for ImportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportOptions")
+            .field("embed", &self.embed)
+            .field("dims", &self.dims)
+            .field("model", &self.model.as_ref().map(|m| m.id()))
+            .field("metric", &self.metric)
+            .field("skip_existing", &self.skip_existing)
+            .finish()
+    }
+}
+
+impl ImportOptions {
+    /// The embedder `embed` spaces of `dims` dimensions record: the model's, else the hash
+    /// embedder's.
+    fn embedder_id(&self, dims: u32) -> Result<EmbedderId> {
+        match &self.model {
+            Some(m) => Ok(m.id()),
+            None => Ok(HashEmbedder::new(dims)?.id()),
+        }
+    }
+
+    /// Dimensions of `embed` spaces: the model's, else `dims`, else `fallback`, else the
+    /// default.
+    fn embed_dims(&self, fallback: Option<u32>) -> u32 {
+        match &self.model {
+            Some(m) => m.id().dims,
+            None => self.dims.or(fallback).unwrap_or(DEFAULT_EMBED_DIMS),
+        }
+    }
+}
+
+/// Key spaces and the embedder that fills each during an import.
+type Fill = Vec<(SpaceDef, Arc<dyn Embedder>)>;
 
 /// What an import did (or, in an [`ImportFailure`], did before it stopped).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,10 +222,9 @@ pub fn plan_spaces(
         let level =
             field_level(field).ok_or_else(|| Error::invalid(&flag, "is not a text field"))?;
         let old = existing.iter().find(|s| &s.name == field);
-        let dims = o.dims.or(old.map(|s| s.dims)).unwrap_or(DEFAULT_EMBED_DIMS);
+        let dims = o.embed_dims(old.map(|s| s.dims));
         let m = o.metric.or(old.map(|s| s.metric)).unwrap_or(Metric::Cosine);
-        let want = SpaceDef::new(field.clone(), level, dims, m)
-            .with_embedder(HashEmbedder::new(dims)?.id());
+        let want = SpaceDef::new(field.clone(), level, dims, m).with_embedder(o.embedder_id(dims)?);
         match old {
             Some(s) if *s != want => {
                 return Err(Error::invalid(
@@ -286,9 +326,9 @@ pub fn plan_header_spaces(
                 ),
             ));
         };
-        let dims = o.dims.unwrap_or(s.dims);
+        let dims = o.embed_dims(Some(s.dims));
         let want = SpaceDef::new(field.clone(), s.level, dims, s.metric)
-            .with_embedder(HashEmbedder::new(dims)?.id());
+            .with_embedder(o.embedder_id(dims)?);
         if *s != want {
             return Err(Error::invalid(
                 flag,
@@ -442,7 +482,7 @@ fn first_difference(stored: &Trajectory, t: &Trajectory) -> Option<&'static str>
 
 /// Refuses `t` when the log record it becomes, once `fill` has embedded its missing keys,
 /// is over the log's record limit ([`MAX_PAYLOAD`]), as the commit would.
-fn check_size(t: &Trajectory, fill: &[(SpaceDef, HashEmbedder)]) -> Result<()> {
+fn check_size(t: &Trajectory, fill: &[(SpaceDef, Arc<dyn Embedder>)]) -> Result<()> {
     let mut keys = Vec::new();
     for v in t.keys.values() {
         keys.push(EncKey {
@@ -494,7 +534,7 @@ fn check_size(t: &Trajectory, fill: &[(SpaceDef, HashEmbedder)]) -> Result<()> {
 pub fn check_record(
     t: &Trajectory,
     spaces: &[SpaceDef],
-    fill: &[(SpaceDef, HashEmbedder)],
+    fill: &[(SpaceDef, Arc<dyn Embedder>)],
 ) -> Result<()> {
     check_keys(t, spaces)?;
     check_size(t, fill)
@@ -523,14 +563,22 @@ fn open(path: &Path, source: &str) -> Result<LineReader<BufReader<File>>> {
     ))
 }
 
-/// The spaces to embed during an import: hash-embedder spaces named after text fields; after
-/// a header only those named by `embed` (an exported file holds every key it had).
-fn fill_spaces(
-    spaces: &[SpaceDef],
-    header: bool,
-    o: &ImportOptions,
-) -> Vec<(SpaceDef, HashEmbedder)> {
-    let mut fill = hash_spaces(spaces);
+/// The spaces to embed during an import: hash-embedder spaces named after text fields, and
+/// those that record the model embedder of `o`; after a header only those named by `embed`
+/// (an exported file holds every key it had).
+fn fill_spaces(spaces: &[SpaceDef], header: bool, o: &ImportOptions) -> Fill {
+    let mut fill: Fill = hash_spaces(spaces)
+        .into_iter()
+        .map(|(s, e)| (s, Arc::new(e) as Arc<dyn Embedder>))
+        .collect();
+    if let Some(m) = &o.model {
+        let id = m.id();
+        for s in spaces {
+            if field_level(&s.name) == Some(s.level) && s.embedder.as_ref() == Some(&id) {
+                fill.push((s.clone(), Arc::clone(m)));
+            }
+        }
+    }
     if header {
         fill.retain(|(s, _)| o.embed.contains(&s.name));
     }
@@ -582,7 +630,7 @@ pub fn check_import_as(
         if db.is_some() && o.skip_existing && t.id.is_some_and(|id| ids.stored.contains(&id)) {
             // Compared as it would be stored: with its embedded keys.
             for (space, e) in &fill {
-                embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))?;
+                embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))?;
             }
         }
         ids.claim(&t, r.line(), &source, db)
@@ -634,7 +682,7 @@ fn write_records(db: &Database, plan: &ImportPlan, report: &mut ImportReport) ->
         default_provenance(&r, &mut t);
         let at = r.location(t.id);
         for (space, e) in &fill {
-            match embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))? {
+            match embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))? {
                 Filled::Added(n) => report.embedded += u64::try_from(n).unwrap_or(u64::MAX),
                 Filled::NoFeatures => report.no_features += 1,
                 _ => {}

@@ -568,11 +568,11 @@ pub fn embed_missing(
             t.keys.insert(space.name.clone(), v);
         }
         Level::Step => {
-            let vs = step_texts(t, &space.name)
+            let texts: Vec<&str> = step_texts(t, &space.name)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|s| embedder.embed(s))
-                .collect::<Result<Vec<_>>>()?;
+                .collect();
+            let vs = embedder.embed_batch(&texts)?;
             t.step_keys.insert(space.name.clone(), vs);
         }
     }

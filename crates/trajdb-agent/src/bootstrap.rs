@@ -9,13 +9,14 @@
 //! policy's random choices. Episodes have 4 distractors and at most 4 combinations.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::embedders::{check_timeout, EmbedderSpec};
 use crate::methods::{run_seed, Experiment, Method, SeedResult};
 use crate::openai::OpenAiClient;
 use crate::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
@@ -23,7 +24,7 @@ use crate::predict::{auroc, calibration, CalibrationBin};
 use crate::react::AgentOptions;
 use crate::wordcraft::{split, RecipeBook, Split, Task};
 use crate::{AgentError, AgentResult};
-use trajdb::HashEmbedder;
+use trajdb::{Embedder, HashEmbedder};
 
 /// Environments `bootstrap` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +93,17 @@ pub struct BootstrapArgs {
     /// Model name for `--llm openai`.
     #[arg(long)]
     pub model: Option<String>,
+    /// Retries of a failed LLM or embeddings request (HTTP 408, 429, 5xx, connection errors,
+    /// timeouts), after an exponential backoff with jitter or the server's `Retry-After`.
+    #[arg(long, default_value_t = crate::openai::DEFAULT_RETRIES, value_name = "N")]
+    pub llm_retries: u32,
+    /// Time limit of one LLM or embeddings request, in seconds (connect, send, whole reply).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub llm_timeout: f64,
+    /// Embedder of every key: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
+    #[arg(long, default_value = "hash", value_name = "hash|openai:MODEL")]
+    pub embedder: String,
     /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
     /// figures compare with the reference; `goal` and `task` are easier and reported too.
     #[arg(long, value_enum, default_value = "recipe")]
@@ -115,6 +127,10 @@ pub struct BootstrapArgs {
     /// example for the same goal, never other examples' productive pairs.
     #[arg(long)]
     pub no_other_goals: bool,
+    /// No progress bar (the `trajdb` binary's global `--quiet`). The bar is drawn only when
+    /// stderr is a terminal.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// One seed's figures.
@@ -302,6 +318,8 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
     if args.k == 0 {
         return Err(AgentError::invalid("--k", "must be at least 1"));
     }
+    check_timeout(args.llm_timeout, "--llm-timeout")?;
+    EmbedderSpec::parse(&args.embedder, "--embedder")?;
     match (args.llm, &args.model) {
         (LlmKind::Openai, None) => Err(AgentError::invalid(
             "--model",
@@ -358,7 +376,14 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             true,
         ),
     };
-    let embedder = HashEmbedder::default();
+    let timeout = check_timeout(args.llm_timeout, "--llm-timeout")?;
+    let retries = args.llm_retries;
+    let embedder = EmbedderSpec::parse(&args.embedder, "--embedder")?.build(
+        HashEmbedder::default().id().dims,
+        Some(timeout),
+        Some(retries),
+    )?;
+    let embedder = embedder.as_ref();
     let model = args.model.clone();
     let llm = args.llm;
     let offline = OfflineConfig {
@@ -370,23 +395,35 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
         Ok(match llm {
             LlmKind::Offline => Box::new(OfflinePolicy::with_config(seed, offline)),
             LlmKind::Openai => Box::new(LlmPolicy {
-                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?,
+                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?
+                    .with_timeout(timeout)
+                    .with_retries(retries),
             }),
         })
     };
-    let show = std::io::stderr().is_terminal();
+    let show = !args.quiet && std::io::stderr().is_terminal();
     let mut results: Vec<SeedResult> = Vec::new();
     let outcome = (|| -> AgentResult<()> {
         for seed in 0..args.seeds {
+            let bar = show.then(|| {
+                let style = indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} episodes ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                let b = indicatif::ProgressBar::new(0).with_style(style);
+                b.set_message(format!(
+                    "{} seed {}/{}",
+                    args.method.name(),
+                    seed + 1,
+                    args.seeds
+                ));
+                b
+            });
             let mut progress = |done: usize, total: usize| {
-                if show && (done.is_multiple_of(20) || done == total) {
-                    eprint!(
-                        "\r{} seed {}/{}: {done}/{total} episodes   ",
-                        args.method.name(),
-                        seed + 1,
-                        args.seeds
-                    );
-                    let _ = std::io::stderr().flush();
+                if let Some(b) = &bar {
+                    b.set_length(total as u64);
+                    b.set_position(done as u64);
                 }
             };
             let mut e = Experiment {
@@ -403,18 +440,19 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 dir: base.join(format!("seed-{seed}")),
                 distractors: 4,
                 max_combinations: 4,
-                embedder: &embedder,
+                embedder,
                 policy: &factory,
                 checkpoints: checkpoints(args.train),
                 progress: &mut progress,
             };
-            results.push(run_seed(args.method, &mut e)?);
+            let result = run_seed(args.method, &mut e);
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            results.push(result?);
         }
         Ok(())
     })();
-    if show {
-        eprintln!();
-    }
     if temp {
         let _ = std::fs::remove_dir_all(&base);
     }

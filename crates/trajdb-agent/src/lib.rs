@@ -19,6 +19,7 @@
 use std::fmt;
 
 pub mod bootstrap;
+pub mod embedders;
 pub mod methods;
 pub mod openai;
 pub mod policy;

@@ -1,33 +1,46 @@
-//! A small OpenAI-compatible client (chat completions and embeddings) using only `std`.
+//! An OpenAI-compatible client (chat completions and embeddings) on `ureq` with rustls.
 //!
-//! It speaks plain HTTP/1.1 over [`std::net::TcpStream`] to `http://host:port/path` base URLs,
-//! as served locally by vLLM, the llama.cpp server and Ollama. TLS is not supported: an
-//! `https://` base URL is refused with [`LlmError::TlsUnsupported`]; put a local http endpoint
-//! or a TLS-terminating proxy in front of remote services.
+//! It speaks to `http://` and `https://` base URLs: the hosted OpenAI API, hosted
+//! OpenAI-compatible services (Together, Groq, OpenRouter, Azure) and local servers (vLLM,
+//! llama.cpp's server, Ollama). TLS trusts the webpki roots (Mozilla's list, compiled in) plus
+//! every certificate in the PEM file named by `SSL_CERT_FILE`, when that variable is set.
 //!
-//! Each request opens one connection (`Connection: close`). Responses may use
-//! `Content-Length`, `Transfer-Encoding: chunked` or close-delimited bodies; their size is
-//! bounded (16 MiB by default) and the exchange has a connect timeout and a response deadline
-//! (120 s each by default).
+//! Each request has one time limit (connect, send and the whole response; 120 s by default)
+//! and a bound on the response body (16 MiB). A request that fails with HTTP 408, 429 or 5xx,
+//! a connection error, a timeout or a broken response is retried up to a bounded number of
+//! times (5 by default) after an exponential backoff with jitter (0.5 s, 1 s, 2 s, ... capped
+//! at 30 s, each scaled by a random factor in [0.5, 1]); a `Retry-After` header given in
+//! seconds replaces the backoff (capped at 60 s). The API key is sent only in the
+//! `Authorization` header: no error message or `Debug` output contains it.
 
 use std::fmt;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Base URL used by [`OpenAiClient::from_env`] when `OPENAI_BASE_URL` is unset or empty.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8000/v1";
-/// Default connect timeout and response deadline.
+/// Default time limit of one request (connect, send, the whole response).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default number of retries after a failed attempt.
+pub const DEFAULT_RETRIES: u32 = 5;
 /// Default bound on a response body, in bytes (16 MiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// Bound on the status line plus headers of a response, in bytes.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Default first backoff delay; it doubles on each retry.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest backoff delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait a `Retry-After` header can ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How many characters of an error body are kept in [`LlmError::Http`].
 const ERROR_BODY_CHARS: usize = 200;
+/// What replaces the API key wherever a server echoes it back.
+const REDACTED: &str = "[redacted]";
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -84,7 +97,8 @@ impl ChatMessage {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/// Why a request failed. Its `Display` is one line saying what went wrong and where.
+/// Why a request failed. Its `Display` is one line saying what went wrong and where; it never
+/// contains the API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LlmError {
@@ -95,19 +109,22 @@ pub enum LlmError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The base URL uses `https`, which the built-in client cannot speak.
-    TlsUnsupported {
-        /// The URL as given.
-        url: String,
+    /// The extra certificate file (`SSL_CERT_FILE`) could not be read or holds no certificate.
+    CertFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
-    /// The connection could not be made (refused, unreachable, name not resolved...).
+    /// The connection could not be made (refused, unreachable, name not resolved, TLS
+    /// handshake failed...).
     Connect {
         /// The URL requested.
         url: String,
         /// The system's message.
         message: String,
     },
-    /// Connecting or waiting for the response took longer than allowed.
+    /// The request took longer than its time limit.
     Timeout {
         /// The URL requested.
         url: String,
@@ -130,7 +147,7 @@ pub enum LlmError {
         /// The first 200 characters of the response body, on one line.
         body: String,
     },
-    /// The response is not valid HTTP/1.x.
+    /// The response is not valid HTTP/1.x or its body ended early.
     MalformedHttp {
         /// The URL requested.
         url: String,
@@ -158,6 +175,36 @@ pub enum LlmError {
         /// The field's path, e.g. `choices[0].message.content`.
         field: String,
     },
+    /// Every attempt failed with a retryable error; `last` is the last one.
+    GaveUp {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<LlmError>,
+    },
+}
+
+impl LlmError {
+    /// Whether another attempt may succeed: HTTP 408, 429 and 5xx, connection errors,
+    /// timeouts and broken responses.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Http { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            LlmError::Connect { .. }
+            | LlmError::Timeout { .. }
+            | LlmError::Io { .. }
+            | LlmError::MalformedHttp { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The error itself, or the last attempt's error after retries.
+    pub fn root(&self) -> &LlmError {
+        match self {
+            LlmError::GaveUp { last, .. } => last.root(),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for LlmError {
@@ -166,10 +213,10 @@ impl fmt::Display for LlmError {
             LlmError::InvalidUrl { url, reason } => {
                 write!(f, "invalid base URL {url:?}: {reason}")
             }
-            LlmError::TlsUnsupported { url } => write!(
+            LlmError::CertFile { path, reason } => write!(
                 f,
-                "cannot use {url:?}: TLS (https) is not supported by the built-in client; \
-                 use a local http:// endpoint (vLLM, llama.cpp server, Ollama) or an http-to-https proxy"
+                "certificate file {} (SSL_CERT_FILE): {reason}",
+                path.display()
             ),
             LlmError::Connect { url, message } => {
                 write!(f, "cannot connect to {url}: {message}")
@@ -196,6 +243,9 @@ impl fmt::Display for LlmError {
             LlmError::MissingField { url, field } => {
                 write!(f, "response from {url} is missing field `{field}`")
             }
+            LlmError::GaveUp { attempts, last } => {
+                write!(f, "{last} (gave up after {attempts} attempts)")
+            }
         }
     }
 }
@@ -203,238 +253,90 @@ impl fmt::Display for LlmError {
 impl std::error::Error for LlmError {}
 
 // ---------------------------------------------------------------------------------------------
-// URL
+// URL and TLS
 // ---------------------------------------------------------------------------------------------
 
-/// A parsed `http://host[:port][/path]` base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BaseUrl {
-    /// Host as written, with brackets for IPv6 (used in the `Host` header and messages).
-    host: String,
-    port: u16,
-    /// Path prefix without a trailing slash ("" or "/v1").
-    path: String,
-}
-
-impl BaseUrl {
-    fn parse(url: &str) -> Result<BaseUrl, LlmError> {
-        let invalid = |reason: &str| LlmError::InvalidUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let trimmed = url.trim();
-        let lower = trimmed.to_ascii_lowercase();
-        let rest = if lower.starts_with("https://") {
-            return Err(LlmError::TlsUnsupported {
-                url: url.to_string(),
-            });
-        } else if lower.starts_with("http://") {
-            trimmed.get("http://".len()..).unwrap_or("")
-        } else {
-            return Err(invalid("expected a URL starting with http://"));
-        };
-        if rest.contains(['?', '#', '@']) || rest.contains(char::is_whitespace) {
-            return Err(invalid(
-                "query strings, fragments, credentials and spaces are not supported",
-            ));
-        }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if authority.is_empty() {
-            return Err(invalid("missing host"));
-        }
-        let (host, port) = if let Some(after_bracket) = authority.strip_prefix('[') {
-            let close = after_bracket
-                .find(']')
-                .ok_or_else(|| invalid("unclosed '[' in IPv6 host"))?;
-            let host = authority.get(..close + 2).unwrap_or(authority);
-            let tail = after_bracket.get(close + 1..).unwrap_or("");
-            let port = match tail.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if tail.is_empty() => None,
-                None => return Err(invalid("unexpected text after IPv6 host")),
+/// Checks an `http(s)://host[:port][/path]` base URL and returns it without a trailing slash.
+fn check_base_url(url: &str) -> Result<String, LlmError> {
+    let invalid = |reason: &str| LlmError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = url.trim().trim_end_matches('/');
+    let lower = trimmed.to_ascii_lowercase();
+    let rest = ["http://", "https://"]
+        .iter()
+        .find(|scheme| lower.starts_with(*scheme))
+        .and_then(|scheme| trimmed.get(scheme.len()..))
+        .ok_or_else(|| invalid("expected a URL starting with http:// or https://"))?;
+    if rest.contains(['?', '#', '@']) || rest.contains(char::is_whitespace) {
+        return Err(invalid(
+            "query strings, fragments, credentials and spaces are not supported",
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed '['"))?;
+            let port = match after {
+                "" => None,
+                a => Some(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| invalid("unexpected text after the IPv6 address"))?,
+                ),
             };
             (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(invalid("missing host"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(invalid("the port must be 1..=65535")),
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The TLS configuration: webpki roots plus the certificates of `extra` (a PEM file).
+fn tls_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, LlmError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let bad = |reason: String| LlmError::CertFile {
+            path: path.to_path_buf(),
+            reason,
         };
-        if host.is_empty() || host == "[]" {
-            return Err(invalid("missing host"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| invalid("port must be a number from 1 to 65535"))?,
-        };
-        Ok(BaseUrl {
-            host: host.to_string(),
-            port,
-            path: path.trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// Host for name resolution (IPv6 brackets removed).
-    fn connect_host(&self) -> &str {
-        self.host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&self.host)
-    }
-
-    fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    fn url_for(&self, path: &str) -> String {
-        format!("http://{}{}", self.authority(), path)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-// ---------------------------------------------------------------------------------------------
-
-/// A parsed HTTP response.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// Reads one response from a stream under a deadline and a size bound.
-struct ResponseReader<'a> {
-    stream: &'a mut TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-    deadline: Instant,
-    timeout: Duration,
-    url: &'a str,
-    eof: bool,
-}
-
-impl ResponseReader<'_> {
-    fn timeout_error(&self) -> LlmError {
-        LlmError::Timeout {
-            url: self.url.to_string(),
-            after: self.timeout,
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        // System bundles may hold a certificate webpki cannot parse: skip those, as
+        // OpenSSL does, but refuse a file with none that is usable.
+        let (added, _skipped) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad("holds no usable PEM certificate".to_string()));
         }
     }
-
-    /// Reads more bytes into the buffer; returns false at end of stream.
-    fn fill(&mut self) -> Result<bool, LlmError> {
-        if self.eof {
-            return Ok(false);
-        }
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(self.timeout_error());
-        }
-        self.stream
-            .set_read_timeout(Some(remaining))
-            .map_err(|e| io_error(self.url, &e))?;
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(false);
-                }
-                Ok(n) => {
-                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => return Err(self.timeout_error()),
-                Err(e) => return Err(io_error(self.url, &e)),
-            }
-        }
-    }
-
-    fn available(&self) -> &[u8] {
-        self.buf.get(self.pos..).unwrap_or(&[])
-    }
-
-    fn malformed(&self, detail: impl Into<String>) -> LlmError {
-        LlmError::MalformedHttp {
-            url: self.url.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    /// Reads one CRLF- (or LF-) terminated line of at most `max` bytes, without the ending.
-    fn read_line(&mut self, max: usize) -> Result<String, LlmError> {
-        loop {
-            if let Some(i) = self.available().iter().position(|&b| b == b'\n') {
-                let line = self.available().get(..i).unwrap_or(&[]);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let text = String::from_utf8_lossy(line).into_owned();
-                self.pos += i + 1;
-                return Ok(text);
-            }
-            if self.available().len() > max {
-                return Err(self.malformed(format!("line longer than {max} bytes")));
-            }
-            if !self.fill()? {
-                return Err(self.malformed("connection closed in the middle of a line"));
-            }
-        }
-    }
-
-    /// Appends exactly `n` bytes to `out`.
-    fn read_exact_into(&mut self, n: usize, out: &mut Vec<u8>) -> Result<(), LlmError> {
-        let mut left = n;
-        while left > 0 {
-            if self.available().is_empty() && !self.fill()? {
-                return Err(self.malformed(format!(
-                    "connection closed with {left} of {n} body bytes missing"
-                )));
-            }
-            let take = left.min(self.available().len());
-            out.extend_from_slice(self.available().get(..take).unwrap_or(&[]));
-            self.pos += take;
-            left -= take;
-        }
-        Ok(())
-    }
-
-    /// Appends everything until end of stream, failing past `limit` bytes.
-    fn read_to_end_into(&mut self, limit: usize, out: &mut Vec<u8>) -> Result<(), LlmError> {
-        loop {
-            out.extend_from_slice(self.available());
-            self.pos = self.buf.len();
-            if out.len() > limit {
-                return Err(LlmError::ResponseTooLarge {
-                    url: self.url.to_string(),
-                    limit,
-                });
-            }
-            if !self.fill()? {
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
-}
-
-fn io_error(url: &str, e: &std::io::Error) -> LlmError {
-    LlmError::Io {
-        url: url.to_string(),
-        message: e.to_string(),
-    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LlmError::Connect {
+            url: String::new(),
+            message: format!("TLS setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The first `n` characters of `text`, on one line.
@@ -445,114 +347,18 @@ fn one_line_prefix(text: &str, n: usize) -> String {
         .collect()
 }
 
-fn read_response(reader: &mut ResponseReader<'_>, limit: usize) -> Result<Response, LlmError> {
-    // Skip interim 1xx responses.
-    let (status, headers) = loop {
-        let status_line = reader.read_line(MAX_HEAD_BYTES)?;
-        let mut parts = status_line.split_whitespace();
-        let version = parts.next().unwrap_or("");
-        if !version.starts_with("HTTP/1.") {
-            return Err(reader.malformed(format!(
-                "bad status line {:?}",
-                one_line_prefix(&status_line, 80)
-            )));
-        }
-        let status = parts
-            .next()
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|s| (100..=999).contains(s))
-            .ok_or_else(|| {
-                reader.malformed(format!(
-                    "bad status line {:?}",
-                    one_line_prefix(&status_line, 80)
-                ))
-            })?;
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let mut head_bytes = status_line.len();
-        loop {
-            let line = reader.read_line(MAX_HEAD_BYTES)?;
-            if line.is_empty() {
-                break;
-            }
-            head_bytes += line.len() + 2;
-            if head_bytes > MAX_HEAD_BYTES {
-                return Err(reader.malformed(format!("headers longer than {MAX_HEAD_BYTES} bytes")));
-            }
-            let (name, value) = line.split_once(':').ok_or_else(|| {
-                reader.malformed(format!("bad header line {:?}", one_line_prefix(&line, 80)))
-            })?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-        if (100..200).contains(&status) {
-            continue;
-        }
-        break (status, headers);
-    };
-    let header = |name: &str| {
-        headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .next_back()
-    };
-    let chunked = header("transfer-encoding")
-        .map(|v| {
-            v.rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-        })
-        .unwrap_or(false);
-    let url = reader.url;
-    let too_large = || LlmError::ResponseTooLarge {
-        url: url.to_string(),
-        limit,
-    };
-    let mut body = Vec::new();
-    if status == 204 || status == 304 {
-        // No body by definition.
-    } else if chunked {
-        loop {
-            let size_line = reader.read_line(1024)?;
-            let size_text = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16).map_err(|_| {
-                reader.malformed(format!(
-                    "bad chunk size {:?}",
-                    one_line_prefix(&size_line, 40)
-                ))
-            })?;
-            if size == 0 {
-                // Trailers, up to the empty line (tolerate a missing one at end of stream).
-                loop {
-                    match reader.read_line(MAX_HEAD_BYTES) {
-                        Ok(line) if line.is_empty() => break,
-                        Ok(_) => continue,
-                        Err(_) if reader.eof => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                break;
-            }
-            if body.len().saturating_add(size) > limit {
-                return Err(too_large());
-            }
-            reader.read_exact_into(size, &mut body)?;
-            let end = reader.read_line(16)?;
-            if !end.is_empty() {
-                return Err(reader.malformed("chunk not followed by CRLF"));
-            }
-        }
-    } else if let Some(length) = header("content-length") {
-        let length = length
-            .parse::<usize>()
-            .map_err(|_| reader.malformed(format!("bad Content-Length {length:?}")))?;
-        if length > limit {
-            return Err(too_large());
-        }
-        reader.read_exact_into(length, &mut body)?;
-    } else {
-        reader.read_to_end_into(limit, &mut body)?;
-    }
-    Ok(Response { status, body })
+/// A random factor in [0.5, 1] for backoff jitter (std's per-process random hash keys).
+fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    0.5 + 0.5 * unit
+}
+
+/// Seconds in a `Retry-After` header (the HTTP-date form is ignored).
+fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: f64 = value?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,62 +378,108 @@ struct EmbeddingRequest<'a> {
     input: &'a [&'a str],
 }
 
-/// A client for an OpenAI-compatible server reached over plain HTTP.
+/// A client for an OpenAI-compatible server over HTTP or HTTPS.
 ///
-/// Cheap to clone; holds no connection (each request opens its own).
-#[derive(Debug, Clone)]
+/// Cheap to clone (the connection agent is shared). `Debug` shows whether a key is set, never
+/// the key.
+#[derive(Clone)]
 pub struct OpenAiClient {
     base_url: String,
-    base: BaseUrl,
     api_key: Option<String>,
     model: String,
     temperature: f64,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
     max_response_bytes: usize,
+    agent: ureq::Agent,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| REDACTED))
+            .field("model", &self.model)
+            .field("temperature", &self.temperature)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiClient {
-    /// A client for `base_url` (e.g. `http://127.0.0.1:8000/v1`) using chat model `model`.
-    /// `api_key`, if given and non-empty, is sent as `Authorization: Bearer KEY`.
+    /// A client for `base_url` (e.g. `https://api.openai.com/v1` or
+    /// `http://127.0.0.1:8000/v1`) using chat model `model`. `api_key`, if given and
+    /// non-empty, is sent as `Authorization: Bearer KEY`. TLS trusts the webpki roots and the
+    /// certificates in the file named by `SSL_CERT_FILE`, if set.
     ///
-    /// Fails on an `https://` URL ([`LlmError::TlsUnsupported`]) or a URL that is not
-    /// `http://host[:port][/path]` ([`LlmError::InvalidUrl`]).
+    /// Fails on a URL that is not `http(s)://host[:port][/path]` ([`LlmError::InvalidUrl`])
+    /// or an unreadable `SSL_CERT_FILE` ([`LlmError::CertFile`]).
     pub fn new(base_url: &str, api_key: Option<&str>, model: &str) -> Result<Self, LlmError> {
-        let base = BaseUrl::parse(base_url)?;
+        let cert_file = std::env::var_os("SSL_CERT_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Self::with_cert_file(base_url, api_key, model, cert_file.as_deref())
+    }
+
+    /// Like [`OpenAiClient::new`], trusting the certificates of `cert_file` (a PEM file) in
+    /// addition to the webpki roots instead of reading `SSL_CERT_FILE`.
+    pub fn with_cert_file(
+        base_url: &str,
+        api_key: Option<&str>,
+        model: &str,
+        cert_file: Option<&Path>,
+    ) -> Result<Self, LlmError> {
+        let base_url = check_base_url(base_url)?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(tls_config(cert_file)?)
+            // One connection per request: a server that closes idle connections cannot
+            // break a request sent on a stale one, and retries always start afresh.
+            .max_idle_connections(0)
+            .user_agent(concat!("trajdb/", env!("CARGO_PKG_VERSION")))
+            .build();
         Ok(OpenAiClient {
-            base_url: base_url.trim().trim_end_matches('/').to_string(),
-            base,
+            base_url,
             api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
             model: model.to_string(),
             temperature: 0.0,
-            connect_timeout: DEFAULT_TIMEOUT,
-            read_timeout: DEFAULT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            backoff: DEFAULT_BACKOFF,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            agent,
         })
     }
 
     /// A client configured from the environment: `OPENAI_BASE_URL` (default
-    /// [`DEFAULT_BASE_URL`]) and `OPENAI_API_KEY` (optional). Empty values count as unset.
+    /// [`DEFAULT_BASE_URL`]), `OPENAI_API_KEY` (optional) and `SSL_CERT_FILE` (optional).
+    /// Empty values count as unset.
     pub fn from_env(model: &str) -> Result<Self, LlmError> {
-        Self::from_lookup(model, |name| std::env::var(name).ok())
-    }
-
-    /// Like [`OpenAiClient::from_env`], reading variables through `lookup`.
-    fn from_lookup(model: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, LlmError> {
+        let lookup = |name: &str| std::env::var(name).ok();
         let base = lookup("OPENAI_BASE_URL")
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let key = lookup("OPENAI_API_KEY");
-        Self::new(&base, key.as_deref(), model)
+        Self::new(&base, lookup("OPENAI_API_KEY").as_deref(), model)
     }
 
-    /// Sets the connect timeout and the response deadline (time allowed from sending the
-    /// request to the end of the response). Zero durations are raised to 1 ms.
-    pub fn with_timeouts(mut self, connect: Duration, read: Duration) -> Self {
-        let floor = Duration::from_millis(1);
-        self.connect_timeout = connect.max(floor);
-        self.read_timeout = read.max(floor);
+    /// Sets the time limit of one attempt: connect, send and the whole response (default
+    /// 120 s). A zero duration is raised to 1 ms.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets how many times a failed attempt is retried (default 5; 0 = one attempt only).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the first backoff delay (default 0.5 s); it doubles on each retry, capped at 30 s.
+    pub fn with_backoff(mut self, first: Duration) -> Self {
+        self.backoff = first;
         self
     }
 
@@ -723,114 +575,262 @@ impl OpenAiClient {
             .collect()
     }
 
-    /// POSTs `body` as JSON to `{base}{endpoint}` and parses a 2xx JSON answer.
+    /// POSTs `body` as JSON to `{base}{endpoint}` with retries and parses a 2xx JSON answer.
     fn post_json<T: Serialize>(
         &self,
         endpoint: &str,
         body: &T,
     ) -> Result<(String, Value), LlmError> {
-        let path = format!("{}{}", self.base.path, endpoint);
-        let url = self.base.url_for(&path);
+        let url = format!("{}{endpoint}", self.base_url);
         let payload = serde_json::to_vec(body).map_err(|e| LlmError::Io {
             url: url.clone(),
             message: format!("cannot encode request: {e}"),
         })?;
-        let response = self.send("POST", &path, &url, &payload)?;
-        let text = String::from_utf8_lossy(&response.body);
-        if !(200..300).contains(&response.status) {
-            return Err(LlmError::Http {
-                url,
-                status: response.status,
-                body: one_line_prefix(&text, ERROR_BODY_CHARS),
+        let mut attempt = 0u32;
+        loop {
+            let (result, wait_hint) = self.attempt(&url, &payload);
+            let error = match result {
+                Ok(text) => {
+                    let json: Value =
+                        serde_json::from_str(&text).map_err(|e| LlmError::MalformedJson {
+                            url: url.clone(),
+                            message: one_line_prefix(&e.to_string(), ERROR_BODY_CHARS),
+                        })?;
+                    return Ok((url, json));
+                }
+                Err(e) => e,
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            if attempt >= self.retries {
+                return Err(if attempt == 0 {
+                    error
+                } else {
+                    LlmError::GaveUp {
+                        attempts: attempt + 1,
+                        last: Box::new(error),
+                    }
+                });
+            }
+            let backoff = self
+                .backoff
+                .saturating_mul(1u32 << attempt.min(20))
+                .min(MAX_BACKOFF)
+                .mul_f64(jitter());
+            std::thread::sleep(wait_hint.unwrap_or(backoff));
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: the body text of a 2xx answer, or the error and the server's
+    /// `Retry-After`.
+    fn attempt(&self, url: &str, payload: &[u8]) -> (Result<String, LlmError>, Option<Duration>) {
+        let mut request = self
+            .agent
+            .post(url)
+            .timeout(self.timeout)
+            .set("Content-Type", "application/json")
+            .set("Accept", "application/json");
+        if let Some(key) = &self.api_key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        match request.send_bytes(payload) {
+            Ok(response) => (self.read_body(url, response), None),
+            Err(ureq::Error::Status(status, response)) => {
+                let wait = retry_after(response.header("retry-after"));
+                let text = match self.read_body(url, response) {
+                    Ok(text) => text,
+                    Err(e) => format!("(body unreadable: {e})"),
+                };
+                let body = self.redact(&one_line_prefix(&text, ERROR_BODY_CHARS));
+                (
+                    Err(LlmError::Http {
+                        url: url.to_string(),
+                        status,
+                        body,
+                    }),
+                    wait,
+                )
+            }
+            Err(ureq::Error::Transport(t)) => (Err(self.transport_error(url, &t)), None),
+        }
+    }
+
+    /// Reads a response body under the size bound and the time limit.
+    fn read_body(&self, url: &str, response: ureq::Response) -> Result<String, LlmError> {
+        let limit = self.max_response_bytes;
+        let mut body = Vec::new();
+        response
+            .into_reader()
+            .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| self.io_error(url, &e))?;
+        if body.len() > limit {
+            return Err(LlmError::ResponseTooLarge {
+                url: url.to_string(),
+                limit,
             });
         }
-        let json: Value = serde_json::from_str(&text).map_err(|e| LlmError::MalformedJson {
-            url: url.clone(),
-            message: one_line_prefix(&e.to_string(), ERROR_BODY_CHARS),
-        })?;
-        Ok((url, json))
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
-    fn connect(&self, url: &str) -> Result<TcpStream, LlmError> {
-        let connect_error = |message: String| LlmError::Connect {
-            url: url.to_string(),
-            message,
-        };
-        let addrs: Vec<_> = (self.base.connect_host(), self.base.port)
-            .to_socket_addrs()
-            .map_err(|e| connect_error(format!("cannot resolve {}: {e}", self.base.host)))?
-            .collect();
-        let mut last = connect_error(format!("{} resolved to no address", self.base.host));
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => return Ok(stream),
-                Err(e) if is_timeout(&e) => {
-                    last = LlmError::Timeout {
+    fn io_error(&self, url: &str, e: &std::io::Error) -> LlmError {
+        let url = url.to_string();
+        match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => LlmError::Timeout {
+                url,
+                after: self.timeout,
+            },
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
+                LlmError::MalformedHttp {
+                    url,
+                    detail: self.redact(&e.to_string()),
+                }
+            }
+            _ => LlmError::Io {
+                url,
+                message: self.redact(&e.to_string()),
+            },
+        }
+    }
+
+    fn transport_error(&self, url: &str, t: &ureq::Transport) -> LlmError {
+        use ureq::ErrorKind as K;
+        // The innermost I/O error says whether it was a timeout.
+        let mut source = std::error::Error::source(t);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    return LlmError::Timeout {
                         url: url.to_string(),
-                        after: self.connect_timeout,
-                    }
+                        after: self.timeout,
+                    };
                 }
-                Err(e) => last = connect_error(e.to_string()),
             }
+            source = s.source();
         }
-        Err(last)
+        let message = self.redact(&one_line_prefix(&t.to_string(), 400));
+        let url = url.to_string();
+        match t.kind() {
+            K::InvalidUrl | K::UnknownScheme => LlmError::InvalidUrl {
+                url,
+                reason: message,
+            },
+            K::Dns | K::ConnectionFailed | K::ProxyConnect => LlmError::Connect { url, message },
+            K::BadStatus | K::BadHeader => LlmError::MalformedHttp {
+                url,
+                detail: message,
+            },
+            _ => LlmError::Io { url, message },
+        }
     }
 
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        url: &str,
-        payload: &[u8],
-    ) -> Result<Response, LlmError> {
-        let mut stream = self.connect(url)?;
-        let deadline = Instant::now() + self.read_timeout;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: trajdb\r\n\
-             Content-Type: application/json\r\nAccept: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n",
-            self.base.authority(),
-            payload.len()
-        );
-        if let Some(key) = &self.api_key {
-            head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    /// `text` with every occurrence of the API key replaced.
+    fn redact(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(key) if !key.is_empty() => text.replace(key.as_str(), REDACTED),
+            _ => text.to_string(),
         }
-        head.push_str("\r\n");
-        let write_error = |e: std::io::Error| {
-            if is_timeout(&e) {
-                LlmError::Timeout {
-                    url: url.to_string(),
-                    after: self.read_timeout,
-                }
-            } else {
-                io_error(url, &e)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedder
+// ---------------------------------------------------------------------------------------------
+
+/// An [`trajdb::Embedder`] over an OpenAI-compatible `/v1/embeddings` endpoint.
+///
+/// It records itself in key spaces as `openai:MODEL`, version `1`, with the dimensions the
+/// server returned for a probe sentence when it was made (so an unreachable server or an
+/// unknown model is reported before anything is written).
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbedder {
+    client: OpenAiClient,
+    model: String,
+    dims: u32,
+}
+
+/// Name prefix an [`OpenAiEmbedder`] records (`openai:MODEL`).
+pub const OPENAI_EMBEDDER_PREFIX: &str = "openai:";
+
+impl OpenAiEmbedder {
+    /// Connects to `client`'s server and learns `model`'s dimensions from one probe request.
+    pub fn connect(client: OpenAiClient, model: &str) -> Result<Self, LlmError> {
+        let probe = client.embed(model, &["trajdb dimension probe"])?;
+        let url = format!("{}/embeddings", client.base_url());
+        let dims = probe
+            .first()
+            .map(Vec::len)
+            .filter(|&n| n > 0)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(LlmError::MissingField {
+                url,
+                field: "data[0].embedding (empty)".to_string(),
+            })?;
+        Ok(OpenAiEmbedder {
+            client,
+            model: model.to_string(),
+            dims,
+        })
+    }
+
+    fn embed_texts(&self, texts: &[&str]) -> trajdb::Result<Vec<Vec<f32>>> {
+        let at = format!("embedder {OPENAI_EMBEDDER_PREFIX}{}", self.model);
+        let vectors = self
+            .client
+            .embed(&self.model, texts)
+            .map_err(|e| trajdb::Error::invalid(at.clone(), e.to_string()))?;
+        for v in &vectors {
+            if u32::try_from(v.len()).ok() != Some(self.dims) {
+                return Err(trajdb::Error::invalid(
+                    at,
+                    format!(
+                        "the server returned {} dimensions, expected {}",
+                        v.len(),
+                        self.dims
+                    ),
+                ));
             }
-        };
-        stream
-            .set_write_timeout(Some(self.read_timeout))
-            .map_err(|e| io_error(url, &e))?;
-        stream.write_all(head.as_bytes()).map_err(write_error)?;
-        stream.write_all(payload).map_err(write_error)?;
-        stream.flush().map_err(write_error)?;
-        let mut reader = ResponseReader {
-            stream: &mut stream,
-            buf: Vec::new(),
-            pos: 0,
-            deadline,
-            timeout: self.read_timeout,
-            url,
-            eof: false,
-        };
-        read_response(&mut reader, self.max_response_bytes)
+        }
+        Ok(vectors)
+    }
+}
+
+impl trajdb::Embedder for OpenAiEmbedder {
+    fn id(&self) -> trajdb::EmbedderId {
+        trajdb::EmbedderId {
+            name: format!("{OPENAI_EMBEDDER_PREFIX}{}", self.model),
+            version: "1".to_string(),
+            dims: self.dims,
+        }
+    }
+
+    fn embed(&self, text: &str) -> trajdb::Result<Vec<f32>> {
+        let mut v = self.embed_texts(&[text])?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> trajdb::Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(64) {
+            out.extend(self.embed_texts(chunk)?);
+        }
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc;
     use std::thread;
+    use std::time::Instant;
 
     /// A request as the test server saw it.
     #[derive(Debug)]
@@ -945,17 +945,21 @@ mod tests {
         let bytes = body.as_bytes();
         let size = bytes.len().div_ceil(pieces.max(1)).max(1);
         for piece in bytes.chunks(size) {
-            out.push_str(&format!("{:x};ext=1\r\n", piece.len()));
+            out.push_str(&format!("{:x}\r\n", piece.len()));
             out.push_str(&String::from_utf8_lossy(piece));
             out.push_str("\r\n");
         }
-        out.push_str("0\r\nX-Trailer: yes\r\n\r\n");
+        out.push_str("0\r\n\r\n");
         out.into_bytes()
     }
 
+    /// A client with short timeouts and no retries unless a test asks for them.
     fn client(base: &str, key: Option<&str>) -> OpenAiClient {
-        match OpenAiClient::new(base, key, "test-model") {
-            Ok(c) => c.with_timeouts(Duration::from_secs(5), Duration::from_secs(5)),
+        match OpenAiClient::with_cert_file(base, key, "test-model", None) {
+            Ok(c) => c
+                .with_timeout(Duration::from_secs(5))
+                .with_retries(0)
+                .with_backoff(Duration::from_millis(10)),
             Err(e) => panic!("client: {e}"),
         }
     }
@@ -965,6 +969,246 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("server saw no request: {e}"),
         }
+    }
+
+    #[test]
+    fn truncated_body_is_retried_then_reported_as_malformed() {
+        let truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":".to_vec();
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, truncated.clone()),
+            (Duration::ZERO, truncated),
+        ]);
+        let err = client(&base, None)
+            .with_retries(1)
+            .chat(&[ChatMessage::user("hi")])
+            .err();
+        match &err {
+            Some(LlmError::GaveUp { attempts: 2, last }) => {
+                assert!(matches!(**last, LlmError::MalformedHttp { .. }), "{last:?}")
+            }
+            other => panic!("expected two failed attempts, got {other:?}"),
+        }
+        assert_eq!(rx.try_iter().count(), 2, "both attempts reached the server");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused() {
+        let big = with_length("200 OK", &format!("\"{}\"", "y".repeat(1000)));
+        let big_chunked = chunked("200 OK", &format!("\"{}\"", "y".repeat(1000)), 4);
+        let (base, _rx) = serve(vec![(Duration::ZERO, big), (Duration::ZERO, big_chunked)]);
+        let c = client(&base, None).with_max_response_bytes(256);
+        let msg = [ChatMessage::user("hi")];
+        for _ in 0..2 {
+            assert!(matches!(
+                c.chat(&msg),
+                Err(LlmError::ResponseTooLarge { limit: 256, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn rate_limit_429_twice_then_200_succeeds_honouring_retry_after() {
+        let ok = with_length(
+            "200 OK",
+            r#"{"choices":[{"message":{"content":"third time"}}]}"#,
+        );
+        let limited =
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0.2\r\nContent-Length: 4\r\n\r\nslow"
+                .to_vec();
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, limited.clone()),
+            (Duration::ZERO, limited),
+            (Duration::ZERO, ok),
+        ]);
+        let started = Instant::now();
+        let answer = client(&base, None)
+            .with_retries(5)
+            .chat(&[ChatMessage::user("hi")]);
+        assert_eq!(answer, Ok("third time".to_string()));
+        // Two waits of Retry-After (0.2 s) instead of the 10 ms backoff.
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(rx.try_iter().count(), 3);
+    }
+
+    #[test]
+    fn server_error_500_then_200_succeeds() {
+        let ok = with_length(
+            "200 OK",
+            r#"{"choices":[{"message":{"content":"recovered"}}]}"#,
+        );
+        let (base, rx) = serve(vec![
+            (
+                Duration::ZERO,
+                with_length("500 Internal Server Error", "oops"),
+            ),
+            (Duration::ZERO, ok),
+        ]);
+        let answer = client(&base, None)
+            .with_retries(5)
+            .chat(&[ChatMessage::user("hi")]);
+        assert_eq!(answer, Ok("recovered".to_string()));
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn retries_are_bounded_and_client_errors_are_not_retried() {
+        let fail = || {
+            (
+                Duration::ZERO,
+                with_length("503 Service Unavailable", "busy"),
+            )
+        };
+        let (base, rx) = serve(vec![fail(), fail(), fail(), fail()]);
+        let err = client(&base, None)
+            .with_retries(2)
+            .chat(&[ChatMessage::user("hi")])
+            .err();
+        assert!(
+            matches!(&err, Some(LlmError::GaveUp { attempts: 3, last }) if matches!(**last, LlmError::Http { status: 503, .. })),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.ends_with("(gave up after 3 attempts)"), "{text}");
+        assert_eq!(rx.try_iter().count(), 3, "exactly 1 + 2 retries");
+
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, with_length("400 Bad Request", "no")),
+            fail(),
+        ]);
+        let err = client(&base, None)
+            .with_retries(5)
+            .chat(&[ChatMessage::user("hi")])
+            .err();
+        assert!(
+            matches!(err, Some(LlmError::Http { status: 400, .. })),
+            "{err:?}"
+        );
+        assert_eq!(rx.try_iter().count(), 1, "a 400 is final");
+    }
+
+    #[test]
+    fn slow_reply_past_the_timeout_is_a_timeout() {
+        let answer = with_length("200 OK", r#"{"choices":[]}"#);
+        let (base, _rx) = serve(vec![(Duration::from_millis(1500), answer)]);
+        let c = client(&base, None).with_timeout(Duration::from_millis(200));
+        let started = Instant::now();
+        let err = c.chat(&[ChatMessage::user("hi")]).err();
+        assert!(matches!(err, Some(LlmError::Timeout { .. })), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(1400));
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("timed out after 0.2 s"), "{text}");
+    }
+
+    #[test]
+    fn api_key_never_appears_in_errors_or_debug() {
+        let key = "sk-very-secret-0123456789";
+        let echo = format!("invalid api key {key}, Authorization: Bearer {key}");
+        let (base, rx) = serve(vec![(
+            Duration::ZERO,
+            with_length("401 Unauthorized", &echo),
+        )]);
+        let c = client(&base, Some(key));
+        let err = c.chat(&[ChatMessage::user("hi")]).err();
+        let text = err
+            .as_ref()
+            .map(|e| format!("{e} {e:?}"))
+            .unwrap_or_default();
+        assert!(
+            matches!(err, Some(LlmError::Http { status: 401, .. })),
+            "{err:?}"
+        );
+        assert!(!text.contains(key), "{text}");
+        assert!(text.contains(REDACTED), "{text}");
+        assert!(!format!("{c:?}").contains(key));
+        // The key did reach the server, in the header only.
+        assert_eq!(
+            seen(&rx).header("authorization"),
+            Some(format!("Bearer {key}").as_str())
+        );
+        // A refused connection's message does not carry it either.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let err = client(&format!("http://127.0.0.1:{port}/v1"), Some(key))
+            .chat(&[ChatMessage::user("hi")])
+            .err();
+        let text = err.map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(!text.contains(key), "{text}");
+    }
+
+    #[test]
+    fn unreadable_cert_file_is_one_clear_error() {
+        let missing = Path::new("/nonexistent/trajdb-ca.pem");
+        let err =
+            OpenAiClient::with_cert_file("https://example.com/v1", None, "m", Some(missing)).err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("certificate file /nonexistent/trajdb-ca.pem (SSL_CERT_FILE): "),
+            "{text}"
+        );
+        let dir = std::env::temp_dir().join(format!("trajdb-certfile-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let not_pem = dir.join("empty.pem");
+        let _ = std::fs::write(&not_pem, "not a certificate\n");
+        let err =
+            OpenAiClient::with_cert_file("https://example.com/v1", None, "m", Some(&not_pem)).err();
+        assert!(matches!(err, Some(LlmError::CertFile { .. })), "{err:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        for good in [
+            "http://localhost:11434/v1/",
+            "https://api.openai.com/v1",
+            "http://[::1]:8080",
+            "HTTPS://example.com",
+        ] {
+            assert!(check_base_url(good).is_ok(), "{good} should be accepted");
+        }
+        assert_eq!(
+            check_base_url("http://localhost:11434/v1/").ok().as_deref(),
+            Some("http://localhost:11434/v1")
+        );
+        for bad in [
+            "ftp://x",
+            "localhost:8000",
+            "http://",
+            "http://host:99999",
+            "http://host:0/v1",
+            "http://user@host/v1",
+            "http://host/v1?x=1",
+            "http://[::1/v1",
+        ] {
+            assert!(
+                matches!(check_base_url(bad), Err(LlmError::InvalidUrl { .. })),
+                "{bad} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn openai_embedder_learns_dims_and_embeds_in_batches() {
+        use trajdb::Embedder;
+        let probe = r#"{"data":[{"index":0,"embedding":[1.0,0.0,0.0]}]}"#;
+        let two = r#"{"data":[{"index":0,"embedding":[0.0,1.0,0.0]},{"index":1,"embedding":[0.0,0.0,1.0]}]}"#;
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, with_length("200 OK", probe)),
+            (Duration::ZERO, with_length("200 OK", two)),
+        ]);
+        let e = match OpenAiEmbedder::connect(client(&base, None), "mini") {
+            Ok(e) => e,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(e.id().to_string(), "openai:mini@1 (3 dims)");
+        let v = e.embed_batch(&["a", "b"]);
+        assert_eq!(v.ok(), Some(vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]));
+        assert_eq!(seen(&rx).json()["model"], "mini");
     }
 
     #[test]
@@ -1087,59 +1331,6 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_oversized_bodies_are_errors() {
-        let truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":".to_vec();
-        let big = with_length("200 OK", &format!("\"{}\"", "y".repeat(1000)));
-        let big_chunked = chunked("200 OK", &format!("\"{}\"", "y".repeat(1000)), 4);
-        let garbage = b"SMTP ready\r\n\r\n".to_vec();
-        let (base, _rx) = serve(vec![
-            (Duration::ZERO, truncated),
-            (Duration::ZERO, big),
-            (Duration::ZERO, big_chunked),
-            (Duration::ZERO, garbage),
-        ]);
-        let c = client(&base, None).with_max_response_bytes(256);
-        let msg = [ChatMessage::user("hi")];
-        assert!(matches!(c.chat(&msg), Err(LlmError::MalformedHttp { .. })));
-        assert!(matches!(
-            c.chat(&msg),
-            Err(LlmError::ResponseTooLarge { limit: 256, .. })
-        ));
-        assert!(matches!(
-            c.chat(&msg),
-            Err(LlmError::ResponseTooLarge { limit: 256, .. })
-        ));
-        assert!(matches!(c.chat(&msg), Err(LlmError::MalformedHttp { .. })));
-    }
-
-    #[test]
-    fn close_delimited_body_and_interim_100_continue_are_read() {
-        let answer = r#"{"choices":[{"message":{"content":"done"}}]}"#;
-        let raw = format!(
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{answer}"
-        );
-        let (base, _rx) = serve(vec![(Duration::ZERO, raw.into_bytes())]);
-        assert_eq!(
-            client(&base, None).chat(&[ChatMessage::user("hi")]),
-            Ok("done".to_string())
-        );
-    }
-
-    #[test]
-    fn slow_server_times_out() {
-        let answer = with_length("200 OK", r#"{"choices":[]}"#);
-        let (base, _rx) = serve(vec![(Duration::from_millis(1500), answer)]);
-        let c =
-            client(&base, None).with_timeouts(Duration::from_secs(2), Duration::from_millis(200));
-        let started = Instant::now();
-        let err = c.chat(&[ChatMessage::user("hi")]).err();
-        assert!(matches!(err, Some(LlmError::Timeout { .. })), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
-        let text = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(text.contains("timed out after 0.2 s"), "{text}");
-    }
-
-    #[test]
     fn connection_refused_names_the_url() {
         // Bind then drop a listener to get a port nothing listens on.
         let port = TcpListener::bind("127.0.0.1:0")
@@ -1154,84 +1345,6 @@ mod tests {
             }
             other => panic!("expected a connection error, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn https_base_url_is_refused_with_a_clear_message() {
-        let err = OpenAiClient::new("https://api.openai.com/v1", Some("k"), "m").err();
-        assert_eq!(
-            err,
-            Some(LlmError::TlsUnsupported {
-                url: "https://api.openai.com/v1".to_string()
-            })
-        );
-        let text = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(text.contains("TLS (https) is not supported"), "{text}");
-        assert!(text.contains("http://"), "{text}");
-        let via_env = OpenAiClient::from_lookup("m", |name| {
-            (name == "OPENAI_BASE_URL").then(|| "HTTPS://example.com".to_string())
-        });
-        assert!(matches!(via_env, Err(LlmError::TlsUnsupported { .. })));
-    }
-
-    #[test]
-    fn base_urls_are_parsed_or_rejected() {
-        let parse = |u: &str| BaseUrl::parse(u);
-        assert_eq!(
-            parse("http://localhost:11434/v1/"),
-            Ok(BaseUrl {
-                host: "localhost".into(),
-                port: 11434,
-                path: "/v1".into()
-            })
-        );
-        assert_eq!(
-            parse("http://[::1]:8080"),
-            Ok(BaseUrl {
-                host: "[::1]".into(),
-                port: 8080,
-                path: String::new()
-            })
-        );
-        assert_eq!(parse("http://example").map(|b| b.port), Ok(80));
-        for bad in [
-            "ftp://x",
-            "localhost:8000",
-            "http://",
-            "http://host:99999",
-            "http://host:0/v1",
-            "http://user@host/v1",
-            "http://host/v1?x=1",
-            "http://[::1/v1",
-        ] {
-            assert!(
-                matches!(parse(bad), Err(LlmError::InvalidUrl { .. })),
-                "{bad} should be invalid"
-            );
-        }
-    }
-
-    #[test]
-    fn from_env_defaults_and_reads_variables() {
-        let c = OpenAiClient::from_lookup("m", |_| None);
-        assert_eq!(c.as_ref().map(|c| c.base_url()), Ok(DEFAULT_BASE_URL));
-        assert_eq!(c.map(|c| c.api_key), Ok(None));
-        let c = OpenAiClient::from_lookup("m", |name| match name {
-            "OPENAI_BASE_URL" => Some("http://localhost:9000/api/".to_string()),
-            "OPENAI_API_KEY" => Some("secret".to_string()),
-            _ => None,
-        });
-        let c = match c {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        };
-        assert_eq!(c.base_url(), "http://localhost:9000/api");
-        assert_eq!(c.base.path, "/api");
-        assert_eq!(c.api_key.as_deref(), Some("secret"));
-        assert_eq!(c.model(), "m");
-        let empty_key =
-            OpenAiClient::from_lookup("m", |name| (name == "OPENAI_API_KEY").then(String::new));
-        assert_eq!(empty_key.map(|c| c.api_key), Ok(None));
     }
 
     #[test]

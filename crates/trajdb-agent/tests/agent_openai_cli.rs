@@ -160,6 +160,15 @@ fn bad_flags_and_bad_recipe_files_give_one_clear_line() {
     );
     assert_eq!(err(&["--seeds", "0"]), "--seeds: must be at least 1");
     assert_eq!(err(&["--k", "0"]), "--k: must be at least 1");
+    assert_eq!(
+        err(&["--llm-timeout", "0"]),
+        "--llm-timeout: must be more than 0 and at most 86400 seconds, got 0"
+    );
+    assert!(parse(&["--llm-retries", "-1"]).is_err());
+    assert_eq!(
+        err(&["--embedder", "minilm"]),
+        "--embedder: unknown embedder \"minilm\"; expected hash or openai:MODEL"
+    );
     let mut big = parse(&[]).unwrap();
     big.train = 100_000;
     let e = run(&big).err().map(|e| e.to_string()).unwrap_or_default();

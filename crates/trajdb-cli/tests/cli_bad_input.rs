@@ -227,7 +227,7 @@ fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
     b[n - 20] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
     assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
-    let r = trajdb(&["export", s(&db)], None);
+    let r = trajdb(&["export", s(&db), "--with-spaces"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(records(&r.stdout).len(), 2);
     assert!(
@@ -342,7 +342,7 @@ fn text_queries_are_refused_for_a_space_of_another_embedder() {
         &r,
         &[
             "all-MiniLM-L6-v2@1",
-            "can only embed with the built-in trajdb-hash@1",
+            "can only be embedded with the built-in trajdb-hash@1",
         ],
     );
 }

@@ -235,8 +235,42 @@ fn stats_json_has_counts_and_rows_per_space() {
     assert_eq!(spaces[1]["name"], "observation");
     assert_eq!(spaces[1]["rows"], 4);
     assert!(spaces[0]["file_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn stats_text_is_an_aligned_table() {
+    let db = seeded("stats-table");
     let text = ok(&["stats", s(&db)]);
-    assert!(text.contains("trajectories  3"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("trajectories") && lines[0].ends_with(" 3"),
+        "{text}"
+    );
+    // The counts: names left-aligned, numbers right-aligned in one column.
+    let counts: Vec<&str> = lines
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect();
+    assert_eq!(counts.len(), 8, "{text}");
+    assert!(counts.iter().all(|l| l.len() == counts[0].len()), "{text}");
+    // The key spaces: a header, then one row per space, every column starting where its
+    // header does.
+    let head = lines[counts.len() + 1];
+    assert!(
+        head.starts_with("space ") && head.ends_with("key file bytes"),
+        "{text}"
+    );
+    let rows = &lines[counts.len() + 2..];
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with("goal ") && rows[1].starts_with("observation "),
+        "{text}"
+    );
+    let level_at = head.find("level").unwrap();
+    assert_eq!(&rows[0][level_at..level_at + 10], "trajectory", "{text}");
+    assert_eq!(&rows[1][level_at..level_at + 4], "step", "{text}");
+    assert!(rows.iter().all(|r| r.len() == head.len()), "{text}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `trajdb export` then `trajdb import` (or `append`) rebuilds the same content, key-space
 //! definitions included: metric, level, dimensions and recorded embedder, via the key-space
-//! header line that `export` writes first.
+//! header line that `export --with-spaces` writes first. Plain `export` writes one trajectory
+//! a line and nothing else.
 #![allow(clippy::unwrap_used)]
 
 mod cli_util;
@@ -226,4 +227,51 @@ fn metric_and_embed_options_that_disagree_with_the_header_are_refused() {
     let spaces = stats_spaces(&fresh);
     assert_eq!(spaces[1]["name"], "goal");
     assert_eq!(spaces[1]["rows"], 7);
+}
+
+#[test]
+fn plain_export_is_one_trajectory_a_line_and_imports_with_inferred_spaces() {
+    let db = mixed_db("rt-plain");
+    let out = ok(&["export", s(&db)]);
+    let with = export(&db);
+    // The same records, without the header line.
+    assert_eq!(out.lines().collect::<Vec<_>>(), records(&with));
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v.get("goal").is_some() && v.get("trajdb_spaces").is_none(),
+            "{line}"
+        );
+    }
+    // Without the header, `import` infers key spaces from the first record, as for any file:
+    // the spaces that record lacks are refused by name, and nothing is imported.
+    let f = file("rt-plain.jsonl", out.as_bytes());
+    let db2 = tmp("rt-plain-copy");
+    let r = trajdb(&["import", s(&db2), s(&f)], None);
+    assert_refused(&r, &["no key space named `goal`", "nothing was imported"]);
+    // A database whose first record has every key space imports from a plain export.
+    let one = tmp("rt-plain-one");
+    ok(&[
+        "import",
+        s(&one),
+        s(&file("rt-plain-l2.jsonl", L2_RECORDS.as_bytes())),
+        "--metric",
+        "l2",
+    ]);
+    let plain = ok(&["export", s(&one)]);
+    let db3 = tmp("rt-plain-one-copy");
+    ok(&[
+        "import",
+        s(&db3),
+        s(&file("rt-plain-one.jsonl", plain.as_bytes())),
+        "--metric",
+        "l2",
+    ]);
+    assert_eq!(ok(&["export", s(&db3)]), plain);
+    // The header is refused where it means nothing.
+    let r = trajdb(
+        &["export", s(&db), "--with-spaces", "--format", "chat"],
+        None,
+    );
+    assert_refused(&r, &["--with-spaces: only applies to --format jsonl"]);
 }

@@ -4,12 +4,15 @@ use std::path::Path;
 
 use trajdb::{Database, Durability};
 
+use super::progress::{note, Progress};
 use super::{open_read_as, open_write, CliResult};
 
 /// `trajdb verify DB`: read-only, so it runs beside a writer and never repairs anything.
 pub fn verify(db: &Path) -> CliResult {
     let d = open_read_as(db, false)?;
+    let spin = Progress::spinner("verifying");
     let r = d.verify()?;
+    spin.finish();
     let torn = d.open_report();
     let s = d.stats();
     println!(
@@ -66,7 +69,9 @@ pub fn compact(db: &Path) -> CliResult {
     let d = open_write(db, Durability::SyncEachCommit)?;
     let (log0, keys0) = size(&d);
     let deleted = d.stats().deleted;
+    let spin = Progress::spinner("compacting");
     d.compact()?;
+    spin.finish();
     let (log1, keys1) = size(&d);
     println!(
         "compacted {}: removed {deleted} deleted trajectories; log {log0} -> {log1} bytes, key files {keys0} -> {keys1} bytes",
@@ -78,8 +83,14 @@ pub fn compact(db: &Path) -> CliResult {
 /// `trajdb fork DB DST`.
 pub fn fork(db: &Path, dst: &Path) -> CliResult {
     let d = open_write(db, Durability::SyncEachCommit)?;
+    let spin = Progress::spinner("forking");
     d.fork(dst)?;
-    eprintln!("trajdb: forked {} into {}", db.display(), dst.display());
+    spin.finish();
+    note(&format!(
+        "trajdb: forked {} into {}",
+        db.display(),
+        dst.display()
+    ));
     Ok(())
 }
 
@@ -87,6 +98,8 @@ pub fn fork(db: &Path, dst: &Path) -> CliResult {
 pub fn delete(db: &Path, id: u64) -> CliResult {
     let d = open_write(db, Durability::SyncEachCommit)?;
     d.delete(id)?;
-    eprintln!("trajdb: deleted trajectory {id} (run `trajdb compact` to reclaim its space)");
+    note(&format!(
+        "trajdb: deleted trajectory {id} (run `trajdb compact` to reclaim its space)"
+    ));
     Ok(())
 }

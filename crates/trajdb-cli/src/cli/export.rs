@@ -6,8 +6,10 @@ use trajdb::export::{chat_example, usage_lines};
 use trajdb::jsonl::SpacesHeader;
 use trajdb::Trajectory;
 
+use super::progress::{self, Progress};
 use super::{
     json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
+    InspectArgs,
 };
 
 /// `trajdb get DB ID`.
@@ -21,6 +23,98 @@ pub fn get(a: &GetArgs) -> CliResult {
         write_readable(&mut out, &t, a.full)?;
     }
     out.flush().map_err(out_err)
+}
+
+/// `trajdb inspect DB ID`: the trajectory as text a person reads top to bottom.
+pub fn inspect(a: &InspectArgs) -> CliResult {
+    let db = open_read(&a.db)?;
+    let t = db.get(a.id)?;
+    let u = db.utility(a.id);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for l in inspect_lines(&t, &u) {
+        write_line(&mut out, &l)?;
+    }
+    out.flush().map_err(out_err)
+}
+
+/// The lines of `inspect`.
+fn inspect_lines(t: &Trajectory, u: &trajdb::Utility) -> Vec<String> {
+    let r = |s: &str| trajdb::export::readable(s, None);
+    let mut where_ = vec![];
+    for (k, v) in [("env", &t.env), ("task", &t.task)] {
+        if !v.is_empty() {
+            where_.push(format!("{k} {v}"));
+        }
+    }
+    if let Some(c) = &t.category {
+        where_.push(format!("category {c}"));
+    }
+    let mut lines = vec![format!(
+        "Trajectory {}{}",
+        t.id.unwrap_or_default(),
+        if where_.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", where_.join(", "))
+        }
+    )];
+    lines.push(format!("Goal:      {}", r(&t.goal)));
+    lines.push(format!(
+        "Plan:      {}",
+        if t.plan.is_empty() {
+            "(none)".to_string()
+        } else {
+            r(&t.plan)
+        }
+    ));
+    if t.steps.is_empty() {
+        lines.push("Steps:     (none)".to_string());
+    } else {
+        lines.push(format!("Steps:     {}", t.steps.len()));
+    }
+    let width = t.steps.len().to_string().len();
+    let pad = " ".repeat(width + 4);
+    for (i, s) in t.steps.iter().enumerate() {
+        lines.push(format!(
+            "  {:>width$}. Observation: {}",
+            i + 1,
+            r(&s.observation)
+        ));
+        if !s.reasoning.is_empty() {
+            lines.push(format!("{pad}Thought:     {}", r(&s.reasoning)));
+        }
+        let reward = s
+            .reward
+            .map_or_else(String::new, |r| format!("   (reward {r})"));
+        lines.push(format!("{pad}Action:      {}{reward}", r(&s.action)));
+    }
+    if !t.final_observation.is_empty() {
+        lines.push(format!("Final:     {}", r(&t.final_observation)));
+    }
+    let outcome = match t.outcome.success {
+        Some(true) => "success",
+        Some(false) => "failure",
+        None => "unknown",
+    };
+    let reward = t
+        .outcome
+        .reward
+        .map_or_else(String::new, |r| format!(", reward {r}"));
+    lines.push(format!("Outcome:   {outcome}{reward}"));
+    let q = u.q().map_or_else(
+        || "Q not known yet (no labelled episode retrieved it)".to_string(),
+        |q| {
+            format!(
+                "Q = {q:.3} over {} labelled retrievals",
+                u.labelled_retrievals
+            )
+        },
+    );
+    lines.push(format!(
+        "Utility:   retrieved {} times in {} episodes; {q}",
+        u.retrievals, u.episodes
+    ));
+    lines
 }
 
 fn write_readable(out: &mut impl Write, t: &Trajectory, full: bool) -> CliResult {
@@ -100,6 +194,35 @@ fn write_readable(out: &mut impl Write, t: &Trajectory, full: bool) -> CliResult
     Ok(())
 }
 
+/// `trajdb export DB --parquet FILE`.
+#[cfg(feature = "parquet")]
+fn export_parquet(db: &trajdb::Database, path: &std::path::Path, a: &ExportArgs) -> CliResult {
+    let opts = super::parquet::ExportOpts {
+        chat: a.format == ExportFormat::Chat,
+        with_utility: a.with_utility,
+        success_only: a.success_only,
+    };
+    let bar = Progress::bar(db.ids().len() as u64, "exporting", false);
+    let (rows, skipped) = super::parquet::export(db, path, &opts, &bar)?;
+    bar.finish();
+    let mut note = format!("trajdb: wrote {rows} rows to {}", path.display());
+    if skipped > 0 {
+        note.push_str(&format!(
+            "; skipped {skipped} trajectories without steps (no assistant turn to export)"
+        ));
+    }
+    progress::note(&note);
+    Ok(())
+}
+
+/// Without the `parquet` feature `--parquet` is refused.
+#[cfg(not(feature = "parquet"))]
+fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> CliResult {
+    Err("--parquet: this trajdb was built without Parquet support (build with `cargo build --release --features parquet`)"
+        .to_string()
+        .into())
+}
+
 /// `trajdb export DB`.
 pub fn export(a: &ExportArgs) -> CliResult {
     let db = open_read(&a.db)?;
@@ -110,7 +233,17 @@ pub fn export(a: &ExportArgs) -> CliResult {
         }
         return out.flush().map_err(out_err);
     }
-    if a.format == ExportFormat::Jsonl {
+    if let Some(path) = &a.parquet {
+        return export_parquet(&db, path, a);
+    }
+    if a.with_spaces && a.format != ExportFormat::Jsonl {
+        return Err(
+            "--with-spaces: only applies to --format jsonl (chat examples carry no keys)"
+                .to_string()
+                .into(),
+        );
+    }
+    if a.with_spaces {
         // The key spaces first, so that `import` rebuilds them exactly.
         let header = SpacesHeader {
             trajdb_spaces: db.spaces(),
@@ -118,7 +251,10 @@ pub fn export(a: &ExportArgs) -> CliResult {
         write_line(&mut out, &json_line(&header)?)?;
     }
     let mut skipped = 0u64;
-    for id in db.ids() {
+    let ids = db.ids();
+    let bar = Progress::bar(ids.len() as u64, "exporting", false);
+    for id in ids {
+        bar.inc(1);
         let t = db.get(id)?;
         if a.success_only && t.outcome.success != Some(true) {
             continue;
@@ -132,7 +268,8 @@ pub fn export(a: &ExportArgs) -> CliResult {
         }
     }
     out.flush().map_err(out_err)?;
-    if skipped > 0 {
+    bar.finish();
+    if skipped > 0 && !progress::quiet() {
         eprintln!(
             "trajdb: skipped {skipped} trajectories without steps (no assistant turn to export)"
         );

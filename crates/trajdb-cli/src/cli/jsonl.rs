@@ -10,13 +10,18 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use trajdb::import::{
     check_import_as, check_record, describe, plan_header_spaces, plan_spaces, write_import, Claim,
     IdClaims, ImportOptions,
 };
 use trajdb::jsonl::{embed_missing, hash_spaces, locate, LineReader};
-use trajdb::{Database, Durability, Error, Metric};
+use trajdb::{Database, Durability, Embedder, Error, Metric, SpaceDef};
+use trajdb_agent::embedders::{check_timeout, EmbedderSpec};
+use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder};
 
+use super::progress::{self, Progress};
 use super::{json_line, open_create, AppendArgs, CliResult, Failure, ImportArgs};
 
 /// A copy of non-file input (a pipe) in the temporary directory, removed on drop.
@@ -38,7 +43,10 @@ fn input_file(path: &Path) -> CliResult<(PathBuf, Option<Spool>)> {
     if meta.is_dir() {
         return Err(format!("{} is a directory, not a JSONL file", path.display()).into());
     }
-    if meta.is_file() {
+    // A Parquet file (recognised by its magic; only a regular file is sniffed, since reading
+    // a pipe's first bytes would lose them) is imported as the JSONL it holds.
+    let parquet = meta.is_file() && super::is_parquet_file(path);
+    if meta.is_file() && !parquet {
         return Ok((path.to_owned(), None));
     }
     let nanos = std::time::SystemTime::now()
@@ -51,15 +59,19 @@ fn input_file(path: &Path) -> CliResult<(PathBuf, Option<Spool>)> {
     let spool = Spool(copy.clone());
     let mut out = File::create(&copy)
         .map_err(|e| format!("cannot save {} to {}: {e}", path.display(), copy.display()))?;
-    io::copy(&mut f, &mut out)
-        .and_then(|_| out.flush())
-        .map_err(|e| {
-            format!(
-                "cannot save {} to {} for checking: {e}; nothing was imported",
-                path.display(),
-                copy.display()
-            )
-        })?;
+    let copied = if parquet {
+        let jsonl = super::parquet_as_jsonl(path)?;
+        out.write_all(&jsonl)
+    } else {
+        io::copy(&mut f, &mut out).map(|_| ())
+    };
+    copied.and_then(|_| out.flush()).map_err(|e| {
+        format!(
+            "cannot save {} to {} for checking: {e}; nothing was imported",
+            path.display(),
+            copy.display()
+        )
+    })?;
     Ok((copy, Some(spool)))
 }
 
@@ -67,10 +79,13 @@ fn input_file(path: &Path) -> CliResult<(PathBuf, Option<Spool>)> {
 pub fn import(a: &ImportArgs) -> CliResult {
     let start = Instant::now();
     let source = a.file.display().to_string();
+    // A model embedder is reached (one probe request) before anything is read or written.
+    let model = model_embedder(a)?;
     let (path, _spool) = input_file(&a.file)?;
     let opts = ImportOptions {
         embed: a.embed.clone(),
         dims: a.dims,
+        model: model.map(|m| Arc::new(m) as Arc<dyn Embedder>),
         metric: a.metric.map(Metric::from),
         skip_existing: a.skip_existing,
     };
@@ -80,6 +95,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
         Durability::Buffered
     };
     // Check the whole file before writing anything; a new database is made only after.
+    let checking = Progress::spinner("checking the whole file before writing");
     let (db, plan) = if a.db.exists() {
         let db = open_create(&a.db, durability)?;
         let plan = check_import_as(Some(&db), &path, &source, &opts).map_err(nothing)?;
@@ -88,7 +104,10 @@ pub fn import(a: &ImportArgs) -> CliResult {
         let plan = check_import_as(None, &path, &source, &opts).map_err(nothing)?;
         (open_create(&a.db, durability)?, plan)
     };
+    checking.finish();
+    let writing = Progress::spinner("importing");
     let report = write_import(&db, &plan).map_err(|f| Failure(f.to_string()))?;
+    writing.finish();
     let secs = start.elapsed().as_secs_f64();
     let mut note = format!(
         "trajdb: imported {} trajectories ({} steps) from {} into {} in {secs:.2} s ({:.0}/s)",
@@ -110,8 +129,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
     }
     if report.embedded > 0 {
         note.push_str(&format!(
-            "; embedded {} keys from text with the built-in hash embedder",
-            report.embedded
+            "; embedded {} keys from text with {}",
+            report.embedded,
+            opts.model
+                .as_ref()
+                .map_or_else(|| "the built-in hash embedder".to_string(), |m| m.id().name)
         ));
     }
     if report.no_features > 0 {
@@ -120,12 +142,38 @@ pub fn import(a: &ImportArgs) -> CliResult {
             report.no_features
         ));
     }
-    eprintln!("{note}");
+    progress::note(&note);
     Ok(())
 }
 
 fn nothing(e: Error) -> Failure {
     Failure(format!("{e}; nothing was imported"))
+}
+
+/// The model embedder of `--embedder openai:MODEL` (None for the built-in hash embedder),
+/// reached once so that an unreachable server is refused before anything is done.
+fn model_embedder(a: &ImportArgs) -> CliResult<Option<OpenAiEmbedder>> {
+    match EmbedderSpec::parse(&a.embedder, "--embedder").map_err(|e| e.to_string())? {
+        EmbedderSpec::Hash => Ok(None),
+        EmbedderSpec::OpenAi(name) => {
+            if a.dims.is_some() {
+                return Err(
+                    "--dims: only applies to --embedder hash; a model's dimensions are its own"
+                        .to_string()
+                        .into(),
+                );
+            }
+            let timeout =
+                check_timeout(a.llm_timeout, "--llm-timeout").map_err(|e| e.to_string())?;
+            let client = OpenAiClient::from_env(&name)
+                .map_err(|e| format!("--embedder openai:{name}: {e}; nothing was imported"))?
+                .with_timeout(timeout)
+                .with_retries(a.llm_retries);
+            let m = OpenAiEmbedder::connect(client, &name)
+                .map_err(|e| format!("--embedder openai:{name}: {e}; nothing was imported"))?;
+            Ok(Some(m))
+        }
+    }
 }
 
 /// What `append` committed.
@@ -183,6 +231,14 @@ impl From<Error> for AppendError {
     }
 }
 
+/// The spaces among `spaces` that the built-in hash embedder fills, each with it.
+fn hash_fill(spaces: &[SpaceDef]) -> Vec<(SpaceDef, Arc<dyn Embedder>)> {
+    hash_spaces(spaces)
+        .into_iter()
+        .map(|(s, e)| (s, Arc::new(e) as Arc<dyn Embedder>))
+        .collect()
+}
+
 fn append_all(
     db: &Database,
     input: impl BufRead,
@@ -203,7 +259,7 @@ fn append_all(
     let mut fill = if header.is_some() {
         Vec::new()
     } else {
-        hash_spaces(&spaces)
+        hash_fill(&spaces)
     };
     let mut ids = IdClaims::for_append(db);
     while let Some(mut t) = r.next_record()? {
@@ -220,7 +276,7 @@ fn append_all(
                 db.create_space(def)?;
             }
             spaces = db.spaces();
-            fill = hash_spaces(&spaces);
+            fill = hash_fill(&spaces);
         } else {
             check_record(&t, &spaces, &fill).map_err(|e| locate(e, &at))?;
             if ids
@@ -232,7 +288,7 @@ fn append_all(
             }
         }
         for (space, e) in &fill {
-            embed_missing(&mut t, space, e).map_err(|e| locate(e, &at))?;
+            embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))?;
         }
         let id = db.append(&t).map_err(|e| locate(e, &at))?;
         counts.first_id.get_or_insert(id);

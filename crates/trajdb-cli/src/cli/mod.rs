@@ -5,6 +5,9 @@
 mod admin;
 mod export;
 mod jsonl;
+#[cfg(feature = "parquet")]
+mod parquet;
+mod progress;
 mod query;
 
 use std::fmt;
@@ -18,6 +21,10 @@ use trajdb::{Database, Durability, Metric, Options};
 #[derive(Debug, Parser)]
 #[command(name = "trajdb", version, about, long_about = None)]
 pub struct Cli {
+    /// No progress bars and no informational lines on stderr (errors still go there).
+    /// Progress bars are drawn only when stderr is a terminal.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -55,9 +62,14 @@ pub enum Command {
     /// Search one key space for the nearest keys (in a step-level space, the nearest steps;
     /// --per-trajectory keeps the best step of each trajectory).
     Search(SearchArgs),
+    /// The paper's retrieval: the k best trajectories by mean similarity over several
+    /// trajectory keys, re-ranked by their best-matching step, each cut to a window of steps.
+    Retrieve(RetrieveArgs),
     /// Print one trajectory: a readable view (control characters escaped, long fields cut;
     /// --full shows them whole) or --json.
     Get(GetArgs),
+    /// Show one trajectory as readable text: goal, plan, numbered steps, outcome, utility.
+    Inspect(InspectArgs),
     /// Write trajectories as JSONL (or chat examples, or episode usage) to stdout.
     Export(ExportArgs),
     /// Counts and sizes, or per-trajectory usage counters.
@@ -118,9 +130,26 @@ pub struct ImportArgs {
     #[arg(long, value_delimiter = ',', value_name = "FIELD[,FIELD..]",
           value_parser = ["goal", "plan", "category", "task", "observation", "reasoning", "action"])]
     pub embed: Vec<String>,
-    /// Dimensions of the embedded keys [default: 256].
+    /// Dimensions of the embedded keys [default: 256] (`--embedder hash` only: a model's
+    /// dimensions are its own).
     #[arg(long, requires = "embed", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub dims: Option<u32>,
+    /// Embedder of the `--embed` spaces: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`, key `OPENAI_API_KEY`);
+    /// the spaces record it.
+    #[arg(
+        long,
+        requires = "embed",
+        default_value = "hash",
+        value_name = "hash|openai:MODEL"
+    )]
+    pub embedder: String,
+    /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
+    #[arg(long, default_value_t = trajdb_agent::openai::DEFAULT_RETRIES, value_name = "N")]
+    pub llm_retries: u32,
+    /// Time limit of one embeddings request, in seconds (`--embedder openai:MODEL`).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub llm_timeout: f64,
     /// Sync every record (slow); by default the import is synced once at the end.
     #[arg(long)]
     pub durable: bool,
@@ -190,6 +219,51 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// Arguments of `retrieve`.
+#[derive(Debug, Args)]
+pub struct RetrieveArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Trajectory-level keys, one or more: `SPACE=TEXT` (embedded with the embedder the space
+    /// records) or `SPACE=@FILE` (a JSON array of numbers). A trajectory's score is the mean
+    /// of its similarities.
+    #[arg(long, required = true, num_args = 1.., value_name = "SPACE=TEXT|SPACE=@FILE")]
+    pub keys: Vec<String>,
+    /// Step-level key: inside each candidate the best-matching step is found, candidates are
+    /// ranked by trajectory score + step score, and the window is centred on that step.
+    #[arg(long, value_name = "SPACE=TEXT|SPACE=@FILE")]
+    pub step_key: Option<String>,
+    /// Number of examples.
+    #[arg(short = 'k', value_name = "K", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub k: u64,
+    /// Steps kept on each side of the matched step.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub window: u32,
+    /// Only successful trajectories (the method's default).
+    #[arg(long)]
+    pub success_only: bool,
+    /// Only this environment.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Only this task.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// Print a JSON array of examples ({"id","score","traj_score","step_score",
+    /// "matched_step","window","trajectory"}), best first.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Trajectory id.
+    pub id: u64,
+}
+
 /// Arguments of `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -209,7 +283,8 @@ pub struct GetArgs {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// The JSONL records `import` reads, after a key-space header line.
+    /// The JSONL records `import` reads, one trajectory a line (after a key-space header
+    /// line with `--with-spaces`).
     Jsonl,
     /// One {"messages":[...]} chat example per trajectory.
     Chat,
@@ -229,6 +304,19 @@ pub struct ExportArgs {
     /// Export the episodes' retrieval logs instead of trajectories.
     #[arg(long)]
     pub usage: bool,
+    /// Write the key-space header line first (`{"trajdb_spaces":[...]}`: every space's
+    /// level, dimensions, metric and embedder), so `import` rebuilds the database exactly.
+    /// Without it every line is one trajectory, as jq, pandas and datasets expect.
+    #[arg(long, conflicts_with = "usage")]
+    pub with_spaces: bool,
+    /// Write a Parquet file here instead of JSONL to stdout: one row per trajectory (with
+    /// `--format chat`, an `id` and a `messages` column). Needs the `parquet` cargo feature.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["usage", "with_spaces"])]
+    pub parquet: Option<PathBuf>,
+    /// Add the usage counters and Q as columns (`retrievals`, `episodes`,
+    /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
+    #[arg(long, requires = "parquet")]
+    pub with_utility: bool,
 }
 
 /// Arguments of `stats`.
@@ -297,11 +385,14 @@ pub type CliResult<T = ()> = Result<T, Failure>;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult {
     let _ = LOCK_WAIT.set(std::time::Duration::from_secs_f64(cli.wait));
+    progress::set_quiet(cli.quiet);
     let r = match cli.command {
         Command::Import(a) => jsonl::import(&a),
         Command::Append(a) => jsonl::append(&a),
         Command::Search(a) => query::search(&a),
+        Command::Retrieve(a) => query::retrieve(&a),
         Command::Get(a) => export::get(&a),
+        Command::Inspect(a) => export::inspect(&a),
         Command::Export(a) => export::export(&a),
         Command::Stats(a) => query::stats(&a),
         Command::Verify(a) => admin::verify(&a.db),
@@ -309,14 +400,41 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
-        Command::Bootstrap(a) => trajdb_agent::bootstrap::run(&a)
-            .map_err(|e| Failure(e.to_string()))
-            .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err)),
+        Command::Bootstrap(mut a) => {
+            a.quiet = a.quiet || cli.quiet;
+            trajdb_agent::bootstrap::run(&a)
+                .map_err(|e| Failure(e.to_string()))
+                .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err))
+        }
     };
     match r {
         Err(Failure(m)) if m == BROKEN_PIPE => Ok(()),
         r => r,
     }
+}
+
+/// Whether `path` is a Parquet file (it starts with the magic `PAR1`).
+pub fn is_parquet_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"PAR1")
+}
+
+/// The trajectories of a trajdb Parquet export as JSONL (key-space header line first).
+#[cfg(feature = "parquet")]
+pub fn parquet_as_jsonl(path: &Path) -> CliResult<Vec<u8>> {
+    parquet::read_as_jsonl(path)
+}
+
+/// Without the `parquet` feature a Parquet file is refused.
+#[cfg(not(feature = "parquet"))]
+pub fn parquet_as_jsonl(path: &Path) -> CliResult<Vec<u8>> {
+    Err(Failure(format!(
+        "{} is a Parquet file, but this trajdb was built without Parquet support (build with `cargo build --release --features parquet`); nothing was imported",
+        path.display()
+    )))
 }
 
 /// Marker for a closed stdout (e.g. `trajdb export DB | head`): not an error.
@@ -423,9 +541,4 @@ pub fn write_line(out: &mut impl Write, line: &str) -> CliResult {
 /// Serialises `v` as one line of JSON.
 pub fn json_line(v: &impl serde::Serialize) -> CliResult<String> {
     serde_json::to_string(v).map_err(|e| Failure(format!("cannot encode JSON output: {e}")))
-}
-
-/// A key space in words: `goal (trajectory level, 256 dims, cosine, embedder trajdb-hash@1)`.
-pub fn describe(s: &trajdb::SpaceDef) -> String {
-    trajdb::import::describe(s)
 }

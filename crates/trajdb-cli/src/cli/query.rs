@@ -2,13 +2,15 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use trajdb::export::utility_lines;
 use trajdb::jsonl::MAX_LINE_BYTES;
-use trajdb::{Embedder, EmbedderId, Error, Filter, HashEmbedder, SpaceDef};
+use trajdb::{Embedder, EmbedderId, Error, Filter, HashEmbedder, RetrieveQuery, SpaceDef};
+use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder, OPENAI_EMBEDDER_PREFIX};
 
 use super::{
-    describe, json_line, open_read, out_err, write_line, CliResult, SearchArgs, StatsArgs,
+    json_line, open_read, out_err, write_line, CliResult, RetrieveArgs, SearchArgs, StatsArgs,
 };
 
 /// Parses a JSON array of numbers into an f32 vector; `what` names it in errors.
@@ -35,41 +37,218 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
         return Ok((parse_vector(v, "--vector")?, None));
     }
     if let Some(path) = &a.query.vector_file {
-        let what = path.display().to_string();
-        let f = File::open(path).map_err(|e| format!("cannot open {what}: {e}"))?;
-        let mut text = String::new();
-        f.take(MAX_LINE_BYTES as u64 + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read {what} as UTF-8 text: {e}"))?;
-        if text.len() > MAX_LINE_BYTES {
-            return Err(format!(
-                "{what} is longer than the limit of {MAX_LINE_BYTES} bytes for a query vector"
-            )
-            .into());
-        }
-        // A byte-order mark at the start is skipped, as in JSONL input.
-        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
-        return Ok((parse_vector(text, &what)?, None));
+        return Ok((read_vector_file(path)?, None));
     }
     let text = a.query.text.as_deref().unwrap_or_default();
+    let e = text_embedder(space, "--text")?;
+    Ok((e.embed(text)?, Some(e.id())))
+}
+
+/// The embedder that made `space`'s keys, to embed query text (`flag` names the option):
+/// the built-in hash embedder, or `openai:MODEL` through `OPENAI_BASE_URL`.
+fn text_embedder(space: &SpaceDef, flag: &str) -> CliResult<Box<dyn Embedder>> {
     let Some(recorded) = &space.embedder else {
         return Err(format!(
-            "key space `{}` records no embedder, so --text cannot be embedded for it; give the query with --vector or --vector-file",
+            "key space `{}` records no embedder, so the text of {flag} cannot be embedded for it; give a vector (search: --vector or --vector-file; retrieve: SPACE=@FILE)",
             space.name
         )
         .into());
     };
+    if let Some(model) = recorded.name.strip_prefix(OPENAI_EMBEDDER_PREFIX) {
+        let client = OpenAiClient::from_env(model).map_err(|e| {
+            format!(
+                "{flag}: embedder {recorded} of key space `{}`: {e}",
+                space.name
+            )
+        })?;
+        let e = OpenAiEmbedder::connect(client, model).map_err(|e| {
+            format!(
+                "{flag}: embedder {recorded} of key space `{}`: {e}",
+                space.name
+            )
+        })?;
+        if e.id() != *recorded {
+            return Err(format!(
+                "{flag}: key space `{}` holds keys from {recorded}, but the server's {model} now makes {}",
+                space.name,
+                e.id()
+            )
+            .into());
+        }
+        return Ok(Box::new(e));
+    }
     let e = HashEmbedder::new(space.dims)?;
     if e.id() != *recorded {
         return Err(format!(
-            "key space `{}` holds keys from embedder {recorded}, but --text can only embed with the built-in {}; give a vector made by {} with --vector or --vector-file",
+            "key space `{}` holds keys from embedder {recorded}, but the text of {flag} can only be embedded with the built-in {} or openai:MODEL; give a vector made by {} instead",
             space.name,
             e.id(),
             recorded.name
         )
         .into());
     }
-    Ok((e.embed(text)?, Some(e.id())))
+    Ok(Box::new(e))
+}
+
+/// Reads a query vector file (a JSON array of numbers).
+fn read_vector_file(path: &Path) -> CliResult<Vec<f32>> {
+    let what = path.display().to_string();
+    let f = File::open(path).map_err(|e| format!("cannot open {what}: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_LINE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {what} as UTF-8 text: {e}"))?;
+    if text.len() > MAX_LINE_BYTES {
+        return Err(format!(
+            "{what} is longer than the limit of {MAX_LINE_BYTES} bytes for a query vector"
+        )
+        .into());
+    }
+    // A byte-order mark at the start is skipped, as in JSONL input.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    parse_vector(text, &what)
+}
+
+/// One `SPACE=TEXT` or `SPACE=@FILE` key of `retrieve` as (space, vector).
+fn retrieve_key(db: &trajdb::Database, spec: &str, flag: &str) -> CliResult<(String, Vec<f32>)> {
+    let Some((name, value)) = spec.split_once('=') else {
+        return Err(format!(
+            "{flag} {spec:?}: expected SPACE=TEXT or SPACE=@FILE, e.g. goal=\"make tea\""
+        )
+        .into());
+    };
+    let space = db
+        .spaces()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<String> = db.spaces().into_iter().map(|s| s.name).collect();
+            format!(
+                "{flag} {name}=...: no key space `{name}` (the database has: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+    let v = match value.strip_prefix('@') {
+        Some(path) => read_vector_file(Path::new(path))?,
+        None => text_embedder(&space, &format!("{flag} {name}="))?.embed(value)?,
+    };
+    Ok((name.to_string(), v))
+}
+
+/// `trajdb retrieve`.
+pub fn retrieve(a: &RetrieveArgs) -> CliResult {
+    let db = open_read(&a.db)?;
+    let mut keys = Vec::with_capacity(a.keys.len());
+    for spec in &a.keys {
+        keys.push(retrieve_key(&db, spec, "--keys")?);
+    }
+    let step_key = match &a.step_key {
+        Some(spec) => Some(retrieve_key(&db, spec, "--step-key")?),
+        None => None,
+    };
+    let q = RetrieveQuery {
+        keys,
+        step_key,
+        k: usize::try_from(a.k).map_err(|_| format!("-k {} is too large", a.k))?,
+        window: usize::try_from(a.window)
+            .map_err(|_| format!("--window {} is too large", a.window))?,
+        filter: Filter {
+            success_only: a.success_only,
+            env: a.env.clone(),
+            task: a.task.clone(),
+            ..Filter::default()
+        },
+        embedder: None,
+    };
+    let examples = db.retrieve(&q)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if a.json {
+        write_line(&mut out, &json_line(&examples)?)?;
+        return out.flush().map_err(out_err);
+    }
+    if examples.is_empty() {
+        write_line(&mut out, "(no matches)")?;
+    }
+    for (i, ex) in examples.iter().enumerate() {
+        let t = &ex.trajectory;
+        let outcome = match t.outcome.success {
+            Some(true) => "success",
+            Some(false) => "failure",
+            None => "unknown",
+        };
+        let step = match (ex.matched_step, ex.step_score) {
+            (Some(s), Some(sc)) => format!(", best step {} ({sc:.4})", s + 1),
+            _ => String::new(),
+        };
+        write_line(
+            &mut out,
+            &format!(
+                "#{} id {}  score {:.4} (trajectory {:.4}{step})  {outcome}",
+                i + 1,
+                ex.id,
+                ex.score,
+                ex.traj_score
+            ),
+        )?;
+        write_line(&mut out, &format!("   goal: {}", clip(&t.goal, 100)))?;
+        let (start, end) = ex.window;
+        if start < end {
+            write_line(
+                &mut out,
+                &format!("   steps {}..{} of the trajectory:", start + 1, end),
+            )?;
+        }
+        for (j, s) in t.steps.iter().enumerate() {
+            let n = u32::try_from(j).map_or(u32::MAX, |j| start.saturating_add(j));
+            let mark = if ex.matched_step == Some(n) { '*' } else { ' ' };
+            write_line(
+                &mut out,
+                &format!(
+                    "  {mark}{:>3}. {} -> {}",
+                    u64::from(n) + 1,
+                    clip(&s.observation, 60),
+                    clip(&s.action, 40)
+                ),
+            )?;
+        }
+    }
+    out.flush().map_err(out_err)
+}
+
+/// Rows under a header, each column as wide as its widest cell (`right`: right-aligned),
+/// two spaces between columns, no trailing spaces.
+fn table(head: &[&str], rows: &[Vec<String>], right: &[bool]) -> Vec<String> {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .zip(right)
+            .map(|((c, &w), &r)| {
+                if r {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = vec![line(head.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -191,7 +370,7 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         write_line(&mut out, &json_line(&s)?)?;
         return out.flush().map_err(out_err);
     }
-    let rows = [
+    let counts = [
         ("trajectories", s.trajectories),
         ("steps", s.steps),
         ("successes", s.successes),
@@ -199,22 +378,54 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         ("episodes", s.episodes),
         ("commit seq", s.commit_seq),
         ("log bytes", s.log_bytes),
+        ("key spaces", s.spaces.len() as u64),
     ];
-    for (k, v) in rows {
-        write_line(&mut out, &format!("{k:<13} {v}"))?;
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|(k, v)| vec![(*k).to_string(), v.to_string()])
+        .collect();
+    for l in table(&["", ""], &rows, &[false, true]).iter().skip(1) {
+        write_line(&mut out, l)?;
     }
-    write_line(&mut out, &format!("key spaces    {}", s.spaces.len()))?;
-    for sp in &s.spaces {
-        write_line(
-            &mut out,
-            &format!(
-                "  {}: {} rows ({} live), key file {} bytes",
-                describe(&sp.def),
-                sp.rows,
-                sp.live_rows,
-                sp.file_bytes
-            ),
-        )?;
+    if !s.spaces.is_empty() {
+        write_line(&mut out, "")?;
+        let rows: Vec<Vec<String>> = s
+            .spaces
+            .iter()
+            .map(|sp| {
+                let d = &sp.def;
+                vec![
+                    d.name.clone(),
+                    match d.level {
+                        trajdb::Level::Trajectory => "trajectory",
+                        trajdb::Level::Step => "step",
+                    }
+                    .to_string(),
+                    d.dims.to_string(),
+                    format!("{:?}", d.metric).to_lowercase(),
+                    d.embedder
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |e| format!("{}@{}", e.name, e.version)),
+                    sp.rows.to_string(),
+                    sp.live_rows.to_string(),
+                    sp.file_bytes.to_string(),
+                ]
+            })
+            .collect();
+        let head = [
+            "space",
+            "level",
+            "dims",
+            "metric",
+            "embedder",
+            "rows",
+            "live rows",
+            "key file bytes",
+        ];
+        let right = [false, false, true, false, false, true, true, true];
+        for l in table(&head, &rows, &right) {
+            write_line(&mut out, &l)?;
+        }
     }
     out.flush().map_err(out_err)
 }

@@ -14,8 +14,14 @@ pub struct Run {
 
 /// Runs `trajdb ARGS` with `stdin` (empty when None).
 pub fn trajdb(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    trajdb_env(args, stdin, &[])
+}
+
+/// Runs `trajdb ARGS` with `stdin` and extra environment variables.
+pub fn trajdb_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trajdb"))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -106,12 +112,13 @@ pub fn file(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// `trajdb export DB` output.
+/// `trajdb export DB --with-spaces`: the key-space header line, then the records.
 pub fn export(db: &Path) -> String {
-    ok(&["export", s(db)])
+    ok(&["export", s(db), "--with-spaces"])
 }
 
-/// The record lines of `trajdb export` (jsonl) output: the lines after the key-space header,
-/// which must be the first line.
+/// The record lines of `trajdb export --with-spaces` output: the lines after the key-space
+/// header, which must be the first line.
 pub fn records(out: &str) -> Vec<&str> {
     let mut lines = out.lines();
     let head = lines.next().unwrap_or_default();
