@@ -736,8 +736,8 @@ impl PyDatabase {
 
     /// The database directory.
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path(&self) -> String {
+        self.path.display().to_string()
     }
 
     /// Whether the handle was opened read-only.
@@ -1309,11 +1309,12 @@ struct PyEpisode {
 #[pymethods]
 impl PyEpisode {
     fn __repr__(&self) -> String {
-        format!(
-            "Episode(id={}, outcome={})",
-            self.id,
-            opt(*lock(&self.outcome))
-        )
+        let outcome = match *lock(&self.outcome) {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "None",
+        };
+        format!("Episode(id={}, outcome={outcome})", self.id)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -1362,7 +1363,18 @@ fn open(
         create,
     };
     let p = path.clone();
-    let db = run(py, move || Database::open(&p, opts))?;
+    let db = run(py, move || match Database::open(&p, opts) {
+        // A missing directory that may not be created is "not a database", not an I/O fault.
+        Err(trajdb::Error::Io { source, path, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(trajdb::Error::NotADatabase {
+                path,
+                why: "it does not exist".into(),
+            })
+        }
+        r => r,
+    })?;
     let this = PyDatabase {
         db: RwLock::new(Some(Arc::new(db))),
         path,
