@@ -213,8 +213,12 @@ class Database:
     def append_many(self, trajectories: Iterable[Trajectory]) -> list[int]:
         """Appends trajectories in order sharing one sync; returns their ids.
 
-        Every trajectory is parsed and checked first: if any is refused, InvalidInputError
-        names it (``trajectories[i]``) and nothing of the batch is written.
+        Every trajectory is parsed and checked first (record shape, key spaces, dtypes,
+        shapes, dims, finite values, ids already stored or repeated in the batch): if any is
+        refused, InvalidInputError names it (``trajectories[i]``) and nothing of the batch
+        is written. Each trajectory is then its own atomic commit; an error found only at
+        commit (an I/O error, or an explicit id equal to one assigned earlier in the same
+        batch) leaves the ones before it committed and names ``batch[i]``.
         """
     def get(self, id: int) -> Trajectory:
         """The trajectory dict with its current outcome; ``keys`` values are float32 arrays
