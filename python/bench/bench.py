@@ -78,6 +78,20 @@ def bench_search(root, reps):
         out["queries_per_s_1_thread"] = n_q / one
         out["queries_per_s_2_threads"] = n_q / two
         out["parallel_speedup_2_threads"] = one / two
+    # The binding's own cost per call: the same call on a 1-row space, where the scan is
+    # negligible (vector copy, GIL release and re-take, result objects).
+    with trajdb.open(fresh(root, "overhead"), durability="buffered") as db:
+        db.create_space("goal", dims=DIMS)
+        db.append({"goal": "one", "keys": {"goal": keys[0]}})
+        q = queries[0]
+        for _ in range(100):
+            db.search("goal", q, k=10)
+        times = []
+        for _ in range(max(reps, 1000)):
+            t = time.perf_counter()
+            db.search("goal", q, k=10)
+            times.append(time.perf_counter() - t)
+        out["search_call_overhead_us"] = statistics.median(times) * 1e6
     return out
 
 
