@@ -160,3 +160,19 @@ def test_corrupt_log_raises_corrupt_error(path):
     with pytest.raises(trajdb.CorruptError) as e:
         trajdb.open(path)
     assert isinstance(e.value, OSError) and "log" in str(e.value)
+
+
+def test_newer_format_version_raises_incompatible_version_error(path):
+    import os
+    import struct
+    import zlib
+    with trajdb.open(path) as db:
+        db.create_space("goal", dims=2)
+    log = os.path.join(path, "log")
+    data = bytearray(open(log, "rb").read())
+    data[8:12] = struct.pack("<I", 99)  # header version (format-spec: offset 8, u32 LE)
+    data[60:64] = struct.pack("<I", zlib.crc32(bytes(data[:60])))  # header CRC over bytes 0..60
+    open(log, "wb").write(bytes(data))
+    with pytest.raises(trajdb.IncompatibleVersionError) as e:
+        trajdb.open(path)
+    assert isinstance(e.value, OSError) and "99" in str(e.value)
