@@ -780,6 +780,9 @@ impl PyDatabase {
         Ok(())
     }
 
+    /// Creates a key space, or checks an existing one has this definition. dims 1..=65536;
+    /// level "trajectory"|"step"; metric "cosine"|"dot"|"l2"; embedder None, "hash" or a
+    /// callable list[str] -> ndarray (n, dims) float32. Raises InvalidInputError.
     #[pyo3(signature = (name, *, dims, level="trajectory", metric="cosine", embedder=None))]
     fn create_space(
         &self,
@@ -865,6 +868,9 @@ impl PyDatabase {
         to_object(py, &db.spaces())
     }
 
+    /// Appends one trajectory dict (JSONL record shape; keys float32 (dims,), step_keys
+    /// (n_steps, dims)) as one atomic commit; returns its id. Raises InvalidInputError,
+    /// ReadOnlyError, StorageError.
     fn append(&self, py: Python<'_>, trajectory: &Bound<'_, PyAny>) -> PyResult<u64> {
         let db = self.handle(py)?;
         let spaces = db.spaces();
@@ -872,6 +878,9 @@ impl PyDatabase {
         run(py, || db.append(&t))
     }
 
+    /// Appends trajectory dicts in order with one sync for the batch; returns their ids. Every
+    /// record is checked first: a bad one refuses the whole batch (InvalidInputError naming
+    /// trajectories[i]).
     fn append_many(&self, py: Python<'_>, trajectories: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         let db = self.handle(py)?;
         let spaces = db.spaces();
@@ -917,17 +926,20 @@ impl PyDatabase {
         run(py, || db.append_many(&batch))
     }
 
+    /// The trajectory dict, keys as float32 arrays (dims,) / (n_steps, dims). NotFoundError.
     fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let db = self.handle(py)?;
         let t = run(py, || db.get(id))?;
         trajectory_dict(py, t)
     }
 
+    /// Deletes (tombstones) a trajectory; compact() reclaims it. NotFoundError.
     fn delete(&self, py: Python<'_>, id: u64) -> PyResult<()> {
         let db = self.handle(py)?;
         run(py, || db.delete(id))
     }
 
+    /// Sets a trajectory's outcome after the fact. NotFoundError, InvalidInputError.
     #[pyo3(signature = (id, success, reward=None))]
     fn set_outcome(
         &self,
@@ -960,6 +972,9 @@ impl PyDatabase {
         Ok(self.handle(py)?.commit_seq())
     }
 
+    /// Exact top-k of key space `space` by similarity to `vector` (float32, shape (dims,)),
+    /// best first, as Hit(id, step, score); filters apply inside the scan. GIL released.
+    /// Raises InvalidInputError (unknown space, dims, NaN, not 1-D).
     #[pyo3(signature = (space, vector, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
@@ -989,6 +1004,7 @@ impl PyDatabase {
             .collect())
     }
 
+    /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
     #[pyo3(signature = (space, text, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_text(
@@ -1023,6 +1039,9 @@ impl PyDatabase {
             .collect())
     }
 
+    /// The paper's retrieval (Database::retrieve): mean similarity over `keys` (trajectory
+    /// spaces; vectors (dims,) or text), plus the best step of `step_key` (a step space);
+    /// each Example keeps `window` steps around the matched step. GIL released.
     #[pyo3(signature = (keys, step_key=None, k=10, window=5, *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None))]
     #[allow(clippy::too_many_arguments)]
     fn retrieve(
@@ -1104,6 +1123,8 @@ impl PyDatabase {
         run(py, || db.begin_episode())
     }
 
+    /// Logs retrievals (Example, Hit or trajectory ids) of `episode` at `stage`
+    /// ("plan"|"reason"|"act"|"other"), one commit. NotFoundError for unknown ids.
     #[pyo3(signature = (episode, items, stage="other"))]
     fn log_retrievals(
         &self,
@@ -1147,6 +1168,7 @@ impl PyDatabase {
         run(py, || db.log_retrievals(episode, &events))
     }
 
+    /// Sets, changes or (None) clears an episode's outcome; Q follows. NotFoundError.
     #[pyo3(signature = (episode, success))]
     fn set_episode_outcome(
         &self,
@@ -1174,10 +1196,12 @@ impl PyDatabase {
         Ok(out)
     }
 
+    /// Usage counters and Q of trajectory `id` (zeros when never retrieved).
     fn utility(&self, py: Python<'_>, id: u64) -> PyResult<PyUtility> {
         Ok(self.handle(py)?.utility(id).into())
     }
 
+    /// Usage counters of every trajectory ever retrieved, by id.
     fn utilities(&self, py: Python<'_>) -> PyResult<HashMap<u64, PyUtility>> {
         Ok(self
             .handle(py)?
@@ -1187,33 +1211,40 @@ impl PyDatabase {
             .collect())
     }
 
+    /// Writes a consistent copy of the database into the new directory `dst`.
     fn fork(&self, py: Python<'_>, dst: PathBuf) -> PyResult<()> {
         let db = self.handle(py)?;
         run(py, || db.fork(&dst))
     }
 
+    /// Rewrites the log without deleted trajectories; ids and counters are kept.
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         let db = self.handle(py)?;
         run(py, || db.compact())
     }
 
+    /// Checks every frame and key row against the log; returns counts. CorruptError.
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let db = self.handle(py)?;
         let r = run(py, || db.verify())?;
         to_object(py, &r)
     }
 
+    /// Counts and sizes, as `trajdb stats` prints them, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let db = self.handle(py)?;
         let s = run(py, || Ok(db.stats()))?;
         to_object(py, &s)
     }
 
+    /// Makes every commit so far durable (for durability="buffered").
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let db = self.handle(py)?;
         run(py, || db.sync())
     }
 
+    /// Read-only handles: applies a writer's commits since opening; returns the records
+    /// applied (0 for a writable handle).
     fn refresh(&self, py: Python<'_>) -> PyResult<u64> {
         let db = self.handle(py)?;
         let n = run(py, || db.refresh())?;
@@ -1221,6 +1252,8 @@ impl PyDatabase {
         Ok(n)
     }
 
+    /// Writes the trajectories to `path` as `trajdb export` does ("jsonl": key-space header
+    /// then one record a line; "chat": {"messages": [...]} a line); returns records written.
     #[pyo3(signature = (path, format="jsonl", *, success_only=false))]
     fn export(
         &self,
@@ -1348,6 +1381,9 @@ impl PyEpisode {
 // ---------------------------------------------------------------------------------------
 // Module
 
+/// Opens (by default creating) the database in directory `path`. durability "sync" (each
+/// commit synced), "group" (concurrent commits share a sync) or "buffered"; read_only takes
+/// no lock. Raises LockedError, NotADatabaseError, CorruptError, IncompatibleVersionError.
 #[pyfunction]
 #[pyo3(signature = (path, *, durability="sync", read_only=false, create=true))]
 fn open(
