@@ -1282,7 +1282,9 @@ impl PyDatabase {
             let file = std::fs::File::create(&path).map_err(io)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             let mut line = |v: &dyn erased::Ser| -> trajdb::Result<()> {
-                let s = v.json();
+                let s = v
+                    .json()
+                    .map_err(|e| trajdb::Error::invalid("export", e.to_string()))?;
                 out.write_all(s.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))
                     .map_err(io)
@@ -1318,11 +1320,11 @@ impl PyDatabase {
 /// One JSON line from any of the export shapes.
 mod erased {
     pub trait Ser {
-        fn json(&self) -> String;
+        fn json(&self) -> serde_json::Result<String>;
     }
     impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
+        fn json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
         }
     }
 }
