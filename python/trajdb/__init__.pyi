@@ -15,29 +15,34 @@ parallel while another appends. A ``Database`` may be shared between threads.
 """
 
 import os
-from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "open", "Database", "Episode", "Example", "Hit", "Utility", "Error", "InvalidInputError",
+    "NotFoundError", "ReadOnlyError", "LockedError", "CorruptError", "NotADatabaseError",
+    "IncompatibleVersionError", "StorageError",
+]
 
-Vector = Union[npt.NDArray[np.float32], npt.NDArray[Any], Sequence[float]]
+_Vector = Union[npt.NDArray[np.float32], npt.NDArray[Any], Sequence[float]]
 """A 1-D vector of shape ``(dims,)``, float32 preferred."""
-Matrix = Union[npt.NDArray[np.float32], npt.NDArray[Any], Sequence[Sequence[float]]]
+_Matrix = Union[npt.NDArray[np.float32], npt.NDArray[Any], Sequence[Sequence[float]]]
 """A 2-D array of shape ``(n, dims)``, float32 preferred."""
-TextEmbedder = Callable[[list[str]], Matrix]
+_TextEmbedder = Callable[[list[str]], _Matrix]
 """``list[str] -> ndarray (len(texts), dims) float32``. Optional attributes ``name`` and
 ``version`` (str) are recorded in the key space; by default its ``__qualname__`` and "1"."""
-Trajectory = dict[str, Any]
+_Trajectory = dict[str, Any]
 """A dict in the JSONL record shape (README "JSONL trajectory records"): ``goal`` (required),
 ``id``, ``task``, ``env``, ``category``, ``plan``, ``steps`` (list of dicts with
 ``observation``, ``reasoning``, ``action``, ``reward``), ``final_observation``, ``outcome``
 (``{"success": bool|None, "reward": float|None}``), ``meta`` (str -> str), ``provenance``,
-``created_ms`` and ``keys`` (space name -> :data:`Vector`) and ``step_keys`` (space name ->
-:data:`Matrix` of shape ``(len(steps), dims)``). Unknown fields are refused."""
-Provenance = Literal["self_generated", "imported", "relabelled"]
-Stage = Literal["plan", "reason", "act", "other"]
+``created_ms`` and ``keys`` (space name -> :data:`_Vector`) and ``step_keys`` (space name ->
+:data:`_Matrix` of shape ``(len(steps), dims)``). Unknown fields are refused."""
+_Provenance = Literal["self_generated", "imported", "relabelled"]
+_Stage = Literal["plan", "reason", "act", "other"]
 
 class Error(Exception):
     """Base class of every trajdb error."""
@@ -86,6 +91,7 @@ def open(
     IncompatibleVersionError, StorageError, InvalidInputError (unknown durability).
     """
 
+@final
 class Hit:
     """One search result."""
 
@@ -99,6 +105,7 @@ class Hit:
     def score(self) -> float:
         """Similarity, higher is better: cosine in [-1, 1], dot product, or -L2 distance."""
 
+@final
 class Example:
     """One retrieved in-context example."""
 
@@ -120,9 +127,10 @@ class Example:
     def window(self) -> tuple[int, int]:
         """Steps ``[start, end)`` kept in ``trajectory["steps"]``."""
     @property
-    def trajectory(self) -> Trajectory:
+    def trajectory(self) -> _Trajectory:
         """The trajectory dict (without keys), its steps cut to ``window``."""
 
+@final
 class Utility:
     """Usage counters of one trajectory."""
 
@@ -143,6 +151,7 @@ class Utility:
         """Q = success_retrievals / labelled_retrievals; None while no episode that retrieved
         it has an outcome."""
 
+@final
 class Episode:
     """An episode (a context manager). ``ep.log(...)`` records retrievals; setting
     ``ep.outcome`` commits the outcome at once (it may also be set later with
@@ -154,12 +163,13 @@ class Episode:
     def outcome(self) -> Optional[bool]: ...
     @outcome.setter
     def outcome(self, value: Optional[bool]) -> None: ...
-    def log(self, items: Iterable[Union[Example, Hit, int]], stage: Stage = "other") -> None:
+    def log(self, items: Iterable[Union[Example, Hit, int]], stage: _Stage = "other") -> None:
         """Logs retrievals of this episode, one commit. An Example logs its matched step, a
         Hit its step. Raises NotFoundError for an unknown trajectory id."""
     def __enter__(self) -> Episode: ...
     def __exit__(self, *args: object) -> bool: ...
 
+@final
 class Database:
     """An open database; share it between threads freely. Use as a context manager or call
     ``close()``."""
@@ -177,7 +187,7 @@ class Database:
     def __exit__(self, *args: object) -> bool: ...
     def __len__(self) -> int:
         """Live trajectories."""
-    def __contains__(self, id: int) -> bool: ...
+    def __contains__(self, id: int, /) -> bool: ...
     def close(self) -> None:
         """Syncs and closes; releases the writer lock. Idempotent. Later calls raise Error."""
     def create_space(
@@ -187,7 +197,7 @@ class Database:
         dims: int,
         level: Literal["trajectory", "step"] = "trajectory",
         metric: Literal["cosine", "dot", "l2"] = "cosine",
-        embedder: Union[None, Literal["hash"], TextEmbedder] = None,
+        embedder: Union[None, Literal["hash"], _TextEmbedder] = None,
     ) -> None:
         """Creates a key space, or checks that an existing one has this definition.
 
@@ -202,7 +212,7 @@ class Database:
     def spaces(self) -> list[dict[str, Any]]:
         """Key spaces in creation order: dicts with name, level, dims, metric, elem and
         embedder (None or {name, version, dims})."""
-    def append(self, trajectory: Trajectory) -> int:
+    def append(self, trajectory: _Trajectory) -> int:
         """Appends one trajectory (one atomic commit) and returns its id.
 
         Keys: ``keys[name]`` a 1-D vector ``(dims,)``; ``step_keys[name]`` a 2-D array
@@ -210,7 +220,7 @@ class Database:
         goal, wrong dtype/shape/dims, NaN/inf, unknown space, all-zero cosine key, duplicate
         id), ReadOnlyError, StorageError.
         """
-    def append_many(self, trajectories: Iterable[Trajectory]) -> list[int]:
+    def append_many(self, trajectories: Iterable[_Trajectory]) -> list[int]:
         """Appends trajectories in order sharing one sync; returns their ids.
 
         Every trajectory is parsed and checked first (record shape, key spaces, dtypes,
@@ -220,7 +230,7 @@ class Database:
         commit (an I/O error, or an explicit id equal to one assigned earlier in the same
         batch) leaves the ones before it committed and names ``batch[i]``.
         """
-    def get(self, id: int) -> Trajectory:
+    def get(self, id: int) -> _Trajectory:
         """The trajectory dict with its current outcome; ``keys`` values are float32 arrays
         ``(dims,)``, ``step_keys`` values ``(n_steps, dims)``. Raises NotFoundError."""
     def delete(self, id: int) -> None:
@@ -232,14 +242,14 @@ class Database:
     def search(
         self,
         space: str,
-        vector: Vector,
+        vector: _Vector,
         k: int = 10,
         *,
         success_only: bool = False,
         env: Optional[str] = None,
         task: Optional[str] = None,
         exclude: Optional[Sequence[int]] = None,
-        provenance: Optional[Provenance] = None,
+        provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
     ) -> list[Hit]:
         """Exact top-k of key space ``space`` by similarity to ``vector`` ``(dims,)``, best
@@ -257,15 +267,15 @@ class Database:
         env: Optional[str] = None,
         task: Optional[str] = None,
         exclude: Optional[Sequence[int]] = None,
-        provenance: Optional[Provenance] = None,
+        provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
     ) -> list[Hit]:
         """``search`` with ``text`` embedded by the space's embedder. InvalidInputError when
         the space has none in this handle."""
     def retrieve(
         self,
-        keys: dict[str, Union[Vector, str]],
-        step_key: Optional[tuple[str, Union[Vector, str]]] = None,
+        keys: dict[str, Union[_Vector, str]],
+        step_key: Optional[tuple[str, Union[_Vector, str]]] = None,
         k: int = 10,
         window: int = 5,
         *,
@@ -273,7 +283,7 @@ class Database:
         env: Optional[str] = None,
         task: Optional[str] = None,
         exclude: Optional[Sequence[int]] = None,
-        provenance: Optional[Provenance] = None,
+        provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
     ) -> list[Example]:
         """The paper's retrieval, exact (``Database::retrieve``): a candidate's trajectory
@@ -287,7 +297,7 @@ class Database:
     def begin_episode(self) -> int:
         """Begins an episode; returns its id."""
     def log_retrievals(
-        self, episode: int, items: Iterable[Union[Example, Hit, int]], stage: Stage = "other"
+        self, episode: int, items: Iterable[Union[Example, Hit, int]], stage: _Stage = "other"
     ) -> None:
         """Logs retrievals made during ``episode``. NotFoundError for unknown ids."""
     def set_episode_outcome(self, episode: int, success: Optional[bool]) -> None:
