@@ -942,6 +942,17 @@ impl Database {
     /// Writes one record and applies it; `build` validates against the state and encodes the
     /// payload under the writer lock, so no other commit can interleave.
     fn commit(&self, kind: u16, build: impl FnOnce(&State) -> Result<Vec<u8>>) -> Result<u64> {
+        self.commit_with(kind, true, build)
+    }
+
+    /// [`commit`](Self::commit); with `sync` false the commit is written but not synced
+    /// whatever the durability mode, and the caller syncs (a batch shares one sync).
+    fn commit_with(
+        &self,
+        kind: u16,
+        sync: bool,
+        build: impl FnOnce(&State) -> Result<Vec<u8>>,
+    ) -> Result<u64> {
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -965,7 +976,7 @@ impl Database {
         }
         w.end += off(buf.len());
         w.next_seq += 1;
-        if self.opts.durability == Durability::SyncEachCommit {
+        if sync && self.opts.durability == Durability::SyncEachCommit {
             if let Err(e) = self.log().sync() {
                 self.poison();
                 return Err(Error::io("sync", self.log_path.clone(), e));
@@ -999,7 +1010,7 @@ impl Database {
         }
         let (log_gen, end) = (w.log_gen, w.end);
         drop(w);
-        if self.opts.durability == Durability::GroupCommit {
+        if sync && self.opts.durability == Durability::GroupCommit {
             self.sync_log(log_gen, end)?;
         }
         Ok(seq)
@@ -1081,12 +1092,48 @@ impl Database {
         self.append_as(t, None)
     }
 
+    /// Appends trajectories in order and returns their ids. Each is its own atomic commit,
+    /// exactly as [`append`](Self::append) makes it, but the batch shares one sync at the
+    /// end (in [`Durability::SyncEachCommit`] and [`Durability::GroupCommit`]) instead of
+    /// one per trajectory. When one is refused, the ones before it stay committed (and are
+    /// synced before the error returns) and the error names its index: `batch[i]: ...`.
+    pub fn append_many(&self, ts: &[Trajectory]) -> Result<Vec<u64>> {
+        let mut ids = Vec::with_capacity(ts.len());
+        let mut failed = None;
+        for (i, t) in ts.iter().enumerate() {
+            match self.append_with(t, None, false) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    failed = Some(crate::jsonl::locate(e, &format!("batch[{i}]")));
+                    break;
+                }
+            }
+        }
+        if !ids.is_empty() && self.opts.durability != Durability::Buffered {
+            let w = self.writer.lock();
+            self.sync_log_locked(&w)?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(ids),
+        }
+    }
+
     /// Like [`append`](Self::append), refusing keys if `embedder` differs from the one a key
     /// space records.
     pub fn append_as(
         &self,
         t: &Trajectory,
         embedder: Option<&crate::format::record::EmbedderId>,
+    ) -> Result<u64> {
+        self.append_with(t, embedder, true)
+    }
+
+    fn append_with(
+        &self,
+        t: &Trajectory,
+        embedder: Option<&crate::format::record::EmbedderId>,
+        sync: bool,
     ) -> Result<u64> {
         if let Some(e) = embedder {
             for name in t.keys.keys().chain(t.step_keys.keys()) {
@@ -1102,7 +1149,7 @@ impl Database {
             check_text(at, s)?;
         }
         let mut id_out = 0;
-        self.commit(kind::TRAJECTORY, |st| {
+        self.commit_with(kind::TRAJECTORY, sync, |st| {
             // No id, given or assigned, may be reserved or held by a live trajectory; running
             // out of ids is an error before anything is written.
             let id = match t.id {

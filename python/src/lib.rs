@@ -1,0 +1,1437 @@
+//! The `trajdb._native` extension: the trajdb engine in-process for Python.
+//!
+//! Everything here is translation: Python values in, engine calls (with the GIL released),
+//! Python values out. A trajectory dict crosses as JSON text into the engine's own record
+//! parser ([`trajdb::jsonl::parse_record`]); only its `keys` and `step_keys` are taken
+//! aside first and copied from numpy buffers, so that vectors never become one Python
+//! object per element. Engine errors become the exceptions of `trajdb._errors`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use numpy::{
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+
+use trajdb::embed::Embedder;
+use trajdb::export::chat_example;
+use trajdb::jsonl::{self, SpacesHeader};
+use trajdb::{
+    Database, Durability, EmbedderId, Filter, HashEmbedder, Level, Metric, Options, Outcome,
+    ProvenanceKind, RetrievalEvent, RetrieveQuery, SpaceDef, Stage, Trajectory,
+};
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// The exception classes, looked up once from the pure-Python module `trajdb._errors`.
+static ERRORS: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+
+/// An exception of class `name` (from `trajdb._errors`) carrying `msg`.
+fn exc(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    let module = ERRORS.get_or_try_init(py, || {
+        PyModule::import(py, "trajdb._errors").map(Bound::unbind)
+    });
+    let class = module.and_then(|m| m.bind(py).getattr(name));
+    match class.and_then(|c| c.downcast_into::<PyType>().map_err(PyErr::from)) {
+        Ok(c) => PyErr::from_type(c, msg),
+        Err(e) => e,
+    }
+}
+
+/// `trajdb.InvalidInputError(msg)`.
+fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
+    exc(py, "InvalidInputError", msg.into())
+}
+
+/// The exception a Python user catches for engine error `e`; the message is its one line.
+fn to_py(py: Python<'_>, e: trajdb::Error) -> PyErr {
+    use trajdb::Error as E;
+    let class = match &e {
+        E::Locked { .. } => "LockedError",
+        E::Corrupt { .. } | E::ChecksumMismatch { .. } => "CorruptError",
+        E::NotADatabase { .. } => "NotADatabaseError",
+        E::IncompatibleVersion { .. } => "IncompatibleVersionError",
+        E::ReadOnly => "ReadOnlyError",
+        E::NotFound { .. } => "NotFoundError",
+        E::InvalidInput { .. }
+        | E::DimensionMismatch { .. }
+        | E::UnknownSpace { .. }
+        | E::SpaceConflict { .. }
+        | E::DuplicateId { .. }
+        | E::EmbedderMismatch { .. }
+        | E::TooLarge { .. } => "InvalidInputError",
+        E::Io { .. } | E::PreviousIo | E::AfterCommit { .. } => "StorageError",
+        _ => "Error",
+    };
+    exc(py, class, e.to_string())
+}
+
+/// Runs `f` without the GIL; an engine error becomes its exception and a panic (a bug)
+/// becomes `trajdb.Error` instead of crossing into Python.
+fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> trajdb::Result<T> + Send) -> PyResult<T> {
+    match py.allow_threads(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py(py, e)),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(exc(
+                py,
+                "Error",
+                format!("internal error (a bug in trajdb): {what}"),
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Names (level, metric, stage, provenance, durability) through the engine's serde names
+
+fn named<T: serde::de::DeserializeOwned>(
+    py: Python<'_>,
+    what: &str,
+    value: &str,
+    allowed: &str,
+) -> PyResult<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| invalid(py, format!("{what} {value:?} is not one of {allowed}")))
+}
+
+fn durability(py: Python<'_>, s: &str) -> PyResult<Durability> {
+    match s {
+        "sync" => Ok(Durability::SyncEachCommit),
+        "group" => Ok(Durability::GroupCommit),
+        "buffered" => Ok(Durability::Buffered),
+        _ => Err(invalid(
+            py,
+            format!("durability {s:?} is not one of \"sync\", \"group\", \"buffered\""),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Vectors
+
+/// A numpy shape as Python prints it: `(2, 3)`, `(4,)`.
+fn shape_str(s: &[usize]) -> String {
+    match s {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            s.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A numpy array of a numeric dtype other than float32, converted (copied) to float32.
+fn as_f32_array<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyUntypedArray>,
+    at: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let kind = a.dtype().kind();
+    if !matches!(kind, b'f' | b'i' | b'u') {
+        return Err(invalid(
+            py,
+            format!(
+                "{at}: array dtype {} is not a number type; give float32",
+                a.dtype()
+            ),
+        ));
+    }
+    let c = a.call_method1("astype", ("float32",))?;
+    c.downcast_into::<PyArrayDyn<f32>>()
+        .map_err(|_| invalid(py, format!("{at}: could not convert the array to float32")))
+}
+
+/// One vector: a 1-D numpy array (float32 is copied once; other numeric dtypes are converted)
+/// or a sequence of numbers.
+fn vec1(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<f32>> {
+    if let Ok(a) = obj.downcast::<PyArrayDyn<f32>>() {
+        if a.ndim() != 1 {
+            return Err(invalid(
+                py,
+                format!(
+                    "{at}: expected a 1-D array of shape (dims,), got shape {}",
+                    shape_str(a.shape())
+                ),
+            ));
+        }
+        let ro = a.readonly();
+        return Ok(match ro.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => ro.as_array().iter().copied().collect(),
+        });
+    }
+    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
+        return vec1(py, as_f32_array(py, a, at)?.as_any(), at);
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid(
+            py,
+            format!("{at}: expected a vector (numpy float32 array or list of numbers), got a str"),
+        ));
+    }
+    let v: Vec<f64> = obj.extract().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "{at}: expected a 1-D vector (numpy float32 array or list of numbers), got {}",
+                type_name(obj)
+            ),
+        )
+    })?;
+    Ok(v.into_iter().map(|x| x as f32).collect())
+}
+
+/// Several vectors: a 2-D numpy array `(n, dims)` or a sequence of 1-D vectors.
+fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f32>>> {
+    if let Ok(a) = obj.downcast::<PyArrayDyn<f32>>() {
+        let shape = a.shape().to_vec();
+        if shape.len() != 2 {
+            return Err(invalid(
+                py,
+                format!(
+                    "{at}: expected a 2-D array of shape (n_steps, dims), got shape {}",
+                    shape_str(&shape)
+                ),
+            ));
+        }
+        let ro = a.readonly();
+        let flat: Vec<f32> = match ro.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => ro.as_array().iter().copied().collect(),
+        };
+        if shape[1] == 0 {
+            return Ok(vec![Vec::new(); shape[0]]);
+        }
+        return Ok(flat.chunks(shape[1]).map(<[f32]>::to_vec).collect());
+    }
+    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
+        return vec2(py, as_f32_array(py, a, at)?.as_any(), at);
+    }
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyDict>() {
+        return Err(invalid(
+            py,
+            format!(
+                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                type_name(obj)
+            ),
+        ));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                type_name(obj)
+            ),
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        out.push(vec1(py, &item?, &format!("{at}[{i}]"))?);
+    }
+    Ok(out)
+}
+
+fn array1<'py>(py: Python<'py>, v: &[f32]) -> Bound<'py, PyArray1<f32>> {
+    PyArray1::from_slice(py, v)
+}
+
+fn array2<'py>(py: Python<'py>, vs: &[Vec<f32>], dims: usize) -> PyResult<Bound<'py, PyAny>> {
+    let flat: Vec<f32> = vs.iter().flatten().copied().collect();
+    let a = PyArray1::from_vec(py, flat);
+    Ok(a.reshape([vs.len(), dims])?.into_any())
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON crossing
+
+fn json_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    static JSON: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+    Ok(JSON
+        .get_or_try_init(py, || PyModule::import(py, "json").map(Bound::unbind))?
+        .bind(py)
+        .clone())
+}
+
+/// A serde value as the Python object `json.loads` makes of it.
+fn to_object<'py>(py: Python<'py>, v: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+    let s = serde_json::to_string(v)
+        .map_err(|e| exc(py, "Error", format!("cannot encode a result as JSON: {e}")))?;
+    json_module(py)?.call_method1("loads", (s,))
+}
+
+/// A trajectory dict in the JSONL record shape, parsed by the engine's record parser. `at`
+/// names it in errors. Keys are taken from numpy arrays or lists.
+fn trajectory(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Trajectory> {
+    let d = obj.downcast::<PyDict>().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "{at}: a trajectory is a dict in the JSONL record shape, got {}",
+                type_name(obj)
+            ),
+        )
+    })?;
+    let rest = d.copy()?;
+    let keys = rest.get_item("keys")?;
+    let step_keys = rest.get_item("step_keys")?;
+    for k in ["keys", "step_keys"] {
+        if rest.contains(k)? {
+            rest.del_item(k)?;
+        }
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("allow_nan", false)?;
+    kwargs.set_item("ensure_ascii", false)?;
+    let text: String = json_module(py)?
+        .call_method("dumps", (rest,), Some(&kwargs))
+        .map_err(|e| {
+            invalid(
+                py,
+                format!("{at}: not a JSON-shaped record: {}", e.value(py)),
+            )
+        })?
+        .extract()?;
+    let mut t = jsonl::parse_record(text.as_bytes(), at).map_err(|e| to_py(py, e))?;
+    if let Some(keys) = keys.filter(|k| !k.is_none()) {
+        let keys = keys.downcast::<PyDict>().map_err(|_| {
+            invalid(
+                py,
+                format!("{at}: keys must be a dict of key-space name to vector"),
+            )
+        })?;
+        for (name, v) in keys.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| invalid(py, format!("{at}: keys names must be str")))?;
+            let v = vec1(py, &v, &format!("{at}: keys.{name}"))?;
+            t.keys.insert(name, v);
+        }
+    }
+    if let Some(step_keys) = step_keys.filter(|k| !k.is_none()) {
+        let step_keys = step_keys.downcast::<PyDict>().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "{at}: step_keys must be a dict of key-space name to (n_steps, dims) array"
+                ),
+            )
+        })?;
+        for (name, v) in step_keys.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| invalid(py, format!("{at}: step_keys names must be str")))?;
+            let vs = vec2(py, &v, &format!("{at}: step_keys.{name}"))?;
+            t.step_keys.insert(name, vs);
+        }
+    }
+    Ok(t)
+}
+
+/// What the engine checks at commit, checked before anything is written, so that a batch
+/// is refused whole: finite values, one step key per step, and the key spaces' names,
+/// levels and dimensions.
+fn check_trajectory(py: Python<'_>, t: &Trajectory, spaces: &[SpaceDef], at: &str) -> PyResult<()> {
+    let finite = |field: String, v: &[f32]| -> PyResult<()> {
+        match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(invalid(
+                py,
+                format!(
+                    "{at}: {field}[{i}]: value {} is not a finite 32-bit float",
+                    v[i]
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
+    for (name, v) in &t.keys {
+        finite(format!("keys.{name}"), v)?;
+    }
+    for (name, vs) in &t.step_keys {
+        if vs.len() != t.steps.len() {
+            return Err(invalid(
+                py,
+                format!(
+                    "{at}: step_keys.{name}: has {} vectors for {} steps; give one vector per step",
+                    vs.len(),
+                    t.steps.len()
+                ),
+            ));
+        }
+        for (i, v) in vs.iter().enumerate() {
+            finite(format!("step_keys.{name}[{i}]"), v)?;
+        }
+    }
+    jsonl::check_keys(t, spaces).map_err(|e| to_py(py, jsonl::locate(e, at)))
+}
+
+/// A trajectory as a dict in the JSONL record shape; keys as float32 arrays (1-D per
+/// trajectory key, 2-D `(n_steps, dims)` per step key).
+fn trajectory_dict<'py>(py: Python<'py>, mut t: Trajectory) -> PyResult<Bound<'py, PyAny>> {
+    let keys = std::mem::take(&mut t.keys);
+    let step_keys = std::mem::take(&mut t.step_keys);
+    let d = to_object(py, &t)?;
+    let kd = PyDict::new(py);
+    for (name, v) in &keys {
+        kd.set_item(name, array1(py, v))?;
+    }
+    let sd = PyDict::new(py);
+    for (name, vs) in &step_keys {
+        let dims = vs.first().map_or(0, Vec::len);
+        sd.set_item(name, array2(py, vs, dims)?)?;
+    }
+    d.set_item("keys", kd)?;
+    d.set_item("step_keys", sd)?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedders
+
+/// A key space's text embedder: the built-in hash embedder or a Python callable
+/// `list[str] -> ndarray (n, dims) float32`.
+enum Emb {
+    Hash(HashEmbedder),
+    Py { f: Py<PyAny>, id: EmbedderId },
+}
+
+impl Emb {
+    fn id(&self) -> EmbedderId {
+        match self {
+            Emb::Hash(h) => h.id(),
+            Emb::Py { id, .. } => id.clone(),
+        }
+    }
+
+    /// One vector per text, each `dims` long.
+    fn embed(&self, py: Python<'_>, texts: Vec<String>, space: &str) -> PyResult<Vec<Vec<f32>>> {
+        let at = format!("embedder of key space `{space}`");
+        match self {
+            Emb::Hash(h) => run(py, || texts.iter().map(|s| h.embed(s)).collect()),
+            Emb::Py { f, id } => {
+                let n = texts.len();
+                let out = f.bind(py).call1((PyList::new(py, texts)?,))?;
+                let vs = vec2(py, &out, &at)?;
+                let dims = usize::try_from(id.dims).unwrap_or(usize::MAX);
+                if vs.len() != n || vs.iter().any(|v| v.len() != dims) {
+                    return Err(invalid(
+                        py,
+                        format!(
+                            "{at}: returned {} vectors of {} dims for {n} texts; expected an array of shape ({n}, {dims})",
+                            vs.len(),
+                            vs.first().map_or(0, Vec::len)
+                        ),
+                    ));
+                }
+                Ok(vs)
+            }
+        }
+    }
+}
+
+/// The text of `space`'s field in `t`: one text for a trajectory-level field, one per step
+/// for a step-level one (the fields of `trajdb::jsonl::TRAJECTORY_FIELDS` / `STEP_FIELDS`).
+fn field_texts(t: &Trajectory, name: &str) -> Option<Vec<String>> {
+    let one = |s: &str| Some(vec![s.to_owned()]);
+    let each =
+        |f: fn(&trajdb::Step) -> &str| Some(t.steps.iter().map(|s| f(s).to_owned()).collect());
+    match name {
+        "goal" => one(&t.goal),
+        "plan" => one(&t.plan),
+        "task" => one(&t.task),
+        "category" => one(t.category.as_deref().unwrap_or("")),
+        "observation" => each(|s| &s.observation),
+        "reasoning" => each(|s| &s.reasoning),
+        "action" => each(|s| &s.action),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Result types
+
+/// One search result: trajectory `id`, matched `step` (step-level spaces; else None) and
+/// `score`, a similarity (higher is better: cosine in [-1, 1], dot product, or negative
+/// Euclidean distance).
+#[pyclass(module = "trajdb", name = "Hit", frozen, eq)]
+#[derive(PartialEq)]
+struct PyHit {
+    #[pyo3(get)]
+    id: u64,
+    #[pyo3(get)]
+    step: Option<u32>,
+    #[pyo3(get)]
+    score: f32,
+}
+
+#[pymethods]
+impl PyHit {
+    fn __repr__(&self) -> String {
+        match self.step {
+            Some(s) => format!("Hit(id={}, step={s}, score={})", self.id, self.score),
+            None => format!("Hit(id={}, step=None, score={})", self.id, self.score),
+        }
+    }
+}
+
+/// One retrieved in-context example (see `Database.retrieve`).
+#[pyclass(module = "trajdb", name = "Example", frozen)]
+struct PyExample {
+    /// Trajectory id.
+    #[pyo3(get)]
+    id: u64,
+    /// Ranking score: trajectory score (+ step score when a step key was given).
+    #[pyo3(get)]
+    score: f32,
+    /// Mean trajectory-level similarity.
+    #[pyo3(get)]
+    traj_score: f32,
+    /// Best step similarity, when a step key was given.
+    #[pyo3(get)]
+    step_score: Option<f32>,
+    /// The best-matching step, when a step key was given.
+    #[pyo3(get)]
+    matched_step: Option<u32>,
+    /// Steps `[start, end)` of the trajectory kept in `trajectory["steps"]`.
+    #[pyo3(get)]
+    window: (u32, u32),
+    /// The trajectory as a dict (no keys), its steps cut to `window`.
+    #[pyo3(get)]
+    trajectory: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyExample {
+    fn __repr__(&self) -> String {
+        format!(
+            "Example(id={}, score={}, matched_step={}, window={:?})",
+            self.id,
+            self.score,
+            opt(self.matched_step),
+            self.window
+        )
+    }
+}
+
+/// Usage counters of one trajectory and its exemplar utility `q`.
+#[pyclass(module = "trajdb", name = "Utility", frozen, eq)]
+#[derive(PartialEq)]
+struct PyUtility {
+    /// Times retrieved over all episodes: sum of f_i(t).
+    #[pyo3(get)]
+    retrievals: u64,
+    /// Episodes that retrieved it at least once.
+    #[pyo3(get)]
+    episodes: u64,
+    /// Retrievals in episodes whose outcome is known.
+    #[pyo3(get)]
+    labelled_retrievals: u64,
+    /// Retrievals in successful episodes.
+    #[pyo3(get)]
+    success_retrievals: u64,
+    /// Q = success_retrievals / labelled_retrievals, None while no retrieving episode has an
+    /// outcome.
+    #[pyo3(get)]
+    q: Option<f64>,
+}
+
+impl From<trajdb::Utility> for PyUtility {
+    fn from(u: trajdb::Utility) -> Self {
+        PyUtility {
+            retrievals: u.retrievals,
+            episodes: u.episodes,
+            labelled_retrievals: u.labelled_retrievals,
+            success_retrievals: u.success_retrievals,
+            q: u.q(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyUtility {
+    fn __repr__(&self) -> String {
+        format!(
+            "Utility(retrievals={}, episodes={}, labelled_retrievals={}, success_retrievals={}, q={})",
+            self.retrievals, self.episodes, self.labelled_retrievals, self.success_retrievals, opt(self.q)
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Database
+
+/// An open trajdb database. Made by `trajdb.open`; see the stub `trajdb/__init__.pyi` for the
+/// documented signatures.
+#[pyclass(module = "trajdb", name = "Database", frozen)]
+struct PyDatabase {
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    read_only: bool,
+    embedders: Mutex<HashMap<String, Arc<Emb>>>,
+}
+
+/// `None` or the value, as Python prints it.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "None".into(), |x| x.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn filter(
+    py: Python<'_>,
+    success_only: bool,
+    env: Option<String>,
+    task: Option<String>,
+    exclude: Option<Vec<u64>>,
+    provenance: Option<&str>,
+    as_of: Option<u64>,
+) -> PyResult<Filter> {
+    Ok(Filter {
+        success_only,
+        env,
+        task,
+        exclude: exclude.unwrap_or_default(),
+        provenance: provenance
+            .map(|p| {
+                named::<ProvenanceKind>(
+                    py,
+                    "provenance",
+                    p,
+                    "\"self_generated\", \"imported\", \"relabelled\"",
+                )
+            })
+            .transpose()?,
+        as_of,
+    })
+}
+
+impl PyDatabase {
+    fn handle(&self, py: Python<'_>) -> PyResult<Arc<Database>> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| exc(py, "Error", "the database is closed".into()))
+    }
+
+    fn embedder(&self, py: Python<'_>, space: &str) -> PyResult<Arc<Emb>> {
+        lock(&self.embedders).get(space).cloned().ok_or_else(|| {
+            invalid(
+                py,
+                format!(
+                    "key space `{space}` has no embedder in this handle; give one to create_space (again, after reopening, for a Python callable)"
+                ),
+            )
+        })
+    }
+
+    /// Registers the built-in hash embedder for every space that records it.
+    fn register_hash_spaces(&self, db: &Database) {
+        let mut m = lock(&self.embedders);
+        for (def, e) in jsonl::hash_spaces(&db.spaces()) {
+            m.entry(def.name).or_insert_with(|| Arc::new(Emb::Hash(e)));
+        }
+    }
+
+    /// A query vector given as a vector or, for a space with an embedder, as text.
+    fn query(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        q: &Bound<'_, PyAny>,
+        at: &str,
+    ) -> PyResult<(Vec<f32>, Option<EmbedderId>)> {
+        if let Ok(text) = q.downcast::<PyString>() {
+            let e = self.embedder(py, space)?;
+            let mut vs = e.embed(py, vec![text.extract::<String>()?], space)?;
+            return Ok((vs.pop().unwrap_or_default(), Some(e.id())));
+        }
+        Ok((vec1(py, q, at)?, None))
+    }
+
+    /// Parses a trajectory dict and fills, from its text, the keys of every space with an
+    /// embedder that the record does not carry.
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        spaces: &[SpaceDef],
+        at: &str,
+    ) -> PyResult<Trajectory> {
+        let mut t = trajectory(py, obj, at)?;
+        let embs: Vec<(String, Arc<Emb>)> = lock(&self.embedders)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, e) in embs {
+            let Some(def) = spaces.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            let present = match def.level {
+                Level::Trajectory => t.keys.contains_key(&name),
+                Level::Step => t.step_keys.contains_key(&name),
+            };
+            if present {
+                continue;
+            }
+            let Some(texts) = field_texts(&t, &name) else {
+                continue;
+            };
+            let mut vs = e.embed(py, texts, &name)?;
+            match def.level {
+                Level::Trajectory => {
+                    t.keys.insert(name, vs.pop().unwrap_or_default());
+                }
+                Level::Step => {
+                    t.step_keys.insert(name, vs);
+                }
+            }
+        }
+        check_trajectory(py, &t, spaces, at)?;
+        Ok(t)
+    }
+}
+
+#[pymethods]
+impl PyDatabase {
+    fn __repr__(&self) -> String {
+        let state = if self.db.read().map(|d| d.is_some()).unwrap_or(false) {
+            if self.read_only {
+                "read-only"
+            } else {
+                "open"
+            }
+        } else {
+            "closed"
+        };
+        format!("Database({:?}, {state})", self.path.display().to_string())
+    }
+
+    /// The database directory.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Whether the handle was opened read-only.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Whether `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.db.read().map(|d| d.is_none()).unwrap_or(true)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    /// Syncs and closes the handle (releasing the writer lock). Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(db) = db {
+            lock(&self.embedders).clear();
+            run(py, move || {
+                db.sync()?;
+                drop(db);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates a key space, or checks an existing one has this definition. dims 1..=65536;
+    /// level "trajectory"|"step"; metric "cosine"|"dot"|"l2"; embedder None, "hash" or a
+    /// callable list[str] -> ndarray (n, dims) float32. Raises InvalidInputError.
+    #[pyo3(signature = (name, *, dims, level="trajectory", metric="cosine", embedder=None))]
+    fn create_space(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dims: i64,
+        level: &str,
+        metric: &str,
+        embedder: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let db = self.handle(py)?;
+        let dims = u32::try_from(dims)
+            .ok()
+            .filter(|d| (1..=65_536).contains(d))
+            .ok_or_else(|| {
+                invalid(
+                    py,
+                    format!("space `{name}`: dims must be 1..=65536, got {dims}"),
+                )
+            })?;
+        let level: Level = named(py, "level", level, "\"trajectory\", \"step\"")?;
+        let metric: Metric = named(py, "metric", metric, "\"cosine\", \"dot\", \"l2\"")?;
+        let mut def = SpaceDef::new(name, level, dims, metric);
+        let emb = match embedder {
+            None => None,
+            Some(e) if e.is_none() => None,
+            Some(e) => {
+                if jsonl::field_level(name) != Some(level) {
+                    return Err(invalid(py, format!(
+                        "space `{name}`: a space with an embedder must be named after a text field of its level (trajectory: {}; step: {})",
+                        jsonl::TRAJECTORY_FIELDS.join(", "), jsonl::STEP_FIELDS.join(", "))));
+                }
+                let emb = if let Ok(s) = e.downcast::<PyString>() {
+                    if s.to_cow()? != "hash" {
+                        return Err(invalid(
+                            py,
+                            format!("embedder {:?} is not \"hash\" or a callable", s.to_cow()?),
+                        ));
+                    }
+                    Emb::Hash(HashEmbedder::new(dims).map_err(|e| to_py(py, e))?)
+                } else if e.is_callable() {
+                    let name = e
+                        .getattr("name")
+                        .or_else(|_| e.getattr("__qualname__"))
+                        .and_then(|n| n.str().map(|s| s.to_string()))
+                        .unwrap_or_else(|_| type_name(e));
+                    let version = e
+                        .getattr("version")
+                        .and_then(|v| v.str().map(|s| s.to_string()))
+                        .unwrap_or_else(|_| "1".into());
+                    Emb::Py {
+                        f: e.clone().unbind(),
+                        id: EmbedderId {
+                            name,
+                            version,
+                            dims,
+                        },
+                    }
+                } else {
+                    return Err(invalid(
+                        py,
+                        format!(
+                            "embedder must be None, \"hash\" or a callable, got {}",
+                            type_name(e)
+                        ),
+                    ));
+                };
+                def = def.with_embedder(emb.id());
+                Some(emb)
+            }
+        };
+        run(py, || db.create_space(&def))?;
+        if let Some(emb) = emb {
+            lock(&self.embedders).insert(name.to_owned(), Arc::new(emb));
+        }
+        Ok(())
+    }
+
+    /// The key spaces in creation order, each a dict: name, level, dims, metric, elem,
+    /// embedder (None or {name, version, dims}).
+    fn spaces<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        to_object(py, &db.spaces())
+    }
+
+    /// Appends one trajectory dict (JSONL record shape; keys float32 (dims,), step_keys
+    /// (n_steps, dims)) as one atomic commit; returns its id. Raises InvalidInputError,
+    /// ReadOnlyError, StorageError.
+    fn append(&self, py: Python<'_>, trajectory: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let db = self.handle(py)?;
+        let spaces = db.spaces();
+        let t = self.prepare(py, trajectory, &spaces, "trajectory")?;
+        run(py, || db.append(&t))
+    }
+
+    /// Appends trajectory dicts in order with one sync for the batch; returns their ids. Every
+    /// record is checked first: a bad one refuses the whole batch (InvalidInputError naming
+    /// trajectories[i]).
+    fn append_many(&self, py: Python<'_>, trajectories: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        let db = self.handle(py)?;
+        let spaces = db.spaces();
+        let mut batch = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let items = trajectories.try_iter().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "append_many takes an iterable of trajectory dicts, got {}",
+                    type_name(trajectories)
+                ),
+            )
+        })?;
+        for (i, item) in items.enumerate() {
+            let at = format!("trajectories[{i}]");
+            let t = self.prepare(py, &item?, &spaces, &at)?;
+            if let Some(id) = t.id {
+                if !seen.insert(id) {
+                    return Err(invalid(
+                        py,
+                        format!("{at}: id {id} is given twice in the batch"),
+                    ));
+                }
+            }
+            batch.push(t);
+        }
+        if !seen.is_empty() {
+            let taken: Vec<u64> = db
+                .ids()
+                .into_iter()
+                .filter(|id| seen.contains(id))
+                .collect();
+            if let Some(id) = taken.first() {
+                return Err(invalid(
+                    py,
+                    format!(
+                        "trajectory id {id} is already stored; nothing in the batch was appended"
+                    ),
+                ));
+            }
+        }
+        run(py, || db.append_many(&batch))
+    }
+
+    /// The trajectory dict, keys as float32 arrays (dims,) / (n_steps, dims). NotFoundError.
+    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let t = run(py, || db.get(id))?;
+        trajectory_dict(py, t)
+    }
+
+    /// Deletes (tombstones) a trajectory; compact() reclaims it. NotFoundError.
+    fn delete(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.delete(id))
+    }
+
+    /// Sets a trajectory's outcome after the fact. NotFoundError, InvalidInputError.
+    #[pyo3(signature = (id, success, reward=None))]
+    fn set_outcome(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        success: Option<bool>,
+        reward: Option<f64>,
+    ) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.set_outcome(id, Outcome { success, reward }))
+    }
+
+    /// Ids of live trajectories in commit order.
+    fn ids(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        Ok(self.handle(py)?.ids())
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.handle(py)?.ids().len())
+    }
+
+    fn __contains__(&self, py: Python<'_>, id: u64) -> PyResult<bool> {
+        let db = self.handle(py)?;
+        run(py, || Ok(db.get(id).is_ok()))
+    }
+
+    /// Sequence number of the last commit (0 for an empty database).
+    #[getter]
+    fn commit_seq(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.handle(py)?.commit_seq())
+    }
+
+    /// Exact top-k of key space `space` by similarity to `vector` (float32, shape (dims,)),
+    /// best first, as Hit(id, step, score); filters apply inside the scan. GIL released.
+    /// Raises InvalidInputError (unknown space, dims, NaN, not 1-D).
+    #[pyo3(signature = (space, vector, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        vector: &Bound<'_, PyAny>,
+        k: usize,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<Vec<u64>>,
+        provenance: Option<&str>,
+        as_of: Option<u64>,
+    ) -> PyResult<Vec<PyHit>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let q = vec1(py, vector, "vector")?;
+        let hits = run(py, || db.search(space, &q, k, &f))?;
+        Ok(hits
+            .into_iter()
+            .map(|h| PyHit {
+                id: h.id,
+                step: h.step,
+                score: h.score,
+            })
+            .collect())
+    }
+
+    /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
+    #[pyo3(signature = (space, text, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_text(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        text: &str,
+        k: usize,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<Vec<u64>>,
+        provenance: Option<&str>,
+        as_of: Option<u64>,
+    ) -> PyResult<Vec<PyHit>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let e = self.embedder(py, space)?;
+        let q = e
+            .embed(py, vec![text.to_owned()], space)?
+            .pop()
+            .unwrap_or_default();
+        let id = e.id();
+        let hits = run(py, || db.search_as(space, &q, k, &f, Some(&id)))?;
+        Ok(hits
+            .into_iter()
+            .map(|h| PyHit {
+                id: h.id,
+                step: h.step,
+                score: h.score,
+            })
+            .collect())
+    }
+
+    /// The paper's retrieval (Database::retrieve): mean similarity over `keys` (trajectory
+    /// spaces; vectors (dims,) or text), plus the best step of `step_key` (a step space);
+    /// each Example keeps `window` steps around the matched step. GIL released.
+    #[pyo3(signature = (keys, step_key=None, k=10, window=5, *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        step_key: Option<&Bound<'_, PyAny>>,
+        k: usize,
+        window: usize,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<Vec<u64>>,
+        provenance: Option<&str>,
+        as_of: Option<u64>,
+    ) -> PyResult<Vec<PyExample>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let kd = keys.downcast::<PyDict>().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "retrieve keys must be a dict of key-space name to vector or text, got {}",
+                    type_name(keys)
+                ),
+            )
+        })?;
+        let mut q = RetrieveQuery {
+            k,
+            window,
+            filter: f,
+            ..Default::default()
+        };
+        for (name, v) in kd.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| invalid(py, "retrieve keys names must be str"))?;
+            let (v, _) = self.query(py, &name, &v, &format!("keys[{name:?}]"))?;
+            q.keys.push((name, v));
+        }
+        if let Some(sk) = step_key.filter(|s| !s.is_none()) {
+            let (name, v): (String, Bound<'_, PyAny>) = sk.extract().map_err(|_| {
+                invalid(py, "step_key must be a tuple (space name, vector or text)")
+            })?;
+            let (v, _) = self.query(py, &name, &v, &format!("step_key[{name:?}]"))?;
+            q.step_key = Some((name, v));
+        }
+        let examples = run(py, || db.retrieve(&q))?;
+        examples
+            .into_iter()
+            .map(|e| {
+                Ok(PyExample {
+                    id: e.id,
+                    score: e.score,
+                    traj_score: e.traj_score,
+                    step_score: e.step_score,
+                    matched_step: e.matched_step,
+                    window: e.window,
+                    trajectory: trajectory_dict(py, e.trajectory)?.unbind(),
+                })
+            })
+            .collect()
+    }
+
+    /// Begins an episode and returns it as a context manager.
+    fn episode(slf: &Bound<'_, Self>) -> PyResult<PyEpisode> {
+        let py = slf.py();
+        let id = slf.get().begin_episode(py)?;
+        Ok(PyEpisode {
+            db: slf.clone().unbind(),
+            id,
+            outcome: Mutex::new(None),
+        })
+    }
+
+    /// Begins an episode; returns its id (see `episode()` for the context manager).
+    fn begin_episode(&self, py: Python<'_>) -> PyResult<u64> {
+        let db = self.handle(py)?;
+        run(py, || db.begin_episode())
+    }
+
+    /// Logs retrievals (Example, Hit or trajectory ids) of `episode` at `stage`
+    /// ("plan"|"reason"|"act"|"other"), one commit. NotFoundError for unknown ids.
+    #[pyo3(signature = (episode, items, stage="other"))]
+    fn log_retrievals(
+        &self,
+        py: Python<'_>,
+        episode: u64,
+        items: &Bound<'_, PyAny>,
+        stage: &str,
+    ) -> PyResult<()> {
+        let db = self.handle(py)?;
+        let stage: Stage = named(
+            py,
+            "stage",
+            stage,
+            "\"plan\", \"reason\", \"act\", \"other\"",
+        )?;
+        let mut events = Vec::new();
+        let iter = items
+            .try_iter()
+            .map_err(|_| invalid(py, "log takes a list of Example, Hit or trajectory ids"))?;
+        for item in iter {
+            let item = item?;
+            let (id, step) = if let Ok(e) = item.downcast::<PyExample>() {
+                let e = e.get();
+                (e.id, e.matched_step)
+            } else if let Ok(h) = item.downcast::<PyHit>() {
+                let h = h.get();
+                (h.id, h.step)
+            } else if let Ok(id) = item.extract::<u64>() {
+                (id, None)
+            } else {
+                return Err(invalid(
+                    py,
+                    format!(
+                        "log takes Example, Hit or int trajectory ids, got {}",
+                        type_name(&item)
+                    ),
+                ));
+            };
+            events.push(RetrievalEvent { id, step, stage });
+        }
+        run(py, || db.log_retrievals(episode, &events))
+    }
+
+    /// Sets, changes or (None) clears an episode's outcome; Q follows. NotFoundError.
+    #[pyo3(signature = (episode, success))]
+    fn set_episode_outcome(
+        &self,
+        py: Python<'_>,
+        episode: u64,
+        success: Option<bool>,
+    ) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.set_episode_outcome(episode, success))
+    }
+
+    /// Every episode as a dict: id, created_ms, outcome (True/False/None), events (list of
+    /// {id, step, stage}).
+    fn episodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let db = self.handle(py)?;
+        let out = PyList::empty(py);
+        for ep in db.episodes() {
+            let d = PyDict::new(py);
+            d.set_item("id", ep.id)?;
+            d.set_item("created_ms", ep.created_ms)?;
+            d.set_item("outcome", ep.outcome)?;
+            d.set_item("events", to_object(py, &ep.events)?)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Usage counters and Q of trajectory `id` (zeros when never retrieved).
+    fn utility(&self, py: Python<'_>, id: u64) -> PyResult<PyUtility> {
+        Ok(self.handle(py)?.utility(id).into())
+    }
+
+    /// Usage counters of every trajectory ever retrieved, by id.
+    fn utilities(&self, py: Python<'_>) -> PyResult<HashMap<u64, PyUtility>> {
+        Ok(self
+            .handle(py)?
+            .utilities()
+            .into_iter()
+            .map(|(id, u)| (id, u.into()))
+            .collect())
+    }
+
+    /// Writes a consistent copy of the database into the new directory `dst`.
+    fn fork(&self, py: Python<'_>, dst: PathBuf) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.fork(&dst))
+    }
+
+    /// Rewrites the log without deleted trajectories; ids and counters are kept.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.compact())
+    }
+
+    /// Checks every frame and key row against the log; returns counts. CorruptError.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let r = run(py, || db.verify())?;
+        to_object(py, &r)
+    }
+
+    /// Counts and sizes, as `trajdb stats` prints them, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let s = run(py, || Ok(db.stats()))?;
+        to_object(py, &s)
+    }
+
+    /// Makes every commit so far durable (for durability="buffered").
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.sync())
+    }
+
+    /// Read-only handles: applies a writer's commits since opening; returns the records
+    /// applied (0 for a writable handle).
+    fn refresh(&self, py: Python<'_>) -> PyResult<u64> {
+        let db = self.handle(py)?;
+        let n = run(py, || db.refresh())?;
+        self.register_hash_spaces(&db);
+        Ok(n)
+    }
+
+    /// Writes the trajectories to `path` as `trajdb export` does ("jsonl": key-space header
+    /// then one record a line; "chat": {"messages": [...]} a line); returns records written.
+    #[pyo3(signature = (path, format="jsonl", *, success_only=false))]
+    fn export(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        format: &str,
+        success_only: bool,
+    ) -> PyResult<u64> {
+        let db = self.handle(py)?;
+        let chat = match format {
+            "jsonl" => false,
+            "chat" => true,
+            _ => {
+                return Err(invalid(
+                    py,
+                    format!("format {format:?} is not one of \"jsonl\", \"chat\""),
+                ))
+            }
+        };
+        run(py, || {
+            let io = |e| trajdb::Error::Io {
+                op: "write",
+                path: path.clone(),
+                source: e,
+            };
+            let file = std::fs::File::create(&path).map_err(io)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut line = |v: &dyn erased::Ser| -> trajdb::Result<()> {
+                let s = v
+                    .json()
+                    .map_err(|e| trajdb::Error::invalid("export", e.to_string()))?;
+                out.write_all(s.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(io)
+            };
+            if !chat {
+                line(&SpacesHeader {
+                    trajdb_spaces: db.spaces(),
+                })?;
+            }
+            let mut n = 0u64;
+            for id in db.ids() {
+                let t = db.get(id)?;
+                if success_only && t.outcome.success != Some(true) {
+                    continue;
+                }
+                if chat {
+                    match chat_example(&t) {
+                        Some(ex) => line(&ex)?,
+                        None => continue,
+                    }
+                } else {
+                    line(&t)?;
+                }
+                n += 1;
+            }
+            out.flush().map_err(io)?;
+            out.get_ref().sync_all().map_err(io)?;
+            Ok(n)
+        })
+    }
+}
+
+/// One JSON line from any of the export shapes.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> serde_json::Result<String>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Episode context manager
+
+/// An episode: `with db.episode() as ep: ...; ep.log(examples, stage="plan"); ep.outcome = True`.
+#[pyclass(module = "trajdb", name = "Episode", frozen)]
+struct PyEpisode {
+    db: Py<PyDatabase>,
+    #[pyo3(get)]
+    id: u64,
+    outcome: Mutex<Option<bool>>,
+}
+
+#[pymethods]
+impl PyEpisode {
+    fn __repr__(&self) -> String {
+        let outcome = match *lock(&self.outcome) {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "None",
+        };
+        format!("Episode(id={}, outcome={outcome})", self.id)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        false
+    }
+
+    #[pyo3(signature = (items, stage="other"))]
+    fn log(&self, py: Python<'_>, items: &Bound<'_, PyAny>, stage: &str) -> PyResult<()> {
+        self.db.get().log_retrievals(py, self.id, items, stage)
+    }
+
+    /// The episode's outcome: True, False or None (unknown). Setting it commits at once.
+    #[getter]
+    fn outcome(&self) -> Option<bool> {
+        *lock(&self.outcome)
+    }
+
+    #[setter]
+    fn set_outcome(&self, py: Python<'_>, value: Option<bool>) -> PyResult<()> {
+        self.db.get().set_episode_outcome(py, self.id, value)?;
+        *lock(&self.outcome) = value;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Module
+
+/// Opens (by default creating) the database in directory `path`. durability "sync" (each
+/// commit synced), "group" (concurrent commits share a sync) or "buffered"; read_only takes
+/// no lock. Raises LockedError, NotADatabaseError, CorruptError, IncompatibleVersionError.
+#[pyfunction]
+#[pyo3(signature = (path, *, durability="sync", read_only=false, create=true))]
+fn open(
+    py: Python<'_>,
+    path: PathBuf,
+    durability: &str,
+    read_only: bool,
+    create: bool,
+) -> PyResult<PyDatabase> {
+    let opts = Options {
+        durability: self::durability(py, durability)?,
+        read_only,
+        create,
+    };
+    let p = path.clone();
+    let db = run(py, move || match Database::open(&p, opts) {
+        // A missing directory that may not be created is "not a database", not an I/O fault.
+        Err(trajdb::Error::Io { source, path, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(trajdb::Error::NotADatabase {
+                path,
+                why: "it does not exist".into(),
+            })
+        }
+        r => r,
+    })?;
+    let this = PyDatabase {
+        db: RwLock::new(Some(Arc::new(db))),
+        path,
+        read_only,
+        embedders: Mutex::new(HashMap::new()),
+    };
+    if let Some(db) = this.db.read().ok().and_then(|d| d.clone()) {
+        this.register_hash_spaces(&db);
+    }
+    Ok(this)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_class::<PyDatabase>()?;
+    m.add_class::<PyHit>()?;
+    m.add_class::<PyExample>()?;
+    m.add_class::<PyUtility>()?;
+    m.add_class::<PyEpisode>()?;
+    Ok(())
+}
