@@ -194,6 +194,7 @@ pub fn run_episode(
         plan: "",
         observation: "",
         thought: "",
+        actions: None,
         examples: &plan_examples,
     })?;
     let plan_v = embedder.embed(&plan)?;
@@ -214,6 +215,7 @@ pub fn run_episode(
     let mut action_keys = Vec::new();
     while !env.done() && steps.len() < opts.max_steps {
         let obs = env.observation();
+        let actions = env.actions();
         let obs_v = embedder.embed(&obs)?;
         let reason_examples = if opts.stages.reason {
             retrieve(
@@ -230,6 +232,7 @@ pub fn run_episode(
             plan: &plan,
             observation: &obs,
             thought: "",
+            actions: actions.as_deref(),
             examples: &reason_examples,
         })?;
         let thought_v = embedder.embed(&thought)?;
@@ -248,6 +251,7 @@ pub fn run_episode(
             plan: &plan,
             observation: &obs,
             thought: &thought,
+            actions: actions.as_deref(),
             examples: &act_examples,
         })?;
         let action_v = embedder.embed(&action)?;
@@ -256,7 +260,7 @@ pub fn run_episode(
             observation: obs,
             reasoning: thought,
             action,
-            reward: None,
+            reward: env.reward(),
         });
         obs_keys.push(obs_v);
         reason_keys.push(thought_v);
