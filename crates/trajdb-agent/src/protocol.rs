@@ -194,8 +194,9 @@ fn excerpt(s: &str) -> String {
 }
 
 impl ProtocolSession {
-    /// Starts `sh -c command` with piped stdin and stdout (stderr inherited), in its own
-    /// process group so a timeout can kill everything it started. Nothing is sent yet.
+    /// Starts `sh -c command` with piped stdin and stdout (stderr inherited). Nothing is sent
+    /// yet. A timeout kills the child process; start the program with `exec` (`exec python3
+    /// env.py`) so that the child is the program itself and not a shell around it.
     pub fn spawn(command: &str, timeout: Duration) -> Result<Self, ProtocolError> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -203,11 +204,6 @@ impl ProtocolSession {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
         let mut child = cmd.spawn().map_err(|source| ProtocolError::Spawn {
             command: command.to_owned(),
             source,
@@ -233,16 +229,8 @@ impl ProtocolSession {
         &self.command
     }
 
+    /// Kills the child (the shell, or the program when the command starts with `exec`).
     fn kill(&mut self) {
-        #[cfg(unix)]
-        {
-            // The whole process group (sh and what it started).
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", self.child.id()))
-                .stderr(Stdio::null())
-                .status();
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
