@@ -53,15 +53,24 @@ impl Default for ImitationConfig {
 ///   is admissible; otherwise scores the admissible actions against the acting examples the
 ///   same way, on the action and thought keys; otherwise explores.
 ///
+/// When an example's window holds steps with a positive reward, only those are copied: the
+/// unrewarded steps of a successful run are its detours.
+///
 /// Example steps after which the observation did not change (the next step in the window
 /// has the same observation) made no progress and are not copied.
 ///
 /// An example whose copied action changed nothing (the next state equals the one it was
 /// taken in) is not followed again in the episode: it evidently does not apply to this task.
 ///
-/// A state is the observation text together with the admissible actions; an action already
-/// taken in a state is not taken there again in the episode (so a failed action is never
-/// repeated in a state) unless every admissible action has been.
+/// An action that changed nothing when taken (the state after equals the state before,
+/// e.g. `look` or `inventory`) is not taken again in the episode while other actions
+/// remain.
+///
+/// A state is the set of admissible actions (the observation text when there are none):
+/// observations mostly describe the last action's effect, while the admissible actions
+/// reflect where the agent is and what it holds. An action already taken in a state is not
+/// taken there again in the episode (so a failed action is never repeated in a state) unless
+/// every admissible action has been.
 ///
 /// Without admissible actions it proposes the best example's action text verbatim and,
 /// with no example, `look`.
@@ -76,6 +85,11 @@ pub struct ImitationPolicy {
     proposal: Option<(String, u64)>,
     /// The state an action copied from an example was taken in, and the example.
     copied: Option<(u64, u64)>,
+    /// The last action and the state it was taken in.
+    last: Option<(u64, String)>,
+    /// Actions that changed nothing this episode (the state after equalled the state
+    /// before).
+    noop: HashSet<String>,
 }
 
 impl std::fmt::Debug for ImitationPolicy {
@@ -142,15 +156,20 @@ impl ImitationPolicy {
             distrusted: HashSet::new(),
             proposal: None,
             copied: None,
+            last: None,
+            noop: HashSet::new(),
         }
     }
 
     fn state(c: &Context<'_>) -> u64 {
-        let mut parts = vec![c.observation];
-        if let Some(a) = c.actions {
-            parts.extend(a.iter().map(String::as_str));
+        match c.actions {
+            Some(a) => {
+                let mut parts: Vec<&str> = a.iter().map(String::as_str).collect();
+                parts.sort_unstable();
+                fnv(&parts)
+            }
+            None => fnv(&[c.observation]),
         }
-        fnv(&parts)
     }
 
     /// What the examples did around their matched steps; `thoughts` adds their thoughts.
@@ -186,7 +205,12 @@ impl ImitationPolicy {
                 state_of.push(k);
             }
             let here = state_of.get(matched).copied().unwrap_or(0);
+            // With rewards in the window, the steps that earned none are a success's detours.
+            let rewarded = steps.iter().any(|s| s.reward.is_some_and(|r| r > 0.0));
             for (i, st) in steps.iter().enumerate() {
+                if rewarded && !st.reward.is_some_and(|r| r > 0.0) {
+                    continue;
+                }
                 // A step after which nothing visible changed made no progress: not copied.
                 if steps
                     .get(i + 1)
@@ -258,16 +282,22 @@ impl ImitationPolicy {
     fn untried(&self, c: &Context<'_>) -> Vec<String> {
         let s = Self::state(c);
         let all = c.actions.unwrap_or(&[]);
-        let fresh: Vec<String> = all
-            .iter()
-            .filter(|a| !self.tried.contains(&(s, (*a).clone())))
-            .cloned()
-            .collect();
-        if fresh.is_empty() {
-            all.to_vec()
-        } else {
-            fresh
+        let pick = |skip_tried: bool, skip_noop: bool| -> Vec<String> {
+            all.iter()
+                .filter(|a| !skip_tried || !self.tried.contains(&(s, (*a).clone())))
+                .filter(|a| !skip_noop || !self.noop.contains(*a))
+                .cloned()
+                .collect()
+        };
+        // Untried and not known to do nothing; else untried; else not known to do nothing;
+        // else anything.
+        for (t, n) in [(true, true), (true, false), (false, true)] {
+            let out = pick(t, n);
+            if !out.is_empty() {
+                return out;
+            }
         }
+        all.to_vec()
     }
 
     fn explore(&mut self, candidates: &[String]) -> Option<String> {
@@ -331,6 +361,8 @@ impl Policy for ImitationPolicy {
         self.distrusted.clear();
         self.proposal = None;
         self.copied = None;
+        self.last = None;
+        self.noop.clear();
         Ok(match c.examples.first() {
             Some(e) => format!(
                 "{}: do what similar successful tasks did (closest: {}); explore otherwise.",
@@ -344,8 +376,14 @@ impl Policy for ImitationPolicy {
     }
 
     fn reason(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        let now = Self::state(c);
+        if let Some((state, action)) = self.last.take() {
+            if state == now {
+                self.noop.insert(action);
+            }
+        }
         if let Some((state, id)) = self.copied.take() {
-            if state == Self::state(c) {
+            if state == now {
                 // The copied action changed nothing: that example does not apply here.
                 self.distrusted.insert(id);
             }
@@ -369,6 +407,7 @@ impl Policy for ImitationPolicy {
         let source = source.or(proposal.filter(|(a, _)| *a == action).map(|(_, id)| id));
         let state = Self::state(c);
         self.copied = source.map(|id| (state, id));
+        self.last = Some((state, action.clone()));
         self.tried.insert((state, action.clone()));
         Ok(action)
     }

@@ -2,7 +2,7 @@
 """A scripted environment speaking the trajdb environment protocol v1, for tests.
 
 The game ("vault"): task COLOR-N asks to fetch the COLOR gem from vault N. The first action
-must be `take COLOR key`, the second `open COLOR chest`. Wrong actions change nothing (the
+must be `take COLOR key`, the second `open COLOR chest`; each earns reward 0.5. Wrong actions change nothing (the
 observation stays the same). Admissible actions are always given (5, then 4). Tasks: 3
 colours x 12 vaults; the train split holds vaults 0-7 (24 tasks), the test split vaults 8-11
 (12 tasks). No test task is a train task, but what solves it is what solved the train tasks
@@ -151,10 +151,11 @@ for line in sys.stdin:
         state["steps"].append(a)
         if state["key"] is None and a == f"take {c} key":
             state["key"] = c
+            reward = 0.5
             state["took"] = len(state["steps"])
         elif state["key"] == c and a == f"open {c} chest":
             state["done"] = state["ok"] = True
-            reward = 1.0
+            reward = 0.5
         if state["done"]:
             send({"observation": f"You found the {c} gem.", "reward": reward,
                   "done": True, "success": True, "actions": []})
