@@ -53,8 +53,9 @@ impl Default for ImitationConfig {
 ///   is admissible; otherwise scores the admissible actions against the acting examples the
 ///   same way, on the action and thought keys; otherwise explores.
 ///
-/// When an example's window holds steps with a positive reward, only those are copied: the
-/// unrewarded steps of a successful run are its detours.
+/// Example steps with a known reward of zero or less are not copied: where the environment
+/// gives rewards, the unrewarded steps of a successful run are its detours. (Steps without a
+/// reward, e.g. Wordcraft's, are all candidates.)
 ///
 /// Example steps after which the observation did not change (the next step in the window
 /// has the same observation) made no progress and are not copied.
@@ -205,10 +206,10 @@ impl ImitationPolicy {
                 state_of.push(k);
             }
             let here = state_of.get(matched).copied().unwrap_or(0);
-            // With rewards in the window, the steps that earned none are a success's detours.
-            let rewarded = steps.iter().any(|s| s.reward.is_some_and(|r| r > 0.0));
             for (i, st) in steps.iter().enumerate() {
-                if rewarded && !st.reward.is_some_and(|r| r > 0.0) {
+                // A step that earned no reward where the environment gives rewards is one of
+                // the success's detours.
+                if st.reward.is_some_and(|r| r <= 0.0) {
                     continue;
                 }
                 // A step after which nothing visible changed made no progress: not copied.
