@@ -10,11 +10,14 @@
 //! Plug-ins:
 //! - [`Llm`]: chat messages in, text out ([`openai::OpenAiClient`] implements it);
 //! - [`trajdb::Embedder`]: text to keys (the built-in [`trajdb::HashEmbedder`] by default);
-//! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it).
+//! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it, and
+//!   [`protocol::ProtocolEpisode`] for any child process speaking the environment protocol).
 //!
 //! The agent talks to a [`policy::Policy`]: [`policy::LlmPolicy`] turns each stage into a
 //! prompt with the retrieved examples as demonstrations; [`policy::OfflinePolicy`] is a
-//! non-LLM stand-in that imitates retrieved examples, for runs without a model.
+//! Wordcraft-specific non-LLM stand-in that imitates retrieved recipes, and
+//! [`imitation::ImitationPolicy`] a generic non-LLM stand-in that copies retrieved examples'
+//! actions among the admissible ones, for runs without a model.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
-//! The methods (Traj-Bootstrap, database curation, exemplar curation), run on Wordcraft for
-//! one seed.
+//! The methods (Traj-Bootstrap, database curation, exemplar curation), run for one seed on
+//! the environments of a [`Tasks`]: Wordcraft in-process ([`run_seed`]) or any other
+//! ([`run_seed_on`], e.g. a protocol environment).
 //!
 //! - `fixed`: the starting database (empty) is used as is; no training episodes.
 //! - `traj-bootstrap`: training tasks are attempted in order; every episode is stored with
@@ -15,9 +16,9 @@
 //!   is kept, in a new database built from those.
 //! - `full`: db-curation, then exemplar-curation over the final population.
 //!
-//! Hindsight (optional): a failed episode that created intermediate entities also stores,
-//! for each such entity, a successful relabelled trajectory ("create X", the steps that made
-//! it). Failures are always stored here, so the relabelled trajectory's `parent` is the id of
+//! Hindsight (optional): a failed episode that created intermediate entities (Wordcraft) or
+//! reached sub-goals (an environment's `achieved` reply) also stores, for each, a successful
+//! relabelled trajectory ("create X", the steps that made it). Failures are always stored here, so the relabelled trajectory's `parent` is the id of
 //! the stored failed trajectory.
 //!
 //! Test success is measured with evaluation episodes that neither store nor log. Scaling
