@@ -18,8 +18,8 @@
 //!
 //! Hindsight (optional): a failed episode that created intermediate entities (Wordcraft) or
 //! reached sub-goals (an environment's `achieved` reply) also stores, for each, a successful
-//! relabelled trajectory ("create X", the steps that made it). Failures are always stored here, so the relabelled trajectory's `parent` is the id of
-//! the stored failed trajectory.
+//! relabelled trajectory ("create X", the steps that made it). Failures are always stored
+//! here, so the relabelled trajectory's `parent` is the id of the stored failed trajectory.
 //!
 //! Test success is measured with evaluation episodes that neither store nor log. Scaling
 //! curves read the final database through as-of views (`Filter::as_of`) at the commits where
