@@ -1,6 +1,11 @@
-//! `trajdb bootstrap`: runs a method (fixed, Traj-Bootstrap, curation) on Wordcraft over several seeds
-//! and reports test success before and after, a scaling curve, and the task-success
-//! predictor's AUROC and calibration.
+//! `trajdb bootstrap`: runs a method (fixed, Traj-Bootstrap, curation) on Wordcraft, or on
+//! any environment speaking the environment protocol (`--env-cmd`, see [`crate::protocol`]),
+//! over several seeds and reports test success before and after, a scaling curve, and the
+//! task-success predictor's AUROC and calibration.
+//!
+//! With `--env-cmd`, the tasks are the first `--train` / `--test` ids the environment lists
+//! for its `train` / `test` splits, the same for every seed; the seed is sent with each
+//! `reset` and seeds the policy.
 //!
 //! Tasks: all tasks of the given depth whose goal can actually be made in the environment
 //! ([`RecipeBook::is_solvable`]), split into train and test with a fixed seed (0) so every
@@ -17,10 +22,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::embedders::{check_timeout, EmbedderSpec};
-use crate::methods::{run_seed, Experiment, Method, SeedResult};
+use crate::imitation::ImitationPolicy;
+use crate::methods::{run_seed_on, Method, Run, SeedResult, Tasks, WordcraftTasks};
 use crate::openai::OpenAiClient;
 use crate::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
 use crate::predict::{auroc, calibration, CalibrationBin};
+use crate::protocol::{ProtocolTasks, DEFAULT_TIMEOUT_SECS};
 use crate::react::AgentOptions;
 use crate::wordcraft::{split, RecipeBook, Split, Task};
 use crate::{AgentError, AgentResult};
@@ -42,6 +49,25 @@ pub enum LlmKind {
     Openai,
 }
 
+/// Which non-LLM stand-in policy drives the agent with `--llm offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StandIn {
+    /// The Wordcraft-specific stand-in ([`OfflinePolicy`]; reads recipes). Wordcraft only.
+    Wordcraft,
+    /// The generic imitation stand-in ([`ImitationPolicy`]; any environment with
+    /// admissible actions).
+    Imitation,
+}
+
+impl StandIn {
+    fn name(self) -> &'static str {
+        match self {
+            StandIn::Wordcraft => "wordcraft stand-in",
+            StandIn::Imitation => "imitation stand-in",
+        }
+    }
+}
+
 /// How tasks are split into train and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SplitKind {
@@ -59,6 +85,20 @@ pub struct BootstrapArgs {
     /// Environment.
     #[arg(long, value_enum, default_value = "wordcraft")]
     pub env: EnvName,
+    /// An environment speaking the environment protocol (JSON lines on stdin/stdout), run
+    /// as `sh -c COMMAND`; replaces `--env`.
+    #[arg(long, value_name = "COMMAND")]
+    pub env_cmd: Option<String>,
+    /// Seconds the `--env-cmd` environment may take to answer one request.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECONDS")]
+    pub env_timeout: f64,
+    /// Step limit of every episode.
+    #[arg(long, default_value_t = 50)]
+    pub max_steps: usize,
+    /// Non-LLM stand-in for `--llm offline`. Default: `wordcraft` on Wordcraft, `imitation`
+    /// with `--env-cmd`.
+    #[arg(long, value_enum)]
+    pub stand_in: Option<StandIn>,
     /// Recipe file in the benchmark's `alchemy2.json` format (default: the built-in set).
     #[arg(long)]
     pub recipes: Option<PathBuf>,
@@ -168,6 +208,12 @@ pub struct PredictorReport {
 pub struct BootstrapReport {
     /// The method.
     pub method: Method,
+    /// The environment's name (`wordcraft`, or the protocol environment's `hello` name).
+    pub env: String,
+    /// The `--env-cmd` command, if any.
+    pub env_cmd: Option<String>,
+    /// The stand-in policy with `--llm offline`.
+    pub stand_in: Option<&'static str>,
     /// Recipe set (`builtin` or the file path).
     pub recipes: String,
     /// Task depth.
@@ -320,6 +366,29 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
     }
     check_timeout(args.llm_timeout, "--llm-timeout")?;
     EmbedderSpec::parse(&args.embedder, "--embedder")?;
+    if args.max_steps == 0 {
+        return Err(AgentError::invalid("--max-steps", "must be at least 1"));
+    }
+    if !(args.env_timeout.is_finite() && args.env_timeout > 0.0 && args.env_timeout <= 1e6) {
+        return Err(AgentError::invalid(
+            "--env-timeout",
+            "must be a number of seconds above 0 (at most 1000000)",
+        ));
+    }
+    if args.env_cmd.is_some() {
+        if args.recipes.is_some() {
+            return Err(AgentError::invalid(
+                "--recipes",
+                "only applies to Wordcraft, not with --env-cmd",
+            ));
+        }
+        if args.stand_in == Some(StandIn::Wordcraft) {
+            return Err(AgentError::invalid(
+                "--stand-in",
+                "the wordcraft stand-in only plays Wordcraft; use imitation with --env-cmd",
+            ));
+        }
+    }
     match (args.llm, &args.model) {
         (LlmKind::Openai, None) => Err(AgentError::invalid(
             "--model",
@@ -352,8 +421,17 @@ fn checkpoints(max: usize) -> Vec<usize> {
 pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let start = Instant::now();
     check_args(args)?;
-    let book = Arc::new(load_book(args.recipes.as_deref())?);
-    let (train, test) = select_tasks(args, &book)?;
+    let (book, train, test) = if args.env_cmd.is_some() {
+        (
+            Arc::new(RecipeBook::builtin_default()),
+            Vec::new(),
+            Vec::new(),
+        )
+    } else {
+        let book = Arc::new(load_book(args.recipes.as_deref())?);
+        let (train, test) = select_tasks(args, &book)?;
+        (book, train, test)
+    };
     let (base, temp) = match &args.db {
         Some(d) => {
             if std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some()) {
@@ -386,6 +464,11 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let embedder = embedder.as_ref();
     let model = args.model.clone();
     let llm = args.llm;
+    let stand_in = args.stand_in.unwrap_or(if args.env_cmd.is_some() {
+        StandIn::Imitation
+    } else {
+        StandIn::Wordcraft
+    });
     let offline = OfflineConfig {
         episode_memory: !args.no_episode_memory,
         recipe_aware: !args.no_recipe_imitation,
@@ -393,7 +476,10 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     };
     let factory = move |seed: u64| -> AgentResult<Box<dyn Policy>> {
         Ok(match llm {
-            LlmKind::Offline => Box::new(OfflinePolicy::with_config(seed, offline)),
+            LlmKind::Offline => match stand_in {
+                StandIn::Wordcraft => Box::new(OfflinePolicy::with_config(seed, offline)),
+                StandIn::Imitation => Box::new(ImitationPolicy::new(seed)),
+            },
             LlmKind::Openai => Box::new(LlmPolicy {
                 llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?
                     .with_timeout(timeout)
@@ -403,7 +489,29 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
     let mut results: Vec<SeedResult> = Vec::new();
+    let mut env_name = "wordcraft".to_owned();
     let outcome = (|| -> AgentResult<()> {
+        let mut source: Box<dyn Tasks + '_> = match &args.env_cmd {
+            Some(cmd) => {
+                let t = ProtocolTasks::start(
+                    cmd,
+                    std::time::Duration::from_secs_f64(args.env_timeout),
+                    args.train,
+                    args.test,
+                    args.dev,
+                    args.hindsight,
+                )?;
+                t.name().clone_into(&mut env_name);
+                Box::new(t)
+            }
+            None => Box::new(WordcraftTasks {
+                book: book.clone(),
+                train: &train,
+                test: &test,
+                distractors: 4,
+                max_combinations: 4,
+            }),
+        };
         for seed in 0..args.seeds {
             let bar = show.then(|| {
                 let style = indicatif::ProgressStyle::with_template(
@@ -426,26 +534,22 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                     b.set_position(done as u64);
                 }
             };
-            let mut e = Experiment {
-                book: book.clone(),
-                train: &train,
-                test: &test,
+            let mut e = Run {
                 seed,
                 agent: AgentOptions {
                     k: args.k,
+                    max_steps: args.max_steps,
                     ..Default::default()
                 },
                 hindsight: args.hindsight,
                 population: 5,
                 dir: base.join(format!("seed-{seed}")),
-                distractors: 4,
-                max_combinations: 4,
                 embedder,
                 policy: &factory,
                 checkpoints: checkpoints(args.train),
                 progress: &mut progress,
             };
-            let result = run_seed(args.method, &mut e);
+            let result = run_seed_on(args.method, &mut e, source.as_mut());
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
@@ -486,6 +590,9 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
         .unzip();
     Ok(BootstrapReport {
         method: args.method,
+        env: env_name,
+        env_cmd: args.env_cmd.clone(),
+        stand_in: (args.llm == LlmKind::Offline).then(|| stand_in.name()),
         recipes: args
             .recipes
             .as_ref()
@@ -568,19 +675,22 @@ pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
         writeln!(out, "{s}")?;
         return Ok(());
     }
+    let setting = match &r.env_cmd {
+        Some(cmd) => format!("protocol environment `{cmd}`"),
+        None => format!("{}, depth {}, {} split", r.recipes, r.depth, r.split),
+    };
     writeln!(
         out,
-        "{} on wordcraft ({}, depth {}, {} split), {} train / {} test tasks, {} seed(s), k={}{}, {} policy",
+        "{} on {} ({setting}), {} train / {} test tasks, {} seed(s), k={}{}, {} policy{}",
         r.method.name(),
-        r.recipes,
-        r.depth,
-        r.split,
+        r.env,
         r.train,
         r.test,
         r.seeds,
         r.k,
         if r.hindsight { ", hindsight" } else { "" },
-        r.llm
+        r.llm,
+        r.stand_in.map(|s| format!(" ({s})")).unwrap_or_default()
     )?;
     writeln!(out, "\nlearning curve (as-of views of the final database)")?;
     writeln!(out, "  successes in db   test success")?;

@@ -10,20 +10,25 @@
 //! Plug-ins:
 //! - [`Llm`]: chat messages in, text out ([`openai::OpenAiClient`] implements it);
 //! - [`trajdb::Embedder`]: text to keys (the built-in [`trajdb::HashEmbedder`] by default);
-//! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it).
+//! - [`Environment`]: a text environment ([`wordcraft::WordcraftEnv`] implements it, and
+//!   [`protocol::ProtocolEpisode`] for any child process speaking the environment protocol).
 //!
 //! The agent talks to a [`policy::Policy`]: [`policy::LlmPolicy`] turns each stage into a
 //! prompt with the retrieved examples as demonstrations; [`policy::OfflinePolicy`] is a
-//! non-LLM stand-in that imitates retrieved examples, for runs without a model.
+//! Wordcraft-specific non-LLM stand-in that imitates retrieved recipes, and
+//! [`imitation::ImitationPolicy`] a generic non-LLM stand-in that copies retrieved examples'
+//! actions among the admissible ones, for runs without a model.
 
 use std::fmt;
 
 pub mod bootstrap;
 pub mod embedders;
+pub mod imitation;
 pub mod methods;
 pub mod openai;
 pub mod policy;
 pub mod predict;
+pub mod protocol;
 pub mod react;
 pub mod wordcraft;
 
@@ -59,6 +64,8 @@ pub enum AgentError {
     },
     /// The environment failed (not a refused action: those cost a step).
     Env(String),
+    /// A protocol environment (a child process, see [`protocol`]) failed.
+    Protocol(protocol::ProtocolError),
     /// An argument or option is invalid.
     Invalid {
         /// Which argument.
@@ -86,6 +93,7 @@ impl fmt::Display for AgentError {
             AgentError::InputFile { kind, path, what } => write!(f, "{kind} {path}: {what}"),
             AgentError::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
             AgentError::Env(e) => write!(f, "environment: {e}"),
+            AgentError::Protocol(e) => write!(f, "environment: {e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
     }
@@ -102,6 +110,12 @@ impl From<trajdb::Error> for AgentError {
 impl From<LlmError> for AgentError {
     fn from(e: LlmError) -> Self {
         AgentError::Llm(e)
+    }
+}
+
+impl From<protocol::ProtocolError> for AgentError {
+    fn from(e: protocol::ProtocolError) -> Self {
+        AgentError::Protocol(e)
     }
 }
 
@@ -151,6 +165,15 @@ pub trait Environment {
     }
     /// What the agent sees now.
     fn observation(&self) -> String;
+    /// The admissible actions now, when the environment knows them (given to the policy
+    /// and shown in the LLM prompt). By default unknown.
+    fn actions(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// The reward of the last step, if the environment gives rewards. By default none.
+    fn reward(&self) -> Option<f64> {
+        None
+    }
     /// Takes an action. A refused action is not an error: it costs the step and the
     /// environment says so in the next observation or simply does nothing.
     fn step(&mut self, action: &str) -> AgentResult<()>;
@@ -158,6 +181,12 @@ pub trait Environment {
     fn done(&self) -> bool;
     /// Whether the goal was reached.
     fn success(&self) -> bool;
+    /// Called once after an episode, before [`Environment::achievements`] is read, when
+    /// hindsight relabelling wants them; an environment that must ask for its sub-goals (a
+    /// protocol environment) does it here. By default nothing.
+    fn finish(&mut self) -> AgentResult<()> {
+        Ok(())
+    }
     /// Sub-goals achieved so far with the steps that achieved them (empty when the
     /// environment cannot tell).
     fn achievements(&self) -> Vec<Achieved> {
@@ -205,6 +234,11 @@ impl Environment for WordcraftEnv {
 
     fn observation(&self) -> String {
         WordcraftEnv::observation(self)
+    }
+
+    /// `select NAME` for each table entity.
+    fn actions(&self) -> Option<Vec<String>> {
+        Some(self.valid_actions())
     }
 
     /// A refused action (unknown entity, bad syntax) wastes the step: see

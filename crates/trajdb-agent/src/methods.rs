@@ -1,5 +1,6 @@
-//! The methods (Traj-Bootstrap, database curation, exemplar curation), run on Wordcraft for
-//! one seed.
+//! The methods (Traj-Bootstrap, database curation, exemplar curation), run for one seed on
+//! the environments of a [`Tasks`]: Wordcraft in-process ([`run_seed`]) or any other
+//! ([`run_seed_on`], e.g. a protocol environment).
 //!
 //! - `fixed`: the starting database (empty) is used as is; no training episodes.
 //! - `traj-bootstrap`: training tasks are attempted in order; every episode is stored with
@@ -15,10 +16,10 @@
 //!   is kept, in a new database built from those.
 //! - `full`: db-curation, then exemplar-curation over the final population.
 //!
-//! Hindsight (optional): a failed episode that created intermediate entities also stores,
-//! for each such entity, a successful relabelled trajectory ("create X", the steps that made
-//! it). Failures are always stored here, so the relabelled trajectory's `parent` is the id of
-//! the stored failed trajectory.
+//! Hindsight (optional): a failed episode that created intermediate entities (Wordcraft) or
+//! reached sub-goals (an environment's `achieved` reply) also stores, for each, a successful
+//! relabelled trajectory ("create X", the steps that made it). Failures are always stored
+//! here, so the relabelled trajectory's `parent` is the id of the stored failed trajectory.
 //!
 //! Test success is measured with evaluation episodes that neither store nor log. Scaling
 //! curves read the final database through as-of views (`Filter::as_of`) at the commits where
@@ -31,7 +32,7 @@ use crate::policy::Policy;
 use crate::predict::Predictor;
 use crate::react::{ensure_spaces, run_episode, store_relabelled, AgentOptions, Store};
 use crate::wordcraft::{RecipeBook, Task, WordcraftEnv};
-use crate::{wordcraft_task_id, AgentError, AgentResult};
+use crate::{wordcraft_task_id, AgentError, AgentResult, Environment};
 use trajdb::{Database, Durability, Embedder, Options, ProvenanceKind};
 
 /// A method: fixed, Traj-Bootstrap, database curation, exemplar curation or both.
@@ -164,21 +165,129 @@ pub fn segment_ends(n: usize) -> Vec<usize> {
     ends
 }
 
-fn env_for(e: &Experiment<'_>, task: &Task, salt: u64) -> AgentResult<WordcraftEnv> {
-    Ok(WordcraftEnv::new(
-        e.book.clone(),
-        task.clone(),
-        e.distractors,
-        e.max_combinations,
-        mix(e.seed, salt),
-    )?)
+/// Which list of tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Training tasks.
+    Train,
+    /// Test tasks.
+    Test,
+}
+
+/// Where a run's environments come from: Wordcraft in-process ([`WordcraftTasks`]) or a
+/// child process speaking the environment protocol ([`crate::protocol::ProtocolTasks`]).
+pub trait Tasks {
+    /// The task ids of a part, in order.
+    fn ids(&self, part: Part) -> Vec<String>;
+    /// A fresh episode of task `index` of `part`. `seed` is the run seed: environments may
+    /// use it (with the task) for their own randomness.
+    fn open(
+        &mut self,
+        part: Part,
+        index: usize,
+        seed: u64,
+    ) -> AgentResult<Box<dyn Environment + '_>>;
+}
+
+/// Wordcraft tasks, in-process.
+pub struct WordcraftTasks<'a> {
+    /// The recipe book.
+    pub book: Arc<RecipeBook>,
+    /// Training tasks, in order.
+    pub train: &'a [Task],
+    /// Test tasks.
+    pub test: &'a [Task],
+    /// Distractors on the table.
+    pub distractors: usize,
+    /// Combination limit per episode.
+    pub max_combinations: usize,
+}
+
+impl Tasks for WordcraftTasks<'_> {
+    fn ids(&self, part: Part) -> Vec<String> {
+        let list = match part {
+            Part::Train => self.train,
+            Part::Test => self.test,
+        };
+        list.iter()
+            .map(|t| wordcraft_task_id(&self.book, t))
+            .collect()
+    }
+
+    fn open(
+        &mut self,
+        part: Part,
+        index: usize,
+        seed: u64,
+    ) -> AgentResult<Box<dyn Environment + '_>> {
+        let (list, salt) = match part {
+            Part::Train => (self.train, index as u64),
+            Part::Test => (self.test, 1 << 40 | index as u64),
+        };
+        let task = list
+            .get(index)
+            .ok_or_else(|| AgentError::invalid("task", format!("no {part:?} task {index}")))?;
+        Ok(Box::new(WordcraftEnv::new(
+            self.book.clone(),
+            task.clone(),
+            self.distractors,
+            self.max_combinations,
+            mix(seed, salt),
+        )?))
+    }
+}
+
+/// Everything one seed's run needs, for any [`Tasks`].
+pub struct Run<'a> {
+    /// The seed.
+    pub seed: u64,
+    /// Agent options for training episodes (k, window, stages, max steps).
+    pub agent: AgentOptions,
+    /// Store hindsight-relabelled trajectories from failed episodes.
+    pub hindsight: bool,
+    /// Population size for the population methods (5 in the reference).
+    pub population: usize,
+    /// Directory for this seed's databases (created; must be empty or absent).
+    pub dir: PathBuf,
+    /// The embedder for every key.
+    pub embedder: &'a dyn Embedder,
+    /// Makes policies.
+    pub policy: PolicyFactory<'a>,
+    /// Checkpoints (successful trajectories in the database) for the scaling curve.
+    pub checkpoints: Vec<usize>,
+    /// Called after each episode with (episodes done, episodes planned).
+    pub progress: &'a mut dyn FnMut(usize, usize),
+}
+
+/// Runs `method` for one seed on Wordcraft (see [`run_seed_on`]).
+pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResult> {
+    let mut tasks = WordcraftTasks {
+        book: e.book.clone(),
+        train: e.train,
+        test: e.test,
+        distractors: e.distractors,
+        max_combinations: e.max_combinations,
+    };
+    let mut run = Run {
+        seed: e.seed,
+        agent: e.agent.clone(),
+        hindsight: e.hindsight,
+        population: e.population,
+        dir: e.dir.clone(),
+        embedder: e.embedder,
+        policy: e.policy,
+        checkpoints: e.checkpoints.clone(),
+        progress: &mut *e.progress,
+    };
+    run_seed_on(method, &mut run, &mut tasks)
 }
 
 /// Test success of `db` as of commit `as_of`, with a fresh policy seeded from the
 /// experiment seed (the same for every call, so points are comparable). Returns the rate
 /// and the outcome per test task.
 fn evaluate(
-    e: &mut Experiment<'_>,
+    e: &mut Run<'_>,
+    tasks: &mut dyn Tasks,
     db: &Database,
     as_of: Option<u64>,
     done: &mut usize,
@@ -191,10 +300,11 @@ fn evaluate(
         as_of,
         ..e.agent.clone()
     };
-    let mut outcomes = Vec::with_capacity(e.test.len());
-    for (j, task) in e.test.iter().enumerate() {
-        let mut env = env_for(e, task, 1 << 40 | j as u64)?;
-        let r = run_episode(db, e.embedder, policy.as_mut(), &mut env, &opts)?;
+    let n_test = tasks.ids(Part::Test).len();
+    let mut outcomes = Vec::with_capacity(n_test);
+    for j in 0..n_test {
+        let mut env = tasks.open(Part::Test, j, e.seed)?;
+        let r = run_episode(db, e.embedder, policy.as_mut(), env.as_mut(), &opts)?;
         outcomes.push(r.success);
         *done += 1;
         (e.progress)(*done, total);
@@ -203,8 +313,14 @@ fn evaluate(
     Ok((rate, outcomes))
 }
 
-/// Runs `method` for one seed.
-pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResult> {
+/// Runs `method` for one seed on the environments of `tasks`.
+pub fn run_seed_on(
+    method: Method,
+    e: &mut Run<'_>,
+    tasks: &mut dyn Tasks,
+) -> AgentResult<SeedResult> {
+    let train_ids = tasks.ids(Part::Train);
+    let n_test = tasks.ids(Part::Test).len();
     if let Ok(mut rd) = std::fs::read_dir(&e.dir) {
         if rd.next().is_some() {
             return Err(AgentError::invalid(
@@ -220,10 +336,10 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
     let train_len = if method == Method::Fixed {
         0
     } else {
-        e.train.len()
+        train_ids.len()
     };
     let n_points = e.checkpoints.len() + 2;
-    let total = train_len * n_members + e.test.len() * n_points;
+    let total = train_len * n_members + n_test * n_points;
     let mut done = 0usize;
     let mut members = Vec::with_capacity(n_members);
     for i in 0..n_members {
@@ -250,19 +366,19 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
     let mut forks = 0;
     let mut next_end = 0;
     for i in 0..train_len {
-        let task = &e.train[i];
         for (m, member) in members.iter_mut().enumerate() {
-            let mut env = env_for(e, task, i as u64)?;
+            let mut env = tasks.open(Part::Train, i, e.seed)?;
             let Member { dir, db, policy } = member;
             let db = db
                 .as_ref()
                 .ok_or_else(|| AgentError::Env(format!("database {} is closed", dir.display())))?;
-            let r = run_episode(db, e.embedder, policy.as_mut(), &mut env, &opts)?;
+            let r = run_episode(db, e.embedder, policy.as_mut(), env.as_mut(), &opts)?;
             if r.success {
                 seg_success[m] += 1;
                 total_success[m] += 1;
             } else if e.hindsight {
-                store_relabelled(db, e.embedder, &env, &r.trajectory, r.stored)?;
+                env.finish()?;
+                store_relabelled(db, e.embedder, env.as_ref(), &r.trajectory, r.stored)?;
             }
             done += 1;
             (e.progress)(done, total);
@@ -309,11 +425,11 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
     let predictor = Predictor::default();
     let prior = Predictor::prior(evidence)?;
     let fitted = predictor.fit(evidence, e.embedder)?;
-    let mut predicted = Vec::with_capacity(e.test.len());
+    let mut predicted = Vec::with_capacity(n_test);
     if let Some(p0) = prior {
-        for (j, task) in e.test.iter().enumerate() {
-            let env = env_for(e, task, 1 << 40 | j as u64)?;
-            let goal = crate::Environment::goal(&env);
+        for j in 0..n_test {
+            let env = tasks.open(Part::Test, j, e.seed)?;
+            let goal = env.goal();
             predicted.push(match &fitted {
                 Some(f) => f.predict(evidence, e.embedder, &goal, &env.observation())?,
                 None => predictor.predict(evidence, e.embedder, &goal, p0)?,
@@ -325,7 +441,7 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
     let (final_db, final_dir): (&Database, PathBuf) =
         if matches!(method, Method::ExemplarCuration | Method::Full) {
             let dir = e.dir.join("curated");
-            curated = curate(&members, e.train, &e.book, &dir, e.embedder)?;
+            curated = curate_ids(&members, &train_ids[..train_len], &dir, e.embedder)?;
             (&curated, dir)
         } else {
             (members[best].db()?, members[best].dir.clone())
@@ -340,7 +456,7 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
         }
     }
     let mut curve = Vec::new();
-    let (before, _) = evaluate(e, final_db, Some(0), &mut done, total)?;
+    let (before, _) = evaluate(e, tasks, final_db, Some(0), &mut done, total)?;
     curve.push((0, before));
     let checkpoints: Vec<usize> = e
         .checkpoints
@@ -349,10 +465,10 @@ pub fn run_seed(method: Method, e: &mut Experiment<'_>) -> AgentResult<SeedResul
         .filter(|&c| c > 0 && c < successes.len())
         .collect();
     for c in checkpoints {
-        let (rate, _) = evaluate(e, final_db, Some(successes[c - 1]), &mut done, total)?;
+        let (rate, _) = evaluate(e, tasks, final_db, Some(successes[c - 1]), &mut done, total)?;
         curve.push((c, rate));
     }
-    let (after, outcomes) = evaluate(e, final_db, None, &mut done, total)?;
+    let (after, outcomes) = evaluate(e, tasks, final_db, None, &mut done, total)?;
     curve.push((successes.len(), after));
     (e.progress)(total, total);
     let predictions = predicted.into_iter().zip(outcomes).collect();
@@ -379,8 +495,19 @@ pub fn curate(
     dir: &Path,
     embedder: &dyn Embedder,
 ) -> AgentResult<Database> {
+    let order: Vec<String> = train.iter().map(|t| wordcraft_task_id(book, t)).collect();
+    curate_ids(members, &order, dir, embedder)
+}
+
+/// [`curate`] for any environment: `train` are the training task ids in order.
+pub fn curate_ids(
+    members: &[impl AsDb],
+    train: &[String],
+    dir: &Path,
+    embedder: &dyn Embedder,
+) -> AgentResult<Database> {
     use std::collections::HashMap;
-    let mut order: Vec<String> = train.iter().map(|t| wordcraft_task_id(book, t)).collect();
+    let mut order: Vec<String> = train.to_vec();
     let mut best: HashMap<String, (f64, usize, u64)> = HashMap::new();
     for (m, member) in members.iter().enumerate() {
         let db = member.as_db()?;

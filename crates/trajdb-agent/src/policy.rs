@@ -20,6 +20,8 @@ pub struct Context<'a> {
     pub observation: &'a str,
     /// The thought just produced (empty except when acting).
     pub thought: &'a str,
+    /// The admissible actions, when the environment knows them (None while planning).
+    pub actions: Option<&'a [String]>,
     /// The retrieved examples for this stage, best first.
     pub examples: &'a [Example],
 }
@@ -94,6 +96,9 @@ pub fn prompt(stage: PromptStage, c: &Context<'_>) -> Vec<ChatMessage> {
     }
     if !c.thought.is_empty() {
         user.push_str(&format!("Thought: {}\n", c.thought));
+    }
+    if let Some(actions) = c.actions.filter(|a| !a.is_empty()) {
+        user.push_str(&format!("Admissible actions: {}\n", actions.join(" | ")));
     }
     user.push_str(match stage {
         PromptStage::Plan => "\nWrite a short plan (one or two sentences).",

@@ -211,6 +211,7 @@ pub fn run_episode(
         plan: "",
         observation: "",
         thought: "",
+        actions: None,
         examples: &plan_examples,
     })?;
     let plan_v = embed_text(embedder, &plan)?;
@@ -231,6 +232,7 @@ pub fn run_episode(
     let mut action_keys = Vec::new();
     while !env.done() && steps.len() < opts.max_steps {
         let obs = env.observation();
+        let actions = env.actions();
         let obs_v = embed_text(embedder, &obs)?;
         let reason_examples = if opts.stages.reason {
             retrieve(
@@ -247,6 +249,7 @@ pub fn run_episode(
             plan: &plan,
             observation: &obs,
             thought: "",
+            actions: actions.as_deref(),
             examples: &reason_examples,
         })?;
         let thought_v = embed_text(embedder, &thought)?;
@@ -265,6 +268,7 @@ pub fn run_episode(
             plan: &plan,
             observation: &obs,
             thought: &thought,
+            actions: actions.as_deref(),
             examples: &act_examples,
         })?;
         let action_v = embed_text(embedder, &action)?;
@@ -273,7 +277,7 @@ pub fn run_episode(
             observation: obs,
             reasoning: thought,
             action,
-            reward: None,
+            reward: env.reward(),
         });
         obs_keys.push(obs_v);
         reason_keys.push(thought_v);

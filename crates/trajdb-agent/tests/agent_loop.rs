@@ -376,6 +376,7 @@ fn ctx<'a>(obs: &'a str, thought: &'a str) -> Context<'a> {
         plan: "",
         observation: obs,
         thought,
+        actions: None,
         examples: &[],
     }
 }

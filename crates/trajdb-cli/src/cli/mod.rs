@@ -86,7 +86,8 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
-    /// Run the method end to end on Wordcraft: Traj-Bootstrap with optional database and
+    /// Run the method end to end on Wordcraft or on an outside environment speaking the
+    /// environment protocol (`--env-cmd`): Traj-Bootstrap with optional database and
     /// exemplar curation, test success before and after, learning curve, success predictor.
     Bootstrap(trajdb_agent::bootstrap::BootstrapArgs),
 }
