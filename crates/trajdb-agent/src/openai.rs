@@ -1193,6 +1193,15 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_host_is_refused_as_an_invalid_url() {
+        // The IDNA back end is the ASCII-only adapter (see Cargo.toml).
+        let err = client("http://bücher.example/v1", None)
+            .chat(&[ChatMessage::user("hi")])
+            .err();
+        assert!(matches!(err, Some(LlmError::InvalidUrl { .. })), "{err:?}");
+    }
+
+    #[test]
     fn openai_embedder_learns_dims_and_embeds_in_batches() {
         use trajdb::Embedder;
         let probe = r#"{"data":[{"index":0,"embedding":[1.0,0.0,0.0]}]}"#;
