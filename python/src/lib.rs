@@ -1399,6 +1399,7 @@ fn open(
         durability: self::durability(py, durability)?,
         read_only,
         create,
+        ..Options::default()
     };
     let p = path.clone();
     let db = run(py, move || match Database::open(&p, opts) {
