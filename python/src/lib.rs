@@ -165,6 +165,20 @@ fn as_f32_array<'py>(
         .map_err(|_| invalid(py, format!("{at}: could not convert the array to float32")))
 }
 
+/// The elements of a float32 array in logical order, copied: a contiguous array in one
+/// memcpy when in C order (`to_vec`, no borrow bookkeeping), any other through a read-only
+/// borrowed view.
+fn copy_out(a: &Bound<'_, PyArrayDyn<f32>>) -> Vec<f32> {
+    // `to_vec` copies memory order, which is the logical order only for C order (a
+    // Fortran-ordered 2-D array is contiguous too, but transposed in memory).
+    if a.is_c_contiguous() {
+        if let Ok(v) = a.to_vec() {
+            return v;
+        }
+    }
+    a.readonly().as_array().iter().copied().collect()
+}
+
 /// One vector: a 1-D numpy array (float32 is copied once; other numeric dtypes are converted)
 /// or a sequence of numbers.
 fn vec1(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<f32>> {
@@ -178,11 +192,7 @@ fn vec1(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<f32>> 
                 ),
             ));
         }
-        let ro = a.readonly();
-        return Ok(match ro.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => ro.as_array().iter().copied().collect(),
-        });
+        return Ok(copy_out(a));
     }
     if let Ok(a) = obj.downcast::<PyUntypedArray>() {
         return vec1(py, as_f32_array(py, a, at)?.as_any(), at);
@@ -218,11 +228,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
                 ),
             ));
         }
-        let ro = a.readonly();
-        let flat: Vec<f32> = match ro.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => ro.as_array().iter().copied().collect(),
-        };
+        let flat = copy_out(a);
         if shape[1] == 0 {
             return Ok(vec![Vec::new(); shape[0]]);
         }

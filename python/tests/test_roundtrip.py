@@ -73,6 +73,12 @@ def test_lists_float64_and_defaults(db):
     m = np.arange(12, dtype=np.float32).reshape(3, 4)
     d = db.append({"goal": "j", "keys": {"goal": m[:, 1]}})
     np.testing.assert_array_equal(db.get(d)["keys"]["goal"], [1, 5, 9])
+    # Step keys in Fortran order and as a strided view keep their logical (row) order.
+    steps = [{"observation": "a"}, {"observation": "b"}, {"observation": "c"}]
+    rows = np.array([[1, 2], [3, 4], [5, 6]], dtype=np.float32)
+    for given in (np.asfortranarray(rows), np.array([[1, 0, 2], [3, 0, 4], [5, 0, 6]], np.float32)[:, ::2]):
+        e = db.append({"goal": "k", "steps": steps, "step_keys": {"observation": given}})
+        np.testing.assert_array_equal(db.get(e)["step_keys"]["observation"], rows)
 
 
 def test_reopen_keeps_everything(path):
