@@ -79,7 +79,7 @@ def test_batch_duplicates_and_non_iterables(seeded):
 BAD_QUERIES = [
     ({"space": "goal", "vector": np.ones((2, 3), np.float32)}, "expected a 1-D array"),
     ({"space": "goal", "vector": np.ones(4, np.float32)}, "dimension"),
-    ({"space": "goal", "vector": np.array([np.nan, 1, 0], np.float32)}, "not a finite number"),
+    ({"space": "goal", "vector": np.array([np.nan, 1, 0], np.float32)}, "not a finite 32-bit float"),
     ({"space": "goal", "vector": ["a", "b", "c"]}, "expected a 1-D vector"),
     ({"space": "nope", "vector": np.ones(3, np.float32)}, "nope"),
     ({"space": "goal", "vector": np.ones(3, np.float32), "provenance": "stolen"}, "provenance \"stolen\""),
