@@ -368,7 +368,15 @@ fn damage_followed_by_valid_frames_is_refused_and_repair_keeps_the_prefix() {
         &trajdb(&["stats", s(&db)], None),
         &[&format!("at byte {at}"), "trajdb repair"],
     );
-    let out = ok(&["repair", s(&db)]);
+    // Valid commits follow the damage: repair says what it would remove and waits for
+    // --force, changing nothing.
+    let log_before = std::fs::read(&log).unwrap();
+    assert_refused(
+        &trajdb(&["repair", s(&db)], None),
+        &[&format!("damaged frame at byte {at}"), "--force"],
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), log_before);
+    let out = ok(&["repair", s(&db), "--force"]);
     assert!(out.contains(&format!("cut the log at byte {at}")), "{out}");
     assert!(db.join(format!("log.cut-{at}")).is_file());
     // The damaged frame and the valid one after it are cut.
@@ -585,4 +593,36 @@ fn refusal_with_megabytes_of_unread_stdin_is_reported_not_a_helper_panic() {
     let r = trajdb(&["append", s(&db)], Some(&input));
     assert_refused(&r, &["stdin line 1", "each line must be a JSON object"]);
     assert_eq!(records(&export(&db)).len(), 3);
+}
+
+/// A new user's finding: a write command that cut a damaged last commit said nothing, so the
+/// loss of that (acknowledged) commit went unnoticed. The writer now warns, once, on stderr,
+/// naming the file that keeps the cut bytes, and still does its work.
+#[test]
+fn writer_that_cuts_a_damaged_tail_warns_and_names_the_kept_bytes() {
+    let db = seeded("cut-warn");
+    let before = records(&export(&db)).len();
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    let r = trajdb(&["append", s(&db)], Some(b"{\"goal\":\"after\"}\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("{\"id\":"), "{}", r.stdout);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(
+        lines[0].starts_with("trajdb: warning: ")
+            && lines[0].contains("bytes of damaged log tail")
+            && lines[0].contains("log.cut-"),
+        "{}",
+        lines[0]
+    );
+    // The damaged last commit is gone, the new record is there.
+    assert_eq!(records(&export(&db)).len(), before);
+    // A second writer finds nothing to cut and says nothing.
+    let again = trajdb(&["append", s(&db)], Some(b"{\"goal\":\"again\"}\n"));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.is_empty(), "{}", again.stderr);
 }

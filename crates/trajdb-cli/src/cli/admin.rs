@@ -40,9 +40,31 @@ fn size(d: &Database) -> (u64, u64) {
     (s.log_bytes, s.spaces.iter().map(|s| s.file_bytes).sum())
 }
 
-/// `trajdb repair DB`: cuts the log at its first damaged frame, then opens the database so
-/// key files are rebuilt, and says what was kept and cut.
-pub fn repair(db: &Path) -> CliResult {
+/// `trajdb repair DB [--force]`: cuts the log at its first damaged frame, then opens the
+/// database so key files are rebuilt, and says what was kept and cut. When valid commits
+/// follow the damage (open refuses the log as corrupt), it refuses unless `force`: those
+/// commits would be cut with the damage, and a flipped byte at rest should not silently cost
+/// every later commit.
+pub fn repair(db: &Path, force: bool) -> CliResult {
+    if !force {
+        let probe = Database::open(
+            db,
+            trajdb::Options {
+                read_only: true,
+                create: false,
+                ..trajdb::Options::default()
+            },
+        );
+        if let Err(trajdb::Error::Corrupt { offset, .. }) = probe {
+            let len = std::fs::metadata(db.join("log")).map_or(0, |m| m.len());
+            return Err(format!(
+                "{}: valid commits follow the damaged frame at byte {offset}; repair would remove them with it ({} bytes, to the end of the log). Copy the database first (trajdb fork cannot read it; use cp -r), then rerun with --force to cut there (the bytes are kept in log.cut-{offset})",
+                db.display(),
+                len.saturating_sub(offset)
+            )
+            .into());
+        }
+    }
     let r = Database::repair(db)?;
     let d = open_write(db, Durability::SyncEachCommit)?;
     let s = d.stats();

@@ -81,7 +81,7 @@ pub enum Command {
     /// Cut the log at its first damaged frame, keeping every commit before it (the cut bytes
     /// are saved to `log.cut-OFFSET`): for a database that crashed under Buffered or
     /// GroupCommit durability and that open refuses.
-    Repair(DbArg),
+    Repair(RepairArgs),
     /// Copy the database to a new directory.
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
@@ -340,6 +340,18 @@ pub struct DbArg {
     pub db: PathBuf,
 }
 
+/// Arguments of `repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Cut even when valid commits follow the damage (they are removed with it; their bytes
+    /// are kept in `log.cut-OFFSET`). Without it, `repair` refuses such a log and says how
+    /// much it would remove.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Arguments of `fork`.
 #[derive(Debug, Args)]
 pub struct ForkArgs {
@@ -398,7 +410,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Stats(a) => query::stats(&a),
         Command::Verify(a) => admin::verify(&a.db),
         Command::Compact(a) => admin::compact(&a.db),
-        Command::Repair(a) => admin::repair(&a.db),
+        Command::Repair(a) => admin::repair(&a.db, a.force),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
         Command::Bootstrap(mut a) => {
@@ -496,7 +508,7 @@ fn locked_hint(e: trajdb::Error) -> Failure {
 /// Opens an existing database for writing.
 pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
     must_exist(db)?;
-    Database::open(
+    let d = Database::open(
         db,
         Options {
             durability,
@@ -505,12 +517,34 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
             lock_timeout: lock_wait(),
         },
     )
-    .map_err(locked_hint)
+    .map_err(locked_hint)?;
+    warn_cut(db, &d);
+    Ok(d)
+}
+
+/// A writer that cut a damaged log tail says so on stderr: the commit in that tail is gone
+/// from the database (its bytes are kept in the `log.cut-OFFSET` file named).
+fn warn_cut(db: &Path, d: &Database) {
+    let r = d.open_report();
+    if r.truncated_bytes == 0 {
+        return;
+    }
+    let kept = match (&r.cut_file, &r.cut_file_error) {
+        (Some(f), _) => format!("the cut bytes are kept in {}", db.join(f).display()),
+        (None, Some(e)) => format!("the cut bytes could not be kept: {e}"),
+        (None, None) => "the cut bytes were all zero".to_owned(),
+    };
+    eprintln!(
+        "trajdb: warning: {} cut {} bytes of damaged log tail after the last complete commit ({}); {kept}",
+        db.display(),
+        r.truncated_bytes,
+        r.torn_reason.as_deref().unwrap_or("unknown reason")
+    );
 }
 
 /// Opens (creating if absent) a database for writing.
 pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
-    Database::open(
+    let d = Database::open(
         db,
         Options {
             durability,
@@ -519,7 +553,9 @@ pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
             lock_timeout: lock_wait(),
         },
     )
-    .map_err(locked_hint)
+    .map_err(locked_hint)?;
+    warn_cut(db, &d);
+    Ok(d)
 }
 
 fn must_exist(db: &Path) -> CliResult {
