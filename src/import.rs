@@ -681,10 +681,13 @@ fn write_records(db: &Database, plan: &ImportPlan, report: &mut ImportReport) ->
     while let Some(mut t) = r.next_record()? {
         default_provenance(&r, &mut t);
         let at = r.location(t.id);
+        // Keys are embedded before the id claim (a skipped record must match the stored one
+        // with its keys), but only a record that is written counts in the report.
+        let (mut embedded, mut no_features) = (0u64, 0u64);
         for (space, e) in &fill {
             match embed_missing(&mut t, space, e.as_ref()).map_err(|e| locate(e, &at))? {
-                Filled::Added(n) => report.embedded += u64::try_from(n).unwrap_or(u64::MAX),
-                Filled::NoFeatures => report.no_features += 1,
+                Filled::Added(n) => embedded += u64::try_from(n).unwrap_or(u64::MAX),
+                Filled::NoFeatures => no_features += 1,
                 _ => {}
             }
         }
@@ -696,6 +699,8 @@ fn write_records(db: &Database, plan: &ImportPlan, report: &mut ImportReport) ->
             report.skipped += 1;
             continue;
         }
+        report.embedded = report.embedded.saturating_add(embedded);
+        report.no_features += no_features;
         let used: HashSet<&String> = t.keys.keys().chain(t.step_keys.keys()).collect();
         create_spaces(db, &mut pending, |s| used.contains(&s.name), report)?;
         let id = match db.append(&t) {

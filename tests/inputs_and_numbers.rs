@@ -346,3 +346,37 @@ fn import_stopped_by_a_write_failure_names_the_last_id_kept_and_a_rerun_finishes
     assert_eq!(db.ids(), vec![7, 3, 11, 5]);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A new user's finding: rerunning an import with `skip_existing` reported the keys it
+/// embedded for the records it then skipped. Only written records count.
+#[test]
+fn skipped_records_do_not_count_as_embedded() {
+    use trajdb::import::{check_import, write_import, ImportOptions};
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = base.join(format!("trajdb-skip-embed-count-{}", std::process::id()));
+    let file = base.join(format!(
+        "trajdb-skip-embed-count-{}.jsonl",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(
+        &file,
+        "{\"id\":1,\"goal\":\"make tea\"}\n{\"id\":2,\"goal\":\"boil water\"}\n",
+    )
+    .unwrap();
+    let opts = ImportOptions {
+        embed: vec!["goal".into()],
+        skip_existing: true,
+        ..Default::default()
+    };
+    let plan = check_import(None, &file, &opts).unwrap();
+    let db = trajdb::Database::open(&dir, trajdb::Options::default()).unwrap();
+    let first = write_import(&db, &plan).unwrap();
+    assert_eq!((first.records, first.embedded, first.skipped), (2, 2, 0));
+    let plan = check_import(Some(&db), &file, &opts).unwrap();
+    let again = write_import(&db, &plan).unwrap();
+    assert_eq!((again.records, again.embedded, again.skipped), (0, 0, 2));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
+}
