@@ -67,6 +67,7 @@ fn to_py(py: Python<'_>, e: trajdb::Error) -> PyErr {
         | E::SpaceConflict { .. }
         | E::DuplicateId { .. }
         | E::EmbedderMismatch { .. }
+        | E::NothingToEmbed { .. }
         | E::TooLarge { .. } => "InvalidInputError",
         E::Io { .. } | E::PreviousIo | E::AfterCommit { .. } => "StorageError",
         _ => "Error",
@@ -118,6 +119,133 @@ fn durability(py: Python<'_>, s: &str) -> PyResult<Durability> {
             format!("durability {s:?} is not one of \"sync\", \"group\", \"buffered\""),
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Integers and strings
+
+/// A non-negative integer argument (a Python int or anything with `__index__`, such as
+/// numpy's integers). A negative or too-large one is InvalidInputError naming `what`; a
+/// value that is no integer at all is TypeError.
+fn uint(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    if let Ok(v) = obj.extract::<u64>() {
+        return Ok(v);
+    }
+    let shown = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| type_name(obj));
+    if obj.hasattr("__index__").unwrap_or(false) {
+        return Err(invalid(
+            py,
+            format!("{what} must be a non-negative integer (0..=2**64-1), got {shown}"),
+        ));
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "{what} must be an int, got {}",
+        type_name(obj)
+    )))
+}
+
+/// A non-negative integer argument as given: its value, or (negative or too large) its repr,
+/// refused by [`UInt::get`] as InvalidInputError naming the argument. Anything that is no
+/// integer is TypeError at extraction.
+struct UInt(Result<u64, String>);
+
+impl<'py> FromPyObject<'py> for UInt {
+    fn extract_bound(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(v) = obj.extract::<u64>() {
+            return Ok(UInt(Ok(v)));
+        }
+        if obj.hasattr("__index__").unwrap_or(false) {
+            let shown = obj
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| type_name(obj));
+            return Ok(UInt(Err(shown)));
+        }
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "expected an int, got {}",
+            type_name(obj)
+        )))
+    }
+}
+
+impl UInt {
+    fn get(&self, py: Python<'_>, what: &str) -> PyResult<u64> {
+        self.0.clone().map_err(|shown| {
+            invalid(
+                py,
+                format!("{what} must be a non-negative integer (0..=2**64-1), got {shown}"),
+            )
+        })
+    }
+
+    fn get_usize(&self, py: Python<'_>, what: &str) -> PyResult<usize> {
+        let v = self.get(py, what)?;
+        usize::try_from(v).map_err(|_| invalid(py, format!("{what} {v} is too large")))
+    }
+}
+
+/// A str argument as UTF-8; a lone surrogate (`"\ud800"`) is InvalidInputError naming `what`.
+fn utf8(py: Python<'_>, s: &Bound<'_, PyString>, what: &str) -> PyResult<String> {
+    s.extract::<String>().map_err(|_| {
+        invalid(
+            py,
+            format!("{what}: the string is not valid Unicode text (it holds a lone surrogate such as \"\\ud800\")"),
+        )
+    })
+}
+
+/// Where in a JSON-shaped Python value the first thing JSON (UTF-8) cannot hold is: a
+/// non-finite float, a str with a lone surrogate, or a non-str dict key; as
+/// `(field path, why)`.
+fn find_unencodable(obj: &Bound<'_, PyAny>, path: &str) -> Option<(String, String)> {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return s.extract::<String>().is_err().then(|| {
+            (
+                path.to_owned(),
+                "the string is not valid Unicode text (it holds a lone surrogate such as \"\\ud800\")".to_owned(),
+            )
+        });
+    }
+    if obj.is_instance_of::<pyo3::types::PyFloat>() {
+        let v: f64 = obj.extract().ok()?;
+        return (!v.is_finite())
+            .then(|| (path.to_owned(), format!("value {v} is not a finite number")));
+    }
+    if let Ok(d) = obj.downcast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let Ok(ks) = k.downcast::<PyString>() else {
+                continue;
+            };
+            let Ok(name) = ks.extract::<String>() else {
+                return Some((
+                    join("<key>"),
+                    "a dict key is not valid Unicode text (it holds a lone surrogate)".to_owned(),
+                ));
+            };
+            if let Some(found) = find_unencodable(&v, &join(&name)) {
+                return Some(found);
+            }
+        }
+        return None;
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        for (i, v) in obj.try_iter().ok()?.enumerate() {
+            if let Some(found) = find_unencodable(&v.ok()?, &format!("{path}[{i}]")) {
+                return Some(found);
+            }
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -313,15 +441,15 @@ fn trajectory(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Traj
     let kwargs = PyDict::new(py);
     kwargs.set_item("allow_nan", false)?;
     kwargs.set_item("ensure_ascii", false)?;
+    let bad = |fallback: String| match find_unencodable(rest.as_any(), "") {
+        Some((field, why)) => invalid(py, format!("{at}: {field}: {why}")),
+        None => invalid(py, format!("{at}: not a JSON-shaped record: {fallback}")),
+    };
     let text: String = json_module(py)?
-        .call_method("dumps", (rest,), Some(&kwargs))
-        .map_err(|e| {
-            invalid(
-                py,
-                format!("{at}: not a JSON-shaped record: {}", e.value(py)),
-            )
-        })?
-        .extract()?;
+        .call_method("dumps", (&rest,), Some(&kwargs))
+        .map_err(|e| bad(e.value(py).to_string()))?
+        .extract()
+        .map_err(|e: PyErr| bad(e.value(py).to_string()))?;
     let mut t = jsonl::parse_record(text.as_bytes(), at).map_err(|e| to_py(py, e))?;
     if let Some(keys) = keys.filter(|k| !k.is_none()) {
         let keys = keys.downcast::<PyDict>().map_err(|_| {
@@ -469,7 +597,7 @@ fn field_texts(t: &Trajectory, name: &str) -> Option<Vec<String>> {
         "goal" => one(&t.goal),
         "plan" => one(&t.plan),
         "task" => one(&t.task),
-        "category" => one(t.category.as_deref().unwrap_or("")),
+        "category" => t.category.as_deref().and_then(one),
         "observation" => each(|s| &s.observation),
         "reasoning" => each(|s| &s.reasoning),
         "action" => each(|s| &s.action),
@@ -615,15 +743,31 @@ fn filter(
     success_only: bool,
     env: Option<String>,
     task: Option<String>,
-    exclude: Option<Vec<u64>>,
+    exclude: Option<&Bound<'_, PyAny>>,
     provenance: Option<&str>,
-    as_of: Option<u64>,
+    as_of: Option<UInt>,
 ) -> PyResult<Filter> {
+    let mut ids = Vec::new();
+    if let Some(ex) = exclude.filter(|e| !e.is_none()) {
+        let items = ex.try_iter().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "exclude must be a list of trajectory ids, got {}",
+                    type_name(ex)
+                ),
+            )
+        })?;
+        for (i, item) in items.enumerate() {
+            ids.push(uint(py, &item?, &format!("exclude[{i}]"))?);
+        }
+    }
+    let as_of = as_of.map(|a| a.get(py, "as_of")).transpose()?;
     Ok(Filter {
         success_only,
         env,
         task,
-        exclude: exclude.unwrap_or_default(),
+        exclude: ids,
         provenance: provenance
             .map(|p| {
                 named::<ProvenanceKind>(
@@ -676,10 +820,59 @@ impl PyDatabase {
     ) -> PyResult<(Vec<f32>, Option<EmbedderId>)> {
         if let Ok(text) = q.downcast::<PyString>() {
             let e = self.embedder(py, space)?;
-            let mut vs = e.embed(py, vec![text.extract::<String>()?], space)?;
+            let mut vs = e.embed(py, vec![utf8(py, text, at)?], space)?;
             return Ok((vs.pop().unwrap_or_default(), Some(e.id())));
         }
         Ok((vec1(py, q, at)?, None))
+    }
+
+    /// log_retrievals for an episode id already checked.
+    fn log_to(
+        &self,
+        py: Python<'_>,
+        episode: u64,
+        items: &Bound<'_, PyAny>,
+        stage: &str,
+    ) -> PyResult<()> {
+        let db = self.handle(py)?;
+        let stage: Stage = named(
+            py,
+            "stage",
+            stage,
+            "\"plan\", \"reason\", \"act\", \"other\"",
+        )?;
+        let mut events = Vec::new();
+        let iter = items
+            .try_iter()
+            .map_err(|_| invalid(py, "log takes a list of Example, Hit or trajectory ids"))?;
+        for item in iter {
+            let item = item?;
+            let (id, step) = if let Ok(e) = item.downcast::<PyExample>() {
+                let e = e.get();
+                (e.id, e.matched_step)
+            } else if let Ok(h) = item.downcast::<PyHit>() {
+                let h = h.get();
+                (h.id, h.step)
+            } else if item.hasattr("__index__").unwrap_or(false) {
+                (uint(py, &item, "log item")?, None)
+            } else {
+                return Err(invalid(
+                    py,
+                    format!(
+                        "log takes Example, Hit or int trajectory ids, got {}",
+                        type_name(&item)
+                    ),
+                ));
+            };
+            events.push(RetrievalEvent { id, step, stage });
+        }
+        run(py, || db.log_retrievals(episode, &events))
+    }
+
+    /// set_episode_outcome for an episode id already checked.
+    fn outcome_to(&self, py: Python<'_>, episode: u64, success: Option<bool>) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.set_episode_outcome(episode, success))
     }
 
     /// Parses a trajectory dict and fills, from its text, the keys of every space with an
@@ -707,9 +900,23 @@ impl PyDatabase {
             if present {
                 continue;
             }
+            if let Emb::Hash(h) = &*e {
+                // The engine's own rule, as `trajdb import` and the CLI apply it: a text
+                // without features (empty, only punctuation or emoji) gets no key
+                // (`Filled::NoFeatures`), and the record is stored without it.
+                jsonl::embed_missing(&mut t, def, h)
+                    .map_err(|err| to_py(py, jsonl::locate(err, at)))?;
+                continue;
+            }
+            // A callable is never asked to embed a missing or empty text, nor a record
+            // without steps: the record gets no key in that space (as the engine does for a
+            // text without features), rather than one made up from "".
             let Some(texts) = field_texts(&t, &name) else {
                 continue;
             };
+            if texts.is_empty() || texts.iter().any(|s| s.trim().is_empty()) {
+                continue;
+            }
             let mut vs = e.embed(py, texts, &name)?;
             match def.level {
                 Level::Trajectory => {
@@ -860,6 +1067,18 @@ impl PyDatabase {
                 Some(emb)
             }
         };
+        if let Some(old) = db.spaces().into_iter().find(|s| s.name == def.name) {
+            if old != def {
+                return Err(invalid(
+                    py,
+                    format!(
+                        "key space `{name}` already exists with a different definition: it is {}; asked for {}",
+                        trajdb::import::describe(&old),
+                        trajdb::import::describe(&def)
+                    ),
+                ));
+            }
+        }
         run(py, || db.create_space(&def))?;
         if let Some(emb) = emb {
             lock(&self.embedders).insert(name.to_owned(), Arc::new(emb));
@@ -933,14 +1152,16 @@ impl PyDatabase {
     }
 
     /// The trajectory dict, keys as float32 arrays (dims,) / (n_steps, dims). NotFoundError.
-    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(&self, py: Python<'py>, id: UInt) -> PyResult<Bound<'py, PyAny>> {
+        let id = id.get(py, "id")?;
         let db = self.handle(py)?;
         let t = run(py, || db.get(id))?;
         trajectory_dict(py, t)
     }
 
     /// Deletes (tombstones) a trajectory; compact() reclaims it. NotFoundError.
-    fn delete(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+    fn delete(&self, py: Python<'_>, id: UInt) -> PyResult<()> {
+        let id = id.get(py, "id")?;
         let db = self.handle(py)?;
         run(py, || db.delete(id))
     }
@@ -950,10 +1171,17 @@ impl PyDatabase {
     fn set_outcome(
         &self,
         py: Python<'_>,
-        id: u64,
+        id: UInt,
         success: Option<bool>,
         reward: Option<f64>,
     ) -> PyResult<()> {
+        let id = id.get(py, "id")?;
+        if let Some(r) = reward.filter(|r| !r.is_finite()) {
+            return Err(invalid(
+                py,
+                format!("outcome.reward: value {r} is not a finite number"),
+            ));
+        }
         let db = self.handle(py)?;
         run(py, || db.set_outcome(id, Outcome { success, reward }))
     }
@@ -967,7 +1195,10 @@ impl PyDatabase {
         Ok(self.handle(py)?.ids().len())
     }
 
-    fn __contains__(&self, py: Python<'_>, id: u64) -> PyResult<bool> {
+    fn __contains__(&self, py: Python<'_>, id: UInt) -> PyResult<bool> {
+        let Ok(id) = id.0 else {
+            return Ok(false);
+        };
         let db = self.handle(py)?;
         run(py, || Ok(db.get(id).is_ok()))
     }
@@ -981,23 +1212,24 @@ impl PyDatabase {
     /// Exact top-k of key space `space` by similarity to `vector` (float32, shape (dims,)),
     /// best first, as Hit(id, step, score); filters apply inside the scan. GIL released.
     /// Raises InvalidInputError (unknown space, dims, NaN, not 1-D).
-    #[pyo3(signature = (space, vector, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[pyo3(signature = (space, vector, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, vector, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
         space: &str,
         vector: &Bound<'_, PyAny>,
-        k: usize,
+        k: UInt,
         success_only: bool,
         env: Option<String>,
         task: Option<String>,
-        exclude: Option<Vec<u64>>,
+        exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
-        as_of: Option<u64>,
+        as_of: Option<UInt>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
         let q = vec1(py, vector, "vector")?;
         let hits = run(py, || db.search(space, &q, k, &f))?;
         Ok(hits
@@ -1011,28 +1243,27 @@ impl PyDatabase {
     }
 
     /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
-    #[pyo3(signature = (space, text, k=10, *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[pyo3(signature = (space, text, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, text, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]
     fn search_text(
         &self,
         py: Python<'_>,
         space: &str,
-        text: &str,
-        k: usize,
+        text: &Bound<'_, PyString>,
+        k: UInt,
         success_only: bool,
         env: Option<String>,
         task: Option<String>,
-        exclude: Option<Vec<u64>>,
+        exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
-        as_of: Option<u64>,
+        as_of: Option<UInt>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let text = utf8(py, text, "text")?;
         let e = self.embedder(py, space)?;
-        let q = e
-            .embed(py, vec![text.to_owned()], space)?
-            .pop()
-            .unwrap_or_default();
+        let q = e.embed(py, vec![text], space)?.pop().unwrap_or_default();
         let id = e.id();
         let hits = run(py, || db.search_as(space, &q, k, &f, Some(&id)))?;
         Ok(hits
@@ -1048,24 +1279,26 @@ impl PyDatabase {
     /// The paper's retrieval (Database::retrieve): mean similarity over `keys` (trajectory
     /// spaces; vectors (dims,) or text), plus the best step of `step_key` (a step space);
     /// each Example keeps `window` steps around the matched step. GIL released.
-    #[pyo3(signature = (keys, step_key=None, k=10, window=5, *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None))]
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]
     fn retrieve(
         &self,
         py: Python<'_>,
         keys: &Bound<'_, PyAny>,
         step_key: Option<&Bound<'_, PyAny>>,
-        k: usize,
-        window: usize,
+        k: UInt,
+        window: UInt,
         success_only: bool,
         env: Option<String>,
         task: Option<String>,
-        exclude: Option<Vec<u64>>,
+        exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
-        as_of: Option<u64>,
+        as_of: Option<UInt>,
     ) -> PyResult<Vec<PyExample>> {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let window = window.get_usize(py, "window")?;
         let kd = keys.downcast::<PyDict>().map_err(|_| {
             invalid(
                 py,
@@ -1135,43 +1368,12 @@ impl PyDatabase {
     fn log_retrievals(
         &self,
         py: Python<'_>,
-        episode: u64,
+        episode: UInt,
         items: &Bound<'_, PyAny>,
         stage: &str,
     ) -> PyResult<()> {
-        let db = self.handle(py)?;
-        let stage: Stage = named(
-            py,
-            "stage",
-            stage,
-            "\"plan\", \"reason\", \"act\", \"other\"",
-        )?;
-        let mut events = Vec::new();
-        let iter = items
-            .try_iter()
-            .map_err(|_| invalid(py, "log takes a list of Example, Hit or trajectory ids"))?;
-        for item in iter {
-            let item = item?;
-            let (id, step) = if let Ok(e) = item.downcast::<PyExample>() {
-                let e = e.get();
-                (e.id, e.matched_step)
-            } else if let Ok(h) = item.downcast::<PyHit>() {
-                let h = h.get();
-                (h.id, h.step)
-            } else if let Ok(id) = item.extract::<u64>() {
-                (id, None)
-            } else {
-                return Err(invalid(
-                    py,
-                    format!(
-                        "log takes Example, Hit or int trajectory ids, got {}",
-                        type_name(&item)
-                    ),
-                ));
-            };
-            events.push(RetrievalEvent { id, step, stage });
-        }
-        run(py, || db.log_retrievals(episode, &events))
+        let episode = episode.get(py, "episode")?;
+        self.log_to(py, episode, items, stage)
     }
 
     /// Sets, changes or (None) clears an episode's outcome; Q follows. NotFoundError.
@@ -1179,11 +1381,11 @@ impl PyDatabase {
     fn set_episode_outcome(
         &self,
         py: Python<'_>,
-        episode: u64,
+        episode: UInt,
         success: Option<bool>,
     ) -> PyResult<()> {
-        let db = self.handle(py)?;
-        run(py, || db.set_episode_outcome(episode, success))
+        let episode = episode.get(py, "episode")?;
+        self.outcome_to(py, episode, success)
     }
 
     /// Every episode as a dict: id, created_ms, outcome (True/False/None), events (list of
@@ -1202,9 +1404,22 @@ impl PyDatabase {
         Ok(out)
     }
 
-    /// Usage counters and Q of trajectory `id` (zeros when never retrieved).
-    fn utility(&self, py: Python<'_>, id: u64) -> PyResult<PyUtility> {
-        Ok(self.handle(py)?.utility(id).into())
+    /// Usage counters and Q of live trajectory `id` (zeros when never retrieved).
+    /// NotFoundError for an id that is not stored.
+    fn utility(&self, py: Python<'_>, id: UInt) -> PyResult<PyUtility> {
+        let id = id.get(py, "id")?;
+        let db = self.handle(py)?;
+        // The engine answers zeros for any id; an id that is not stored is an error here.
+        if !db.ids().contains(&id) {
+            return Err(to_py(
+                py,
+                trajdb::Error::NotFound {
+                    kind: "trajectory",
+                    id,
+                },
+            ));
+        }
+        Ok(db.utility(id).into())
     }
 
     /// Usage counters of every trajectory ever retrieved, by id.
@@ -1369,7 +1584,7 @@ impl PyEpisode {
 
     #[pyo3(signature = (items, stage="other"))]
     fn log(&self, py: Python<'_>, items: &Bound<'_, PyAny>, stage: &str) -> PyResult<()> {
-        self.db.get().log_retrievals(py, self.id, items, stage)
+        self.db.get().log_to(py, self.id, items, stage)
     }
 
     /// The episode's outcome: True, False or None (unknown). Setting it commits at once.
@@ -1380,7 +1595,7 @@ impl PyEpisode {
 
     #[setter]
     fn set_outcome(&self, py: Python<'_>, value: Option<bool>) -> PyResult<()> {
-        self.db.get().set_episode_outcome(py, self.id, value)?;
+        self.db.get().outcome_to(py, self.id, value)?;
         *lock(&self.outcome) = value;
         Ok(())
     }

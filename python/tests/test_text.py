@@ -103,5 +103,5 @@ def test_bad_embedders(db):
 
     db.create_space("plan", dims=4, embedder=boom)
     with pytest.raises(RuntimeError, match="model server down"):
-        db.append({"goal": "x", "keys": {"goal": [1.0, 0.0, 0.0, 0.0]}})
+        db.append({"goal": "x", "plan": "p", "keys": {"goal": [1.0, 0.0, 0.0, 0.0]}})
     assert len(db) == 0

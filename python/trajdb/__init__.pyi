@@ -172,7 +172,11 @@ class Episode:
 @final
 class Database:
     """An open database; share it between threads freely. Use as a context manager or call
-    ``close()``."""
+    ``close()``.
+
+    Integer arguments (ids, ``k``, ``window``, ``as_of``, ``exclude``) take Python or numpy
+    integers; a negative or too-large one raises InvalidInputError naming the argument, a
+    non-integer TypeError."""
 
     @property
     def path(self) -> str: ...
@@ -218,7 +222,13 @@ class Database:
         Keys: ``keys[name]`` a 1-D vector ``(dims,)``; ``step_keys[name]`` a 2-D array
         ``(len(steps), dims)``. Raises InvalidInputError (not a dict, unknown field, missing
         goal, wrong dtype/shape/dims, NaN/inf, unknown space, all-zero cosine key, duplicate
-        id), ReadOnlyError, StorageError.
+        id, a str with a lone surrogate, naming the field), ReadOnlyError, StorageError.
+
+        Spaces with an embedder get their key from the record's text when the record has
+        none, by the engine's rule: a text with nothing to embed (missing, empty, or only
+        spaces, punctuation or emoji; for a step space, any step's text, or no steps) gets
+        no key in that space. The record is stored and is not found by searches of that
+        space. A callable embedder is never called for such a text.
         """
     def append_many(self, trajectories: Iterable[_Trajectory]) -> list[int]:
         """Appends trajectories in order sharing one sync; returns their ids.
@@ -271,7 +281,7 @@ class Database:
         as_of: Optional[int] = None,
     ) -> list[Hit]:
         """``search`` with ``text`` embedded by the space's embedder. InvalidInputError when
-        the space has none in this handle."""
+        the space has none in this handle, or the text has nothing to embed."""
     def retrieve(
         self,
         keys: dict[str, Union[_Vector, str]],
@@ -305,7 +315,8 @@ class Database:
     def episodes(self) -> list[dict[str, Any]]:
         """Every episode: {id, created_ms, outcome, events: [{id, step, stage}]}."""
     def utility(self, id: int) -> Utility:
-        """Usage counters and Q of trajectory ``id`` (zeros when never retrieved)."""
+        """Usage counters and Q of live trajectory ``id`` (zeros when never retrieved).
+        NotFoundError when no live trajectory has this id."""
     def utilities(self) -> dict[int, Utility]:
         """Counters of every trajectory ever retrieved, by id."""
     def fork(self, dst: Union[str, os.PathLike[str]]) -> None:
