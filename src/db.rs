@@ -1375,6 +1375,11 @@ impl Database {
         Ok(t)
     }
 
+    /// Whether `id` is a live (stored, not deleted) trajectory. A hash lookup.
+    pub fn contains(&self, id: u64) -> bool {
+        self.state.read().live_slot(id).is_some()
+    }
+
     /// Ids of live trajectories in commit order.
     pub fn ids(&self) -> Vec<u64> {
         self.state

@@ -380,3 +380,26 @@ fn skipped_records_do_not_count_as_embedded() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&file);
 }
+
+/// `Database::contains` answers for live trajectories only: false before an append, true
+/// after, false after a delete.
+#[test]
+fn contains_is_true_exactly_for_live_trajectories() {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = base.join(format!("trajdb-contains-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(!db.contains(1));
+    let id = db
+        .append(&Trajectory {
+            goal: "g".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(db.contains(id));
+    assert!(!db.contains(id + 1));
+    db.delete(id).unwrap();
+    assert!(!db.contains(id));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}

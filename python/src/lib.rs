@@ -1410,7 +1410,7 @@ impl PyDatabase {
         let id = id.get(py, "id")?;
         let db = self.handle(py)?;
         // The engine answers zeros for any id; an id that is not stored is an error here.
-        if !db.ids().contains(&id) {
+        if !db.contains(id) {
             return Err(to_py(
                 py,
                 trajdb::Error::NotFound {
