@@ -622,6 +622,16 @@ struct PyHit {
     score: f32,
 }
 
+impl From<trajdb::Hit> for PyHit {
+    fn from(h: trajdb::Hit) -> Self {
+        PyHit {
+            id: h.id,
+            step: h.step,
+            score: h.score,
+        }
+    }
+}
+
 #[pymethods]
 impl PyHit {
     fn __repr__(&self) -> String {
@@ -1232,14 +1242,7 @@ impl PyDatabase {
         let k = k.get_usize(py, "k")?;
         let q = vec1(py, vector, "vector")?;
         let hits = run(py, || db.search(space, &q, k, &f))?;
-        Ok(hits
-            .into_iter()
-            .map(|h| PyHit {
-                id: h.id,
-                step: h.step,
-                score: h.score,
-            })
-            .collect())
+        Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
     /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
@@ -1266,14 +1269,7 @@ impl PyDatabase {
         let q = e.embed(py, vec![text], space)?.pop().unwrap_or_default();
         let id = e.id();
         let hits = run(py, || db.search_as(space, &q, k, &f, Some(&id)))?;
-        Ok(hits
-            .into_iter()
-            .map(|h| PyHit {
-                id: h.id,
-                step: h.step,
-                score: h.score,
-            })
-            .collect())
+        Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
     /// The paper's retrieval (Database::retrieve): mean similarity over `keys` (trajectory

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
-use crate::db::{Database, State, TrajMeta};
+use crate::db::{Database, Space, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
@@ -161,6 +161,21 @@ fn clamp_f32(x: f64) -> f32 {
     x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
 }
 
+/// The hits of `top`, whose orders are row indexes of key space `s`, best first.
+fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
+    top.into_sorted()
+        .into_iter()
+        .map(|(score, r)| {
+            let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
+            Hit {
+                id: st.trajs[ix(meta.slot)].id,
+                step: (meta.step != NO_STEP).then_some(meta.step),
+                score,
+            }
+        })
+        .collect()
+}
+
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
@@ -263,18 +278,7 @@ impl Database {
             |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
             |r, score| top.offer(score, off(r)),
         );
-        Ok(top
-            .into_sorted()
-            .into_iter()
-            .map(|(score, r)| {
-                let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
-                Hit {
-                    id: st.trajs[ix(meta.slot)].id,
-                    step: (meta.step != NO_STEP).then_some(meta.step),
-                    score,
-                }
-            })
-            .collect())
+        Ok(hits(&st, s, top))
     }
 
     /// Like [`search`](Self::search), but at most one hit per trajectory: in a step-level key
@@ -322,18 +326,7 @@ impl Database {
         for &(score, r) in &best {
             top.offer(score, off(r));
         }
-        Ok(top
-            .into_sorted()
-            .into_iter()
-            .map(|(score, r)| {
-                let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
-                Hit {
-                    id: st.trajs[ix(meta.slot)].id,
-                    step: (meta.step != NO_STEP).then_some(meta.step),
-                    score,
-                }
-            })
-            .collect())
+        Ok(hits(&st, s, top))
     }
 
     /// The multi-key, success-filtered, step-matched retrieval of the in-context-example
