@@ -829,7 +829,7 @@ impl Database {
                 why: "the log file has gone".into(),
             })?;
         let hdr = log::read_header(current.as_ref(), &self.log_path)?;
-        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(ix(def.dims)));
+        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(def));
         let mut st = self.state.write();
         if hdr.log_id != st.header.log_id {
             let (state, end) = load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {

@@ -115,7 +115,16 @@ fn brute_exact(
     obs: &[f32],
     k: usize,
 ) -> Vec<(u64, Option<u32>, f32)> {
-    use trajdb::index::kernels::similarity;
+    use trajdb::index::kernels::{normalised, Prepared};
+    // The engine's kernel on the rows as the key file stores them (cosine keys normalised).
+    let similarity = |metric: Metric, v: &[f32], q: &[f32]| {
+        let row = if metric == Metric::Cosine {
+            normalised(v)
+        } else {
+            v.to_vec()
+        };
+        Prepared::new(metric, q).score(&row)
+    };
     let ok: Vec<&Ref> = all
         .iter()
         .filter(|r| r.t.outcome.success == Some(true))

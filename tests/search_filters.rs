@@ -89,6 +89,16 @@ fn filtered_search_returns_k_exact_results_when_k_match() {
                 assert_eq!(got, want, "filter {fi}, k {k}");
             }
         }
+        // A batch of queries answers each exactly as a single search does (same ids, steps
+        // and score bits), under every filter.
+        let batch: Vec<Vec<f32>> = (0..7).map(|_| rng.vec(16)).collect();
+        for k in [1, 10, 60] {
+            let many = db.search_many("goal", &batch, k, f).unwrap();
+            assert_eq!(many.len(), batch.len());
+            for (q, got) in batch.iter().zip(&many) {
+                assert_eq!(got, &db.search("goal", q, k, f).unwrap(), "filter {fi}, k {k}");
+            }
+        }
     }
     // 60 successes exist: asking for 60 with success_only gives 60.
     let all_ok = db
@@ -126,4 +136,33 @@ fn deleted_trajectories_never_appear_in_results() {
     assert!(hits
         .iter()
         .all(|h| ids.iter().position(|i| *i == h.id).unwrap() % 2 == 1));
+}
+
+#[test]
+fn search_many_names_the_bad_query_and_scores_nothing() {
+    let (_dir, db) = buffered_db("search-many-errors", 16);
+    let mut rng = Rng::new(7);
+    for n in 0..20u64 {
+        db.append(&random_traj(&mut rng, 16, 1, n)).unwrap();
+    }
+    let good = rng.vec(16);
+    let short = vec![0.5f32; 15];
+    let e = db
+        .search_many("goal", &[good.clone(), short], 3, &Filter::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("queries[1]"), "{e}");
+    assert!(e.to_string().contains("15 dimensions"), "{e}");
+    let mut nan = good.clone();
+    nan[2] = f32::NAN;
+    let e = db
+        .search_many("goal", &[nan, good.clone()], 3, &Filter::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("queries[0]"), "{e}");
+    let none: Vec<Vec<f32>> = Vec::new();
+    assert!(db.search_many("goal", &none, 3, &Filter::default()).unwrap().is_empty());
+    assert_eq!(
+        db.search_many("goal", &[good], 0, &Filter::default()).unwrap(),
+        vec![Vec::new()]
+    );
+    assert!(db.search_many("nope", &none, 3, &Filter::default()).is_err());
 }

@@ -5,3 +5,4 @@ pub(crate) mod bounds;
 pub mod kernels;
 pub mod keyfile;
 pub(crate) mod search;
+pub(crate) mod simd;

@@ -10,7 +10,7 @@ use crate::db::{Database, Space, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
-use crate::index::kernels::{check_vector, scan, similarity};
+use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -267,18 +267,86 @@ impl Database {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter)?;
-        let metric = s.def.metric;
         let dims = ix(s.def.dims);
         let mut top = TopK::new(k, s.row_meta.len());
-        scan(
-            metric,
+        scan_prepared(
+            &Prepared::new(s.def.metric, query),
             s.rows.all(),
             dims,
-            query,
             |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
             |r, score| top.offer(score, off(r)),
         );
         Ok(hits(&st, s, top))
+    }
+
+    /// [`search`](Self::search) for several queries in one pass over the rows: each block
+    /// of rows is read from memory once and scored against every query while it is in
+    /// cache, so `m` queries cost far less than `m` scans. Result `i` is exactly what
+    /// `search(space, &queries[i], k, filter)` returns.
+    ///
+    /// `queries`: each `dims` floats. Errors: as `search`; a bad query is named by its index
+    /// (`queries[3]`), and nothing is scored unless every query is valid.
+    pub fn search_many<Q: AsRef<[f32]>>(
+        &self,
+        space: &str,
+        queries: &[Q],
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let st = self.state.read();
+        let (_, s) = st.space(space)?;
+        for (i, q) in queries.iter().enumerate() {
+            check_query(&st, space, q.as_ref(), None).map_err(|e| match e {
+                Error::InvalidInput { at, what } => Error::InvalidInput {
+                    at: format!("queries[{i}]: {at}"),
+                    what,
+                },
+                Error::DimensionMismatch {
+                    space,
+                    expected,
+                    got,
+                } => Error::invalid(
+                    format!("queries[{i}]"),
+                    format!("has {got} dimensions; key space `{space}` has {expected}"),
+                ),
+                other => other,
+            })?;
+        }
+        if k == 0 || queries.is_empty() {
+            return Ok(vec![Vec::new(); queries.len()]);
+        }
+        let c = Compiled::new(&st, filter)?;
+        let dims = ix(s.def.dims);
+        let prepared: Vec<Prepared> = queries
+            .iter()
+            .map(|q| Prepared::new(s.def.metric, q.as_ref()))
+            .collect();
+        let mut tops: Vec<TopK> = (0..queries.len())
+            .map(|_| TopK::new(k, s.row_meta.len()))
+            .collect();
+        let rows = s.rows.all();
+        let mut kept = [false; BLOCK_ROWS];
+        let mut scores = [0f32; BLOCK_ROWS];
+        for (b, block) in rows.chunks(BLOCK_ROWS * dims.max(1)).enumerate() {
+            let base = b * BLOCK_ROWS;
+            let m = block.len() / dims.max(1);
+            let mut count = 0;
+            for (i, kp) in kept[..m].iter_mut().enumerate() {
+                *kp = c.pass(&st.trajs[ix(s.row_meta[base + i].slot)]);
+                count += usize::from(*kp);
+            }
+            if count == 0 {
+                continue;
+            }
+            for (p, top) in prepared.iter().zip(tops.iter_mut()) {
+                // Scored per block, then per row: the same bits as `search` (kernels).
+                p.score_rows(block, dims, &mut scores[..m]);
+                for i in (0..m).filter(|&i| kept[i]) {
+                    top.offer(scores[i], off(base + i));
+                }
+            }
+        }
+        Ok(tops.into_iter().map(|t| hits(&st, s, t)).collect())
     }
 
     /// Like [`search`](Self::search), but at most one hit per trajectory: in a step-level key
@@ -302,11 +370,10 @@ impl Database {
         // Best (score, row) per trajectory slot; rows of one trajectory are contiguous.
         let mut best: Vec<(f32, usize)> = Vec::new();
         let mut last_slot = None;
-        scan(
-            s.def.metric,
+        scan_prepared(
+            &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            query,
             |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
             |r, score| {
                 let slot = s.row_meta[r].slot;
@@ -387,6 +454,7 @@ impl Database {
             scores,
             best_step,
             order,
+            step_scores,
         } = scratch;
         reset(pass, n, false);
         for (p, m) in pass.iter_mut().zip(&st.trajs) {
@@ -408,11 +476,10 @@ impl Database {
             nkeys += 1;
             reset(scores, n, f32::NAN);
             let dims = ix(s.def.dims);
-            scan(
-                s.def.metric,
+            scan_prepared(
+                &Prepared::new(s.def.metric, v),
                 s.rows.all(),
                 dims,
-                v,
                 |r| pass[ix(s.row_meta[r].slot)],
                 |r, score| {
                     let slot = ix(s.row_meta[r].slot);
@@ -463,6 +530,7 @@ impl Database {
                 }
                 let dims = ix(s.def.dims);
                 let rows = s.rows.all();
+                let pq = Prepared::new(s.def.metric, v);
                 let slot_of_row = |r: usize| s.row_meta[r].slot;
                 if prune && s.bounds.read().is_behind(rows.len() / dims.max(1)) {
                     s.bounds
@@ -500,8 +568,11 @@ impl Database {
                         };
                         work.trajectories_visited += 1;
                         let mut best: Option<(f32, u32)> = None;
-                        for r in group.first..group.end {
-                            let sc = similarity(s.def.metric, &rows[r * dims..(r + 1) * dims], v);
+                        // The group's rows are contiguous: scored in one blocked pass.
+                        step_scores.clear();
+                        step_scores.resize(group.end - group.first, 0.0);
+                        pq.score_rows(&rows[group.first * dims..group.end * dims], dims, step_scores);
+                        for (r, &sc) in (group.first..group.end).zip(step_scores.iter()) {
                             if best.is_none_or(|(b, _)| sc > b) {
                                 best = Some((sc, s.row_meta[r].step));
                             }
@@ -514,11 +585,10 @@ impl Database {
                     }
                 } else {
                     // Full scan: every kept step row.
-                    scan(
-                        s.def.metric,
+                    scan_prepared(
+                        &pq,
                         rows,
                         dims,
-                        v,
                         |r| pass[ix(s.row_meta[r].slot)],
                         |r, sc| {
                             let m = s.row_meta[r];
@@ -593,6 +663,7 @@ struct Scratch {
     scores: Vec<f32>,
     best_step: Vec<Option<(f32, u32)>>,
     order: Vec<(f32, u32)>,
+    step_scores: Vec<f32>,
 }
 
 thread_local! {
