@@ -455,6 +455,7 @@ impl Database {
             best_step,
             order,
             step_scores,
+            uppers,
         } = scratch;
         reset(pass, n, false);
         for (p, m) in pass.iter_mut().zip(&st.trajs) {
@@ -546,9 +547,10 @@ impl Database {
                         .sum::<f64>()
                         .sqrt();
                     order.clear();
+                    bounds.upper_all(s.def.metric, &pq, qn, uppers);
                     for slot in (0..n).filter(|&slot| pass[slot]) {
-                        if let Some((g, group)) = bounds.group(slot) {
-                            let up = bounds.upper(s.def.metric, g, group, v, qn);
+                        if let Some((g, _)) = bounds.group(slot) {
+                            let up = uppers[g];
                             // Rounding to f32 is monotonic, so this bounds the
                             // f32 score of every step of the slot.
                             order.push((
@@ -664,6 +666,7 @@ struct Scratch {
     best_step: Vec<Option<(f32, u32)>>,
     order: Vec<(f32, u32)>,
     step_scores: Vec<f32>,
+    uppers: Vec<f32>,
 }
 
 thread_local! {
