@@ -71,27 +71,35 @@ fn bench_search(c: &mut Criterion) {
             |b, buf| b.iter(|| sum_f32(black_box(buf))),
         );
         let prepared = Prepared::new(Metric::Cosine, &query);
-        g.bench_with_input(BenchmarkId::new("kernel_only_blocked", n), &buf, |b, buf| {
-            let mut out = [0f32; BLOCK_ROWS];
-            b.iter(|| {
-                let mut best = f32::NEG_INFINITY;
-                for block in black_box(buf).chunks(BLOCK_ROWS * DIMS) {
-                    let m = block.len() / DIMS;
-                    prepared.score_rows(block, DIMS, &mut out[..m]);
-                    best = out[..m].iter().fold(best, |a, &x| a.max(x));
-                }
-                best
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("kernel_only_pairwise_cosine", n), &buf, |b, buf| {
-            b.iter(|| {
-                let mut best = f32::NEG_INFINITY;
-                for row in black_box(buf).chunks_exact(DIMS) {
-                    best = best.max(similarity(Metric::Cosine, row, &query));
-                }
-                best
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("kernel_only_blocked", n),
+            &buf,
+            |b, buf| {
+                let mut out = [0f32; BLOCK_ROWS];
+                b.iter(|| {
+                    let mut best = f32::NEG_INFINITY;
+                    for block in black_box(buf).chunks(BLOCK_ROWS * DIMS) {
+                        let m = block.len() / DIMS;
+                        prepared.score_rows(block, DIMS, &mut out[..m]);
+                        best = out[..m].iter().fold(best, |a, &x| a.max(x));
+                    }
+                    best
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("kernel_only_pairwise_cosine", n),
+            &buf,
+            |b, buf| {
+                b.iter(|| {
+                    let mut best = f32::NEG_INFINITY;
+                    for row in black_box(buf).chunks_exact(DIMS) {
+                        best = best.max(similarity(Metric::Cosine, row, &query));
+                    }
+                    best
+                })
+            },
+        );
         drop(buf);
 
         let (dir, db) = build(n);

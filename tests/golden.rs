@@ -198,8 +198,8 @@ fn make_golden() {
 /// rebuilds them as version 2 with the cosine key normalised, and both answer the same.
 #[test]
 fn golden_v1_key_files_of_version_1_are_rebuilt_with_normalised_cosine_rows() {
-    use trajdb::index::keyfile::{KEY_HEADER_LEN, KEY_VERSION};
     use trajdb::index::kernels::normalised;
+    use trajdb::index::keyfile::{KEY_HEADER_LEN, KEY_VERSION};
     use trajdb::Filter;
     let dir = copy("v1");
     let version = |f: &str| {
@@ -211,11 +211,18 @@ fn golden_v1_key_files_of_version_1_are_rebuilt_with_normalised_cosine_rows() {
     let read_only = Database::open(&dir, ro()).unwrap();
     let before = read_only.search("goal", &q, 3, &Filter::default()).unwrap();
     drop(read_only);
-    assert_eq!(version("keys-0.vec"), 1, "a reader never rewrites a key file");
+    assert_eq!(
+        version("keys-0.vec"),
+        1,
+        "a reader never rewrites a key file"
+    );
     let db = Database::open(&dir, Options::default()).unwrap();
     assert_eq!(version("keys-0.vec"), KEY_VERSION);
     assert_eq!(version("keys-1.vec"), KEY_VERSION);
-    assert_eq!(db.search("goal", &q, 3, &Filter::default()).unwrap(), before);
+    assert_eq!(
+        db.search("goal", &q, 3, &Filter::default()).unwrap(),
+        before
+    );
     assert_eq!(before[0].id, 4, "the query is trajectory 4's key, scaled");
     assert!((before[0].score - 1.0).abs() < 1e-6, "{}", before[0].score);
     // Row 0 of the cosine space is trajectory 1's goal key, normalised; the log (and so
@@ -230,7 +237,11 @@ fn golden_v1_key_files_of_version_1_are_rebuilt_with_normalised_cosine_rows() {
     assert_eq!(row, normalised(key));
     assert_ne!(&row, key, "the stored row differs from the given key");
     assert_eq!(&db.get(1).unwrap().keys["goal"], key);
-    let norm: f64 = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = row
+        .iter()
+        .map(|&x| f64::from(x).powi(2))
+        .sum::<f64>()
+        .sqrt();
     assert!((norm - 1.0).abs() < 1e-6, "{norm}");
     db.verify().unwrap();
     drop(db);

@@ -96,7 +96,11 @@ fn filtered_search_returns_k_exact_results_when_k_match() {
             let many = db.search_many("goal", &batch, k, f).unwrap();
             assert_eq!(many.len(), batch.len());
             for (q, got) in batch.iter().zip(&many) {
-                assert_eq!(got, &db.search("goal", q, k, f).unwrap(), "filter {fi}, k {k}");
+                assert_eq!(
+                    got,
+                    &db.search("goal", q, k, f).unwrap(),
+                    "filter {fi}, k {k}"
+                );
             }
         }
     }
@@ -159,10 +163,16 @@ fn search_many_names_the_bad_query_and_scores_nothing() {
         .unwrap_err();
     assert!(e.to_string().contains("queries[0]"), "{e}");
     let none: Vec<Vec<f32>> = Vec::new();
-    assert!(db.search_many("goal", &none, 3, &Filter::default()).unwrap().is_empty());
+    assert!(db
+        .search_many("goal", &none, 3, &Filter::default())
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        db.search_many("goal", &[good], 0, &Filter::default()).unwrap(),
+        db.search_many("goal", &[good], 0, &Filter::default())
+            .unwrap(),
         vec![Vec::new()]
     );
-    assert!(db.search_many("nope", &none, 3, &Filter::default()).is_err());
+    assert!(db
+        .search_many("nope", &none, 3, &Filter::default())
+        .is_err());
 }

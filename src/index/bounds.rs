@@ -264,8 +264,7 @@ impl StepBounds {
                 Metric::Cosine => (t + group.radius).min(1.0) + 2.0 * MARGIN,
                 // `t` = c·q.
                 Metric::Dot => {
-                    t + query_norm * group.radius
-                        + MARGIN * (1.0 + query_norm * group.max_norm)
+                    t + query_norm * group.radius + MARGIN * (1.0 + query_norm * group.max_norm)
                 }
                 // `t` = -|q - c|.
                 Metric::L2 => {

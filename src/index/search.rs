@@ -573,7 +573,11 @@ impl Database {
                         // The group's rows are contiguous: scored in one blocked pass.
                         step_scores.clear();
                         step_scores.resize(group.end - group.first, 0.0);
-                        pq.score_rows(&rows[group.first * dims..group.end * dims], dims, step_scores);
+                        pq.score_rows(
+                            &rows[group.first * dims..group.end * dims],
+                            dims,
+                            step_scores,
+                        );
                         for (r, &sc) in (group.first..group.end).zip(step_scores.iter()) {
                             if best.is_none_or(|(b, _)| sc > b) {
                                 best = Some((sc, s.row_meta[r].step));

@@ -67,7 +67,8 @@ pub fn dot_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
         }
     }
     for (o, row) in out[..n].iter_mut().zip(rows.chunks_exact(dims)) {
-        *o = <f32 as SpatialSimilarity>::dot(row, q).map_or_else(|| scalar_dot(row, q), |d| d as f32);
+        *o = <f32 as SpatialSimilarity>::dot(row, q)
+            .map_or_else(|| scalar_dot(row, q), |d| d as f32);
     }
 }
 
@@ -103,9 +104,9 @@ fn scalar_l2sq(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_setzero_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss,
-        _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
+        __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps,
+        _mm_movehl_ps,
     };
 
     /// Horizontal sum of 8 lanes in a fixed order.
@@ -270,7 +271,10 @@ mod tests {
                 l2sq_rows(&rows[start * dims..], dims, &q, &mut part);
                 assert_eq!(
                     part.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    all_l2[start..].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                    all_l2[start..]
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>()
                 );
             }
         }
