@@ -140,6 +140,9 @@ pub(crate) struct Space {
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
+    /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
+    /// on first use; module `index::quant`).
+    pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -310,6 +313,7 @@ impl State {
                     rows,
                     row_meta: Vec::new(),
                     bounds: RwLock::default(),
+                    quant: RwLock::default(),
                 });
             }
             Record::Trajectory(_) => {}

@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::db::{Database, Space, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
+use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
+use crate::index::quant;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -176,6 +178,45 @@ fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .collect()
 }
 
+/// The exact top `k` rows of space `s` among those with `keep(row)`, by the row kernel's
+/// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
+/// quantised first pass (module `index::quant`) and rescore its candidates; the result is
+/// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
+fn top_rows(s: &Space, q: &Prepared, k: usize, keep: impl Fn(usize) -> bool) -> TopK {
+    let dims = ix(s.def.dims);
+    let rows = s.rows.all();
+    let n = rows.len() / dims.max(1);
+    let mut top = TopK::new(k, n);
+    if s.def.metric == Metric::L2 || n < quant::MIN_ROWS || k >= n / 4 {
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    if s.quant.read().is_behind(n) {
+        s.quant.write().extend(rows, dims);
+    }
+    let qr = s.quant.read();
+    if qr.is_behind(n) {
+        // Rows were appended between the two locks: scan in f32 this time.
+        drop(qr);
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    let q_norm = q
+        .vector()
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let c = qr.first_pass(s.def.metric, q.vector(), q_norm, k, keep);
+    for &(hi, r) in &c.rows {
+        if hi >= c.threshold {
+            let r = ix(r);
+            top.offer(q.score(&rows[r * dims..(r + 1) * dims]), off(r));
+        }
+    }
+    top
+}
+
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
@@ -267,15 +308,9 @@ impl Database {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter)?;
-        let dims = ix(s.def.dims);
-        let mut top = TopK::new(k, s.row_meta.len());
-        scan_prepared(
-            &Prepared::new(s.def.metric, query),
-            s.rows.all(),
-            dims,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
-            |r, score| top.offer(score, off(r)),
-        );
+        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, |r| {
+            c.pass(&st.trajs[ix(s.row_meta[r].slot)])
+        });
         Ok(hits(&st, s, top))
     }
 
