@@ -113,27 +113,26 @@ impl QuantRows {
         self.rows = n;
     }
 
-    /// The first pass against `q` (the prepared query, `dims` floats, of Euclidean norm
-    /// `q_norm`) over the rows `r` with `keep(r)`, for the top `k` under `metric` (cosine or
-    /// dot). `keep` is called once per row, in row order.
-    pub(crate) fn first_pass(
+    /// Bounds on the score of every row `r` with `keep(r)` against `q` (the prepared
+    /// query, `dims` floats, of Euclidean norm `q_norm`) under `metric` (cosine or dot):
+    /// calls `emit(r, lo, hi)` in row order with `lo <= s <= hi` for the f32 kernel's score
+    /// `s` of the row (module documentation). `keep` is called once per row, in row order.
+    pub(crate) fn bounds(
         &self,
         metric: Metric,
         q: &[f32],
         q_norm: f64,
-        k: usize,
         mut keep: impl FnMut(usize) -> bool,
-    ) -> Candidates {
+        mut emit: impl FnMut(usize, f32, f32),
+    ) {
         const BLOCK: usize = 64;
         let padded = self.padded;
+        if padded == 0 {
+            return;
+        }
         let mut qp = q.to_vec();
         qp.resize(padded, 0.0);
         let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
-        // The k largest lower bounds, smallest on top.
-        let mut lows: std::collections::BinaryHeap<std::cmp::Reverse<Ord32>> =
-            std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
-        let mut threshold = f32::NEG_INFINITY;
-        let mut rows = Vec::new();
         let mut dots = [0f32; BLOCK];
         let mut kept = [false; BLOCK];
         let clamp = |x: f32| {
@@ -159,24 +158,42 @@ impl QuantRows {
                 let [scale, e, mag] = self.meta[base + i];
                 let a = f64::from(dots[i]) * f64::from(scale);
                 let bound = (f64::from(e) + gamma * f64::from(mag)) * q_norm + 4.0 * U * a.abs();
-                let lo = clamp(-up(-(a - bound)));
-                let hi = clamp(up(a + bound));
-                if k > 0 {
-                    if lows.len() < k {
-                        lows.push(std::cmp::Reverse(Ord32(lo)));
-                    } else if lows.peek().is_some_and(|t| lo > t.0 .0) {
-                        lows.pop();
-                        lows.push(std::cmp::Reverse(Ord32(lo)));
-                    }
-                    if lows.len() == k {
-                        threshold = lows.peek().map_or(f32::NEG_INFINITY, |t| t.0 .0);
-                    }
-                }
-                if hi >= threshold {
-                    rows.push((hi, u32::try_from(base + i).unwrap_or(u32::MAX)));
-                }
+                emit(base + i, clamp(-up(-(a - bound))), clamp(up(a + bound)));
             }
         }
+    }
+
+    /// The first pass for the top `k` (see [`bounds`](Self::bounds) for the arguments):
+    /// the rows whose upper bound reaches the k-th largest lower bound.
+    pub(crate) fn first_pass(
+        &self,
+        metric: Metric,
+        q: &[f32],
+        q_norm: f64,
+        k: usize,
+        keep: impl FnMut(usize) -> bool,
+    ) -> Candidates {
+        // The k largest lower bounds, smallest on top.
+        let mut lows: std::collections::BinaryHeap<std::cmp::Reverse<Ord32>> =
+            std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
+        let mut threshold = f32::NEG_INFINITY;
+        let mut rows = Vec::new();
+        self.bounds(metric, q, q_norm, keep, |r, lo, hi| {
+            if k > 0 {
+                if lows.len() < k {
+                    lows.push(std::cmp::Reverse(Ord32(lo)));
+                } else if lows.peek().is_some_and(|t| lo > t.0 .0) {
+                    lows.pop();
+                    lows.push(std::cmp::Reverse(Ord32(lo)));
+                }
+                if lows.len() == k {
+                    threshold = lows.peek().map_or(f32::NEG_INFINITY, |t| t.0 .0);
+                }
+            }
+            if hi >= threshold {
+                rows.push((hi, u32::try_from(r).unwrap_or(u32::MAX)));
+            }
+        });
         Candidates { rows, threshold }
     }
 

@@ -98,7 +98,7 @@ pub fn l2sq_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
 /// f32 (each code is exact in f32). Four rows per pass with AVX2 and FMA, else a scalar
 /// loop; as for [`dot_rows`], a row's bits never depend on the rows beside it.
 pub fn dot_i8_rows(codes: &[i8], dims: usize, q: &[f32], out: &mut [f32]) {
-    if dims == 0 || q.len() != dims || dims % 8 != 0 {
+    if dims == 0 || q.len() != dims || !dims.is_multiple_of(8) {
         return;
     }
     let n = out.len().min(codes.len() / dims);
