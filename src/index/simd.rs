@@ -16,8 +16,9 @@
 //! Accumulation is in f32, as in SimSIMD's f32 kernels and BLAS `sdot`. Each lane sums
 //! `ceil(dims / 8)` products, so the error is at most about `(dims / 8 + 3) * 2^-24` times
 //! `sum |a_i b_i|` (the standard bound for recursive summation, Higham, *Accuracy and
-//! Stability of Numerical Algorithms*, 2nd ed., §3.1), below 1e-4 relative for every
-//! dimension up to 65,536 the format allows (the property tests in `kernels` check it).
+//! Stability of Numerical Algorithms*, 2nd ed., §3.1): 3e-6 relative at 384 dimensions,
+//! 1e-4 at about 13,000, 5e-4 at the format's limit of 65,536 (the property tests in
+//! `kernels` check 1e-4 up to 4,096 dimensions).
 //!
 //! Machines without AVX2 and FMA use SimSIMD's per-row kernels (its own dispatch picks
 //! NEON, SVE or AVX-512 where present); results are then those of SimSIMD.
