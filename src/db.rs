@@ -59,6 +59,12 @@ pub struct Options {
     /// (checking every 50 ms) before it fails with [`Error::Locked`], like SQLite's busy
     /// timeout. Default: zero, fail at once.
     pub lock_timeout: std::time::Duration,
+    /// Keep an i8 copy of each cosine or dot key space of at least 4,096 rows in memory
+    /// (`dims + 12` bytes per row, about a quarter of its key file; built on the space's
+    /// first search and extended as rows are appended) and read it instead of the f32 rows
+    /// in `search` and `retrieve` (module `index::quant`). Answers are the same bits either
+    /// way; false saves the memory and scans the f32 rows. Default: true.
+    pub quantised_search: bool,
 }
 
 impl Default for Options {
@@ -68,6 +74,7 @@ impl Default for Options {
             read_only: false,
             create: true,
             lock_timeout: std::time::Duration::ZERO,
+            quantised_search: true,
         }
     }
 }

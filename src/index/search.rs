@@ -182,12 +182,18 @@ fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
 /// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
 /// quantised first pass (module `index::quant`) and rescore its candidates; the result is
 /// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
-fn top_rows(s: &Space, q: &Prepared, k: usize, keep: impl Fn(usize) -> bool) -> TopK {
+fn top_rows(
+    s: &Space,
+    q: &Prepared,
+    k: usize,
+    quantised: bool,
+    keep: impl Fn(usize) -> bool,
+) -> TopK {
     let dims = ix(s.def.dims);
     let rows = s.rows.all();
     let n = rows.len() / dims.max(1);
     let mut top = TopK::new(k, n);
-    if s.def.metric == Metric::L2 || n < quant::MIN_ROWS || k >= n / 4 {
+    if !quantised || s.def.metric == Metric::L2 || n < quant::MIN_ROWS || k >= n / 4 {
         scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
         return top;
     }
@@ -308,7 +314,8 @@ impl Database {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter)?;
-        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, |r| {
+        let quantised = self.opts.quantised_search;
+        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, quantised, |r| {
             c.pass(&st.trajs[ix(s.row_meta[r].slot)])
         });
         Ok(hits(&st, s, top))
@@ -547,7 +554,11 @@ impl Database {
         // upper bound of the same sum, and a visited slot's exact sum is formed by
         // `exact_sum`, in the same order with the same f64 arithmetic as the exact mode, so
         // both give the same bits.
-        let quantisable = |s: &Space| s.def.metric != Metric::L2 && s.rows.len() >= quant::MIN_ROWS;
+        let quantisable = |s: &Space| {
+            self.opts.quantised_search
+                && s.def.metric != Metric::L2
+                && s.rows.len() >= quant::MIN_ROWS
+        };
         let bounded = prune
             && (step.is_none() || step_bounds.is_some())
             && keys.iter().any(|(s, _)| quantisable(s));
