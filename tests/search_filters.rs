@@ -222,6 +222,17 @@ fn quantised_first_pass_returns_the_f32_scan_answer_bit_for_bit() {
             batch.push(t);
         }
         let ids = db.append_many(&batch).unwrap();
+        db.sync().unwrap();
+        // The same database without the quantised copy: f32 scans only.
+        let plain = Database::open(
+            &dir,
+            Options {
+                read_only: true,
+                quantised_search: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let filters = [
             Filter::default(),
             Filter {
@@ -240,9 +251,10 @@ fn quantised_first_pass_returns_the_f32_scan_answer_bit_for_bit() {
                 for k in [1, 10, 100] {
                     let got = db.search("goal", &q, k, f).unwrap();
                     let scan = db
-                        .search_many("goal", &[q.clone()], k, f)
+                        .search_many("goal", std::slice::from_ref(&q), k, f)
                         .unwrap()
                         .remove(0);
+                    assert_eq!(got, plain.search("goal", &q, k, f).unwrap());
                     assert_eq!(got.len(), scan.len(), "{metric:?} filter {fi} k {k}");
                     for (g, w) in got.iter().zip(&scan) {
                         assert_eq!(g.id, w.id, "{metric:?} filter {fi} k {k}");
@@ -273,6 +285,7 @@ fn quantised_first_pass_returns_the_f32_scan_answer_bit_for_bit() {
                 }
             }
         }
+        drop(plain);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
