@@ -21,8 +21,7 @@ use common::{new_db, trajectory, Rng};
 const STEPS: usize = 10;
 
 fn sizes() -> Vec<(usize, usize)> {
-    let spec =
-        std::env::var("TRAJDB_BENCH_OPEN").unwrap_or_else(|_| "10000:384,100000:384".into());
+    let spec = std::env::var("TRAJDB_BENCH_OPEN").unwrap_or_else(|_| "10000:384,100000:384".into());
     spec.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|s| {

@@ -24,6 +24,7 @@ use crate::format::record::{
     self, kind, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage, NO_STEP,
 };
 use crate::index::keyfile::RowStore;
+use crate::storage::mmap::MappedFile;
 use crate::storage::{create_fresh, Backend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
@@ -455,8 +456,7 @@ pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String>
             "checkpoint version {version} is not {CHECKPOINT_VERSION}"
         ));
     }
-    if u32_at(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0)
-    {
+    if u32_at(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
         return Err("reserved header bytes are not zero".into());
     }
     Ok(Header {
@@ -508,7 +508,10 @@ impl<'a> Cursor<'a> {
         let s = &self.b[self.at..self.at + n];
         // Every area starts 8-aligned; padding is zero.
         let padded = n.next_multiple_of(8).min(left);
-        if self.b[self.at + n..self.at + padded].iter().any(|&x| x != 0) {
+        if self.b[self.at + n..self.at + padded]
+            .iter()
+            .any(|&x| x != 0)
+        {
             return Err(format!("{what}: padding is not zero"));
         }
         self.at += padded;
@@ -542,10 +545,7 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
     let ep_recs = c.array::<EpisodeRec>(n(counts.episodes), "episodes")?;
     let event_recs = c.array::<EventRec>(n(counts.events), "retrieval events")?;
     if c.at != body.len() {
-        return Err(format!(
-            "{} bytes after the last array",
-            body.len() - c.at
-        ));
+        return Err(format!("{} bytes after the last array", body.len() - c.at));
     }
 
     // Names.
@@ -672,7 +672,10 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
                 Level::Step => m.step < t.n_steps,
             };
             if !ok {
-                return Err(bad(format!("row {r} has step {} that does not fit", m.step)));
+                return Err(bad(format!(
+                    "row {r} has step {} that does not fit",
+                    m.step
+                )));
             }
         }
         spaces.push(SpacePart {
@@ -700,7 +703,10 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
             success_retrievals: u64::from_le(r.success),
         };
         if usage.counters.insert(u64::from_le(r.id), u).is_some() {
-            return Err(format!("usage counters of {} appear twice", u64::from_le(r.id)));
+            return Err(format!(
+                "usage counters of {} appear twice",
+                u64::from_le(r.id)
+            ));
         }
     }
     let mut events = event_recs.iter();
@@ -841,15 +847,36 @@ fn load_inner(
         ));
     }
     check_covered(log, log_path, lh, h.cov)?;
-    let mut aligned = vec![0u64; usize::try_from(h.body_len / 8).map_err(|e| e.to_string())?];
-    f.read_at(bytemuck::cast_slice_mut(&mut aligned), CHECKPOINT_HEADER_LEN)
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    let body: &[u8] = bytemuck::cast_slice(&aligned);
+    let body_len = usize::try_from(h.body_len).map_err(|e| e.to_string())?;
+    // The body is mapped when the file is an OS file (no copy into fresh memory; a
+    // checkpoint file is never changed in place, only replaced by a rename), else read
+    // into an 8-aligned buffer the size of the file.
+    let map = match f.file() {
+        Some(file) => Some(
+            MappedFile::map(file, HEADER + body_len)
+                .map_err(|e| format!("cannot be mapped: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut aligned = Vec::new();
+    let body: &[u8] = match &map {
+        Some(m) => m.after(HEADER).get(..body_len).ok_or("the map is short")?,
+        None => {
+            aligned = vec![0u64; body_len / 8];
+            f.read_at(
+                bytemuck::cast_slice_mut(&mut aligned),
+                CHECKPOINT_HEADER_LEN,
+            )
+            .map_err(|e| format!("cannot be read: {e}"))?;
+            bytemuck::cast_slice(&aligned)
+        }
+    };
     if crc32fast::hash(body) != h.body_crc {
         return Err("body checksum mismatch".into());
     }
     let b = decode_body(body)?;
     drop(aligned);
+    drop(map);
     let mut spaces = Vec::with_capacity(b.spaces.len());
     let mut space_by_name = HashMap::with_capacity(b.spaces.len());
     for (i, s) in b.spaces.into_iter().enumerate() {

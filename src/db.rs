@@ -1002,7 +1002,9 @@ impl Database {
         let mut st = self.state.write();
         if hdr.log_id != st.header.log_id {
             let (state, end, _) =
-                load_state(current.as_ref(), &self.log_path, &mut |id, def, _| heap(id, def))?;
+                load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {
+                    heap(id, def)
+                })?;
             let n = state.last_seq;
             *st = state;
             *self.log.write() = current;

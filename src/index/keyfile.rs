@@ -201,7 +201,8 @@ fn hash_rows_from(
 ) -> std::io::Result<crc32fast::Hasher> {
     let start = from.saturating_mul(stride);
     let total = to.saturating_mul(stride);
-    let mut buf = vec![0u8; usize::try_from(total.saturating_sub(start).min(8 << 20)).unwrap_or(8 << 20)];
+    let mut buf =
+        vec![0u8; usize::try_from(total.saturating_sub(start).min(8 << 20)).unwrap_or(8 << 20)];
     let mut done = start;
     while done < total {
         let n = usize::try_from((total - done).min(off(buf.len()))).unwrap_or(buf.len());
@@ -481,9 +482,14 @@ impl RowStore {
                 h.rows
             )));
         }
-        let fits = h.rows.checked_mul(stride).and_then(|n| n.checked_add(KEY_HEADER_LEN));
+        let fits = h
+            .rows
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(KEY_HEADER_LEN));
         if fits.is_none_or(|e| e > len) {
-            return Ok(Err("the rows the header vouches for do not fit in the file".into()));
+            return Ok(Err(
+                "the rows the header vouches for do not fit in the file".into(),
+            ));
         }
         let hasher = hash_rows_from(
             s.as_ref(),
@@ -498,14 +504,16 @@ impl RowStore {
                 "the header's checksum does not continue the checkpoint's".into(),
             ));
         }
-        let n_rows = usize::try_from(rows).map_err(|_| io("read", std::io::ErrorKind::InvalidData.into()))?;
+        let n_rows = usize::try_from(rows)
+            .map_err(|_| io("read", std::io::ErrorKind::InvalidData.into()))?;
         if !read_only {
             return Self::file_store(backend, s, id, def, log_id, h.rows, hasher, n_rows).map(Ok);
         }
         let Some(file) = s.file() else {
             return Ok(Err("the key file cannot be mapped".into()));
         };
-        let len_us = usize::try_from(len).map_err(|_| io("mmap", std::io::ErrorKind::InvalidData.into()))?;
+        let len_us =
+            usize::try_from(len).map_err(|_| io("mmap", std::io::ErrorKind::InvalidData.into()))?;
         let map = MappedFile::map(file, len_us).map_err(|e| io("mmap", e))?;
         Ok(Ok(RowStore {
             dims: ix(def.dims),

@@ -307,7 +307,8 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
                 // Every other sync writes a checkpoint too (which syncs first), so crashes
                 // land before, during and after checkpoints as well as between them.
                 if step % 2 == 1 {
-                    db.checkpoint().unwrap_or_else(|e| panic!("{at}: checkpoint: {e}"));
+                    db.checkpoint()
+                        .unwrap_or_else(|e| panic!("{at}: checkpoint: {e}"));
                 } else {
                     db.sync().unwrap_or_else(|e| panic!("{at}: {e}"));
                 }

@@ -515,6 +515,7 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: false,
             lock_timeout: lock_wait(),
+            verify_on_open: false,
         },
     )
     .map_err(locked_hint)?;
@@ -551,6 +552,7 @@ pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: true,
             lock_timeout: lock_wait(),
+            verify_on_open: false,
         },
     )
     .map_err(locked_hint)?;
