@@ -114,8 +114,7 @@ fn with_old_checkpoint(dir: &Path) -> Vec<u8> {
     create_spaces(&db);
     fill(&db, 1..=10);
     db.close().unwrap();
-    let old = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
-    old
+    std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap()
 }
 
 #[test]
