@@ -792,8 +792,8 @@ pub(crate) enum Loaded {
     Absent,
     /// A checkpoint that does not prove it belongs to this log and its key files: why.
     Ignored(String),
-    /// The state as of the covered end of the log.
-    Used(Box<State>, Covered),
+    /// The state as of the covered end of the log, and the checkpoint file's size.
+    Used(Box<State>, Covered, u64),
 }
 
 /// Reads the checkpoint beside `log` (whose header is `lh`) and, when it belongs to this
@@ -808,7 +808,7 @@ pub(crate) fn load(
     read_only: bool,
 ) -> Loaded {
     match load_inner(backend, log, log_path, lh, read_only) {
-        Ok(Some((st, cov))) => Loaded::Used(Box::new(st), cov),
+        Ok(Some((st, cov, len))) => Loaded::Used(Box::new(st), cov, len),
         Ok(None) => Loaded::Absent,
         Err(why) => Loaded::Ignored(why),
     }
@@ -820,7 +820,7 @@ fn load_inner(
     log_path: &Path,
     lh: &LogHeader,
     read_only: bool,
-) -> std::result::Result<Option<(State, Covered)>, String> {
+) -> std::result::Result<Option<(State, Covered, u64)>, String> {
     let f = match backend.open_read(CHECKPOINT_FILE) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(None),
@@ -906,7 +906,7 @@ fn load_inner(
         next_id: b.next_id,
         last_seq: h.cov.last_seq,
     };
-    Ok(Some((st, h.cov)))
+    Ok(Some((st, h.cov, len)))
 }
 
 /// Checks that the log holds the frames a checkpoint covers: the covered end is inside the

@@ -828,7 +828,7 @@ impl Database {
         // of the whole log, as without a checkpoint.
         let mut from_ckpt = None;
         match loaded {
-            Loaded::Used(st, cov) => {
+            Loaded::Used(st, cov, len) => {
                 match load_tail(
                     log.as_ref(),
                     &log_path,
@@ -838,7 +838,7 @@ impl Database {
                     (cov.last_offset, cov.last_crc),
                     &mut new_store,
                 ) {
-                    Ok(r) => from_ckpt = Some((r, cov.end)),
+                    Ok(r) => from_ckpt = Some((r, cov.end, len)),
                     Err(e) => {
                         report.checkpoint_ignored =
                             Some(format!("the log after it does not apply: {e}"));
@@ -848,22 +848,12 @@ impl Database {
             Loaded::Ignored(why) => report.checkpoint_ignored = Some(why),
             Loaded::Absent => {}
         }
-        let ((state, end, last_frame), ckpt_end) = match from_ckpt {
-            Some((r, covered)) => {
+        let ((state, end, last_frame), ckpt_end, ckpt_len) = match from_ckpt {
+            Some((r, covered, len)) => {
                 report.checkpoint_end = Some(covered);
-                (r, covered)
+                (r, covered, len)
             }
-            None => (load_state(log.as_ref(), &log_path, &mut new_store)?, 0),
-        };
-        let ckpt_len = if ckpt_end > 0 {
-            backend
-                .open_read(checkpoint::CHECKPOINT_FILE)
-                .ok()
-                .flatten()
-                .and_then(|f| f.len().ok())
-                .unwrap_or(0)
-        } else {
-            0
+            None => (load_state(log.as_ref(), &log_path, &mut new_store)?, 0, 0),
         };
         if let Some(why) = &end.torn {
             let len = log.len().map_err(|e| io("stat", e))?;

@@ -406,3 +406,45 @@ fn make_golden_checkpoint() {
     )
     .unwrap();
 }
+
+/// The decoder never panics or over-allocates on mutated checkpoints whose checksums are
+/// fixed up (so the body's decoding is reached), and refuses every truncation.
+#[test]
+fn mutated_checkpoints_with_valid_checksums_are_refused_or_decoded_never_panic() {
+    let good = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint/checkpoint"),
+    )
+    .unwrap();
+    assert!(trajdb::fuzz_decode_checkpoint(&good));
+    let fix = |b: &mut Vec<u8>| {
+        let body_len = (b.len() - 96) as u64;
+        b[64..72].copy_from_slice(&body_len.to_le_bytes());
+        let body_crc = crc32fast::hash(&b[96..]);
+        b[60..64].copy_from_slice(&body_crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[..92]);
+        b[92..96].copy_from_slice(&crc.to_le_bytes());
+    };
+    let mut rng = trajdb::rng::SplitMix64::new(7);
+    let mut refused = 0;
+    for i in 0..20_000u64 {
+        let mut b = good.clone();
+        for _ in 0..1 + i % 3 {
+            let at = 96 + usize::try_from(rng.next_u64() % (b.len() as u64 - 96)).unwrap();
+            // Mostly large values, to push counts and indexes past every bound.
+            b[at] = if i % 2 == 0 {
+                0xFF
+            } else {
+                rng.next_u64() as u8
+            };
+        }
+        fix(&mut b);
+        refused += usize::from(!trajdb::fuzz_decode_checkpoint(&b));
+    }
+    assert!(refused > 1000, "{refused} of 20000 refused");
+    for n in 0..good.len() {
+        assert!(
+            !trajdb::fuzz_decode_checkpoint(&good[..n]),
+            "prefix of {n} bytes"
+        );
+    }
+}

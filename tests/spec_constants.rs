@@ -239,7 +239,7 @@ fn checkpoint_body_record_sizes_match_the_spec() {
             .iter()
             .find(|r| r[0] == area)
             .unwrap_or_else(|| panic!("no area {area}"));
-        num(r[1].split(' ').next().unwrap())
+        num(r[1].split([' ', ',']).next().unwrap())
     };
     assert_eq!(size("counts"), 96);
     assert_eq!(size("spaces"), 16);
