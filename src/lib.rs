@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod checkpoint;
 mod db;
 pub mod embed;
 mod error;
@@ -65,4 +66,11 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
     let scanned = format::record::scan_trajectory(payload).is_ok();
     let decoded = format::record::decode_record(kind, payload, &names).is_ok();
     scanned || decoded
+}
+
+/// Decodes a whole checkpoint file (header and body) the way opening a database does, for
+/// the fuzzers. Returns whether it decoded. Not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_decode_checkpoint(file: &[u8]) -> bool {
+    checkpoint::decode_file(file).is_ok()
 }

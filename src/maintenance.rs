@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::checkpoint::{self, Covered, CHECKPOINT_FILE};
 use crate::db::LOCK_FILE;
 use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
@@ -74,6 +75,11 @@ impl Database {
             return Ok(RepairReport::default());
         }
         let cut_file = log::keep_cut_tail(backend, log.as_ref(), end, len)?;
+        // A checkpoint may cover frames about to be cut; open would see that (the frame it
+        // ends with is gone), but one that can never apply is better gone first.
+        backend
+            .remove(CHECKPOINT_FILE)
+            .map_err(|e| Error::io("remove", backend.path_of(CHECKPOINT_FILE), e))?;
         log.set_len(end)
             .map_err(|e| Error::io("truncate", &log_path, e))?;
         log.sync().map_err(|e| Error::io("sync", &log_path, e))?;
@@ -310,13 +316,13 @@ impl Database {
         let switched = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .and_then(|(mut state, end)| {
+        .and_then(|(mut state, end, last)| {
             for s in &mut state.spaces {
                 s.rows.checkpoint()?;
             }
-            Ok((state, end))
+            Ok((state, end, last))
         });
-        let (state, end) = switched.inspect_err(|_| self.poison())?;
+        let (state, end, last_frame) = switched.inspect_err(|_| self.poison())?;
         let spaces = state.spaces.len();
         {
             // State, log handle, writer position and sync watermark change together: a
@@ -328,6 +334,10 @@ impl Database {
             w.end = end.end;
             w.next_seq = end.next_seq;
             w.log_gen += 1;
+            w.last_frame = last_frame;
+            // The checkpoint file belongs to the old log (open ignores it by its log id).
+            w.ckpt_end = 0;
+            w.ckpt_len = 0;
             *self.synced.lock() = Synced {
                 log_gen: w.log_gen,
                 upto: end.end,
@@ -348,6 +358,10 @@ impl Database {
                 }
             }
         }
+        // A checkpoint for the new log, so the next open need not scan it. The compaction
+        // is complete whatever happens here: a failure leaves the old log's checkpoint,
+        // which open ignores (another log id) and replaces.
+        let _ = self.write_checkpoint(&mut w);
         Ok(())
     }
 
@@ -437,6 +451,19 @@ impl Database {
             }
             dst.rename(&tmp, &name)
                 .map_err(|e| Error::io("rename", dst.path_of(&name), e))?;
+        }
+        // A checkpoint of the state copied (same log, same log id), written last: without
+        // it the destination opens by scanning its log and writes its own.
+        if !self.opts.read_only {
+            let cov = Covered {
+                end: w.end,
+                last_offset: w.last_frame.0,
+                last_seq: w.next_seq.saturating_sub(1),
+                last_crc: w.last_frame.1,
+            };
+            if let Some(bytes) = checkpoint::encode(&st, cov) {
+                checkpoint::write(dst, &bytes)?;
+            }
         }
         Ok(())
     }

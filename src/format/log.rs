@@ -212,6 +212,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) offset: u64,
     pub(crate) seq: u64,
     pub(crate) kind: u16,
+    /// The frame's `crc` field (binds a checkpoint to the frame it ends with).
+    pub(crate) crc: u32,
     pub(crate) payload: &'a [u8],
 }
 
@@ -312,24 +314,17 @@ fn check_frame<'w>(
         offset: pos,
         seq,
         kind,
+        crc: stored,
         payload: &all[24..payload_end],
     }))
 }
 
-/// Reads and checks the header, then every frame in order, calling `on_frame` for each.
+/// Reads and checks the header, then every frame in order up to `limit` (a snapshot's end),
+/// calling `on_frame` for each.
 ///
 /// A damaged frame followed by no valid frame is a torn tail: the scan stops there and says
 /// why in [`ScanEnd::torn`]. A damaged frame followed by a valid one is corruption of
 /// committed data: an error naming the offset.
-pub(crate) fn scan(
-    storage: &dyn Storage,
-    path: &Path,
-    on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
-) -> Result<(LogHeader, ScanEnd)> {
-    scan_limited(storage, path, u64::MAX, on_frame)
-}
-
-/// [`scan`], treating the log as if it ended at `limit` (a snapshot's end).
 pub(crate) fn scan_limited(
     storage: &dyn Storage,
     path: &Path,
@@ -360,7 +355,7 @@ pub(crate) fn scan_limited(
 }
 
 /// Scans frames from `start` (a frame boundary whose frame must carry `seq`) to the end of
-/// the log, as [`scan`] does; used to catch up with frames appended since an earlier scan.
+/// the log, as [`scan_limited`] does; used to catch up with frames appended since an earlier scan.
 pub(crate) fn scan_from(
     storage: &dyn Storage,
     path: &Path,
@@ -449,6 +444,27 @@ fn intact_len(w: &mut Window<'_>, pos: u64) -> std::io::Result<Option<u32>> {
     let len = le_u32(h, frame::LEN);
     let ok = crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT == le_u32(h, frame::LEN_CHECK);
     Ok((ok && len <= MAX_PAYLOAD).then_some(len))
+}
+
+/// The end offset and `crc` field of the frame at `offset` when a valid frame carrying
+/// sequence number `seq` is there (its length, checksums, flags and padding all check).
+pub(crate) fn frame_at(
+    storage: &dyn Storage,
+    path: &Path,
+    offset: u64,
+    seq: u64,
+) -> Result<Option<(u64, u32)>> {
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    match check_frame(&mut w, offset, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+        Ok(f) => Ok(Some((offset + frame_size(f.payload.len()), f.crc))),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Offset of the first frame that does not check (or the end of the log when all do).

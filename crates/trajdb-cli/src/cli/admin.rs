@@ -52,6 +52,8 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
             trajdb::Options {
                 read_only: true,
                 create: false,
+                // Scan the whole log: a checkpoint would let damage it covers go unseen.
+                verify_on_open: true,
                 ..trajdb::Options::default()
             },
         );

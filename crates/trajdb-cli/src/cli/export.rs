@@ -8,7 +8,7 @@ use trajdb::Trajectory;
 
 use super::progress::{self, Progress};
 use super::{
-    json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
+    json_line, open_read, open_read_checked, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
     InspectArgs,
 };
 
@@ -225,7 +225,7 @@ fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> 
 
 /// `trajdb export DB`.
 pub fn export(a: &ExportArgs) -> CliResult {
-    let db = open_read(&a.db)?;
+    let db = open_read_checked(&a.db)?;
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     if a.usage {
         for l in usage_lines(&db) {

@@ -470,12 +470,25 @@ pub fn open_read(db: &Path) -> CliResult<Database> {
 
 /// [`open_read`], optionally without the damaged-tail warning (`verify` reports it itself).
 pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
+    open_read_with(db, warn, false)
+}
+
+/// [`open_read`] that ignores the checkpoint and checks every commit and key row as it opens
+/// (`Options::verify_on_open`): for commands that read the whole database anyway
+/// (`export`), so damage at rest in commits the checkpoint covers is refused rather than
+/// exported around.
+pub fn open_read_checked(db: &Path) -> CliResult<Database> {
+    open_read_with(db, true, true)
+}
+
+fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Database> {
     must_exist(db)?;
     let d = Database::open(
         db,
         Options {
             read_only: true,
             create: false,
+            verify_on_open,
             ..Options::default()
         },
     )?;
