@@ -8,8 +8,8 @@ use trajdb::Trajectory;
 
 use super::progress::{self, Progress};
 use super::{
-    json_line, open_read, open_read_checked, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
-    InspectArgs,
+    json_line, open_read, open_read_checked, out_err, write_line, CliResult, ExportArgs,
+    ExportFormat, GetArgs, InspectArgs,
 };
 
 /// `trajdb get DB ID`.
