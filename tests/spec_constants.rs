@@ -109,6 +109,7 @@ fn log_header_layout_matches_code() {
             ("base_seq", BASE_SEQ),
             ("created_ms", CREATED_MS),
             ("id_floor", ID_FLOOR),
+            ("origin", ORIGIN),
             ("reserved", RESERVED),
             ("crc", CRC),
         ],
@@ -179,10 +180,41 @@ fn record_kind_table_matches_code() {
         ("RETRIEVALS", RETRIEVALS),
         ("EPISODE_OUTCOME", EPISODE_OUTCOME),
         ("TRAJ_OUTCOME", TRAJ_OUTCOME),
+        ("ORIGIN", ORIGIN),
+        ("EPISODE_MERGED", EPISODE_MERGED),
     ];
     assert_eq!(rows.len(), code.len());
     for (name, k) in code {
         let row = rows.iter().find(|r| r[1] == name).expect(name);
         assert_eq!(num(&row[0]), u64::from(k), "kind of {name}");
     }
+}
+
+/// The provenance byte's origin bit is the number the spec's TRAJECTORY table gives.
+#[test]
+fn provenance_origin_bit_matches_code() {
+    let spec = spec();
+    let rows = table(&spec, "TRAJECTORY (kind 2)");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "provenance.kind")
+        .expect("provenance.kind row");
+    let bit = row[1]
+        .split("bit 7 (")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the row names bit 7 (0x.., ...)");
+    assert_eq!(
+        num(bit),
+        u64::from(log::PROVENANCE_ORIGIN_BIT)
+    );
+    assert!(row[1].contains("PROVENANCE_ORIGIN_BIT"));
+    for field in ["ORIGIN (kind 8)", "EPISODE_MERGED (kind 9)"] {
+        assert!(!table(&spec, field).is_empty(), "{field} has a table");
+    }
+    let merged: Vec<String> = table(&spec, "EPISODE_MERGED (kind 9)")
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(merged, ["episode", "created_ms", "origin", "origin_episode"]);
 }
