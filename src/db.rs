@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::format::record::{
-    self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent,
-    SpaceDef, Trajectory, NO_STEP,
+    self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
 use crate::index::keyfile::{RowMark, RowStore};

@@ -251,12 +251,13 @@ impl Database {
         // The origin id in effect in the new log: an ORIGIN record goes before each record
         // written here under another one (a fork's copy has its parent's before its own).
         let mut in_effect = header_origin;
-        let mut set_origin = |buf: &mut Vec<u8>, o: u64, push: &mut dyn FnMut(&mut Vec<u8>, u16, &[u8])| {
-            if o != in_effect {
-                push(buf, kind::ORIGIN, &record::encode_origin(o));
-                in_effect = o;
-            }
-        };
+        let mut set_origin =
+            |buf: &mut Vec<u8>, o: u64, push: &mut dyn FnMut(&mut Vec<u8>, u16, &[u8])| {
+                if o != in_effect {
+                    push(buf, kind::ORIGIN, &record::encode_origin(o));
+                    in_effect = o;
+                }
+            };
         {
             let st = self.state.read();
             for (i, s) in st.spaces.iter().enumerate() {

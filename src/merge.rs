@@ -341,8 +341,9 @@ fn describe(d: &SpaceDef) -> String {
         format!("{:?}", d.level).to_lowercase(),
         d.dims,
         format!("{:?}", d.metric).to_lowercase(),
-        d.embedder
-            .as_ref()
-            .map_or_else(|| "no recorded embedder".to_owned(), |e| format!("embedder {e}"))
+        d.embedder.as_ref().map_or_else(
+            || "no recorded embedder".to_owned(),
+            |e| format!("embedder {e}")
+        )
     )
 }

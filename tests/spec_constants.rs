@@ -204,10 +204,7 @@ fn provenance_origin_bit_matches_code() {
         .nth(1)
         .and_then(|r| r.split(',').next())
         .expect("the row names bit 7 (0x.., ...)");
-    assert_eq!(
-        num(bit),
-        u64::from(log::PROVENANCE_ORIGIN_BIT)
-    );
+    assert_eq!(num(bit), u64::from(log::PROVENANCE_ORIGIN_BIT));
     assert!(row[1].contains("PROVENANCE_ORIGIN_BIT"));
     for field in ["ORIGIN (kind 8)", "EPISODE_MERGED (kind 9)"] {
         assert!(!table(&spec, field).is_empty(), "{field} has a table");
@@ -216,5 +213,8 @@ fn provenance_origin_bit_matches_code() {
         .iter()
         .map(|r| r[0].clone())
         .collect();
-    assert_eq!(merged, ["episode", "created_ms", "origin", "origin_episode"]);
+    assert_eq!(
+        merged,
+        ["episode", "created_ms", "origin", "origin_episode"]
+    );
 }

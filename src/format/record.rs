@@ -81,7 +81,9 @@ impl ProvenanceKind {
 /// Where a trajectory or an episode was first written: the origin id of that database and
 /// the id it had there. Unique across databases: origin ids are random 64-bit numbers drawn
 /// when a database is created (or forked), and ids are unique within one origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Origin {
     /// Origin id of the database it was first written to.
