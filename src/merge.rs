@@ -98,43 +98,20 @@ impl Database {
         if self.origin().is_none() {
             return Err(no_origin(&self.log_path));
         }
-        let mut spaces: BTreeMap<String, (SpaceDef, String)> = self
-            .spaces()
-            .into_iter()
-            .map(|d| (d.name.clone(), (d, "this database".to_owned())))
-            .collect();
-        for src in sources {
-            if std::ptr::eq(*src, self) {
-                return Err(Error::MergeIncompatible {
-                    source_db: src.dir(),
-                    what: "it is the destination handle itself".into(),
-                });
-            }
-            if src.origin().is_none() {
-                return Err(no_origin(&src.log_path));
-            }
-            for def in src.spaces() {
-                match spaces.get(&def.name) {
-                    Some((have, whose)) if *have != def => {
-                        return Err(Error::MergeIncompatible {
-                            source_db: src.dir(),
-                            what: format!(
-                                "key space `{}` is {} there but {} in {whose}",
-                                def.name,
-                                describe(&def),
-                                describe(have)
-                            ),
-                        })
-                    }
-                    Some(_) => {}
-                    None => {
-                        let whose = src.dir().display().to_string();
-                        spaces.insert(def.name.clone(), (def, whose));
-                    }
-                }
-            }
+        if let Some(src) = sources.iter().find(|s| std::ptr::eq(**s, self)) {
+            return Err(Error::MergeIncompatible {
+                source_db: src.dir(),
+                what: "it is the destination handle itself".into(),
+            });
         }
-        Ok(())
+        check_spaces(self.spaces(), "this database", sources)
+    }
+
+    /// Checks that `sources` can be merged into one new database: [`check_merge`]
+    /// (Self::check_merge) without a destination, for a caller that creates the destination
+    /// only once the sources are known to fit together.
+    pub fn check_sources(sources: &[&Database]) -> Result<()> {
+        check_spaces(Vec::new(), "", sources)
     }
 
     /// Merges `src` into this database: see [`merge_all`](Self::merge_all).
@@ -332,6 +309,41 @@ impl Database {
         }
         Ok(rep)
     }
+}
+
+/// Checks every source's origin id and key spaces against `initial` (the destination's,
+/// named `whose`) and the sources before it.
+fn check_spaces(initial: Vec<SpaceDef>, whose: &str, sources: &[&Database]) -> Result<()> {
+    let mut spaces: BTreeMap<String, (SpaceDef, String)> = initial
+        .into_iter()
+        .map(|d| (d.name.clone(), (d, whose.to_owned())))
+        .collect();
+    for src in sources {
+        if src.origin().is_none() {
+            return Err(no_origin(&src.log_path));
+        }
+        for def in src.spaces() {
+            match spaces.get(&def.name) {
+                Some((have, whose)) if *have != def => {
+                    return Err(Error::MergeIncompatible {
+                        source_db: src.dir(),
+                        what: format!(
+                            "key space `{}` is {} there but {} in {whose}",
+                            def.name,
+                            describe(&def),
+                            describe(have)
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    let whose = src.dir().display().to_string();
+                    spaces.insert(def.name.clone(), (def, whose));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A key space's definition in words, for a refusal.

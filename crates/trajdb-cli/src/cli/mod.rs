@@ -86,6 +86,10 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
+    /// Merge databases into DST (created if absent): every trajectory and usage event of
+    /// each source lands in DST exactly once. Rerunning adds only what is new; a merge that
+    /// was interrupted is completed by running it again. Sources are only read.
+    Merge(MergeArgs),
     /// Run the method end to end on Wordcraft or on an outside environment speaking the
     /// environment protocol (`--env-cmd`): Traj-Bootstrap with optional database and
     /// exemplar curation, test success before and after, learning curve, success predictor.
@@ -361,6 +365,19 @@ pub struct ForkArgs {
     pub dst: PathBuf,
 }
 
+/// Arguments of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Destination database directory (created if absent).
+    pub dst: PathBuf,
+    /// Source database directories, merged in this order.
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Print one JSON object per source (what was added) instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -413,6 +430,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db, a.force),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
+        Command::Merge(a) => admin::merge(&a),
         Command::Bootstrap(mut a) => {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
