@@ -306,7 +306,13 @@ pub struct ExportArgs {
     /// Export only successful trajectories.
     #[arg(long, conflicts_with = "usage")]
     pub success_only: bool,
-    /// Export the episodes' retrieval logs instead of trajectories.
+    /// Export the episodes' retrieval logs instead of trajectories: one JSON line per
+    /// episode, or with `--parquet DIR` two Parquet files in DIR, `retrievals.parquet` (one
+    /// row per retrieval event: origin, episode, trajectory_origin, trajectory, step, stage,
+    /// db_episode, db_trajectory) and `episodes.parquet` (one row per episode: origin,
+    /// episode, outcome, created_ms, db_episode). `origin`/`episode` and
+    /// `trajectory_origin`/`trajectory` name episodes and trajectories where they were
+    /// first written, so exports of many databases can be queried together.
     #[arg(long)]
     pub usage: bool,
     /// Write the key-space header line first (`{"trajdb_spaces":[...]}`: every space's
@@ -316,11 +322,11 @@ pub struct ExportArgs {
     pub with_spaces: bool,
     /// Write a Parquet file here instead of JSONL to stdout: one row per trajectory (with
     /// `--format chat`, an `id` and a `messages` column). Needs the `parquet` cargo feature.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["usage", "with_spaces"])]
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "with_spaces")]
     pub parquet: Option<PathBuf>,
     /// Add the usage counters and Q as columns (`retrievals`, `episodes`,
     /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
-    #[arg(long, requires = "parquet")]
+    #[arg(long, requires = "parquet", conflicts_with = "usage")]
     pub with_utility: bool,
 }
 
