@@ -86,6 +86,10 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
+    /// Exemplar curation's choice, without copying anything: per task, the successful
+    /// trajectory with the highest Q (no Q counts as -1; ties keep the one committed first),
+    /// as `bootstrap --method exemplar-curation` picks it. One line per task, by task.
+    Curate(CurateArgs),
     /// Merge databases into DST (created if absent): every trajectory and usage event of
     /// each source lands in DST exactly once. Rerunning adds only what is new; a merge that
     /// was interrupted is completed by running it again. Sources are only read.
@@ -371,6 +375,17 @@ pub struct ForkArgs {
     pub dst: PathBuf,
 }
 
+/// Arguments of `curate`.
+#[derive(Debug, Args)]
+pub struct CurateArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// JSON lines {"task","id","origin","origin_id","q"} (q null when the trajectory has
+    /// no Q).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
@@ -437,6 +452,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
         Command::Merge(a) => admin::merge(&a),
+        Command::Curate(a) => query::curate(&a),
         Command::Bootstrap(mut a) => {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
