@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use trajdb::rng::SplitMix64;
 use trajdb::{
-    Database, Durability, Level, Metric, Options, RetrievalEvent, SpaceDef, Stage, Step,
-    Trajectory,
+    Database, Durability, Level, Metric, Options, RetrievalEvent, SpaceDef, Stage, Step, Trajectory,
 };
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -40,7 +39,12 @@ fn make_one(dir: &Path, n: u64, episodes: u64, seed: u64) -> Res {
             ..Options::default()
         },
     )?;
-    db.create_space(&SpaceDef::new("goal", Level::Trajectory, 32, Metric::Cosine))?;
+    db.create_space(&SpaceDef::new(
+        "goal",
+        Level::Trajectory,
+        32,
+        Metric::Cosine,
+    ))?;
     db.create_space(&SpaceDef::new("obs", Level::Step, 16, Metric::Cosine))?;
     let mut rng = SplitMix64::new(seed);
     let mut batch = Vec::new();

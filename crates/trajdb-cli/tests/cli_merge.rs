@@ -42,7 +42,10 @@ fn merge_adds_each_source_once_and_q_is_over_the_union() {
     let b = with_usage("merge-b", &[(Some(true), &[10, 10]), (None, &[11])]);
     let dst = tmp("merge-dst");
     let out = ok(&["merge", s(&dst), s(&a), s(&b)]);
-    assert!(out.contains("3 trajectories added (0 already there"), "{out}");
+    assert!(
+        out.contains("3 trajectories added (0 already there"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 2, "{out}");
     let again = ok(&["merge", s(&dst), s(&a), s(&b), "--json"]);
     for l in again.lines() {
@@ -75,7 +78,16 @@ fn an_incompatible_source_is_refused_with_one_line_and_nothing_written() {
     ok(&["import", s(&bad), s(&other)]);
     let dst = tmp("merge-dst-refused");
     let r = trajdb(&["merge", s(&dst), s(&a), s(&bad)], None);
-    assert_refused(&r, &["cannot merge", "key space `goal`", "4 dims", "3 dims", "nothing was merged"]);
+    assert_refused(
+        &r,
+        &[
+            "cannot merge",
+            "key space `goal`",
+            "4 dims",
+            "3 dims",
+            "nothing was merged",
+        ],
+    );
     assert!(!dst.exists(), "no destination was created");
     let dst = seeded("merge-dst-existing");
     let before = export(&dst);

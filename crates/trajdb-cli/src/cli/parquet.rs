@@ -291,7 +291,10 @@ impl Columns {
         } else {
             // Where the trajectory was first written (origin id, id there): its identity
             // across databases, which a fleet's usage exports name it by.
-            for (name, b) in [("origin", &mut self.origin), ("origin_id", &mut self.origin_id)] {
+            for (name, b) in [
+                ("origin", &mut self.origin),
+                ("origin_id", &mut self.origin_id),
+            ] {
                 add(
                     Field::new(name, DataType::UInt64, false),
                     Arc::new(b.finish()),
@@ -814,7 +817,8 @@ pub fn export_usage(
             };
             cursor.1 += 1;
             let o = *origins.entry(e.id).or_insert_with(|| {
-                db.trajectory_origin(e.id).unwrap_or(trajdb::Origin { db: 0, id: e.id })
+                db.trajectory_origin(e.id)
+                    .unwrap_or(trajdb::Origin { db: 0, id: e.id })
             });
             ori.append_value(ep.origin.db);
             epi.append_value(ep.origin.id);
@@ -849,8 +853,11 @@ pub fn export_usage(
             return Ok(None);
         }
         first = false;
-        let (mut ori, mut epi, mut db_e) =
-            (UInt64Builder::new(), UInt64Builder::new(), UInt64Builder::new());
+        let (mut ori, mut epi, mut db_e) = (
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+        );
         let mut outcome = BooleanBuilder::new();
         let mut created = Int64Builder::new();
         for ep in episodes.iter().skip(at).take(USAGE_BATCH_ROWS) {
