@@ -65,7 +65,7 @@ fn make_one(dir: &Path, n: u64, episodes: u64, seed: u64) -> Res {
                 .collect(),
             ..Default::default()
         };
-        t.outcome.success = Some(rng.next_u64() % 2 == 0);
+        t.outcome.success = Some(rng.next_u64().is_multiple_of(2));
         t.keys.insert("goal".into(), unit_vec(&mut rng, 32));
         t.step_keys.insert(
             "obs".into(),
@@ -92,7 +92,7 @@ fn make_one(dir: &Path, n: u64, episodes: u64, seed: u64) -> Res {
                 let i = (rng.next_u64() % ids.len() as u64) as usize;
                 RetrievalEvent {
                     id: ids[i],
-                    step: (rng.next_u64() % 2 == 0)
+                    step: (rng.next_u64().is_multiple_of(2))
                         .then(|| (rng.next_u64() % u64::from(steps[i])) as u32),
                     stage: STAGES[(rng.next_u64() % 4) as usize],
                 }

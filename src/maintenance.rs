@@ -251,13 +251,12 @@ impl Database {
         // The origin id in effect in the new log: an ORIGIN record goes before each record
         // written here under another one (a fork's copy has its parent's before its own).
         let mut in_effect = header_origin;
-        let mut set_origin =
-            |buf: &mut Vec<u8>, o: u64, push: &mut dyn FnMut(&mut Vec<u8>, u16, &[u8])| {
-                if o != in_effect {
-                    push(buf, kind::ORIGIN, &record::encode_origin(o));
-                    in_effect = o;
-                }
-            };
+        let mut set_origin = |buf: &mut Vec<u8>, o: u64, push: &mut FramePush<'_>| {
+            if o != in_effect {
+                push(buf, kind::ORIGIN, &record::encode_origin(o));
+                in_effect = o;
+            }
+        };
         {
             let st = self.state.read();
             for (i, s) in st.spaces.iter().enumerate() {
@@ -493,6 +492,9 @@ impl Database {
         Ok(())
     }
 }
+
+/// Appends one frame (kind, payload) to a buffer being written as a new log.
+type FramePush<'a> = dyn FnMut(&mut Vec<u8>, u16, &[u8]) + 'a;
 
 /// Temporary name of a fork's log until it is complete.
 const FORK_TMP_LOG: &str = "log.new";

@@ -63,7 +63,7 @@ fn add_episodes(db: &Database, episodes: u64, rng: &mut SplitMix) {
                 let steps = db.get(id).unwrap().steps.len() as u64;
                 RetrievalEvent {
                     id,
-                    step: (steps > 0 && rng.next_u64() % 2 == 0)
+                    step: (steps > 0 && rng.next_u64().is_multiple_of(2))
                         .then(|| (rng.next_u64() % steps) as u32),
                     stage: STAGES[(rng.next_u64() % 4) as usize],
                 }
