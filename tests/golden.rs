@@ -160,7 +160,12 @@ fn make_golden() {
         db.set_episode_outcome(b, Some(false)).unwrap();
     }
     std::fs::remove_file(v1.join(trajdb::LOCK_FILE)).unwrap();
-    let log = std::fs::read(v1.join("log")).unwrap();
+    // `v1` is the format as written before origin ids: header bytes 48..56 zero.
+    let mut log = std::fs::read(v1.join("log")).unwrap();
+    log[48..56].fill(0);
+    let crc = crc32fast::hash(&log[..60]);
+    log[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(v1.join("log"), &log).unwrap();
     let fr = frames(&log);
     let variant = |name: &str, log: &[u8], extra: Option<String>| {
         let d = golden(name);

@@ -499,29 +499,38 @@ fn incompatible_key_spaces_are_refused_before_anything_is_written() {
 
 #[test]
 fn a_log_without_an_origin_is_refused_until_compaction_gives_it_one() {
-    // The committed v1 golden log was written before origin ids (header bytes 48..56 zero).
-    let files: Vec<(String, Vec<u8>)> = ["log", "keys-0.vec", "keys-1.vec"]
-        .iter()
-        .map(|n| {
-            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/golden/v1")
-                .join(n);
-            (n.to_string(), std::fs::read(p).unwrap())
-        })
-        .collect();
+    // A log as written before origin ids: header bytes 48..56 zero (as in tests/golden/v1).
+    let (crash, db) = mem();
+    fill(&db, "old", 5, 2, 15);
+    drop(db);
+    let mut files = crash.snapshot();
+    let log = &mut files.iter_mut().find(|(n, _)| n == "log").unwrap().1;
+    log[48..56].fill(0);
+    let crc = crc32fast::hash(&log[..60]);
+    log[60..64].copy_from_slice(&crc.to_le_bytes());
     let old = CrashBackend::from_files(files);
     let src = reopen(&old);
     assert_eq!(src.origin(), None);
     let (_, dst) = mem();
+    let before = content(&dst);
     let e = dst.merge_from(&src).unwrap_err();
     assert!(matches!(e, Error::NoOrigin { .. }), "{e}");
     assert!(e.to_string().contains("trajdb compact"), "{e}");
+    assert_eq!(content(&dst), before);
+    // As a destination too.
+    let (_, fresh) = mem();
+    fill(&fresh, "fresh", 2, 1, 16);
+    assert!(matches!(
+        src.merge_from(&fresh),
+        Err(Error::NoOrigin { .. })
+    ));
     src.compact().unwrap();
     let o = src.origin().expect("compaction gave it one");
     let r = dst.merge_from(&src).unwrap();
     assert_eq!(r.trajectories, 5);
     assert_eq!(r.episodes, 2);
+    assert_eq!(content(&dst), content(&src));
+    assert_eq!(q_by_origin(&dst), q_recount(&[&src]));
     drop(src);
     assert_eq!(reopen(&old).origin(), Some(o), "kept in the header");
-    assert_eq!(q_by_origin(&dst).len(), 2);
 }
