@@ -107,9 +107,9 @@ impl Database {
         check_spaces(self.spaces(), "this database", sources)
     }
 
-    /// Checks that `sources` can be merged into one new database: [`check_merge`]
-    /// (Self::check_merge) without a destination, for a caller that creates the destination
-    /// only once the sources are known to fit together.
+    /// Checks that `sources` can be merged into one new database: the checks of
+    /// [`check_merge`](Self::check_merge) without a destination, for a caller that creates
+    /// the destination only once the sources are known to fit together.
     pub fn check_sources(sources: &[&Database]) -> Result<()> {
         check_spaces(Vec::new(), "", sources)
     }
