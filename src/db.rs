@@ -146,6 +146,9 @@ pub(crate) struct Space {
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
+    /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
+    /// on first use; module `index::quant`).
+    pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -342,6 +345,7 @@ impl State {
                     rows,
                     row_meta: Vec::new(),
                     bounds: RwLock::default(),
+                    quant: RwLock::default(),
                 });
             }
             Record::Trajectory(_) => {}
@@ -907,7 +911,7 @@ impl Database {
                 why: "the log file has gone".into(),
             })?;
         let hdr = log::read_header(current.as_ref(), &self.log_path)?;
-        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(ix(def.dims)));
+        let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(def));
         let mut st = self.state.write();
         if hdr.log_id != st.header.log_id {
             let (state, end) = load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {

@@ -91,6 +91,7 @@ impl Database {
         let st = self.state.read();
         let mut report = VerifyReport::default();
         let mut cursor: Vec<usize> = vec![0; st.spaces.len()];
+        let mut row_buf = Vec::new();
         // Only the commits this handle knows: a writer in another process may be appending.
         let limit = _w.end;
         let (_, end) = log::scan_limited(self.log().as_ref(), &self.log_path, limit, |f| {
@@ -122,12 +123,13 @@ impl Database {
                     let r = cursor[sid];
                     cursor[sid] += 1;
                     let path = self.key_path(sid);
+                    let want = crate::index::keyfile::stored_row(space.def.metric, v, &mut row_buf);
                     if r >= space.rows.len()
                         || space
                             .rows
                             .row(r)
                             .iter()
-                            .zip(v.chunks_exact(4))
+                            .zip(want.chunks_exact(4))
                             .any(|(a, b)| a.to_le_bytes() != b)
                     {
                         let offset = crate::index::keyfile::KEY_HEADER_LEN

@@ -18,8 +18,11 @@ fn golden(name: &str) -> PathBuf {
 
 /// A private copy, so opening never writes into the committed files.
 fn copy(name: &str) -> PathBuf {
+    // Tests run in parallel and may copy the same golden database: each copy is its own.
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dst = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("trajdb-golden-{name}-{}", std::process::id()));
+        .join(format!("trajdb-golden-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::create_dir_all(&dst).unwrap();
     for e in std::fs::read_dir(golden(name)).unwrap() {
@@ -313,4 +316,60 @@ fn make_golden_merge() {
     }
     let _ = std::fs::remove_file(out.join(trajdb::LOCK_FILE));
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The committed v1 database has key files of key-file version 1 (cosine keys stored as
+/// given). A reader does not use them and answers from the log; the first writable open
+/// rebuilds them as version 2 with the cosine key normalised, and both answer the same.
+#[test]
+fn golden_v1_key_files_of_version_1_are_rebuilt_with_normalised_cosine_rows() {
+    use trajdb::index::kernels::normalised;
+    use trajdb::index::keyfile::{KEY_HEADER_LEN, KEY_VERSION};
+    use trajdb::Filter;
+    let dir = copy("v1");
+    let version = |f: &str| {
+        let b = std::fs::read(dir.join(f)).unwrap();
+        u32::from_le_bytes(b[8..12].try_into().unwrap())
+    };
+    assert_eq!(version("keys-0.vec"), 1, "the committed file is version 1");
+    let q: Vec<f32> = traj_for(4).keys["goal"].iter().map(|x| x * 3.0).collect();
+    let read_only = Database::open(&dir, ro()).unwrap();
+    let before = read_only.search("goal", &q, 3, &Filter::default()).unwrap();
+    drop(read_only);
+    assert_eq!(
+        version("keys-0.vec"),
+        1,
+        "a reader never rewrites a key file"
+    );
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert_eq!(version("keys-0.vec"), KEY_VERSION);
+    assert_eq!(version("keys-1.vec"), KEY_VERSION);
+    assert_eq!(
+        db.search("goal", &q, 3, &Filter::default()).unwrap(),
+        before
+    );
+    assert_eq!(before[0].id, 4, "the query is trajectory 4's key, scaled");
+    assert!((before[0].score - 1.0).abs() < 1e-6, "{}", before[0].score);
+    // Row 0 of the cosine space is trajectory 1's goal key, normalised; the log (and so
+    // `get`) keeps the key as given.
+    let b = std::fs::read(dir.join("keys-0.vec")).unwrap();
+    let h = usize::try_from(KEY_HEADER_LEN).unwrap();
+    let key = &traj_for(1).keys["goal"];
+    let row: Vec<f32> = b[h..h + key.len() * 4]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(row, normalised(key));
+    assert_ne!(&row, key, "the stored row differs from the given key");
+    assert_eq!(&db.get(1).unwrap().keys["goal"], key);
+    let norm: f64 = row
+        .iter()
+        .map(|&x| f64::from(x).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+    db.verify().unwrap();
+    drop(db);
+    check_v1_content(&Database::open(&dir, ro()).unwrap(), &LIVE);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1247,6 +1247,36 @@ impl PyDatabase {
         Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
+    /// search() for many queries in one pass over the rows (Database::search_many):
+    /// `vectors` float32 of shape (m, dims); returns m lists of Hit, list i exactly what
+    /// search(space, vectors[i], k, ...) returns. GIL released. Raises InvalidInputError
+    /// (unknown space, not 2-D, dims, NaN; the bad row is named).
+    #[pyo3(signature = (space, vectors, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, vectors, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn search_many(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        vectors: &Bound<'_, PyAny>,
+        k: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<Vec<Vec<PyHit>>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let qs = vec2(py, vectors, "vectors")?;
+        let many = run(py, || db.search_many(space, &qs, k, &f))?;
+        Ok(many
+            .into_iter()
+            .map(|hits| hits.into_iter().map(PyHit::from).collect())
+            .collect())
+    }
+
     /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
     #[pyo3(signature = (space, text, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, text, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]

@@ -267,6 +267,24 @@ class Database:
         Step-level spaces return one hit per matching step. ``as_of``: a commit sequence
         number (read view). Raises InvalidInputError (unknown space, dims, NaN, 2-D array).
         """
+    def search_many(
+        self,
+        space: str,
+        vectors: _Matrix,
+        k: int = 10,
+        *,
+        success_only: bool = False,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> list[list[Hit]]:
+        """``search`` for each row of ``vectors`` ``(m, dims)`` in one pass over the key rows
+        (each block of rows is scored against every query while in cache); list ``i`` is
+        exactly ``search(space, vectors[i], k, ...)``. Raises InvalidInputError (unknown
+        space, not 2-D, dims, NaN; the bad row is named).
+        """
     def search_text(
         self,
         space: str,

@@ -1,5 +1,5 @@
 //! Key files: one per key space, a 64-byte header then fixed-width little-endian f32 rows in
-//! log order. They are derived from the log: rows the header does not vouch for are rewritten
+//! log order (in cosine spaces, each key divided by its norm: [`stored_row`]). They are derived from the log: rows the header does not vouch for are rewritten
 //! from the log on open, and a file that does not match the log is rebuilt (a new file renamed
 //! over the old name, never truncated in place). Layout: `format-spec.md`, "Key files".
 
@@ -8,14 +8,16 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
-use crate::format::record::{elem_code, le_f32s, metric_code, SpaceDef};
+use crate::format::record::{elem_code, le_f32s, metric_code, Metric, SpaceDef};
+use crate::index::kernels::normalise_in_place;
 use crate::storage::mmap::MappedFile;
 use crate::storage::{create_fresh, Backend, Storage};
 
 /// Magic bytes at offset 0 of a key file.
 pub const KEY_MAGIC: [u8; 8] = *b"TRAJDBKV";
-/// Key-file format version.
-pub const KEY_VERSION: u32 = 1;
+/// Key-file format version. Version 2 stores cosine keys normalised; a file of another
+/// version is rebuilt from the log by a writer and not used by a reader.
+pub const KEY_VERSION: u32 = 2;
 /// Size of the key-file header; rows start here.
 pub const KEY_HEADER_LEN: u64 = 64;
 /// Rows are reserved in the file this many at a time at least.
@@ -56,6 +58,22 @@ pub mod header {
 /// File name of the key file of space `id`.
 pub fn key_file_name(id: u32) -> String {
     format!("keys-{id}.vec")
+}
+
+/// The bytes a key file stores for a key whose log bytes are `log_row` (little-endian f32):
+/// in a cosine space the key divided by its Euclidean norm ([`normalised`]), else the log
+/// bytes themselves. `buf` is scratch for the normalised form.
+///
+/// [`normalised`]: crate::index::kernels::normalised
+pub(crate) fn stored_row<'a>(metric: Metric, log_row: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+    if metric != Metric::Cosine {
+        return log_row;
+    }
+    let mut v = le_f32s(log_row);
+    normalise_in_place(&mut v);
+    buf.clear();
+    buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    buf
 }
 
 struct KeyHeader {
@@ -138,6 +156,10 @@ fn decode_key_header(b: &[u8; 64]) -> std::result::Result<KeyHeader, String> {
 pub(crate) struct RowStore {
     dims: usize,
     rows: usize,
+    /// The space's metric: cosine rows are stored normalised ([`stored_row`]).
+    metric: Metric,
+    /// Scratch for the stored form of the row being pushed.
+    row_buf: Vec<u8>,
     kind: StoreKind,
 }
 
@@ -213,7 +235,7 @@ impl RowStore {
         log_id: u64,
     ) -> Result<Self> {
         let dims = ix(def.dims);
-        let heap = RowStore::heap(dims);
+        let heap = RowStore::heap(def);
         let name = key_file_name(id);
         let Ok(Some(s)) = backend.open_read(&name) else {
             return Ok(heap);
@@ -265,6 +287,8 @@ impl RowStore {
         Ok(RowStore {
             dims,
             rows: 0,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
@@ -272,11 +296,13 @@ impl RowStore {
         })
     }
 
-    /// A store that keeps rows on the heap only.
-    pub(crate) fn heap(dims: usize) -> Self {
+    /// A store that keeps the rows of space `def` on the heap only.
+    pub(crate) fn heap(def: &SpaceDef) -> Self {
         RowStore {
-            dims,
+            dims: ix(def.dims),
             rows: 0,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::Heap(Vec::new()),
         }
     }
@@ -389,6 +415,8 @@ impl RowStore {
         Ok(RowStore {
             dims,
             rows: 0,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::File(fr),
         })
     }
@@ -453,9 +481,17 @@ impl RowStore {
         self.rows = n;
     }
 
-    /// Appends a row given as little-endian f32 bytes (`dims * 4` of them). During open,
-    /// rows the key file already vouches for are only counted.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Appends the key whose log bytes are `log_row` (little-endian f32, `dims * 4` of
+    /// them), in its stored form ([`stored_row`]). During open, rows the key file already
+    /// vouches for are only counted.
+    pub(crate) fn push(&mut self, log_row: &[u8]) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.row_buf);
+        let r = self.push_stored(stored_row(self.metric, log_row, &mut buf));
+        self.row_buf = buf;
+        r
+    }
+
+    fn push_stored(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
         if let StoreKind::Mapped { vouched, map } = &self.kind {
             // A row the file vouches for is used only when it equals the row in the log just
@@ -651,6 +687,11 @@ pub(crate) fn verify_file(
     }
     s.read_at(&mut b, 0)
         .map_err(|e| Error::io("read", path.clone(), e))?;
+    if b[..8] == KEY_MAGIC && u32_at(&b, header::VERSION) != KEY_VERSION {
+        // A key file of another version (an earlier trajdb's): never used, and rebuilt by
+        // the next writable open, like a missing one.
+        return Ok(0);
+    }
     let h = decode_key_header(&b).map_err(|what| corrupt(0, what))?;
     if h.space_id != id || h.dims != def.dims || h.log_id != log_id {
         return Err(corrupt(
