@@ -240,7 +240,7 @@ fn quantised_first_pass_returns_the_f32_scan_answer_bit_for_bit() {
                 for k in [1, 10, 100] {
                     let got = db.search("goal", &q, k, f).unwrap();
                     let scan = db
-                        .search_many("goal", &[q.clone()], k, f)
+                        .search_many("goal", std::slice::from_ref(&q), k, f)
                         .unwrap()
                         .remove(0);
                     assert_eq!(got.len(), scan.len(), "{metric:?} filter {fi} k {k}");
