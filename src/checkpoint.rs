@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, LogHeader, LOG_HEADER_LEN};
 use crate::format::record::{
-    self, kind, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage, NO_STEP,
+    self, kind, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage,
+    NO_STEP,
 };
 use crate::index::keyfile::RowStore;
 use crate::storage::mmap::MappedFile;
@@ -112,6 +113,8 @@ struct Counts {
     counters: u64,
     episodes: u64,
     events: u64,
+    /// The origin id in effect (the header's or the last ORIGIN record's; 0 before origins).
+    origin: u64,
 }
 
 /// One key space: its rows, the checksum of their bytes (what its key file vouches for),
@@ -127,6 +130,8 @@ struct SpaceRec {
 const T_RELABELLED: u8 = 1;
 const T_DELETED: u8 = 2;
 const T_REWARD: u8 = 4;
+/// The trajectory came from another database (its record carries a provenance origin).
+const T_MERGED: u8 = 8;
 
 /// One trajectory (slot order).
 #[repr(C)]
@@ -145,6 +150,10 @@ struct TrajRec {
     success: u8,
     provenance: u8,
     pad: [u8; 5],
+    /// Where it was first written: origin id and id there.
+    origin_db: u64,
+    origin_id: u64,
+    created_ms: i64,
 }
 
 /// One entry of a trajectory's outcome history (entries of slot 0 first, then slot 1...).
@@ -175,7 +184,12 @@ struct EpisodeRec {
     created_ms: i64,
     events: u64,
     outcome: u8,
-    pad: [u8; 7],
+    /// 1 when begun by EPISODE_MERGED (from another database), else 0.
+    merged: u8,
+    pad: [u8; 6],
+    /// Where it was first logged: origin id and episode id there.
+    origin_db: u64,
+    origin_id: u64,
 }
 
 #[repr(C)]
@@ -278,6 +292,9 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
         if m.outcome.reward.is_some() {
             flags |= T_REWARD;
         }
+        if m.merged {
+            flags |= T_MERGED;
+        }
         trajs.push(TrajRec {
             id: m.id.to_le(),
             seq: m.seq.to_le(),
@@ -292,6 +309,9 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             success: success_code(m.outcome.success),
             provenance: m.provenance.code(),
             pad: [0; 5],
+            origin_db: m.origin.db.to_le(),
+            origin_id: m.origin.id.to_le(),
+            created_ms: m.created_ms.to_le(),
         });
         for (seq, o) in &m.outcomes {
             history.push(HistRec {
@@ -331,7 +351,10 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             created_ms: ep.created_ms.to_le(),
             events: off(ep.events.len()).to_le(),
             outcome: success_code(ep.outcome),
-            pad: [0; 7],
+            merged: u8::from(st.usage.merged.get(&ep.origin) == Some(&ep.id)),
+            pad: [0; 6],
+            origin_db: ep.origin.db.to_le(),
+            origin_id: ep.origin.id.to_le(),
         });
         events.extend(ep.events.iter().map(|e| EventRec {
             id: e.id.to_le(),
@@ -353,17 +376,18 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
         counters: off(counters.len()).to_le(),
         episodes: off(episodes.len()).to_le(),
         events: off(events.len()).to_le(),
+        origin: st.origin.to_le(),
     };
-    let size = 96
+    let size = 104
         + spaces.len() * 16
         + defs.len()
-        + trajs.len() * 64
+        + trajs.len() * 88
         + history.len() * 24
         + ends.len() * 4
         + name_bytes.len()
         + rows * 8
         + counters.len() * 40
-        + episodes.len() * 32
+        + episodes.len() * 48
         + events.len() * 16
         + 32;
     let mut out = Vec::with_capacity(HEADER + size);
@@ -484,6 +508,8 @@ pub(crate) struct SpacePart {
 /// Everything a checkpoint body holds, decoded and checked for consistency.
 pub(crate) struct Body {
     pub(crate) next_id: u64,
+    pub(crate) origin: u64,
+    pub(crate) merged: HashMap<Origin, u32>,
     pub(crate) spaces: Vec<SpacePart>,
     pub(crate) trajs: Vec<TrajMeta>,
     pub(crate) by_id: HashMap<u64, u32>,
@@ -582,7 +608,7 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
         if u64::from(env) >= n_names || u64::from(task) >= n_names {
             return Err(bad("env or task name out of range"));
         }
-        if r.flags & !(T_RELABELLED | T_DELETED | T_REWARD) != 0 || r.pad != [0; 5] {
+        if r.flags & !(T_RELABELLED | T_DELETED | T_REWARD | T_MERGED) != 0 || r.pad != [0; 5] {
             return Err(bad("unknown flags or non-zero padding"));
         }
         let success = success_from(r.success).ok_or_else(|| bad("outcome code"))?;
@@ -628,6 +654,12 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
             n_steps: u32::from_le(r.n_steps),
             deleted_at: deleted.then(|| u64::from_le(r.deleted_at)),
             outcomes,
+            origin: Origin {
+                db: u64::from_le(r.origin_db),
+                id: u64::from_le(r.origin_id),
+            },
+            merged: r.flags & T_MERGED != 0,
+            created_ms: i64::from_le(r.created_ms),
         });
     }
     if hist.next().is_some() {
@@ -714,7 +746,7 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
     for r in ep_recs {
         let id = u64::from_le(r.id);
         let outcome = success_from(r.outcome)
-            .filter(|_| r.pad == [0; 7])
+            .filter(|_| r.pad == [0; 6] && r.merged <= 1)
             .ok_or_else(|| format!("episode {id}: outcome code or padding"))?;
         let n_events = u64::from_le(r.events);
         let mut evs = Vec::with_capacity(
@@ -736,11 +768,21 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
                 stage,
             });
         }
+        let origin = Origin {
+            db: u64::from_le(r.origin_db),
+            id: u64::from_le(r.origin_id),
+        };
+        if r.merged == 1 && usage.merged.insert(origin, id).is_some() {
+            return Err(format!(
+                "episode {id}: merged origin {origin} appears twice"
+            ));
+        }
         let ep = Episode {
             id,
             created_ms: i64::from_le(r.created_ms),
             outcome,
             events: evs,
+            origin,
         };
         if episodes.insert(id, ep).is_some() {
             return Err(format!("episode {id} appears twice"));
@@ -750,8 +792,21 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
         return Err("retrieval events left over".into());
     }
     usage.episodes = episodes;
+    // Trajectories merged from elsewhere, by origin (the latest slot with that origin, as
+    // applying the log gives).
+    let mut merged = HashMap::new();
+    for (slot, m) in trajs.iter().enumerate() {
+        if m.merged {
+            merged.insert(
+                m.origin,
+                u32::try_from(slot).map_err(|_| "slot out of range")?,
+            );
+        }
+    }
     Ok(Body {
         next_id: u64::from_le(counts.next_id),
+        origin: u64::from_le(counts.origin),
+        merged,
         spaces,
         trajs,
         by_id,
@@ -906,6 +961,8 @@ fn load_inner(
         usage: b.usage,
         next_id: b.next_id,
         last_seq: h.cov.last_seq,
+        origin: b.origin,
+        merged: b.merged,
     };
     Ok(Some((st, h.cov, len)))
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::format::record::{
-    self, kind, EncKey, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
@@ -119,6 +119,12 @@ pub(crate) struct TrajMeta {
     /// True when a later record changed the outcome stored in the trajectory's own record.
     pub(crate) relabelled: bool,
     pub(crate) provenance: ProvenanceKind,
+    /// Where it was first written: its provenance origin when merged from another database,
+    /// else (the origin id in effect when it was committed here, its id).
+    pub(crate) origin: Origin,
+    /// True when it came from another database (its record carries a provenance origin).
+    pub(crate) merged: bool,
+    pub(crate) created_ms: i64,
     pub(crate) n_steps: u32,
     pub(crate) deleted_at: Option<u64>,
     /// Outcomes over time, (sequence number, outcome), oldest first: empty until the first
@@ -180,9 +186,25 @@ pub(crate) struct State {
     pub(crate) usage: Usage,
     pub(crate) next_id: u64,
     pub(crate) last_seq: u64,
+    /// The origin id in effect: the header's, or the last ORIGIN record's (0 in a log
+    /// written before origins).
+    pub(crate) origin: u64,
+    /// Trajectories merged from other databases: their origin to their slot here (the
+    /// latest trajectory with that origin).
+    pub(crate) merged: HashMap<Origin, u32>,
 }
 
 impl State {
+    /// The live or deleted trajectory here that was first written as `origin`: merged
+    /// from there, or written here under that origin id.
+    pub(crate) fn find_origin(&self, origin: Origin) -> Option<usize> {
+        if let Some(&slot) = self.merged.get(&origin) {
+            return Some(ix(slot));
+        }
+        let slot = ix(*self.by_id.get(&origin.id)?);
+        (self.trajs[slot].origin == origin).then_some(slot)
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&i) = self.name_ids.get(s) {
             return i;
@@ -292,6 +314,13 @@ impl State {
             let env = self.intern(t.env);
             let task = self.intern(t.task);
             self.last_seq = f.seq;
+            let origin = t.origin.unwrap_or(Origin {
+                db: self.origin,
+                id: t.id,
+            });
+            if t.origin.is_some() {
+                self.merged.insert(origin, slot);
+            }
             self.trajs.push(TrajMeta {
                 id: t.id,
                 seq: f.seq,
@@ -304,6 +333,9 @@ impl State {
                 },
                 relabelled: false,
                 provenance: t.provenance,
+                origin,
+                merged: t.origin.is_some(),
+                created_ms: t.created_ms,
                 n_steps: t.n_steps,
                 deleted_at: None,
                 outcomes: Vec::new(),
@@ -365,8 +397,23 @@ impl State {
                 if self.usage.episodes.contains_key(&episode) {
                     return Err(corrupt(0, format!("episode {episode} begun twice")));
                 }
-                self.usage.begin(episode, created_ms);
+                let origin = Origin {
+                    db: self.origin,
+                    id: episode,
+                };
+                self.usage.begin(episode, created_ms, origin, false);
             }
+            Record::EpisodeMerged {
+                episode,
+                created_ms,
+                origin,
+            } => {
+                if self.usage.episodes.contains_key(&episode) {
+                    return Err(corrupt(0, format!("episode {episode} begun twice")));
+                }
+                self.usage.begin(episode, created_ms, origin, true);
+            }
+            Record::Origin { origin } => self.origin = origin,
             Record::Retrievals { episode, events } => {
                 if !self.usage.episodes.contains_key(&episode) {
                     return Err(corrupt(
@@ -454,6 +501,8 @@ pub struct Database {
     /// Set after a failed write or sync: every later write fails with `PreviousIo`.
     pub(crate) poisoned: AtomicBool,
     pub(crate) report: OpenReport,
+    /// Held by a merge, so that two merges into this handle never interleave.
+    pub(crate) merge_lock: Mutex<()>,
     _lock: Option<File>,
 }
 
@@ -496,6 +545,23 @@ pub(crate) fn fresh_log_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish() | 1
+}
+
+/// A new origin id: 64 random bits (from the operating system's hasher keys, the clock and
+/// the process id), never 0.
+pub(crate) fn fresh_origin() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(fresh_log_id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    match h.finish() {
+        0 => 1,
+        x => x,
+    }
 }
 
 /// `ms` since the Unix epoch as a UTC time, `2026-11-29 13:18:28 UTC`.
@@ -594,6 +660,8 @@ pub(crate) fn load_state(
         usage: Usage::default(),
         next_id: header.id_floor.max(1),
         last_seq: header.base_seq.saturating_sub(1),
+        origin: header.origin,
+        merged: HashMap::new(),
     };
     load_tail(
         log,
@@ -701,6 +769,14 @@ fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
     crate::index::kernels::check_vector(at, space.def.metric, v)
 }
 
+/// The error for writing origin-dependent records into a log written before origins.
+pub(crate) fn no_origin(log_path: &Path) -> Error {
+    let dir = log_path.parent().unwrap_or(log_path);
+    Error::NoOrigin {
+        path: dir.to_owned(),
+    }
+}
+
 fn check_text(at: &str, s: &str) -> Result<()> {
     if s.len() > ix(MAX_PAYLOAD) {
         return Err(Error::TooLarge {
@@ -803,6 +879,7 @@ impl Database {
                     base_seq: 1,
                     created_ms: now_ms(),
                     id_floor: 1,
+                    origin: fresh_origin(),
                 };
                 l.write_at(&log::encode_header(&hdr), 0)
                     .map_err(|e| io("write", e))?;
@@ -905,6 +982,7 @@ impl Database {
             synced: Mutex::new(Synced::default()),
             state: RwLock::new(state),
             report,
+            merge_lock: Mutex::new(()),
             _lock: None,
         };
         if !read_only {
@@ -1068,6 +1146,20 @@ impl Database {
             "usage next_episode {} counters {counters:?} episodes {:?}",
             st.usage.next_episode, st.usage.episodes
         );
+        let mut merged: Vec<_> = st.merged.iter().map(|(k, v)| (k.db, k.id, *v)).collect();
+        merged.sort();
+        let mut merged_eps: Vec<_> = st
+            .usage
+            .merged
+            .iter()
+            .map(|(k, v)| (k.db, k.id, *v))
+            .collect();
+        merged_eps.sort();
+        let _ = writeln!(
+            o,
+            "origin {} merged {merged:?} merged episodes {merged_eps:?}",
+            st.origin
+        );
         o
     }
 
@@ -1165,7 +1257,7 @@ impl Database {
 
     /// [`commit`](Self::commit); with `sync` false the commit is written but not synced
     /// whatever the durability mode, and the caller syncs (a batch shares one sync).
-    fn commit_with(
+    pub(crate) fn commit_with(
         &self,
         kind: u16,
         sync: bool,
@@ -1375,8 +1467,17 @@ impl Database {
         ] {
             check_text(at, s)?;
         }
+        if t.provenance.origin.is_some_and(|o| o.db == 0) {
+            return Err(Error::invalid(
+                "provenance.origin.db",
+                "is 0, which is no origin id",
+            ));
+        }
         let mut id_out = 0;
         self.commit_with(kind::TRAJECTORY, sync, |st| {
+            if t.provenance.origin.is_some() && st.origin == 0 {
+                return Err(no_origin(&self.log_path));
+            }
             // No id, given or assigned, may be reserved or held by a live trajectory; running
             // out of ids is an error before anything is written.
             let id = match t.id {
@@ -1530,6 +1631,21 @@ impl Database {
             Ok(record::encode_episode_outcome(episode, success))
         })?;
         Ok(())
+    }
+
+    /// The origin id in effect: trajectories and episodes written by this handle are first
+    /// written under it. `None` for a log written before origins existed (compaction gives
+    /// it one).
+    pub fn origin(&self) -> Option<u64> {
+        Some(self.state.read().origin).filter(|&o| o != 0)
+    }
+
+    /// Where trajectory `id` (live or deleted, not compacted away) was first written: its
+    /// provenance origin when it was merged from another database, else this database's
+    /// origin id when it was committed and `id`.
+    pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
+        let st = self.state.read();
+        st.by_id.get(&id).map(|&slot| st.trajs[ix(slot)].origin)
     }
 
     /// Usage counters of trajectory `id` (zeros when never retrieved).

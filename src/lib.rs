@@ -34,6 +34,7 @@ pub mod import;
 pub mod index;
 pub mod jsonl;
 mod maintenance;
+mod merge;
 pub mod rng;
 pub mod storage;
 mod usage;
@@ -42,11 +43,12 @@ pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_
 pub use embed::{Embedder, HashEmbedder};
 pub use error::{Error, Result};
 pub use format::record::{
-    ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
-    SpaceDef, Stage, Step, Trajectory,
+    ElemType, EmbedderId, Level, Metric, Origin, Outcome, Provenance, ProvenanceKind,
+    RetrievalEvent, SpaceDef, Stage, Step, Trajectory,
 };
 pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};
 pub use maintenance::{RepairReport, VerifyReport};
+pub use merge::MergeReport;
 pub use usage::{Episode, Utility};
 
 /// Decodes one record payload of kind `kind` the way opening a database does, for the

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, Covered, CHECKPOINT_FILE};
 use crate::db::LOCK_FILE;
-use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
+use crate::db::{fresh_log_id, fresh_origin, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, kind, LogHeader, LOG_FILE};
@@ -232,21 +232,38 @@ impl Database {
         // Sequence numbers continue: the new log's first commit follows the old log's last,
         // so a read view of an earlier commit is seen to have ended, never silently
         // reinterpreted.
-        let (base_seq, id_floor) = {
+        // The origin id carries over; a log written before origins gets one here, and what
+        // was written under none is taken as written under it.
+        let (base_seq, id_floor, header_origin) = {
             let st = self.state.read();
-            (st.last_seq + 1, st.next_id)
+            let o = match st.header.origin {
+                0 => fresh_origin(),
+                o => o,
+            };
+            (st.last_seq + 1, st.next_id, o)
         };
+        let upgrade = |o: u64| if o == 0 { header_origin } else { o };
         let hdr = LogHeader {
             log_id: fresh_log_id(),
             base_seq,
             created_ms: now_ms(),
             id_floor,
+            origin: header_origin,
         };
         let mut buf = log::encode_header(&hdr).to_vec();
         let mut seq = base_seq;
         let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
             log::encode_frame(buf, seq, kind, payload);
             seq += 1;
+        };
+        // The origin id in effect in the new log: an ORIGIN record goes before each record
+        // written here under another one (a fork's copy has its parent's before its own).
+        let mut in_effect = header_origin;
+        let mut set_origin = |buf: &mut Vec<u8>, o: u64, push: &mut FramePush<'_>| {
+            if o != in_effect {
+                push(buf, kind::ORIGIN, &record::encode_origin(o));
+                in_effect = o;
+            }
         };
         {
             let st = self.state.read();
@@ -259,6 +276,9 @@ impl Database {
             }
             for m in st.trajs.iter().filter(|m| m.deleted_at.is_none()) {
                 let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
+                if !m.merged {
+                    set_origin(&mut buf, upgrade(m.origin.db), &mut push);
+                }
                 push(&mut buf, kind::TRAJECTORY, &payload);
                 if m.relabelled {
                     push(
@@ -274,11 +294,20 @@ impl Database {
                 }
             }
             for ep in st.usage.episodes.values() {
-                push(
-                    &mut buf,
-                    kind::EPISODE_BEGIN,
-                    &record::encode_episode_begin(ep.id, ep.created_ms),
-                );
+                if st.usage.merged.get(&ep.origin) == Some(&ep.id) {
+                    push(
+                        &mut buf,
+                        kind::EPISODE_MERGED,
+                        &record::encode_episode_merged(ep.id, ep.created_ms, ep.origin),
+                    );
+                } else {
+                    set_origin(&mut buf, upgrade(ep.origin.db), &mut push);
+                    push(
+                        &mut buf,
+                        kind::EPISODE_BEGIN,
+                        &record::encode_episode_begin(ep.id, ep.created_ms),
+                    );
+                }
                 let events: Vec<RetrievalEvent> = ep
                     .events
                     .iter()
@@ -300,6 +329,8 @@ impl Database {
                     );
                 }
             }
+            // What is written next is written under the origin id in effect now.
+            set_origin(&mut buf, upgrade(st.origin), &mut push);
         }
         let at = out.len().map_err(|e| io("stat", e))?;
         out.write_at(&buf, at).map_err(|e| io("write", e))?;
@@ -449,6 +480,28 @@ impl Database {
                 }
                 out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
             }
+            if name == LOG_FILE && st.origin != 0 {
+                // The copy gets an origin id of its own from here on: what the two write
+                // after the fork must never be taken for each other's when both are merged
+                // somewhere, while what they share keeps its origin.
+                let out = dst
+                    .open(&tmp, false)
+                    .map_err(|e| Error::io("open", &dst_path, e))?
+                    .ok_or_else(|| {
+                        Error::io("open", &dst_path, std::io::ErrorKind::NotFound.into())
+                    })?;
+                let mut frame = Vec::new();
+                log::encode_frame(
+                    &mut frame,
+                    w.next_seq,
+                    kind::ORIGIN,
+                    &record::encode_origin(fresh_origin()),
+                );
+                out.set_len(w.end)
+                    .and_then(|()| out.write_at(&frame, w.end))
+                    .and_then(|()| out.sync())
+                    .map_err(|e| Error::io("write", &dst_path, e))?;
+            }
             dst.rename(&tmp, &name)
                 .map_err(|e| Error::io("rename", dst.path_of(&name), e))?;
         }
@@ -468,6 +521,9 @@ impl Database {
         Ok(())
     }
 }
+
+/// Appends one frame (kind, payload) to a buffer being written as a new log.
+type FramePush<'a> = dyn FnMut(&mut Vec<u8>, u16, &[u8]) + 'a;
 
 /// Temporary name of a fork's log until it is complete.
 const FORK_TMP_LOG: &str = "log.new";

@@ -126,6 +126,7 @@ fn log_header_layout_matches_code() {
             ("base_seq", BASE_SEQ),
             ("created_ms", CREATED_MS),
             ("id_floor", ID_FLOOR),
+            ("origin", ORIGIN),
             ("reserved", RESERVED),
             ("crc", CRC),
         ],
@@ -196,6 +197,8 @@ fn record_kind_table_matches_code() {
         ("RETRIEVALS", RETRIEVALS),
         ("EPISODE_OUTCOME", EPISODE_OUTCOME),
         ("TRAJ_OUTCOME", TRAJ_OUTCOME),
+        ("ORIGIN", ORIGIN),
+        ("EPISODE_MERGED", EPISODE_MERGED),
     ];
     assert_eq!(rows.len(), code.len());
     for (name, k) in code {
@@ -241,17 +244,46 @@ fn checkpoint_body_record_sizes_match_the_spec() {
             .unwrap_or_else(|| panic!("no area {area}"));
         num(r[1].split([' ', ',']).next().unwrap())
     };
-    assert_eq!(size("counts"), 96);
+    assert_eq!(size("counts"), 104);
     assert_eq!(size("spaces"), 16);
-    assert_eq!(size("trajectories"), 64);
+    assert_eq!(size("trajectories"), 88);
     assert_eq!(size("history"), 24);
     assert_eq!(size("name ends"), 4);
     assert_eq!(size("rows"), 8);
     assert_eq!(size("counters"), 40);
-    assert_eq!(size("episodes"), 32);
+    assert_eq!(size("episodes"), 48);
     assert_eq!(size("events"), 16);
     assert_eq!(
         checkpoint::record_sizes(),
-        [96, 16, 64, 24, 4, 8, 40, 32, 16]
+        [104, 16, 88, 24, 4, 8, 40, 48, 16]
+    );
+}
+
+/// The provenance byte's origin bit is the number the spec's TRAJECTORY table gives.
+#[test]
+fn provenance_origin_bit_matches_code() {
+    let spec = spec();
+    let rows = table(&spec, "TRAJECTORY (kind 2)");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "provenance.kind")
+        .expect("provenance.kind row");
+    let bit = row[1]
+        .split("bit 7 (")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the row names bit 7 (0x.., ...)");
+    assert_eq!(num(bit), u64::from(log::PROVENANCE_ORIGIN_BIT));
+    assert!(row[1].contains("PROVENANCE_ORIGIN_BIT"));
+    for field in ["ORIGIN (kind 8)", "EPISODE_MERGED (kind 9)"] {
+        assert!(!table(&spec, field).is_empty(), "{field} has a table");
+    }
+    let merged: Vec<String> = table(&spec, "EPISODE_MERGED (kind 9)")
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        merged,
+        ["episode", "created_ms", "origin", "origin_episode"]
     );
 }

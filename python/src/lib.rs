@@ -68,7 +68,9 @@ fn to_py(py: Python<'_>, e: trajdb::Error) -> PyErr {
         | E::DuplicateId { .. }
         | E::EmbedderMismatch { .. }
         | E::NothingToEmbed { .. }
-        | E::TooLarge { .. } => "InvalidInputError",
+        | E::TooLarge { .. }
+        | E::MergeIncompatible { .. }
+        | E::NoOrigin { .. } => "InvalidInputError",
         E::Io { .. } | E::PreviousIo | E::AfterCommit { .. } => "StorageError",
         _ => "Error",
     };
@@ -1456,6 +1458,33 @@ impl PyDatabase {
             .into_iter()
             .map(|(id, u)| (id, u.into()))
             .collect())
+    }
+
+    /// Merges the database `src` into this one: every trajectory and usage event of `src`
+    /// lands here exactly once (a repeat adds nothing, a grown source adds what is new).
+    /// Returns what was added as a dict (trajectories, trajectories_present, episodes,
+    /// retrievals, ...). InvalidInputError for a source with incompatible key spaces or
+    /// without an origin id (nothing is written then).
+    fn merge_from<'py>(
+        &self,
+        py: Python<'py>,
+        src: PyRef<'py, PyDatabase>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let from = src.handle(py)?;
+        if Arc::ptr_eq(&db, &from) {
+            return Err(invalid(py, "src is this database itself"));
+        }
+        let r = run(py, || db.merge_from(&from))?;
+        to_object(py, &r)
+    }
+
+    /// The origin id of this database (a random 64-bit number; trajectories and episodes
+    /// written here are named by it across databases), or None for a log written before
+    /// origin ids (`compact` gives it one).
+    #[getter]
+    fn origin(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        Ok(self.handle(py)?.origin())
     }
 
     /// Writes a consistent copy of the database into the new directory `dst`.

@@ -337,6 +337,16 @@ class Database:
         NotFoundError when no live trajectory has this id."""
     def utilities(self) -> dict[int, Utility]:
         """Counters of every trajectory ever retrieved, by id."""
+    def merge_from(self, src: "Database") -> dict[str, int]:
+        """Merges ``src`` into this database: every trajectory and usage event of ``src``
+        lands here exactly once; a repeat adds nothing, a grown source adds what is new.
+        Returns what was added: {spaces, trajectories, trajectories_present,
+        trajectory_outcomes, episodes, retrievals, retrievals_skipped, episode_outcomes,
+        commits}. InvalidInputError (nothing written) for incompatible key spaces or a
+        database without an origin id."""
+    @property
+    def origin(self) -> Optional[int]:
+        """This database's origin id, or None for a log written before origin ids."""
     def fork(self, dst: Union[str, os.PathLike[str]]) -> None:
         """Writes a consistent copy of the database to the new directory ``dst``."""
     def compact(self) -> None:

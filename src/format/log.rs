@@ -29,6 +29,10 @@ pub const LEN_SALT: u32 = 0x5452_4A4C;
 /// Mixed into the frame checksum so an all-zero frame never validates.
 pub const CRC_SALT: u32 = 0x4652_4D31;
 
+/// Bit of a TRAJECTORY record's provenance kind byte that says the provenance origin follows
+/// the step range.
+pub const PROVENANCE_ORIGIN_BIT: u8 = 0x80;
+
 /// Offsets inside the log header.
 pub mod header {
     /// Magic, 8 bytes.
@@ -46,8 +50,11 @@ pub mod header {
     /// Trajectory ids below this are taken even if no record holds them (ids freed by
     /// compaction are not handed out again), u64.
     pub const ID_FLOOR: usize = 40;
-    /// Reserved, 12 zero bytes.
-    pub const RESERVED: usize = 48;
+    /// Origin id of the database, u64: random and nonzero at creation, kept by compaction;
+    /// zero in logs written before origins existed.
+    pub const ORIGIN: usize = 48;
+    /// Reserved, 4 zero bytes.
+    pub const RESERVED: usize = 56;
     /// CRC-32 of bytes 0..60.
     pub const CRC: usize = 60;
 }
@@ -84,6 +91,10 @@ pub mod kind {
     pub const EPISODE_OUTCOME: u16 = 6;
     /// A trajectory's outcome set after the fact.
     pub const TRAJ_OUTCOME: u16 = 7;
+    /// The origin id in effect from this commit on (a fork's copy gets a new one).
+    pub const ORIGIN: u16 = 8;
+    /// Start of an episode merged from another database, with its origin.
+    pub const EPISODE_MERGED: u16 = 9;
 }
 
 /// The decoded log header.
@@ -93,6 +104,8 @@ pub(crate) struct LogHeader {
     pub(crate) base_seq: u64,
     pub(crate) created_ms: i64,
     pub(crate) id_floor: u64,
+    /// The database's origin id; 0 in logs written before origins.
+    pub(crate) origin: u64,
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -114,6 +127,7 @@ pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
     b[header::BASE_SEQ..header::BASE_SEQ + 8].copy_from_slice(&h.base_seq.to_le_bytes());
     b[header::CREATED_MS..header::CREATED_MS + 8].copy_from_slice(&h.created_ms.to_le_bytes());
     b[header::ID_FLOOR..header::ID_FLOOR + 8].copy_from_slice(&h.id_floor.to_le_bytes());
+    b[header::ORIGIN..header::ORIGIN + 8].copy_from_slice(&h.origin.to_le_bytes());
     let crc = crc32fast::hash(&b[..header::CRC]);
     b[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     b
@@ -155,6 +169,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
         log_id: le_u64(b, header::LOG_ID),
         base_seq: le_u64(b, header::BASE_SEQ),
         id_floor: le_u64(b, header::ID_FLOOR),
+        origin: le_u64(b, header::ORIGIN),
         created_ms: i64::from_le_bytes(
             b[header::CREATED_MS..header::CREATED_MS + 8]
                 .try_into()
