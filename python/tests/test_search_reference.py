@@ -190,9 +190,9 @@ def test_search_many_answers_each_query_as_search_does(path, metric):
             assert len(many) == len(qs)
             for q, got in zip(qs, many):
                 assert got == db.search("goal", q, k=k, success_only=True)
-        with pytest.raises(trajdb.InvalidInputError, match="vectors"):
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[0\].*5 dimensions"):
             db.search_many("goal", qs[:, :5], k=3)
         bad = qs.copy()
         bad[4, 1] = np.nan
-        with pytest.raises(trajdb.InvalidInputError, match=r"4"):
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[4\]"):
             db.search_many("goal", bad, k=3)
