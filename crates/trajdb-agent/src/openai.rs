@@ -370,6 +370,12 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     temperature: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -388,6 +394,7 @@ pub struct OpenAiClient {
     api_key: Option<String>,
     model: String,
     temperature: f64,
+    seed: Option<u64>,
     timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -402,6 +409,7 @@ impl fmt::Debug for OpenAiClient {
             .field("api_key", &self.api_key.as_ref().map(|_| REDACTED))
             .field("model", &self.model)
             .field("temperature", &self.temperature)
+            .field("seed", &self.seed)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("max_response_bytes", &self.max_response_bytes)
@@ -445,6 +453,7 @@ impl OpenAiClient {
             api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
             model: model.to_string(),
             temperature: 0.0,
+            seed: None,
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
             backoff: DEFAULT_BACKOFF,
@@ -495,6 +504,14 @@ impl OpenAiClient {
         self
     }
 
+    /// Sets the sampling seed sent with chat requests (`seed`; default none, not sent), so
+    /// clients with different seeds sample differently on servers that honour it (vLLM,
+    /// llama.cpp, OpenAI on a best-effort basis).
+    pub fn with_seed(mut self, seed: Option<u64>) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// The chat model name.
     pub fn model(&self) -> &str {
         &self.model
@@ -508,10 +525,24 @@ impl OpenAiClient {
     /// Sends the conversation to `{base}/chat/completions` and returns
     /// `choices[0].message.content`.
     pub fn chat(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        self.chat_limited(messages, &[], None)
+    }
+
+    /// [`OpenAiClient::chat`] with stop sequences (`stop`, none sent when empty) and a bound
+    /// on the reply's tokens (`max_tokens`, not sent when None).
+    pub fn chat_limited(
+        &self,
+        messages: &[ChatMessage],
+        stop: &[String],
+        max_tokens: Option<u32>,
+    ) -> Result<String, LlmError> {
         let request = ChatRequest {
             model: &self.model,
             messages,
             temperature: self.temperature,
+            seed: self.seed,
+            stop,
+            max_tokens,
         };
         let (url, json) = self.post_json("/chat/completions", &request)?;
         json.get("choices")

@@ -10,10 +10,13 @@ use std::thread;
 
 use clap::Parser;
 use trajdb::{Database, HashEmbedder, Options};
-use trajdb_agent::bootstrap::{run, BootstrapArgs};
+use trajdb_agent::bootstrap::{load_starter, resolve, run, BootstrapArgs};
+use trajdb_agent::methods::{Curation, QWeighting};
 use trajdb_agent::openai::OpenAiClient;
 use trajdb_agent::policy::LlmPolicy;
+use trajdb_agent::policy::{goal_entity_of, parse_table};
 use trajdb_agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
+use trajdb_agent::wordcraft::parse_pair;
 use trajdb_agent::wordcraft::{RecipeBook, WordcraftEnv};
 
 /// Reads one HTTP request's body.
@@ -61,7 +64,7 @@ fn serve(actions: Vec<String>, requests: usize) -> (String, mpsc::Receiver<Strin
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
-            let reply = if user.ends_with("in the form the examples use.") {
+            let reply = if user.ends_with("Action:") {
                 format!("Action: {}", next.next().unwrap_or_default())
             } else {
                 "Combine the two ingredients of the goal.".to_owned()
@@ -91,9 +94,7 @@ fn openai_policy_plays_a_wordcraft_episode_through_a_local_server() {
     let db = Database::open(&dir, Options::default()).unwrap();
     let emb = HashEmbedder::default();
     ensure_spaces(&db, &emb).unwrap();
-    let mut policy = LlmPolicy {
-        llm: OpenAiClient::new(&url, None, "test-model").unwrap(),
-    };
+    let mut policy = LlmPolicy::new(OpenAiClient::new(&url, None, "test-model").unwrap());
     let mut env = WordcraftEnv::new(book.clone(), task, 4, 1, 3).unwrap();
     let opts = AgentOptions {
         store: Store::Successes,
@@ -169,7 +170,7 @@ fn bad_flags_and_bad_recipe_files_give_one_clear_line() {
         err(&["--embedder", "minilm"]),
         "--embedder: unknown embedder \"minilm\"; expected hash or openai:MODEL"
     );
-    let mut big = parse(&[]).unwrap();
+    let mut big = parse(&["--draw", "in-order"]).unwrap();
     big.train = 100_000;
     let e = run(&big).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
@@ -205,4 +206,110 @@ fn bad_flags_and_bad_recipe_files_give_one_clear_line() {
     std::fs::write(full.join("x"), "x").unwrap();
     assert!(err(&["--db", full.to_str().unwrap()]).contains("exists and is not empty"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reference_setting_is_the_default_and_each_item_has_a_named_option() {
+    let r = resolve(&parse(&[]).unwrap()).unwrap();
+    assert_eq!(
+        (r.split, r.train_ratio, r.distractors, r.action, r.draw),
+        ("task", 0.95, 0, "combine", "with-replacement")
+    );
+    assert_eq!(
+        (
+            r.reason_retrieval,
+            r.curation,
+            r.segment_first,
+            r.starter.as_str()
+        ),
+        ("first-step", Curation::REFERENCE, 10, "builtin")
+    );
+    assert_eq!((r.temperature, r.max_steps), (0.1, 100));
+    let t = resolve(&parse(&["--setting", "trajdb"]).unwrap()).unwrap();
+    assert_eq!(
+        (t.split, t.train_ratio, t.distractors, t.action, t.draw),
+        ("recipe", 0.8, 4, "select", "in-order")
+    );
+    assert_eq!(
+        (
+            t.reason_retrieval,
+            t.curation,
+            t.segment_first,
+            t.starter.as_str()
+        ),
+        ("every-step", Curation::TRAJDB, 20, "none")
+    );
+    assert_eq!((t.temperature, t.max_steps), (0.0, 50));
+    // Single items on top of the reference setting.
+    let m = resolve(
+        &parse(&[
+            "--distractors",
+            "4",
+            "--split",
+            "recipe",
+            "--action",
+            "select",
+            "--retrieve-every-step",
+            "--q-weighting",
+            "paper",
+            "--keep-unproven",
+            "--segment-first",
+            "20",
+            "--starter",
+            "none",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (m.distractors, m.split, m.action, m.reason_retrieval),
+        (4, "recipe", "select", "every-step")
+    );
+    assert_eq!(
+        (
+            m.curation.weighting,
+            m.curation.positive_only,
+            m.segment_first
+        ),
+        (QWeighting::Paper, false, 20)
+    );
+    assert_eq!(m.starter, "none");
+    assert_eq!(
+        err(&["--temperature", "3"]),
+        "--temperature: 3 is not between 0 and 2"
+    );
+    assert!(err(&["--starter", "/nonexistent/s.jsonl"])
+        .starts_with("starter file /nonexistent/s.jsonl: "));
+}
+
+#[test]
+fn builtin_starter_trajectories_replay_in_the_builtin_recipes() {
+    let book = RecipeBook::builtin_default();
+    let starter = load_starter("builtin").unwrap();
+    assert_eq!(starter.len(), 4);
+    for t in &starter {
+        assert_eq!(t.outcome.success, Some(true));
+        let goal = goal_entity_of(&t.goal);
+        for (i, st) in t.steps.iter().enumerate() {
+            let table = parse_table(&st.observation);
+            let (a, b) = parse_pair(&st.action, &table).unwrap();
+            let made = book.combine(book.id(&table[a]).unwrap(), book.id(&table[b]).unwrap());
+            let next = t
+                .steps
+                .get(i + 1)
+                .map_or(t.final_observation.as_str(), |s| s.observation.as_str());
+            let after = parse_table(next);
+            match made.and_then(|m| book.name(m)) {
+                Some(name) if !table.iter().any(|x| x == name) => {
+                    assert_eq!(after.last().map(String::as_str), Some(name), "{}", t.goal);
+                    assert_eq!(after.len(), table.len() + 1);
+                }
+                _ => assert_eq!(after, table, "{}: step {i} makes nothing", t.goal),
+            }
+        }
+        assert_eq!(
+            parse_table(&t.final_observation).last().map(String::as_str),
+            Some(goal)
+        );
+    }
 }

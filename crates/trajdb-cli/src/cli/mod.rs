@@ -417,7 +417,9 @@ pub fn run(cli: Cli) -> CliResult {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
                 .map_err(|e| Failure(e.to_string()))
-                .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err))
+                .and_then(|r| {
+                    trajdb_agent::bootstrap::print(&r, a.json, a.verbose).map_err(out_err)
+                })
         }
     };
     match r {
