@@ -1252,6 +1252,33 @@ mod tests {
     }
 
     #[test]
+    fn chat_sends_stop_max_tokens_temperature_and_seed_only_when_set() {
+        let answer = r#"{"choices":[{"message":{"role":"assistant","content":"fish, axe"}}]}"#;
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, with_length("200 OK", answer)),
+            (Duration::ZERO, with_length("200 OK", answer)),
+        ]);
+        let c = client(&base, None)
+            .with_temperature(0.1)
+            .with_seed(Some(42));
+        let m = [ChatMessage::user("Action:")];
+        let stop = vec!["\n".to_owned()];
+        assert_eq!(c.chat_limited(&m, &stop, Some(32)), Ok("fish, axe".into()));
+        let body = seen(&rx).json();
+        assert_eq!(body["temperature"].as_f64(), Some(0.1));
+        assert_eq!(body["seed"].as_u64(), Some(42));
+        assert_eq!(body["stop"], serde_json::json!(["\n"]));
+        assert_eq!(body["max_tokens"].as_u64(), Some(32));
+        // Plain chat from a client without a seed sends none of them.
+        let plain = client(&base, None);
+        assert!(plain.chat(&m).is_ok());
+        let body = seen(&rx).json();
+        for field in ["seed", "stop", "max_tokens"] {
+            assert!(body.get(field).is_none(), "{field} sent: {body}");
+        }
+    }
+
+    #[test]
     fn chat_posts_openai_request_and_returns_first_choice() {
         let answer = r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"select metal"}}]}"#;
         let (base, rx) = serve(vec![(Duration::ZERO, with_length("200 OK", answer))]);

@@ -313,3 +313,106 @@ fn builtin_starter_trajectories_replay_in_the_builtin_recipes() {
         );
     }
 }
+
+#[test]
+fn llm_timeout_comes_from_the_flag_else_the_environment_variable_else_120_seconds() {
+    // Only this test sets the variable; a valid value cannot disturb tests running beside it.
+    std::env::set_var(trajdb_agent::bootstrap::LLM_TIMEOUT_ENV, "7.5");
+    let from_env = resolve(&parse(&[]).unwrap()).unwrap().llm_timeout;
+    let from_flag = resolve(&parse(&["--llm-timeout", "300"]).unwrap())
+        .unwrap()
+        .llm_timeout;
+    std::env::remove_var(trajdb_agent::bootstrap::LLM_TIMEOUT_ENV);
+    let default = resolve(&parse(&[]).unwrap()).unwrap().llm_timeout;
+    assert_eq!((from_env, from_flag, default), (7.5, 300.0, 120.0));
+}
+
+/// A chat server for whole bootstrap runs: acting requests get the first two entities of the
+/// last observation; every request's JSON body is sent on the channel. Runs until the
+/// process ends.
+fn serve_bootstrap() -> (String, mpsc::Receiver<serde_json::Value>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || loop {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let body = read_body(&mut s);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let user = v["messages"][1]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let reply = if user.ends_with("Action:") {
+            let table = user
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("Observation: "))
+                .map(parse_table)
+                .unwrap_or_default();
+            format!("{}, {}", table[0], table[table.len().min(2) - 1])
+        } else {
+            "Combine two of the ingredients.".to_owned()
+        };
+        let out =
+            serde_json::json!({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+                .to_string();
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{out}",
+            out.len()
+        );
+        let _ = tx.send(v);
+    });
+    (format!("http://127.0.0.1:{port}/v1"), rx)
+}
+
+#[test]
+fn llm_bootstrap_sends_reference_sampling_stage_limits_action_space_and_member_seeds() {
+    let (url, rx) = serve_bootstrap();
+    // Only this test in this binary runs bootstrap with --llm openai.
+    std::env::set_var("OPENAI_BASE_URL", &url);
+    let args = Cli::try_parse_from([
+        "bootstrap",
+        "--method",
+        "db-curation",
+        "--train",
+        "2",
+        "--test",
+        "2",
+        "--seeds",
+        "1",
+        "--llm",
+        "openai",
+        "--model",
+        "fake",
+        "--llm-retries",
+        "0",
+    ])
+    .unwrap()
+    .args;
+    let r = run(&args).unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let reqs: Vec<serde_json::Value> = rx.try_iter().collect();
+    assert!(reqs.len() > 20);
+    assert!(reqs.iter().all(|q| q["temperature"].as_f64() == Some(0.1)));
+    let acts: Vec<&serde_json::Value> = reqs
+        .iter()
+        .filter(|q| {
+            q["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .ends_with("Action:")
+        })
+        .collect();
+    assert!(!acts.is_empty());
+    for q in &acts {
+        assert_eq!(q["stop"], serde_json::json!(["\n"]));
+        assert_eq!(q["max_tokens"].as_u64(), Some(32));
+        let system = q["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("Actions: One action names the two table entities"));
+    }
+    // Five population members and the evaluation policy: six distinct seeds.
+    let seeds: std::collections::BTreeSet<u64> =
+        reqs.iter().filter_map(|q| q["seed"].as_u64()).collect();
+    assert_eq!(seeds.len(), 6, "{seeds:?}");
+}
