@@ -1071,6 +1071,16 @@ pub fn main(args: &BootstrapArgs) -> i32 {
             return 1;
         }
     };
+    if let Some(dir) = &args.report {
+        match crate::report::write(&r, dir) {
+            Ok(page) if !args.quiet => eprintln!("report: {}", page.display()),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
     match print(&r, args.json, args.verbose) {
         Ok(()) => 0,
         Err(e) => {

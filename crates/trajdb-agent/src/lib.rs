@@ -30,6 +30,7 @@ pub mod policy;
 pub mod predict;
 pub mod protocol;
 pub mod react;
+pub mod report;
 pub mod wordcraft;
 
 use openai::{ChatMessage, LlmError, OpenAiClient};
