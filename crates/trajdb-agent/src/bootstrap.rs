@@ -297,10 +297,16 @@ pub struct BootstrapArgs {
     /// recipes (the earlier stand-in's behaviour).
     #[arg(long)]
     pub no_recipe_imitation: bool,
-    /// Offline policy ablation: imitate only recipes that lead to the goal or come from an
-    /// example for the same goal, never other examples' productive pairs.
-    #[arg(long)]
+    /// Offline policy: imitate only recipes that lead to the goal or come from an example
+    /// for the same goal, never other examples' productive pairs. The default in the
+    /// reference setting (chosen on dev tasks: with 3 base entities and no distractors,
+    /// copying other goals' pairs wastes combinations); see `--other-goals`.
+    #[arg(long, conflicts_with = "other_goals")]
     pub no_other_goals: bool,
+    /// Offline policy: also imitate other examples' productive pairs when nothing leads to
+    /// the goal. The default in the trajdb setting (it helps there, on dev tasks).
+    #[arg(long)]
+    pub other_goals: bool,
     /// No progress bar (the `trajdb` binary's global `--quiet`). The bar is drawn only when
     /// stderr is a terminal.
     #[arg(skip)]
@@ -336,6 +342,8 @@ pub struct Resolved {
     pub max_steps: usize,
     /// LLM request time limit, seconds.
     pub llm_timeout: f64,
+    /// The Wordcraft stand-in also imitates other goals' productive pairs.
+    pub stand_in_other_goals: bool,
 }
 
 /// Resolves the setting's defaults and the single flags into one [`Resolved`].
@@ -451,6 +459,11 @@ pub fn resolve(args: &BootstrapArgs) -> AgentResult<Resolved> {
         temperature,
         max_steps,
         llm_timeout,
+        stand_in_other_goals: if args.other_goals || args.no_other_goals {
+            args.other_goals
+        } else {
+            !reference
+        },
     })
 }
 
@@ -855,7 +868,7 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let offline = OfflineConfig {
         episode_memory: !args.no_episode_memory,
         recipe_aware: !args.no_recipe_imitation,
-        imitate_other_goals: !args.no_other_goals,
+        imitate_other_goals: resolved.stand_in_other_goals,
     };
     let temperature = resolved.temperature;
     let max_prompt_tokens = args.max_prompt_tokens;

@@ -677,25 +677,7 @@ impl OfflinePolicy {
     ) -> Option<(String, String, String)> {
         let goal = self.ep.goal.as_str();
         let on = |x: &str| table.iter().any(|t| t == x);
-        // Entities that lead to the goal through known recipes.
-        let mut needed: Vec<&str> = vec![goal];
-        loop {
-            let before = needed.len();
-            for s in known {
-                if let Product::Made(p) = &s.product {
-                    if needed.contains(&p.as_str()) {
-                        for x in [s.a.as_str(), s.b.as_str()] {
-                            if !needed.contains(&x) {
-                                needed.push(x);
-                            }
-                        }
-                    }
-                }
-            }
-            if needed.len() == before {
-                break;
-            }
-        }
+        let needed = needed_for(goal, known);
         let mut best: Option<(u8, f32, &Seen)> = None;
         for s in known {
             if !on(&s.a) || !on(&s.b) || self.tried(&s.a, &s.b) {
@@ -749,6 +731,15 @@ impl OfflinePolicy {
                 .iter()
                 .any(|s| s.product == Product::Nothing && pair(&s.a, &s.b) == pair(a, b))
         };
+        // A pair that examples show making something no known recipe leads from to the
+        // goal is tried after pairs whose product is unknown.
+        let needed = needed_for(self.ep.goal.as_str(), known);
+        let elsewhere = |a: &str, b: &str| {
+            known.iter().any(|s| {
+                pair(&s.a, &s.b) == pair(a, b)
+                    && matches!(&s.product, Product::Made(p) if !needed.contains(&p.as_str()))
+            })
+        };
         let mut all: Vec<(String, String)> = Vec::new();
         for (i, a) in table.iter().enumerate() {
             if with.is_some_and(|w| w != a) {
@@ -785,9 +776,16 @@ impl OfflinePolicy {
         };
         let mut pool: Vec<(String, String)> = all
             .iter()
-            .filter(|(a, b)| !useless(a, b) && plausible(a, b))
+            .filter(|(a, b)| !useless(a, b) && plausible(a, b) && !elsewhere(a, b))
             .cloned()
             .collect();
+        if pool.is_empty() {
+            pool = all
+                .iter()
+                .filter(|(a, b)| !useless(a, b) && plausible(a, b))
+                .cloned()
+                .collect();
+        }
         if pool.is_empty() {
             pool = all
                 .iter()
@@ -889,6 +887,29 @@ impl OfflinePolicy {
             }
         }
         None
+    }
+}
+
+/// The goal and every entity that leads to it through `known` recipes (an ingredient of a
+/// recipe whose product is needed is needed).
+fn needed_for<'a>(goal: &'a str, known: &'a [Seen]) -> Vec<&'a str> {
+    let mut needed: Vec<&str> = vec![goal];
+    loop {
+        let before = needed.len();
+        for s in known {
+            if let Product::Made(p) = &s.product {
+                if needed.contains(&p.as_str()) {
+                    for x in [s.a.as_str(), s.b.as_str()] {
+                        if !needed.contains(&x) {
+                            needed.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        if needed.len() == before {
+            return needed;
+        }
     }
 }
 
@@ -1206,5 +1227,92 @@ mod prompt_tests {
             q.take_notes(),
             vec![("prompt_examples_dropped".to_owned(), "7".to_owned())]
         );
+    }
+}
+
+#[cfg(test)]
+mod offline_tests {
+    use super::*;
+    use trajdb::{Outcome, Trajectory};
+
+    /// An example for goal `other` whose first step combined a and b into d.
+    fn shows_a_b_make_d() -> Example {
+        let obs = |items: &str| format!("{INGREDIENTS_PREFIX} {items}");
+        let t = Trajectory {
+            goal: "Make other from the ingredients. Each step combines exactly two entities; \
+                   other takes 2 steps and you have at most 4."
+                .into(),
+            steps: vec![
+                Step {
+                    observation: obs("1:a, 2:b, 3:c"),
+                    reasoning: String::new(),
+                    action: "a, b".into(),
+                    reward: None,
+                },
+                Step {
+                    observation: obs("1:a, 2:b, 3:c, 4:d"),
+                    reasoning: String::new(),
+                    action: "d, c".into(),
+                    reward: None,
+                },
+            ],
+            final_observation: obs("1:a, 2:b, 3:c, 4:d, 5:other"),
+            outcome: Outcome {
+                success: Some(true),
+                reward: Some(1.0),
+            },
+            ..Default::default()
+        };
+        Example {
+            id: 1,
+            score: 1.0,
+            traj_score: 1.0,
+            step_score: None,
+            matched_step: Some(0),
+            window: (0, 2),
+            trajectory: t,
+        }
+    }
+
+    #[test]
+    fn exploration_tries_pairs_of_unknown_product_before_pairs_known_to_lead_elsewhere() {
+        let examples = [shows_a_b_make_d()];
+        let observation = format!("{INGREDIENTS_PREFIX} 1:a, 2:b, 3:c");
+        for seed in 0..20 {
+            let mut p = OfflinePolicy::with_config(
+                seed,
+                OfflineConfig {
+                    imitate_other_goals: false,
+                    ..OfflineConfig::default()
+                },
+            );
+            let c = Context {
+                goal: "Make g from the ingredients. Each step combines exactly two entities; \
+                       g takes 2 steps and you have at most 4.",
+                category: None,
+                plan: "",
+                observation: &observation,
+                thought: "",
+                actions: None,
+                action_space: None,
+                history: &[],
+                examples: &examples,
+            };
+            p.plan(&c).unwrap_or_default();
+            let thought = p.reason(&c).unwrap_or_default();
+            let acted = p
+                .act(&Context {
+                    thought: &thought,
+                    ..c
+                })
+                .unwrap_or_default();
+            let table = parse_table(&observation);
+            let (x, y) = parse_pair(&acted, &table).unwrap_or((0, 1));
+            let chosen = pair(&table[x], &table[y]);
+            assert!(
+                chosen == pair("a", "c") || chosen == pair("b", "c"),
+                "seed {seed}: {thought} / {acted}"
+            );
+        }
     }
 }

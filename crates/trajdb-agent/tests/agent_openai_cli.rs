@@ -225,6 +225,7 @@ fn reference_setting_is_the_default_and_each_item_has_a_named_option() {
         ("first-step", Curation::REFERENCE, 10, "builtin")
     );
     assert_eq!((r.temperature, r.max_steps), (0.1, 100));
+    assert!(!r.stand_in_other_goals);
     let t = resolve(&parse(&["--setting", "trajdb"]).unwrap()).unwrap();
     assert_eq!(
         (t.split, t.train_ratio, t.distractors, t.action, t.draw),
@@ -240,6 +241,7 @@ fn reference_setting_is_the_default_and_each_item_has_a_named_option() {
         ("every-step", Curation::TRAJDB, 20, "none")
     );
     assert_eq!((t.temperature, t.max_steps), (0.0, 50));
+    assert!(t.stand_in_other_goals);
     // Single items on top of the reference setting.
     let m = resolve(
         &parse(&[
