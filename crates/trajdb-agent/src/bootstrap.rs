@@ -771,6 +771,17 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
             ));
         }
     }
+    if args.env_cmd.is_none()
+        && args.stand_in == Some(StandIn::Imitation)
+        && args.action != Some(ActionKind::Select)
+        && !(args.action.is_none() && args.setting == Setting::Trajdb)
+    {
+        return Err(AgentError::invalid(
+            "--stand-in",
+            "the imitation stand-in chooses among admissible actions, which Wordcraft lists \
+             only with --action select",
+        ));
+    }
     if args.max_prompt_tokens == Some(0) {
         return Err(AgentError::invalid(
             "--max-prompt-tokens",

@@ -1024,10 +1024,16 @@ impl WordcraftEnv {
         self.goal_text_for(self.goal_name())
     }
 
-    /// [`WordcraftEnv::goal_text`] with another goal entity (hindsight relabelling).
+    /// [`WordcraftEnv::goal_text`] with another goal entity (hindsight relabelling; the
+    /// number of steps it takes is then not stated, only the limit).
     pub fn goal_text_for(&self, goal: &str) -> String {
         match self.interface {
             Interface::Select => format!("create {goal}"),
+            Interface::Combine if goal != self.goal_name() => format!(
+                "Make {goal} from the ingredients. Each step combines exactly two entities; \
+                 you have at most {} steps.",
+                self.limit
+            ),
             Interface::Combine => format!(
                 "Make {goal} from the ingredients. Each step combines exactly two entities; \
                  {goal} takes {} step{} and you have at most {}.",

@@ -280,6 +280,7 @@ fn reference_setting_is_the_default_and_each_item_has_a_named_option() {
         err(&["--temperature", "3"]),
         "--temperature: 3 is not between 0 and 2"
     );
+    assert!(err(&["--stand-in", "imitation"]).starts_with("--stand-in: the imitation stand-in"));
     assert!(err(&["--starter", "/nonexistent/s.jsonl"])
         .starts_with("starter file /nonexistent/s.jsonl: "));
 }
