@@ -419,3 +419,84 @@ fn llm_bootstrap_sends_reference_sampling_stage_limits_action_space_and_member_s
         reqs.iter().filter_map(|q| q["seed"].as_u64()).collect();
     assert_eq!(seeds.len(), 6, "{seeds:?}");
 }
+
+#[test]
+fn a_context_overflow_answer_is_retried_with_fewer_examples_and_noted_in_the_episode() {
+    // A server whose model "fits" at most 2 examples: a prompt with a third gets OpenAI's
+    // HTTP 400 context_length_exceeded. Acting answers name the first two table entities.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel::<usize>();
+    thread::spawn(move || loop {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let body = read_body(&mut s);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let user = v["messages"][1]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let shown = user.matches("## Example").count();
+        let _ = tx.send(shown);
+        if shown > 2 {
+            let out = r#"{"error":{"message":"This model's maximum context length is 2048 tokens","code":"context_length_exceeded"}}"#;
+            let _ = write!(s, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{out}", out.len());
+            continue;
+        }
+        let reply = if user.ends_with("Action:") {
+            let table = user
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("Observation: "))
+                .map(parse_table)
+                .unwrap_or_default();
+            format!("{}, {}", table[0], table[table.len().min(2) - 1])
+        } else {
+            "Combine two of the ingredients.".to_owned()
+        };
+        let out =
+            serde_json::json!({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+                .to_string();
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{out}",
+            out.len()
+        );
+    });
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-overflow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    for t in load_starter("builtin").unwrap() {
+        trajdb_agent::react::append_with_keys(&db, &emb, &t).unwrap();
+    }
+    let book = Arc::new(RecipeBook::builtin_default());
+    let task = book.tasks(2).into_iter().next().unwrap();
+    let mut env = WordcraftEnv::new(book, task, 0, 4, 1)
+        .unwrap()
+        .with_interface(trajdb_agent::wordcraft::Interface::Combine);
+    let client = OpenAiClient::new(&format!("http://127.0.0.1:{port}/v1"), None, "m")
+        .unwrap()
+        .with_retries(0);
+    let mut policy = LlmPolicy::new(client);
+    let opts = AgentOptions {
+        store: Store::All,
+        k: 4,
+        max_steps: 2,
+        ..Default::default()
+    };
+    let r = run_episode(&db, &emb, &mut policy, &mut env, &opts).unwrap();
+    let shown: Vec<usize> = rx.try_iter().collect();
+    // The plan prompt showed 4 examples (refused), then 2 (answered).
+    assert_eq!(&shown[..2], &[4, 2]);
+    assert!(shown.iter().skip(1).all(|&n| n <= 4));
+    let t = db.get(r.stored.unwrap()).unwrap();
+    let retries: usize = t.meta["context_retries"].parse().unwrap();
+    let dropped: usize = t.meta["prompt_examples_dropped"].parse().unwrap();
+    let refused = shown.iter().filter(|&&n| n > 2).count();
+    assert_eq!(retries, refused);
+    assert!(dropped >= 2 * retries);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
