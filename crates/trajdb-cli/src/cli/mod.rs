@@ -457,7 +457,16 @@ pub fn run(cli: Cli) -> CliResult {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
                 .map_err(|e| Failure(e.to_string()))
-                .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err))
+                .and_then(|r| {
+                    if let Some(dir) = &a.report {
+                        let page = trajdb_agent::report::write(&r, dir)
+                            .map_err(|e| Failure(e.to_string()))?;
+                        if !a.quiet {
+                            eprintln!("report: {}", page.display());
+                        }
+                    }
+                    trajdb_agent::bootstrap::print(&r, a.json, a.verbose).map_err(out_err)
+                })
         }
     };
     match r {
