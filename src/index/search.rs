@@ -608,13 +608,20 @@ impl Database {
                     .copied()
                     .filter(|x| !x.is_nan())
                     .fold(f32::INFINITY, f32::min);
-                let worst = (0..n)
-                    .filter(|&slot| !lows[slot].is_nan() && lows[slot] <= min_hi)
-                    .map(|slot| {
-                        let r = ix(kr[slot]);
-                        p.score(&rows[r * dims..(r + 1) * dims])
-                    })
-                    .fold(f32::INFINITY, f32::min);
+                // The worst score only fills in for qualifying slots without this key;
+                // when every qualifying slot has it, any finite value serves.
+                let any_missing = (0..n).any(|slot| pass[slot] && kr[slot] == u32::MAX);
+                let worst = if min_hi != f32::INFINITY && !any_missing {
+                    min_hi
+                } else {
+                    (0..n)
+                        .filter(|&slot| !lows[slot].is_nan() && lows[slot] <= min_hi)
+                        .map(|slot| {
+                            let r = ix(kr[slot]);
+                            p.score(&rows[r * dims..(r + 1) * dims])
+                        })
+                        .fold(f32::INFINITY, f32::min)
+                };
                 if worst == f32::INFINITY {
                     worsts.push(None);
                     continue;
@@ -700,14 +707,14 @@ impl Database {
                         u32::try_from(slot).unwrap_or(u32::MAX),
                     ));
                 }
-                order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                for &(upper, slot) in order.iter() {
+                in_descending_order(order, q.k, |upper, slot| {
                     if top.kth().is_some_and(|kth| upper < kth) {
-                        break;
+                        return false;
                     }
                     let slot = ix(slot);
                     top.offer(clamp_f32(traj_score(slot)), off(slot));
-                }
+                    true
+                });
             }
             None => {
                 for slot in 0..n {
@@ -738,14 +745,13 @@ impl Database {
                             ));
                         }
                     }
-                    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                    for &(upper, slot) in order.iter() {
+                    in_descending_order(order, q.k, |upper, slot| {
                         if top.kth().is_some_and(|kth| upper < kth) {
-                            break;
+                            return false;
                         }
                         let slot = ix(slot);
                         let Some((_, group)) = bounds.group(slot) else {
-                            continue;
+                            return true;
                         };
                         work.trajectories_visited += 1;
                         let mut best: Option<(f32, u32)> = None;
@@ -767,7 +773,8 @@ impl Database {
                             best_step[slot] = Some((sc, step));
                             top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
                         }
-                    }
+                        true
+                    });
                 } else {
                     // Full scan: every kept step row.
                     scan_prepared(
@@ -828,6 +835,34 @@ impl Database {
     }
 }
 
+/// Calls `visit(upper, slot)` on the entries of `order` in descending `upper` (ties: lower
+/// slot first) until it returns false: exactly the order of a full sort, but only the part
+/// visited is sorted (a chunk at a time, picked by `select_nth_unstable_by`), since a pruned
+/// visit usually stops after a few times `k` entries.
+fn in_descending_order(
+    order: &mut [(f32, u32)],
+    k: usize,
+    mut visit: impl FnMut(f32, u32) -> bool,
+) {
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let chunk = k.saturating_mul(8).max(1024);
+    let mut rest = order;
+    while !rest.is_empty() {
+        let take = chunk.min(rest.len());
+        if take < rest.len() {
+            rest.select_nth_unstable_by(take - 1, cmp);
+        }
+        let (head, tail) = rest.split_at_mut(take);
+        head.sort_unstable_by(cmp);
+        for &(upper, slot) in head.iter() {
+            if !visit(upper, slot) {
+                return;
+            }
+        }
+        rest = tail;
+    }
+}
+
 /// How much work one [`Database::retrieve_with_work`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -863,4 +898,40 @@ thread_local! {
 fn reset<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
     v.clear();
     v.resize(n, x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_descending_order;
+
+    #[test]
+    fn visiting_in_chunks_gives_the_full_sort_order_with_ties_by_slot() {
+        let mut seed = 1u64;
+        for n in [0usize, 1, 5, 1023, 1024, 1025, 5000] {
+            let mut order: Vec<(f32, u32)> = (0..n)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    // Few distinct values, so ties are common.
+                    (((seed >> 33) % 50) as f32 / 7.0, i as u32)
+                })
+                .collect();
+            let mut want = order.clone();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for k in [1usize, 10, 200] {
+                let mut got = Vec::new();
+                in_descending_order(&mut order, k, |u, s| {
+                    got.push((u, s));
+                    true
+                });
+                assert_eq!(got, want, "n {n} k {k}");
+                // Stopping early visits a prefix of the same order.
+                let mut first = Vec::new();
+                in_descending_order(&mut order, k, |u, s| {
+                    first.push((u, s));
+                    first.len() < 1500
+                });
+                assert_eq!(first[..], want[..first.len()], "n {n} k {k}");
+            }
+        }
+    }
 }
