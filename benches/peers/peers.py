@@ -556,7 +556,7 @@ def report(res):
              f"load {res['load_start']} (start) / {res['load_end']} (end)",
              "medians of single calls (p10-p90); ratio = trajdb / peer (>1: trajdb slower)", ""]
     if res["search"]:
-        lines += ["exact top-10 search, 384-d f32, single-threaded",
+        lines += ["exact top-10 search, 384-d f32, single-threaded", "",
                   "| rows | trajdb | numpy | faiss IndexFlatIP | read rate (same bytes) | trajdb / numpy | trajdb / faiss | trajdb, fraction of read rate | faiss, fraction | identical (numpy, faiss) | load 1 min, before / after |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["search"]:
@@ -570,7 +570,7 @@ def report(res):
                 f"{load1(r)} |")
         lines.append("")
     if res["retrieve"]:
-        lines += ["the paper's retrieve: goal + plan keys, observation step key, k 10, window 5, success filter",
+        lines += ["the paper's retrieve: goal + plan keys, observation step key, k 10, window 5, success filter", "",
                   "| trajectories x steps | trajdb | reference (SQLite + faiss, over-fetch x6) | numpy exact | trajdb / reference | trajdb / numpy | trajdb step rows scored per call (of successes' rows) | trajdb = exact | reference recall@10 | load 1 min, before / after |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["retrieve"]:
@@ -583,7 +583,7 @@ def report(res):
                 f"{fmt(s['numpy_exact'])} | {ratio(s['trajdb'], s['reference'])} | {ratio(s['trajdb'], s['numpy_exact'])} | "
                 f"{wtxt} | {r['trajdb_equals_numpy_exact']} | {rc['mean']:.0%} ({rc['min']:.0%}-{rc['max']:.0%}) | "
                 f"{load1(r)} |")
-        lines += ["", "open, warm (files in the page cache), then close",
+        lines += ["", "open, warm (files in the page cache), then close", "",
                   "| trajectories x steps | trajdb read-only | trajdb writer | reference: faiss read_index x3 + SQLite | read-only / reference | writer / reference |",
                   "|---|---|---|---|---|---|"]
         for r in res["retrieve"]:
