@@ -527,6 +527,24 @@ fn check_trajectory(py: Python<'_>, t: &Trajectory, spaces: &[SpaceDef], at: &st
 
 /// A trajectory as a dict in the JSONL record shape; keys as float32 arrays (1-D per
 /// trajectory key, 2-D `(n_steps, dims)` per step key).
+/// Python `Example`s of the engine's examples (the trajectory as a dict).
+fn examples_py(py: Python<'_>, examples: Vec<trajdb::Example>) -> PyResult<Vec<PyExample>> {
+    examples
+        .into_iter()
+        .map(|e| {
+            Ok(PyExample {
+                id: e.id,
+                score: e.score,
+                traj_score: e.traj_score,
+                step_score: e.step_score,
+                matched_step: e.matched_step,
+                window: e.window,
+                trajectory: trajectory_dict(py, e.trajectory)?.unbind(),
+            })
+        })
+        .collect()
+}
+
 fn trajectory_dict<'py>(py: Python<'py>, mut t: Trajectory) -> PyResult<Bound<'py, PyAny>> {
     let keys = std::mem::take(&mut t.keys);
     let step_keys = std::mem::take(&mut t.step_keys);
@@ -820,6 +838,59 @@ impl PyDatabase {
         for (def, e) in jsonl::hash_spaces(&db.spaces()) {
             m.entry(def.name).or_insert_with(|| Arc::new(Emb::Hash(e)));
         }
+    }
+
+    /// The engine query of retrieve() and retrieve_with_work(), checked and converted.
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_query(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        step_key: Option<&Bound<'_, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<RetrieveQuery> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let window = window.get_usize(py, "window")?;
+        let kd = keys.downcast::<PyDict>().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "retrieve keys must be a dict of key-space name to vector or text, got {}",
+                    type_name(keys)
+                ),
+            )
+        })?;
+        let mut q = RetrieveQuery {
+            k,
+            window,
+            filter: f,
+            ..Default::default()
+        };
+        for (name, v) in kd.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| invalid(py, "retrieve keys names must be str"))?;
+            let (v, _) = self.query(py, &name, &v, &format!("keys[{name:?}]"))?;
+            q.keys.push((name, v));
+        }
+        if let Some(sk) = step_key.filter(|s| !s.is_none()) {
+            let (name, v): (String, Bound<'_, PyAny>) = sk.extract().map_err(|_| {
+                invalid(py, "step_key must be a tuple (space name, vector or text)")
+            })?;
+            let (v, _) = self.query(py, &name, &v, &format!("step_key[{name:?}]"))?;
+            q.step_key = Some((name, v));
+        }
+        Ok(q)
     }
 
     /// A query vector given as a vector or, for a space with an embedder, as text.
@@ -1323,54 +1394,62 @@ impl PyDatabase {
         provenance: Option<&str>,
         as_of: Option<UInt>,
     ) -> PyResult<Vec<PyExample>> {
-        let db = self.handle(py)?;
-        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
-        let k = k.get_usize(py, "k")?;
-        let window = window.get_usize(py, "window")?;
-        let kd = keys.downcast::<PyDict>().map_err(|_| {
-            invalid(
-                py,
-                format!(
-                    "retrieve keys must be a dict of key-space name to vector or text, got {}",
-                    type_name(keys)
-                ),
-            )
-        })?;
-        let mut q = RetrieveQuery {
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
             k,
             window,
-            filter: f,
-            ..Default::default()
-        };
-        for (name, v) in kd.iter() {
-            let name: String = name
-                .extract()
-                .map_err(|_| invalid(py, "retrieve keys names must be str"))?;
-            let (v, _) = self.query(py, &name, &v, &format!("keys[{name:?}]"))?;
-            q.keys.push((name, v));
-        }
-        if let Some(sk) = step_key.filter(|s| !s.is_none()) {
-            let (name, v): (String, Bound<'_, PyAny>) = sk.extract().map_err(|_| {
-                invalid(py, "step_key must be a tuple (space name, vector or text)")
-            })?;
-            let (v, _) = self.query(py, &name, &v, &format!("step_key[{name:?}]"))?;
-            q.step_key = Some((name, v));
-        }
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
         let examples = run(py, || db.retrieve(&q))?;
-        examples
-            .into_iter()
-            .map(|e| {
-                Ok(PyExample {
-                    id: e.id,
-                    score: e.score,
-                    traj_score: e.traj_score,
-                    step_score: e.step_score,
-                    matched_step: e.matched_step,
-                    window: e.window,
-                    trajectory: trajectory_dict(py, e.trajectory)?.unbind(),
-                })
-            })
-            .collect()
+        examples_py(py, examples)
+    }
+
+    /// retrieve(), also returning the work the call did, as a dict: `step_rows_scored`
+    /// (step-key rows scored) and `trajectories_visited` (trajectories whose step rows were
+    /// scored); both 0 without a step key. Same arguments, results and errors as retrieve().
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_with_work<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        step_key: Option<&Bound<'py, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<(Vec<PyExample>, Bound<'py, PyDict>)> {
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
+            k,
+            window,
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
+        let (examples, work) = run(py, || db.retrieve_with_work(&q))?;
+        let w = PyDict::new(py);
+        w.set_item("step_rows_scored", work.step_rows_scored)?;
+        w.set_item("trajectories_visited", work.trajectories_visited)?;
+        Ok((examples_py(py, examples)?, w))
     }
 
     /// Begins an episode and returns it as a context manager.

@@ -320,6 +320,23 @@ class Database:
         ranked by trajectory score + step score; each example keeps ``window`` steps on each
         side of the matched step. A value given as str is embedded by the space's embedder.
         """
+    def retrieve_with_work(
+        self,
+        keys: dict[str, Union[_Vector, str]],
+        step_key: Optional[tuple[str, Union[_Vector, str]]] = None,
+        k: int = 10,
+        window: int = 5,
+        *,
+        success_only: bool = True,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> tuple[list[Example], dict[str, int]]:
+        """``retrieve``, also returning the work the call did: ``{"step_rows_scored": int,
+        "trajectories_visited": int}`` (step-key rows scored, and the trajectories whose step
+        rows were scored; both 0 without a step key). Same arguments, results and errors."""
     def episode(self) -> Episode:
         """Begins an episode (one commit) and returns it."""
     def begin_episode(self) -> int:
