@@ -315,10 +315,12 @@ fn a_checkpoint_is_written_automatically_after_enough_log() {
     // Keys of 8192 dims make 32 KiB frames: about 1100 of them pass the 32 MiB threshold.
     let mem = MemBackend::new();
     let b: Arc<dyn Backend> = Arc::new(mem.clone());
+    // GroupCommit: `Buffered` writers get no automatic checkpoint (it would sync), which
+    // the end of this test checks.
     let db = Database::open_backend(
         b.clone(),
         Options {
-            durability: Durability::Buffered,
+            durability: Durability::GroupCommit,
             ..Options::default()
         },
     )
@@ -345,6 +347,37 @@ fn a_checkpoint_is_written_automatically_after_enough_log() {
     let db = Database::open_backend(b, Options::default()).unwrap();
     assert_eq!(db.open_report().checkpoint_end, Some(covered));
     assert_eq!(db.ids().len(), n);
+
+    // Under `Buffered` the same log gets no automatic checkpoint (it would sync); close
+    // writes one.
+    let mem = MemBackend::new();
+    let b: Arc<dyn Backend> = Arc::new(mem.clone());
+    let db = Database::open_backend(
+        b,
+        Options {
+            durability: Durability::Buffered,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    db.create_space(&trajdb::SpaceDef::new(
+        "big",
+        trajdb::Level::Trajectory,
+        8192,
+        trajdb::Metric::Dot,
+    ))
+    .unwrap();
+    for _ in 0..1200 {
+        let mut t = trajdb::Trajectory::default();
+        t.keys.insert("big".into(), key.clone());
+        db.append(&t).unwrap();
+    }
+    assert!(
+        mem.file(CHECKPOINT_FILE).is_none(),
+        "no automatic checkpoint when Buffered"
+    );
+    db.close().unwrap();
+    assert!(mem.file(CHECKPOINT_FILE).is_some(), "close writes one");
 }
 
 #[test]
