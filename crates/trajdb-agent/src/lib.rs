@@ -25,6 +25,7 @@ pub mod bootstrap;
 pub mod embedders;
 pub mod imitation;
 pub mod methods;
+pub mod minilm;
 pub mod openai;
 pub mod policy;
 pub mod predict;
@@ -66,6 +67,8 @@ pub enum AgentError {
     Env(String),
     /// A protocol environment (a child process, see [`protocol`]) failed.
     Protocol(protocol::ProtocolError),
+    /// The MiniLM embedder could not be made (its model folder, or a build without it).
+    Embedder(minilm::MiniLmError),
     /// An argument or option is invalid.
     Invalid {
         /// Which argument.
@@ -94,6 +97,7 @@ impl fmt::Display for AgentError {
             AgentError::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
             AgentError::Env(e) => write!(f, "environment: {e}"),
             AgentError::Protocol(e) => write!(f, "environment: {e}"),
+            AgentError::Embedder(e) => write!(f, "embedder: {e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
     }
@@ -104,6 +108,12 @@ impl std::error::Error for AgentError {}
 impl From<trajdb::Error> for AgentError {
     fn from(e: trajdb::Error) -> Self {
         AgentError::Db(e)
+    }
+}
+
+impl From<minilm::MiniLmError> for AgentError {
+    fn from(e: minilm::MiniLmError) -> Self {
+        AgentError::Embedder(e)
     }
 }
 
