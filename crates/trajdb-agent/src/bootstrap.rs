@@ -140,9 +140,10 @@ pub struct BootstrapArgs {
     /// Time limit of one LLM or embeddings request, in seconds (connect, send, whole reply).
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
     pub llm_timeout: f64,
-    /// Embedder of every key: `hash` (built-in, no model) or `openai:MODEL` (an
-    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
-    #[arg(long, default_value = "hash", value_name = "hash|openai:MODEL")]
+    /// Embedder of every key: `hash` (built-in, no model), `minilm:PATH` (all-MiniLM-L6-v2
+    /// on the CPU from the model folder PATH; needs a build with `--features minilm`) or
+    /// `openai:MODEL` (an OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
+    #[arg(long, default_value = "hash", value_name = "hash|minilm:PATH|openai:MODEL")]
     pub embedder: String,
     /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
     /// figures compare with the reference; `goal` and `task` are easier and reported too.

@@ -97,7 +97,7 @@ impl fmt::Display for AgentError {
             AgentError::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
             AgentError::Env(e) => write!(f, "environment: {e}"),
             AgentError::Protocol(e) => write!(f, "environment: {e}"),
-            AgentError::Embedder(e) => write!(f, "embedder: {e}"),
+            AgentError::Embedder(e) => write!(f, "{e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
     }
