@@ -14,8 +14,17 @@ use trajdb_agent::minilm::{MiniLmEmbedder, MINILM_BATCH};
 
 /// A text like an agent's observation, thought or action, varied by `i`.
 fn trajectory_text(i: usize) -> String {
-    let rooms = ["kitchen", "garden", "hallway", "bedroom", "cellar", "workshop"];
-    let things = ["a kettle", "a red key", "an apple", "a locked drawer", "a lamp", "a map"];
+    let rooms = [
+        "kitchen", "garden", "hallway", "bedroom", "cellar", "workshop",
+    ];
+    let things = [
+        "a kettle",
+        "a red key",
+        "an apple",
+        "a locked drawer",
+        "a lamp",
+        "a map",
+    ];
     let room = rooms[i % rooms.len()];
     let a = things[i % things.len()];
     let b = things[(i / 3) % things.len()];

@@ -143,7 +143,11 @@ pub struct BootstrapArgs {
     /// Embedder of every key: `hash` (built-in, no model), `minilm:PATH` (all-MiniLM-L6-v2
     /// on the CPU from the model folder PATH; needs a build with `--features minilm`) or
     /// `openai:MODEL` (an OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
-    #[arg(long, default_value = "hash", value_name = "hash|minilm:PATH|openai:MODEL")]
+    #[arg(
+        long,
+        default_value = "hash",
+        value_name = "hash|minilm:PATH|openai:MODEL"
+    )]
     pub embedder: String,
     /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
     /// figures compare with the reference; `goal` and `task` are easier and reported too.

@@ -157,14 +157,21 @@ mod tests {
     fn minilm_folder_without_files_is_one_error_naming_the_file() {
         let dir = std::env::temp_dir().join(format!("trajdb-minilm-empty-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let err = crate::minilm::check_folder(&dir).err().map(|e| e.to_string());
+        let err = crate::minilm::check_folder(&dir)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err,
-            Some(format!("MiniLM model folder {} has no config.json", dir.display()))
+            Some(format!(
+                "MiniLM model folder {} has no config.json",
+                dir.display()
+            ))
         );
         std::fs::write(dir.join("config.json"), "{}").expect("write");
         std::fs::write(dir.join("tokenizer.json"), "{}").expect("write");
-        let err = crate::minilm::check_folder(&dir).err().map(|e| e.to_string());
+        let err = crate::minilm::check_folder(&dir)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err,
             Some(format!(
@@ -173,7 +180,9 @@ mod tests {
             ))
         );
         let missing = dir.join("nope");
-        let err = crate::minilm::check_folder(&missing).err().map(|e| e.to_string());
+        let err = crate::minilm::check_folder(&missing)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err,
             Some(format!(

@@ -333,14 +333,13 @@ mod model {
             check_pooling(dir)?;
 
             let tok_path = dir.join("tokenizer.json");
-            let mut tokenizer = Tokenizer::from_bytes(read_limited(
-                &tok_path,
-                MAX_MODEL_JSON_BYTES,
-            )?)
-            .map_err(|e| MiniLmError::Invalid {
-                path: tok_path.clone(),
-                what: format!("is not a Hugging Face tokenizer ({e})"),
-            })?;
+            let mut tokenizer =
+                Tokenizer::from_bytes(read_limited(&tok_path, MAX_MODEL_JSON_BYTES)?).map_err(
+                    |e| MiniLmError::Invalid {
+                        path: tok_path.clone(),
+                        what: format!("is not a Hugging Face tokenizer ({e})"),
+                    },
+                )?;
             // The folder's tokenizer.json pads and cuts to 128; sentence-transformers cuts
             // to max_seq_length and pads each batch to its longest text, as done here.
             let added = tokenizer
@@ -524,10 +523,8 @@ mod model {
                 order.sort_by_key(|&i| enc[i].get_ids().len());
                 for batch in order.chunks(MINILM_BATCH) {
                     let ids: Vec<&[u32]> = batch.iter().map(|&i| enc[i].get_ids()).collect();
-                    let masks: Vec<&[u32]> = batch
-                        .iter()
-                        .map(|&i| enc[i].get_attention_mask())
-                        .collect();
+                    let masks: Vec<&[u32]> =
+                        batch.iter().map(|&i| enc[i].get_attention_mask()).collect();
                     for (&i, v) in batch.iter().zip(self.run(&ids, &masks)?) {
                         out[group_no * MINILM_BATCH * 8 + i] = v;
                     }

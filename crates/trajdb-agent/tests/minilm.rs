@@ -39,7 +39,11 @@ fn expected() -> Value {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -99,7 +103,12 @@ fn more_than_one_batch_keeps_every_text_in_its_place() {
     // 70 texts (three batches of up to 32) of different lengths, in an order unlike the
     // length order used inside.
     let texts: Vec<String> = (0..70)
-        .map(|i| format!("item {i}: {}", "open the door and look around. ".repeat(i % 7 + 1)))
+        .map(|i| {
+            format!(
+                "item {i}: {}",
+                "open the door and look around. ".repeat(i % 7 + 1)
+            )
+        })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let all = e.embed_batch(&refs).unwrap();

@@ -37,7 +37,15 @@ fn minilm_spec_is_refused_clearly_by_a_build_without_it_or_a_bad_folder() {
     let missing = tmp("minilm-no-such-folder");
     let spec = format!("minilm:{}", s(&missing));
     let r = trajdb(
-        &["import", s(&db), s(&file), "--embed", "goal", "--embedder", &spec],
+        &[
+            "import",
+            s(&db),
+            s(&file),
+            "--embed",
+            "goal",
+            "--embedder",
+            &spec,
+        ],
         None,
     );
     if cfg!(feature = "minilm") {
@@ -53,14 +61,30 @@ fn minilm_spec_is_refused_clearly_by_a_build_without_it_or_a_bad_folder() {
     }
     assert!(!db.exists(), "no database was made");
     let r = trajdb(
-        &["import", s(&db), s(&file), "--embed", "goal", "--embedder", "minilm:"],
+        &[
+            "import",
+            s(&db),
+            s(&file),
+            "--embed",
+            "goal",
+            "--embedder",
+            "minilm:",
+        ],
         None,
     );
     assert_refused(&r, &["--embedder: "]);
     // --dims belongs to the hash embedder.
     let r = trajdb(
         &[
-            "import", s(&db), s(&file), "--embed", "goal", "--embedder", &spec, "--dims", "8",
+            "import",
+            s(&db),
+            s(&file),
+            "--embed",
+            "goal",
+            "--embedder",
+            &spec,
+            "--dims",
+            "8",
         ],
         None,
     );
@@ -98,31 +122,67 @@ fn import_search_and_retrieve_with_minilm() {
         assert_eq!(sp["embedder"]["name"], "minilm-l6-v2", "{sp}");
         assert_eq!(sp["dims"], 384, "{sp}");
     }
-    // A query in other words finds the tea trajectory first.
+    // A query in other words finds the tea trajectory (id 1) first, and the bicycle one
+    // (id 2) for a question about a bike.
     let out = ok(&[
-        "search", s(&db), "--space", "goal", "--text", "boil water for a hot drink",
-        "--embedder", &spec, "--json",
-    ]);
-    let hits: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(hits[0]["id"], 0, "{out}");
-    let out = ok(&[
-        "search", s(&db), "--space", "goal", "--text", "fix a puncture on a bike",
-        "--embedder", &spec, "--json",
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "boil water for a hot drink",
+        "--embedder",
+        &spec,
+        "--json",
     ]);
     let hits: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(hits[0]["id"], 1, "{out}");
     let out = ok(&[
-        "retrieve", s(&db), "--keys", "goal=brew tea", "--step-key",
-        "observation=steaming kettle", "-k", "1", "--embedder", &spec, "--json",
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "fix a puncture on a bike",
+        "--embedder",
+        &spec,
+        "--json",
+    ]);
+    let hits: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hits[0]["id"], 2, "{out}");
+    let out = ok(&[
+        "retrieve",
+        s(&db),
+        "--keys",
+        "goal=brew tea",
+        "--step-key",
+        "observation=steaming kettle",
+        "-k",
+        "1",
+        "--embedder",
+        &spec,
+        "--json",
     ]);
     let ex: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(ex[0]["id"], 0, "{out}");
+    assert_eq!(ex[0]["id"], 1, "{out}");
     assert_eq!(ex[0]["matched_step"], 0, "{out}");
     // Without the model folder, or with another embedder, the text query is refused.
-    let r = trajdb(&["search", s(&db), "--space", "goal", "--text", "tea"], None);
+    let r = trajdb(
+        &["search", s(&db), "--space", "goal", "--text", "tea"],
+        None,
+    );
     assert_refused(&r, &["minilm-l6-v2", "--embedder minilm:PATH"]);
     let r = trajdb(
-        &["search", s(&db), "--space", "goal", "--text", "tea", "--embedder", "hash"],
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--text",
+            "tea",
+            "--embedder",
+            "hash",
+        ],
         None,
     );
     assert_refused(&r, &["--embedder hash: key space `goal` holds keys from embedder minilm-l6-v2@1 (384 dims), not trajdb-hash"]);
@@ -144,8 +204,22 @@ fn bootstrap_with_minilm_records_it_in_every_space() {
     let spec = format!("minilm:{model}");
     let r = trajdb(
         &[
-            "bootstrap", "--env-cmd", &cmd, "--method", "traj-bootstrap", "--train", "3",
-            "--test", "2", "--max-steps", "4", "--embedder", &spec, "--db", s(&db), "--json",
+            "bootstrap",
+            "--env-cmd",
+            &cmd,
+            "--method",
+            "traj-bootstrap",
+            "--train",
+            "3",
+            "--test",
+            "2",
+            "--max-steps",
+            "4",
+            "--embedder",
+            &spec,
+            "--db",
+            s(&db),
+            "--json",
         ],
         None,
     );
@@ -161,8 +235,17 @@ fn bootstrap_with_minilm_records_it_in_every_space() {
     }
     let r = trajdb(
         &[
-            "bootstrap", "--env-cmd", &cmd, "--method", "traj-bootstrap", "--train", "1",
-            "--test", "1", "--embedder", "minilm:/no/such/folder",
+            "bootstrap",
+            "--env-cmd",
+            &cmd,
+            "--method",
+            "traj-bootstrap",
+            "--train",
+            "1",
+            "--test",
+            "1",
+            "--embedder",
+            "minilm:/no/such/folder",
         ],
         None,
     );

@@ -166,7 +166,10 @@ fn model_embedder(a: &ImportArgs) -> CliResult<Option<Arc<dyn Embedder>>> {
         EmbedderSpec::Hash => Ok(None),
         EmbedderSpec::MiniLm(_) => {
             let m = spec.build(0, None, None).map_err(|e| {
-                format!("--embedder {}: {e}; nothing was imported", a.embedder.trim())
+                format!(
+                    "--embedder {}: {e}; nothing was imported",
+                    a.embedder.trim()
+                )
             })?;
             Ok(Some(Arc::from(m)))
         }

@@ -4,10 +4,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use std::sync::Arc;
 use trajdb::export::utility_lines;
 use trajdb::jsonl::MAX_LINE_BYTES;
 use trajdb::{Embedder, EmbedderId, Error, Filter, HashEmbedder, RetrieveQuery, SpaceDef};
-use std::sync::Arc;
 
 use trajdb_agent::embedders::EmbedderSpec;
 use trajdb_agent::minilm::MINILM_EMBEDDER_NAME;
@@ -73,7 +73,11 @@ impl QueryEmbedders {
 
     /// The embedder for text of `space` (`flag` names the option of the text).
     fn get(&mut self, space: &SpaceDef, flag: &str) -> CliResult<Arc<dyn Embedder>> {
-        if let Some(e) = self.made.iter().find(|e| Some(&e.id()) == space.embedder.as_ref()) {
+        if let Some(e) = self
+            .made
+            .iter()
+            .find(|e| Some(&e.id()) == space.embedder.as_ref())
+        {
             return Ok(Arc::clone(e));
         }
         let e: Arc<dyn Embedder> = Arc::from(self.make(space, flag)?);
@@ -110,7 +114,11 @@ impl QueryEmbedders {
 /// The embedder that made `space`'s keys (`recorded`), to embed query text (`flag` names the
 /// option): the built-in hash embedder, or `openai:MODEL` through `OPENAI_BASE_URL`. A
 /// MiniLM space needs its model folder, given by `--embedder minilm:PATH`.
-fn text_embedder(space: &SpaceDef, recorded: &EmbedderId, flag: &str) -> CliResult<Box<dyn Embedder>> {
+fn text_embedder(
+    space: &SpaceDef,
+    recorded: &EmbedderId,
+    flag: &str,
+) -> CliResult<Box<dyn Embedder>> {
     if recorded.name == MINILM_EMBEDDER_NAME {
         return Err(format!(
             "{flag}: key space `{}` holds keys from embedder {recorded}; give its model folder with --embedder minilm:PATH to embed the text",
