@@ -1,6 +1,8 @@
 //! Exact top-10 search over one 384-dim cosine key space, with and without the success
-//! filter, next to two baselines over a buffer of the same size: a plain sequential memory
-//! read (sum of f32s) and the bare similarity kernel over every row.
+//! filter, and batched (`search_many`, 8 queries per pass), next to baselines over a buffer
+//! of the same size: a plain sequential memory read (sum of f32s), the blocked row kernel
+//! over every row (what a search runs), and SimSIMD's pairwise cosine per row (what
+//! searches ran before key-file version 2).
 
 mod common;
 
@@ -8,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use trajdb::index::kernels::similarity;
+use trajdb::index::kernels::{implementation, similarity, Prepared, BLOCK_ROWS};
 use trajdb::{Database, Durability, Filter, Level, Metric};
 
 use common::{new_db, scratch, trajectory, Rng};
@@ -49,6 +51,7 @@ fn sum_f32(buf: &[f32]) -> f32 {
 }
 
 fn bench_search(c: &mut Criterion) {
+    eprintln!("row kernel: {}", implementation());
     let mut g = c.benchmark_group("search");
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
@@ -67,15 +70,36 @@ fn bench_search(c: &mut Criterion) {
             &buf,
             |b, buf| b.iter(|| sum_f32(black_box(buf))),
         );
-        g.bench_with_input(BenchmarkId::new("kernel_only_cosine", n), &buf, |b, buf| {
-            b.iter(|| {
-                let mut best = f32::NEG_INFINITY;
-                for row in black_box(buf).chunks_exact(DIMS) {
-                    best = best.max(similarity(Metric::Cosine, row, &query));
-                }
-                best
-            })
-        });
+        let prepared = Prepared::new(Metric::Cosine, &query);
+        g.bench_with_input(
+            BenchmarkId::new("kernel_only_blocked", n),
+            &buf,
+            |b, buf| {
+                let mut out = [0f32; BLOCK_ROWS];
+                b.iter(|| {
+                    let mut best = f32::NEG_INFINITY;
+                    for block in black_box(buf).chunks(BLOCK_ROWS * DIMS) {
+                        let m = block.len() / DIMS;
+                        prepared.score_rows(block, DIMS, &mut out[..m]);
+                        best = out[..m].iter().fold(best, |a, &x| a.max(x));
+                    }
+                    best
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("kernel_only_pairwise_cosine", n),
+            &buf,
+            |b, buf| {
+                b.iter(|| {
+                    let mut best = f32::NEG_INFINITY;
+                    for row in black_box(buf).chunks_exact(DIMS) {
+                        best = best.max(similarity(Metric::Cosine, row, &query));
+                    }
+                    best
+                })
+            },
+        );
         drop(buf);
 
         let (dir, db) = build(n);
@@ -94,6 +118,16 @@ fn bench_search(c: &mut Criterion) {
             b.iter(|| {
                 db.search("goal", black_box(&query), 10, &ok)
                     .expect("search")
+            })
+        });
+        // Eight queries in one pass; throughput counts the rows' bytes once per query, so
+        // the figure compares with the single-query lines directly.
+        let batch: Vec<Vec<f32>> = (0..8).map(|_| q_rng.unit_vector(DIMS)).collect();
+        g.throughput(Throughput::Bytes(bytes * 8));
+        g.bench_with_input(BenchmarkId::new("top10_search_many_8", n), &db, |b, db| {
+            b.iter(|| {
+                db.search_many("goal", black_box(&batch), 10, &all)
+                    .expect("search_many")
             })
         });
         drop(db);

@@ -68,7 +68,9 @@ fn to_py(py: Python<'_>, e: trajdb::Error) -> PyErr {
         | E::DuplicateId { .. }
         | E::EmbedderMismatch { .. }
         | E::NothingToEmbed { .. }
-        | E::TooLarge { .. } => "InvalidInputError",
+        | E::TooLarge { .. }
+        | E::MergeIncompatible { .. }
+        | E::NoOrigin { .. } => "InvalidInputError",
         E::Io { .. } | E::PreviousIo | E::AfterCommit { .. } => "StorageError",
         _ => "Error",
     };
@@ -1245,6 +1247,36 @@ impl PyDatabase {
         Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
+    /// search() for many queries in one pass over the rows (Database::search_many):
+    /// `vectors` float32 of shape (m, dims); returns m lists of Hit, list i exactly what
+    /// search(space, vectors[i], k, ...) returns. GIL released. Raises InvalidInputError
+    /// (unknown space, not 2-D, dims, NaN; the bad row is named).
+    #[pyo3(signature = (space, vectors, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, vectors, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn search_many(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        vectors: &Bound<'_, PyAny>,
+        k: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<Vec<Vec<PyHit>>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let qs = vec2(py, vectors, "vectors")?;
+        let many = run(py, || db.search_many(space, &qs, k, &f))?;
+        Ok(many
+            .into_iter()
+            .map(|hits| hits.into_iter().map(PyHit::from).collect())
+            .collect())
+    }
+
     /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
     #[pyo3(signature = (space, text, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, text, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]
@@ -1426,6 +1458,33 @@ impl PyDatabase {
             .into_iter()
             .map(|(id, u)| (id, u.into()))
             .collect())
+    }
+
+    /// Merges the database `src` into this one: every trajectory and usage event of `src`
+    /// lands here exactly once (a repeat adds nothing, a grown source adds what is new).
+    /// Returns what was added as a dict (trajectories, trajectories_present, episodes,
+    /// retrievals, ...). InvalidInputError for a source with incompatible key spaces or
+    /// without an origin id (nothing is written then).
+    fn merge_from<'py>(
+        &self,
+        py: Python<'py>,
+        src: PyRef<'py, PyDatabase>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let from = src.handle(py)?;
+        if Arc::ptr_eq(&db, &from) {
+            return Err(invalid(py, "src is this database itself"));
+        }
+        let r = run(py, || db.merge_from(&from))?;
+        to_object(py, &r)
+    }
+
+    /// The origin id of this database (a random 64-bit number; trajectories and episodes
+    /// written here are named by it across databases), or None for a log written before
+    /// origin ids (`compact` gives it one).
+    #[getter]
+    fn origin(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        Ok(self.handle(py)?.origin())
     }
 
     /// Writes a consistent copy of the database into the new directory `dst`.

@@ -178,3 +178,21 @@ def test_retrieve_matches_reference(path, metric):
         # success_only=False widens the pool.
         allk = db.retrieve({"goal": recs[0]["keys"]["goal"]}, k=N, success_only=False)
         assert len(allk) == N
+
+
+def test_search_many_answers_each_query_as_search_does(path, metric):
+    rng = np.random.default_rng(5)
+    with trajdb.open(path, durability="buffered") as db:
+        build(db, metric, rng)
+        qs = rng.standard_normal((9, DIMS)).astype(np.float32)
+        for k in (1, 10, 57):
+            many = db.search_many("goal", qs, k=k, success_only=True)
+            assert len(many) == len(qs)
+            for q, got in zip(qs, many):
+                assert got == db.search("goal", q, k=k, success_only=True)
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[0\].*5 dimensions"):
+            db.search_many("goal", qs[:, :5], k=3)
+        bad = qs.copy()
+        bad[4, 1] = np.nan
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[4\]"):
+            db.search_many("goal", bad, k=3)

@@ -267,6 +267,24 @@ class Database:
         Step-level spaces return one hit per matching step. ``as_of``: a commit sequence
         number (read view). Raises InvalidInputError (unknown space, dims, NaN, 2-D array).
         """
+    def search_many(
+        self,
+        space: str,
+        vectors: _Matrix,
+        k: int = 10,
+        *,
+        success_only: bool = False,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> list[list[Hit]]:
+        """``search`` for each row of ``vectors`` ``(m, dims)`` in one pass over the key rows
+        (each block of rows is scored against every query while in cache); list ``i`` is
+        exactly ``search(space, vectors[i], k, ...)``. Raises InvalidInputError (unknown
+        space, not 2-D, dims, NaN; the bad row is named).
+        """
     def search_text(
         self,
         space: str,
@@ -319,6 +337,16 @@ class Database:
         NotFoundError when no live trajectory has this id."""
     def utilities(self) -> dict[int, Utility]:
         """Counters of every trajectory ever retrieved, by id."""
+    def merge_from(self, src: "Database") -> dict[str, int]:
+        """Merges ``src`` into this database: every trajectory and usage event of ``src``
+        lands here exactly once; a repeat adds nothing, a grown source adds what is new.
+        Returns what was added: {spaces, trajectories, trajectories_present,
+        trajectory_outcomes, episodes, retrievals, retrievals_skipped, episode_outcomes,
+        commits}. InvalidInputError (nothing written) for incompatible key spaces or a
+        database without an origin id."""
+    @property
+    def origin(self) -> Optional[int]:
+        """This database's origin id, or None for a log written before origin ids."""
     def fork(self, dst: Union[str, os.PathLike[str]]) -> None:
         """Writes a consistent copy of the database to the new directory ``dst``."""
     def compact(self) -> None:

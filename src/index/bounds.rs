@@ -19,6 +19,8 @@
 //! they are contiguous); no byte on disk changes.
 
 use crate::format::record::Metric;
+use crate::index::kernels::Prepared;
+use crate::index::quant::{self, QuantRows};
 
 /// Slack added to every bound, relative to the magnitude of the score it bounds. The
 /// kernels agree with the f64 reference to 1e-4 relative; 1e-3 leaves a tenfold margin.
@@ -54,6 +56,19 @@ pub(crate) struct StepBounds {
     centroids: Vec<f32>,
     /// False when rows of one slot were found apart; retrieval then scans every row.
     pub(crate) usable: bool,
+    /// The i8 copy of the centroids (cosine and dot; module `index::quant`), so the bound
+    /// pass reads a quarter of the bytes once there are `quant::MIN_ROWS` groups.
+    quant: QuantRows,
+}
+
+/// Rounds a bound up into f32, so the comparison with f32 scores stays conservative.
+fn round_up(bound: f64) -> f32 {
+    let b = bound as f32;
+    if f64::from(b) < bound {
+        b.next_up()
+    } else {
+        b
+    }
 }
 
 fn norm(v: &[f32]) -> f64 {
@@ -110,6 +125,9 @@ impl StepBounds {
             r = end;
         }
         self.rows_seen = n;
+        if metric != Metric::L2 && self.groups.len() >= quant::MIN_ROWS {
+            self.quant.extend(&self.centroids, dims);
+        }
     }
 
     fn push_group(
@@ -177,6 +195,8 @@ impl StepBounds {
         (g != NONE).then(|| (g as usize, self.groups[g as usize]))
     }
 
+    /// (Tests: the f64 reference of [`upper_all`](Self::upper_all).)
+    #[cfg(test)]
     /// An upper bound on the score of every row of group `g` against `query`, whose
     /// Euclidean norm is `query_norm`, under `metric`. Never below the true score.
     pub(crate) fn upper(
@@ -222,12 +242,61 @@ impl StepBounds {
                 -(d - group.radius).max(0.0) + MARGIN * (1.0 + d + group.radius)
             }
         };
-        // Round up into f32 so the comparison with f32 scores stays conservative.
-        let b = bound as f32;
-        if f64::from(b) < bound {
-            b.next_up()
+        round_up(bound)
+    }
+
+    /// [`upper`](Self::upper) for every group at once, into `out` (index = group): the
+    /// query-centroid terms come from one blocked pass of the row kernel over the centroids
+    /// (`q` prepared for `metric`), whose f32 error (module `simd`: below 1e-4 of
+    /// `|q| |c|`) the margin covers. `query_norm` is the Euclidean norm of the query as
+    /// given.
+    pub(crate) fn upper_all(
+        &self,
+        metric: Metric,
+        q: &Prepared,
+        query_norm: f64,
+        out: &mut Vec<f32>,
+    ) {
+        let dims = q.vector().len();
+        out.clear();
+        out.resize(self.groups.len(), 0.0);
+        if dims == 0 {
+            return;
+        }
+        if metric != Metric::L2 && !self.quant.is_behind(self.groups.len()) {
+            // Upper bounds of `c·q` from the quantised copy (module `index::quant`).
+            let q_unit_norm = q
+                .vector()
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt();
+            self.quant.bounds(
+                metric,
+                q.vector(),
+                q_unit_norm,
+                |_| true,
+                |g, _, hi| out[g] = hi,
+            );
         } else {
-            b
+            q.score_rows(&self.centroids, dims, out);
+        }
+        for (o, group) in out.iter_mut().zip(&self.groups) {
+            let t = f64::from(*o);
+            let bound = match metric {
+                // `t` = c·q̂ (clamped to [-1, 1]).
+                Metric::Cosine => (t + group.radius).min(1.0) + 2.0 * MARGIN,
+                // `t` = c·q.
+                Metric::Dot => {
+                    t + query_norm * group.radius + MARGIN * (1.0 + query_norm * group.max_norm)
+                }
+                // `t` = -|q - c|.
+                Metric::L2 => {
+                    let d = -t;
+                    -(d - group.radius).max(0.0) + MARGIN * (1.0 + d + group.radius)
+                }
+            };
+            *o = round_up(bound);
         }
     }
 
@@ -247,7 +316,7 @@ impl StepBounds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::kernels::similarity;
+    use crate::index::kernels::normalise_in_place;
     use crate::rng::SplitMix64;
 
     fn vecs(rng: &mut SplitMix64, n: usize, dims: usize, scale: f32) -> Vec<f32> {
@@ -264,7 +333,11 @@ mod tests {
                 for scale in [1e-3f32, 1.0, 1e3] {
                     let lens = [1usize, 2, 7, 1, 12];
                     let total: usize = lens.iter().sum();
-                    let rows = vecs(&mut rng, total, dims, scale);
+                    let mut rows = vecs(&mut rng, total, dims, scale);
+                    if metric == Metric::Cosine {
+                        // As the key file stores them.
+                        rows.chunks_mut(dims).for_each(normalise_in_place);
+                    }
                     let mut slot_of_row = Vec::new();
                     for (slot, &l) in lens.iter().enumerate() {
                         slot_of_row.extend(std::iter::repeat_n(slot as u32, l));
@@ -276,18 +349,58 @@ mod tests {
                     for _ in 0..20 {
                         let q = vecs(&mut rng, 1, dims, scale);
                         let qn = norm(&q);
+                        let pq = Prepared::new(metric, &q);
+                        let mut all = Vec::new();
+                        b.upper_all(metric, &pq, qn, &mut all);
+                        assert_eq!(all.len(), lens.len());
                         for slot in 0..lens.len() {
                             let (g, group) = b.group(slot).unwrap();
                             assert_eq!(b.slot(g), slot as u32);
                             let up = b.upper(metric, g, group, &q, qn);
                             for row in rows[group.first * dims..group.end * dims].chunks(dims) {
-                                let s = similarity(metric, row, &q);
-                                assert!(
-                                    s <= up,
-                                    "{metric:?} dims {dims} scale {scale}: score {s} > bound {up}"
-                                );
+                                let s = pq.score(row);
+                                for (how, bound) in [("upper", up), ("upper_all", all[g])] {
+                                    assert!(
+                                        s <= bound,
+                                        "{metric:?} dims {dims} scale {scale}: score {s} > {how} {bound}"
+                                    );
+                                }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_from_the_quantised_centroids_are_never_below_any_row_score() {
+        let mut rng = SplitMix64::new(8);
+        let dims = 12;
+        let groups = quant::MIN_ROWS + 50;
+        for metric in [Metric::Cosine, Metric::Dot] {
+            let lens: Vec<usize> = (0..groups).map(|g| 1 + g % 3).collect();
+            let total: usize = lens.iter().sum();
+            let mut rows = vecs(&mut rng, total, dims, 1.0);
+            if metric == Metric::Cosine {
+                rows.chunks_mut(dims).for_each(normalise_in_place);
+            }
+            let mut slot_of_row = Vec::new();
+            for (slot, &l) in lens.iter().enumerate() {
+                slot_of_row.extend(std::iter::repeat_n(slot as u32, l));
+            }
+            let mut b = StepBounds::default();
+            b.extend(metric, &rows, dims, |r| slot_of_row[r]);
+            assert!(!b.quant.is_behind(groups), "the quantised copy is in use");
+            for _ in 0..5 {
+                let q = vecs(&mut rng, 1, dims, 1.0);
+                let pq = Prepared::new(metric, &q);
+                let mut all = Vec::new();
+                b.upper_all(metric, &pq, norm(&q), &mut all);
+                for (g, group) in b.groups.iter().enumerate() {
+                    for row in rows[group.first * dims..group.end * dims].chunks(dims) {
+                        let s = pq.score(row);
+                        assert!(s <= all[g], "{metric:?} group {g}: {s} > {}", all[g]);
                     }
                 }
             }

@@ -1,6 +1,16 @@
-//! Similarity kernels: SimSIMD's dispatched SIMD kernels, with a scalar reference that the
-//! tests hold them to. Scores are similarities, higher is better:
-//! cosine = 1 - cosine distance, dot = inner product, L2 = -(Euclidean distance).
+//! Similarity kernels, with a scalar reference that the tests hold them to. Scores are
+//! similarities, higher is better: cosine = 1 - cosine distance, dot = inner product,
+//! L2 = -(Euclidean distance).
+//!
+//! Two ways to score:
+//! - stored rows ([`Prepared`], [`scan`]): the key files hold cosine keys normalised
+//!   ([`normalised`], key-file version 2), a cosine query is normalised once per call, and
+//!   every metric becomes one dot product or squared distance per row, computed by the
+//!   blocked row kernel (module `simd`: four rows per pass over the query, AVX2 and FMA, or
+//!   SimSIMD per row elsewhere). A row gets the same bits however it is scored (alone, in a
+//!   block, in a batch), which exact pruning relies on.
+//! - any two vectors ([`similarity`]): SimSIMD's pairwise kernels, for callers outside the
+//!   index.
 //!
 //! # Numeric contract (element type f32, the only one stored today)
 //!
@@ -26,6 +36,8 @@
 //! most 1.
 
 use simsimd::SpatialSimilarity;
+
+use super::simd;
 
 use crate::error::{Error, Result};
 use crate::format::record::Metric;
@@ -99,55 +111,152 @@ pub fn similarity(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// How many rows ahead of the row being scored [`scan`] reads one value.
-const TOUCH_AHEAD: usize = 4;
+/// The vector a cosine key space stores for `v`, and the form a cosine query is scored in:
+/// `v / |v|`, with the norm and each quotient computed in f64 and rounded once to f32
+/// (deterministic on every machine). Dot and L2 vectors are used as given.
+///
+/// `v` must satisfy the numeric contract ([`check_vector`]): for cosine its norm is then
+/// at least 1e-12, and the result has norm 1 to within f32 rounding. A zero vector (which
+/// the contract refuses) is returned unchanged rather than divided by zero.
+pub fn normalised(v: &[f32]) -> Vec<f32> {
+    let mut out = v.to_vec();
+    normalise_in_place(&mut out);
+    out
+}
 
-/// [`scan`] scores every row, kept or not, when at least one row in this many is kept.
+/// [`normalised`] in place.
+pub fn normalise_in_place(v: &mut [f32]) {
+    let n = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if n > 0.0 && n.is_finite() {
+        for x in v.iter_mut() {
+            *x = (f64::from(*x) / n) as f32;
+        }
+    }
+}
+
+/// A query made ready for scoring stored rows under `metric`: cosine queries are
+/// normalised once ([`normalised`]), so every row is scored by a dot product.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    metric: Metric,
+    v: Vec<f32>,
+}
+
+impl Prepared {
+    /// Prepares `query` (already checked against the numeric contract and the space's
+    /// dimensions by the caller).
+    pub fn new(metric: Metric, query: &[f32]) -> Self {
+        let v = if metric == Metric::Cosine {
+            normalised(query)
+        } else {
+            query.to_vec()
+        };
+        Prepared { metric, v }
+    }
+
+    /// The prepared vector.
+    pub fn vector(&self) -> &[f32] {
+        &self.v
+    }
+
+    /// Scores the first `out.len()` rows of `rows` (row-major, `dims` floats each, as the
+    /// key file stores them: unit vectors in cosine spaces) into `out`:
+    /// cosine = `row · q̂` clamped to [-1, 1], dot = `row · q`, L2 = `-|row - q|`. The same
+    /// row always gets the same bits, whatever other rows are scored in the call (module
+    /// `simd`). Rows past those `rows` holds are not scored.
+    pub fn score_rows(&self, rows: &[f32], dims: usize, out: &mut [f32]) {
+        match self.metric {
+            Metric::Cosine => {
+                simd::dot_rows(rows, dims, &self.v, out);
+                out.iter_mut().for_each(|x| *x = x.clamp(-1.0, 1.0));
+            }
+            Metric::Dot => simd::dot_rows(rows, dims, &self.v, out),
+            Metric::L2 => {
+                simd::l2sq_rows(rows, dims, &self.v, out);
+                out.iter_mut().for_each(|x| *x = -x.max(0.0).sqrt());
+            }
+        }
+    }
+
+    /// The score of one stored row (`dims` floats); equal to what [`score_rows`](Self::score_rows)
+    /// gives that row.
+    pub fn score(&self, row: &[f32]) -> f32 {
+        let mut s = [0f32];
+        self.score_rows(row, row.len(), &mut s);
+        s[0]
+    }
+}
+
+/// Which row kernel this machine uses (`"avx2-fma blocked x4"` or `"simsimd per row"`).
+pub fn implementation() -> &'static str {
+    simd::implementation()
+}
+
+/// Rows per block of [`scan`]: scored together, then emitted (64 rows of 384 f32 are 96 KiB,
+/// inside a core's L2 cache, so a batched scan reuses them across queries).
+pub const BLOCK_ROWS: usize = 64;
+
+/// [`scan`] scores every row of a block, kept or not, when at least one row in this many
+/// of the block is kept: one sequential stream is faster than skipping rows.
 const DENSE_ONE_IN: usize = 4;
 
-/// Scores the rows of `rows` (row-major, `dims` floats each) against `query`: for every row
-/// index `r` with `keep(r)`, calls `emit(r, score)` in row order. Scores are those of
-/// [`similarity`]. `keep` is called once per row, in row order, before any `emit`.
+/// Scores stored rows `rows` (row-major, `dims` floats each) against `query`: for every
+/// row index `r` with `keep(r)`, calls `emit(r, score)`, in row order. `keep` is called once
+/// per row, in row order. Scores are those of [`Prepared::score_rows`].
 ///
-/// The scan is bound by memory reads, and two measures keep it near the machine's
-/// sequential read rate (figures in `docs/benchmarks.md`):
-/// - Before scoring a row it reads the first value of the row `TOUCH_AHEAD` (4) rows further
-///   on. That early load starts the page-table walk and the hardware prefetcher for the
-///   coming rows while the current row is being scored; without it the scan of 100k x 384
-///   rows took 1.2 to 1.4 times as long.
-/// - When at least one row in `DENSE_ONE_IN` (4) is kept, every row is scored and only kept
-///   rows are emitted: reading all rows in one stream is faster than skipping every second
-///   row, which defeats the prefetcher. Sparser filters skip the rows they reject.
+/// The scan runs block by block ([`BLOCK_ROWS`] rows): the block's `keep` flags first,
+/// then, when at least one row in four of the block is kept, the whole block scored in one
+/// pass of the blocked kernel (sparser blocks score only their kept rows). Figures in
+/// `docs/benchmarks.md`.
 pub fn scan(
     metric: Metric,
     rows: &[f32],
     dims: usize,
     query: &[f32],
     keep: impl FnMut(usize) -> bool,
+    emit: impl FnMut(usize, f32),
+) {
+    scan_prepared(&Prepared::new(metric, query), rows, dims, keep, emit);
+}
+
+/// [`scan`] with a query prepared once by the caller.
+pub fn scan_prepared(
+    q: &Prepared,
+    rows: &[f32],
+    dims: usize,
+    mut keep: impl FnMut(usize) -> bool,
     mut emit: impl FnMut(usize, f32),
 ) {
-    if dims == 0 {
+    if dims == 0 || q.v.len() != dims {
         return;
     }
-    let n = rows.len() / dims;
-    let kept: Vec<bool> = (0..n).map(keep).collect();
-    let count = kept.iter().filter(|&&k| k).count();
-    if count == 0 {
-        return;
-    }
-    let dense = count.saturating_mul(DENSE_ONE_IN) >= n;
-    let ahead = TOUCH_AHEAD * dims;
-    for ((r, row), &k) in rows.chunks_exact(dims).enumerate().zip(&kept) {
-        if let Some(x) = rows.get(r * dims + ahead) {
-            std::hint::black_box(*x);
+    let mut kept = [false; BLOCK_ROWS];
+    let mut scores = [0f32; BLOCK_ROWS];
+    for (b, block) in rows.chunks(BLOCK_ROWS * dims).enumerate() {
+        let base = b * BLOCK_ROWS;
+        let m = block.len() / dims;
+        let mut count = 0;
+        for (i, k) in kept[..m].iter_mut().enumerate() {
+            *k = keep(base + i);
+            count += usize::from(*k);
         }
-        if dense {
-            let score = similarity(metric, row, query);
-            if k {
-                emit(r, score);
+        if count == 0 {
+            continue;
+        }
+        if count * DENSE_ONE_IN >= m {
+            q.score_rows(block, dims, &mut scores[..m]);
+            for i in (0..m).filter(|&i| kept[i]) {
+                emit(base + i, scores[i]);
             }
-        } else if k {
-            emit(r, similarity(metric, row, query));
+        } else {
+            for i in (0..m).filter(|&i| kept[i]) {
+                q.score_rows(&block[i * dims..(i + 1) * dims], dims, &mut scores[..1]);
+                emit(base + i, scores[0]);
+            }
         }
     }
 }
@@ -333,8 +442,12 @@ mod tests {
                     .chunks_exact(dims)
                     .enumerate()
                     .filter(|(r, _)| r % every == 1)
-                    .map(|(r, row)| (r, similarity(Metric::Dot, row, &q)))
+                    .map(|(r, row)| (r, Prepared::new(Metric::Dot, &q).score(row)))
                     .collect();
+                for (r, sc) in &want {
+                    let slow = reference(Metric::Dot, &rows[r * dims..(r + 1) * dims], &q);
+                    assert!((sc - slow).abs() <= 1e-5, "row {r}: {sc} vs {slow}");
+                }
                 assert_eq!(got, want, "{n} rows, one in {every} kept");
             }
         }

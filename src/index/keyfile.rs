@@ -1,5 +1,5 @@
 //! Key files: one per key space, a 64-byte header then fixed-width little-endian f32 rows in
-//! log order. They are derived from the log: rows the header does not vouch for are rewritten
+//! log order (in cosine spaces, each key divided by its norm: [`stored_row`]). They are derived from the log: rows the header does not vouch for are rewritten
 //! from the log on open, and a file that does not match the log is rebuilt (a new file renamed
 //! over the old name, never truncated in place). Layout: `format-spec.md`, "Key files".
 
@@ -8,14 +8,16 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
-use crate::format::record::{elem_code, le_f32s, metric_code, SpaceDef};
+use crate::format::record::{elem_code, le_f32s, metric_code, Metric, SpaceDef};
+use crate::index::kernels::normalise_in_place;
 use crate::storage::mmap::MappedFile;
 use crate::storage::{create_fresh, Backend, Storage};
 
 /// Magic bytes at offset 0 of a key file.
 pub const KEY_MAGIC: [u8; 8] = *b"TRAJDBKV";
-/// Key-file format version.
-pub const KEY_VERSION: u32 = 1;
+/// Key-file format version. Version 2 stores cosine keys normalised; a file of another
+/// version is rebuilt from the log by a writer and not used by a reader.
+pub const KEY_VERSION: u32 = 2;
 /// Size of the key-file header; rows start here.
 pub const KEY_HEADER_LEN: u64 = 64;
 /// Rows are reserved in the file this many at a time at least.
@@ -56,6 +58,22 @@ pub mod header {
 /// File name of the key file of space `id`.
 pub fn key_file_name(id: u32) -> String {
     format!("keys-{id}.vec")
+}
+
+/// The bytes a key file stores for a key whose log bytes are `log_row` (little-endian f32):
+/// in a cosine space the key divided by its Euclidean norm ([`normalised`]), else the log
+/// bytes themselves. `buf` is scratch for the normalised form.
+///
+/// [`normalised`]: crate::index::kernels::normalised
+pub(crate) fn stored_row<'a>(metric: Metric, log_row: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+    if metric != Metric::Cosine {
+        return log_row;
+    }
+    let mut v = le_f32s(log_row);
+    normalise_in_place(&mut v);
+    buf.clear();
+    buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    buf
 }
 
 struct KeyHeader {
@@ -138,6 +156,10 @@ fn decode_key_header(b: &[u8; 64]) -> std::result::Result<KeyHeader, String> {
 pub(crate) struct RowStore {
     dims: usize,
     rows: usize,
+    /// The space's metric: cosine rows are stored normalised ([`stored_row`]).
+    metric: Metric,
+    /// Scratch for the stored form of the row being pushed.
+    row_buf: Vec<u8>,
     kind: StoreKind,
 }
 
@@ -188,10 +210,22 @@ fn rows_of(map: &MappedFile, n: usize) -> &[f32] {
 
 /// CRC-32 state over the first `rows` rows of a key file, read in large chunks.
 fn hash_rows(s: &dyn Storage, rows: u64, stride: u64) -> std::io::Result<crc32fast::Hasher> {
-    let mut h = crc32fast::Hasher::new();
-    let total = rows.saturating_mul(stride);
-    let mut buf = vec![0u8; usize::try_from(total.min(8 << 20)).unwrap_or(8 << 20)];
-    let mut done = 0u64;
+    hash_rows_from(s, crc32fast::Hasher::new(), 0, rows, stride)
+}
+
+/// `h` (the CRC-32 state over rows `0..from`) continued over rows `from..to` of a key file.
+fn hash_rows_from(
+    s: &dyn Storage,
+    mut h: crc32fast::Hasher,
+    from: u64,
+    to: u64,
+    stride: u64,
+) -> std::io::Result<crc32fast::Hasher> {
+    let start = from.saturating_mul(stride);
+    let total = to.saturating_mul(stride);
+    let mut buf =
+        vec![0u8; usize::try_from(total.saturating_sub(start).min(8 << 20)).unwrap_or(8 << 20)];
+    let mut done = start;
     while done < total {
         let n = usize::try_from((total - done).min(off(buf.len()))).unwrap_or(buf.len());
         s.read_at(&mut buf[..n], KEY_HEADER_LEN + done)?;
@@ -213,7 +247,7 @@ impl RowStore {
         log_id: u64,
     ) -> Result<Self> {
         let dims = ix(def.dims);
-        let heap = RowStore::heap(dims);
+        let heap = RowStore::heap(def);
         let name = key_file_name(id);
         let Ok(Some(s)) = backend.open_read(&name) else {
             return Ok(heap);
@@ -265,6 +299,8 @@ impl RowStore {
         Ok(RowStore {
             dims,
             rows: 0,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
@@ -272,11 +308,13 @@ impl RowStore {
         })
     }
 
-    /// A store that keeps rows on the heap only.
-    pub(crate) fn heap(dims: usize) -> Self {
+    /// A store that keeps the rows of space `def` on the heap only.
+    pub(crate) fn heap(def: &SpaceDef) -> Self {
         RowStore {
-            dims,
+            dims: ix(def.dims),
             rows: 0,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::Heap(Vec::new()),
         }
     }
@@ -289,8 +327,7 @@ impl RowStore {
         log_id: u64,
     ) -> Result<Self> {
         let name = key_file_name(id);
-        let path = backend.path_of(&name);
-        let dims = usize::try_from(def.dims).map_err(|_| Error::TooLarge {
+        usize::try_from(def.dims).map_err(|_| Error::TooLarge {
             what: "key dimensions".into(),
             len: u64::from(def.dims),
             max: u64::from(u32::MAX),
@@ -349,6 +386,26 @@ impl RowStore {
                 s
             }
         };
+        Self::file_store(backend, storage, id, def, log_id, trusted, rows_hasher, 0)
+    }
+
+    /// A writer's store over key file `id` whose first `trusted` rows the header vouches for
+    /// (`hasher` is the CRC-32 state over them), holding `rows` rows so far.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one store, named")]
+    fn file_store(
+        backend: &dyn Backend,
+        storage: Arc<dyn Storage>,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+        trusted: u64,
+        rows_hasher: crc32fast::Hasher,
+        rows: usize,
+    ) -> Result<Self> {
+        let name = key_file_name(id);
+        let path = backend.path_of(&name);
+        let io = |op, e| Error::io(op, backend.path_of(&name), e);
+        let dims = ix(def.dims);
         let len = storage.len().map_err(|e| io("stat", e))?;
         let stride = u64::from(def.dims) * 4;
         let capacity = len
@@ -359,8 +416,8 @@ impl RowStore {
             storage,
             path,
             space_id: id,
-            elem: want.elem,
-            metric: want.metric,
+            elem: elem_code(def.elem),
+            metric: metric_code(def.metric),
             log_id,
             trusted: usize::try_from(trusted).unwrap_or(usize::MAX),
             capacity,
@@ -388,9 +445,125 @@ impl RowStore {
         }
         Ok(RowStore {
             dims,
-            rows: 0,
+            rows,
+            metric: def.metric,
+            row_buf: Vec::new(),
             kind: StoreKind::File(fr),
         })
+    }
+
+    /// Opens key file `id` for a database opened from a checkpoint that records `rows` rows
+    /// of this space whose bytes have CRC-32 `rows_crc`. Those rows are trusted without
+    /// being read: the header must match the space and the log and vouch for at least
+    /// them, and the rows it vouches for beyond them (commits after the checkpoint) must
+    /// continue `rows_crc` to the header's checksum, which reads only those rows. `Ok(Err)`
+    /// says why the file cannot stand in for the checkpoint's rows (then open scans the log).
+    pub(crate) fn open_checkpointed(
+        backend: &dyn Backend,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+        rows: u64,
+        rows_crc: u32,
+        read_only: bool,
+    ) -> Result<std::result::Result<Self, String>> {
+        if rows == 0 {
+            // Nothing to trust: the ordinary open (which reads only rows vouched for since).
+            return if read_only {
+                Self::open_read_only(backend, id, def, log_id).map(Ok)
+            } else {
+                Self::open(backend, id, def, log_id).map(Ok)
+            };
+        }
+        let name = key_file_name(id);
+        let io = |op, e| Error::io(op, backend.path_of(&name), e);
+        let opened = if read_only {
+            backend.open_read(&name)
+        } else {
+            backend.open(&name, false)
+        };
+        let Some(s) = opened.map_err(|e| io("open", e))? else {
+            return Ok(Err("the key file is missing".into()));
+        };
+        let len = s.len().map_err(|e| io("stat", e))?;
+        let mut b = [0u8; 64];
+        if len < KEY_HEADER_LEN {
+            return Ok(Err("the key file is shorter than its header".into()));
+        }
+        s.read_at(&mut b, 0).map_err(|e| io("read", e))?;
+        let h = match decode_key_header(&b) {
+            Ok(h) => h,
+            Err(why) => return Ok(Err(format!("header: {why}"))),
+        };
+        let stride = u64::from(def.dims) * 4;
+        let matches = h.space_id == id
+            && h.dims == def.dims
+            && h.elem == elem_code(def.elem)
+            && h.metric == metric_code(def.metric)
+            && h.log_id == log_id;
+        if !matches {
+            return Ok(Err("the header names another space or log".into()));
+        }
+        if h.rows < rows {
+            return Ok(Err(format!(
+                "the header vouches for {} rows, fewer than the checkpoint's {rows}",
+                h.rows
+            )));
+        }
+        let fits = h
+            .rows
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(KEY_HEADER_LEN));
+        if fits.is_none_or(|e| e > len) {
+            return Ok(Err(
+                "the rows the header vouches for do not fit in the file".into(),
+            ));
+        }
+        let hasher = hash_rows_from(
+            s.as_ref(),
+            crc32fast::Hasher::new_with_initial(rows_crc),
+            rows,
+            h.rows,
+            stride,
+        )
+        .map_err(|e| io("read", e))?;
+        if hasher.clone().finalize() != h.rows_crc {
+            return Ok(Err(
+                "the header's checksum does not continue the checkpoint's".into(),
+            ));
+        }
+        let n_rows = usize::try_from(rows)
+            .map_err(|_| io("read", std::io::ErrorKind::InvalidData.into()))?;
+        if !read_only {
+            return Self::file_store(backend, s, id, def, log_id, h.rows, hasher, n_rows).map(Ok);
+        }
+        let Some(file) = s.file() else {
+            return Ok(Err("the key file cannot be mapped".into()));
+        };
+        let len_us =
+            usize::try_from(len).map_err(|_| io("mmap", std::io::ErrorKind::InvalidData.into()))?;
+        let map = MappedFile::map(file, len_us).map_err(|e| io("mmap", e))?;
+        Ok(Ok(RowStore {
+            dims: ix(def.dims),
+            rows: n_rows,
+            metric: def.metric,
+            row_buf: Vec::new(),
+            kind: StoreKind::Mapped {
+                map,
+                vouched: usize::try_from(h.rows).unwrap_or(0),
+            },
+        }))
+    }
+
+    /// The rows and their checksum when the key file's header vouches for every row this
+    /// store holds (a writer's store after a key-file checkpoint); None otherwise.
+    pub(crate) fn vouched(&self) -> Option<(u64, u32)> {
+        match &self.kind {
+            StoreKind::File(f) if f.trusted == self.rows => {
+                Some((off(self.rows), f.hasher.clone().finalize()))
+            }
+            _ => None,
+        }
     }
 
     /// Number of rows.
@@ -453,9 +626,17 @@ impl RowStore {
         self.rows = n;
     }
 
-    /// Appends a row given as little-endian f32 bytes (`dims * 4` of them). During open,
-    /// rows the key file already vouches for are only counted.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Appends the key whose log bytes are `log_row` (little-endian f32, `dims * 4` of
+    /// them), in its stored form ([`stored_row`]). During open, rows the key file already
+    /// vouches for are only counted.
+    pub(crate) fn push(&mut self, log_row: &[u8]) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.row_buf);
+        let r = self.push_stored(stored_row(self.metric, log_row, &mut buf));
+        self.row_buf = buf;
+        r
+    }
+
+    fn push_stored(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
         if let StoreKind::Mapped { vouched, map } = &self.kind {
             // A row the file vouches for is used only when it equals the row in the log just
@@ -561,6 +742,11 @@ impl RowStore {
     /// Syncs the rows, then records in the header that they are all vouched for.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         if let StoreKind::File(f) = &mut self.kind {
+            if f.trusted == self.rows {
+                // The header already vouches for exactly these rows (synced before it was
+                // written): nothing to sync or rewrite.
+                return Ok(());
+            }
             let err = |op, e| Error::io(op, f.path.clone(), e);
             f.storage.sync().map_err(|e| err("sync", e))?;
             let h = KeyHeader {
@@ -651,6 +837,11 @@ pub(crate) fn verify_file(
     }
     s.read_at(&mut b, 0)
         .map_err(|e| Error::io("read", path.clone(), e))?;
+    if b[..8] == KEY_MAGIC && u32_at(&b, header::VERSION) != KEY_VERSION {
+        // A key file of another version (an earlier trajdb's): never used, and rebuilt by
+        // the next writable open, like a missing one.
+        return Ok(0);
+    }
     let h = decode_key_header(&b).map_err(|what| corrupt(0, what))?;
     if h.space_id != id || h.dims != def.dims || h.log_id != log_id {
         return Err(corrupt(

@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::db::{Database, Space, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
+use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
-use crate::index::kernels::{check_vector, scan, similarity};
+use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
+use crate::index::quant;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -176,6 +178,51 @@ fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .collect()
 }
 
+/// The exact top `k` rows of space `s` among those with `keep(row)`, by the row kernel's
+/// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
+/// quantised first pass (module `index::quant`) and rescore its candidates; the result is
+/// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
+fn top_rows(
+    s: &Space,
+    q: &Prepared,
+    k: usize,
+    quantised: bool,
+    keep: impl Fn(usize) -> bool,
+) -> TopK {
+    let dims = ix(s.def.dims);
+    let rows = s.rows.all();
+    let n = rows.len() / dims.max(1);
+    let mut top = TopK::new(k, n);
+    if !quantised || s.def.metric == Metric::L2 || n < quant::MIN_ROWS || k >= n / 4 {
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    if s.quant.read().is_behind(n) {
+        s.quant.write().extend(rows, dims);
+    }
+    let qr = s.quant.read();
+    if qr.is_behind(n) {
+        // Rows were appended between the two locks: scan in f32 this time.
+        drop(qr);
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    let q_norm = q
+        .vector()
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let c = qr.first_pass(s.def.metric, q.vector(), q_norm, k, keep);
+    for &(hi, r) in &c.rows {
+        if hi >= c.threshold {
+            let r = ix(r);
+            top.offer(q.score(&rows[r * dims..(r + 1) * dims]), off(r));
+        }
+    }
+    top
+}
+
 fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
@@ -267,18 +314,81 @@ impl Database {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter)?;
-        let metric = s.def.metric;
-        let dims = ix(s.def.dims);
-        let mut top = TopK::new(k, s.row_meta.len());
-        scan(
-            metric,
-            s.rows.all(),
-            dims,
-            query,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
-            |r, score| top.offer(score, off(r)),
-        );
+        let quantised = self.opts.quantised_search;
+        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, quantised, |r| {
+            c.pass(&st.trajs[ix(s.row_meta[r].slot)])
+        });
         Ok(hits(&st, s, top))
+    }
+
+    /// [`search`](Self::search) for several queries in one pass over the rows: each block
+    /// of rows is read from memory once and scored against every query while it is in
+    /// cache, so `m` queries cost far less than `m` scans. Result `i` is exactly what
+    /// `search(space, &queries[i], k, filter)` returns.
+    ///
+    /// `queries`: each `dims` floats. Errors: as `search`; a bad query is named by its index
+    /// (`queries[3]`), and nothing is scored unless every query is valid.
+    pub fn search_many<Q: AsRef<[f32]>>(
+        &self,
+        space: &str,
+        queries: &[Q],
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let st = self.state.read();
+        let (_, s) = st.space(space)?;
+        for (i, q) in queries.iter().enumerate() {
+            check_query(&st, space, q.as_ref(), None).map_err(|e| match e {
+                Error::InvalidInput { at, what } => Error::InvalidInput {
+                    at: format!("queries[{i}]: {at}"),
+                    what,
+                },
+                Error::DimensionMismatch {
+                    space,
+                    expected,
+                    got,
+                } => Error::invalid(
+                    format!("queries[{i}]"),
+                    format!("has {got} dimensions; key space `{space}` has {expected}"),
+                ),
+                other => other,
+            })?;
+        }
+        if k == 0 || queries.is_empty() {
+            return Ok(vec![Vec::new(); queries.len()]);
+        }
+        let c = Compiled::new(&st, filter)?;
+        let dims = ix(s.def.dims);
+        let prepared: Vec<Prepared> = queries
+            .iter()
+            .map(|q| Prepared::new(s.def.metric, q.as_ref()))
+            .collect();
+        let mut tops: Vec<TopK> = (0..queries.len())
+            .map(|_| TopK::new(k, s.row_meta.len()))
+            .collect();
+        let rows = s.rows.all();
+        let mut kept = [false; BLOCK_ROWS];
+        let mut scores = [0f32; BLOCK_ROWS];
+        for (b, block) in rows.chunks(BLOCK_ROWS * dims.max(1)).enumerate() {
+            let base = b * BLOCK_ROWS;
+            let m = block.len() / dims.max(1);
+            let mut count = 0;
+            for (i, kp) in kept[..m].iter_mut().enumerate() {
+                *kp = c.pass(&st.trajs[ix(s.row_meta[base + i].slot)]);
+                count += usize::from(*kp);
+            }
+            if count == 0 {
+                continue;
+            }
+            for (p, top) in prepared.iter().zip(tops.iter_mut()) {
+                // Scored per block, then per row: the same bits as `search` (kernels).
+                p.score_rows(block, dims, &mut scores[..m]);
+                for i in (0..m).filter(|&i| kept[i]) {
+                    top.offer(scores[i], off(base + i));
+                }
+            }
+        }
+        Ok(tops.into_iter().map(|t| hits(&st, s, t)).collect())
     }
 
     /// Like [`search`](Self::search), but at most one hit per trajectory: in a step-level key
@@ -302,11 +412,10 @@ impl Database {
         // Best (score, row) per trajectory slot; rows of one trajectory are contiguous.
         let mut best: Vec<(f32, usize)> = Vec::new();
         let mut last_slot = None;
-        scan(
-            s.def.metric,
+        scan_prepared(
+            &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            query,
             |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
             |r, score| {
                 let slot = s.row_meta[r].slot;
@@ -380,22 +489,8 @@ impl Database {
         let n = st.trajs.len();
         let mut work = RetrieveWork::default();
         let c = Compiled::new(&st, &q.filter)?;
-        let Scratch {
-            pass,
-            sum,
-            has_any,
-            scores,
-            best_step,
-            order,
-        } = scratch;
-        reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(&st.trajs) {
-            *p = c.pass(m);
-        }
-        // Per key: each slot's score (NaN = no key); folded into `sum` key by key.
-        reset(sum, n, 0.0);
-        reset(has_any, n, false);
-        let mut nkeys = 0usize;
+        // Every key is checked before any work is done.
+        let mut keys: Vec<(&Space, Prepared)> = Vec::with_capacity(q.keys.len());
         for (name, v) in &q.keys {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
             let s = &st.spaces[ix(sid)];
@@ -405,53 +500,10 @@ impl Database {
                     "is a step-level key space; pass it as the step key",
                 ));
             }
-            nkeys += 1;
-            reset(scores, n, f32::NAN);
-            let dims = ix(s.def.dims);
-            scan(
-                s.def.metric,
-                s.rows.all(),
-                dims,
-                v,
-                |r| pass[ix(s.row_meta[r].slot)],
-                |r, score| {
-                    let slot = ix(s.row_meta[r].slot);
-                    scores[slot] = score;
-                    has_any[slot] = true;
-                },
-            );
-            let worst = scores
-                .iter()
-                .copied()
-                .filter(|x| !x.is_nan())
-                .fold(f32::INFINITY, f32::min);
-            if worst == f32::INFINITY {
-                continue;
-            }
-            for (acc, x) in sum.iter_mut().zip(scores.iter()) {
-                *acc += f64::from(if x.is_nan() { worst } else { *x });
-            }
+            keys.push((s, Prepared::new(s.def.metric, v)));
         }
-        // Sums and means in f64: every term is a finite f32 (the numeric contract), their
-        // sum may not be; the score is clamped into f32 once, at the end.
-        let nkeys_f = nkeys.max(1) as f64;
-        let traj_score = |slot: usize| {
-            if nkeys == 0 {
-                0.0
-            } else {
-                sum[slot] / nkeys_f
-            }
-        };
-        let mut top = TopK::new(q.k, n);
-        reset(best_step, n, None);
-        match &q.step_key {
-            None => {
-                for slot in 0..n {
-                    if pass[slot] && (nkeys == 0 || has_any[slot]) {
-                        top.offer(clamp_f32(traj_score(slot)), off(slot));
-                    }
-                }
-            }
+        let step = match &q.step_key {
+            None => None,
             Some((name, v)) => {
                 let sid = check_query(&st, name, v, q.embedder.as_ref())?;
                 let s = &st.spaces[ix(sid)];
@@ -461,16 +513,213 @@ impl Database {
                         "is a trajectory-level key space; pass it in keys",
                     ));
                 }
+                Some((s, v.as_slice(), Prepared::new(s.def.metric, v)))
+            }
+        };
+        let Scratch {
+            pass,
+            sum,
+            has_any,
+            scores,
+            best_step,
+            order,
+            step_scores,
+            uppers,
+            lows,
+            key_rows,
+        } = scratch;
+        reset(pass, n, false);
+        for (p, m) in pass.iter_mut().zip(&st.trajs) {
+            *p = c.pass(m);
+        }
+        // The step key's bounds, brought up to date (pruned visits only).
+        let step_bounds = match &step {
+            Some((s, _, _)) if prune => {
                 let dims = ix(s.def.dims);
                 let rows = s.rows.all();
-                let slot_of_row = |r: usize| s.row_meta[r].slot;
-                if prune && s.bounds.read().is_behind(rows.len() / dims.max(1)) {
+                if s.bounds.read().is_behind(rows.len() / dims.max(1)) {
                     s.bounds
                         .write()
-                        .extend(s.def.metric, rows, dims, slot_of_row);
+                        .extend(s.def.metric, rows, dims, |r| s.row_meta[r].slot);
                 }
-                let bounds = s.bounds.read();
-                if prune && bounds.usable && !bounds.is_behind(rows.len() / dims.max(1)) {
+                let b = s.bounds.read();
+                (b.usable && !b.is_behind(rows.len() / dims.max(1))).then_some(b)
+            }
+            _ => None,
+        };
+        let nkeys = keys.len();
+        let nkeys_f = nkeys.max(1) as f64;
+        // Trajectory keys. Exact mode: every slot's exact score, summed into `sum`. Bounded
+        // mode (a pruned visit over quantised copies, module `index::quant`): `sum` holds an
+        // upper bound of the same sum, and a visited slot's exact sum is formed by
+        // `exact_sum`, in the same order with the same f64 arithmetic as the exact mode, so
+        // both give the same bits.
+        let quantisable = |s: &Space| {
+            self.opts.quantised_search
+                && s.def.metric != Metric::L2
+                && s.rows.len() >= quant::MIN_ROWS
+        };
+        let bounded = prune
+            && (step.is_none() || step_bounds.is_some())
+            && keys.iter().any(|(s, _)| quantisable(s));
+        reset(sum, n, 0.0);
+        reset(has_any, n, false);
+        // Per key: the exact worst score (filled in for slots without the key; None when no
+        // qualifying slot has the key, and then the key adds nothing).
+        let mut worsts: Vec<Option<f32>> = Vec::with_capacity(nkeys);
+        if bounded {
+            reset(key_rows, nkeys * n, u32::MAX);
+        }
+        for (i, (s, p)) in keys.iter().enumerate() {
+            let dims = ix(s.def.dims);
+            let rows = s.rows.all();
+            reset(scores, n, f32::NAN);
+            if bounded && quantisable(s) {
+                let nrows = rows.len() / dims.max(1);
+                if s.quant.read().is_behind(nrows) {
+                    s.quant.write().extend(rows, dims);
+                }
+                let qr = s.quant.read();
+                reset(lows, n, f32::NAN);
+                let qn = p
+                    .vector()
+                    .iter()
+                    .map(|&x| f64::from(x) * f64::from(x))
+                    .sum::<f64>()
+                    .sqrt();
+                let kr = &mut key_rows[i * n..(i + 1) * n];
+                qr.bounds(
+                    s.def.metric,
+                    p.vector(),
+                    qn,
+                    |r| pass[ix(s.row_meta[r].slot)],
+                    |r, lo, hi| {
+                        let slot = ix(s.row_meta[r].slot);
+                        lows[slot] = lo;
+                        scores[slot] = hi;
+                        has_any[slot] = true;
+                        kr[slot] = u32::try_from(r).unwrap_or(u32::MAX);
+                    },
+                );
+                // The exact minimum: the row that has it has a lower bound at or below the
+                // least upper bound, so rescoring those rows finds it.
+                let min_hi = scores
+                    .iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .fold(f32::INFINITY, f32::min);
+                let worst = (0..n)
+                    .filter(|&slot| !lows[slot].is_nan() && lows[slot] <= min_hi)
+                    .map(|slot| {
+                        let r = ix(kr[slot]);
+                        p.score(&rows[r * dims..(r + 1) * dims])
+                    })
+                    .fold(f32::INFINITY, f32::min);
+                if worst == f32::INFINITY {
+                    worsts.push(None);
+                    continue;
+                }
+                worsts.push(Some(worst));
+            } else {
+                // Exact scores (in bounded mode also the rows, for `exact_sum`).
+                let mut kr = bounded.then(|| &mut key_rows[i * n..(i + 1) * n]);
+                scan_prepared(
+                    p,
+                    rows,
+                    dims,
+                    |r| pass[ix(s.row_meta[r].slot)],
+                    |r, score| {
+                        let slot = ix(s.row_meta[r].slot);
+                        scores[slot] = score;
+                        has_any[slot] = true;
+                        if let Some(kr) = kr.as_mut() {
+                            kr[slot] = u32::try_from(r).unwrap_or(u32::MAX);
+                        }
+                    },
+                );
+                let worst = scores
+                    .iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .fold(f32::INFINITY, f32::min);
+                if worst == f32::INFINITY {
+                    worsts.push(None);
+                    continue;
+                }
+                worsts.push(Some(worst));
+            }
+            let worst = worsts.last().copied().flatten().unwrap_or(0.0);
+            for (acc, x) in sum.iter_mut().zip(scores.iter()) {
+                *acc += f64::from(if x.is_nan() { worst } else { *x });
+            }
+        }
+        // The exact key sum of a slot in bounded mode (same order and arithmetic as above).
+        let exact_sum = |slot: usize| -> f64 {
+            let mut acc = 0f64;
+            for (i, (s, p)) in keys.iter().enumerate() {
+                let Some(worst) = worsts[i] else { continue };
+                let r = key_rows[i * n + slot];
+                acc += f64::from(if r == u32::MAX {
+                    worst
+                } else {
+                    let dims = ix(s.def.dims);
+                    let r = ix(r);
+                    p.score(&s.rows.all()[r * dims..(r + 1) * dims])
+                });
+            }
+            acc
+        };
+        // Sums and means in f64: every term is a finite f32 (the numeric contract), their
+        // sum may not be; the score is clamped into f32 once, at the end.
+        let traj_score = |slot: usize| -> f64 {
+            if nkeys == 0 {
+                0.0
+            } else if bounded {
+                exact_sum(slot) / nkeys_f
+            } else {
+                sum[slot] / nkeys_f
+            }
+        };
+        // An upper bound of `traj_score` (itself in exact mode): f64 addition and division
+        // are monotonic, so term-wise upper bounds give an upper bound of the sum.
+        let traj_upper = |slot: usize| -> f64 {
+            if nkeys == 0 {
+                0.0
+            } else {
+                sum[slot] / nkeys_f
+            }
+        };
+        let mut top = TopK::new(q.k, n);
+        reset(best_step, n, None);
+        match &step {
+            None if bounded => {
+                order.clear();
+                for slot in (0..n).filter(|&slot| pass[slot] && has_any[slot]) {
+                    order.push((
+                        clamp_f32(traj_upper(slot)),
+                        u32::try_from(slot).unwrap_or(u32::MAX),
+                    ));
+                }
+                order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                for &(upper, slot) in order.iter() {
+                    if top.kth().is_some_and(|kth| upper < kth) {
+                        break;
+                    }
+                    let slot = ix(slot);
+                    top.offer(clamp_f32(traj_score(slot)), off(slot));
+                }
+            }
+            None => {
+                for slot in 0..n {
+                    if pass[slot] && (nkeys == 0 || has_any[slot]) {
+                        top.offer(clamp_f32(traj_score(slot)), off(slot));
+                    }
+                }
+            }
+            Some((s, v, pq)) => {
+                let dims = ix(s.def.dims);
+                let rows = s.rows.all();
+                if let Some(bounds) = &step_bounds {
                     // Pruned visit: candidates by descending upper bound.
                     let qn = v
                         .iter()
@@ -478,13 +727,13 @@ impl Database {
                         .sum::<f64>()
                         .sqrt();
                     order.clear();
+                    bounds.upper_all(s.def.metric, pq, qn, uppers);
                     for slot in (0..n).filter(|&slot| pass[slot]) {
-                        if let Some((g, group)) = bounds.group(slot) {
-                            let up = bounds.upper(s.def.metric, g, group, v, qn);
-                            // Rounding to f32 is monotonic, so this bounds the
-                            // f32 score of every step of the slot.
+                        if let Some((g, _)) = bounds.group(slot) {
+                            // Rounding to f32 is monotonic, so this bounds the f32 score of
+                            // every step of the slot.
                             order.push((
-                                clamp_f32(traj_score(slot) + f64::from(up)),
+                                clamp_f32(traj_upper(slot) + f64::from(uppers[g])),
                                 u32::try_from(slot).unwrap_or(u32::MAX),
                             ));
                         }
@@ -500,8 +749,15 @@ impl Database {
                         };
                         work.trajectories_visited += 1;
                         let mut best: Option<(f32, u32)> = None;
-                        for r in group.first..group.end {
-                            let sc = similarity(s.def.metric, &rows[r * dims..(r + 1) * dims], v);
+                        // The group's rows are contiguous: scored in one blocked pass.
+                        step_scores.clear();
+                        step_scores.resize(group.end - group.first, 0.0);
+                        pq.score_rows(
+                            &rows[group.first * dims..group.end * dims],
+                            dims,
+                            step_scores,
+                        );
+                        for (r, &sc) in (group.first..group.end).zip(step_scores.iter()) {
                             if best.is_none_or(|(b, _)| sc > b) {
                                 best = Some((sc, s.row_meta[r].step));
                             }
@@ -514,11 +770,10 @@ impl Database {
                     }
                 } else {
                     // Full scan: every kept step row.
-                    scan(
-                        s.def.metric,
+                    scan_prepared(
+                        pq,
                         rows,
                         dims,
-                        v,
                         |r| pass[ix(s.row_meta[r].slot)],
                         |r, sc| {
                             let m = s.row_meta[r];
@@ -539,6 +794,7 @@ impl Database {
                 }
             }
         }
+        drop(step_bounds);
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = usize::try_from(slot).unwrap_or(usize::MAX);
@@ -593,6 +849,10 @@ struct Scratch {
     scores: Vec<f32>,
     best_step: Vec<Option<(f32, u32)>>,
     order: Vec<(f32, u32)>,
+    step_scores: Vec<f32>,
+    uppers: Vec<f32>,
+    lows: Vec<f32>,
+    key_rows: Vec<u32>,
 }
 
 thread_local! {

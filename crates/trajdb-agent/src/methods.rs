@@ -506,28 +506,8 @@ pub fn curate_ids(
     dir: &Path,
     embedder: &dyn Embedder,
 ) -> AgentResult<Database> {
-    use std::collections::HashMap;
     let mut order: Vec<String> = train.to_vec();
-    let mut best: HashMap<String, (f64, usize, u64)> = HashMap::new();
-    for (m, member) in members.iter().enumerate() {
-        let db = member.as_db()?;
-        for id in db.ids() {
-            let t = db.get(id)?;
-            if t.outcome.success != Some(true) {
-                continue;
-            }
-            let q = db.utility(id).q().unwrap_or(-1.0);
-            match best.get(&t.task) {
-                Some(&(bq, _, _)) if bq >= q => {}
-                prev => {
-                    if prev.is_none() && t.provenance.kind == ProvenanceKind::Relabelled {
-                        order.push(t.task.clone());
-                    }
-                    best.insert(t.task.clone(), (q, m, id));
-                }
-            }
-        }
-    }
+    let best = select_exemplars(members, &mut order)?;
     let out = open_db(dir, embedder)?;
     let emb = embedder.id();
     let mut seen = std::collections::HashSet::new();
@@ -547,6 +527,40 @@ pub fn curate_ids(
         out.append_as(&t, Some(&emb))?;
     }
     Ok(out)
+}
+
+/// The choice of [`curate_ids`]: for each task, the successful trajectory (current outcome
+/// success) with the highest Q (`Utility::q`, METHOD.md §4) across `members`, as (Q, member
+/// index, id). A trajectory without Q (never retrieved in a labelled episode) counts as
+/// Q = -1, below any measured Q; ties keep the earlier member and, within a member, the
+/// trajectory committed first (`Database::ids` order). A relabelled (hindsight) trajectory's
+/// task not seen before is appended to `order`.
+pub fn select_exemplars(
+    members: &[impl AsDb],
+    order: &mut Vec<String>,
+) -> AgentResult<std::collections::HashMap<String, (f64, usize, u64)>> {
+    let mut best: std::collections::HashMap<String, (f64, usize, u64)> =
+        std::collections::HashMap::new();
+    for (m, member) in members.iter().enumerate() {
+        let db = member.as_db()?;
+        for id in db.ids() {
+            let t = db.get(id)?;
+            if t.outcome.success != Some(true) {
+                continue;
+            }
+            let q = db.utility(id).q().unwrap_or(-1.0);
+            match best.get(&t.task) {
+                Some(&(bq, _, _)) if bq >= q => {}
+                prev => {
+                    if prev.is_none() && t.provenance.kind == ProvenanceKind::Relabelled {
+                        order.push(t.task.clone());
+                    }
+                    best.insert(t.task.clone(), (q, m, id));
+                }
+            }
+        }
+    }
+    Ok(best)
 }
 
 /// Anything that holds an open database (a population member, or a database itself).

@@ -303,6 +303,7 @@ pub fn run_episode(
             kind: ProvenanceKind::SelfGenerated,
             parent: None,
             steps: None,
+            origin: None,
         },
         ..Default::default()
     };
@@ -402,6 +403,7 @@ pub fn store_relabelled(
                     u32::try_from(s).unwrap_or(u32::MAX),
                     u32::try_from(e).unwrap_or(u32::MAX),
                 )),
+                origin: None,
             },
             steps,
             ..Default::default()

@@ -86,6 +86,14 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
+    /// Exemplar curation's choice, without copying anything: per task, the successful
+    /// trajectory with the highest Q (no Q counts as -1; ties keep the one committed first),
+    /// as `bootstrap --method exemplar-curation` picks it. One line per task, by task.
+    Curate(CurateArgs),
+    /// Merge databases into DST (created if absent): every trajectory and usage event of
+    /// each source lands in DST exactly once. Rerunning adds only what is new; a merge that
+    /// was interrupted is completed by running it again. Sources are only read.
+    Merge(MergeArgs),
     /// Run the method end to end on Wordcraft or on an outside environment speaking the
     /// environment protocol (`--env-cmd`): Traj-Bootstrap with optional database and
     /// exemplar curation, test success before and after, learning curve, success predictor.
@@ -314,7 +322,13 @@ pub struct ExportArgs {
     /// Export only successful trajectories.
     #[arg(long, conflicts_with = "usage")]
     pub success_only: bool,
-    /// Export the episodes' retrieval logs instead of trajectories.
+    /// Export the episodes' retrieval logs instead of trajectories: one JSON line per
+    /// episode, or with `--parquet DIR` two Parquet files in DIR, `retrievals.parquet` (one
+    /// row per retrieval event: origin, episode, trajectory_origin, trajectory, step, stage,
+    /// db_episode, db_trajectory) and `episodes.parquet` (one row per episode: origin,
+    /// episode, outcome, created_ms, db_episode). `origin`/`episode` and
+    /// `trajectory_origin`/`trajectory` name episodes and trajectories where they were
+    /// first written, so exports of many databases can be queried together.
     #[arg(long)]
     pub usage: bool,
     /// Write the key-space header line first (`{"trajdb_spaces":[...]}`: every space's
@@ -324,11 +338,11 @@ pub struct ExportArgs {
     pub with_spaces: bool,
     /// Write a Parquet file here instead of JSONL to stdout: one row per trajectory (with
     /// `--format chat`, an `id` and a `messages` column). Needs the `parquet` cargo feature.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["usage", "with_spaces"])]
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "with_spaces")]
     pub parquet: Option<PathBuf>,
     /// Add the usage counters and Q as columns (`retrievals`, `episodes`,
     /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
-    #[arg(long, requires = "parquet")]
+    #[arg(long, requires = "parquet", conflicts_with = "usage")]
     pub with_utility: bool,
 }
 
@@ -371,6 +385,30 @@ pub struct ForkArgs {
     pub db: PathBuf,
     /// New directory (must not exist or be empty).
     pub dst: PathBuf,
+}
+
+/// Arguments of `curate`.
+#[derive(Debug, Args)]
+pub struct CurateArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// JSON lines {"task","id","origin","origin_id","q"} (q null when the trajectory has
+    /// no Q).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Destination database directory (created if absent).
+    pub dst: PathBuf,
+    /// Source database directories, merged in this order.
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Print one JSON object per source (what was added) instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `delete`.
@@ -425,6 +463,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db, a.force),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
+        Command::Merge(a) => admin::merge(&a),
+        Command::Curate(a) => query::curate(&a),
         Command::Bootstrap(mut a) => {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
@@ -482,12 +522,25 @@ pub fn open_read(db: &Path) -> CliResult<Database> {
 
 /// [`open_read`], optionally without the damaged-tail warning (`verify` reports it itself).
 pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
+    open_read_with(db, warn, false)
+}
+
+/// [`open_read`] that ignores the checkpoint and checks every commit and key row as it opens
+/// (`Options::verify_on_open`): for commands that read the whole database anyway
+/// (`export`), so damage at rest in commits the checkpoint covers is refused rather than
+/// exported around.
+pub fn open_read_checked(db: &Path) -> CliResult<Database> {
+    open_read_with(db, true, true)
+}
+
+fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Database> {
     must_exist(db)?;
     let d = Database::open(
         db,
         Options {
             read_only: true,
             create: false,
+            verify_on_open,
             ..Options::default()
         },
     )?;
@@ -527,6 +580,7 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: false,
             lock_timeout: lock_wait(),
+            ..Options::default()
         },
     )
     .map_err(locked_hint)?;
@@ -563,6 +617,7 @@ pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: true,
             lock_timeout: lock_wait(),
+            ..Options::default()
         },
     )
     .map_err(locked_hint)?;

@@ -14,7 +14,8 @@ use trajdb_agent::minilm::MINILM_EMBEDDER_NAME;
 use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder, OPENAI_EMBEDDER_PREFIX};
 
 use super::{
-    json_line, open_read, out_err, write_line, CliResult, RetrieveArgs, SearchArgs, StatsArgs,
+    json_line, open_read, out_err, write_line, CliResult, CurateArgs, RetrieveArgs, SearchArgs,
+    StatsArgs,
 };
 
 /// Parses a JSON array of numbers into an f32 vector; `what` names it in errors.
@@ -505,6 +506,32 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         let right = [false, false, true, false, false, true, true, true];
         for l in table(&head, &rows, &right) {
             write_line(&mut out, &l)?;
+        }
+    }
+    out.flush().map_err(out_err)
+}
+
+/// `trajdb curate DB`: the choice of exemplar curation over this one database
+/// (`trajdb_agent::methods::select_exemplars`), one line per task in task order.
+pub fn curate(a: &CurateArgs) -> CliResult {
+    let db = open_read(&a.db)?;
+    let mut order = Vec::new();
+    let best = trajdb_agent::methods::select_exemplars(std::slice::from_ref(&db), &mut order)
+        .map_err(|e| super::Failure::from(e.to_string()))?;
+    let mut tasks: Vec<(&String, &(f64, usize, u64))> = best.iter().collect();
+    tasks.sort_by(|x, y| x.0.cmp(y.0));
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for (task, &(q, _, id)) in tasks {
+        let o = db.trajectory_origin(id).unwrap_or_default();
+        let q = (q >= 0.0).then_some(q);
+        if a.json {
+            let line = serde_json::json!({
+                "task": task, "id": id, "origin": o.db, "origin_id": o.id, "q": q,
+            });
+            write_line(&mut out, &line.to_string())?;
+        } else {
+            let q = q.map_or_else(|| "-".to_owned(), |q| format!("{q:.4}"));
+            write_line(&mut out, &format!("{task}\t{id}\t{o}\t{q}"))?;
         }
     }
     out.flush().map_err(out_err)
