@@ -232,9 +232,14 @@ pub struct BootstrapArgs {
     /// each is recorded, counted and reported.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_failures: usize,
-    /// Embedder of every key: `hash` (built-in, no model) or `openai:MODEL` (an
-    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
-    #[arg(long, default_value = "hash", value_name = "hash|openai:MODEL")]
+    /// Embedder of every key: `hash` (built-in, no model), `minilm:PATH` (all-MiniLM-L6-v2
+    /// on the CPU from the model folder PATH; needs a build with `--features minilm`) or
+    /// `openai:MODEL` (an OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
+    #[arg(
+        long,
+        default_value = "hash",
+        value_name = "hash|minilm:PATH|openai:MODEL"
+    )]
     pub embedder: String,
     /// Train/test split. Default: `task` in the reference setting, `recipe` in trajdb's.
     #[arg(long, value_enum)]

@@ -25,6 +25,7 @@ pub mod bootstrap;
 pub mod embedders;
 pub mod imitation;
 pub mod methods;
+pub mod minilm;
 pub mod openai;
 pub mod policy;
 pub mod predict;
@@ -76,6 +77,8 @@ pub enum AgentError {
         /// The last task's error.
         last: String,
     },
+    /// The MiniLM embedder could not be made (its model folder, or a build without it).
+    Embedder(minilm::MiniLmError),
     /// An argument or option is invalid.
     Invalid {
         /// Which argument.
@@ -108,6 +111,7 @@ impl fmt::Display for AgentError {
                 f,
                 "{failed} tasks failed, more than the {max} tolerated (--max-failures); last: {last}"
             ),
+            AgentError::Embedder(e) => write!(f, "{e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
     }
@@ -118,6 +122,12 @@ impl std::error::Error for AgentError {}
 impl From<trajdb::Error> for AgentError {
     fn from(e: trajdb::Error) -> Self {
         AgentError::Db(e)
+    }
+}
+
+impl From<minilm::MiniLmError> for AgentError {
+    fn from(e: minilm::MiniLmError) -> Self {
+        AgentError::Embedder(e)
     }
 }
 

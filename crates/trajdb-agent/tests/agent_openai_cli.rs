@@ -168,7 +168,7 @@ fn bad_flags_and_bad_recipe_files_give_one_clear_line() {
     assert!(parse(&["--llm-retries", "-1"]).is_err());
     assert_eq!(
         err(&["--embedder", "minilm"]),
-        "--embedder: unknown embedder \"minilm\"; expected hash or openai:MODEL"
+        "--embedder: unknown embedder \"minilm\"; expected hash, minilm:PATH or openai:MODEL"
     );
     let mut big = parse(&["--draw", "in-order"]).unwrap();
     big.train = 100_000;

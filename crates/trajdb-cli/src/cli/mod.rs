@@ -133,9 +133,9 @@ pub struct ImportArgs {
     /// metric is refused.
     #[arg(long, value_enum)]
     pub metric: Option<MetricArg>,
-    /// Embed these text fields with the built-in hash embedder into key spaces of the same
-    /// name, for records that carry no vector for them. With a key-space header line the
-    /// header must define these spaces with that embedder.
+    /// Embed these text fields with the `--embedder` (by default the built-in hash embedder)
+    /// into key spaces of the same name, for records that carry no vector for them. With a
+    /// key-space header line the header must define these spaces with that embedder.
     #[arg(long, value_delimiter = ',', value_name = "FIELD[,FIELD..]",
           value_parser = ["goal", "plan", "category", "task", "observation", "reasoning", "action"])]
     pub embed: Vec<String>,
@@ -143,14 +143,16 @@ pub struct ImportArgs {
     /// dimensions are its own).
     #[arg(long, requires = "embed", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub dims: Option<u32>,
-    /// Embedder of the `--embed` spaces: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// Embedder of the `--embed` spaces: `hash` (built-in, no model), `minilm:PATH`
+    /// (all-MiniLM-L6-v2, 384 dims, on the CPU from the model folder PATH; texts cut at 256
+    /// word pieces; needs a build with `--features minilm`) or `openai:MODEL` (an
     /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`, key `OPENAI_API_KEY`);
     /// the spaces record it.
     #[arg(
         long,
         requires = "embed",
         default_value = "hash",
-        value_name = "hash|openai:MODEL"
+        value_name = "hash|minilm:PATH|openai:MODEL"
     )]
     pub embedder: String,
     /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
@@ -205,6 +207,11 @@ pub struct SearchArgs {
     /// The query.
     #[command(flatten)]
     pub query: QueryArg,
+    /// Embedder of the `--text` query; it must be the one the key space records. By default
+    /// that recorded one (`hash`, or `openai:MODEL` through `OPENAI_BASE_URL`); a space made
+    /// with MiniLM needs `minilm:PATH`, its model folder.
+    #[arg(long, requires = "text", value_name = "hash|minilm:PATH|openai:MODEL")]
+    pub embedder: Option<String>,
     /// Number of results. They are rows of the key space: in a step-level space each hit
     /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
@@ -242,6 +249,11 @@ pub struct RetrieveArgs {
     /// ranked by trajectory score + step score, and the window is centred on that step.
     #[arg(long, value_name = "SPACE=TEXT|SPACE=@FILE")]
     pub step_key: Option<String>,
+    /// Embedder of the `SPACE=TEXT` keys; it must be the one each of their key spaces
+    /// records. By default that recorded one (`hash`, or `openai:MODEL` through
+    /// `OPENAI_BASE_URL`); spaces made with MiniLM need `minilm:PATH`, its model folder.
+    #[arg(long, value_name = "hash|minilm:PATH|openai:MODEL")]
+    pub embedder: Option<String>,
     /// Number of examples.
     #[arg(short = 'k', value_name = "K", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
