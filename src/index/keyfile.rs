@@ -1,5 +1,5 @@
 //! Key files: one per key space, a 64-byte header then fixed-width little-endian f32 rows in
-//! log order (in cosine spaces, each key divided by its norm: [`stored_row`]). They are derived from the log: rows the header does not vouch for are rewritten
+//! log order (in cosine spaces, each key divided by its norm: [`normalised`](crate::index::kernels::normalised)). They are derived from the log: rows the header does not vouch for are rewritten
 //! from the log on open, and a file that does not match the log is rebuilt (a new file renamed
 //! over the old name, never truncated in place). Layout: `format-spec.md`, "Key files".
 
