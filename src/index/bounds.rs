@@ -265,19 +265,8 @@ impl StepBounds {
         }
         if metric != Metric::L2 && !self.quant.is_behind(self.groups.len()) {
             // Upper bounds of `c·q` from the quantised copy (module `index::quant`).
-            let q_unit_norm = q
-                .vector()
-                .iter()
-                .map(|&x| f64::from(x) * f64::from(x))
-                .sum::<f64>()
-                .sqrt();
-            self.quant.bounds(
-                metric,
-                q.vector(),
-                q_unit_norm,
-                |_| true,
-                |g, _, hi| out[g] = hi,
-            );
+            self.quant
+                .bounds(metric, q.vector(), |_| true, |g, _, hi| out[g] = hi);
         } else {
             q.score_rows(&self.centroids, dims, out);
         }

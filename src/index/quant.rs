@@ -114,17 +114,21 @@ impl QuantRows {
     }
 
     /// Bounds on the score of every row `r` with `keep(r)` against `q` (the prepared
-    /// query, `dims` floats, of Euclidean norm `q_norm`) under `metric` (cosine or dot):
+    /// query, `dims` floats) under `metric` (cosine or dot):
     /// calls `emit(r, lo, hi)` in row order with `lo <= s <= hi` for the f32 kernel's score
     /// `s` of the row (module documentation). `keep` is called once per row, in row order.
     pub(crate) fn bounds(
         &self,
         metric: Metric,
         q: &[f32],
-        q_norm: f64,
         mut keep: impl FnMut(usize) -> bool,
         mut emit: impl FnMut(usize, f32, f32),
     ) {
+        let q_norm = q
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
         const BLOCK: usize = 64;
         let padded = self.padded;
         if padded == 0 {
@@ -169,7 +173,6 @@ impl QuantRows {
         &self,
         metric: Metric,
         q: &[f32],
-        q_norm: f64,
         k: usize,
         keep: impl FnMut(usize) -> bool,
     ) -> Candidates {
@@ -178,7 +181,7 @@ impl QuantRows {
             std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
         let mut threshold = f32::NEG_INFINITY;
         let mut rows = Vec::new();
-        self.bounds(metric, q, q_norm, keep, |r, lo, hi| {
+        self.bounds(metric, q, keep, |r, lo, hi| {
             if k > 0 {
                 if lows.len() < k {
                     lows.push(std::cmp::Reverse(Ord32(lo)));
@@ -247,14 +250,8 @@ mod tests {
                     qr.extend(&rows, dims);
                     let q = vecs(&mut rng, 1, dims, scale);
                     let p = Prepared::new(metric, &q);
-                    let qn = p
-                        .vector()
-                        .iter()
-                        .map(|&x| f64::from(x).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
                     // k = n: every row is a candidate, with its upper bound; check bounds.
-                    let all = qr.first_pass(metric, p.vector(), qn, n, |_| true);
+                    let all = qr.first_pass(metric, p.vector(), n, |_| true);
                     assert_eq!(all.rows.len(), n);
                     let exact: Vec<f32> = rows.chunks_exact(dims).map(|r| p.score(r)).collect();
                     for &(hi, r) in &all.rows {
@@ -263,7 +260,7 @@ mod tests {
                     }
                     // Top 10 by exact score, every second row filtered out.
                     let k = 10;
-                    let c = qr.first_pass(metric, p.vector(), qn, k, |r| r % 2 == 0);
+                    let c = qr.first_pass(metric, p.vector(), k, |r| r % 2 == 0);
                     let mut order: Vec<usize> = (0..n).filter(|r| r % 2 == 0).collect();
                     order.sort_by(|&a, &b| exact[b].total_cmp(&exact[a]).then(a.cmp(&b)));
                     let kth = exact[order[k - 1]];

@@ -207,13 +207,7 @@ fn top_rows(
         scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
         return top;
     }
-    let q_norm = q
-        .vector()
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt();
-    let c = qr.first_pass(s.def.metric, q.vector(), q_norm, k, keep);
+    let c = qr.first_pass(s.def.metric, q.vector(), k, keep);
     for &(hi, r) in &c.rows {
         if hi >= c.threshold {
             let r = ix(r);
@@ -581,17 +575,10 @@ impl Database {
                 }
                 let qr = s.quant.read();
                 reset(lows, n, f32::NAN);
-                let qn = p
-                    .vector()
-                    .iter()
-                    .map(|&x| f64::from(x) * f64::from(x))
-                    .sum::<f64>()
-                    .sqrt();
                 let kr = &mut key_rows[i * n..(i + 1) * n];
                 qr.bounds(
                     s.def.metric,
                     p.vector(),
-                    qn,
                     |r| pass[ix(s.row_meta[r].slot)],
                     |r, lo, hi| {
                         let slot = ix(s.row_meta[r].slot);

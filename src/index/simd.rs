@@ -53,6 +53,16 @@ fn has_avx2_fma() -> bool {
 /// floats), into `out` (one per row; `out.len()` rows are scored). Panics never: rows past
 /// what `rows` holds are not scored, and `out` beyond them is left as it was.
 pub fn dot_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
+    score_rows::<false>(rows, dims, q, out);
+}
+
+/// Squared Euclidean distances of the rows of `rows` to `q`, into `out`; as [`dot_rows`].
+pub fn l2sq_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
+    score_rows::<true>(rows, dims, q, out);
+}
+
+/// [`dot_rows`] (`L2` false) or [`l2sq_rows`] (`L2` true).
+fn score_rows<const L2: bool>(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
     if dims == 0 || q.len() != dims {
         return;
     }
@@ -63,34 +73,17 @@ pub fn dot_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
             // SAFETY: AVX2 and FMA were detected on this CPU just above; the function reads
             // `n * dims <= rows.len()` floats of `rows` and `dims == q.len()` of `q`, and
             // writes `n <= out.len()` values of `out`.
-            unsafe { x86::rows_avx2::<false>(&rows[..n * dims], dims, q, &mut out[..n]) };
+            unsafe { x86::rows_avx2::<L2>(&rows[..n * dims], dims, q, &mut out[..n]) };
             return;
         }
     }
     for (o, row) in out[..n].iter_mut().zip(rows.chunks_exact(dims)) {
-        *o = <f32 as SpatialSimilarity>::dot(row, q)
-            .map_or_else(|| scalar_dot(row, q), |d| d as f32);
-    }
-}
-
-/// Squared Euclidean distances of the rows of `rows` to `q`, into `out`; as [`dot_rows`].
-pub fn l2sq_rows(rows: &[f32], dims: usize, q: &[f32], out: &mut [f32]) {
-    if dims == 0 || q.len() != dims {
-        return;
-    }
-    let n = out.len().min(rows.len() / dims);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: as in `dot_rows`: features detected, every access within the slices'
-            // lengths.
-            unsafe { x86::rows_avx2::<true>(&rows[..n * dims], dims, q, &mut out[..n]) };
-            return;
-        }
-    }
-    for (o, row) in out[..n].iter_mut().zip(rows.chunks_exact(dims)) {
-        *o = <f32 as SpatialSimilarity>::l2sq(row, q)
-            .map_or_else(|| scalar_l2sq(row, q), |d| d as f32);
+        *o = if L2 {
+            <f32 as SpatialSimilarity>::l2sq(row, q)
+                .map_or_else(|| scalar_l2sq(row, q), |d| d as f32)
+        } else {
+            <f32 as SpatialSimilarity>::dot(row, q).map_or_else(|| scalar_dot(row, q), |d| d as f32)
+        };
     }
 }
 
