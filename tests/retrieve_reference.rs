@@ -314,3 +314,21 @@ fn pruned_case(n_trajs: u64) {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn retrieve_without_any_key_is_refused() {
+    let (_dir, db) = buffered_db("retrieve-no-keys", 8);
+    let mut rng = Rng::new(3);
+    for n in 0..5u64 {
+        db.append(&random_traj(&mut rng, 8, 2, n)).unwrap();
+    }
+    let q = RetrieveQuery {
+        k: 3,
+        ..Default::default()
+    };
+    let e = db.retrieve(&q).unwrap_err();
+    assert!(
+        e.to_string().contains("no trajectory key and no step key"),
+        "{e}"
+    );
+}

@@ -353,7 +353,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
             return Err(invalid(
                 py,
                 format!(
-                    "{at}: expected a 2-D array of shape (n_steps, dims), got shape {}",
+                    "{at}: expected a 2-D array of shape (n, dims), got shape {}",
                     shape_str(&shape)
                 ),
             ));
@@ -371,7 +371,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         return Err(invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape (n, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         ));
@@ -380,7 +380,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape (n, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         )
@@ -1628,7 +1628,7 @@ impl PyDatabase {
                 ))
             }
         };
-        run(py, || {
+        let written = run(py, || {
             let io = |e| trajdb::Error::Io {
                 op: "write",
                 path: path.clone(),
@@ -1668,7 +1668,12 @@ impl PyDatabase {
             out.flush().map_err(io)?;
             out.get_ref().sync_all().map_err(io)?;
             Ok(n)
-        })
+        });
+        if written.is_err() {
+            // No partial export is left behind (the error says why).
+            let _ = std::fs::remove_file(&path);
+        }
+        written
     }
 }
 

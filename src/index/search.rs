@@ -443,7 +443,7 @@ impl Database {
     /// never read when the trajectory keys separate the candidates. Winners are decoded
     /// without their keys.
     ///
-    /// Errors: unknown key space, wrong dimensions, non-finite query values, a key space of
+    /// Errors: no key at all (neither `keys` nor `step_key`), unknown key space, wrong dimensions, non-finite query values, a key space of
     /// the wrong level, a mismatched embedder, and I/O or corruption reading the winners.
     pub fn retrieve(&self, q: &RetrieveQuery) -> Result<Vec<Example>> {
         self.retrieve_with_work(q).map(|(examples, _)| examples)
@@ -479,6 +479,12 @@ impl Database {
         scratch: &mut Scratch,
         prune: bool,
     ) -> Result<(Vec<Example>, RetrieveWork)> {
+        if q.keys.is_empty() && q.step_key.is_none() {
+            return Err(Error::invalid(
+                "retrieve keys",
+                "no trajectory key and no step key: give at least one to rank by",
+            ));
+        }
         let st = self.state.read();
         let n = st.trajs.len();
         let mut work = RetrieveWork::default();

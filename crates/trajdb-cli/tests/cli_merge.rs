@@ -95,3 +95,19 @@ fn an_incompatible_source_is_refused_with_one_line_and_nothing_written() {
     assert_refused(&r, &["cannot merge", "key space `goal`"]);
     assert_eq!(export(&dst), before);
 }
+
+/// A source with a damaged commit (found by the full check merge opens its sources with,
+/// though a checkpoint covers it) is refused before the destination is created.
+#[test]
+fn a_damaged_source_is_refused_before_the_destination_exists() {
+    let a = seeded("merge-damaged-src");
+    let log = a.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    let dst = tmp("merge-dst-damaged");
+    let r = trajdb(&["merge", s(&dst), s(&a)], None);
+    assert_refused(&r, &[s(&log)]);
+    assert!(!dst.exists(), "no destination was created");
+}

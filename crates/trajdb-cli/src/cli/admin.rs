@@ -133,7 +133,9 @@ pub fn delete(db: &Path, id: u64) -> CliResult {
 pub fn merge(a: &super::MergeArgs) -> CliResult {
     let mut srcs = Vec::with_capacity(a.sources.len());
     for p in &a.sources {
-        srcs.push(super::open_read(p)?);
+        // Full checking as it opens (a merge reads every commit anyway), so a damaged source
+        // is refused before the destination is created or written.
+        srcs.push(super::open_read_checked(p)?);
     }
     let refs: Vec<&Database> = srcs.iter().collect();
     // The sources fit together before a new destination is created, and fit the

@@ -261,7 +261,8 @@ pub struct RetrieveArgs {
     /// Steps kept on each side of the matched step.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub window: u32,
-    /// Only successful trajectories (the method's default).
+    /// Only successful trajectories (what the method retrieves; off by default here, so any
+    /// trajectory can be looked up; Python's `retrieve` defaults to on).
     #[arg(long)]
     pub success_only: bool,
     /// Only this environment.
