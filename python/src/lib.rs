@@ -345,15 +345,16 @@ fn vec1(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<f32>> 
     Ok(v.into_iter().map(|x| x as f32).collect())
 }
 
-/// Several vectors: a 2-D numpy array `(n, dims)` or a sequence of 1-D vectors.
-fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f32>>> {
+/// Several vectors: a 2-D numpy array `(rows, dims)` or a sequence of 1-D vectors. `rows`
+/// names the first axis in errors (`n_steps` for step keys, `m` for queries).
+fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str, rows: &str) -> PyResult<Vec<Vec<f32>>> {
     if let Ok(a) = obj.downcast::<PyArrayDyn<f32>>() {
         let shape = a.shape().to_vec();
         if shape.len() != 2 {
             return Err(invalid(
                 py,
                 format!(
-                    "{at}: expected a 2-D array of shape (n, dims), got shape {}",
+                    "{at}: expected a 2-D array of shape ({rows}, dims), got shape {}",
                     shape_str(&shape)
                 ),
             ));
@@ -365,13 +366,13 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         return Ok(flat.chunks(shape[1]).map(<[f32]>::to_vec).collect());
     }
     if let Ok(a) = obj.downcast::<PyUntypedArray>() {
-        return vec2(py, as_f32_array(py, a, at)?.as_any(), at);
+        return vec2(py, as_f32_array(py, a, at)?.as_any(), at, rows);
     }
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyDict>() {
         return Err(invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape ({rows}, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         ));
@@ -380,7 +381,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape ({rows}, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         )
@@ -481,7 +482,7 @@ fn trajectory(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Traj
             let name: String = name
                 .extract()
                 .map_err(|_| invalid(py, format!("{at}: step_keys names must be str")))?;
-            let vs = vec2(py, &v, &format!("{at}: step_keys.{name}"))?;
+            let vs = vec2(py, &v, &format!("{at}: step_keys.{name}"), "n_steps")?;
             t.step_keys.insert(name, vs);
         }
     }
@@ -589,7 +590,7 @@ impl Emb {
             Emb::Py { f, id } => {
                 let n = texts.len();
                 let out = f.bind(py).call1((PyList::new(py, texts)?,))?;
-                let vs = vec2(py, &out, &at)?;
+                let vs = vec2(py, &out, &at, "n_texts")?;
                 let dims = usize::try_from(id.dims).unwrap_or(usize::MAX);
                 if vs.len() != n || vs.iter().any(|v| v.len() != dims) {
                     return Err(invalid(
@@ -1340,7 +1341,7 @@ impl PyDatabase {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
         let k = k.get_usize(py, "k")?;
-        let qs = vec2(py, vectors, "vectors")?;
+        let qs = vec2(py, vectors, "vectors", "m")?;
         let many = run(py, || db.search_many(space, &qs, k, &f))?;
         Ok(many
             .into_iter()
