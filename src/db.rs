@@ -20,8 +20,10 @@ use crate::format::record::{
     self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
+use crate::id_map::IdMap;
 use crate::index::bounds::StepBounds;
 use crate::index::keyfile::{RowMark, RowStore};
+use crate::storage::mmap::SharedArray;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
@@ -165,7 +167,8 @@ pub(crate) struct RowMeta {
 pub(crate) struct Space {
     pub(crate) def: SpaceDef,
     pub(crate) rows: RowStore,
-    pub(crate) row_meta: Vec<RowMeta>,
+    /// Slot and step of each row (a view of the checkpoint until the first change).
+    pub(crate) row_meta: SharedArray<RowMeta>,
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
@@ -180,7 +183,7 @@ pub(crate) struct State {
     pub(crate) spaces: Vec<Space>,
     pub(crate) space_by_name: HashMap<String, u32>,
     pub(crate) trajs: Vec<TrajMeta>,
-    pub(crate) by_id: HashMap<u64, u32>,
+    pub(crate) by_id: IdMap,
     pub(crate) names: Vec<String>,
     pub(crate) name_ids: HashMap<String, u32>,
     pub(crate) usage: Usage,
@@ -201,7 +204,7 @@ impl State {
         if let Some(&slot) = self.merged.get(&origin) {
             return Some(ix(slot));
         }
-        let slot = ix(*self.by_id.get(&origin.id)?);
+        let slot = ix(self.by_id.get(origin.id)?);
         (self.trajs[slot].origin == origin).then_some(slot)
     }
 
@@ -249,8 +252,8 @@ impl State {
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
             // An id may come back only after the trajectory that had it was deleted.
-            let reused = match self.by_id.get(&t.id) {
-                Some(&old) if self.trajs[ix(old)].deleted_at.is_none() => {
+            let reused = match self.by_id.get(t.id) {
+                Some(old) if self.trajs[ix(old)].deleted_at.is_none() => {
                     return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
                 }
                 Some(_) => true,
@@ -366,7 +369,7 @@ impl State {
                 self.spaces.push(Space {
                     def,
                     rows,
-                    row_meta: Vec::new(),
+                    row_meta: SharedArray::default(),
                     bounds: RwLock::default(),
                     quant: RwLock::default(),
                 });
@@ -451,7 +454,7 @@ impl State {
     }
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
-        let slot = ix(*self.by_id.get(&id)?);
+        let slot = ix(self.by_id.get(id)?);
         self.trajs[slot].deleted_at.is_none().then_some(slot)
     }
 }
@@ -654,7 +657,7 @@ pub(crate) fn load_state(
         spaces: Vec::new(),
         space_by_name: HashMap::new(),
         trajs: Vec::new(),
-        by_id: HashMap::new(),
+        by_id: IdMap::default(),
         names: Vec::new(),
         name_ids: HashMap::new(),
         usage: Usage::default(),
@@ -977,9 +980,16 @@ impl Database {
                 ckpt_len,
             }),
             poisoned: AtomicBool::new(false),
-            // Nothing is known synced yet: the first sync (below) covers what the scan found,
-            // which a crashed process may have written without syncing.
-            synced: Mutex::new(Synced::default()),
+            // What is known synced: nothing after a scan, so the first sync (below) covers
+            // what the scan found, which a crashed process may have written without syncing.
+            // After an open from a checkpoint, the log up to the checkpoint's covered end: a
+            // checkpoint is written only after the log is synced that far
+            // (`write_checkpoint`), and the log is only ever appended to; the first sync
+            // then syncs only when the log goes on past it.
+            synced: Mutex::new(Synced {
+                log_gen: 0,
+                upto: ckpt_end,
+            }),
             state: RwLock::new(state),
             report,
             merge_lock: Mutex::new(()),
@@ -1496,7 +1506,7 @@ impl Database {
                 None if st.next_id == RESERVED_ID => return Err(Error::IdsExhausted),
                 // An assigned id is never one that was ever stored, deleted or not: only an
                 // explicit id may take back the id of a deleted trajectory.
-                None if st.by_id.contains_key(&st.next_id) => {
+                None if st.by_id.contains_key(st.next_id) => {
                     return Err(Error::DuplicateId { id: st.next_id })
                 }
                 None => st.next_id,
@@ -1604,7 +1614,7 @@ impl Database {
                 });
             }
             for e in events {
-                let slot = *st.by_id.get(&e.id).ok_or(Error::NotFound {
+                let slot = st.by_id.get(e.id).ok_or(Error::NotFound {
                     kind: "trajectory",
                     id: e.id,
                 })?;
@@ -1648,7 +1658,7 @@ impl Database {
     /// origin id when it was committed and `id`.
     pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
         let st = self.state.read();
-        st.by_id.get(&id).map(|&slot| st.trajs[ix(slot)].origin)
+        st.by_id.get(id).map(|slot| st.trajs[ix(slot)].origin)
     }
 
     /// Usage counters of trajectory `id` (zeros when never retrieved).

@@ -30,6 +30,7 @@ pub mod embed;
 mod error;
 pub mod export;
 pub mod format;
+mod id_map;
 pub mod import;
 pub mod index;
 pub mod jsonl;
