@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::db::{RowMeta, Space, State, TrajMeta};
 use crate::error::{Error, Result};
@@ -986,6 +986,8 @@ fn load_inner(
             row_meta: s.row_meta,
             bounds: RwLock::default(),
             quant: RwLock::default(),
+            vouch_at_open: Some((s.rows, s.rows_crc)),
+            saved: Mutex::default(),
         });
     }
     let st = State {

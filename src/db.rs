@@ -175,6 +175,11 @@ pub(crate) struct Space {
     /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
     /// on first use; module `index::quant`).
     pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
+    /// The row count and key-row checksum the checkpoint this handle opened from records
+    /// for the space (None after a scan): what a search-bounds file must be derived from.
+    pub(crate) vouch_at_open: Option<(u64, u32)>,
+    /// The space's search-bounds files (module `index::sidecar`).
+    pub(crate) saved: Mutex<crate::index::sidecar::Saved>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -372,6 +377,8 @@ impl State {
                     row_meta: SharedArray::default(),
                     bounds: RwLock::default(),
                     quant: RwLock::default(),
+                    vouch_at_open: None,
+                    saved: Mutex::default(),
                 });
             }
             Record::Trajectory(_) => {}
@@ -995,6 +1002,19 @@ impl Database {
             merge_lock: Mutex::new(()),
             _lock: None,
         };
+        // Spaces opened from a checkpoint may load their search bounds from their files.
+        {
+            let st = db.state.read();
+            for s in &st.spaces {
+                if let Some(vouch) = s.vouch_at_open {
+                    s.saved.lock().from = Some(crate::index::sidecar::SavedFrom {
+                        backend: db.backend.clone(),
+                        log_id: st.header.log_id,
+                        vouch,
+                    });
+                }
+            }
+        }
         if !read_only {
             {
                 let mut st = db.state.write();
@@ -1043,6 +1063,7 @@ impl Database {
         checkpoint::write(self.backend.as_ref(), &bytes)?;
         w.ckpt_end = w.end;
         w.ckpt_len = off(bytes.len());
+        self.save_search_bounds();
         Ok(())
     }
 
@@ -1058,9 +1079,22 @@ impl Database {
         self.sync_log_locked(&w)?;
         self.checkpoint_keys()?;
         if w.ckpt_end == w.end {
+            // The checkpoint is current; search bounds built since may still be saved.
+            self.save_search_bounds();
             return Ok(());
         }
         self.write_checkpoint(&mut w)
+    }
+
+    /// Saves each space's search bounds that cover every vouched row (module
+    /// `index::sidecar`); called under the writer lock after the key files are vouched.
+    fn save_search_bounds(&self) {
+        let st = self.state.read();
+        for (id, s) in st.spaces.iter().enumerate() {
+            if let Ok(id) = u32::try_from(id) {
+                crate::index::sidecar::save(self.backend.as_ref(), st.header.log_id, id, s);
+            }
+        }
     }
 
     pub(crate) fn log(&self) -> Arc<dyn Storage> {
@@ -1110,6 +1144,22 @@ impl Database {
         w.end = end.end;
         w.next_seq = end.next_seq;
         Ok(n)
+    }
+
+    /// For each key space, in id order: its name and whether its quantised copy and its
+    /// step bounds were loaded from their search-bounds files (module `index::sidecar`)
+    /// rather than built from the rows. For tests and diagnostics; not part of the stable
+    /// API.
+    #[doc(hidden)]
+    pub fn search_bounds_loaded(&self) -> Vec<(String, bool, bool)> {
+        let st = self.state.read();
+        st.spaces
+            .iter()
+            .map(|s| {
+                let l = s.saved.lock().loaded;
+                (s.def.name.clone(), l.0, l.1)
+            })
+            .collect()
     }
 
     /// A text rendering of the whole derived state (trajectory metadata, id map, names, key

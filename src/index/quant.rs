@@ -32,7 +32,9 @@
 //! in memory only (about `dims + 12` bytes per row, a quarter of the f32 rows), built on a
 //! space's first search and extended as rows are appended; no byte on disk changes.
 
+use crate::format::codec::off;
 use crate::format::record::Metric;
+use crate::index::sidecar::{BodyReader, BodyWriter};
 use crate::index::simd::{dot_i8_i16_rows, QUERY_CODE_MAX};
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
@@ -222,6 +224,56 @@ impl QuantRows {
             }
         });
         Candidates { rows, threshold }
+    }
+
+    /// Rows covered.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends the copy to a bounds-file body: padded dims, rows, the codes, then per row
+    /// `scale`, `e`, `m` (`format-spec.md`, "Search-bounds files").
+    pub(crate) fn write_body(&self, w: &mut BodyWriter) {
+        w.u64(off(self.padded));
+        w.u64(off(self.rows));
+        w.i8s(&self.codes);
+        let meta: Vec<f32> = self.meta.iter().flatten().copied().collect();
+        w.f32s(&meta);
+    }
+
+    /// Reads a copy written by [`write_body`](Self::write_body) for rows of `dims`
+    /// dimensions, checking that its shape is the one [`extend`](Self::extend) makes and
+    /// that every bound term is finite and non-negative.
+    pub(crate) fn read_body(r: &mut BodyReader<'_>, dims: usize) -> Result<Self, String> {
+        let padded = r.u64("quantised copy: padded dimensions")?;
+        let rows = r.u64("quantised copy: rows")?;
+        let want_padded = off(dims.div_ceil(16) * 16);
+        if rows > 0 && padded != want_padded {
+            return Err(format!(
+                "quantised copy: {padded} padded dimensions, expected {want_padded}"
+            ));
+        }
+        let n_codes = rows
+            .checked_mul(padded)
+            .ok_or("quantised copy: code count overflows")?;
+        let codes = r.i8s(n_codes, "quantised copy: codes")?;
+        if codes.contains(&i8::MIN) {
+            return Err("quantised copy: a code is -128".into());
+        }
+        let n_meta = rows
+            .checked_mul(3)
+            .ok_or("quantised copy: row terms overflow")?;
+        let flat = r.f32s(n_meta, "quantised copy: row terms")?;
+        let meta: Vec<[f32; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        if meta.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err("quantised copy: a row term is negative or not finite".into());
+        }
+        Ok(QuantRows {
+            padded: usize::try_from(padded).map_err(|e| e.to_string())?,
+            rows: usize::try_from(rows).map_err(|e| e.to_string())?,
+            codes,
+            meta,
+        })
     }
 
     /// Bytes held.
