@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::db::{RowMeta, Space, State, TrajMeta};
 use crate::error::{Error, Result};
-use crate::format::codec::{ix, off};
+use crate::format::codec::{ix, off, u32_at, u64_at};
 use crate::format::log::{self, LogHeader, LOG_HEADER_LEN};
 use crate::format::record::{
     self, kind, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage,
@@ -455,18 +455,6 @@ pub(crate) struct Header {
     pub(crate) cov: Covered,
     body_crc: u32,
     pub(crate) body_len: u64,
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Checks a checkpoint header (magic, CRC, version, reserved bytes).

@@ -12,7 +12,7 @@
 //! foreign, torn or damaged file) means the bounds are rebuilt from the rows, as without the
 //! file. Layout: `format-spec.md`, "Search-bounds files".
 
-use crate::format::codec::off;
+use crate::format::codec::{off, u32_at, u64_at};
 use crate::format::record::Metric;
 use crate::storage::{create_fresh, Backend};
 
@@ -243,18 +243,6 @@ pub(crate) fn encode(binding: Binding, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&h);
     out.extend_from_slice(body);
     out
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// The body of a bounds file held in `bytes` when its header is sound and carries exactly
