@@ -1536,6 +1536,23 @@ impl Database {
                 "is 0, which is no origin id",
             ));
         }
+        if let Some((a, b)) = t.provenance.steps {
+            if a > b {
+                return Err(Error::invalid(
+                    "provenance.steps",
+                    format!("[{a}, {b}) is reversed: the parent's step range [start, end) needs start <= end"),
+                ));
+            }
+        }
+        if t.created_ms < 0 {
+            return Err(Error::invalid(
+                "created_ms",
+                format!(
+                    "{} is before 1970: give milliseconds since the Unix epoch, or 0 for now",
+                    t.created_ms
+                ),
+            ));
+        }
         let mut id_out = 0;
         self.commit_with(kind::TRAJECTORY, sync, |st| {
             if t.provenance.origin.is_some() && st.origin == 0 {
