@@ -85,58 +85,175 @@ impl PromptStage {
 }
 
 const SYSTEM_PLAN: &str = "You plan how an agent will reach a goal in a text environment. \
-Plans of earlier successful tasks are shown as examples.";
+Plans of earlier successful tasks come first, as earlier turns of this conversation. Answer \
+with the plan only, in one or two sentences.";
 const SYSTEM_REASON: &str = "You are an agent in a text environment. Think about which action \
-brings you closer to the goal. Successful episodes of earlier tasks are shown as examples; \
-follow them closely where they apply.";
+brings you closer to the goal. Successful episodes of earlier tasks come first, as earlier \
+turns of this conversation; follow them closely where they apply. Answer with one thought, on \
+one line.";
 const SYSTEM_ACT: &str = "You are an agent in a text environment. Choose the next action \
-towards the goal. Successful episodes of earlier tasks are shown as examples; follow them \
-closely where they apply. Answer with the action only, on one line.";
+towards the goal. Successful episodes of earlier tasks come first, as earlier turns of this \
+conversation; follow them closely where they apply. Answer with the action only, on one line.";
 
-/// Renders one retrieved example as an in-context demonstration.
+/// The label a user turn of `stage` ends with, which the reply answers.
+fn label(stage: PromptStage) -> &'static str {
+    match stage {
+        PromptStage::Plan => "Plan:",
+        PromptStage::Reason => "Thought:",
+        PromptStage::Act => "Action:",
+    }
+}
+
+/// Appends the turns of one episode (a retrieved example or the current one) to `m`.
 ///
-/// A planning example shows the goal and plan only (as the reference agent's planning
-/// prompt); a reasoning or acting example shows the goal, the plan, the steps of its window
-/// and, when the window reaches the end of the trajectory, the final observation (the agent
-/// stores the step count in the trajectory's `meta["steps"]`; without it the final
-/// observation is shown when the window starts at step 0).
-pub fn render_example(stage: PromptStage, i: usize, e: &Example) -> String {
-    let t = &e.trajectory;
-    let mut s = format!("## Example {}\nGoal: {}\n", i + 1, t.goal);
-    if let Some(c) = &t.category {
+/// `head` opens the first user turn (what `carry` held, then the goal and, outside
+/// planning, the plan). Each step is one user turn, ending with the stage's label, and one
+/// assistant turn with the step's answer: for acting the user turn shows the observation and
+/// the thought and the assistant turn the action; for reasoning the user turn shows the
+/// action before (from the second step on) and the observation, and the assistant turn the
+/// thought. `next` is the current step (observation, thought) when this is the current
+/// episode: its user turn ends the prompt. Returns what the next user turn starts with (for
+/// reasoning, the last action).
+fn push_episode(
+    stage: PromptStage,
+    m: &mut Vec<ChatMessage>,
+    mut head: String,
+    steps: &[Step],
+    next: Option<(&str, &str, &str)>,
+) -> String {
+    /// One user turn: `head`, for reasoning the action before, the observation, `extra`,
+    /// for acting the thought, then the label.
+    fn turn(
+        stage: PromptStage,
+        head: &mut String,
+        last_action: Option<&str>,
+        observation: &str,
+        thought: &str,
+        extra: &str,
+    ) -> ChatMessage {
+        let mut u = std::mem::take(head);
+        if stage == PromptStage::Reason {
+            if let Some(a) = last_action {
+                u.push_str(&format!("Action: {a}\n"));
+            }
+        }
+        u.push_str(&format!("Observation: {observation}\n{extra}"));
+        if stage == PromptStage::Act {
+            u.push_str(&format!("Thought: {thought}\n"));
+        }
+        u.push_str(label(stage));
+        ChatMessage::user(u)
+    }
+    let mut last_action: Option<&str> = None;
+    for st in steps {
+        m.push(turn(
+            stage,
+            &mut head,
+            last_action,
+            &st.observation,
+            &st.reasoning,
+            "",
+        ));
+        m.push(ChatMessage::assistant(match stage {
+            PromptStage::Act => st.action.clone(),
+            _ => st.reasoning.clone(),
+        }));
+        last_action = Some(&st.action);
+    }
+    if let Some((observation, thought, extra)) = next {
+        m.push(turn(
+            stage,
+            &mut head,
+            last_action,
+            observation,
+            thought,
+            extra,
+        ));
+        return String::new();
+    }
+    if stage == PromptStage::Reason {
+        if let Some(a) = last_action {
+            head.push_str(&format!("Action: {a}\n"));
+        }
+    }
+    head
+}
+
+/// The goal, category and (outside planning) plan lines that open an episode.
+fn episode_head(stage: PromptStage, goal: &str, category: Option<&str>, plan: &str) -> String {
+    let mut s = format!("Goal: {goal}\n");
+    if let Some(c) = category {
         s.push_str(&format!("Category: {c}\n"));
     }
-    if !t.plan.is_empty() {
-        s.push_str(&format!("Plan: {}\n", t.plan));
+    if stage != PromptStage::Plan && !plan.is_empty() {
+        s.push_str(&format!("Plan: {plan}\n"));
     }
+    s
+}
+
+/// Appends one retrieved example as earlier turns of the conversation (see [`prompt`]) and
+/// returns what the next user turn starts with: for reasoning the example's last action,
+/// then, when the example's window reaches the end of its trajectory, its final observation
+/// and a blank line. A planning example is one user turn (`Goal: ...` then `Plan:`)
+/// answered by its plan.
+///
+/// Whether the window reaches the end: the agent stores the step count in the trajectory's
+/// `meta["steps"]`; without it the final observation is shown when the window starts at
+/// step 0.
+pub fn push_example(
+    stage: PromptStage,
+    m: &mut Vec<ChatMessage>,
+    carry: String,
+    e: &Example,
+) -> String {
+    let t = &e.trajectory;
+    let mut head = carry;
+    head.push_str(&episode_head(
+        stage,
+        &t.goal,
+        t.category.as_deref(),
+        &t.plan,
+    ));
     if stage == PromptStage::Plan {
-        return s;
+        head.push_str(label(stage));
+        m.push(ChatMessage::user(head));
+        m.push(ChatMessage::assistant(t.plan.clone()));
+        return String::new();
     }
     if e.window.0 > 0 {
-        s.push_str(&format!("(steps from {} on)\n", e.window.0));
+        head.push_str(&format!("(steps from {} on)\n", e.window.0));
     }
-    for st in &t.steps {
-        s.push_str(&format!(
-            "Observation: {}\nThought: {}\nAction: {}\n",
-            st.observation, st.reasoning, st.action
-        ));
-    }
+    let mut carry = push_episode(stage, m, head, &t.steps, None);
     let total = t.meta.get("steps").and_then(|n| n.parse::<u32>().ok());
     let reaches_end = match total {
         Some(n) => e.window.1 >= n,
         None => e.window.0 == 0,
     };
     if reaches_end && !t.final_observation.is_empty() {
-        s.push_str(&format!("Final observation: {}\n", t.final_observation));
+        carry.push_str(&format!("Final observation: {}\n", t.final_observation));
     }
-    s
+    if !carry.is_empty() {
+        carry.push('\n');
+    }
+    carry
 }
 
-/// The chat messages for one stage: a system message (the stage's instruction and, for
-/// reasoning and acting, the action space), then a user message with the examples, the
-/// current goal and plan, the episode so far (every earlier observation, thought and
-/// action), the current observation (and thought, when acting) and the request, which ends
-/// with the label the reply continues (`Plan:`, `Thought:`, `Action:`).
+/// The chat messages for one stage.
+///
+/// A system message gives the stage's instruction and, for reasoning and acting, the action
+/// space. The retrieved examples follow as earlier turns of the conversation, best first, in
+/// the form the model is to answer in: each user turn ends with the stage's label (`Plan:`,
+/// `Thought:`, `Action:`) and the assistant turn after it holds the example's answer (its
+/// plan, a step's thought or a step's action; see [`push_example`]). The current episode
+/// comes last in the same form: its first user turn opens with the goal and plan, each
+/// earlier step of the episode is a user turn answered by what the agent said, and the
+/// final user turn (the current observation, the admissible actions when known and, when
+/// acting, the thought) ends with the label the reply answers.
+///
+/// Demonstrations as chat turns rather than one block of text: a small chat model given the
+/// examples as text continues the text (it answered `## Example 3` to a prompt listing two
+/// examples, see docs/results.md), while it answers a user turn in the form the earlier
+/// assistant turns show.
 pub fn prompt(stage: PromptStage, c: &Context<'_>) -> Vec<ChatMessage> {
     let mut system = match stage {
         PromptStage::Plan => SYSTEM_PLAN,
@@ -149,40 +266,30 @@ pub fn prompt(stage: PromptStage, c: &Context<'_>) -> Vec<ChatMessage> {
             system.push_str(&format!("\nActions: {space}"));
         }
     }
-    let mut user = String::new();
-    if !c.examples.is_empty() {
-        user.push_str("# Examples\n");
-        for (i, e) in c.examples.iter().enumerate() {
-            user.push_str(&render_example(stage, i, e));
-        }
-        user.push('\n');
+    let mut m = vec![ChatMessage::system(system)];
+    let mut carry = String::new();
+    for e in c.examples {
+        carry = push_example(stage, &mut m, carry, e);
     }
-    user.push_str(&format!("# Your task\nGoal: {}\n", c.goal));
-    if let Some(cat) = c.category {
-        user.push_str(&format!("Category: {cat}\n"));
-    }
+    let mut head = carry;
+    head.push_str(&episode_head(stage, c.goal, c.category, c.plan));
     if stage == PromptStage::Plan {
-        user.push_str("Write a short plan (one or two sentences).\nPlan:");
-        return vec![ChatMessage::system(system), ChatMessage::user(user)];
+        head.push_str(label(stage));
+        m.push(ChatMessage::user(head));
+        return m;
     }
-    if !c.plan.is_empty() {
-        user.push_str(&format!("Plan: {}\n", c.plan));
-    }
-    for st in c.history {
-        user.push_str(&format!(
-            "Observation: {}\nThought: {}\nAction: {}\n",
-            st.observation, st.reasoning, st.action
-        ));
-    }
-    user.push_str(&format!("Observation: {}\n", c.observation));
-    if let Some(actions) = c.actions.filter(|a| !a.is_empty()) {
-        user.push_str(&format!("Admissible actions: {}\n", actions.join(" | ")));
-    }
-    match stage {
-        PromptStage::Reason => user.push_str("Thought:"),
-        _ => user.push_str(&format!("Thought: {}\nAction:", c.thought)),
-    }
-    vec![ChatMessage::system(system), ChatMessage::user(user)]
+    let extra = match c.actions.filter(|a| !a.is_empty()) {
+        Some(actions) => format!("Admissible actions: {}\n", actions.join(" | ")),
+        None => String::new(),
+    };
+    push_episode(
+        stage,
+        &mut m,
+        head,
+        c.history,
+        Some((c.observation, c.thought, &extra)),
+    );
+    m
 }
 
 /// Estimated tokens of `messages`: a quarter of their characters, rounded up, plus 4 per
@@ -195,8 +302,22 @@ pub fn estimate_tokens(messages: &[ChatMessage]) -> usize {
         .sum()
 }
 
-/// Strips a leading `Action:` / `Thought:` / `Plan:` label and keeps the first line for
-/// actions.
+/// Line starts that belong to the prompt's format, not to an answer.
+const PROMPT_LABELS: [&str; 8] = [
+    "Goal:",
+    "Category:",
+    "Plan:",
+    "Observation:",
+    "Thought:",
+    "Action:",
+    "Final observation:",
+    "#",
+];
+
+/// Strips a leading `Action:` / `Thought:` / `Plan:` label, cuts the reply where the model
+/// starts writing the prompt's format (a line starting with a label such as `Observation:`
+/// or `Goal:`, or a `#` heading: a model continuing the transcript instead of answering), and
+/// keeps the first line for actions.
 fn clean(stage: PromptStage, reply: &str) -> String {
     let mut s = reply.trim();
     for label in ["Action:", "Thought:", "Plan:"] {
@@ -204,11 +325,25 @@ fn clean(stage: PromptStage, reply: &str) -> String {
             s = r.trim();
         }
     }
+    let kept: Vec<&str> = s
+        .lines()
+        .take_while(|l| {
+            let l = l.trim_start();
+            !PROMPT_LABELS.iter().any(|p| l.starts_with(p))
+        })
+        .collect();
+    let mut out = kept.join("\n");
     if stage == PromptStage::Act {
-        s = s.lines().next().unwrap_or("").trim();
-        s = s.trim_matches('`').trim();
+        out = out
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('`')
+            .trim()
+            .to_owned();
     }
-    s.to_owned()
+    out.trim().to_owned()
 }
 
 /// Whether an error is the server refusing a prompt longer than the model's context
@@ -1073,6 +1208,7 @@ impl Policy for OfflinePolicy {
 #[cfg(test)]
 mod prompt_tests {
     use super::*;
+    use crate::openai::Role;
     use trajdb::{Outcome, Trajectory};
 
     fn step(o: &str, r: &str, a: &str) -> Step {
@@ -1128,6 +1264,10 @@ mod prompt_tests {
         }
     }
 
+    fn roles(m: &[ChatMessage]) -> Vec<Role> {
+        m.iter().map(|x| x.role).collect()
+    }
+
     #[test]
     fn act_prompt_states_the_action_space_and_carries_the_episode_so_far() {
         let history = [step(
@@ -1139,34 +1279,117 @@ mod prompt_tests {
         assert!(m[0]
             .content
             .contains("Actions: Name the two entities to combine"));
-        let user = &m[1].content;
-        let earlier = user.find("Action: fire, air").unwrap_or(usize::MAX);
-        let now = user
-            .rfind("Thought: fire and water should make steam")
-            .unwrap_or(0);
-        assert!(earlier < now, "{user}");
-        assert!(user.ends_with("Action:"));
+        // The earlier step is a user turn answered by the action the agent took.
+        assert_eq!(
+            roles(&m),
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert!(
+            m[1].content.starts_with("Goal: Make steam"),
+            "{}",
+            m[1].content
+        );
+        assert!(m[1].content.ends_with("Thought: try fire and air\nAction:"));
+        assert_eq!(m[2].content, "fire, air");
+        let last = &m[3].content;
+        assert!(
+            last.ends_with("Thought: fire and water should make steam\nAction:"),
+            "{last}"
+        );
         // The next step's prompt differs from this one: the history grew.
         let longer = [history[0].clone(), step("x", "y", "fire, water")];
         assert_ne!(prompt(PromptStage::Act, &ctx(&longer, &[])), m);
         // Planning has no action space and no history.
         let p = prompt(PromptStage::Plan, &ctx(&history, &[]));
+        assert_eq!(roles(&p), [Role::System, Role::User]);
         assert!(!p[0].content.contains("Actions:") && !p[1].content.contains("fire, air"));
+        assert!(p[1].content.ends_with("Plan:"));
     }
 
     #[test]
-    fn plan_examples_show_goal_and_plan_only_step_examples_end_with_the_final_observation() {
-        let whole = example((0, 1), Some(1));
-        let plan = render_example(PromptStage::Plan, 0, &whole);
-        assert!(plan.contains("Plan: combine earth and water"));
-        assert!(!plan.contains("Observation:") && !plan.contains("Final observation"));
-        let act = render_example(PromptStage::Act, 0, &whole);
-        assert!(
-            act.ends_with("Final observation: Ingredients on the table: 1:earth, 2:water, 3:mud\n")
+    fn reason_prompt_shows_the_action_before_each_observation_and_asks_for_a_thought() {
+        let history = [step(
+            "Ingredients on the table: 1:fire, 2:water, 3:air",
+            "try fire and air",
+            "fire, air",
+        )];
+        let m = prompt(PromptStage::Reason, &ctx(&history, &[]));
+        assert_eq!(
+            roles(&m),
+            [Role::System, Role::User, Role::Assistant, Role::User]
         );
+        assert!(m[1]
+            .content
+            .ends_with("Observation: Ingredients on the table: 1:fire, 2:water, 3:air\nThought:"));
+        assert_eq!(m[2].content, "try fire and air");
+        assert!(m[3].content.starts_with("Action: fire, air\nObservation: "));
+        assert!(m[3].content.ends_with("Thought:") && !m[3].content.contains("should make"));
+    }
+
+    #[test]
+    fn examples_are_earlier_turns_answered_in_the_stages_form_and_end_with_the_final_observation() {
+        let whole = example((0, 1), Some(1));
+        // Planning: the example's goal, answered by its plan; no steps.
+        let p = prompt(PromptStage::Plan, &ctx(&[], std::slice::from_ref(&whole)));
+        assert_eq!(
+            roles(&p),
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(p[1].content, "Goal: Make mud from the ingredients.\nPlan:");
+        assert_eq!(p[2].content, "combine earth and water");
+        assert!(p.iter().all(|x| !x.content.contains("Observation")));
+        // Acting: the example's step answered by its action; its final observation opens the
+        // current task's turn.
+        let a = prompt(PromptStage::Act, &ctx(&[], std::slice::from_ref(&whole)));
+        assert_eq!(
+            roles(&a),
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert!(a[1].content.starts_with(
+            "Goal: Make mud from the ingredients.\nPlan: combine earth and water\nObservation: "
+        ));
+        assert!(a[1]
+            .content
+            .ends_with("Thought: earth and water make mud\nAction:"));
+        assert_eq!(a[2].content, "earth, water");
+        assert!(a[3].content.starts_with(
+            "Final observation: Ingredients on the table: 1:earth, 2:water, 3:mud\n\nGoal: Make steam"
+        ));
+        // Reasoning: the example's last action comes before its final observation.
+        let r = prompt(PromptStage::Reason, &ctx(&[], std::slice::from_ref(&whole)));
+        assert_eq!(r[2].content, "earth and water make mud");
+        assert!(r[3]
+            .content
+            .starts_with("Action: earth, water\nFinal observation: "));
         // A window that stops before the end does not show the final observation.
         let cut = example((0, 1), Some(4));
-        assert!(!render_example(PromptStage::Reason, 0, &cut).contains("Final observation"));
+        let c = prompt(PromptStage::Reason, &ctx(&[], std::slice::from_ref(&cut)));
+        assert!(c.iter().all(|x| !x.content.contains("Final observation")));
+    }
+
+    #[test]
+    fn replies_are_cut_where_the_model_starts_writing_the_prompts_format() {
+        // What SmolLM2-135M answered to a planning prompt that listed two examples as text.
+        let continued = "## Example 3\nGoal: Make pouhul from the ingredients.\nPlan: Find a pair";
+        assert_eq!(clean(PromptStage::Plan, continued), "");
+        assert_eq!(
+            clean(
+                PromptStage::Plan,
+                "Plan: Make dukrum first.\nThen use it.\nObservation: Ingredients on the table: 1:a"
+            ),
+            "Make dukrum first.\nThen use it."
+        );
+        assert_eq!(
+            clean(
+                PromptStage::Reason,
+                "fire and water make steam\nAction: fire, water"
+            ),
+            "fire and water make steam"
+        );
+        assert_eq!(
+            clean(PromptStage::Act, "Action: `fire, water`\nmore"),
+            "fire, water"
+        );
     }
 
     /// Answers "too long" while the prompt holds more than `fits` examples.
@@ -1178,7 +1401,10 @@ mod prompt_tests {
 
     impl Llm for Overflowing {
         fn complete(&mut self, m: &[ChatMessage], limits: &CallLimits) -> AgentResult<String> {
-            let n = m[1].content.matches("## Example").count();
+            let n = m
+                .iter()
+                .filter(|x| x.content.contains("Goal: Make mud"))
+                .count();
             self.seen.push(n);
             self.limits.push(limits.clone());
             if n > self.fits {

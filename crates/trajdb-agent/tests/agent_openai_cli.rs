@@ -48,6 +48,29 @@ fn read_body(s: &mut std::net::TcpStream) -> String {
     }
 }
 
+/// The content of a chat request's last message (the turn the reply answers).
+fn last_message(v: &serde_json::Value) -> String {
+    v["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The contents of all of a chat request's messages, joined.
+fn all_messages(v: &serde_json::Value) -> String {
+    v["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["content"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
 /// A chat server that answers action requests from `actions` in order and everything else
 /// with a fixed sentence; sends each request's last user message on the channel.
 fn serve(actions: Vec<String>, requests: usize) -> (String, mpsc::Receiver<String>) {
@@ -60,10 +83,7 @@ fn serve(actions: Vec<String>, requests: usize) -> (String, mpsc::Receiver<Strin
             let Ok((mut s, _)) = l.accept() else { return };
             let body = read_body(&mut s);
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let user = v["messages"][1]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
+            let user = last_message(&v);
             let reply = if user.ends_with("Action:") {
                 format!("Action: {}", next.next().unwrap_or_default())
             } else {
@@ -341,10 +361,7 @@ fn serve_bootstrap() -> (String, mpsc::Receiver<serde_json::Value>) {
         let Ok((mut s, _)) = l.accept() else { return };
         let body = read_body(&mut s);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let user = v["messages"][1]["content"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
+        let user = last_message(&v);
         let reply = if user.ends_with("Action:") {
             let table = user
                 .lines()
@@ -400,12 +417,7 @@ fn llm_bootstrap_sends_reference_sampling_stage_limits_action_space_and_member_s
     assert!(reqs.iter().all(|q| q["temperature"].as_f64() == Some(0.1)));
     let acts: Vec<&serde_json::Value> = reqs
         .iter()
-        .filter(|q| {
-            q["messages"][1]["content"]
-                .as_str()
-                .unwrap()
-                .ends_with("Action:")
-        })
+        .filter(|q| last_message(q).ends_with("Action:"))
         .collect();
     assert!(!acts.is_empty());
     for q in &acts {
@@ -431,11 +443,9 @@ fn a_context_overflow_answer_is_retried_with_fewer_examples_and_noted_in_the_epi
         let Ok((mut s, _)) = l.accept() else { return };
         let body = read_body(&mut s);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let user = v["messages"][1]["content"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let shown = user.matches("## Example").count();
+        let user = last_message(&v);
+        // Every episode shown (the examples and the current one) opens with its goal.
+        let shown = all_messages(&v).matches("Goal: ").count() - 1;
         let _ = tx.send(shown);
         if shown > 2 {
             let out = r#"{"error":{"message":"This model's maximum context length is 2048 tokens","code":"context_length_exceeded"}}"#;
