@@ -20,6 +20,7 @@ use crate::format::record::{
     Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
+use crate::index::graph::Graph;
 use crate::index::keyfile::{RowMark, RowStore};
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
@@ -140,6 +141,9 @@ pub(crate) struct Space {
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
+    /// The space's graph index, when it has one (module `index::graph`; derived, its file
+    /// `graph-N.idx` mapped).
+    pub(crate) graph: RwLock<Option<Graph>>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -310,6 +314,7 @@ impl State {
                     rows,
                     row_meta: Vec::new(),
                     bounds: RwLock::default(),
+                    graph: RwLock::new(None),
                 });
             }
             Record::Trajectory(_) => {}
@@ -587,6 +592,32 @@ pub(crate) fn load_state(
     }
 }
 
+/// Loads the graph file of every space of `st` (headers only; module `index::graph`).
+pub(crate) fn load_graphs(backend: &dyn Backend, st: &mut State) {
+    let log_id = st.header.log_id;
+    for (i, s) in st.spaces.iter_mut().enumerate() {
+        let id = u32::try_from(i).unwrap_or(u32::MAX);
+        *s.graph.get_mut() = Graph::load(backend, id, &s.def, log_id, s.rows.len());
+    }
+}
+
+/// Writes the graph file of every space whose graph has grown enough since its file was
+/// written (or every graph, with `all`). The caller has synced the log and checkpointed the
+/// key files.
+pub(crate) fn persist_graphs(backend: &dyn Backend, st: &State, all: bool) -> Result<()> {
+    let log_id = st.header.log_id;
+    for (i, s) in st.spaces.iter().enumerate() {
+        let mut g = s.graph.write();
+        if let Some(g) = g.as_mut() {
+            if all || g.should_persist() {
+                let id = u32::try_from(i).unwrap_or(u32::MAX);
+                g.persist(backend, id, &s.def, log_id, s.rows.all())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Counts and sizes, as `trajdb stats` prints them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -754,6 +785,8 @@ impl Database {
                 RowStore::open(b2.as_ref(), id, def, log_id)
             }
         })?;
+        let mut state = state;
+        load_graphs(backend.as_ref(), &mut state);
         let mut report = OpenReport::default();
         if let Some(why) = &end.torn {
             let len = log.len().map_err(|e| io("stat", e))?;
@@ -836,6 +869,8 @@ impl Database {
                 heap(id, def)
             })?;
             let n = state.last_seq;
+            let mut state = state;
+            load_graphs(self.backend.as_ref(), &mut state);
             *st = state;
             *self.log.write() = current;
             w.end = end.end;
@@ -868,7 +903,8 @@ impl Database {
         for s in &mut st.spaces {
             s.rows.checkpoint()?;
         }
-        Ok(())
+        // After the log and the key files: a graph file covers only rows that are durable.
+        persist_graphs(self.backend.as_ref(), &st, false)
     }
 
     /// Syncs the log and the key files: everything committed so far becomes durable.

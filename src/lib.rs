@@ -44,6 +44,8 @@ pub use format::record::{
     ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
     SpaceDef, Stage, Step, Trajectory,
 };
+pub use index::approx::{ApproxPath, CATCHUP_PER_SEARCH};
+pub use index::graph::{GraphParams, GraphStatus};
 pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};
 pub use maintenance::{RepairReport, VerifyReport};
 pub use usage::{Episode, Utility};
