@@ -32,7 +32,7 @@ fn build(n: usize, steps: usize) -> (Database, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut rng = Rng::new(0x6A4F + n as u64);
     let centres: Vec<Vec<f32>> = (0..100).map(|_| rng.unit_vector(DIMS)).collect();
     for i in 0..n {
-        let mut t = trajectory(&mut rng, i, i % 10 == 0, steps, DIMS, &[], &[]);
+        let mut t = trajectory(&mut rng, i, i.is_multiple_of(10), steps, DIMS, &[], &[]);
         t.keys.insert("goal".into(), clustered(&mut rng, &centres));
         if steps > 0 {
             let obs = (0..steps).map(|_| clustered(&mut rng, &centres)).collect();

@@ -34,11 +34,16 @@ fn clustered(rng: &mut Rng, n: usize, clusters: usize) -> Vec<Vec<f32>> {
 fn traj(i: usize, v: &[f32]) -> Trajectory {
     let mut t = Trajectory {
         task: "t".into(),
-        env: if i % 200 == 0 { "rare" } else { "common" }.into(),
+        env: if i.is_multiple_of(200) {
+            "rare"
+        } else {
+            "common"
+        }
+        .into(),
         goal: format!("goal {i}"),
         ..Default::default()
     };
-    t.outcome.success = Some(i % 10 == 0);
+    t.outcome.success = Some(i.is_multiple_of(10));
     t.keys.insert("goal".into(), v.to_vec());
     t
 }
@@ -521,7 +526,7 @@ fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
         .enumerate()
         .map(|(i, g)| {
             let mut t = traj(i, g);
-            t.outcome.success = Some(i % 2 == 0);
+            t.outcome.success = Some(i.is_multiple_of(2));
             for s in 0..4 {
                 t.steps.push(Step {
                     observation: format!("o{s}"),

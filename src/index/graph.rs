@@ -648,6 +648,10 @@ impl Graph {
     /// Greedy beam search from the entry node for `q` over nodes `0..len` of `rows`:
     /// returns the best `ef` nodes that `pass`, best first. Non-passing nodes are walked
     /// through. Stops after scoring `cap` nodes (then `capped` is set).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the walk's inputs are independent; a struct would only rename them"
+    )]
     pub(crate) fn walk(
         &self,
         rows: &[f32],
