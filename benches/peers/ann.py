@@ -255,8 +255,16 @@ def main():
     results = {}
     for name in args.systems.split(","):
         for m in sorted({g[0] for g in grid(args)}):
-            cmd = [sys.executable, __file__, "--child", name, "--m", str(m)] + [
-                a for a in sys.argv[1:] if not a.startswith("--json")]
+            passed = []
+            skip = False
+            for a in sys.argv[1:]:
+                if skip:
+                    skip = False
+                elif a == "--json":
+                    skip = True
+                elif not a.startswith("--json="):
+                    passed.append(a)
+            cmd = [sys.executable, __file__, "--child", name, "--m", str(m)] + passed
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"{name}: SKIP ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'failed'})")
