@@ -675,16 +675,28 @@ impl Graph {
         let row = |i: usize| &rows[i * dims..(i + 1) * dims];
         let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
         let mut best: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
-        visited.insert(entry);
-        let s = Scored {
-            score: q.score(row(entry)),
-            id: self.entry,
-        };
-        cand.push(s);
-        if pass(entry) {
-            best.push(std::cmp::Reverse(s));
+        // Seeds: the entry node and evenly spaced nodes (`seed_count`), all scored first, so
+        // the walk starts near the query even when the data has well-separated clusters that
+        // a single layer links only sparsely. They depend on `n` only: nothing to store.
+        let seeds = seed_count(n);
+        let mut scored = 0usize;
+        for i in std::iter::once(entry).chain((0..seeds).map(|j| j * n / seeds)) {
+            if !visited.insert(i) {
+                continue;
+            }
+            scored += 1;
+            let s = Scored {
+                score: q.score(row(i)),
+                id: u32::try_from(i).unwrap_or(NO_NEIGHBOUR),
+            };
+            cand.push(s);
+            if pass(i) {
+                best.push(std::cmp::Reverse(s));
+                if best.len() > ef {
+                    best.pop();
+                }
+            }
         }
-        let mut scored = 1usize;
         'walk: while let Some(c) = cand.pop() {
             if best.len() >= ef && best.peek().is_some_and(|w| c.score < w.0.score) {
                 break;
@@ -1023,6 +1035,12 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// Seed nodes a walk over `n` nodes starts from besides the entry: `sqrt(n)` between 16 and
+/// 256 (at most `n`).
+fn seed_count(n: usize) -> usize {
+    (n as f64).sqrt().clamp(16.0, 256.0).min(n as f64) as usize
 }
 
 /// Maps (or, for backends without OS files, reads) a graph file of `len` bytes.
