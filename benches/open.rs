@@ -1,6 +1,12 @@
-//! Open time of a 100k-trajectory database (goal key of 384 dims, three steps of text),
-//! as the writer and read-only. The database is built once and kept in
-//! `target/bench-db-100k`; delete that directory to rebuild it.
+//! Open time, warm (the files are in the page cache), as the writer and read-only, of
+//! databases of N trajectories × 10 steps with two trajectory-level keys (`goal`, `plan`)
+//! and one step-level key (`obs`) of D dimensions each.
+//!
+//! Sizes come from `TRAJDB_BENCH_OPEN` as a comma-separated list of `N:D` (default
+//! `10000:384,100000:384`; the 100k × 384 database takes about 3.7 GB). Open time should not
+//! depend on D once a checkpoint exists, so the scale to 1M trajectories can be measured
+//! with small keys: `TRAJDB_BENCH_OPEN=10000:8,100000:8,1000000:8`. Each database is built
+//! once and kept in `target/bench-db-open-N-D`; delete that directory to rebuild it.
 
 mod common;
 
@@ -12,12 +18,27 @@ use trajdb::{Database, Durability, Level, Options};
 
 use common::{new_db, trajectory, Rng};
 
-const DIMS: usize = 384;
-const TRAJECTORIES: usize = 100_000;
-const STEPS: usize = 3;
+const STEPS: usize = 10;
 
-fn db_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-db-100k")
+fn sizes() -> Vec<(usize, usize)> {
+    let spec = std::env::var("TRAJDB_BENCH_OPEN").unwrap_or_else(|_| "10000:384,100000:384".into());
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let (n, d) = s
+                .trim()
+                .split_once(':')
+                .expect("TRAJDB_BENCH_OPEN items are N:D");
+            (
+                n.parse().expect("N is a number"),
+                d.parse().expect("D is a number"),
+            )
+        })
+        .collect()
+}
+
+fn db_dir(n: usize, dims: usize) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-db-open-{n}-{dims}"))
 }
 
 fn read_only() -> Options {
@@ -28,22 +49,19 @@ fn read_only() -> Options {
 }
 
 /// True when `dir` holds the database this benchmark expects.
-fn is_complete(dir: &Path) -> bool {
+fn is_complete(dir: &Path, n: usize, dims: usize) -> bool {
     let Ok(db) = Database::open(dir, read_only()) else {
         return false;
     };
-    let goal_ok = db
-        .spaces()
-        .iter()
-        .any(|s| s.name == "goal" && s.dims as usize == DIMS);
-    goal_ok && db.stats().trajectories == TRAJECTORIES as u64
+    let spaces_ok = db.spaces().len() == 3 && db.spaces().iter().all(|s| s.dims as usize == dims);
+    spaces_ok && db.stats().trajectories == n as u64
 }
 
 /// Builds the database in a side directory and renames it into place, so an interrupted
 /// build never leaves a partial database where the next run would trust it.
-fn ensure_built() -> PathBuf {
-    let dir = db_dir();
-    if is_complete(&dir) {
+fn ensure_built(n: usize, dims: usize) -> PathBuf {
+    let dir = db_dir(n, dims);
+    if is_complete(&dir, n, dims) {
         return dir;
     }
     eprintln!("building {} (once)", dir.display());
@@ -54,13 +72,29 @@ fn ensure_built() -> PathBuf {
         let db = new_db(
             &tmp,
             Durability::Buffered,
-            u32::try_from(DIMS).expect("dims fit in u32"),
-            &[("goal", Level::Trajectory)],
+            u32::try_from(dims).expect("dims fit in u32"),
+            &[
+                ("goal", Level::Trajectory),
+                ("plan", Level::Trajectory),
+                ("obs", Level::Step),
+            ],
         );
         let mut rng = Rng::new(0x0BE4);
-        for i in 0..TRAJECTORIES {
-            let t = trajectory(&mut rng, i, i % 2 == 0, STEPS, DIMS, &["goal"], &[]);
-            db.append(&t).expect("append");
+        let mut batch = Vec::with_capacity(256);
+        for i in 0..n {
+            batch.push(trajectory(
+                &mut rng,
+                i,
+                i % 2 == 0,
+                STEPS,
+                dims,
+                &["goal", "plan"],
+                &["obs"],
+            ));
+            if batch.len() == 256 || i + 1 == n {
+                db.append_many(&batch).expect("append");
+                batch.clear();
+            }
         }
         db.sync().expect("sync");
     }
@@ -80,25 +114,37 @@ fn time_opens(dir: &Path, opts: &Options, iters: u64) -> Duration {
     total
 }
 
+fn label(n: usize) -> String {
+    if n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn bench_open(c: &mut Criterion) {
-    let dir = ensure_built();
     let writer = Options {
         durability: Durability::Buffered,
         ..Options::default()
     };
-    let mut g = c.benchmark_group("open");
-    g.sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
-    g.throughput(Throughput::Elements(TRAJECTORIES as u64));
-    g.bench_function("writer_100k", |b| {
-        b.iter_custom(|iters| time_opens(&dir, &writer, iters))
-    });
-    g.bench_function("read_only_100k", |b| {
-        b.iter_custom(|iters| time_opens(&dir, &read_only(), iters))
-    });
-    g.finish();
+    for (n, dims) in sizes() {
+        let dir = ensure_built(n, dims);
+        let mut g = c.benchmark_group(format!("open_{}x{STEPS}x{dims}", label(n)));
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(5));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function("writer", |b| {
+            b.iter_custom(|iters| time_opens(&dir, &writer, iters))
+        });
+        g.bench_function("read_only", |b| {
+            b.iter_custom(|iters| time_opens(&dir, &read_only(), iters))
+        });
+        g.finish();
+    }
 }
 
 /// The group lives in a private module: the macro makes a public function without docs.

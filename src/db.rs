@@ -12,11 +12,12 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::checkpoint::{self, Covered, Loaded};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, Frame, LogHeader, LOG_FILE, MAX_PAYLOAD};
 use crate::format::record::{
-    self, kind, EncKey, Level, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
+    self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
 use crate::index::bounds::StepBounds;
@@ -60,6 +61,16 @@ pub struct Options {
     /// (checking every 50 ms) before it fails with [`Error::Locked`], like SQLite's busy
     /// timeout. Default: zero, fail at once.
     pub lock_timeout: std::time::Duration,
+    /// Keep an i8 copy of each cosine or dot key space of at least 4,096 rows in memory
+    /// (`dims + 12` bytes per row, about a quarter of its key file; built on the space's
+    /// first search and extended as rows are appended) and read it instead of the f32 rows
+    /// in `search` and `retrieve` (module `index::quant`). Answers are the same bits either
+    /// way; false saves the memory and scans the f32 rows. Default: true.
+    pub quantised_search: bool,
+    /// Ignore the checkpoint file and rebuild the state the slow way: decode the whole log
+    /// and checksum every row each key file vouches for (what every open did before
+    /// checkpoints). For the paranoid; [`Database::verify`] checks more. Default: false.
+    pub verify_on_open: bool,
 }
 
 impl Default for Options {
@@ -69,6 +80,8 @@ impl Default for Options {
             read_only: false,
             create: true,
             lock_timeout: std::time::Duration::ZERO,
+            quantised_search: true,
+            verify_on_open: false,
         }
     }
 }
@@ -84,6 +97,15 @@ pub struct OpenReport {
     pub cut_file: Option<String>,
     /// Why the cut bytes could not be saved (they were cut all the same), if they could not.
     pub cut_file_error: Option<String>,
+    /// When the state came from the checkpoint file: the log offset it covers (only the log
+    /// after it was read).
+    pub checkpoint_end: Option<u64>,
+    /// Why a checkpoint file that is there was not used (the log was scanned instead): it
+    /// belongs to another log, covers frames the log no longer has, is damaged, or a key
+    /// file no longer vouches for its rows.
+    pub checkpoint_ignored: Option<String>,
+    /// Why a writable open could not write a new checkpoint (the open succeeded anyway).
+    pub checkpoint_error: Option<String>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -98,6 +120,12 @@ pub(crate) struct TrajMeta {
     /// True when a later record changed the outcome stored in the trajectory's own record.
     pub(crate) relabelled: bool,
     pub(crate) provenance: ProvenanceKind,
+    /// Where it was first written: its provenance origin when merged from another database,
+    /// else (the origin id in effect when it was committed here, its id).
+    pub(crate) origin: Origin,
+    /// True when it came from another database (its record carries a provenance origin).
+    pub(crate) merged: bool,
+    pub(crate) created_ms: i64,
     pub(crate) n_steps: u32,
     pub(crate) deleted_at: Option<u64>,
     /// Outcomes over time, (sequence number, outcome), oldest first: empty until the first
@@ -128,7 +156,8 @@ impl TrajMeta {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct RowMeta {
     pub(crate) slot: u32,
     pub(crate) step: u32,
@@ -144,6 +173,9 @@ pub(crate) struct Space {
     /// The space's graph index, when it has one (module `index::graph`; derived, its file
     /// `graph-N.idx` mapped).
     pub(crate) graph: RwLock<Option<Graph>>,
+    /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
+    /// on first use; module `index::quant`).
+    pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -158,9 +190,25 @@ pub(crate) struct State {
     pub(crate) usage: Usage,
     pub(crate) next_id: u64,
     pub(crate) last_seq: u64,
+    /// The origin id in effect: the header's, or the last ORIGIN record's (0 in a log
+    /// written before origins).
+    pub(crate) origin: u64,
+    /// Trajectories merged from other databases: their origin to their slot here (the
+    /// latest trajectory with that origin).
+    pub(crate) merged: HashMap<Origin, u32>,
 }
 
 impl State {
+    /// The live or deleted trajectory here that was first written as `origin`: merged
+    /// from there, or written here under that origin id.
+    pub(crate) fn find_origin(&self, origin: Origin) -> Option<usize> {
+        if let Some(&slot) = self.merged.get(&origin) {
+            return Some(ix(slot));
+        }
+        let slot = ix(*self.by_id.get(&origin.id)?);
+        (self.trajs[slot].origin == origin).then_some(slot)
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&i) = self.name_ids.get(s) {
             return i;
@@ -270,6 +318,13 @@ impl State {
             let env = self.intern(t.env);
             let task = self.intern(t.task);
             self.last_seq = f.seq;
+            let origin = t.origin.unwrap_or(Origin {
+                db: self.origin,
+                id: t.id,
+            });
+            if t.origin.is_some() {
+                self.merged.insert(origin, slot);
+            }
             self.trajs.push(TrajMeta {
                 id: t.id,
                 seq: f.seq,
@@ -282,6 +337,9 @@ impl State {
                 },
                 relabelled: false,
                 provenance: t.provenance,
+                origin,
+                merged: t.origin.is_some(),
+                created_ms: t.created_ms,
                 n_steps: t.n_steps,
                 deleted_at: None,
                 outcomes: Vec::new(),
@@ -315,6 +373,7 @@ impl State {
                     row_meta: Vec::new(),
                     bounds: RwLock::default(),
                     graph: RwLock::new(None),
+                    quant: RwLock::default(),
                 });
             }
             Record::Trajectory(_) => {}
@@ -343,8 +402,23 @@ impl State {
                 if self.usage.episodes.contains_key(&episode) {
                     return Err(corrupt(0, format!("episode {episode} begun twice")));
                 }
-                self.usage.begin(episode, created_ms);
+                let origin = Origin {
+                    db: self.origin,
+                    id: episode,
+                };
+                self.usage.begin(episode, created_ms, origin, false);
             }
+            Record::EpisodeMerged {
+                episode,
+                created_ms,
+                origin,
+            } => {
+                if self.usage.episodes.contains_key(&episode) {
+                    return Err(corrupt(0, format!("episode {episode} begun twice")));
+                }
+                self.usage.begin(episode, created_ms, origin, true);
+            }
+            Record::Origin { origin } => self.origin = origin,
             Record::Retrievals { episode, events } => {
                 if !self.usage.episodes.contains_key(&episode) {
                     return Err(corrupt(
@@ -392,6 +466,13 @@ pub(crate) struct Writer {
     pub(crate) next_seq: u64,
     /// Which log file `end` measures: bumped each time compaction puts a new log in place.
     pub(crate) log_gen: u64,
+    /// Offset and `crc` field of the last frame before `end` ((0, 0) when there is none):
+    /// what a checkpoint covering `end` records to prove it belongs to this log.
+    pub(crate) last_frame: (u64, u32),
+    /// The log end the checkpoint file covers (0 when there is none for this log).
+    pub(crate) ckpt_end: u64,
+    /// Size of that checkpoint file in bytes.
+    pub(crate) ckpt_len: u64,
 }
 
 /// How far the log is known synced, and which log that is: an offset means nothing once
@@ -425,7 +506,17 @@ pub struct Database {
     /// Set after a failed write or sync: every later write fails with `PreviousIo`.
     pub(crate) poisoned: AtomicBool,
     pub(crate) report: OpenReport,
+    /// Held by a merge, so that two merges into this handle never interleave.
+    pub(crate) merge_lock: Mutex<()>,
     _lock: Option<File>,
+}
+
+/// True when the log has grown enough since the checkpoint for a new one: by
+/// [`checkpoint::CHECKPOINT_AUTO_BYTES`] and by twice the last checkpoint's size (so
+/// checkpoints cost at most half as many bytes written as the commits they cover).
+pub(crate) fn checkpoint_due(w: &Writer) -> bool {
+    let since = w.end.saturating_sub(w.ckpt_end.max(log::LOG_HEADER_LEN));
+    since >= checkpoint::CHECKPOINT_AUTO_BYTES.max(w.ckpt_len.saturating_mul(2))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -459,6 +550,23 @@ pub(crate) fn fresh_log_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish() | 1
+}
+
+/// A new origin id: 64 random bits (from the operating system's hasher keys, the clock and
+/// the process id), never 0.
+pub(crate) fn fresh_origin() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(fresh_log_id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    match h.finish() {
+        0 => 1,
+        x => x,
+    }
 }
 
 /// `ms` since the Unix epoch as a UTC time, `2026-11-29 13:18:28 UTC`.
@@ -538,14 +646,15 @@ fn lock_result(
     Ok(())
 }
 
-/// Builds the state by scanning the log, creating key stores through `new_store`.
+/// Builds the state by scanning the log, creating key stores through `new_store`. Returns
+/// the state, how the scan ended and the offset and CRC of the last frame applied.
 pub(crate) fn load_state(
     log: &dyn Storage,
     log_path: &Path,
     new_store: &mut dyn FnMut(u32, &SpaceDef, u64) -> Result<RowStore>,
-) -> Result<(State, log::ScanEnd)> {
+) -> Result<(State, log::ScanEnd, (u64, u32))> {
     let header = log::read_header(log, log_path)?;
-    let mut st = State {
+    let st = State {
         header,
         spaces: Vec::new(),
         space_by_name: HashMap::new(),
@@ -556,22 +665,48 @@ pub(crate) fn load_state(
         usage: Usage::default(),
         next_id: header.id_floor.max(1),
         last_seq: header.base_seq.saturating_sub(1),
+        origin: header.origin,
+        merged: HashMap::new(),
     };
-    let log_id = header.log_id;
+    load_tail(
+        log,
+        log_path,
+        st,
+        log::LOG_HEADER_LEN,
+        header.base_seq,
+        (0, 0),
+        new_store,
+    )
+}
+
+/// Applies the frames from `start` (a frame boundary whose frame must carry `seq`) to the
+/// end of the log to `st`; `last` is the last frame applied before `start`.
+pub(crate) fn load_tail(
+    log: &dyn Storage,
+    log_path: &Path,
+    mut st: State,
+    start: u64,
+    seq: u64,
+    mut last: (u64, u32),
+    new_store: &mut dyn FnMut(u32, &SpaceDef, u64) -> Result<RowStore>,
+) -> Result<(State, log::ScanEnd, (u64, u32))> {
+    let log_id = st.header.log_id;
     // A frame that checks but cannot be applied (a duplicate id, say) is kept here: when it
     // is the last commit, recovery treats it as a torn tail rather than refusing to open.
     let mut unappliable: Option<(u64, u64, u64, String)> = None;
-    let scanned = log::scan(log, log_path, |f| {
+    let scanned = log::scan_from(log, log_path, start, seq, |f| {
         st.apply(f, log_path, &mut |id, def| new_store(id, def, log_id))
             .inspect_err(|e| {
                 if e.is_corruption() {
                     let next = f.offset + log::frame_size(f.payload.len());
                     unappliable = Some((f.offset, f.seq, next, e.to_string()));
                 }
-            })
+            })?;
+        last = (f.offset, f.crc);
+        Ok(())
     });
     match (scanned, unappliable) {
-        (Ok((_, end)), _) => Ok((st, end)),
+        (Ok(end), _) => Ok((st, end, last)),
         (Err(e), Some((offset, seq, next, why))) => {
             // The last commit when no valid frame with the next sequence number follows it.
             if log::valid_prefix_from(log, log_path, next, seq + 1)? != next {
@@ -586,18 +721,27 @@ pub(crate) fn load_state(
                         "the last commit (sequence number {seq}) checks but cannot be applied: {why}"
                     )),
                 },
+                last,
             ))
         }
         (Err(e), None) => Err(e),
     }
 }
 
-/// Loads the graph file of every space of `st` (headers only; module `index::graph`).
-pub(crate) fn load_graphs(backend: &dyn Backend, st: &mut State) {
+/// Loads the graph file of every space of `st` (headers only; module `index::graph`), or
+/// with `check` (`Options::verify_on_open`) checks each against its rows and its adjacency
+/// checksum too, reading both whole.
+pub(crate) fn load_graphs(backend: &dyn Backend, st: &mut State, check: bool) {
     let log_id = st.header.log_id;
     for (i, s) in st.spaces.iter_mut().enumerate() {
         let id = u32::try_from(i).unwrap_or(u32::MAX);
-        *s.graph.get_mut() = Graph::load(backend, id, &s.def, log_id, s.rows.len());
+        let mut g = Graph::load(backend, id, &s.def, log_id, s.rows.len());
+        if check {
+            if let Some(g) = g.as_mut() {
+                g.ensure_checked(s.rows.all(), None, true);
+            }
+        }
+        *s.graph.get_mut() = g;
     }
 }
 
@@ -662,6 +806,14 @@ fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
         });
     }
     crate::index::kernels::check_vector(at, space.def.metric, v)
+}
+
+/// The error for writing origin-dependent records into a log written before origins.
+pub(crate) fn no_origin(log_path: &Path) -> Error {
+    let dir = log_path.parent().unwrap_or(log_path);
+    Error::NoOrigin {
+        path: dir.to_owned(),
+    }
 }
 
 fn check_text(at: &str, s: &str) -> Result<()> {
@@ -766,6 +918,7 @@ impl Database {
                     base_seq: 1,
                     created_ms: now_ms(),
                     id_floor: 1,
+                    origin: fresh_origin(),
                 };
                 l.write_at(&log::encode_header(&hdr), 0)
                     .map_err(|e| io("write", e))?;
@@ -778,16 +931,57 @@ impl Database {
         };
         let read_only = opts.read_only;
         let b2 = backend.clone();
-        let (state, end) = load_state(log.as_ref(), &log_path, &mut |id, def, log_id| {
+        let mut new_store = |id: u32, def: &SpaceDef, log_id: u64| {
             if read_only {
                 RowStore::open_read_only(b2.as_ref(), id, def, log_id)
             } else {
                 RowStore::open(b2.as_ref(), id, def, log_id)
             }
-        })?;
-        let mut state = state;
-        load_graphs(backend.as_ref(), &mut state);
+        };
         let mut report = OpenReport::default();
+        let header = log::read_header(log.as_ref(), &log_path)?;
+        let loaded = if opts.verify_on_open {
+            Loaded::Absent
+        } else {
+            checkpoint::load(
+                backend.as_ref(),
+                log.as_ref(),
+                &log_path,
+                &header,
+                read_only,
+            )
+        };
+        // The checkpoint's state and the log after it; anything wrong there means a scan
+        // of the whole log, as without a checkpoint.
+        let mut from_ckpt = None;
+        match loaded {
+            Loaded::Used(st, cov, len) => {
+                match load_tail(
+                    log.as_ref(),
+                    &log_path,
+                    *st,
+                    cov.end,
+                    cov.last_seq + 1,
+                    (cov.last_offset, cov.last_crc),
+                    &mut new_store,
+                ) {
+                    Ok(r) => from_ckpt = Some((r, cov.end, len)),
+                    Err(e) => {
+                        report.checkpoint_ignored =
+                            Some(format!("the log after it does not apply: {e}"));
+                    }
+                }
+            }
+            Loaded::Ignored(why) => report.checkpoint_ignored = Some(why),
+            Loaded::Absent => {}
+        }
+        let ((state, end, last_frame), ckpt_end, ckpt_len) = match from_ckpt {
+            Some((r, covered, len)) => {
+                report.checkpoint_end = Some(covered);
+                (r, covered, len)
+            }
+            None => (load_state(log.as_ref(), &log_path, &mut new_store)?, 0, 0),
+        };
         if let Some(why) = &end.torn {
             let len = log.len().map_err(|e| io("stat", e))?;
             report.truncated_bytes = len - end.end;
@@ -808,7 +1002,7 @@ impl Database {
                 log.sync().map_err(|e| io("sync", e))?;
             }
         }
-        let db = Database {
+        let mut db = Database {
             backend,
             opts,
             log: RwLock::new(log),
@@ -817,6 +1011,9 @@ impl Database {
                 end: end.end,
                 next_seq: end.next_seq,
                 log_gen: 0,
+                last_frame,
+                ckpt_end,
+                ckpt_len,
             }),
             poisoned: AtomicBool::new(false),
             // Nothing is known synced yet: the first sync (below) covers what the scan found,
@@ -824,6 +1021,7 @@ impl Database {
             synced: Mutex::new(Synced::default()),
             state: RwLock::new(state),
             report,
+            merge_lock: Mutex::new(()),
             _lock: None,
         };
         if !read_only {
@@ -833,9 +1031,74 @@ impl Database {
                     s.rows.settle(db.backend.as_ref())?;
                 }
             }
+        }
+        // Graph files, headers only, against the rows as settled (a key file rewritten for
+        // a log that lost its tail has fewer rows than a graph written before the loss).
+        load_graphs(
+            db.backend.as_ref(),
+            &mut db.state.write(),
+            db.opts.verify_on_open,
+        );
+        if !read_only {
             db.sync()?;
+            // A new checkpoint when there was none for this log (and the log has commits),
+            // or when the log after it has grown past the automatic threshold. Failing to
+            // write one costs the next open time, not data: the open goes on.
+            let mut w = db.writer.lock();
+            let due = if ckpt_end == 0 {
+                w.end > log::LOG_HEADER_LEN
+            } else {
+                checkpoint_due(&w)
+            };
+            if due {
+                if let Err(e) = db.write_checkpoint(&mut w) {
+                    db.report.checkpoint_error = Some(e.to_string());
+                }
+            }
+            drop(w);
         }
         Ok(db)
+    }
+
+    /// Writes the checkpoint file for the state as of now, under the writer lock: syncs the
+    /// log, checkpoints the key files (so their headers vouch for every row), then writes
+    /// `checkpoint.new`, syncs it and renames it over `checkpoint`. Does nothing when some
+    /// key store holds rows no key file vouches for.
+    pub(crate) fn write_checkpoint(&self, w: &mut Writer) -> Result<()> {
+        self.check_poison()?;
+        self.sync_log_locked(w)?;
+        self.checkpoint_keys()?;
+        let cov = Covered {
+            end: w.end,
+            last_offset: w.last_frame.0,
+            last_seq: w.next_seq.saturating_sub(1),
+            last_crc: w.last_frame.1,
+        };
+        let bytes = checkpoint::encode(&self.state.read(), cov);
+        let Some(bytes) = bytes else {
+            return Ok(());
+        };
+        checkpoint::write(self.backend.as_ref(), &bytes)?;
+        w.ckpt_end = w.end;
+        w.ckpt_len = off(bytes.len());
+        Ok(())
+    }
+
+    /// Syncs the log and key files, then writes a checkpoint of the state unless the
+    /// checkpoint file already covers every commit (so the next open reads it and no log).
+    /// [`close`](Self::close) and dropping a writer do this.
+    pub fn checkpoint(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut w = self.writer.lock();
+        self.check_poison()?;
+        self.sync_log_locked(&w)?;
+        self.checkpoint_keys()?;
+        if w.ckpt_end == w.end {
+            return Ok(());
+        }
+        self.write_checkpoint(&mut w)
     }
 
     pub(crate) fn log(&self) -> Arc<dyn Storage> {
@@ -865,12 +1128,13 @@ impl Database {
         let heap = &mut |_: u32, def: &SpaceDef| Ok(RowStore::heap(def));
         let mut st = self.state.write();
         if hdr.log_id != st.header.log_id {
-            let (state, end) = load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {
-                heap(id, def)
-            })?;
+            let (state, end, _) =
+                load_state(current.as_ref(), &self.log_path, &mut |id, def, _| {
+                    heap(id, def)
+                })?;
             let n = state.last_seq;
             let mut state = state;
-            load_graphs(self.backend.as_ref(), &mut state);
+            load_graphs(self.backend.as_ref(), &mut state, self.opts.verify_on_open);
             *st = state;
             *self.log.write() = current;
             w.end = end.end;
@@ -886,6 +1150,67 @@ impl Database {
         w.end = end.end;
         w.next_seq = end.next_seq;
         Ok(n)
+    }
+
+    /// A text rendering of the whole derived state (trajectory metadata, id map, names, key
+    /// spaces with their row metadata and a CRC of their row bytes, usage, next ids, last
+    /// sequence number and log position), for tests that compare a checkpoint-based open
+    /// with a full scan. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn state_digest(&self) -> String {
+        use std::fmt::Write as _;
+        let w = self.writer.lock();
+        let st = self.state.read();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "header {:?} next_id {} last_seq {} end {} next_seq {}",
+            st.header, st.next_id, st.last_seq, w.end, w.next_seq
+        );
+        for (i, m) in st.trajs.iter().enumerate() {
+            let _ = writeln!(o, "traj {i} {m:?}");
+        }
+        let mut by_id: Vec<_> = st.by_id.iter().collect();
+        by_id.sort();
+        let _ = writeln!(o, "by_id {by_id:?}");
+        let _ = writeln!(o, "names {:?}", st.names);
+        let mut name_ids: Vec<_> = st.name_ids.iter().collect();
+        name_ids.sort();
+        let _ = writeln!(o, "name_ids {name_ids:?}");
+        for s in &st.spaces {
+            let bytes: &[u8] = bytemuck::cast_slice(s.rows.all());
+            let _ = writeln!(
+                o,
+                "space {:?} rows {} crc {:#x} meta {:?} by_name {:?}",
+                s.def,
+                s.rows.len(),
+                crc32fast::hash(bytes),
+                s.row_meta,
+                st.space_by_name.get(&s.def.name)
+            );
+        }
+        let mut counters: Vec<_> = st.usage.counters.iter().collect();
+        counters.sort_by_key(|c| *c.0);
+        let _ = writeln!(
+            o,
+            "usage next_episode {} counters {counters:?} episodes {:?}",
+            st.usage.next_episode, st.usage.episodes
+        );
+        let mut merged: Vec<_> = st.merged.iter().map(|(k, v)| (k.db, k.id, *v)).collect();
+        merged.sort();
+        let mut merged_eps: Vec<_> = st
+            .usage
+            .merged
+            .iter()
+            .map(|(k, v)| (k.db, k.id, *v))
+            .collect();
+        merged_eps.sort();
+        let _ = writeln!(
+            o,
+            "origin {} merged {merged:?} merged episodes {merged_eps:?}",
+            st.origin
+        );
+        o
     }
 
     /// What opening found and repaired.
@@ -983,7 +1308,7 @@ impl Database {
 
     /// [`commit`](Self::commit); with `sync` false the commit is written but not synced
     /// whatever the durability mode, and the caller syncs (a batch shares one sync).
-    fn commit_with(
+    pub(crate) fn commit_with(
         &self,
         kind: u16,
         sync: bool,
@@ -1005,12 +1330,14 @@ impl Database {
         let seq = w.next_seq;
         let mut buf = Vec::with_capacity(payload.len() + 32);
         log::encode_frame(&mut buf, seq, kind, &payload);
+        let crc = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
         let offset = w.end;
         if let Err(e) = self.log().write_at(&buf, offset) {
             self.poison();
             return Err(Error::io("write", self.log_path.clone(), e));
         }
         w.end += off(buf.len());
+        w.last_frame = (offset, crc);
         w.next_seq += 1;
         if sync && self.opts.durability == Durability::SyncEachCommit {
             if let Err(e) = self.log().sync() {
@@ -1026,6 +1353,7 @@ impl Database {
             offset,
             seq,
             kind,
+            crc,
             payload: &payload,
         };
         let applied = {
@@ -1043,6 +1371,15 @@ impl Database {
                 seq,
                 source: Box::new(e),
             });
+        }
+        // Not under `Buffered`: an automatic checkpoint syncs the log and key files, which a
+        // caller who chose no syncs did not ask for (close and `checkpoint()` still write
+        // one).
+        if self.opts.durability != Durability::Buffered && checkpoint_due(&w) {
+            // The commit is applied and (per mode) durable whatever happens here: a failed
+            // checkpoint only leaves the older one, which still covers a prefix of this log.
+            // A failed log sync poisons the handle as any failed sync does.
+            let _ = self.write_checkpoint(&mut w);
         }
         let (log_gen, end) = (w.log_gen, w.end);
         drop(w);
@@ -1184,8 +1521,17 @@ impl Database {
         ] {
             check_text(at, s)?;
         }
+        if t.provenance.origin.is_some_and(|o| o.db == 0) {
+            return Err(Error::invalid(
+                "provenance.origin.db",
+                "is 0, which is no origin id",
+            ));
+        }
         let mut id_out = 0;
         self.commit_with(kind::TRAJECTORY, sync, |st| {
+            if t.provenance.origin.is_some() && st.origin == 0 {
+                return Err(no_origin(&self.log_path));
+            }
             // No id, given or assigned, may be reserved or held by a live trajectory; running
             // out of ids is an error before anything is written.
             let id = match t.id {
@@ -1339,6 +1685,21 @@ impl Database {
             Ok(record::encode_episode_outcome(episode, success))
         })?;
         Ok(())
+    }
+
+    /// The origin id in effect: trajectories and episodes written by this handle are first
+    /// written under it. `None` for a log written before origins existed (compaction gives
+    /// it one).
+    pub fn origin(&self) -> Option<u64> {
+        Some(self.state.read().origin).filter(|&o| o != 0)
+    }
+
+    /// Where trajectory `id` (live or deleted, not compacted away) was first written: its
+    /// provenance origin when it was merged from another database, else this database's
+    /// origin id when it was committed and `id`.
+    pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
+        let st = self.state.read();
+        st.by_id.get(&id).map(|&slot| st.trajs[ix(slot)].origin)
     }
 
     /// Usage counters of trajectory `id` (zeros when never retrieved).
@@ -1514,8 +1875,18 @@ impl Database {
         if r.is_err() {
             // No fsync retry in `drop`: the error is the caller's now.
             self.poison();
+            return r;
         }
-        r
+        // Everything is durable now; a checkpoint only saves the next open time. Its
+        // failure is reported, but the handle is not poisoned and nothing is lost.
+        let c = if self.opts.read_only {
+            Ok(())
+        } else {
+            self.checkpoint()
+        };
+        // Drop must not write it again.
+        self.poison();
+        c
     }
 }
 
@@ -1525,6 +1896,11 @@ impl Drop for Database {
             if let Err(e) = self.sync() {
                 eprintln!(
                     "trajdb: the final sync of {} failed while closing: {e}; commits since the last successful sync may be lost (Database::close returns this error)",
+                    self.log_path.display()
+                );
+            } else if let Err(e) = self.checkpoint() {
+                eprintln!(
+                    "trajdb: writing the checkpoint of {} failed while closing: {e}; nothing is lost, the next open reads more of the log (Database::close returns this error)",
                     self.log_path.display()
                 );
             }

@@ -142,6 +142,19 @@ pub enum Error {
         /// The text, cut to at most 40 characters.
         text: String,
     },
+    /// The database's log predates origin ids, which merging needs.
+    NoOrigin {
+        /// The database.
+        path: PathBuf,
+    },
+    /// A source cannot be merged: its key spaces differ from the destination's (or from
+    /// another source's) in level, dimensions, metric, element type or embedder.
+    MergeIncompatible {
+        /// The source database.
+        source_db: PathBuf,
+        /// What differs.
+        what: String,
+    },
     /// A length exceeds what trajdb accepts.
     TooLarge {
         /// What was too large.
@@ -240,6 +253,17 @@ impl fmt::Display for Error {
             Error::AfterCommit { seq, source } => write!(
                 f,
                 "commit {seq} is in the log but could not be applied ({source}); this handle refuses further writes: reopen the database, where the commit is present"
+            ),
+            Error::NoOrigin { path } => write!(
+                f,
+                "{} has no origin id (its log was written before origin ids existed); `trajdb compact {}` gives it one",
+                path.display(),
+                path.display()
+            ),
+            Error::MergeIncompatible { source_db, what } => write!(
+                f,
+                "cannot merge {}: {what}; nothing was merged",
+                source_db.display()
             ),
             Error::TooLarge { what, len, max } => {
                 write!(f, "{what} is too large: {len} bytes, the limit is {max}")

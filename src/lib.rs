@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod checkpoint;
 mod db;
 pub mod embed;
 mod error;
@@ -33,6 +34,7 @@ pub mod import;
 pub mod index;
 pub mod jsonl;
 mod maintenance;
+mod merge;
 pub mod rng;
 pub mod storage;
 mod usage;
@@ -41,13 +43,14 @@ pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_
 pub use embed::{Embedder, HashEmbedder};
 pub use error::{Error, Result};
 pub use format::record::{
-    ElemType, EmbedderId, Level, Metric, Outcome, Provenance, ProvenanceKind, RetrievalEvent,
-    SpaceDef, Stage, Step, Trajectory,
+    ElemType, EmbedderId, Level, Metric, Origin, Outcome, Provenance, ProvenanceKind,
+    RetrievalEvent, SpaceDef, Stage, Step, Trajectory,
 };
 pub use index::approx::{ApproxPath, CATCHUP_PER_SEARCH};
 pub use index::graph::{GraphParams, GraphStatus};
 pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};
 pub use maintenance::{RepairReport, VerifyReport};
+pub use merge::MergeReport;
 pub use usage::{Episode, Utility};
 
 /// Decodes one record payload of kind `kind` the way opening a database does, for the
@@ -67,4 +70,11 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
     let scanned = format::record::scan_trajectory(payload).is_ok();
     let decoded = format::record::decode_record(kind, payload, &names).is_ok();
     scanned || decoded
+}
+
+/// Decodes a whole checkpoint file (header and body) the way opening a database does, for
+/// the fuzzers. Returns whether it decoded. Not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_decode_checkpoint(file: &[u8]) -> bool {
+    checkpoint::decode_file(file).is_ok()
 }

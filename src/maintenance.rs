@@ -5,8 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::checkpoint::{self, Covered, CHECKPOINT_FILE};
 use crate::db::LOCK_FILE;
-use crate::db::{fresh_log_id, load_state, now_ms, take_lock, Database, Synced};
+use crate::db::{fresh_log_id, fresh_origin, load_state, now_ms, take_lock, Database, Synced};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::log::{self, kind, LogHeader, LOG_FILE};
@@ -78,6 +79,11 @@ impl Database {
             return Ok(RepairReport::default());
         }
         let cut_file = log::keep_cut_tail(backend, log.as_ref(), end, len)?;
+        // A checkpoint may cover frames about to be cut; open would see that (the frame it
+        // ends with is gone), but one that can never apply is better gone first.
+        backend
+            .remove(CHECKPOINT_FILE)
+            .map_err(|e| Error::io("remove", backend.path_of(CHECKPOINT_FILE), e))?;
         log.set_len(end)
             .map_err(|e| Error::io("truncate", &log_path, e))?;
         log.sync().map_err(|e| Error::io("sync", &log_path, e))?;
@@ -247,26 +253,43 @@ impl Database {
         // Sequence numbers continue: the new log's first commit follows the old log's last,
         // so a read view of an earlier commit is seen to have ended, never silently
         // reinterpreted.
-        let (base_seq, id_floor, graph_params) = {
+        // The origin id carries over; a log written before origins gets one here, and what
+        // was written under none is taken as written under it.
+        let (base_seq, id_floor, header_origin, graph_params) = {
             let st = self.state.read();
+            let o = match st.header.origin {
+                0 => fresh_origin(),
+                o => o,
+            };
             let params: Vec<_> = st
                 .spaces
                 .iter()
                 .map(|s| s.graph.read().as_ref().map(|g| g.params))
                 .collect();
-            (st.last_seq + 1, st.next_id, params)
+            (st.last_seq + 1, st.next_id, o, params)
         };
+        let upgrade = |o: u64| if o == 0 { header_origin } else { o };
         let hdr = LogHeader {
             log_id: fresh_log_id(),
             base_seq,
             created_ms: now_ms(),
             id_floor,
+            origin: header_origin,
         };
         let mut buf = log::encode_header(&hdr).to_vec();
         let mut seq = base_seq;
         let mut push = |buf: &mut Vec<u8>, kind: u16, payload: &[u8]| {
             log::encode_frame(buf, seq, kind, payload);
             seq += 1;
+        };
+        // The origin id in effect in the new log: an ORIGIN record goes before each record
+        // written here under another one (a fork's copy has its parent's before its own).
+        let mut in_effect = header_origin;
+        let mut set_origin = |buf: &mut Vec<u8>, o: u64, push: &mut FramePush<'_>| {
+            if o != in_effect {
+                push(buf, kind::ORIGIN, &record::encode_origin(o));
+                in_effect = o;
+            }
         };
         {
             let st = self.state.read();
@@ -279,6 +302,9 @@ impl Database {
             }
             for m in st.trajs.iter().filter(|m| m.deleted_at.is_none()) {
                 let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
+                if !m.merged {
+                    set_origin(&mut buf, upgrade(m.origin.db), &mut push);
+                }
                 push(&mut buf, kind::TRAJECTORY, &payload);
                 if m.relabelled {
                     push(
@@ -294,11 +320,20 @@ impl Database {
                 }
             }
             for ep in st.usage.episodes.values() {
-                push(
-                    &mut buf,
-                    kind::EPISODE_BEGIN,
-                    &record::encode_episode_begin(ep.id, ep.created_ms),
-                );
+                if st.usage.merged.get(&ep.origin) == Some(&ep.id) {
+                    push(
+                        &mut buf,
+                        kind::EPISODE_MERGED,
+                        &record::encode_episode_merged(ep.id, ep.created_ms, ep.origin),
+                    );
+                } else {
+                    set_origin(&mut buf, upgrade(ep.origin.db), &mut push);
+                    push(
+                        &mut buf,
+                        kind::EPISODE_BEGIN,
+                        &record::encode_episode_begin(ep.id, ep.created_ms),
+                    );
+                }
                 let events: Vec<RetrievalEvent> = ep
                     .events
                     .iter()
@@ -320,6 +355,8 @@ impl Database {
                     );
                 }
             }
+            // What is written next is written under the origin id in effect now.
+            set_origin(&mut buf, upgrade(st.origin), &mut push);
         }
         let at = out.len().map_err(|e| io("stat", e))?;
         out.write_at(&buf, at).map_err(|e| io("write", e))?;
@@ -336,13 +373,13 @@ impl Database {
         let switched = load_state(out.as_ref(), &self.log_path, &mut |id, def, log_id| {
             RowStore::open(backend.as_ref(), id, def, log_id)
         })
-        .and_then(|(mut state, end)| {
+        .and_then(|(mut state, end, last)| {
             for s in &mut state.spaces {
                 s.rows.checkpoint()?;
             }
-            Ok((state, end))
+            Ok((state, end, last))
         });
-        let (state, end) = switched.inspect_err(|_| self.poison())?;
+        let (state, end, last_frame) = switched.inspect_err(|_| self.poison())?;
         let spaces = state.spaces.len();
         {
             // State, log handle, writer position and sync watermark change together: a
@@ -354,6 +391,10 @@ impl Database {
             w.end = end.end;
             w.next_seq = end.next_seq;
             w.log_gen += 1;
+            w.last_frame = last_frame;
+            // The checkpoint file belongs to the old log (open ignores it by its log id).
+            w.ckpt_end = 0;
+            w.ckpt_len = 0;
             *self.synced.lock() = Synced {
                 log_gen: w.log_gen,
                 upto: end.end,
@@ -396,6 +437,10 @@ impl Database {
                 }
             }
         }
+        // A checkpoint for the new log, so the next open need not scan it. The compaction
+        // is complete whatever happens here: a failure leaves the old log's checkpoint,
+        // which open ignores (another log id) and replaces.
+        let _ = self.write_checkpoint(&mut w);
         Ok(())
     }
 
@@ -492,12 +537,50 @@ impl Database {
                 }
                 out.sync().map_err(|e| Error::io("sync", &dst_path, e))?;
             }
+            if name == LOG_FILE && st.origin != 0 {
+                // The copy gets an origin id of its own from here on: what the two write
+                // after the fork must never be taken for each other's when both are merged
+                // somewhere, while what they share keeps its origin.
+                let out = dst
+                    .open(&tmp, false)
+                    .map_err(|e| Error::io("open", &dst_path, e))?
+                    .ok_or_else(|| {
+                        Error::io("open", &dst_path, std::io::ErrorKind::NotFound.into())
+                    })?;
+                let mut frame = Vec::new();
+                log::encode_frame(
+                    &mut frame,
+                    w.next_seq,
+                    kind::ORIGIN,
+                    &record::encode_origin(fresh_origin()),
+                );
+                out.set_len(w.end)
+                    .and_then(|()| out.write_at(&frame, w.end))
+                    .and_then(|()| out.sync())
+                    .map_err(|e| Error::io("write", &dst_path, e))?;
+            }
             dst.rename(&tmp, &name)
                 .map_err(|e| Error::io("rename", dst.path_of(&name), e))?;
+        }
+        // A checkpoint of the state copied (same log, same log id), written last: without
+        // it the destination opens by scanning its log and writes its own.
+        if !self.opts.read_only {
+            let cov = Covered {
+                end: w.end,
+                last_offset: w.last_frame.0,
+                last_seq: w.next_seq.saturating_sub(1),
+                last_crc: w.last_frame.1,
+            };
+            if let Some(bytes) = checkpoint::encode(&st, cov) {
+                checkpoint::write(dst, &bytes)?;
+            }
         }
         Ok(())
     }
 }
+
+/// Appends one frame (kind, payload) to a buffer being written as a new log.
+type FramePush<'a> = dyn FnMut(&mut Vec<u8>, u16, &[u8]) + 'a;
 
 /// Temporary name of a fork's log until it is complete.
 const FORK_TMP_LOG: &str = "log.new";

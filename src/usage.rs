@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::format::record::RetrievalEvent;
+use crate::format::record::{Origin, RetrievalEvent};
 
 /// Usage counters of one trajectory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -40,6 +40,10 @@ pub struct Episode {
     pub outcome: Option<bool>,
     /// Every retrieval logged, in order.
     pub events: Vec<RetrievalEvent>,
+    /// Where the episode was first logged: the origin id of that database and the
+    /// episode's id there (for an episode begun here: this database's origin id and `id`;
+    /// the origin id is 0 in a log written before origins).
+    pub origin: Origin,
 }
 
 impl Episode {
@@ -59,10 +63,14 @@ pub(crate) struct Usage {
     pub(crate) episodes: BTreeMap<u64, Episode>,
     pub(crate) counters: HashMap<u64, Utility>,
     pub(crate) next_episode: u64,
+    /// Episodes merged from other databases: their origin to their id here.
+    pub(crate) merged: HashMap<Origin, u64>,
 }
 
 impl Usage {
-    pub(crate) fn begin(&mut self, id: u64, created_ms: i64) {
+    /// Begins episode `id`; `origin` is where it was first logged, `merged` says it came
+    /// from another database.
+    pub(crate) fn begin(&mut self, id: u64, created_ms: i64, origin: Origin, merged: bool) {
         self.episodes.insert(
             id,
             Episode {
@@ -70,17 +78,35 @@ impl Usage {
                 created_ms,
                 outcome: None,
                 events: Vec::new(),
+                origin,
             },
         );
+        if merged {
+            self.merged.insert(origin, id);
+        }
         self.next_episode = self.next_episode.max(id.saturating_add(1));
+    }
+
+    /// The episode here whose origin is `origin`, if any.
+    pub(crate) fn find(&self, origin: Origin) -> Option<u64> {
+        if let Some(&id) = self.merged.get(&origin) {
+            return Some(id);
+        }
+        self.episodes
+            .get(&origin.id)
+            .filter(|ep| ep.origin == origin)
+            .map(|ep| ep.id)
     }
 
     pub(crate) fn log(&mut self, episode: u64, events: &[RetrievalEvent]) {
         let Some(ep) = self.episodes.get_mut(&episode) else {
             return;
         };
+        // Trajectories this episode retrieved before, so each event is checked in O(1)
+        // (a scan of the episode's events per event is quadratic in long episodes).
+        let mut seen: std::collections::HashSet<u64> = ep.events.iter().map(|x| x.id).collect();
         for e in events {
-            let first = !ep.events.iter().any(|x| x.id == e.id);
+            let first = seen.insert(e.id);
             ep.events.push(*e);
             let c = self.counters.entry(e.id).or_default();
             c.retrievals += 1;

@@ -163,7 +163,12 @@ fn make_golden() {
         db.set_episode_outcome(b, Some(false)).unwrap();
     }
     std::fs::remove_file(v1.join(trajdb::LOCK_FILE)).unwrap();
-    let log = std::fs::read(v1.join("log")).unwrap();
+    // `v1` is the format as written before origin ids: header bytes 48..56 zero.
+    let mut log = std::fs::read(v1.join("log")).unwrap();
+    log[48..56].fill(0);
+    let crc = crc32fast::hash(&log[..60]);
+    log[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(v1.join("log"), &log).unwrap();
     let fr = frames(&log);
     let variant = |name: &str, log: &[u8], extra: Option<String>| {
         let d = golden(name);
@@ -191,6 +196,126 @@ fn make_golden() {
     let crc = crc32fast::hash(&newer[..60]);
     newer[60..64].copy_from_slice(&crc.to_le_bytes());
     variant("v1-newer-version", &newer, None);
+}
+
+/// The merge golden database (`tests/golden/v1-merge`): a fork (so its log has an ORIGIN
+/// record) that wrote one trajectory of its own, then merged a second database whose ids
+/// overlap (EPISODE_MERGED, trajectories with a provenance origin). Built by
+/// `make_golden_merge`.
+#[test]
+fn golden_v1_merge_opens_with_origins_and_merged_usage() {
+    use trajdb::Origin;
+    let dir = copy("v1-merge");
+    let log = std::fs::read(dir.join("log")).unwrap();
+    let header_origin = u64::from_le_bytes(log[48..56].try_into().unwrap());
+    assert_ne!(header_origin, 0);
+    let kinds: Vec<u16> = frames(&log)
+        .iter()
+        .map(|&(s, _)| u16::from_le_bytes([log[s + 16], log[s + 17]]))
+        .collect();
+    assert!(kinds.contains(&8) && kinds.contains(&9), "{kinds:?}");
+    for opts in [ro(), Options::default()] {
+        let db = Database::open(&dir, opts).unwrap();
+        assert_eq!(db.ids(), [1, 2, 3, 4, 5, 6]);
+        let fork_origin = db.origin().unwrap();
+        assert_ne!(fork_origin, header_origin, "the fork's ORIGIN record");
+        for id in 1..=3 {
+            assert_eq!(
+                db.trajectory_origin(id),
+                Some(Origin {
+                    db: header_origin,
+                    id
+                })
+            );
+            assert_eq!(db.get(id).unwrap(), traj_for(id));
+        }
+        assert_eq!(
+            db.trajectory_origin(4),
+            Some(Origin {
+                db: fork_origin,
+                id: 4
+            })
+        );
+        let merged = db.trajectory_origin(5).unwrap();
+        assert!(merged.db != header_origin && merged.db != fork_origin);
+        for (id, raw) in [(5, 1), (6, 2)] {
+            let o = Origin {
+                db: merged.db,
+                id: raw,
+            };
+            assert_eq!(db.trajectory_origin(id), Some(o));
+            let mut t = db.get(id).unwrap();
+            assert_eq!(t.provenance.origin, Some(o));
+            t.provenance.origin = None;
+            t.id = Some(raw);
+            assert_eq!(t, traj_for(raw));
+        }
+        let eps = db.episodes();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(
+            eps[0].origin,
+            Origin {
+                db: header_origin,
+                id: 1
+            }
+        );
+        assert_eq!(
+            eps[1].origin,
+            Origin {
+                db: merged.db,
+                id: 1
+            }
+        );
+        assert_eq!(
+            eps[1].events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [5, 5, 6]
+        );
+        assert_eq!(db.utility(1).q(), Some(1.0));
+        assert_eq!(db.utility(5).q(), Some(0.0));
+        assert_eq!(db.utility(5).retrievals, 2);
+        db.verify().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "regenerates the committed merge golden database"]
+fn make_golden_merge() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("golden-merge-src");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let ev = |id| RetrievalEvent {
+        id,
+        step: None,
+        stage: Stage::Plan,
+    };
+    let parent = Database::open(tmp.join("parent"), Options::default()).unwrap();
+    create_spaces(&parent);
+    for id in 1..=3 {
+        parent.append(&traj_for(id)).unwrap();
+    }
+    let e = parent.begin_episode().unwrap();
+    parent.log_retrievals(e, &[ev(1), ev(2)]).unwrap();
+    parent.set_episode_outcome(e, Some(true)).unwrap();
+    let out = golden("v1-merge");
+    let _ = std::fs::remove_dir_all(&out);
+    parent.fork(&out).unwrap();
+    let other = Database::open(tmp.join("other"), Options::default()).unwrap();
+    create_spaces(&other);
+    for id in 1..=2 {
+        let mut t = traj_for(id);
+        t.id = None;
+        other.append(&t).unwrap();
+    }
+    let e = other.begin_episode().unwrap();
+    other.log_retrievals(e, &[ev(1), ev(1), ev(2)]).unwrap();
+    other.set_episode_outcome(e, Some(false)).unwrap();
+    {
+        let db = Database::open(&out, Options::default()).unwrap();
+        db.append(&traj_for(4)).unwrap();
+        db.merge_from(&other).unwrap();
+    }
+    let _ = std::fs::remove_file(out.join(trajdb::LOCK_FILE));
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// The committed v1 database has key files of key-file version 1 (cosine keys stored as

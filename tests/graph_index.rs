@@ -302,6 +302,71 @@ fn verify_catches_a_corrupted_neighbour_id_and_search_survives_it() {
 }
 
 #[test]
+fn a_checkpointed_open_keeps_a_current_graph_and_drops_one_whose_rows_differ() {
+    let (dir, db, _) = db_with_graph("graph-ckpt", 600, 11);
+    let name = graph_file_name(0);
+    // 20 more rows: a search inserts them into the graph in memory, but they are under a
+    // sixteenth of the file's 600, so close keeps the file (600 rows) and the log has 620.
+    let mut rng = Rng::new(12);
+    let more = clustered(&mut rng, 20, 5);
+    for (i, v) in more.iter().enumerate() {
+        db.append(&traj(600 + i, v)).unwrap();
+    }
+    db.search_approx("goal", &more[0], 1, 32, &Filter::default())
+        .unwrap();
+    assert_eq!(db.graph_status("goal").unwrap().unwrap().nodes, 620);
+    db.close().unwrap();
+    assert_eq!(read_u32(&dir, &name, 32), 600);
+    for read_only in [false, true] {
+        let opts = Options {
+            read_only,
+            ..buffered()
+        };
+        let db = Database::open(&dir, opts).unwrap();
+        assert!(
+            db.open_report().checkpoint_end.is_some(),
+            "from the checkpoint"
+        );
+        let st = db.graph_status("goal").unwrap().unwrap();
+        assert_eq!(
+            (st.nodes, st.file_rows, st.unchecked),
+            (600, Some(600), true)
+        );
+        let (hits, path) = db
+            .search_approx_path("goal", &more[3], 1, 32, &Filter::default())
+            .unwrap();
+        assert_eq!((hits[0].id, path), (604, ApproxPath::Graph));
+        // Checked by continuing its rows checksum over the 20 rows past it: kept and caught
+        // up, not rebuilt (a rebuild inserts at most CATCHUP_PER_SEARCH per search).
+        let st = db.graph_status("goal").unwrap().unwrap();
+        assert_eq!(
+            (st.nodes, st.unchecked),
+            (620, false),
+            "read_only {read_only}"
+        );
+    }
+    // The file's rows checksum altered (header CRC fixed up): the rows it claims to cover are
+    // not the log's, so the checkpointed open's first search drops it and rebuilds.
+    let mut b = std::fs::read(dir.join(&name)).unwrap();
+    b[48] ^= 1;
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join(&name), &b).unwrap();
+    let db = Database::open(&dir, buffered()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    let hits = db
+        .search_approx("goal", &more[3], 1, 32, &Filter::default())
+        .unwrap();
+    assert_eq!(hits[0].id, 604);
+    let st = db.graph_status("goal").unwrap().unwrap();
+    assert_eq!(
+        st.nodes,
+        trajdb::CATCHUP_PER_SEARCH as u64,
+        "rebuilt: {st:?}"
+    );
+}
+
+#[test]
 fn stale_graph_files_are_rebuilt_never_trusted() {
     let (dir, db, data) = db_with_graph("graph-stale", 400, 6);
     db.close().unwrap();

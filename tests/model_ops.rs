@@ -30,9 +30,17 @@ fn random_sequences_with_crashes_match_the_model() {
             Err(_) => panic!("sequence seed {seed} failed: {seq:?}"),
         }
     }
+    let (ckpt, full) = (
+        common::model::CHECKPOINT_OPENS.load(std::sync::atomic::Ordering::Relaxed),
+        common::model::FULL_SCAN_CHECKS.load(std::sync::atomic::Ordering::Relaxed),
+    );
     eprintln!(
-        "model_ops: {seeds} sequences, {ops} operations, {checks} crash/reopen states checked in {:.1} s",
+        "model_ops: {seeds} sequences, {ops} operations, {checks} crash/reopen states checked in {:.1} s; {full} opens compared with a full scan, {ckpt} of them from a checkpoint",
         start.elapsed().as_secs_f64()
+    );
+    assert!(
+        seeds < 20 || ckpt * 4 > full,
+        "too few opens used a checkpoint: {ckpt} of {full}"
     );
 }
 
@@ -68,6 +76,7 @@ fn failure_at_every_step_of_compact_fork_and_checkpoint_matches_the_model() {
             Maintenance::ForkSource,
             Maintenance::ForkDestination,
             Maintenance::Checkpoint,
+            Maintenance::StateCheckpoint,
         ] {
             let durability = [
                 trajdb::Durability::SyncEachCommit,
@@ -79,7 +88,7 @@ fn failure_at_every_step_of_compact_fork_and_checkpoint_matches_the_model() {
         }
     }
     eprintln!(
-        "model_ops faults: {seeds} seeds x compact, fork (source, destination), checkpoint: {injected} failures injected, {states} states checked against the model, nothing lost"
+        "model_ops faults: {seeds} seeds x compact, fork (source, destination), sync, checkpoint: {injected} failures injected, {states} states checked against the model, nothing lost"
     );
     assert!(injected > 100, "{injected}");
 }

@@ -29,7 +29,20 @@ fn build(name: &str) -> (std::path::PathBuf, Vec<Trajectory>, u64) {
 }
 
 fn check_recovers(dir: &std::path::Path, want: &[Trajectory], cut: bool) {
-    let db = Database::open(dir, Options::default()).unwrap();
+    check_recovers_with(dir, want, cut, Options::default());
+}
+
+/// Options of the open that checks everything at open, as every open did before the
+/// checkpoint file: it decodes the whole log and checksums every key-file row.
+fn paranoid() -> Options {
+    Options {
+        verify_on_open: true,
+        ..Options::default()
+    }
+}
+
+fn check_recovers_with(dir: &std::path::Path, want: &[Trajectory], cut: bool, opts: Options) {
+    let db = Database::open(dir, opts).unwrap();
     assert_eq!(db.open_report().truncated_bytes > 0, cut);
     let got: Vec<Trajectory> = db.ids().iter().map(|i| db.get(*i).unwrap()).collect();
     assert_eq!(got, want);
@@ -103,10 +116,18 @@ fn flipped_byte_in_a_middle_frame_is_reported_with_file_and_offset() {
     bytes[at] ^= 0x01;
     std::fs::write(dir.join("log"), &bytes).unwrap();
     let before = bytes.clone();
-    let err = Database::open(&dir, Options::default()).expect_err("open must fail");
+    // The open that checks everything refuses it, naming the file and the frame.
+    let err = Database::open(&dir, paranoid()).expect_err("open must fail");
     assert!(matches!(err, Error::Corrupt { offset: 64, .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("log") && msg.contains("byte 64"), "{msg}");
+    // An ordinary open trusts the checkpoint for the frames it covers and does not read
+    // this one; `verify` reads every frame and reports the same damage.
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    let err = db.verify().expect_err("verify must fail");
+    assert!(matches!(err, Error::Corrupt { offset: 64, .. }), "{err}");
+    drop(db);
     // Nothing was truncated or rewritten.
     assert_eq!(std::fs::read(dir.join("log")).unwrap(), before);
 }
@@ -200,9 +221,17 @@ fn flipped_byte_in_a_key_file_row_is_found_by_verify_and_rebuilt_by_a_writable_o
         .expect_err("read-only verify fails");
     assert!(matches!(err, Error::Corrupt { offset: 224, .. }), "{err}");
     assert!(err.to_string().contains("keys-2.vec"), "{err}");
-    // The rows' checksum in the key-file header no longer holds: a writable open rebuilds
-    // the file from the log, so searches never use the damaged row.
-    check_recovers(&dir, &all, false);
+    // An ordinary writable open trusts the rows the checkpoint covers without reading them;
+    // its `verify` compares every row with the log and finds the damage.
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    let err = db.verify().expect_err("writer verify fails");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("keys-2.vec"), "{err}");
+    drop(db);
+    // The rows' checksum in the key-file header no longer holds: the open that checks
+    // everything rebuilds the file from the log, so searches never use the damaged row.
+    check_recovers_with(&dir, &all, false, paranoid());
     Database::open(&dir, ro()).unwrap().verify().unwrap();
 }
 
@@ -228,6 +257,10 @@ fn repair_keeps_the_prefix_before_an_out_of_order_lost_frame_and_saves_the_rest(
         *b = 0;
     }
     std::fs::write(dir.join("log"), &bytes).unwrap();
+    // A checkpoint covers only frames synced before it was written, so after a crash that
+    // lost an unsynced frame no checkpoint covers it: remove the one `build` left at close
+    // (which covers every frame) to make the files such a crash leaves.
+    std::fs::remove_file(dir.join(trajdb::checkpoint::CHECKPOINT_FILE)).unwrap();
     let err = Database::open(&dir, Options::default()).expect_err("refused");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("trajdb repair"), "{err}");

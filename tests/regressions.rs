@@ -475,9 +475,10 @@ fn torn_tail_on_a_full_disk_does_not_block_writers() {
         // Fail the first operation of this kind after the log and key files are open: the
         // copy of the torn bytes.
         let failing = FailingBackend::new(Arc::new(crash.clone()), Some(kind), 0);
-        // Opens before the copy: the log and the two key files.
+        // Opens before the copy: the log, the checkpoint file (written when `db` was
+        // dropped) and the two key files.
         let before_copy = match kind {
-            FailOp::Open => 3,
+            FailOp::Open => 4,
             _ => 0,
         };
         failing.fail_after(before_copy + 1);

@@ -169,9 +169,20 @@ fn near(rng: &mut Rng, center: &[f32], spread: f32) -> Vec<f32> {
 
 #[test]
 fn pruned_retrieval_equals_the_full_definition_bit_for_bit_and_skips_step_rows() {
+    pruned_case(600);
+}
+
+/// From 4,096 rows a trajectory key space is bounded through its quantised copy (module
+/// `index::quant`) instead of scored in full; the answer must not change by a bit.
+#[test]
+fn pruned_retrieval_over_quantised_trajectory_keys_equals_the_definition_bit_for_bit() {
+    pruned_case(5000);
+}
+
+fn pruned_case(n_trajs: u64) {
     let dims = 16;
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-        let dir = support::tmp(&format!("retrieve-pruned-{metric:?}"));
+        let dir = support::tmp(&format!("retrieve-pruned-{metric:?}-{n_trajs}"));
         let db = trajdb::Database::open(
             &dir,
             trajdb::Options {
@@ -202,7 +213,7 @@ fn pruned_retrieval_equals_the_full_definition_bit_for_bit_and_skips_step_rows()
         let centres: Vec<Vec<f32>> = (0..12).map(|_| rng.vec(dims)).collect();
         let mut all = Vec::new();
         let mut total_rows = 0u64;
-        for n in 0..600u64 {
+        for n in 0..n_trajs {
             let c = &centres[rng.below(12) as usize];
             let steps = 1 + rng.below(15) as usize;
             let mut t = random_traj(&mut rng, dims, steps, n);
@@ -262,6 +273,33 @@ fn pruned_retrieval_equals_the_full_definition_bit_for_bit_and_skips_step_rows()
                 assert_eq!(g.2.to_bits(), w.2.to_bits(), "{metric:?} trial {trial}");
             }
             assert!(work.step_rows_scored <= total_rows);
+            // Without a step key: the pruned and the exhaustive paths agree exactly.
+            let no_step = RetrieveQuery {
+                step_key: None,
+                ..q.clone()
+            };
+            assert_eq!(
+                db.retrieve(&no_step).unwrap(),
+                db.retrieve_exhaustive(&no_step).unwrap().0,
+                "{metric:?} trial {trial}, no step key"
+            );
+            // A deep k reaches trajectories without a plan key (scored with the plan key's
+            // worst score), with and without the step key.
+            for step_key in [None, q.step_key.clone()]
+                .into_iter()
+                .filter(|_| trial % 4 == 0)
+            {
+                let deep = RetrieveQuery {
+                    step_key,
+                    k: 400,
+                    ..q.clone()
+                };
+                assert_eq!(
+                    db.retrieve(&deep).unwrap(),
+                    db.retrieve_exhaustive(&deep).unwrap().0,
+                    "{metric:?} trial {trial}, k 400"
+                );
+            }
             if work.step_rows_scored < total_rows / 2 {
                 pruned_calls += 1;
             }
@@ -275,4 +313,22 @@ fn pruned_retrieval_equals_the_full_definition_bit_for_bit_and_skips_step_rows()
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+fn retrieve_without_any_key_is_refused() {
+    let (_dir, db) = buffered_db("retrieve-no-keys", 8);
+    let mut rng = Rng::new(3);
+    for n in 0..5u64 {
+        db.append(&random_traj(&mut rng, 8, 2, n)).unwrap();
+    }
+    let q = RetrieveQuery {
+        k: 3,
+        ..Default::default()
+    };
+    let e = db.retrieve(&q).unwrap_err();
+    assert!(
+        e.to_string().contains("no trajectory key and no step key"),
+        "{e}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The numbers in format-spec.md and the constants in the code are the same numbers.
 
+use trajdb::checkpoint;
 use trajdb::format::log;
 use trajdb::index::graph;
 use trajdb::index::keyfile;
@@ -59,10 +60,26 @@ fn constants_table_matches_code() {
     assert_eq!(num(&get("CRC_SALT")), u64::from(log::CRC_SALT));
     assert_eq!(num(&get("KEY_VERSION")), u64::from(keyfile::KEY_VERSION));
     assert_eq!(num(&get("KEY_HEADER_LEN")), keyfile::KEY_HEADER_LEN);
+    assert_eq!(
+        get("CHECKPOINT_MAGIC").as_bytes(),
+        &checkpoint::CHECKPOINT_MAGIC
+    );
+    assert_eq!(
+        num(&get("CHECKPOINT_VERSION")),
+        u64::from(checkpoint::CHECKPOINT_VERSION)
+    );
+    assert_eq!(
+        num(&get("CHECKPOINT_HEADER_LEN")),
+        checkpoint::CHECKPOINT_HEADER_LEN
+    );
+    assert_eq!(
+        num(&get("CHECKPOINT_AUTO_BYTES")),
+        checkpoint::CHECKPOINT_AUTO_BYTES
+    );
     assert_eq!(get("GRAPH_MAGIC").as_bytes(), &graph::GRAPH_MAGIC);
     assert_eq!(num(&get("GRAPH_VERSION")), u64::from(graph::GRAPH_VERSION));
     assert_eq!(num(&get("GRAPH_HEADER_LEN")), graph::GRAPH_HEADER_LEN);
-    assert_eq!(rows.len(), 14, "every spec constant is checked here");
+    assert_eq!(rows.len(), 18, "every spec constant is checked here");
 }
 
 /// Checks offsets and sizes of a header table; sizes must tile the header exactly.
@@ -113,6 +130,7 @@ fn log_header_layout_matches_code() {
             ("base_seq", BASE_SEQ),
             ("created_ms", CREATED_MS),
             ("id_floor", ID_FLOOR),
+            ("origin", ORIGIN),
             ("reserved", RESERVED),
             ("crc", CRC),
         ],
@@ -207,10 +225,93 @@ fn record_kind_table_matches_code() {
         ("RETRIEVALS", RETRIEVALS),
         ("EPISODE_OUTCOME", EPISODE_OUTCOME),
         ("TRAJ_OUTCOME", TRAJ_OUTCOME),
+        ("ORIGIN", ORIGIN),
+        ("EPISODE_MERGED", EPISODE_MERGED),
     ];
     assert_eq!(rows.len(), code.len());
     for (name, k) in code {
         let row = rows.iter().find(|r| r[1] == name).expect(name);
         assert_eq!(num(&row[0]), u64::from(k), "kind of {name}");
     }
+}
+
+#[test]
+fn checkpoint_header_layout_matches_code() {
+    use checkpoint::header::*;
+    check_layout(
+        "Checkpoint header",
+        &[
+            ("magic", MAGIC),
+            ("version", VERSION),
+            ("flags", FLAGS),
+            ("log_id", LOG_ID),
+            ("base_seq", BASE_SEQ),
+            ("end", END),
+            ("last_offset", LAST_OFFSET),
+            ("last_seq", LAST_SEQ),
+            ("last_crc", LAST_CRC),
+            ("body_crc", BODY_CRC),
+            ("body_len", BODY_LEN),
+            ("reserved", RESERVED),
+            ("crc", CRC),
+        ],
+        checkpoint::CHECKPOINT_HEADER_LEN,
+    );
+}
+
+/// The body table's record sizes add up to what the code writes: a checkpoint of a database
+/// with one of everything has exactly the size the table gives.
+#[test]
+fn checkpoint_body_record_sizes_match_the_spec() {
+    let spec = spec();
+    let rows = table(&spec, "Checkpoint body");
+    let size = |area: &str| -> u64 {
+        let r = rows
+            .iter()
+            .find(|r| r[0] == area)
+            .unwrap_or_else(|| panic!("no area {area}"));
+        num(r[1].split([' ', ',']).next().unwrap())
+    };
+    assert_eq!(size("counts"), 104);
+    assert_eq!(size("spaces"), 16);
+    assert_eq!(size("trajectories"), 88);
+    assert_eq!(size("history"), 24);
+    assert_eq!(size("name ends"), 4);
+    assert_eq!(size("rows"), 8);
+    assert_eq!(size("counters"), 40);
+    assert_eq!(size("episodes"), 48);
+    assert_eq!(size("events"), 16);
+    assert_eq!(
+        checkpoint::record_sizes(),
+        [104, 16, 88, 24, 4, 8, 40, 48, 16]
+    );
+}
+
+/// The provenance byte's origin bit is the number the spec's TRAJECTORY table gives.
+#[test]
+fn provenance_origin_bit_matches_code() {
+    let spec = spec();
+    let rows = table(&spec, "TRAJECTORY (kind 2)");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "provenance.kind")
+        .expect("provenance.kind row");
+    let bit = row[1]
+        .split("bit 7 (")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the row names bit 7 (0x.., ...)");
+    assert_eq!(num(bit), u64::from(log::PROVENANCE_ORIGIN_BIT));
+    assert!(row[1].contains("PROVENANCE_ORIGIN_BIT"));
+    for field in ["ORIGIN (kind 8)", "EPISODE_MERGED (kind 9)"] {
+        assert!(!table(&spec, field).is_empty(), "{field} has a table");
+    }
+    let merged: Vec<String> = table(&spec, "EPISODE_MERGED (kind 9)")
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        merged,
+        ["episode", "created_ms", "origin", "origin_episode"]
+    );
 }

@@ -68,7 +68,9 @@ fn to_py(py: Python<'_>, e: trajdb::Error) -> PyErr {
         | E::DuplicateId { .. }
         | E::EmbedderMismatch { .. }
         | E::NothingToEmbed { .. }
-        | E::TooLarge { .. } => "InvalidInputError",
+        | E::TooLarge { .. }
+        | E::MergeIncompatible { .. }
+        | E::NoOrigin { .. } => "InvalidInputError",
         E::Io { .. } | E::PreviousIo | E::AfterCommit { .. } => "StorageError",
         _ => "Error",
     };
@@ -343,15 +345,16 @@ fn vec1(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<f32>> 
     Ok(v.into_iter().map(|x| x as f32).collect())
 }
 
-/// Several vectors: a 2-D numpy array `(n, dims)` or a sequence of 1-D vectors.
-fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f32>>> {
+/// Several vectors: a 2-D numpy array `(rows, dims)` or a sequence of 1-D vectors. `rows`
+/// names the first axis in errors (`n_steps` for step keys, `m` for queries).
+fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str, rows: &str) -> PyResult<Vec<Vec<f32>>> {
     if let Ok(a) = obj.downcast::<PyArrayDyn<f32>>() {
         let shape = a.shape().to_vec();
         if shape.len() != 2 {
             return Err(invalid(
                 py,
                 format!(
-                    "{at}: expected a 2-D array of shape (n_steps, dims), got shape {}",
+                    "{at}: expected a 2-D array of shape ({rows}, dims), got shape {}",
                     shape_str(&shape)
                 ),
             ));
@@ -363,13 +366,13 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         return Ok(flat.chunks(shape[1]).map(<[f32]>::to_vec).collect());
     }
     if let Ok(a) = obj.downcast::<PyUntypedArray>() {
-        return vec2(py, as_f32_array(py, a, at)?.as_any(), at);
+        return vec2(py, as_f32_array(py, a, at)?.as_any(), at, rows);
     }
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyDict>() {
         return Err(invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape ({rows}, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         ));
@@ -378,7 +381,7 @@ fn vec2(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Vec<Vec<f3
         invalid(
             py,
             format!(
-                "{at}: expected a 2-D array of shape (n_steps, dims) or a list of vectors, got {}",
+                "{at}: expected a 2-D array of shape ({rows}, dims) or a list of vectors, got {}",
                 type_name(obj)
             ),
         )
@@ -479,7 +482,7 @@ fn trajectory(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Traj
             let name: String = name
                 .extract()
                 .map_err(|_| invalid(py, format!("{at}: step_keys names must be str")))?;
-            let vs = vec2(py, &v, &format!("{at}: step_keys.{name}"))?;
+            let vs = vec2(py, &v, &format!("{at}: step_keys.{name}"), "n_steps")?;
             t.step_keys.insert(name, vs);
         }
     }
@@ -525,6 +528,24 @@ fn check_trajectory(py: Python<'_>, t: &Trajectory, spaces: &[SpaceDef], at: &st
 
 /// A trajectory as a dict in the JSONL record shape; keys as float32 arrays (1-D per
 /// trajectory key, 2-D `(n_steps, dims)` per step key).
+/// Python `Example`s of the engine's examples (the trajectory as a dict).
+fn examples_py(py: Python<'_>, examples: Vec<trajdb::Example>) -> PyResult<Vec<PyExample>> {
+    examples
+        .into_iter()
+        .map(|e| {
+            Ok(PyExample {
+                id: e.id,
+                score: e.score,
+                traj_score: e.traj_score,
+                step_score: e.step_score,
+                matched_step: e.matched_step,
+                window: e.window,
+                trajectory: trajectory_dict(py, e.trajectory)?.unbind(),
+            })
+        })
+        .collect()
+}
+
 fn trajectory_dict<'py>(py: Python<'py>, mut t: Trajectory) -> PyResult<Bound<'py, PyAny>> {
     let keys = std::mem::take(&mut t.keys);
     let step_keys = std::mem::take(&mut t.step_keys);
@@ -569,7 +590,7 @@ impl Emb {
             Emb::Py { f, id } => {
                 let n = texts.len();
                 let out = f.bind(py).call1((PyList::new(py, texts)?,))?;
-                let vs = vec2(py, &out, &at)?;
+                let vs = vec2(py, &out, &at, "n_texts")?;
                 let dims = usize::try_from(id.dims).unwrap_or(usize::MAX);
                 if vs.len() != n || vs.iter().any(|v| v.len() != dims) {
                     return Err(invalid(
@@ -818,6 +839,59 @@ impl PyDatabase {
         for (def, e) in jsonl::hash_spaces(&db.spaces()) {
             m.entry(def.name).or_insert_with(|| Arc::new(Emb::Hash(e)));
         }
+    }
+
+    /// The engine query of retrieve() and retrieve_with_work(), checked and converted.
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_query(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        step_key: Option<&Bound<'_, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<RetrieveQuery> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let window = window.get_usize(py, "window")?;
+        let kd = keys.downcast::<PyDict>().map_err(|_| {
+            invalid(
+                py,
+                format!(
+                    "retrieve keys must be a dict of key-space name to vector or text, got {}",
+                    type_name(keys)
+                ),
+            )
+        })?;
+        let mut q = RetrieveQuery {
+            k,
+            window,
+            filter: f,
+            ..Default::default()
+        };
+        for (name, v) in kd.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| invalid(py, "retrieve keys names must be str"))?;
+            let (v, _) = self.query(py, &name, &v, &format!("keys[{name:?}]"))?;
+            q.keys.push((name, v));
+        }
+        if let Some(sk) = step_key.filter(|s| !s.is_none()) {
+            let (name, v): (String, Bound<'_, PyAny>) = sk.extract().map_err(|_| {
+                invalid(py, "step_key must be a tuple (space name, vector or text)")
+            })?;
+            let (v, _) = self.query(py, &name, &v, &format!("step_key[{name:?}]"))?;
+            q.step_key = Some((name, v));
+        }
+        Ok(q)
     }
 
     /// A query vector given as a vector or, for a space with an embedder, as text.
@@ -1329,7 +1403,7 @@ impl PyDatabase {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
         let k = k.get_usize(py, "k")?;
-        let qs = vec2(py, vectors, "vectors")?;
+        let qs = vec2(py, vectors, "vectors", "m")?;
         let many = run(py, || db.search_many(space, &qs, k, &f))?;
         Ok(many
             .into_iter()
@@ -1383,54 +1457,62 @@ impl PyDatabase {
         provenance: Option<&str>,
         as_of: Option<UInt>,
     ) -> PyResult<Vec<PyExample>> {
-        let db = self.handle(py)?;
-        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
-        let k = k.get_usize(py, "k")?;
-        let window = window.get_usize(py, "window")?;
-        let kd = keys.downcast::<PyDict>().map_err(|_| {
-            invalid(
-                py,
-                format!(
-                    "retrieve keys must be a dict of key-space name to vector or text, got {}",
-                    type_name(keys)
-                ),
-            )
-        })?;
-        let mut q = RetrieveQuery {
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
             k,
             window,
-            filter: f,
-            ..Default::default()
-        };
-        for (name, v) in kd.iter() {
-            let name: String = name
-                .extract()
-                .map_err(|_| invalid(py, "retrieve keys names must be str"))?;
-            let (v, _) = self.query(py, &name, &v, &format!("keys[{name:?}]"))?;
-            q.keys.push((name, v));
-        }
-        if let Some(sk) = step_key.filter(|s| !s.is_none()) {
-            let (name, v): (String, Bound<'_, PyAny>) = sk.extract().map_err(|_| {
-                invalid(py, "step_key must be a tuple (space name, vector or text)")
-            })?;
-            let (v, _) = self.query(py, &name, &v, &format!("step_key[{name:?}]"))?;
-            q.step_key = Some((name, v));
-        }
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
         let examples = run(py, || db.retrieve(&q))?;
-        examples
-            .into_iter()
-            .map(|e| {
-                Ok(PyExample {
-                    id: e.id,
-                    score: e.score,
-                    traj_score: e.traj_score,
-                    step_score: e.step_score,
-                    matched_step: e.matched_step,
-                    window: e.window,
-                    trajectory: trajectory_dict(py, e.trajectory)?.unbind(),
-                })
-            })
-            .collect()
+        examples_py(py, examples)
+    }
+
+    /// retrieve(), also returning the work the call did, as a dict: `step_rows_scored`
+    /// (step-key rows scored) and `trajectories_visited` (trajectories whose step rows were
+    /// scored); both 0 without a step key. Same arguments, results and errors as retrieve().
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_with_work<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        step_key: Option<&Bound<'py, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<(Vec<PyExample>, Bound<'py, PyDict>)> {
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
+            k,
+            window,
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
+        let (examples, work) = run(py, || db.retrieve_with_work(&q))?;
+        let w = PyDict::new(py);
+        w.set_item("step_rows_scored", work.step_rows_scored)?;
+        w.set_item("trajectories_visited", work.trajectories_visited)?;
+        Ok((examples_py(py, examples)?, w))
     }
 
     /// Begins an episode and returns it as a context manager.
@@ -1520,6 +1602,33 @@ impl PyDatabase {
             .collect())
     }
 
+    /// Merges the database `src` into this one: every trajectory and usage event of `src`
+    /// lands here exactly once (a repeat adds nothing, a grown source adds what is new).
+    /// Returns what was added as a dict (trajectories, trajectories_present, episodes,
+    /// retrievals, ...). InvalidInputError for a source with incompatible key spaces or
+    /// without an origin id (nothing is written then).
+    fn merge_from<'py>(
+        &self,
+        py: Python<'py>,
+        src: PyRef<'py, PyDatabase>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        let from = src.handle(py)?;
+        if Arc::ptr_eq(&db, &from) {
+            return Err(invalid(py, "src is this database itself"));
+        }
+        let r = run(py, || db.merge_from(&from))?;
+        to_object(py, &r)
+    }
+
+    /// The origin id of this database (a random 64-bit number; trajectories and episodes
+    /// written here are named by it across databases), or None for a log written before
+    /// origin ids (`compact` gives it one).
+    #[getter]
+    fn origin(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        Ok(self.handle(py)?.origin())
+    }
+
     /// Writes a consistent copy of the database into the new directory `dst`.
     fn fork(&self, py: Python<'_>, dst: PathBuf) -> PyResult<()> {
         let db = self.handle(py)?;
@@ -1582,7 +1691,7 @@ impl PyDatabase {
                 ))
             }
         };
-        run(py, || {
+        let written = run(py, || {
             let io = |e| trajdb::Error::Io {
                 op: "write",
                 path: path.clone(),
@@ -1622,7 +1731,12 @@ impl PyDatabase {
             out.flush().map_err(io)?;
             out.get_ref().sync_all().map_err(io)?;
             Ok(n)
-        })
+        });
+        if written.is_err() {
+            // No partial export is left behind (the error says why).
+            let _ = std::fs::remove_file(&path);
+        }
+        written
     }
 }
 

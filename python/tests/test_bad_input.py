@@ -157,9 +157,25 @@ def test_corrupt_log_raises_corrupt_error(path):
     data = bytearray(open(log, "rb").read())
     data[len(data) // 2] ^= 0xFF
     open(log, "wb").write(bytes(data))
-    with pytest.raises(trajdb.CorruptError) as e:
-        trajdb.open(path)
+    # Open trusts the checkpoint written at close (format-spec.md, "Checkpoint"), so damage
+    # at rest in the commits it covers is found by verify(), with the file named.
+    with trajdb.open(path) as db:
+        with pytest.raises(trajdb.CorruptError) as e:
+            db.verify()
+        # An export that meets the damage leaves no partial file behind.
+        out = os.path.join(os.path.dirname(path), "out.jsonl")
+        with pytest.raises(trajdb.CorruptError):
+            db.export(out)
+        assert not os.path.exists(out)
     assert isinstance(e.value, OSError) and "log" in str(e.value)
+
+
+def test_retrieve_without_any_key_is_refused(path):
+    with trajdb.open(path) as db:
+        db.create_space("goal", dims=2)
+        db.append({"goal": "g", "outcome": {"success": True}, "keys": {"goal": [1.0, 0.0]}})
+        with pytest.raises(trajdb.InvalidInputError, match="no trajectory key and no step key"):
+            db.retrieve({}, k=3)
 
 
 def test_newer_format_version_raises_incompatible_version_error(path):

@@ -190,9 +190,34 @@ def test_search_many_answers_each_query_as_search_does(path, metric):
             assert len(many) == len(qs)
             for q, got in zip(qs, many):
                 assert got == db.search("goal", q, k=k, success_only=True)
-        with pytest.raises(trajdb.InvalidInputError, match="vectors"):
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[0\].*5 dimensions"):
             db.search_many("goal", qs[:, :5], k=3)
         bad = qs.copy()
         bad[4, 1] = np.nan
-        with pytest.raises(trajdb.InvalidInputError, match=r"4"):
+        with pytest.raises(trajdb.InvalidInputError, match=r"queries\[4\]"):
             db.search_many("goal", bad, k=3)
+
+
+def test_retrieve_with_work_returns_retrieve_results_and_bounded_step_work(path):
+    """retrieve_with_work gives retrieve's examples unchanged, and a work count that can
+    only be right: no more step rows than the qualifying trajectories hold, at least the
+    winners' own step rows, and zero without a step key."""
+    rng = np.random.default_rng(7)
+    with trajdb.open(path, durability="buffered") as db:
+        recs = build(db, "cosine", rng)
+        success = np.array([r["outcome"]["success"] for r in recs])
+        steps_of_successes = sum(len(r["steps"]) for r, s in zip(recs, success) if s)
+        keys = {"goal": rng.standard_normal(DIMS).astype(np.float32)}
+        step_key = ("observation", rng.standard_normal(STEP_DIMS).astype(np.float32))
+        got, work = db.retrieve_with_work(keys, step_key, k=5, window=2)
+        want = db.retrieve(keys, step_key, k=5, window=2)
+        assert [(e.id, e.score, e.matched_step, e.window) for e in got] == \
+            [(e.id, e.score, e.matched_step, e.window) for e in want]
+        assert set(work) == {"step_rows_scored", "trajectories_visited"}
+        winners_rows = sum(len(recs[e.id - 1]["steps"]) for e in got)
+        assert winners_rows <= work["step_rows_scored"] <= steps_of_successes
+        assert len(got) <= work["trajectories_visited"] <= int(success.sum())
+        _, no_step = db.retrieve_with_work(keys, k=5)
+        assert no_step == {"step_rows_scored": 0, "trajectories_visited": 0}
+        with pytest.raises(trajdb.InvalidInputError):
+            db.retrieve_with_work({"observation": step_key[1]})

@@ -346,6 +346,23 @@ class Database:
         ranked by trajectory score + step score; each example keeps ``window`` steps on each
         side of the matched step. A value given as str is embedded by the space's embedder.
         """
+    def retrieve_with_work(
+        self,
+        keys: dict[str, Union[_Vector, str]],
+        step_key: Optional[tuple[str, Union[_Vector, str]]] = None,
+        k: int = 10,
+        window: int = 5,
+        *,
+        success_only: bool = True,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> tuple[list[Example], dict[str, int]]:
+        """``retrieve``, also returning the work the call did: ``{"step_rows_scored": int,
+        "trajectories_visited": int}`` (step-key rows scored, and the trajectories whose step
+        rows were scored; both 0 without a step key). Same arguments, results and errors."""
     def episode(self) -> Episode:
         """Begins an episode (one commit) and returns it."""
     def begin_episode(self) -> int:
@@ -363,6 +380,16 @@ class Database:
         NotFoundError when no live trajectory has this id."""
     def utilities(self) -> dict[int, Utility]:
         """Counters of every trajectory ever retrieved, by id."""
+    def merge_from(self, src: "Database") -> dict[str, int]:
+        """Merges ``src`` into this database: every trajectory and usage event of ``src``
+        lands here exactly once; a repeat adds nothing, a grown source adds what is new.
+        Returns what was added: {spaces, trajectories, trajectories_present,
+        trajectory_outcomes, episodes, retrievals, retrievals_skipped, episode_outcomes,
+        commits}. InvalidInputError (nothing written) for incompatible key spaces or a
+        database without an origin id."""
+    @property
+    def origin(self) -> Optional[int]:
+        """This database's origin id, or None for a log written before origin ids."""
     def fork(self, dst: Union[str, os.PathLike[str]]) -> None:
         """Writes a consistent copy of the database to the new directory ``dst``."""
     def compact(self) -> None:

@@ -29,6 +29,10 @@ pub const LEN_SALT: u32 = 0x5452_4A4C;
 /// Mixed into the frame checksum so an all-zero frame never validates.
 pub const CRC_SALT: u32 = 0x4652_4D31;
 
+/// Bit of a TRAJECTORY record's provenance kind byte that says the provenance origin follows
+/// the step range.
+pub const PROVENANCE_ORIGIN_BIT: u8 = 0x80;
+
 /// Offsets inside the log header.
 pub mod header {
     /// Magic, 8 bytes.
@@ -46,8 +50,11 @@ pub mod header {
     /// Trajectory ids below this are taken even if no record holds them (ids freed by
     /// compaction are not handed out again), u64.
     pub const ID_FLOOR: usize = 40;
-    /// Reserved, 12 zero bytes.
-    pub const RESERVED: usize = 48;
+    /// Origin id of the database, u64: random and nonzero at creation, kept by compaction;
+    /// zero in logs written before origins existed.
+    pub const ORIGIN: usize = 48;
+    /// Reserved, 4 zero bytes.
+    pub const RESERVED: usize = 56;
     /// CRC-32 of bytes 0..60.
     pub const CRC: usize = 60;
 }
@@ -84,6 +91,10 @@ pub mod kind {
     pub const EPISODE_OUTCOME: u16 = 6;
     /// A trajectory's outcome set after the fact.
     pub const TRAJ_OUTCOME: u16 = 7;
+    /// The origin id in effect from this commit on (a fork's copy gets a new one).
+    pub const ORIGIN: u16 = 8;
+    /// Start of an episode merged from another database, with its origin.
+    pub const EPISODE_MERGED: u16 = 9;
 }
 
 /// The decoded log header.
@@ -93,6 +104,8 @@ pub(crate) struct LogHeader {
     pub(crate) base_seq: u64,
     pub(crate) created_ms: i64,
     pub(crate) id_floor: u64,
+    /// The database's origin id; 0 in logs written before origins.
+    pub(crate) origin: u64,
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -114,6 +127,7 @@ pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
     b[header::BASE_SEQ..header::BASE_SEQ + 8].copy_from_slice(&h.base_seq.to_le_bytes());
     b[header::CREATED_MS..header::CREATED_MS + 8].copy_from_slice(&h.created_ms.to_le_bytes());
     b[header::ID_FLOOR..header::ID_FLOOR + 8].copy_from_slice(&h.id_floor.to_le_bytes());
+    b[header::ORIGIN..header::ORIGIN + 8].copy_from_slice(&h.origin.to_le_bytes());
     let crc = crc32fast::hash(&b[..header::CRC]);
     b[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     b
@@ -155,6 +169,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
         log_id: le_u64(b, header::LOG_ID),
         base_seq: le_u64(b, header::BASE_SEQ),
         id_floor: le_u64(b, header::ID_FLOOR),
+        origin: le_u64(b, header::ORIGIN),
         created_ms: i64::from_le_bytes(
             b[header::CREATED_MS..header::CREATED_MS + 8]
                 .try_into()
@@ -212,6 +227,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) offset: u64,
     pub(crate) seq: u64,
     pub(crate) kind: u16,
+    /// The frame's `crc` field (binds a checkpoint to the frame it ends with).
+    pub(crate) crc: u32,
     pub(crate) payload: &'a [u8],
 }
 
@@ -312,24 +329,17 @@ fn check_frame<'w>(
         offset: pos,
         seq,
         kind,
+        crc: stored,
         payload: &all[24..payload_end],
     }))
 }
 
-/// Reads and checks the header, then every frame in order, calling `on_frame` for each.
+/// Reads and checks the header, then every frame in order up to `limit` (a snapshot's end),
+/// calling `on_frame` for each.
 ///
 /// A damaged frame followed by no valid frame is a torn tail: the scan stops there and says
 /// why in [`ScanEnd::torn`]. A damaged frame followed by a valid one is corruption of
 /// committed data: an error naming the offset.
-pub(crate) fn scan(
-    storage: &dyn Storage,
-    path: &Path,
-    on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
-) -> Result<(LogHeader, ScanEnd)> {
-    scan_limited(storage, path, u64::MAX, on_frame)
-}
-
-/// [`scan`], treating the log as if it ended at `limit` (a snapshot's end).
 pub(crate) fn scan_limited(
     storage: &dyn Storage,
     path: &Path,
@@ -360,7 +370,7 @@ pub(crate) fn scan_limited(
 }
 
 /// Scans frames from `start` (a frame boundary whose frame must carry `seq`) to the end of
-/// the log, as [`scan`] does; used to catch up with frames appended since an earlier scan.
+/// the log, as [`scan_limited`] does; used to catch up with frames appended since an earlier scan.
 pub(crate) fn scan_from(
     storage: &dyn Storage,
     path: &Path,
@@ -449,6 +459,27 @@ fn intact_len(w: &mut Window<'_>, pos: u64) -> std::io::Result<Option<u32>> {
     let len = le_u32(h, frame::LEN);
     let ok = crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT == le_u32(h, frame::LEN_CHECK);
     Ok((ok && len <= MAX_PAYLOAD).then_some(len))
+}
+
+/// The end offset and `crc` field of the frame at `offset` when a valid frame carrying
+/// sequence number `seq` is there (its length, checksums, flags and padding all check).
+pub(crate) fn frame_at(
+    storage: &dyn Storage,
+    path: &Path,
+    offset: u64,
+    seq: u64,
+) -> Result<Option<(u64, u32)>> {
+    let file_len = storage.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut w = Window {
+        storage,
+        file_len,
+        start: 0,
+        buf: Vec::new(),
+    };
+    match check_frame(&mut w, offset, Some(seq)).map_err(|e| Error::io("read", path, e))? {
+        Ok(f) => Ok(Some((offset + frame_size(f.payload.len()), f.crc))),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Offset of the first frame that does not check (or the end of the log when all do).

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::format::codec::{Dec, DecResult, DecodeError, Enc};
+use crate::format::log::PROVENANCE_ORIGIN_BIT;
 
 /// Largest key-space dimensions.
 pub(crate) const MAX_DIMS: u32 = 65_536;
@@ -77,7 +78,28 @@ impl ProvenanceKind {
     }
 }
 
-/// Provenance: kind, and for relabelled trajectories the parent and the step range taken.
+/// Where a trajectory or an episode was first written: the origin id of that database and
+/// the id it had there. Unique across databases: origin ids are random 64-bit numbers drawn
+/// when a database is created (or forked), and ids are unique within one origin.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// Origin id of the database it was first written to.
+    pub db: u64,
+    /// Its id in that database.
+    pub id: u64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}:{}", self.db, self.id)
+    }
+}
+
+/// Provenance: kind, for relabelled trajectories the parent and the step range taken, and
+/// for trajectories merged from another database, where they were first written.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
@@ -90,6 +112,11 @@ pub struct Provenance {
     /// Steps `[start, end)` of the parent that it was made from.
     #[serde(default)]
     pub steps: Option<(u32, u32)>,
+    /// Set when the trajectory came from another database by
+    /// [`Database::merge_from`](crate::Database::merge_from): the origin id of the database
+    /// it was first written to and its id there. `None` for a trajectory written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A stored trajectory, with its keys (embedding vectors) by key-space name.
@@ -341,6 +368,14 @@ pub(crate) enum Record {
         id: u64,
         outcome: Outcome,
     },
+    Origin {
+        origin: u64,
+    },
+    EpisodeMerged {
+        episode: u64,
+        created_ms: i64,
+        origin: Origin,
+    },
 }
 
 pub(crate) use crate::format::log::kind;
@@ -403,7 +438,13 @@ pub(crate) fn encode_trajectory(
         e.str(k);
         e.str(v);
     }
-    e.u8(t.provenance.kind.code());
+    // Bit 7 of the kind byte says that the origin (two u64) follows the step range.
+    let origin_bit = if t.provenance.origin.is_some() {
+        PROVENANCE_ORIGIN_BIT
+    } else {
+        0
+    };
+    e.u8(t.provenance.kind.code() | origin_bit);
     e.opt_u64(t.provenance.parent);
     match t.provenance.steps {
         Some((a, b)) => {
@@ -413,6 +454,10 @@ pub(crate) fn encode_trajectory(
         }
         None => e.u8(0),
     }
+    if let Some(o) = t.provenance.origin {
+        e.u64(o.db);
+        e.u64(o.id);
+    }
     e.len(keys.len());
     for k in keys {
         e.u32(k.space);
@@ -420,6 +465,21 @@ pub(crate) fn encode_trajectory(
         e.len(k.vector.len());
         e.f32s(k.vector);
     }
+    e.buf
+}
+
+pub(crate) fn encode_origin(origin: u64) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.u64(origin);
+    e.buf
+}
+
+pub(crate) fn encode_episode_merged(episode: u64, created_ms: i64, origin: Origin) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.u64(episode);
+    e.i64(created_ms);
+    e.u64(origin.db);
+    e.u64(origin.id);
     e.buf
 }
 
@@ -466,6 +526,9 @@ pub(crate) fn encode_traj_outcome(id: u64, outcome: Outcome) -> Vec<u8> {
 /// A trajectory payload read without copying text: what opening a database needs.
 pub(crate) struct TrajScan<'a> {
     pub(crate) id: u64,
+    pub(crate) created_ms: i64,
+    /// The provenance origin of a merged trajectory.
+    pub(crate) origin: Option<Origin>,
     pub(crate) task: &'a str,
     pub(crate) env: &'a str,
     pub(crate) success: Option<bool>,
@@ -517,13 +580,24 @@ fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
         }
         meta.push((k, d.str()?));
     }
-    let kind_code = d.u8()?;
+    let kind_byte = d.u8()?;
+    let kind_code = kind_byte & !PROVENANCE_ORIGIN_BIT;
     let Some(kind) = ProvenanceKind::from_code(kind_code) else {
         return d.err(format!("provenance kind {kind_code} is not 0..=2"));
     };
     let parent = d.opt_u64()?;
     let steps_range = if d.flag()? {
         Some((d.u32()?, d.u32()?))
+    } else {
+        None
+    };
+    let origin = if kind_byte & PROVENANCE_ORIGIN_BIT != 0 {
+        let db = d.u64()?;
+        let id = d.u64()?;
+        if db == 0 {
+            return d.err("provenance origin id is zero");
+        }
+        Some(Origin { db, id })
     } else {
         None
     };
@@ -560,6 +634,7 @@ fn decode_body<'a>(d: &mut Dec<'a>) -> DecResult<Body<'a>> {
             kind,
             parent,
             steps: steps_range,
+            origin,
         },
         keys,
     })
@@ -569,6 +644,8 @@ pub(crate) fn scan_trajectory(payload: &[u8]) -> DecResult<TrajScan<'_>> {
     let b = decode_body(&mut Dec::new(payload))?;
     Ok(TrajScan {
         id: b.id,
+        created_ms: b.created_ms,
+        origin: b.provenance.origin,
         task: b.task,
         env: b.env,
         success: b.outcome.success,
@@ -750,6 +827,27 @@ pub(crate) fn decode_record(
             Record::TrajOutcome {
                 id,
                 outcome: Outcome { success, reward },
+            }
+        }
+        kind::ORIGIN => {
+            let origin = d.u64()?;
+            if origin == 0 {
+                return d.err("origin id is zero");
+            }
+            Record::Origin { origin }
+        }
+        kind::EPISODE_MERGED => {
+            let episode = d.u64()?;
+            let created_ms = d.i64()?;
+            let db = d.u64()?;
+            let id = d.u64()?;
+            if db == 0 {
+                return d.err("episode origin id is zero");
+            }
+            Record::EpisodeMerged {
+                episode,
+                created_ms,
+                origin: Origin { db, id },
             }
         }
         k => {

@@ -61,7 +61,8 @@ impl Database {
             }
             let Some(g) = slot.as_mut() else { break };
             let rows = s.rows.all();
-            g.ensure_checked(rows);
+            // An explicit build checks the file's adjacency checksum too (searches trust it).
+            g.ensure_checked(rows, s.rows.known_crc(), true);
             if g.catch_up(rows, 4096) == 0 {
                 g.choose_entry(rows);
                 break;
@@ -365,7 +366,7 @@ fn approx_top(
     // Insert some pending rows unless another thread is inserting.
     if let Some(mut slot) = s.graph.try_write() {
         if let Some(g) = slot.as_mut() {
-            g.ensure_checked(rows);
+            g.ensure_checked(rows, s.rows.known_crc(), false);
             g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
         }
     }

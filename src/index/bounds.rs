@@ -20,6 +20,7 @@
 
 use crate::format::record::Metric;
 use crate::index::kernels::Prepared;
+use crate::index::quant::{self, QuantRows};
 
 /// Slack added to every bound, relative to the magnitude of the score it bounds. The
 /// kernels agree with the f64 reference to 1e-4 relative; 1e-3 leaves a tenfold margin.
@@ -55,6 +56,9 @@ pub(crate) struct StepBounds {
     centroids: Vec<f32>,
     /// False when rows of one slot were found apart; retrieval then scans every row.
     pub(crate) usable: bool,
+    /// The i8 copy of the centroids (cosine and dot; module `index::quant`), so the bound
+    /// pass reads a quarter of the bytes once there are `quant::MIN_ROWS` groups.
+    quant: QuantRows,
 }
 
 /// Rounds a bound up into f32, so the comparison with f32 scores stays conservative.
@@ -121,6 +125,9 @@ impl StepBounds {
             r = end;
         }
         self.rows_seen = n;
+        if metric != Metric::L2 && self.groups.len() >= quant::MIN_ROWS {
+            self.quant.extend(&self.centroids, dims);
+        }
     }
 
     fn push_group(
@@ -256,7 +263,13 @@ impl StepBounds {
         if dims == 0 {
             return;
         }
-        q.score_rows(&self.centroids, dims, out);
+        if metric != Metric::L2 && !self.quant.is_behind(self.groups.len()) {
+            // Upper bounds of `c·q` from the quantised copy (module `index::quant`).
+            self.quant
+                .bounds(metric, q.vector(), |_| true, |g, _, hi| out[g] = hi);
+        } else {
+            q.score_rows(&self.centroids, dims, out);
+        }
         for (o, group) in out.iter_mut().zip(&self.groups) {
             let t = f64::from(*o);
             let bound = match metric {
@@ -343,6 +356,40 @@ mod tests {
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_from_the_quantised_centroids_are_never_below_any_row_score() {
+        let mut rng = SplitMix64::new(8);
+        let dims = 12;
+        let groups = quant::MIN_ROWS + 50;
+        for metric in [Metric::Cosine, Metric::Dot] {
+            let lens: Vec<usize> = (0..groups).map(|g| 1 + g % 3).collect();
+            let total: usize = lens.iter().sum();
+            let mut rows = vecs(&mut rng, total, dims, 1.0);
+            if metric == Metric::Cosine {
+                rows.chunks_mut(dims).for_each(normalise_in_place);
+            }
+            let mut slot_of_row = Vec::new();
+            for (slot, &l) in lens.iter().enumerate() {
+                slot_of_row.extend(std::iter::repeat_n(slot as u32, l));
+            }
+            let mut b = StepBounds::default();
+            b.extend(metric, &rows, dims, |r| slot_of_row[r]);
+            assert!(!b.quant.is_behind(groups), "the quantised copy is in use");
+            for _ in 0..5 {
+                let q = vecs(&mut rng, 1, dims, 1.0);
+                let pq = Prepared::new(metric, &q);
+                let mut all = Vec::new();
+                b.upper_all(metric, &pq, norm(&q), &mut all);
+                for (g, group) in b.groups.iter().enumerate() {
+                    for row in rows[group.first * dims..group.end * dims].chunks(dims) {
+                        let s = pq.score(row);
+                        assert!(s <= all[g], "{metric:?} group {g}: {s} > {}", all[g]);
                     }
                 }
             }

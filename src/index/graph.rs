@@ -340,7 +340,13 @@ pub fn fuzz_decode_graph(bytes: &[u8]) -> bool {
 /// CRC-32 of the stored little-endian bytes of `rows` (f32 values), as the key file holds
 /// them.
 pub(crate) fn rows_crc(rows: &[f32]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    continue_crc(crc32fast::hash(&[]), rows)
+}
+
+/// `crc` (the CRC-32 of some bytes) continued over the stored bytes of `rows`: the CRC-32 of
+/// those bytes followed by `rows`'.
+pub(crate) fn continue_crc(crc: u32, rows: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
     #[cfg(target_endian = "little")]
     h.update(bytemuck::cast_slice(rows));
     #[cfg(not(target_endian = "little"))]
@@ -550,17 +556,35 @@ impl Graph {
         Some(g)
     }
 
-    /// On first use of a loaded file: checks its rows' checksum against `rows` (the space's
-    /// rows, from the log) and its adjacency checksum; a graph that fails either is dropped
-    /// (emptied, to be rebuilt). Reads through the map, copying nothing.
-    pub(crate) fn ensure_checked(&mut self, rows: &[f32]) {
+    /// On first use of a loaded file: checks that the rows it covers are the space's rows
+    /// now (`rows`, from the log), and with `check_adjacency` its adjacency checksum; a graph
+    /// that fails is dropped (emptied, to be rebuilt).
+    ///
+    /// `known` is the space's leading row count and checksum as its key store holds them
+    /// without reading (`RowStore::known_crc`:
+    /// what the key file's header, the checkpoint and the log vouch for). When it covers at
+    /// least the graph's rows, the graph's `rows_crc` continued over the rows between the two
+    /// must give it, which reads only those rows (the rows past the graph, which every search
+    /// scores exactly anyway); otherwise the graph's rows are read through the map and
+    /// checksummed. The adjacency is otherwise trusted as the key rows are (every neighbour
+    /// id is bounds-checked when read; `verify` checks the checksum).
+    pub(crate) fn ensure_checked(
+        &mut self,
+        rows: &[f32],
+        known: Option<(usize, u32)>,
+        check_adjacency: bool,
+    ) {
         let Some((want_rows, want_adj)) = self.unchecked.take() else {
             return;
         };
-        let n = self.base_rows;
-        let ok = rows.len() >= n * self.dims
-            && rows_crc(&rows[..n * self.dims]) == want_rows
-            && self.base_crc() == Some(want_adj);
+        let (n, dims) = (self.base_rows, self.dims);
+        let rows_ok = match known {
+            Some((k, crc)) if k >= n && rows.len() >= k * dims => {
+                continue_crc(want_rows, &rows[n * dims..k * dims]) == crc
+            }
+            _ => rows.len() >= n * dims && rows_crc(&rows[..n * dims]) == want_rows,
+        };
+        let ok = rows_ok && (!check_adjacency || self.base_crc() == Some(want_adj));
         if !ok {
             self.clear();
         }
@@ -967,9 +991,15 @@ impl Graph {
         let keep_heap = s.file().is_none();
         let mut at = GRAPH_HEADER_LEN;
         for i in 0..n {
-            let list = self.neighbours(i);
-            for slot in 0..d {
-                let x = list.get(slot).copied().unwrap_or(NO_NEIGHBOUR);
+            // Only ids of other nodes are written, whatever a damaged base holds.
+            let mut list = self
+                .neighbours(i)
+                .iter()
+                .copied()
+                .take_while(|&x| x != NO_NEIGHBOUR)
+                .filter(|&x| usize::try_from(x).is_ok_and(|x| x < n && x != i));
+            for _ in 0..d {
+                let x = list.next().unwrap_or(NO_NEIGHBOUR);
                 buf.extend_from_slice(&x.to_le_bytes());
                 if keep_heap {
                     heap.push(x);

@@ -1,6 +1,16 @@
-//! Similarity kernels: SimSIMD's dispatched SIMD kernels, with a scalar reference that the
-//! tests hold them to. Scores are similarities, higher is better:
-//! cosine = 1 - cosine distance, dot = inner product, L2 = -(Euclidean distance).
+//! Similarity kernels, with a scalar reference that the tests hold them to. Scores are
+//! similarities, higher is better: cosine = 1 - cosine distance, dot = inner product,
+//! L2 = -(Euclidean distance).
+//!
+//! Two ways to score:
+//! - stored rows ([`Prepared`], [`scan`]): the key files hold cosine keys normalised
+//!   ([`normalised`], key-file version 2), a cosine query is normalised once per call, and
+//!   every metric becomes one dot product or squared distance per row, computed by the
+//!   blocked row kernel (module `simd`: four rows per pass over the query, AVX2 and FMA, or
+//!   SimSIMD per row elsewhere). A row gets the same bits however it is scored (alone, in a
+//!   block, in a batch), which exact pruning relies on.
+//! - any two vectors ([`similarity`]): SimSIMD's pairwise kernels, for callers outside the
+//!   index.
 //!
 //! # Numeric contract (element type f32, the only one stored today)
 //!

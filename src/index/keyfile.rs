@@ -1,5 +1,5 @@
 //! Key files: one per key space, a 64-byte header then fixed-width little-endian f32 rows in
-//! log order (in cosine spaces, each key divided by its norm: [`stored_row`]). They are derived from the log: rows the header does not vouch for are rewritten
+//! log order (in cosine spaces, each key divided by its norm: [`normalised`](crate::index::kernels::normalised)). They are derived from the log: rows the header does not vouch for are rewritten
 //! from the log on open, and a file that does not match the log is rebuilt (a new file renamed
 //! over the old name, never truncated in place). Layout: `format-spec.md`, "Key files".
 
@@ -177,6 +177,9 @@ enum StoreKind {
     Mapped {
         map: MappedFile,
         vouched: usize,
+        /// CRC-32 of the vouched rows' bytes (the header's, checked at open or continued
+        /// from a checkpoint's).
+        crc: u32,
     },
 }
 
@@ -210,10 +213,22 @@ fn rows_of(map: &MappedFile, n: usize) -> &[f32] {
 
 /// CRC-32 state over the first `rows` rows of a key file, read in large chunks.
 fn hash_rows(s: &dyn Storage, rows: u64, stride: u64) -> std::io::Result<crc32fast::Hasher> {
-    let mut h = crc32fast::Hasher::new();
-    let total = rows.saturating_mul(stride);
-    let mut buf = vec![0u8; usize::try_from(total.min(8 << 20)).unwrap_or(8 << 20)];
-    let mut done = 0u64;
+    hash_rows_from(s, crc32fast::Hasher::new(), 0, rows, stride)
+}
+
+/// `h` (the CRC-32 state over rows `0..from`) continued over rows `from..to` of a key file.
+fn hash_rows_from(
+    s: &dyn Storage,
+    mut h: crc32fast::Hasher,
+    from: u64,
+    to: u64,
+    stride: u64,
+) -> std::io::Result<crc32fast::Hasher> {
+    let start = from.saturating_mul(stride);
+    let total = to.saturating_mul(stride);
+    let mut buf =
+        vec![0u8; usize::try_from(total.saturating_sub(start).min(8 << 20)).unwrap_or(8 << 20)];
+    let mut done = start;
     while done < total {
         let n = usize::try_from((total - done).min(off(buf.len()))).unwrap_or(buf.len());
         s.read_at(&mut buf[..n], KEY_HEADER_LEN + done)?;
@@ -292,6 +307,7 @@ impl RowStore {
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
+                crc: h.rows_crc,
             },
         })
     }
@@ -315,8 +331,7 @@ impl RowStore {
         log_id: u64,
     ) -> Result<Self> {
         let name = key_file_name(id);
-        let path = backend.path_of(&name);
-        let dims = usize::try_from(def.dims).map_err(|_| Error::TooLarge {
+        usize::try_from(def.dims).map_err(|_| Error::TooLarge {
             what: "key dimensions".into(),
             len: u64::from(def.dims),
             max: u64::from(u32::MAX),
@@ -375,6 +390,26 @@ impl RowStore {
                 s
             }
         };
+        Self::file_store(backend, storage, id, def, log_id, trusted, rows_hasher, 0)
+    }
+
+    /// A writer's store over key file `id` whose first `trusted` rows the header vouches for
+    /// (`hasher` is the CRC-32 state over them), holding `rows` rows so far.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one store, named")]
+    fn file_store(
+        backend: &dyn Backend,
+        storage: Arc<dyn Storage>,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+        trusted: u64,
+        rows_hasher: crc32fast::Hasher,
+        rows: usize,
+    ) -> Result<Self> {
+        let name = key_file_name(id);
+        let path = backend.path_of(&name);
+        let io = |op, e| Error::io(op, backend.path_of(&name), e);
+        let dims = ix(def.dims);
         let len = storage.len().map_err(|e| io("stat", e))?;
         let stride = u64::from(def.dims) * 4;
         let capacity = len
@@ -385,8 +420,8 @@ impl RowStore {
             storage,
             path,
             space_id: id,
-            elem: want.elem,
-            metric: want.metric,
+            elem: elem_code(def.elem),
+            metric: metric_code(def.metric),
             log_id,
             trusted: usize::try_from(trusted).unwrap_or(usize::MAX),
             capacity,
@@ -414,11 +449,143 @@ impl RowStore {
         }
         Ok(RowStore {
             dims,
-            rows: 0,
+            rows,
             metric: def.metric,
             row_buf: Vec::new(),
             kind: StoreKind::File(fr),
         })
+    }
+
+    /// Opens key file `id` for a database opened from a checkpoint that records `rows` rows
+    /// of this space whose bytes have CRC-32 `rows_crc`. Those rows are trusted without
+    /// being read: the header must match the space and the log and vouch for at least
+    /// them, and the rows it vouches for beyond them (commits after the checkpoint) must
+    /// continue `rows_crc` to the header's checksum, which reads only those rows. `Ok(Err)`
+    /// says why the file cannot stand in for the checkpoint's rows (then open scans the log).
+    pub(crate) fn open_checkpointed(
+        backend: &dyn Backend,
+        id: u32,
+        def: &SpaceDef,
+        log_id: u64,
+        rows: u64,
+        rows_crc: u32,
+        read_only: bool,
+    ) -> Result<std::result::Result<Self, String>> {
+        if rows == 0 {
+            // Nothing to trust: the ordinary open (which reads only rows vouched for since).
+            return if read_only {
+                Self::open_read_only(backend, id, def, log_id).map(Ok)
+            } else {
+                Self::open(backend, id, def, log_id).map(Ok)
+            };
+        }
+        let name = key_file_name(id);
+        let io = |op, e| Error::io(op, backend.path_of(&name), e);
+        let opened = if read_only {
+            backend.open_read(&name)
+        } else {
+            backend.open(&name, false)
+        };
+        let Some(s) = opened.map_err(|e| io("open", e))? else {
+            return Ok(Err("the key file is missing".into()));
+        };
+        let len = s.len().map_err(|e| io("stat", e))?;
+        let mut b = [0u8; 64];
+        if len < KEY_HEADER_LEN {
+            return Ok(Err("the key file is shorter than its header".into()));
+        }
+        s.read_at(&mut b, 0).map_err(|e| io("read", e))?;
+        let h = match decode_key_header(&b) {
+            Ok(h) => h,
+            Err(why) => return Ok(Err(format!("header: {why}"))),
+        };
+        let stride = u64::from(def.dims) * 4;
+        let matches = h.space_id == id
+            && h.dims == def.dims
+            && h.elem == elem_code(def.elem)
+            && h.metric == metric_code(def.metric)
+            && h.log_id == log_id;
+        if !matches {
+            return Ok(Err("the header names another space or log".into()));
+        }
+        if h.rows < rows {
+            return Ok(Err(format!(
+                "the header vouches for {} rows, fewer than the checkpoint's {rows}",
+                h.rows
+            )));
+        }
+        let fits = h
+            .rows
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(KEY_HEADER_LEN));
+        if fits.is_none_or(|e| e > len) {
+            return Ok(Err(
+                "the rows the header vouches for do not fit in the file".into(),
+            ));
+        }
+        let hasher = hash_rows_from(
+            s.as_ref(),
+            crc32fast::Hasher::new_with_initial(rows_crc),
+            rows,
+            h.rows,
+            stride,
+        )
+        .map_err(|e| io("read", e))?;
+        if hasher.clone().finalize() != h.rows_crc {
+            return Ok(Err(
+                "the header's checksum does not continue the checkpoint's".into(),
+            ));
+        }
+        let n_rows = usize::try_from(rows)
+            .map_err(|_| io("read", std::io::ErrorKind::InvalidData.into()))?;
+        if !read_only {
+            return Self::file_store(backend, s, id, def, log_id, h.rows, hasher, n_rows).map(Ok);
+        }
+        let Some(file) = s.file() else {
+            return Ok(Err("the key file cannot be mapped".into()));
+        };
+        let len_us =
+            usize::try_from(len).map_err(|_| io("mmap", std::io::ErrorKind::InvalidData.into()))?;
+        let map = MappedFile::map(file, len_us).map_err(|e| io("mmap", e))?;
+        Ok(Ok(RowStore {
+            dims: ix(def.dims),
+            rows: n_rows,
+            metric: def.metric,
+            row_buf: Vec::new(),
+            kind: StoreKind::Mapped {
+                map,
+                vouched: usize::try_from(h.rows).unwrap_or(0),
+                crc: h.rows_crc,
+            },
+        }))
+    }
+
+    /// The rows and their checksum when the key file's header vouches for every row this
+    /// store holds (a writer's store after a key-file checkpoint); None otherwise.
+    pub(crate) fn vouched(&self) -> Option<(u64, u32)> {
+        match &self.kind {
+            StoreKind::File(f) if f.trusted == self.rows => {
+                Some((off(self.rows), f.hasher.clone().finalize()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Leading rows `0..n` of this store and the CRC-32 of their stored bytes, when the
+    /// store knows it without reading them: a writer's running checksum over every row
+    /// (vouched for by the key file's header, or appended from the log since), or the
+    /// checksum a read-only map's header vouches for (checked at open). `None` for heap
+    /// stores, and while the store holds fewer rows than its file vouches for.
+    pub(crate) fn known_crc(&self) -> Option<(usize, u32)> {
+        match &self.kind {
+            StoreKind::File(f) if self.rows >= f.trusted => {
+                Some((self.rows, f.hasher.clone().finalize()))
+            }
+            StoreKind::Mapped { vouched, crc, .. } if *vouched <= self.rows => {
+                Some((*vouched, *crc))
+            }
+            _ => None,
+        }
     }
 
     /// Number of rows.
@@ -493,7 +660,7 @@ impl RowStore {
 
     fn push_stored(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
-        if let StoreKind::Mapped { vouched, map } = &self.kind {
+        if let StoreKind::Mapped { vouched, map, .. } = &self.kind {
             // A row the file vouches for is used only when it equals the row in the log just
             // read: the file may vouch for rows of frames this handle's log no longer has
             // (its tail was cut and a writer appended other commits in their place).
@@ -597,6 +764,11 @@ impl RowStore {
     /// Syncs the rows, then records in the header that they are all vouched for.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         if let StoreKind::File(f) = &mut self.kind {
+            if f.trusted == self.rows {
+                // The header already vouches for exactly these rows (synced before it was
+                // written): nothing to sync or rewrite.
+                return Ok(());
+            }
             let err = |op, e| Error::io(op, f.path.clone(), e);
             f.storage.sync().map_err(|e| err("sync", e))?;
             let h = KeyHeader {

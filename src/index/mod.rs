@@ -6,5 +6,6 @@ pub(crate) mod bounds;
 pub mod graph;
 pub mod kernels;
 pub mod keyfile;
+pub(crate) mod quant;
 pub(crate) mod search;
 pub(crate) mod simd;

@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::db::{Database, Space, State, TrajMeta};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
+use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
+use crate::index::quant;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -176,6 +178,45 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .collect()
 }
 
+/// The exact top `k` rows of space `s` among those with `keep(row)`, by the row kernel's
+/// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
+/// quantised first pass (module `index::quant`) and rescore its candidates; the result is
+/// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
+fn top_rows(
+    s: &Space,
+    q: &Prepared,
+    k: usize,
+    quantised: bool,
+    keep: impl Fn(usize) -> bool,
+) -> TopK {
+    let dims = ix(s.def.dims);
+    let rows = s.rows.all();
+    let n = rows.len() / dims.max(1);
+    let mut top = TopK::new(k, n);
+    if !quantised || s.def.metric == Metric::L2 || n < quant::MIN_ROWS || k >= n / 4 {
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    if s.quant.read().is_behind(n) {
+        s.quant.write().extend(rows, dims);
+    }
+    let qr = s.quant.read();
+    if qr.is_behind(n) {
+        // Rows were appended between the two locks: scan in f32 this time.
+        drop(qr);
+        scan_prepared(q, rows, dims, keep, |r, score| top.offer(score, off(r)));
+        return top;
+    }
+    let c = qr.first_pass(s.def.metric, q.vector(), k, keep);
+    for &(hi, r) in &c.rows {
+        if hi >= c.threshold {
+            let r = ix(r);
+            top.offer(q.score(&rows[r * dims..(r + 1) * dims]), off(r));
+        }
+    }
+    top
+}
+
 pub(crate) fn check_query(
     st: &State,
     space: &str,
@@ -272,15 +313,10 @@ impl Database {
             return Ok(Vec::new());
         }
         let c = Compiled::new(&st, filter)?;
-        let dims = ix(s.def.dims);
-        let mut top = TopK::new(k, s.row_meta.len());
-        scan_prepared(
-            &Prepared::new(s.def.metric, query),
-            s.rows.all(),
-            dims,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
-            |r, score| top.offer(score, off(r)),
-        );
+        let quantised = self.opts.quantised_search;
+        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, quantised, |r| {
+            c.pass(&st.trajs[ix(s.row_meta[r].slot)])
+        });
         Ok(hits(&st, s, top))
     }
 
@@ -412,7 +448,7 @@ impl Database {
     /// never read when the trajectory keys separate the candidates. Winners are decoded
     /// without their keys.
     ///
-    /// Errors: unknown key space, wrong dimensions, non-finite query values, a key space of
+    /// Errors: no key at all (neither `keys` nor `step_key`), unknown key space, wrong dimensions, non-finite query values, a key space of
     /// the wrong level, a mismatched embedder, and I/O or corruption reading the winners.
     pub fn retrieve(&self, q: &RetrieveQuery) -> Result<Vec<Example>> {
         self.retrieve_with_work(q).map(|(examples, _)| examples)
@@ -448,28 +484,18 @@ impl Database {
         scratch: &mut Scratch,
         prune: bool,
     ) -> Result<(Vec<Example>, RetrieveWork)> {
+        if q.keys.is_empty() && q.step_key.is_none() {
+            return Err(Error::invalid(
+                "retrieve keys",
+                "no trajectory key and no step key: give at least one to rank by",
+            ));
+        }
         let st = self.state.read();
         let n = st.trajs.len();
         let mut work = RetrieveWork::default();
         let c = Compiled::new(&st, &q.filter)?;
-        let Scratch {
-            pass,
-            sum,
-            has_any,
-            scores,
-            best_step,
-            order,
-            step_scores,
-            uppers,
-        } = scratch;
-        reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(&st.trajs) {
-            *p = c.pass(m);
-        }
-        // Per key: each slot's score (NaN = no key); folded into `sum` key by key.
-        reset(sum, n, 0.0);
-        reset(has_any, n, false);
-        let mut nkeys = 0usize;
+        // Every key is checked before any work is done.
+        let mut keys: Vec<(&Space, Prepared)> = Vec::with_capacity(q.keys.len());
         for (name, v) in &q.keys {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
             let s = &st.spaces[ix(sid)];
@@ -479,52 +505,10 @@ impl Database {
                     "is a step-level key space; pass it as the step key",
                 ));
             }
-            nkeys += 1;
-            reset(scores, n, f32::NAN);
-            let dims = ix(s.def.dims);
-            scan_prepared(
-                &Prepared::new(s.def.metric, v),
-                s.rows.all(),
-                dims,
-                |r| pass[ix(s.row_meta[r].slot)],
-                |r, score| {
-                    let slot = ix(s.row_meta[r].slot);
-                    scores[slot] = score;
-                    has_any[slot] = true;
-                },
-            );
-            let worst = scores
-                .iter()
-                .copied()
-                .filter(|x| !x.is_nan())
-                .fold(f32::INFINITY, f32::min);
-            if worst == f32::INFINITY {
-                continue;
-            }
-            for (acc, x) in sum.iter_mut().zip(scores.iter()) {
-                *acc += f64::from(if x.is_nan() { worst } else { *x });
-            }
+            keys.push((s, Prepared::new(s.def.metric, v)));
         }
-        // Sums and means in f64: every term is a finite f32 (the numeric contract), their
-        // sum may not be; the score is clamped into f32 once, at the end.
-        let nkeys_f = nkeys.max(1) as f64;
-        let traj_score = |slot: usize| {
-            if nkeys == 0 {
-                0.0
-            } else {
-                sum[slot] / nkeys_f
-            }
-        };
-        let mut top = TopK::new(q.k, n);
-        reset(best_step, n, None);
-        match &q.step_key {
-            None => {
-                for slot in 0..n {
-                    if pass[slot] && (nkeys == 0 || has_any[slot]) {
-                        top.offer(clamp_f32(traj_score(slot)), off(slot));
-                    }
-                }
-            }
+        let step = match &q.step_key {
+            None => None,
             Some((name, v)) => {
                 let sid = check_query(&st, name, v, q.embedder.as_ref())?;
                 let s = &st.spaces[ix(sid)];
@@ -534,17 +518,213 @@ impl Database {
                         "is a trajectory-level key space; pass it in keys",
                     ));
                 }
+                Some((s, v.as_slice(), Prepared::new(s.def.metric, v)))
+            }
+        };
+        let Scratch {
+            pass,
+            sum,
+            has_any,
+            scores,
+            best_step,
+            order,
+            step_scores,
+            uppers,
+            lows,
+            key_rows,
+        } = scratch;
+        reset(pass, n, false);
+        for (p, m) in pass.iter_mut().zip(&st.trajs) {
+            *p = c.pass(m);
+        }
+        // The step key's bounds, brought up to date (pruned visits only).
+        let step_bounds = match &step {
+            Some((s, _, _)) if prune => {
                 let dims = ix(s.def.dims);
                 let rows = s.rows.all();
-                let pq = Prepared::new(s.def.metric, v);
-                let slot_of_row = |r: usize| s.row_meta[r].slot;
-                if prune && s.bounds.read().is_behind(rows.len() / dims.max(1)) {
+                if s.bounds.read().is_behind(rows.len() / dims.max(1)) {
                     s.bounds
                         .write()
-                        .extend(s.def.metric, rows, dims, slot_of_row);
+                        .extend(s.def.metric, rows, dims, |r| s.row_meta[r].slot);
                 }
-                let bounds = s.bounds.read();
-                if prune && bounds.usable && !bounds.is_behind(rows.len() / dims.max(1)) {
+                let b = s.bounds.read();
+                (b.usable && !b.is_behind(rows.len() / dims.max(1))).then_some(b)
+            }
+            _ => None,
+        };
+        let nkeys = keys.len();
+        let nkeys_f = nkeys.max(1) as f64;
+        // Trajectory keys. Exact mode: every slot's exact score, summed into `sum`. Bounded
+        // mode (a pruned visit over quantised copies, module `index::quant`): `sum` holds an
+        // upper bound of the same sum, and a visited slot's exact sum is formed by
+        // `exact_sum`, in the same order with the same f64 arithmetic as the exact mode, so
+        // both give the same bits.
+        let quantisable = |s: &Space| {
+            self.opts.quantised_search
+                && s.def.metric != Metric::L2
+                && s.rows.len() >= quant::MIN_ROWS
+        };
+        let bounded = prune
+            && (step.is_none() || step_bounds.is_some())
+            && keys.iter().any(|(s, _)| quantisable(s));
+        reset(sum, n, 0.0);
+        reset(has_any, n, false);
+        // Per key: the exact worst score (filled in for slots without the key; None when no
+        // qualifying slot has the key, and then the key adds nothing).
+        let mut worsts: Vec<Option<f32>> = Vec::with_capacity(nkeys);
+        if bounded {
+            reset(key_rows, nkeys * n, u32::MAX);
+        }
+        for (i, (s, p)) in keys.iter().enumerate() {
+            let dims = ix(s.def.dims);
+            let rows = s.rows.all();
+            reset(scores, n, f32::NAN);
+            if bounded && quantisable(s) {
+                let nrows = rows.len() / dims.max(1);
+                if s.quant.read().is_behind(nrows) {
+                    s.quant.write().extend(rows, dims);
+                }
+                let qr = s.quant.read();
+                reset(lows, n, f32::NAN);
+                let kr = &mut key_rows[i * n..(i + 1) * n];
+                qr.bounds(
+                    s.def.metric,
+                    p.vector(),
+                    |r| pass[ix(s.row_meta[r].slot)],
+                    |r, lo, hi| {
+                        let slot = ix(s.row_meta[r].slot);
+                        lows[slot] = lo;
+                        scores[slot] = hi;
+                        has_any[slot] = true;
+                        kr[slot] = u32::try_from(r).unwrap_or(u32::MAX);
+                    },
+                );
+                // The exact minimum: the row that has it has a lower bound at or below the
+                // least upper bound, so rescoring those rows finds it.
+                let min_hi = scores
+                    .iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .fold(f32::INFINITY, f32::min);
+                // The worst score only fills in for qualifying slots without this key;
+                // when every qualifying slot has it, any finite value serves.
+                let any_missing = (0..n).any(|slot| pass[slot] && kr[slot] == u32::MAX);
+                let worst = if min_hi != f32::INFINITY && !any_missing {
+                    min_hi
+                } else {
+                    (0..n)
+                        .filter(|&slot| !lows[slot].is_nan() && lows[slot] <= min_hi)
+                        .map(|slot| {
+                            let r = ix(kr[slot]);
+                            p.score(&rows[r * dims..(r + 1) * dims])
+                        })
+                        .fold(f32::INFINITY, f32::min)
+                };
+                if worst == f32::INFINITY {
+                    worsts.push(None);
+                    continue;
+                }
+                worsts.push(Some(worst));
+            } else {
+                // Exact scores (in bounded mode also the rows, for `exact_sum`).
+                let mut kr = bounded.then(|| &mut key_rows[i * n..(i + 1) * n]);
+                scan_prepared(
+                    p,
+                    rows,
+                    dims,
+                    |r| pass[ix(s.row_meta[r].slot)],
+                    |r, score| {
+                        let slot = ix(s.row_meta[r].slot);
+                        scores[slot] = score;
+                        has_any[slot] = true;
+                        if let Some(kr) = kr.as_mut() {
+                            kr[slot] = u32::try_from(r).unwrap_or(u32::MAX);
+                        }
+                    },
+                );
+                let worst = scores
+                    .iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .fold(f32::INFINITY, f32::min);
+                if worst == f32::INFINITY {
+                    worsts.push(None);
+                    continue;
+                }
+                worsts.push(Some(worst));
+            }
+            let worst = worsts.last().copied().flatten().unwrap_or(0.0);
+            for (acc, x) in sum.iter_mut().zip(scores.iter()) {
+                *acc += f64::from(if x.is_nan() { worst } else { *x });
+            }
+        }
+        // The exact key sum of a slot in bounded mode (same order and arithmetic as above).
+        let exact_sum = |slot: usize| -> f64 {
+            let mut acc = 0f64;
+            for (i, (s, p)) in keys.iter().enumerate() {
+                let Some(worst) = worsts[i] else { continue };
+                let r = key_rows[i * n + slot];
+                acc += f64::from(if r == u32::MAX {
+                    worst
+                } else {
+                    let dims = ix(s.def.dims);
+                    let r = ix(r);
+                    p.score(&s.rows.all()[r * dims..(r + 1) * dims])
+                });
+            }
+            acc
+        };
+        // Sums and means in f64: every term is a finite f32 (the numeric contract), their
+        // sum may not be; the score is clamped into f32 once, at the end.
+        let traj_score = |slot: usize| -> f64 {
+            if nkeys == 0 {
+                0.0
+            } else if bounded {
+                exact_sum(slot) / nkeys_f
+            } else {
+                sum[slot] / nkeys_f
+            }
+        };
+        // An upper bound of `traj_score` (itself in exact mode): f64 addition and division
+        // are monotonic, so term-wise upper bounds give an upper bound of the sum.
+        let traj_upper = |slot: usize| -> f64 {
+            if nkeys == 0 {
+                0.0
+            } else {
+                sum[slot] / nkeys_f
+            }
+        };
+        let mut top = TopK::new(q.k, n);
+        reset(best_step, n, None);
+        match &step {
+            None if bounded => {
+                order.clear();
+                for slot in (0..n).filter(|&slot| pass[slot] && has_any[slot]) {
+                    order.push((
+                        clamp_f32(traj_upper(slot)),
+                        u32::try_from(slot).unwrap_or(u32::MAX),
+                    ));
+                }
+                in_descending_order(order, q.k, |upper, slot| {
+                    if top.kth().is_some_and(|kth| upper < kth) {
+                        return false;
+                    }
+                    let slot = ix(slot);
+                    top.offer(clamp_f32(traj_score(slot)), off(slot));
+                    true
+                });
+            }
+            None => {
+                for slot in 0..n {
+                    if pass[slot] && (nkeys == 0 || has_any[slot]) {
+                        top.offer(clamp_f32(traj_score(slot)), off(slot));
+                    }
+                }
+            }
+            Some((s, v, pq)) => {
+                let dims = ix(s.def.dims);
+                let rows = s.rows.all();
+                if let Some(bounds) = &step_bounds {
                     // Pruned visit: candidates by descending upper bound.
                     let qn = v
                         .iter()
@@ -552,26 +732,24 @@ impl Database {
                         .sum::<f64>()
                         .sqrt();
                     order.clear();
-                    bounds.upper_all(s.def.metric, &pq, qn, uppers);
+                    bounds.upper_all(s.def.metric, pq, qn, uppers);
                     for slot in (0..n).filter(|&slot| pass[slot]) {
                         if let Some((g, _)) = bounds.group(slot) {
-                            let up = uppers[g];
-                            // Rounding to f32 is monotonic, so this bounds the
-                            // f32 score of every step of the slot.
+                            // Rounding to f32 is monotonic, so this bounds the f32 score of
+                            // every step of the slot.
                             order.push((
-                                clamp_f32(traj_score(slot) + f64::from(up)),
+                                clamp_f32(traj_upper(slot) + f64::from(uppers[g])),
                                 u32::try_from(slot).unwrap_or(u32::MAX),
                             ));
                         }
                     }
-                    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                    for &(upper, slot) in order.iter() {
+                    in_descending_order(order, q.k, |upper, slot| {
                         if top.kth().is_some_and(|kth| upper < kth) {
-                            break;
+                            return false;
                         }
                         let slot = ix(slot);
                         let Some((_, group)) = bounds.group(slot) else {
-                            continue;
+                            return true;
                         };
                         work.trajectories_visited += 1;
                         let mut best: Option<(f32, u32)> = None;
@@ -593,11 +771,12 @@ impl Database {
                             best_step[slot] = Some((sc, step));
                             top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
                         }
-                    }
+                        true
+                    });
                 } else {
                     // Full scan: every kept step row.
                     scan_prepared(
-                        &pq,
+                        pq,
                         rows,
                         dims,
                         |r| pass[ix(s.row_meta[r].slot)],
@@ -620,6 +799,7 @@ impl Database {
                 }
             }
         }
+        drop(step_bounds);
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = usize::try_from(slot).unwrap_or(usize::MAX);
@@ -653,6 +833,34 @@ impl Database {
     }
 }
 
+/// Calls `visit(upper, slot)` on the entries of `order` in descending `upper` (ties: lower
+/// slot first) until it returns false: exactly the order of a full sort, but only the part
+/// visited is sorted (a chunk at a time, picked by `select_nth_unstable_by`), since a pruned
+/// visit usually stops after a few times `k` entries.
+fn in_descending_order(
+    order: &mut [(f32, u32)],
+    k: usize,
+    mut visit: impl FnMut(f32, u32) -> bool,
+) {
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let chunk = k.saturating_mul(8).max(1024);
+    let mut rest = order;
+    while !rest.is_empty() {
+        let take = chunk.min(rest.len());
+        if take < rest.len() {
+            rest.select_nth_unstable_by(take - 1, cmp);
+        }
+        let (head, tail) = rest.split_at_mut(take);
+        head.sort_unstable_by(cmp);
+        for &(upper, slot) in head.iter() {
+            if !visit(upper, slot) {
+                return;
+            }
+        }
+        rest = tail;
+    }
+}
+
 /// How much work one [`Database::retrieve_with_work`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -676,6 +884,8 @@ struct Scratch {
     order: Vec<(f32, u32)>,
     step_scores: Vec<f32>,
     uppers: Vec<f32>,
+    lows: Vec<f32>,
+    key_rows: Vec<u32>,
 }
 
 thread_local! {
@@ -686,4 +896,40 @@ thread_local! {
 fn reset<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
     v.clear();
     v.resize(n, x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_descending_order;
+
+    #[test]
+    fn visiting_in_chunks_gives_the_full_sort_order_with_ties_by_slot() {
+        let mut seed = 1u64;
+        for n in [0usize, 1, 5, 1023, 1024, 1025, 5000] {
+            let mut order: Vec<(f32, u32)> = (0..n)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    // Few distinct values, so ties are common.
+                    (((seed >> 33) % 50) as f32 / 7.0, i as u32)
+                })
+                .collect();
+            let mut want = order.clone();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for k in [1usize, 10, 200] {
+                let mut got = Vec::new();
+                in_descending_order(&mut order, k, |u, s| {
+                    got.push((u, s));
+                    true
+                });
+                assert_eq!(got, want, "n {n} k {k}");
+                // Stopping early visits a prefix of the same order.
+                let mut first = Vec::new();
+                in_descending_order(&mut order, k, |u, s| {
+                    first.push((u, s));
+                    first.len() < 1500
+                });
+                assert_eq!(first[..], want[..first.len()], "n {n} k {k}");
+            }
+        }
+    }
 }

@@ -27,7 +27,10 @@ impl MappedFile {
         // writes a new file and renames it over the old name, leaving this mapping's inode
         // intact. Read-only handles in other processes map only vouched rows, which the
         // writer never rewrites. A process that writes the files while ignoring the lock
-        // breaks this contract; `format-spec.md` ("Concurrency") states it.
+        // breaks this contract; `format-spec.md` ("Concurrency") states it. The checkpoint
+        // file is mapped too: it is written once under a temporary name, synced and renamed
+        // into place, and never written, grown or truncated in place afterwards, so the
+        // bytes of a map of it never change.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
         Ok(MappedFile { map })
     }

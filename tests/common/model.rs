@@ -304,7 +304,14 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
                 }
             }
             Op::Sync => {
-                db.sync().unwrap_or_else(|e| panic!("{at}: {e}"));
+                // Every other sync writes a checkpoint too (which syncs first), so crashes
+                // land before, during and after checkpoints as well as between them.
+                if step % 2 == 1 {
+                    db.checkpoint()
+                        .unwrap_or_else(|e| panic!("{at}: checkpoint: {e}"));
+                } else {
+                    db.sync().unwrap_or_else(|e| panic!("{at}: {e}"));
+                }
                 durable_now = true;
             }
             Op::Crash {
@@ -373,10 +380,53 @@ pub fn run(ops: &[Op], durability: Durability) -> u64 {
     checks + 1
 }
 
+/// Opens that used a checkpoint file, and opens checked against a full scan (all threads).
+pub static CHECKPOINT_OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Opens compared with a full scan of the same files.
+pub static FULL_SCAN_CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn reopen(backend: &CrashBackend, durability: Durability, at: &str) -> Database {
     let b: Arc<dyn Backend> = Arc::new(backend.clone());
-    Database::open_backend(b, opts(durability))
-        .unwrap_or_else(|e| panic!("{at}: the database does not open: {e}"))
+    let db = Database::open_backend(b, opts(durability))
+        .unwrap_or_else(|e| panic!("{at}: the database does not open: {e}"));
+    same_as_full_scan(&db, backend, at);
+    db
+}
+
+/// The state `db` opened with (from a checkpoint or not) equals the state a read-only open
+/// that ignores the checkpoint and scans the whole log (`verify_on_open`) builds from the
+/// same files.
+pub fn same_as_full_scan(db: &Database, backend: &CrashBackend, at: &str) {
+    use std::sync::atomic::Ordering;
+    let full = Database::open_backend(
+        Arc::new(backend.clone()),
+        trajdb::Options {
+            read_only: true,
+            verify_on_open: true,
+            ..trajdb::Options::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{at}: the full-scan open fails: {e}"));
+    assert_eq!(full.open_report().checkpoint_end, None, "{at}");
+    let (got, want) = (db.state_digest(), full.state_digest());
+    if got != want {
+        let diff: Vec<String> = got
+            .lines()
+            .zip(want.lines())
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .map(|(a, b)| format!("  opened:    {a}\n  full scan: {b}"))
+            .collect();
+        panic!(
+            "{at}: the state opened ({:?}) differs from a full scan:\n{}",
+            db.open_report(),
+            diff.join("\n")
+        );
+    }
+    FULL_SCAN_CHECKS.fetch_add(1, Ordering::Relaxed);
+    if db.open_report().checkpoint_end.is_some() {
+        CHECKPOINT_OPENS.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Compares everything observable with the model.
@@ -694,6 +744,8 @@ pub enum Maintenance {
     ForkDestination,
     /// `sync`: the log sync and the key-file checkpoint.
     Checkpoint,
+    /// `checkpoint`: the log sync, the key-file checkpoint and writing the checkpoint file.
+    StateCheckpoint,
 }
 
 /// Figures of [`fault_every_step`].
@@ -784,6 +836,7 @@ pub fn fault_every_step(what: Maintenance, seed: u64, durability: Durability) ->
                 Maintenance::Compact => db.compact(),
                 Maintenance::ForkSource | Maintenance::ForkDestination => db.fork_into(&dst_fail),
                 Maintenance::Checkpoint => db.sync(),
+                Maintenance::StateCheckpoint => db.checkpoint(),
             };
             if !armed.fired() {
                 r.unwrap_or_else(|e| panic!("{at}: failed with nothing injected: {e}"));

@@ -7,11 +7,31 @@
 //! for its `train` / `test` splits, the same for every seed; the seed is sent with each
 //! `reset` and seeds the policy.
 //!
+//! Settings (`--setting`): `reference` (the default) runs Wordcraft and the agent as the
+//! reference code (Sarukkai et al.) ran them; `trajdb` is this project's earlier setting.
+//! Every item can be changed on its own by a flag:
+//!
+//! | item | `reference` | `trajdb` | flag |
+//! |---|---|---|---|
+//! | split | 5 % of tasks held out at random | 20 % of ingredient pairs held out | `--split`, `--train-ratio` |
+//! | distractors on the table | 0 | 4 | `--distractors` |
+//! | action | names two entities, lenient; unparseable costs nothing | selects one entity; invalid costs a combination | `--action` |
+//! | training stream | drawn with replacement | first N of a shuffle | `--draw` |
+//! | starting database | 4 hand-written examples (built-in recipes) | empty | `--starter` |
+//! | reasoning retrieval | first step, then the acting stage's examples | every step | `--reason-retrieval` |
+//! | exemplar Q | 1 / (calls in episode) weighting | the paper's formula | `--q-weighting` |
+//! | exemplar kept if | Q > 0 | best, any Q | `--keep-unproven` |
+//! | db-curation first segment | 10 | 20 | `--segment-first` |
+//! | temperature (`--llm openai`) | 0.1 | 0 | `--temperature` |
+//! | agent step limit | 100 | 50 | `--max-steps` |
+//!
 //! Tasks: all tasks of the given depth whose goal can actually be made in the environment
 //! ([`RecipeBook::is_solvable`]), split into train and test with a fixed seed (0) so every
-//! seed and method sees the same tasks; the first `--train` and `--test` tasks of each part
-//! after a fixed shuffle are used. Seeds change the tables (distractors, order) and the
-//! policy's random choices. Episodes have 4 distractors and at most 4 combinations.
+//! seed and method sees the same tasks; the test tasks are the first `--test` of the test
+//! part after a fixed shuffle, the training stream the first `--train` of the training part
+//! after a fixed shuffle or `--train` draws with replacement from it (fixed seed). Seeds change
+//! the tables (distractor choice, order) and the policy's random choices. Episodes have at most
+//! 4 combinations.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -23,15 +43,17 @@ use serde::Serialize;
 
 use crate::embedders::{check_timeout, EmbedderSpec};
 use crate::imitation::ImitationPolicy;
-use crate::methods::{run_seed_on, Method, Run, SeedResult, Tasks, WordcraftTasks};
+use crate::methods::{
+    run_seed_on, Curation, Method, QWeighting, Run, SeedResult, TaskFailure, Tasks, WordcraftTasks,
+};
 use crate::openai::OpenAiClient;
 use crate::policy::{LlmPolicy, OfflineConfig, OfflinePolicy, Policy};
 use crate::predict::{auroc, calibration, CalibrationBin};
 use crate::protocol::{ProtocolTasks, DEFAULT_TIMEOUT_SECS};
-use crate::react::AgentOptions;
-use crate::wordcraft::{split, RecipeBook, Split, Task};
+use crate::react::{AgentOptions, ReasonRetrieval};
+use crate::wordcraft::{split, Interface, RecipeBook, Split, Task};
 use crate::{AgentError, AgentResult};
-use trajdb::{Embedder, HashEmbedder};
+use trajdb::{Embedder, HashEmbedder, Trajectory};
 
 /// Environments `bootstrap` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,13 +93,64 @@ impl StandIn {
 /// How tasks are split into train and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SplitKind {
-    /// Hold out 20 % of the recipes (the benchmark's split).
+    /// Hold out a share of the ingredient pairs (the Wordcraft benchmark's split; trajdb's
+    /// setting, 20 %).
     Recipe,
-    /// Hold out 20 % of the goal entities.
+    /// Hold out a share of the goal entities.
     Goal,
-    /// Hold out 20 % of the tasks at random.
+    /// Hold out a share of the tasks at random (the reference code's `by_task`, 5 %).
     Task,
 }
+
+impl SplitKind {
+    fn name(self) -> &'static str {
+        match self {
+            SplitKind::Recipe => "recipe",
+            SplitKind::Goal => "goal",
+            SplitKind::Task => "task",
+        }
+    }
+}
+
+/// A whole setting: the reference's or trajdb's earlier one (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Setting {
+    /// As the reference code ran Wordcraft and its agent.
+    Reference,
+    /// trajdb's earlier setting (benchmark split, distractors, select actions).
+    Trajdb,
+}
+
+/// Wordcraft's action interface on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActionKind {
+    /// One action names two entities ([`Interface::Combine`]).
+    Combine,
+    /// One action selects one entity ([`Interface::Select`]).
+    Select,
+}
+
+/// How the training stream is drawn from the training part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Draw {
+    /// `--train` draws with replacement (the reference: task i is seeded by i).
+    WithReplacement,
+    /// The first `--train` tasks of a fixed shuffle, each once.
+    InOrder,
+}
+
+/// When reasoning retrieves, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasonRetrievalArg {
+    /// At the first step; later steps reuse the acting stage's examples (the reference).
+    FirstStep,
+    /// At every step (trajdb's earlier agent).
+    EveryStep,
+}
+
+/// Environment variable read for the LLM time limit when `--llm-timeout` is not given.
+pub const LLM_TIMEOUT_ENV: &str = "TRAJDB_LLM_TIMEOUT";
 
 /// Arguments of `trajdb bootstrap`.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,6 +158,10 @@ pub struct BootstrapArgs {
     /// Environment.
     #[arg(long, value_enum, default_value = "wordcraft")]
     pub env: EnvName,
+    /// The whole setting: `reference` (as the reference code ran Wordcraft and its agent) or
+    /// `trajdb` (this project's earlier setting). The flags below change single items.
+    #[arg(long, value_enum, default_value = "reference")]
+    pub setting: Setting,
     /// An environment speaking the environment protocol (JSON lines on stdin/stdout), run
     /// as `sh -c COMMAND`; replaces `--env`.
     #[arg(long, value_name = "COMMAND")]
@@ -92,9 +169,10 @@ pub struct BootstrapArgs {
     /// Seconds the `--env-cmd` environment may take to answer one request.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECONDS")]
     pub env_timeout: f64,
-    /// Step limit of every episode.
-    #[arg(long, default_value_t = 50)]
-    pub max_steps: usize,
+    /// Step limit of every episode (agent actions, refused ones included). Default: 100 on
+    /// Wordcraft in the reference setting (the reference's limit), else 50.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
     /// Non-LLM stand-in for `--llm offline`. Default: `wordcraft` on Wordcraft, `imitation`
     /// with `--env-cmd`.
     #[arg(long, value_enum)]
@@ -106,16 +184,16 @@ pub struct BootstrapArgs {
     #[arg(long, default_value_t = 2)]
     pub depth: u8,
     /// Method to run.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, default_value = "full")]
     pub method: Method,
-    /// Training tasks.
-    #[arg(long)]
+    /// Training tasks (episodes per population member).
+    #[arg(long, default_value_t = 300)]
     pub train: usize,
     /// Test tasks.
-    #[arg(long)]
+    #[arg(long, default_value_t = 200)]
     pub test: usize,
     /// Seeds (runs), numbered 0..S.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// Examples per retrieval.
     #[arg(long, default_value_t = 10)]
@@ -138,21 +216,82 @@ pub struct BootstrapArgs {
     #[arg(long, default_value_t = crate::openai::DEFAULT_RETRIES, value_name = "N")]
     pub llm_retries: u32,
     /// Time limit of one LLM or embeddings request, in seconds (connect, send, whole reply).
-    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
-    pub llm_timeout: f64,
-    /// Embedder of every key: `hash` (built-in, no model) or `openai:MODEL` (an
-    /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
-    #[arg(long, default_value = "hash", value_name = "hash|openai:MODEL")]
+    /// Default: the environment variable TRAJDB_LLM_TIMEOUT, else 120.
+    #[arg(long, value_name = "SECONDS")]
+    pub llm_timeout: Option<f64>,
+    /// Sampling temperature sent to the LLM. Default: 0.1 in the reference setting (the
+    /// reference's), 0 in the trajdb setting.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Context budget of one LLM prompt in tokens, estimated from characters (a quarter of
+    /// them): the lowest-ranked examples are dropped until the prompt fits (counted in the
+    /// episode's meta `prompt_examples_dropped`). Default: no budget.
+    #[arg(long, value_name = "TOKENS")]
+    pub max_prompt_tokens: Option<usize>,
+    /// Tasks that may fail with an error (an LLM or environment error) before the run ends;
+    /// each is recorded, counted and reported.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_failures: usize,
+    /// Embedder of every key: `hash` (built-in, no model), `minilm:PATH` (all-MiniLM-L6-v2
+    /// on the CPU from the model folder PATH; needs a build with `--features minilm`) or
+    /// `openai:MODEL` (an OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`).
+    #[arg(
+        long,
+        default_value = "hash",
+        value_name = "hash|minilm:PATH|openai:MODEL"
+    )]
     pub embedder: String,
-    /// Train/test split. Default: recipe, the benchmark's own split (held-out recipes), so
-    /// figures compare with the reference; `goal` and `task` are easier and reported too.
-    #[arg(long, value_enum, default_value = "recipe")]
-    pub split: SplitKind,
-    /// Print one JSON object instead of tables.
+    /// Train/test split. Default: `task` in the reference setting, `recipe` in trajdb's.
+    #[arg(long, value_enum)]
+    pub split: Option<SplitKind>,
+    /// Share of the split's unit (tasks, recipes, goals) kept for training. Default: 0.95
+    /// in the reference setting, 0.8 in trajdb's.
+    #[arg(long)]
+    pub train_ratio: Option<f64>,
+    /// Distractor entities on the table. Default: 0 (reference), 4 (trajdb).
+    #[arg(long)]
+    pub distractors: Option<usize>,
+    /// Wordcraft action interface. Default: `combine` (reference), `select` (trajdb).
+    #[arg(long, value_enum)]
+    pub action: Option<ActionKind>,
+    /// How the training stream is drawn. Default: `with-replacement` (reference),
+    /// `in-order` (trajdb).
+    #[arg(long, value_enum)]
+    pub draw: Option<Draw>,
+    /// When reasoning retrieves. Default: `first-step` (reference), `every-step` (trajdb).
+    #[arg(long, value_enum)]
+    pub reason_retrieval: Option<ReasonRetrievalArg>,
+    /// Shorthand for `--reason-retrieval every-step`.
+    #[arg(long, conflicts_with = "reason_retrieval")]
+    pub retrieve_every_step: bool,
+    /// Exemplar curation's Q. Default: `per-call` (reference code), `paper` (trajdb).
+    #[arg(long, value_enum)]
+    pub q_weighting: Option<QWeighting>,
+    /// Exemplar curation keeps a task's best trajectory even when its Q is 0 or unknown
+    /// (trajdb's earlier rule; the reference keeps only Q > 0).
+    #[arg(long)]
+    pub keep_unproven: bool,
+    /// Length of db-curation's first segment. Default: 10 (reference, Wordcraft), 20
+    /// (trajdb).
+    #[arg(long)]
+    pub segment_first: Option<usize>,
+    /// Starting database: `builtin` (4 hand-written trajectories for the built-in recipes),
+    /// `none`, or a JSONL file of trajectories (keys are computed). Default: `builtin` in the
+    /// reference setting with the built-in recipes, else `none`.
+    #[arg(long, value_name = "builtin|none|FILE.jsonl")]
+    pub starter: Option<String>,
+    /// Write a self-contained HTML report (learning curves, calibration) into this
+    /// directory (created), with the report's JSON beside it.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
-    /// Tuning mode: take the test tasks from the training part of the split (the tasks
-    /// after the first `--train`), so settings can be chosen without touching test tasks.
+    /// Print the learning curve, per-seed table and calibration as well as the summary.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Tuning mode: take the test tasks from the training part of the split, never trained
+    /// on, so settings can be chosen without touching test tasks.
     #[arg(long)]
     pub dev: bool,
     /// Offline policy ablation: no episode memory (pairs may repeat, no preference for
@@ -163,14 +302,211 @@ pub struct BootstrapArgs {
     /// recipes (the earlier stand-in's behaviour).
     #[arg(long)]
     pub no_recipe_imitation: bool,
-    /// Offline policy ablation: imitate only recipes that lead to the goal or come from an
-    /// example for the same goal, never other examples' productive pairs.
-    #[arg(long)]
+    /// Offline policy: imitate only recipes that lead to the goal or come from an example
+    /// for the same goal, never other examples' productive pairs. The default in the
+    /// reference setting (chosen on dev tasks: with 3 base entities and no distractors,
+    /// copying other goals' pairs wastes combinations); see `--other-goals`.
+    #[arg(long, conflicts_with = "other_goals")]
     pub no_other_goals: bool,
+    /// Offline policy: also imitate other examples' productive pairs when nothing leads to
+    /// the goal. The default in the trajdb setting (it helps there, on dev tasks).
+    #[arg(long)]
+    pub other_goals: bool,
     /// No progress bar (the `trajdb` binary's global `--quiet`). The bar is drawn only when
     /// stderr is a terminal.
     #[arg(skip)]
     pub quiet: bool,
+}
+
+/// Every item of a run's setting, resolved from `--setting` and the single flags.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    /// The setting the defaults came from.
+    pub setting: Setting,
+    /// Split name (`task`, `recipe`, `goal`).
+    pub split: &'static str,
+    /// Share kept for training.
+    pub train_ratio: f64,
+    /// Distractors on the table.
+    pub distractors: usize,
+    /// `combine` or `select`.
+    pub action: &'static str,
+    /// `with-replacement` or `in-order`.
+    pub draw: &'static str,
+    /// `first-step` or `every-step`.
+    pub reason_retrieval: &'static str,
+    /// Exemplar curation's rule.
+    pub curation: Curation,
+    /// db-curation's first segment.
+    pub segment_first: usize,
+    /// `builtin`, `none` or the file.
+    pub starter: String,
+    /// LLM temperature.
+    pub temperature: f64,
+    /// Agent step limit.
+    pub max_steps: usize,
+    /// LLM request time limit, seconds.
+    pub llm_timeout: f64,
+    /// The Wordcraft stand-in also imitates other goals' productive pairs.
+    pub stand_in_other_goals: bool,
+}
+
+/// Resolves the setting's defaults and the single flags into one [`Resolved`].
+pub fn resolve(args: &BootstrapArgs) -> AgentResult<Resolved> {
+    let reference = args.setting == Setting::Reference;
+    let split = args.split.unwrap_or(if reference {
+        SplitKind::Task
+    } else {
+        SplitKind::Recipe
+    });
+    let train_ratio = args
+        .train_ratio
+        .unwrap_or(if reference { 0.95 } else { 0.8 });
+    if !(train_ratio > 0.0 && train_ratio < 1.0) {
+        return Err(AgentError::invalid(
+            "--train-ratio",
+            format!("{train_ratio} is not between 0 and 1 (exclusive)"),
+        ));
+    }
+    let action = args.action.unwrap_or(if reference {
+        ActionKind::Combine
+    } else {
+        ActionKind::Select
+    });
+    let draw = args.draw.unwrap_or(if reference {
+        Draw::WithReplacement
+    } else {
+        Draw::InOrder
+    });
+    let reason = if args.retrieve_every_step {
+        ReasonRetrievalArg::EveryStep
+    } else {
+        args.reason_retrieval.unwrap_or(if reference {
+            ReasonRetrievalArg::FirstStep
+        } else {
+            ReasonRetrievalArg::EveryStep
+        })
+    };
+    let curation = Curation {
+        weighting: args.q_weighting.unwrap_or(if reference {
+            QWeighting::PerCall
+        } else {
+            QWeighting::Paper
+        }),
+        positive_only: reference && !args.keep_unproven,
+    };
+    let segment_first = args
+        .segment_first
+        .unwrap_or(if reference { 10 } else { 20 });
+    if segment_first == 0 {
+        return Err(AgentError::invalid("--segment-first", "must be at least 1"));
+    }
+    let starter = args.starter.clone().unwrap_or_else(|| {
+        if reference && args.recipes.is_none() && args.env_cmd.is_none() {
+            "builtin".to_owned()
+        } else {
+            "none".to_owned()
+        }
+    });
+    let temperature = args
+        .temperature
+        .unwrap_or(if reference { 0.1 } else { 0.0 });
+    if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+        return Err(AgentError::invalid(
+            "--temperature",
+            format!("{temperature} is not between 0 and 2"),
+        ));
+    }
+    let max_steps = args
+        .max_steps
+        .unwrap_or(if reference && args.env_cmd.is_none() {
+            100
+        } else {
+            50
+        });
+    let llm_timeout = match args.llm_timeout {
+        Some(t) => t,
+        None => match std::env::var(LLM_TIMEOUT_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse::<f64>().map_err(|_| {
+                AgentError::invalid(LLM_TIMEOUT_ENV, format!("{v:?} is not a number of seconds"))
+            })?,
+            _ => 120.0,
+        },
+    };
+    check_timeout(
+        llm_timeout,
+        if args.llm_timeout.is_some() {
+            "--llm-timeout"
+        } else {
+            LLM_TIMEOUT_ENV
+        },
+    )?;
+    Ok(Resolved {
+        setting: args.setting,
+        split: split.name(),
+        train_ratio,
+        distractors: args.distractors.unwrap_or(if reference { 0 } else { 4 }),
+        action: match action {
+            ActionKind::Combine => "combine",
+            ActionKind::Select => "select",
+        },
+        draw: match draw {
+            Draw::WithReplacement => "with-replacement",
+            Draw::InOrder => "in-order",
+        },
+        reason_retrieval: match reason {
+            ReasonRetrievalArg::FirstStep => "first-step",
+            ReasonRetrievalArg::EveryStep => "every-step",
+        },
+        curation,
+        segment_first,
+        starter,
+        temperature,
+        max_steps,
+        llm_timeout,
+        stand_in_other_goals: if args.other_goals || args.no_other_goals {
+            args.other_goals
+        } else {
+            !reference
+        },
+    })
+}
+
+/// The built-in starter set: four hand-written Wordcraft trajectories for the built-in
+/// recipe set, in the combine interface (JSONL, one trajectory a line, no keys).
+pub const BUILTIN_STARTER: &str = include_str!("starter_wordcraft.jsonl");
+
+/// The starter trajectories `spec` names: `none`, `builtin` ([`BUILTIN_STARTER`]) or a JSONL
+/// file of trajectories (keys, if any, are ignored and recomputed).
+pub fn load_starter(spec: &str) -> AgentResult<Vec<Trajectory>> {
+    let (text, source) = match spec {
+        "none" => return Ok(Vec::new()),
+        "builtin" => (BUILTIN_STARTER.to_owned(), "built-in starter".to_owned()),
+        path => (
+            std::fs::read_to_string(path).map_err(|e| AgentError::InputFile {
+                kind: "starter file",
+                path: path.to_owned(),
+                what: e.to_string(),
+            })?,
+            path.to_owned(),
+        ),
+    };
+    let mut reader = trajdb::jsonl::LineReader::new(text.as_bytes(), source.clone());
+    let mut out = Vec::new();
+    loop {
+        match reader.next_record() {
+            Ok(Some(t)) => out.push(t),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(AgentError::InputFile {
+                    kind: "starter file",
+                    path: source,
+                    what: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One seed's figures.
@@ -250,6 +586,18 @@ pub struct BootstrapReport {
     pub predictor: PredictorReport,
     /// The final database of seed 0, when `--db` kept the databases.
     pub db: Option<String>,
+    /// Every item of the setting.
+    pub resolved: Resolved,
+    /// Starter trajectories in every starting database.
+    pub starter_trajectories: usize,
+    /// Mean over seeds of the successful trajectories in the final database.
+    pub stored_successes: f64,
+    /// Learning curve per seed: `[successes in the database, test success]` points.
+    pub curves: Vec<Vec<(usize, f64)>>,
+    /// (predicted probability, observed success) per test task, pooled over seeds.
+    pub predictions: Vec<(f64, bool)>,
+    /// Tasks that failed with an error, over all seeds.
+    pub failures: Vec<TaskFailure>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -300,9 +648,17 @@ pub fn load_book(path: Option<&Path>) -> AgentResult<RecipeBook> {
     Ok(book)
 }
 
-/// The train and test tasks `args` select.
+/// The train and test tasks `args` select (see the module documentation).
 pub fn select_tasks(
     args: &BootstrapArgs,
+    book: &RecipeBook,
+) -> AgentResult<(Vec<Task>, Vec<Task>)> {
+    select_tasks_with(args, &resolve(args)?, book)
+}
+
+fn select_tasks_with(
+    args: &BootstrapArgs,
+    r: &Resolved,
     book: &RecipeBook,
 ) -> AgentResult<(Vec<Task>, Vec<Task>)> {
     let tasks: Vec<Task> = book
@@ -310,31 +666,28 @@ pub fn select_tasks(
         .into_iter()
         .filter(|t| book.is_solvable(t))
         .collect();
-    let ratio = 0.8;
-    let sp = match args.split {
-        SplitKind::Recipe => Split::ByRecipe { train_ratio: ratio },
-        SplitKind::Goal => Split::ByGoal { train_ratio: ratio },
-        SplitKind::Task => Split::ByTask { train_ratio: ratio },
+    let ratio = r.train_ratio;
+    let sp = match r.split {
+        "recipe" => Split::ByRecipe { train_ratio: ratio },
+        "goal" => Split::ByGoal { train_ratio: ratio },
+        _ => Split::ByTask { train_ratio: ratio },
     };
     let (train, test) = split(book, &tasks, sp, 0);
     let (train, test) = (shuffled(train, 1), shuffled(test, 2));
-    let (train, test) = if args.dev {
+    let with_replacement = r.draw == "with-replacement";
+    let (pool, test) = if args.dev {
         // Tuning: test on training-split tasks never trained on.
-        let dev = train.get(args.train..).unwrap_or(&[]).to_vec();
-        (train, dev)
+        if with_replacement {
+            let keep = train.len().saturating_sub(args.test);
+            let dev = train.get(keep..).unwrap_or(&[]).to_vec();
+            (train.get(..keep).unwrap_or(&[]).to_vec(), dev)
+        } else {
+            let dev = train.get(args.train..).unwrap_or(&[]).to_vec();
+            (train, dev)
+        }
     } else {
         (train, test)
     };
-    if args.train > train.len() {
-        return Err(AgentError::invalid(
-            "--train",
-            format!(
-                "{} training tasks asked for, the split has {}",
-                args.train,
-                train.len()
-            ),
-        ));
-    }
     if args.test > test.len() {
         return Err(AgentError::invalid(
             "--test",
@@ -345,10 +698,32 @@ pub fn select_tasks(
             ),
         ));
     }
-    Ok((
-        train.into_iter().take(args.train).collect(),
-        test.into_iter().take(args.test).collect(),
-    ))
+    let test: Vec<Task> = test.into_iter().take(args.test).collect();
+    if with_replacement {
+        if pool.is_empty() && args.train > 0 {
+            return Err(AgentError::invalid(
+                "--train",
+                "the split has no training tasks to draw from",
+            ));
+        }
+        let mut rng = trajdb::rng::SplitMix64::new(0x7EA1_5EED);
+        let n = u64::try_from(pool.len()).unwrap_or(u64::MAX);
+        let train = (0..args.train)
+            .map(|_| pool[usize::try_from(rng.below(n)).unwrap_or(0)].clone())
+            .collect();
+        return Ok((train, test));
+    }
+    if args.train > pool.len() {
+        return Err(AgentError::invalid(
+            "--train",
+            format!(
+                "{} training tasks asked for, the split has {}",
+                args.train,
+                pool.len()
+            ),
+        ));
+    }
+    Ok((pool.into_iter().take(args.train).collect(), test))
 }
 
 fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
@@ -364,9 +739,8 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
     if args.k == 0 {
         return Err(AgentError::invalid("--k", "must be at least 1"));
     }
-    check_timeout(args.llm_timeout, "--llm-timeout")?;
     EmbedderSpec::parse(&args.embedder, "--embedder")?;
-    if args.max_steps == 0 {
+    if args.max_steps == Some(0) {
         return Err(AgentError::invalid("--max-steps", "must be at least 1"));
     }
     if !(args.env_timeout.is_finite() && args.env_timeout > 0.0 && args.env_timeout <= 1e6) {
@@ -382,12 +756,42 @@ fn check_args(args: &BootstrapArgs) -> AgentResult<()> {
                 "only applies to Wordcraft, not with --env-cmd",
             ));
         }
+        for (flag, given) in [
+            ("--action", args.action.is_some()),
+            ("--distractors", args.distractors.is_some()),
+            ("--split", args.split.is_some()),
+            ("--draw", args.draw.is_some()),
+        ] {
+            if given {
+                return Err(AgentError::invalid(
+                    flag,
+                    "only applies to Wordcraft, not with --env-cmd",
+                ));
+            }
+        }
         if args.stand_in == Some(StandIn::Wordcraft) {
             return Err(AgentError::invalid(
                 "--stand-in",
                 "the wordcraft stand-in only plays Wordcraft; use imitation with --env-cmd",
             ));
         }
+    }
+    if args.env_cmd.is_none()
+        && args.stand_in == Some(StandIn::Imitation)
+        && args.action != Some(ActionKind::Select)
+        && !(args.action.is_none() && args.setting == Setting::Trajdb)
+    {
+        return Err(AgentError::invalid(
+            "--stand-in",
+            "the imitation stand-in chooses among admissible actions, which Wordcraft lists \
+             only with --action select",
+        ));
+    }
+    if args.max_prompt_tokens == Some(0) {
+        return Err(AgentError::invalid(
+            "--max-prompt-tokens",
+            "must be at least 1",
+        ));
     }
     match (args.llm, &args.model) {
         (LlmKind::Openai, None) => Err(AgentError::invalid(
@@ -421,6 +825,14 @@ fn checkpoints(max: usize) -> Vec<usize> {
 pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let start = Instant::now();
     check_args(args)?;
+    let resolved = resolve(args)?;
+    if resolved.starter == "builtin" && (args.recipes.is_some() || args.env_cmd.is_some()) {
+        return Err(AgentError::invalid(
+            "--starter",
+            "the built-in starter set is for the built-in Wordcraft recipes; give a file or none",
+        ));
+    }
+    let starter = load_starter(&resolved.starter)?;
     let (book, train, test) = if args.env_cmd.is_some() {
         (
             Arc::new(RecipeBook::builtin_default()),
@@ -429,7 +841,7 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
         )
     } else {
         let book = Arc::new(load_book(args.recipes.as_deref())?);
-        let (train, test) = select_tasks(args, &book)?;
+        let (train, test) = select_tasks_with(args, &resolved, &book)?;
         (book, train, test)
     };
     let (base, temp) = match &args.db {
@@ -454,7 +866,7 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             true,
         ),
     };
-    let timeout = check_timeout(args.llm_timeout, "--llm-timeout")?;
+    let timeout = check_timeout(resolved.llm_timeout, "--llm-timeout")?;
     let retries = args.llm_retries;
     let embedder = EmbedderSpec::parse(&args.embedder, "--embedder")?.build(
         HashEmbedder::default().id().dims,
@@ -472,24 +884,32 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     let offline = OfflineConfig {
         episode_memory: !args.no_episode_memory,
         recipe_aware: !args.no_recipe_imitation,
-        imitate_other_goals: !args.no_other_goals,
+        imitate_other_goals: resolved.stand_in_other_goals,
     };
+    let temperature = resolved.temperature;
+    let max_prompt_tokens = args.max_prompt_tokens;
     let factory = move |seed: u64| -> AgentResult<Box<dyn Policy>> {
         Ok(match llm {
             LlmKind::Offline => match stand_in {
                 StandIn::Wordcraft => Box::new(OfflinePolicy::with_config(seed, offline)),
                 StandIn::Imitation => Box::new(ImitationPolicy::new(seed)),
             },
-            LlmKind::Openai => Box::new(LlmPolicy {
-                llm: OpenAiClient::from_env(model.as_deref().unwrap_or_default())?
-                    .with_timeout(timeout)
-                    .with_retries(retries),
-            }),
+            LlmKind::Openai => Box::new(
+                LlmPolicy::new(
+                    OpenAiClient::from_env(model.as_deref().unwrap_or_default())?
+                        .with_timeout(timeout)
+                        .with_retries(retries)
+                        .with_temperature(temperature)
+                        .with_seed(Some(seed)),
+                )
+                .with_max_prompt_tokens(max_prompt_tokens),
+            ),
         })
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
     let mut results: Vec<SeedResult> = Vec::new();
     let mut env_name = "wordcraft".to_owned();
+    let mut failed_so_far = 0usize;
     let outcome = (|| -> AgentResult<()> {
         let mut source: Box<dyn Tasks + '_> = match &args.env_cmd {
             Some(cmd) => {
@@ -508,8 +928,13 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 book: book.clone(),
                 train: &train,
                 test: &test,
-                distractors: 4,
+                distractors: resolved.distractors,
                 max_combinations: 4,
+                interface: if resolved.action == "combine" {
+                    Interface::Combine
+                } else {
+                    Interface::Select
+                },
             }),
         };
         for seed in 0..args.seeds {
@@ -538,7 +963,12 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 seed,
                 agent: AgentOptions {
                     k: args.k,
-                    max_steps: args.max_steps,
+                    max_steps: resolved.max_steps,
+                    reason_retrieval: if resolved.reason_retrieval == "first-step" {
+                        ReasonRetrieval::FirstStep
+                    } else {
+                        ReasonRetrieval::EveryStep
+                    },
                     ..Default::default()
                 },
                 hindsight: args.hindsight,
@@ -548,12 +978,18 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
                 policy: &factory,
                 checkpoints: checkpoints(args.train),
                 progress: &mut progress,
+                segment_first: resolved.segment_first,
+                curation: resolved.curation,
+                starter: &starter,
+                max_failures: args.max_failures.saturating_sub(failed_so_far),
             };
             let result = run_seed_on(args.method, &mut e, source.as_mut());
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            results.push(result?);
+            let result = result?;
+            failed_so_far += result.failures.len();
+            results.push(result);
         }
         Ok(())
     })();
@@ -584,10 +1020,15 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
     if curve.last().is_none_or(|p| p.0 < final_x) {
         curve.push((final_x, a));
     }
-    let (scores, labels): (Vec<f64>, Vec<bool>) = results
+    let predictions: Vec<(f64, bool)> = results
         .iter()
         .flat_map(|r| r.predictions.iter().copied())
-        .unzip();
+        .collect();
+    let (scores, labels): (Vec<f64>, Vec<bool>) = predictions.iter().copied().unzip();
+    let stored: Vec<f64> = results
+        .iter()
+        .map(|r| r.final_trajectories.1 as f64)
+        .collect();
     Ok(BootstrapReport {
         method: args.method,
         env: env_name,
@@ -598,11 +1039,7 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
             .as_ref()
             .map_or_else(|| "builtin".to_owned(), |p| p.display().to_string()),
         depth: args.depth,
-        split: match args.split {
-            SplitKind::Recipe => "recipe",
-            SplitKind::Goal => "goal",
-            SplitKind::Task => "task",
-        },
+        split: resolved.split,
         seeds: args.seeds,
         train: args.train,
         test: args.test,
@@ -639,6 +1076,12 @@ pub fn run(args: &BootstrapArgs) -> AgentResult<BootstrapReport> {
         db: (!temp)
             .then(|| results.first().map(|r| r.final_db.display().to_string()))
             .flatten(),
+        resolved,
+        starter_trajectories: starter.len(),
+        stored_successes: mean_sd(&stored).0,
+        curves: results.iter().map(|r| r.curve.clone()).collect(),
+        predictions,
+        failures: results.iter().flat_map(|r| r.failures.clone()).collect(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -647,7 +1090,7 @@ fn pct(x: f64) -> String {
     format!("{:5.1}%", 100.0 * x)
 }
 
-/// Runs `bootstrap` and prints the report (tables, or JSON with `--json`). Returns the
+/// Runs `bootstrap` and prints the report (the summary, or JSON with `--json`). Returns the
 /// process exit code: 0 on success, 1 on error (one line on stderr).
 pub fn main(args: &BootstrapArgs) -> i32 {
     let r = match run(args) {
@@ -657,7 +1100,17 @@ pub fn main(args: &BootstrapArgs) -> i32 {
             return 1;
         }
     };
-    match print(&r, args.json) {
+    if let Some(dir) = &args.report {
+        match crate::report::write(&r, dir) {
+            Ok(page) if !args.quiet => eprintln!("report: {}", page.display()),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    match print(&r, args.json, args.verbose) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: cannot write the report: {e}");
@@ -666,8 +1119,89 @@ pub fn main(args: &BootstrapArgs) -> i32 {
     }
 }
 
-/// Prints a report: one JSON object with `json`, else the readable tables.
-pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
+/// The short human summary: setting, before -> after with the spread over seeds, stored
+/// successes, failed tasks, the predictor, seconds.
+pub fn summary(r: &BootstrapReport) -> String {
+    let s = &r.resolved;
+    let setting = match &r.env_cmd {
+        Some(cmd) => format!("protocol environment `{cmd}`"),
+        None => format!(
+            "{} recipes, depth {}, {} split {:.0}/{:.0}, {} actions, {} distractor(s), {} starter trajectories",
+            r.recipes,
+            r.depth,
+            r.split,
+            100.0 * s.train_ratio,
+            100.0 * (1.0 - s.train_ratio),
+            s.action,
+            s.distractors,
+            r.starter_trajectories
+        ),
+    };
+    let setting_name = match s.setting {
+        Setting::Reference => "reference",
+        Setting::Trajdb => "trajdb",
+    };
+    let policy = match r.stand_in {
+        Some(si) => format!("offline {si} (not an LLM)"),
+        None => format!("{} LLM", r.llm),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} on {}, {setting_name} setting ({setting}); {policy}\n",
+        r.method.name(),
+        r.env
+    ));
+    out.push_str(&format!(
+        "{} training tasks ({}), {} test tasks, {} seed(s), k={}{}\n\n",
+        r.train,
+        s.draw,
+        r.test,
+        r.seeds,
+        r.k,
+        if r.hindsight { ", hindsight" } else { "" }
+    ));
+    let gain = 100.0 * (r.test_success_after - r.test_success_before);
+    out.push_str(&format!(
+        "test success      before {:.1}% ± {:.1}  ->  after {:.1}% ± {:.1}   ({gain:+.1} points; mean ± sd over {} seed(s))\n",
+        100.0 * r.test_success_before,
+        100.0 * r.test_success_before_sd,
+        100.0 * r.test_success_after,
+        100.0 * r.test_success_after_sd,
+        r.seeds
+    ));
+    out.push_str(&format!(
+        "stored successes  {:.0} in the final database (mean over seeds; {} from the starter)\n",
+        r.stored_successes, r.starter_trajectories
+    ));
+    out.push_str(&format!(
+        "training success  {:.1}%\n",
+        100.0 * r.train_success
+    ));
+    match r.predictor.auroc {
+        Some(a) => out.push_str(&format!(
+            "success predictor AUROC {a:.2} over {} test tasks (our measurement)\n",
+            r.predictor.n
+        )),
+        None => out.push_str("success predictor no AUROC (no stored outcomes or one class only)\n"),
+    }
+    out.push_str(&format!("failed tasks      {}", r.failures.len()));
+    if let Some(f) = r.failures.last() {
+        out.push_str(&format!(
+            " (last: {} task {}: {})",
+            f.part, f.index, f.error
+        ));
+    }
+    out.push('\n');
+    if let Some(d) = &r.db {
+        out.push_str(&format!("final database    {d}\n"));
+    }
+    out.push_str(&format!("seconds           {:.1}\n", r.seconds));
+    out
+}
+
+/// Prints a report: one JSON object with `json`, else the summary (and with `verbose` the
+/// learning curve, the per-seed table and the calibration table).
+pub fn print(r: &BootstrapReport, json: bool, verbose: bool) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
@@ -675,23 +1209,10 @@ pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
         writeln!(out, "{s}")?;
         return Ok(());
     }
-    let setting = match &r.env_cmd {
-        Some(cmd) => format!("protocol environment `{cmd}`"),
-        None => format!("{}, depth {}, {} split", r.recipes, r.depth, r.split),
-    };
-    writeln!(
-        out,
-        "{} on {} ({setting}), {} train / {} test tasks, {} seed(s), k={}{}, {} policy{}",
-        r.method.name(),
-        r.env,
-        r.train,
-        r.test,
-        r.seeds,
-        r.k,
-        if r.hindsight { ", hindsight" } else { "" },
-        r.llm,
-        r.stand_in.map(|s| format!(" ({s})")).unwrap_or_default()
-    )?;
+    write!(out, "{}", summary(r))?;
+    if !verbose {
+        return Ok(());
+    }
     writeln!(out, "\nlearning curve (as-of views of the final database)")?;
     writeln!(out, "  successes in db   test success")?;
     for (x, y) in &r.curve {
@@ -714,26 +1235,7 @@ pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
             s.successes
         )?;
     }
-    writeln!(
-        out,
-        "\ntest success: before {} ± {}, after {} ± {} (mean ± sd over {} seed(s))",
-        pct(r.test_success_before),
-        pct(r.test_success_before_sd),
-        pct(r.test_success_after),
-        pct(r.test_success_after_sd),
-        r.seeds
-    )?;
-    match r.predictor.auroc {
-        Some(a) => writeln!(
-            out,
-            "success predictor: AUROC {a:.3} over {} test tasks",
-            r.predictor.n
-        )?,
-        None => writeln!(
-            out,
-            "success predictor: no AUROC (no stored outcomes or one class only)"
-        )?,
-    }
+    writeln!(out, "\npredictor calibration (pooled over seeds)")?;
     for b in &r.predictor.calibration {
         writeln!(
             out,
@@ -745,9 +1247,5 @@ pub fn print(r: &BootstrapReport, json: bool) -> std::io::Result<()> {
             pct(b.observed)
         )?;
     }
-    if let Some(d) = &r.db {
-        writeln!(out, "final database: {d}")?;
-    }
-    writeln!(out, "({:.1} s)", r.seconds)?;
     Ok(())
 }

@@ -25,15 +25,17 @@ pub mod bootstrap;
 pub mod embedders;
 pub mod imitation;
 pub mod methods;
+pub mod minilm;
 pub mod openai;
 pub mod policy;
 pub mod predict;
 pub mod protocol;
 pub mod react;
+pub mod report;
 pub mod wordcraft;
 
 use openai::{ChatMessage, LlmError, OpenAiClient};
-use wordcraft::{ActionError, RecipeError, WordcraftEnv};
+use wordcraft::{ActionError, Interface, RecipeError, WordcraftEnv};
 
 /// Why an agent run failed. `Display` is one line saying what and where.
 #[derive(Debug)]
@@ -66,6 +68,17 @@ pub enum AgentError {
     Env(String),
     /// A protocol environment (a child process, see [`protocol`]) failed.
     Protocol(protocol::ProtocolError),
+    /// More tasks failed with errors than the run tolerates (`--max-failures`).
+    TooManyFailures {
+        /// Tasks failed so far.
+        failed: usize,
+        /// Failures tolerated.
+        max: usize,
+        /// The last task's error.
+        last: String,
+    },
+    /// The MiniLM embedder could not be made (its model folder, or a build without it).
+    Embedder(minilm::MiniLmError),
     /// An argument or option is invalid.
     Invalid {
         /// Which argument.
@@ -94,6 +107,11 @@ impl fmt::Display for AgentError {
             AgentError::Io { op, path, source } => write!(f, "{op} {path}: {source}"),
             AgentError::Env(e) => write!(f, "environment: {e}"),
             AgentError::Protocol(e) => write!(f, "environment: {e}"),
+            AgentError::TooManyFailures { failed, max, last } => write!(
+                f,
+                "{failed} tasks failed, more than the {max} tolerated (--max-failures); last: {last}"
+            ),
+            AgentError::Embedder(e) => write!(f, "{e}"),
             AgentError::Invalid { at, what } => write!(f, "{at}: {what}"),
         }
     }
@@ -104,6 +122,12 @@ impl std::error::Error for AgentError {}
 impl From<trajdb::Error> for AgentError {
     fn from(e: trajdb::Error) -> Self {
         AgentError::Db(e)
+    }
+}
+
+impl From<minilm::MiniLmError> for AgentError {
+    fn from(e: minilm::MiniLmError) -> Self {
+        AgentError::Embedder(e)
     }
 }
 
@@ -130,13 +154,21 @@ pub type AgentResult<T> = std::result::Result<T, AgentError>;
 
 /// A chat model: messages in, the reply text out.
 pub trait Llm {
-    /// The model's reply to `messages`.
-    fn complete(&mut self, messages: &[ChatMessage]) -> AgentResult<String>;
+    /// The model's reply to `messages`, within `limits` (stop sequences, token bound).
+    fn complete(
+        &mut self,
+        messages: &[ChatMessage],
+        limits: &policy::CallLimits,
+    ) -> AgentResult<String>;
 }
 
 impl Llm for OpenAiClient {
-    fn complete(&mut self, messages: &[ChatMessage]) -> AgentResult<String> {
-        Ok(self.chat(messages)?)
+    fn complete(
+        &mut self,
+        messages: &[ChatMessage],
+        limits: &policy::CallLimits,
+    ) -> AgentResult<String> {
+        Ok(self.chat_limited(messages, &limits.stop, limits.max_tokens)?)
     }
 }
 
@@ -168,6 +200,12 @@ pub trait Environment {
     /// The admissible actions now, when the environment knows them (given to the policy
     /// and shown in the LLM prompt). By default unknown.
     fn actions(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// A description of the action syntax for the agent's prompt, when the environment has
+    /// one (Wordcraft does; a protocol environment lists its admissible actions instead).
+    /// By default none.
+    fn action_space(&self) -> Option<String> {
         None
     }
     /// The reward of the last step, if the environment gives rewards. By default none.
@@ -228,25 +266,33 @@ impl Environment for WordcraftEnv {
         wordcraft_task_id(self.book(), self.task())
     }
 
+    /// [`WordcraftEnv::goal_text`].
     fn goal(&self) -> String {
-        format!("create {}", self.goal_name())
+        self.goal_text()
     }
 
     fn observation(&self) -> String {
         WordcraftEnv::observation(self)
     }
 
-    /// `select NAME` for each table entity.
+    /// `select NAME` for each table entity ([`Interface::Select`]); none with
+    /// [`Interface::Combine`] (its actions are pairs, described by `action_space`).
     fn actions(&self) -> Option<Vec<String>> {
-        Some(self.valid_actions())
+        (self.interface() == Interface::Select).then(|| self.valid_actions())
     }
 
-    /// A refused action (unknown entity, bad syntax) wastes the step: see
-    /// [`WordcraftEnv::skip_step`].
+    fn action_space(&self) -> Option<String> {
+        Some(WordcraftEnv::action_space(self).to_owned())
+    }
+
+    /// With [`Interface::Select`] a refused action (unknown entity, bad syntax) wastes a
+    /// combination (see [`WordcraftEnv::skip_step`]); with [`Interface::Combine`] it costs
+    /// nothing, as in the reference (the agent's step limit still counts it).
     fn step(&mut self, action: &str) -> AgentResult<()> {
         match WordcraftEnv::step(self, action) {
             Ok(_) => Ok(()),
             Err(ActionError::EpisodeOver) => Ok(()),
+            Err(_) if self.interface() == Interface::Combine => Ok(()),
             Err(_) => match self.skip_step() {
                 Ok(_) | Err(ActionError::EpisodeOver) => Ok(()),
                 Err(e) => Err(AgentError::Env(e.to_string())),
@@ -266,7 +312,7 @@ impl Environment for WordcraftEnv {
         WordcraftEnv::achievements(self)
             .into_iter()
             .map(|a| Achieved {
-                goal: format!("create {}", a.entity),
+                goal: self.goal_text_for(&a.entity),
                 name: a.entity,
                 steps: (a.first_step, a.last_step + 1),
             })

@@ -370,6 +370,12 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     temperature: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -388,6 +394,7 @@ pub struct OpenAiClient {
     api_key: Option<String>,
     model: String,
     temperature: f64,
+    seed: Option<u64>,
     timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -402,6 +409,7 @@ impl fmt::Debug for OpenAiClient {
             .field("api_key", &self.api_key.as_ref().map(|_| REDACTED))
             .field("model", &self.model)
             .field("temperature", &self.temperature)
+            .field("seed", &self.seed)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("max_response_bytes", &self.max_response_bytes)
@@ -445,6 +453,7 @@ impl OpenAiClient {
             api_key: api_key.filter(|k| !k.is_empty()).map(str::to_string),
             model: model.to_string(),
             temperature: 0.0,
+            seed: None,
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
             backoff: DEFAULT_BACKOFF,
@@ -495,6 +504,14 @@ impl OpenAiClient {
         self
     }
 
+    /// Sets the sampling seed sent with chat requests (`seed`; default none, not sent), so
+    /// clients with different seeds sample differently on servers that honour it (vLLM,
+    /// llama.cpp, OpenAI on a best-effort basis).
+    pub fn with_seed(mut self, seed: Option<u64>) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// The chat model name.
     pub fn model(&self) -> &str {
         &self.model
@@ -508,10 +525,24 @@ impl OpenAiClient {
     /// Sends the conversation to `{base}/chat/completions` and returns
     /// `choices[0].message.content`.
     pub fn chat(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        self.chat_limited(messages, &[], None)
+    }
+
+    /// [`OpenAiClient::chat`] with stop sequences (`stop`, none sent when empty) and a bound
+    /// on the reply's tokens (`max_tokens`, not sent when None).
+    pub fn chat_limited(
+        &self,
+        messages: &[ChatMessage],
+        stop: &[String],
+        max_tokens: Option<u32>,
+    ) -> Result<String, LlmError> {
         let request = ChatRequest {
             model: &self.model,
             messages,
             temperature: self.temperature,
+            seed: self.seed,
+            stop,
+            max_tokens,
         };
         let (url, json) = self.post_json("/chat/completions", &request)?;
         json.get("choices")
@@ -1218,6 +1249,33 @@ mod tests {
         let v = e.embed_batch(&["a", "b"]);
         assert_eq!(v.ok(), Some(vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]));
         assert_eq!(seen(&rx).json()["model"], "mini");
+    }
+
+    #[test]
+    fn chat_sends_stop_max_tokens_temperature_and_seed_only_when_set() {
+        let answer = r#"{"choices":[{"message":{"role":"assistant","content":"fish, axe"}}]}"#;
+        let (base, rx) = serve(vec![
+            (Duration::ZERO, with_length("200 OK", answer)),
+            (Duration::ZERO, with_length("200 OK", answer)),
+        ]);
+        let c = client(&base, None)
+            .with_temperature(0.1)
+            .with_seed(Some(42));
+        let m = [ChatMessage::user("Action:")];
+        let stop = vec!["\n".to_owned()];
+        assert_eq!(c.chat_limited(&m, &stop, Some(32)), Ok("fish, axe".into()));
+        let body = seen(&rx).json();
+        assert_eq!(body["temperature"].as_f64(), Some(0.1));
+        assert_eq!(body["seed"].as_u64(), Some(42));
+        assert_eq!(body["stop"], serde_json::json!(["\n"]));
+        assert_eq!(body["max_tokens"].as_u64(), Some(32));
+        // Plain chat from a client without a seed sends none of them.
+        let plain = client(&base, None);
+        assert!(plain.chat(&m).is_ok());
+        let body = seen(&rx).json();
+        for field in ["seed", "stop", "max_tokens"] {
+            assert!(body.get(field).is_none(), "{field} sent: {body}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::policy::{goal_entity, parse_selected, parse_table, selected_name};
+use crate::policy::{goal_entity, parse_table, shown_pairs};
 use crate::AgentResult;
 use trajdb::{Database, Embedder, Filter, ProvenanceKind, RetrieveQuery, Trajectory};
 
@@ -105,38 +105,19 @@ impl TaskFeatures {
 /// A recipe shown by a trajectory: ingredients (sorted) and product.
 pub type ShownRecipe = (String, String, String);
 
-/// The productive recipes a trajectory's steps show: `select A` on an observation with
-/// `selected: none`, then `select B` on one with `selected: A`, and exactly one entity new
-/// on the table that follows (the next step's observation, or the final observation after
-/// the last step). Ingredients are sorted by name.
+/// The productive recipes a trajectory's steps show ([`crate::policy::shown_pairs`], either
+/// Wordcraft interface) with exactly one entity new on the table that follows (the next
+/// step's observation, or the final observation after the last step). Ingredients are
+/// sorted by name.
 pub fn shown_recipes(t: &Trajectory) -> Vec<ShownRecipe> {
     let mut out = Vec::new();
-    let steps = &t.steps;
-    let mut i = 0;
-    while i + 1 < steps.len() {
-        let (s0, s1) = (&steps[i], &steps[i + 1]);
-        let (Some(a), Some(b)) = (selected_name(&s0.action), selected_name(&s1.action)) else {
-            i += 1;
-            continue;
-        };
-        if parse_selected(&s0.observation).is_some()
-            || parse_selected(&s1.observation).as_deref() != Some(a)
-        {
-            i += 1;
-            continue;
+    for p in shown_pairs(t) {
+        let after = parse_table(p.after);
+        let new: Vec<&String> = after.iter().filter(|x| !p.before.contains(x)).collect();
+        if let [made] = new.as_slice() {
+            let (x, y) = if p.a <= p.b { (p.a, p.b) } else { (p.b, p.a) };
+            out.push((x, y, (*made).clone()));
         }
-        let before = parse_table(&s0.observation);
-        let after = parse_table(
-            steps
-                .get(i + 2)
-                .map_or(t.final_observation.as_str(), |s| s.observation.as_str()),
-        );
-        let new: Vec<&String> = after.iter().filter(|x| !before.contains(x)).collect();
-        if let [p] = new.as_slice() {
-            let (x, y) = if a <= b { (a, b) } else { (b, a) };
-            out.push((x.to_owned(), y.to_owned(), (*p).clone()));
-        }
-        i += 2;
     }
     out
 }

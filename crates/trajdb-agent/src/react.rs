@@ -9,6 +9,11 @@
 //!     env.step(action)
 //! ```
 //!
+//! Reasoning retrieval ([`ReasonRetrieval`]): the reference agent retrieves for reasoning
+//! once, at the first step (keyed on the observation), and from the second step on reasons
+//! with the examples the previous acting stage retrieved ([`ReasonRetrieval::FirstStep`],
+//! the default); [`ReasonRetrieval::EveryStep`] retrieves on the observation at every step.
+//!
 //! Every retrieval goes through [`Database::retrieve`] and, when the episode is logged, each
 //! retrieved example is logged once per retrieval call with its matched step and stage.
 
@@ -59,6 +64,17 @@ impl Default for Stages {
     }
 }
 
+/// When the reasoning stage retrieves (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReasonRetrieval {
+    /// At the first step only (keyed on the observation); later steps reuse the acting
+    /// stage's examples of the step before (the reference agent).
+    #[default]
+    FirstStep,
+    /// At every step, keyed on the current observation.
+    EveryStep,
+}
+
 /// What to store after an episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Store {
@@ -98,6 +114,8 @@ pub struct AgentOptions {
     pub window: usize,
     /// Which stages retrieve. Default: all.
     pub stages: Stages,
+    /// When reasoning retrieves. Default: at the first step (the reference).
+    pub reason_retrieval: ReasonRetrieval,
     /// What to store. Default: successes.
     pub store: Store,
     /// Log retrievals and the outcome as an episode. Default true; evaluation runs turn it
@@ -115,6 +133,7 @@ impl Default for AgentOptions {
             k: 10,
             window: 5,
             stages: Stages::default(),
+            reason_retrieval: ReasonRetrieval::FirstStep,
             store: Store::Successes,
             log_usage: true,
             as_of: None,
@@ -205,6 +224,7 @@ pub fn run_episode(
     } else {
         Vec::new()
     };
+    let action_space = env.action_space();
     let plan = policy.plan(&Context {
         goal: &goal,
         category: category.as_deref(),
@@ -212,6 +232,8 @@ pub fn run_episode(
         observation: "",
         thought: "",
         actions: None,
+        action_space: action_space.as_deref(),
+        history: &[],
         examples: &plan_examples,
     })?;
     let plan_v = embed_text(embedder, &plan)?;
@@ -230,18 +252,24 @@ pub fn run_episode(
     let mut obs_keys = Vec::new();
     let mut reason_keys = Vec::new();
     let mut action_keys = Vec::new();
+    // The acting stage's examples of the step before (reused for reasoning, FirstStep).
+    let mut last_act_examples: Option<Vec<Example>> = None;
     while !env.done() && steps.len() < opts.max_steps {
         let obs = env.observation();
         let actions = env.actions();
         let obs_v = embed_text(embedder, &obs)?;
-        let reason_examples = if opts.stages.reason {
-            retrieve(
+        let reuse = match (opts.reason_retrieval, last_act_examples.take()) {
+            (ReasonRetrieval::FirstStep, Some(ex)) if opts.stages.act => Some(ex),
+            _ => None,
+        };
+        let reason_examples = match reuse {
+            Some(ex) => ex,
+            None if opts.stages.reason => retrieve(
                 step_traj_keys(),
                 Some(("observation".into(), obs_v.clone())),
                 Stage::Reason,
-            )?
-        } else {
-            Vec::new()
+            )?,
+            None => Vec::new(),
         };
         let thought = policy.reason(&Context {
             goal: &goal,
@@ -250,6 +278,8 @@ pub fn run_episode(
             observation: &obs,
             thought: "",
             actions: actions.as_deref(),
+            action_space: action_space.as_deref(),
+            history: &steps,
             examples: &reason_examples,
         })?;
         let thought_v = embed_text(embedder, &thought)?;
@@ -269,8 +299,11 @@ pub fn run_episode(
             observation: &obs,
             thought: &thought,
             actions: actions.as_deref(),
+            action_space: action_space.as_deref(),
+            history: &steps,
             examples: &act_examples,
         })?;
+        last_act_examples = Some(act_examples);
         let action_v = embed_text(embedder, &action)?;
         env.step(&action)?;
         steps.push(Step {
@@ -303,11 +336,17 @@ pub fn run_episode(
             kind: ProvenanceKind::SelfGenerated,
             parent: None,
             steps: None,
+            origin: None,
         },
         ..Default::default()
     };
     if let Some(ep) = episode {
         t.meta.insert("episode".into(), ep.to_string());
+    }
+    t.meta.insert("steps".into(), t.steps.len().to_string());
+    t.meta.insert("retrieval_calls".into(), calls.to_string());
+    for (k, v) in policy.take_notes() {
+        t.meta.insert(k, v);
     }
     t.keys.insert("goal".into(), goal_v);
     t.keys.insert("plan".into(), plan_v);
@@ -337,6 +376,39 @@ pub fn run_episode(
         retrieval_calls: calls,
         examples_retrieved: retrieved,
     })
+}
+
+/// Appends `t` with every key computed by `embedder` (goal, plan, category when given; the
+/// observation, reasoning and action of each step), `meta["steps"]` set to its step count.
+/// Used for starter trajectories, which come without keys. Returns the id.
+pub fn append_with_keys(
+    db: &Database,
+    embedder: &dyn Embedder,
+    t: &Trajectory,
+) -> AgentResult<u64> {
+    let mut t = t.clone();
+    t.keys.clear();
+    t.step_keys.clear();
+    t.meta.insert("steps".into(), t.steps.len().to_string());
+    t.keys.insert("goal".into(), embed_text(embedder, &t.goal)?);
+    t.keys.insert("plan".into(), embed_text(embedder, &t.plan)?);
+    if let Some(c) = &t.category {
+        t.keys.insert("category".into(), embed_text(embedder, c)?);
+    }
+    if !t.steps.is_empty() {
+        let mut obs = Vec::new();
+        let mut rea = Vec::new();
+        let mut act = Vec::new();
+        for st in &t.steps {
+            obs.push(embed_text(embedder, &st.observation)?);
+            rea.push(embed_text(embedder, &st.reasoning)?);
+            act.push(embed_text(embedder, &st.action)?);
+        }
+        t.step_keys.insert("observation".into(), obs);
+        t.step_keys.insert("reasoning".into(), rea);
+        t.step_keys.insert("action".into(), act);
+    }
+    Ok(db.append_as(&t, Some(&embedder.id()))?)
 }
 
 /// Hindsight relabelling: for each sub-goal `env` achieved other than its own goal, a
@@ -402,10 +474,12 @@ pub fn store_relabelled(
                     u32::try_from(s).unwrap_or(u32::MAX),
                     u32::try_from(e).unwrap_or(u32::MAX),
                 )),
+                origin: None,
             },
             steps,
             ..Default::default()
         };
+        t.meta.insert("steps".into(), t.steps.len().to_string());
         t.keys.insert("goal".into(), embed_text(embedder, &t.goal)?);
         t.keys.insert("plan".into(), embed_text(embedder, &t.plan)?);
         let mut obs = Vec::new();

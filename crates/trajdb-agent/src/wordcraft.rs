@@ -161,6 +161,14 @@ pub enum ActionError {
         /// The name given.
         name: String,
     },
+    /// A combine action ([`Interface::Combine`]) does not name exactly two table entities
+    /// (one named twice counts as two). It costs nothing.
+    NotAPair {
+        /// The action text as given.
+        action: String,
+        /// How many table entities it names.
+        named: usize,
+    },
     /// The slot index is past the end of the table.
     SlotOutOfRange {
         /// The slot given.
@@ -179,6 +187,10 @@ impl fmt::Display for ActionError {
                 "unrecognised action {action:?}: expected `select NAME` or `select N`"
             ),
             ActionError::NotOnTable { name } => write!(f, "{name:?} is not on the table"),
+            ActionError::NotAPair { action, named } => write!(
+                f,
+                "action {action:?} names {named} table entities; a combination needs exactly 2"
+            ),
             ActionError::SlotOutOfRange { slot, table_len } => write!(
                 f,
                 "slot {slot} is out of range (the table has {table_len} slots)"
@@ -849,6 +861,69 @@ pub struct Achievement {
     pub last_step: usize,
 }
 
+/// How the agent acts on a [`WordcraftEnv`] and what it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Interface {
+    /// The benchmark's own interface (trajdb's earlier default): one action selects one
+    /// table slot (`select NAME` or `select N`), two selections combine; the observation is
+    /// `Goal: create X` / `table: 0:a 1:b` / `selected: none`; the goal text is `create X`.
+    #[default]
+    Select,
+    /// The reference agent's interface (Sarukkai et al.'s Wordcraft wrapper): one action
+    /// names two table entities, parsed leniently ([`parse_pair`]); an action that does not
+    /// name exactly two is refused and costs nothing. The observation lists the table with
+    /// 1-based indices (`Ingredients on the table: 1:axe, 2:fish`); the goal text names the
+    /// goal and states the step count and limit (see [`WordcraftEnv::goal_text`]).
+    Combine,
+}
+
+/// The table slots a combine action names, in the order they appear in the text:
+/// `Some((a, b))` when exactly two mentions are found (one name written twice counts twice),
+/// else `None`.
+///
+/// Lenient by design (a model writes `fish, axe`, `Combine fish and axe.` or
+/// `**fish** + **axe**`): names are matched ASCII case-insensitively as whole words (the
+/// characters around a match are not letters or digits); where matches overlap, the longer
+/// name wins (`fire truck` over `fire`). Indices are not accepted: the reference agent names
+/// entities. Returns the number of mentions found in the error case.
+pub fn parse_pair<S: AsRef<str>>(action: &str, table: &[S]) -> Result<(usize, usize), usize> {
+    let text = action.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    // (start, end, slot) of every whole-word match.
+    let mut found: Vec<(usize, usize, usize)> = Vec::new();
+    for (slot, name) in table.iter().enumerate() {
+        let name = name.as_ref().trim().to_ascii_lowercase();
+        if name.is_empty() {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(pos) = text.get(from..).and_then(|t| t.find(&name)) {
+            let start = from + pos;
+            let end = start + name.len();
+            let before_ok = start == 0 || !bytes.get(start - 1).copied().is_some_and(word);
+            let after_ok = !bytes.get(end).copied().is_some_and(word);
+            if before_ok && after_ok {
+                found.push((start, end, slot));
+            }
+            from = start + name.len().max(1);
+        }
+    }
+    // Longer matches first; drop any match overlapping one already kept.
+    found.sort_by(|a, b| (b.1 - b.0).cmp(&(a.1 - a.0)).then(a.0.cmp(&b.0)));
+    let mut kept: Vec<(usize, usize, usize)> = Vec::new();
+    for m in found {
+        if kept.iter().all(|k| m.1 <= k.0 || m.0 >= k.1) {
+            kept.push(m);
+        }
+    }
+    kept.sort_by_key(|m| m.0);
+    match kept.as_slice() {
+        [a, b] => Ok((a.2, b.2)),
+        other => Err(other.len()),
+    }
+}
+
 /// One Wordcraft episode played through text actions.
 ///
 /// The table starts with the task's bases plus distractors (entities that are not the goal,
@@ -872,6 +947,7 @@ pub struct WordcraftEnv {
     steps: usize,
     success: bool,
     created: Vec<(u32, usize, usize)>,
+    interface: Interface,
 }
 
 impl WordcraftEnv {
@@ -925,7 +1001,62 @@ impl WordcraftEnv {
             steps: 0,
             success: false,
             created: Vec::new(),
+            interface: Interface::Select,
         })
+    }
+
+    /// The same episode played through `interface` (call before the first action).
+    pub fn with_interface(mut self, interface: Interface) -> Self {
+        self.interface = interface;
+        self
+    }
+
+    /// The interface this episode is played through.
+    pub fn interface(&self) -> Interface {
+        self.interface
+    }
+
+    /// The goal text the agent is given: `create X` ([`Interface::Select`]), or with
+    /// [`Interface::Combine`] a sentence that also states how the game is played and the
+    /// step limit, e.g. `Make cyborg from the ingredients. Each step combines exactly two
+    /// entities; cyborg takes 2 steps and you have at most 4.`
+    pub fn goal_text(&self) -> String {
+        self.goal_text_for(self.goal_name())
+    }
+
+    /// [`WordcraftEnv::goal_text`] with another goal entity (hindsight relabelling; the
+    /// number of steps it takes is then not stated, only the limit).
+    pub fn goal_text_for(&self, goal: &str) -> String {
+        match self.interface {
+            Interface::Select => format!("create {goal}"),
+            Interface::Combine if goal != self.goal_name() => format!(
+                "Make {goal} from the ingredients. Each step combines exactly two entities; \
+                 you have at most {} steps.",
+                self.limit
+            ),
+            Interface::Combine => format!(
+                "Make {goal} from the ingredients. Each step combines exactly two entities; \
+                 {goal} takes {} step{} and you have at most {}.",
+                self.task.depth,
+                if self.task.depth == 1 { "" } else { "s" },
+                self.limit
+            ),
+        }
+    }
+
+    /// What one action looks like, for the agent's prompt.
+    pub fn action_space(&self) -> &'static str {
+        match self.interface {
+            Interface::Select => {
+                "One action selects one table entity: `select NAME` (or `select N`, its slot \
+                 number). Two selections are combined; a new entity is added to the table."
+            }
+            Interface::Combine => {
+                "One action names the two table entities to combine, e.g. `fish, axe` (an \
+                 entity may be combined with itself). A new entity is added to the table. An \
+                 action that does not name exactly two entities on the table does nothing."
+            }
+        }
     }
 
     fn entity_name(&self, id: u32) -> &str {
@@ -961,8 +1092,19 @@ impl WordcraftEnv {
 
     /// The observation text, e.g.
     /// `Goal: create cyborg\ntable: 0:human 1:metal 2:fire 3:life\nselected: metal`
-    /// (`selected: none` when nothing is selected).
+    /// (`selected: none` when nothing is selected); with [`Interface::Combine`]
+    /// `Ingredients on the table: 1:human, 2:metal, 3:fire, 4:life` (1-based, no goal line:
+    /// the goal text says it).
     pub fn observation(&self) -> String {
+        if self.interface == Interface::Combine {
+            let items: Vec<String> = self
+                .table
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| format!("{}:{}", i + 1, self.entity_name(id)))
+                .collect();
+            return format!("Ingredients on the table: {}", items.join(", "));
+        }
         let mut text = format!("Goal: create {}\ntable:", self.goal_name());
         for (slot, &id) in self.table.iter().enumerate() {
             text.push_str(&format!(" {slot}:{}", self.entity_name(id)));
@@ -973,9 +1115,10 @@ impl WordcraftEnv {
     }
 
     /// The actions accepted now: `select NAME` for each table slot, in slot order (empty
-    /// once the episode is over).
+    /// once the episode is over, and with [`Interface::Combine`], whose actions are pairs:
+    /// the action space is described instead, see [`WordcraftEnv::action_space`]).
     pub fn valid_actions(&self) -> Vec<String> {
-        if self.done() {
+        if self.done() || self.interface == Interface::Combine {
             return Vec::new();
         }
         self.table
@@ -1077,6 +1220,24 @@ impl WordcraftEnv {
         if self.done() {
             return Err(ActionError::EpisodeOver);
         }
+        if self.interface == Interface::Combine {
+            let (a, b) =
+                parse_pair(action, &self.table()).map_err(|named| ActionError::NotAPair {
+                    action: action.to_string(),
+                    named,
+                })?;
+            let step = self.steps;
+            self.steps += 1;
+            self.selected = None;
+            let (event, reward) = self.mix(a, b, step, step);
+            return Ok(StepOutcome {
+                observation: self.observation(),
+                event,
+                reward,
+                done: self.done(),
+                success: self.success,
+            });
+        }
         let slot = self.resolve_slot(action)?;
         let step = self.steps;
         self.steps += 1;
@@ -1089,36 +1250,9 @@ impl WordcraftEnv {
                 }
             }
             Some((first_slot, first_step)) => {
-                let a = self.table.get(first_slot).copied().unwrap_or(u32::MAX);
-                let b = self.table.get(slot).copied().unwrap_or(u32::MAX);
-                self.combinations += 1;
-                let result = self.book.combine(a, b);
-                let mut added = false;
-                if let Some(r) = result {
-                    if !self.table.contains(&r) {
-                        let mut start = first_step;
-                        for ingredient in [a, b] {
-                            if let Some(&(_, s, _)) =
-                                self.created.iter().find(|&&(id, _, _)| id == ingredient)
-                            {
-                                start = start.min(s);
-                            }
-                        }
-                        self.table.push(r);
-                        self.created.push((r, start, step));
-                        added = true;
-                    }
-                    if r == self.task.goal {
-                        self.success = true;
-                        reward = 1.0;
-                    }
-                }
-                StepEvent::Combined {
-                    first: self.entity_name(a).to_string(),
-                    second: self.entity_name(b).to_string(),
-                    result: result.map(|r| self.entity_name(r).to_string()),
-                    added,
-                }
+                let (event, r) = self.mix(first_slot, slot, first_step, step);
+                reward = r;
+                event
             }
         };
         Ok(StepOutcome {
@@ -1128,6 +1262,49 @@ impl WordcraftEnv {
             done: self.done(),
             success: self.success,
         })
+    }
+
+    /// Combines table slots `first_slot` and `slot` (the pair's actions are `first_step` and
+    /// `step`): appends a new result, records it, and returns the event and the reward.
+    fn mix(
+        &mut self,
+        first_slot: usize,
+        slot: usize,
+        first_step: usize,
+        step: usize,
+    ) -> (StepEvent, f64) {
+        let mut reward = 0.0;
+        let a = self.table.get(first_slot).copied().unwrap_or(u32::MAX);
+        let b = self.table.get(slot).copied().unwrap_or(u32::MAX);
+        self.combinations += 1;
+        let result = self.book.combine(a, b);
+        let mut added = false;
+        if let Some(r) = result {
+            if !self.table.contains(&r) {
+                let mut start = first_step;
+                for ingredient in [a, b] {
+                    if let Some(&(_, s, _)) =
+                        self.created.iter().find(|&&(id, _, _)| id == ingredient)
+                    {
+                        start = start.min(s);
+                    }
+                }
+                self.table.push(r);
+                self.created.push((r, start, step));
+                added = true;
+            }
+            if r == self.task.goal {
+                self.success = true;
+                reward = 1.0;
+            }
+        }
+        let event = StepEvent::Combined {
+            first: self.entity_name(a).to_string(),
+            second: self.entity_name(b).to_string(),
+            result: result.map(|r| self.entity_name(r).to_string()),
+            added,
+        };
+        (event, reward)
     }
 
     /// Counts a wasted action, for callers that make invalid actions cost: it takes the next
@@ -1761,5 +1938,127 @@ mod tests {
         assert_eq!(d1.len(), 3417);
         assert_eq!(d2.len(), 35_280);
         assert!(test.len() > 8_000 && train.len() > 15_000);
+    }
+}
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    /// fire + earth -> metal; life + clay -> human; human + metal -> cyborg;
+    /// fire + fire -> sun (a self pair); "fire truck" shares a word with "fire".
+    fn book() -> RecipeBook {
+        let entities = [
+            "fire",
+            "earth",
+            "life",
+            "clay",
+            "metal",
+            "human",
+            "cyborg",
+            "sun",
+            "fire truck",
+        ];
+        let recipes = [
+            ("fire", "earth", "metal"),
+            ("life", "clay", "human"),
+            ("human", "metal", "cyborg"),
+            ("fire", "fire", "sun"),
+        ];
+        match RecipeBook::from_named_recipes(&entities, &recipes) {
+            Ok(b) => b,
+            Err(e) => panic!("book: {e}"),
+        }
+    }
+
+    fn task(book: &RecipeBook, goal: &str, depth: u8) -> Task {
+        let g = book.id(goal).unwrap_or(u32::MAX);
+        book.tasks(depth)
+            .into_iter()
+            .find(|t| t.goal == g)
+            .unwrap_or_else(|| panic!("no {goal} task of depth {depth}"))
+    }
+
+    fn env(goal: &str, depth: u8) -> WordcraftEnv {
+        let b = book();
+        let t = task(&b, goal, depth);
+        match WordcraftEnv::new(Arc::new(b), t, 0, 4, 7) {
+            Ok(e) => e.with_interface(Interface::Combine),
+            Err(e) => panic!("env: {e}"),
+        }
+    }
+
+    #[test]
+    fn combine_observation_lists_the_table_from_one_and_the_goal_states_the_step_limit() {
+        let e = env("cyborg", 2);
+        let table = e.table();
+        let want: Vec<String> = table
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}:{n}", i + 1))
+            .collect();
+        assert_eq!(
+            e.observation(),
+            format!("Ingredients on the table: {}", want.join(", "))
+        );
+        assert_eq!(
+            e.goal_text(),
+            "Make cyborg from the ingredients. Each step combines exactly two entities; \
+             cyborg takes 2 steps and you have at most 4."
+        );
+        assert!(e.valid_actions().is_empty());
+        assert!(e.action_space().contains("two table entities"));
+    }
+
+    #[test]
+    fn pair_parsing_is_lenient_whole_word_longest_first_and_needs_exactly_two() {
+        let table = ["fire", "earth", "fire truck", "clay"];
+        assert_eq!(parse_pair("fire, earth", &table), Ok((0, 1)));
+        assert_eq!(parse_pair("Combine EARTH and fire.", &table), Ok((1, 0)));
+        assert_eq!(parse_pair("**clay** + **fire truck**", &table), Ok((3, 2)));
+        assert_eq!(parse_pair("fire and fire", &table), Ok((0, 0)));
+        // "firetruck" and "fireworks" are other words; "fire truck" is not two mentions.
+        assert_eq!(parse_pair("fireworks, earth", &table), Err(1));
+        assert_eq!(parse_pair("fire truck", &table), Err(1));
+        assert_eq!(parse_pair("fire, earth, clay", &table), Err(3));
+        assert_eq!(parse_pair("", &table), Err(0));
+        assert_eq!(parse_pair("1, 2", &table), Err(0));
+    }
+
+    #[test]
+    fn an_unparseable_combine_action_costs_nothing_and_a_pair_costs_one_combination() {
+        let mut e = env("metal", 1);
+        let before = e.observation();
+        for bad in ["select fire", "fire", "earth, earth, fire", "water, fire"] {
+            assert!(
+                matches!(e.step(bad), Err(ActionError::NotAPair { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(e.observation(), before);
+        assert_eq!((e.combinations_used(), e.steps_taken()), (0, 0));
+        // Through the agent's Environment trait too: refused, no combination used.
+        crate::Environment::step(&mut e, "nonsense").unwrap_or_else(|x| panic!("{x}"));
+        assert_eq!(e.combinations_used(), 0);
+        let out = e.step("earth and fire").unwrap_or_else(|x| panic!("{x}"));
+        assert!(out.success && out.done);
+        assert_eq!((e.combinations_used(), e.steps_taken()), (1, 1));
+        assert!(e.observation().ends_with(", 3:metal"));
+        assert_eq!(e.achievements()[0].first_step, 0);
+    }
+
+    #[test]
+    fn combine_interface_reaches_a_depth_two_goal_in_two_actions() {
+        let mut e = env("cyborg", 2);
+        let a = e.step("life, clay").unwrap_or_else(|x| panic!("{x}"));
+        assert!(matches!(a.event, StepEvent::Combined { added: true, .. }));
+        let b = e.step("human and metal").unwrap_or_else(|x| panic!("{x}"));
+        assert!(b.success);
+        let names: Vec<(String, usize, usize)> = e
+            .achievements()
+            .into_iter()
+            .map(|x| (x.entity, x.first_step, x.last_step))
+            .collect();
+        assert_eq!(names, vec![("human".into(), 0, 0), ("cyborg".into(), 0, 1)]);
     }
 }

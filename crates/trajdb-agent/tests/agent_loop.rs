@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use trajdb::{Database, Embedder, HashEmbedder, Options, Stage};
 use trajdb_agent::policy::{Context, Policy};
-use trajdb_agent::react::{ensure_spaces, run_episode, AgentOptions, Store};
+use trajdb_agent::react::{ensure_spaces, run_episode, AgentOptions, ReasonRetrieval, Store};
 use trajdb_agent::{AgentResult, Environment};
 
 /// Count up to 3 with `inc`; anything else wastes a step; at most 5 steps.
@@ -79,6 +79,7 @@ fn loop_stores_keys_logs_every_retrieval_once_and_q_matches_episode_log() {
     ensure_spaces(&db, &emb).unwrap();
     let opts = AgentOptions {
         store: Store::All,
+        reason_retrieval: ReasonRetrieval::EveryStep,
         ..Default::default()
     };
 
@@ -167,6 +168,80 @@ fn loop_stores_keys_logs_every_retrieval_once_and_q_matches_episode_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Records, per reasoning call, the ids of the examples shown and the history length.
+#[derive(Default)]
+struct Recorder {
+    reason_ids: Vec<Vec<u64>>,
+    act_ids: Vec<Vec<u64>>,
+    history: Vec<usize>,
+}
+
+impl Policy for Recorder {
+    fn plan(&mut self, _: &Context<'_>) -> AgentResult<String> {
+        Ok("increment three times".into())
+    }
+    fn reason(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        self.reason_ids
+            .push(c.examples.iter().map(|e| e.id).collect());
+        self.history.push(c.history.len());
+        Ok(format!("at {} I increment", c.observation))
+    }
+    fn act(&mut self, c: &Context<'_>) -> AgentResult<String> {
+        self.act_ids.push(c.examples.iter().map(|e| e.id).collect());
+        Ok("inc".into())
+    }
+}
+
+#[test]
+fn reference_reasoning_retrieves_once_then_reuses_the_acting_examples() {
+    let dir = temp("agent-first-step");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    let emb = HashEmbedder::default();
+    ensure_spaces(&db, &emb).unwrap();
+    let opts = AgentOptions::default();
+    assert_eq!(opts.reason_retrieval, ReasonRetrieval::FirstStep);
+    for _ in 0..2 {
+        run_episode(
+            &db,
+            &emb,
+            &mut Scripted::default(),
+            &mut Counter { n: 0, steps: 0 },
+            &opts,
+        )
+        .unwrap();
+    }
+    let mut p = Recorder::default();
+    let r = run_episode(&db, &emb, &mut p, &mut Counter { n: 0, steps: 0 }, &opts).unwrap();
+    // Plan, one reasoning retrieval at step 0, then one acting retrieval per step.
+    assert_eq!(r.retrieval_calls, 1 + 1 + 3);
+    assert_eq!(p.reason_ids.len(), 3);
+    for step in 1..3 {
+        assert_eq!(p.reason_ids[step], p.act_ids[step - 1], "step {step}");
+    }
+    assert!(!p.reason_ids[0].is_empty());
+    // Each stage sees the episode so far.
+    assert_eq!(p.history, vec![0, 1, 2]);
+    let stored = db.get(r.stored.unwrap()).unwrap();
+    assert_eq!(stored.meta["retrieval_calls"], "5");
+    assert_eq!(stored.meta["steps"], "3");
+    // Every step retrieves for reasoning with EveryStep.
+    let every = AgentOptions {
+        reason_retrieval: ReasonRetrieval::EveryStep,
+        ..Default::default()
+    };
+    let r = run_episode(
+        &db,
+        &emb,
+        &mut Recorder::default(),
+        &mut Counter { n: 0, steps: 0 },
+        &every,
+    )
+    .unwrap();
+    assert_eq!(r.retrieval_calls, 1 + 2 * 3);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
     let dir = temp("agent-stages");
@@ -187,6 +262,7 @@ fn disabled_stages_do_not_retrieve_and_evaluation_logs_nothing() {
             reason: true,
             act: false,
         },
+        reason_retrieval: ReasonRetrieval::EveryStep,
         store: Store::Nothing,
         log_usage: false,
         ..Default::default()
@@ -377,6 +453,8 @@ fn ctx<'a>(obs: &'a str, thought: &'a str) -> Context<'a> {
         observation: obs,
         thought,
         actions: None,
+        action_space: None,
+        history: &[],
         examples: &[],
     }
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use std::collections::BTreeSet;
-use trajdb_agent::methods::{curate, run_seed, segment_ends, Experiment, Method};
+use trajdb_agent::methods::{
+    curate, q_values, run_seed, segment_ends, Curation, Experiment, Method, QWeighting,
+};
 use trajdb_agent::policy::{OfflinePolicy, Policy};
 
 use trajdb::{Database, Embedder, HashEmbedder, Options, RetrievalEvent, Stage, Trajectory};
@@ -13,7 +15,7 @@ use trajdb_agent::predict::{
     auroc, calibration, fit_logistic, recipe_features, shown_recipes, Predictor, FEATURES,
 };
 use trajdb_agent::react::{ensure_spaces, AgentOptions};
-use trajdb_agent::wordcraft::RecipeBook;
+use trajdb_agent::wordcraft::{Interface, RecipeBook};
 use trajdb_agent::{wordcraft_task_id, AgentResult};
 
 fn temp(name: &str) -> std::path::PathBuf {
@@ -75,6 +77,7 @@ fn exemplar_curation_keeps_one_highest_q_success_per_training_task() {
         &book,
         &base.join("out"),
         &HashEmbedder::default(),
+        Curation::TRAJDB,
     )
     .unwrap();
     let kept: Vec<Trajectory> = out
@@ -142,9 +145,88 @@ fn calibration_bins_count_and_average() {
 }
 
 #[test]
-fn segments_start_at_twenty_and_double() {
-    assert_eq!(segment_ends(400), vec![20, 60, 140, 300, 400]);
-    assert_eq!(segment_ends(10), vec![10]);
+fn segments_double_from_the_first_length_ten_for_the_reference_twenty_for_the_paper_text() {
+    assert_eq!(segment_ends(400, 20), vec![20, 60, 140, 300, 400]);
+    assert_eq!(segment_ends(10, 20), vec![10]);
+    assert_eq!(segment_ends(160, 10), vec![10, 30, 70, 150, 160]);
+    assert_eq!(segment_ends(5, 0), vec![1, 3, 5]);
+}
+
+/// Trajectory with the meta the agent stores: its episode and retrieval calls.
+fn traj_of_episode(task: &str, success: bool, ep: u64, calls: u64) -> Trajectory {
+    let mut t = traj(task, success);
+    t.meta.insert("episode".into(), ep.to_string());
+    t.meta.insert("retrieval_calls".into(), calls.to_string());
+    t
+}
+
+#[test]
+fn q_weighting_paper_counts_retrievals_per_call_weighs_each_episode_by_its_calls() {
+    let base = temp("qweight");
+    let db = Database::open(base.join("a"), Options::default()).unwrap();
+    let x = db.append(&traj("x", true)).unwrap();
+    // Episode 1 (success, 2 calls) retrieved x once; episode 2 (failure, 10 calls)
+    // retrieved x 4 times.
+    let e1 = db.begin_episode().unwrap();
+    let ev = |n: usize| -> Vec<RetrievalEvent> {
+        (0..n)
+            .map(|_| RetrievalEvent {
+                id: x,
+                step: None,
+                stage: Stage::Act,
+            })
+            .collect()
+    };
+    db.log_retrievals(e1, &ev(1)).unwrap();
+    db.set_episode_outcome(e1, Some(true)).unwrap();
+    let e2 = db.begin_episode().unwrap();
+    db.log_retrievals(e2, &ev(4)).unwrap();
+    db.set_episode_outcome(e2, Some(false)).unwrap();
+    db.append(&traj_of_episode("t1", true, e1, 2)).unwrap();
+    db.append(&traj_of_episode("t2", false, e2, 10)).unwrap();
+    // Paper: 1 / (1 + 4) = 0.2. Per call: (1/2) / (1/2 + 4/10) = 0.5 / 0.9.
+    let paper = q_values(&db, QWeighting::Paper).unwrap()[&x];
+    let per_call = q_values(&db, QWeighting::PerCall).unwrap()[&x];
+    assert!((paper - 0.2).abs() < 1e-12, "{paper}");
+    assert!((per_call - 0.5 / 0.9).abs() < 1e-12, "{per_call}");
+    drop(db);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn reference_curation_keeps_only_q_above_zero_trajdb_keeps_the_best_anyway() {
+    let base = temp("qthreshold");
+    let book = RecipeBook::builtin_default();
+    let tasks: Vec<_> = book.tasks(1).into_iter().take(3).collect();
+    let ids: Vec<String> = tasks.iter().map(|t| wordcraft_task_id(&book, t)).collect();
+    let make = |name: &str| {
+        let db = Database::open(base.join(name), Options::default()).unwrap();
+        let zero = db.append(&traj(&ids[0], true)).unwrap(); // Q = 0
+        let _never = db.append(&traj(&ids[1], true)).unwrap(); // no Q
+        let good = db.append(&traj(&ids[2], true)).unwrap(); // Q = 1
+        episode(&db, &[zero], false);
+        episode(&db, &[good], true);
+        db
+    };
+    let kept = |rule: Curation, out: &str| -> Vec<String> {
+        let src = make(&format!("src-{out}"));
+        let db = curate(
+            &[src],
+            &tasks,
+            &book,
+            &base.join(out),
+            &HashEmbedder::default(),
+            rule,
+        )
+        .unwrap();
+        db.ids()
+            .into_iter()
+            .map(|id| db.get(id).unwrap().task)
+            .collect()
+    };
+    assert_eq!(kept(Curation::REFERENCE, "ref"), vec![ids[2].clone()]);
+    assert_eq!(kept(Curation::TRAJDB, "ours"), ids);
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -172,6 +254,11 @@ fn short_db_curation_run_reports_consistent_figures() {
         policy: &factory,
         checkpoints: vec![10],
         progress: &mut progress,
+        interface: Interface::Select,
+        segment_first: 20,
+        curation: Curation::TRAJDB,
+        starter: &[],
+        max_failures: 0,
     };
     let r = run_seed(Method::DbCuration, &mut e).unwrap();
     assert!(r.forks <= 2);
@@ -352,4 +439,115 @@ fn training_features_see_only_what_was_stored_before_the_episode() {
     assert!(p.fit(&db, &emb).unwrap().is_some());
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The offline stand-in, except that planning fails with an LLM error on every third call.
+struct Flaky {
+    inner: OfflinePolicy,
+    calls: usize,
+}
+
+impl Policy for Flaky {
+    fn plan(&mut self, c: &trajdb_agent::policy::Context<'_>) -> AgentResult<String> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(3) {
+            return Err(trajdb_agent::AgentError::Llm(
+                trajdb_agent::openai::LlmError::Timeout {
+                    url: "http://127.0.0.1:9/v1/chat/completions".into(),
+                    after: std::time::Duration::from_secs(1),
+                },
+            ));
+        }
+        self.inner.plan(c)
+    }
+    fn reason(&mut self, c: &trajdb_agent::policy::Context<'_>) -> AgentResult<String> {
+        self.inner.reason(c)
+    }
+    fn act(&mut self, c: &trajdb_agent::policy::Context<'_>) -> AgentResult<String> {
+        self.inner.act(c)
+    }
+}
+
+fn flaky_run(name: &str, max_failures: usize) -> AgentResult<trajdb_agent::methods::SeedResult> {
+    let base = temp(name);
+    let book = Arc::new(RecipeBook::builtin_default());
+    let tasks = book.tasks(1);
+    let (train, test) = (&tasks[..9], &tasks[100..106]);
+    let factory = |seed: u64| -> AgentResult<Box<dyn Policy>> {
+        Ok(Box::new(Flaky {
+            inner: OfflinePolicy::new(seed),
+            calls: 0,
+        }))
+    };
+    let mut progress = |_: usize, _: usize| {};
+    let mut e = Experiment {
+        book: book.clone(),
+        train,
+        test,
+        seed: 1,
+        agent: AgentOptions::default(),
+        hindsight: false,
+        population: 1,
+        dir: base.clone(),
+        distractors: 0,
+        max_combinations: 4,
+        embedder: &HashEmbedder::default(),
+        policy: &factory,
+        checkpoints: vec![],
+        progress: &mut progress,
+        interface: Interface::Combine,
+        segment_first: 10,
+        curation: Curation::REFERENCE,
+        starter: &[],
+        max_failures,
+    };
+    let r = run_seed(Method::TrajBootstrap, &mut e);
+    if let Ok(r) = &r {
+        let db = Database::open(
+            &r.final_db,
+            Options {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let errors: Vec<Trajectory> = db
+            .ids()
+            .into_iter()
+            .map(|id| db.get(id).unwrap())
+            .filter(|t| t.meta.contains_key("error"))
+            .collect();
+        // Training: calls 3, 6, 9 of 9 failed; each is stored with an unknown outcome.
+        assert_eq!(errors.len(), 3);
+        assert!(errors.iter().all(|t| t.outcome.success.is_none()));
+        assert!(errors[0].meta["error"].contains("timed out"));
+        assert_eq!(db.ids().len(), 9);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    r
+}
+
+#[test]
+fn a_failing_task_is_recorded_and_counted_and_the_run_goes_on() {
+    let r = flaky_run("flaky-ok", 100).unwrap();
+    // 3 training failures, and in each of the two evaluations (before, after: a fresh
+    // policy each) calls 3 and 6 of 6 fail.
+    let train = r.failures.iter().filter(|f| f.part == "train").count();
+    let test = r.failures.iter().filter(|f| f.part == "test").count();
+    assert_eq!((train, test), (3, 4));
+    assert_eq!(r.failures[0].index, 2);
+    assert!(r.after <= 4.0 / 6.0 + 1e-9);
+}
+
+#[test]
+fn more_failures_than_tolerated_end_the_run_with_one_clear_error() {
+    let err = flaky_run("flaky-abort", 2)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.starts_with("3 tasks failed, more than the 2 tolerated"),
+        "{err}"
+    );
+    assert!(err.contains("timed out"), "{err}");
 }

@@ -49,6 +49,8 @@ fn ctx<'a>(obs: &'a str, actions: &'a [String], examples: &'a [Example]) -> Cont
         observation: obs,
         thought: "",
         actions: Some(actions),
+        action_space: None,
+        history: &[],
         examples,
     }
 }

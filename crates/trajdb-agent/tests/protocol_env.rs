@@ -121,6 +121,8 @@ fn requests_have_the_documented_shapes_order_and_trajectories_carry_the_hello_na
             "--max-steps",
             "4",
             "--hindsight",
+            "--seeds",
+            "1",
         ],
     );
     let r = r.unwrap();

@@ -213,7 +213,7 @@ fn bad_embedder_options_are_refused_before_anything_is_written() {
     );
     assert_refused(
         &r,
-        &["--embedder: unknown embedder \"minilm\"; expected hash or openai:MODEL"],
+        &["--embedder: unknown embedder \"minilm\"; expected hash, minilm:PATH or openai:MODEL"],
     );
     let r = trajdb(
         &[

@@ -47,6 +47,8 @@ mod with_feature {
             names,
             [
                 "id",
+                "origin",
+                "origin_id",
                 "task",
                 "env",
                 "category",
@@ -177,6 +179,83 @@ mod with_feature {
         let _ = std::fs::remove_file(&broken);
         let _ = std::fs::remove_file(&foreign);
         let _ = std::fs::remove_dir_all(&db);
+    }
+
+    /// `export --usage --parquet DIR`: one row per retrieval event and one per episode,
+    /// named by origin, with the documented columns and types.
+    #[test]
+    fn usage_exports_one_row_per_retrieval_and_per_episode_by_origin() {
+        use arrow_array::types::UInt32Type;
+        use arrow_array::Array;
+        use trajdb::{Database, Options, RetrievalEvent, Stage};
+        let dir = seeded("pq-usage");
+        let (origin, ep1) = {
+            let db = Database::open(&dir, Options::default()).unwrap();
+            let ev = |id, step, stage| RetrievalEvent { id, step, stage };
+            let e1 = db.begin_episode().unwrap();
+            db.log_retrievals(
+                e1,
+                &[ev(10, Some(1), Stage::Reason), ev(12, None, Stage::Plan)],
+            )
+            .unwrap();
+            db.set_episode_outcome(e1, Some(true)).unwrap();
+            let e2 = db.begin_episode().unwrap();
+            db.log_retrievals(e2, &[ev(10, None, Stage::Act)]).unwrap();
+            (db.origin().unwrap(), e1)
+        };
+        let out = tmp("pq-usage-out");
+        ok(&["export", s(&dir), "--usage", "--parquet", s(&out)]);
+        let (schema, batches, _) = read(&out.join("retrievals.parquet"));
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "origin",
+                "episode",
+                "trajectory_origin",
+                "trajectory",
+                "step",
+                "stage",
+                "db_episode",
+                "db_trajectory"
+            ]
+        );
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 3);
+        let u64s = |n: &str| -> Vec<u64> {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(u64s("origin"), [origin; 3]);
+        assert_eq!(u64s("episode"), [ep1, ep1, ep1 + 1]);
+        assert_eq!(u64s("trajectory"), [10, 12, 10]);
+        assert_eq!(u64s("trajectory_origin"), [origin; 3]);
+        let stage = b.column_by_name("stage").unwrap().as_string::<i32>();
+        let stages: Vec<&str> = (0..3).map(|i| stage.value(i)).collect();
+        assert_eq!(stages, ["reason", "plan", "act"]);
+        let step = b
+            .column_by_name("step")
+            .unwrap()
+            .as_primitive::<UInt32Type>();
+        let steps: Vec<Option<u32>> = (0..3)
+            .map(|i| step.is_valid(i).then(|| step.value(i)))
+            .collect();
+        assert_eq!(steps, [Some(1), None, None]);
+        let (schema, batches, _) = read(&out.join("episodes.parquet"));
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["origin", "episode", "outcome", "created_ms", "db_episode"]
+        );
+        let outcome = batches[0].column_by_name("outcome").unwrap().as_boolean();
+        let outcomes: Vec<Option<bool>> = (0..2)
+            .map(|i| outcome.is_valid(i).then(|| outcome.value(i)))
+            .collect();
+        assert_eq!(outcomes, [Some(true), None]);
     }
 }
 

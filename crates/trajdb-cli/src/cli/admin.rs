@@ -52,6 +52,8 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
             trajdb::Options {
                 read_only: true,
                 create: false,
+                // Scan the whole log: a checkpoint would let damage it covers go unseen.
+                verify_on_open: true,
                 ..trajdb::Options::default()
             },
         );
@@ -122,6 +124,62 @@ pub fn delete(db: &Path, id: u64) -> CliResult {
     d.delete(id)?;
     note(&format!(
         "trajdb: deleted trajectory {id} (run `trajdb compact` to reclaim its space)"
+    ));
+    Ok(())
+}
+
+/// `trajdb merge DST SRC...`: checks every source first (an incompatible one is refused with
+/// one line and nothing is written), then merges them in order.
+pub fn merge(a: &super::MergeArgs) -> CliResult {
+    let mut srcs = Vec::with_capacity(a.sources.len());
+    for p in &a.sources {
+        // Full checking as it opens (a merge reads every commit anyway), so a damaged source
+        // is refused before the destination is created or written.
+        srcs.push(super::open_read_checked(p)?);
+    }
+    let refs: Vec<&Database> = srcs.iter().collect();
+    // The sources fit together before a new destination is created, and fit the
+    // destination before anything is written to it.
+    if !a.dst.join("log").exists() {
+        Database::check_sources(&refs)?;
+    }
+    let dst = super::open_create(&a.dst, Durability::SyncEachCommit)?;
+    dst.check_merge(&refs)?;
+    for (path, src) in a.sources.iter().zip(&refs) {
+        let spin = Progress::spinner("merging");
+        let r = dst.merge_from(src)?;
+        spin.finish();
+        if a.json {
+            let line = serde_json::json!({ "source": path.display().to_string(), "report": r });
+            super::write_line(&mut std::io::stdout().lock(), &line.to_string())?;
+        } else {
+            println!(
+                "merged {}: {} trajectories added ({} already there, {} relabelled), {} episodes begun, {} retrievals added{}, {} episode outcomes set; {} commits",
+                path.display(),
+                r.trajectories,
+                r.trajectories_present,
+                r.trajectory_outcomes,
+                r.episodes,
+                r.retrievals,
+                if r.retrievals_skipped > 0 {
+                    format!(
+                        " ({} skipped: their trajectory was deleted in the source before it was merged)",
+                        r.retrievals_skipped
+                    )
+                } else {
+                    String::new()
+                },
+                r.episode_outcomes,
+                r.commits
+            );
+        }
+    }
+    let s = dst.stats();
+    note(&format!(
+        "trajdb: {} now holds {} trajectories and {} episodes",
+        a.dst.display(),
+        s.trajectories,
+        s.episodes
     ));
     Ok(())
 }

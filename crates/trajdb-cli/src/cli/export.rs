@@ -8,8 +8,8 @@ use trajdb::Trajectory;
 
 use super::progress::{self, Progress};
 use super::{
-    json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
-    InspectArgs,
+    json_line, open_read, open_read_checked, out_err, write_line, CliResult, ExportArgs,
+    ExportFormat, GetArgs, InspectArgs,
 };
 
 /// `trajdb get DB ID`.
@@ -215,6 +215,28 @@ fn export_parquet(db: &trajdb::Database, path: &std::path::Path, a: &ExportArgs)
     Ok(())
 }
 
+/// `trajdb export DB --usage --parquet DIR`.
+#[cfg(feature = "parquet")]
+fn export_usage_parquet(db: &trajdb::Database, dir: &std::path::Path) -> CliResult {
+    let bar = Progress::bar(db.stats().episodes, "exporting usage", false);
+    let (events, episodes) = super::parquet::export_usage(db, dir, &bar)?;
+    bar.finish();
+    progress::note(&format!(
+        "trajdb: wrote {events} retrieval events to {} and {episodes} episodes to {}",
+        dir.join("retrievals.parquet").display(),
+        dir.join("episodes.parquet").display()
+    ));
+    Ok(())
+}
+
+/// Without the `parquet` feature `--usage --parquet` is refused.
+#[cfg(not(feature = "parquet"))]
+fn export_usage_parquet(_: &trajdb::Database, _: &std::path::Path) -> CliResult {
+    Err("--parquet: this trajdb was built without Parquet support (build with `cargo build --release --features parquet`)"
+        .to_string()
+        .into())
+}
+
 /// Without the `parquet` feature `--parquet` is refused.
 #[cfg(not(feature = "parquet"))]
 fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> CliResult {
@@ -225,9 +247,12 @@ fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> 
 
 /// `trajdb export DB`.
 pub fn export(a: &ExportArgs) -> CliResult {
-    let db = open_read(&a.db)?;
+    let db = open_read_checked(&a.db)?;
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     if a.usage {
+        if let Some(dir) = &a.parquet {
+            return export_usage_parquet(&db, dir);
+        }
         for l in usage_lines(&db) {
             write_line(&mut out, &json_line(&l)?)?;
         }

@@ -85,7 +85,7 @@ pub fn import(a: &ImportArgs) -> CliResult {
     let opts = ImportOptions {
         embed: a.embed.clone(),
         dims: a.dims,
-        model: model.map(|m| Arc::new(m) as Arc<dyn Embedder>),
+        model,
         metric: a.metric.map(Metric::from),
         skip_existing: a.skip_existing,
     };
@@ -150,19 +150,30 @@ fn nothing(e: Error) -> Failure {
     Failure(format!("{e}; nothing was imported"))
 }
 
-/// The model embedder of `--embedder openai:MODEL` (None for the built-in hash embedder),
-/// reached once so that an unreachable server is refused before anything is done.
-fn model_embedder(a: &ImportArgs) -> CliResult<Option<OpenAiEmbedder>> {
-    match EmbedderSpec::parse(&a.embedder, "--embedder").map_err(|e| e.to_string())? {
+/// The model embedder of `--embedder minilm:PATH` or `openai:MODEL` (None for the built-in
+/// hash embedder), loaded or reached once so that a bad model folder or an unreachable
+/// server is refused before anything is done.
+fn model_embedder(a: &ImportArgs) -> CliResult<Option<Arc<dyn Embedder>>> {
+    let spec = EmbedderSpec::parse(&a.embedder, "--embedder").map_err(|e| e.to_string())?;
+    if spec != EmbedderSpec::Hash && a.dims.is_some() {
+        return Err(
+            "--dims: only applies to --embedder hash; a model's dimensions are its own"
+                .to_string()
+                .into(),
+        );
+    }
+    match spec {
         EmbedderSpec::Hash => Ok(None),
+        EmbedderSpec::MiniLm(_) => {
+            let m = spec.build(0, None, None).map_err(|e| {
+                format!(
+                    "--embedder {}: {e}; nothing was imported",
+                    a.embedder.trim()
+                )
+            })?;
+            Ok(Some(Arc::from(m)))
+        }
         EmbedderSpec::OpenAi(name) => {
-            if a.dims.is_some() {
-                return Err(
-                    "--dims: only applies to --embedder hash; a model's dimensions are its own"
-                        .to_string()
-                        .into(),
-                );
-            }
             let timeout =
                 check_timeout(a.llm_timeout, "--llm-timeout").map_err(|e| e.to_string())?;
             let client = OpenAiClient::from_env(&name)
@@ -171,7 +182,7 @@ fn model_embedder(a: &ImportArgs) -> CliResult<Option<OpenAiEmbedder>> {
                 .with_retries(a.llm_retries);
             let m = OpenAiEmbedder::connect(client, &name)
                 .map_err(|e| format!("--embedder openai:{name}: {e}; nothing was imported"))?;
-            Ok(Some(m))
+            Ok(Some(Arc::new(m)))
         }
     }
 }

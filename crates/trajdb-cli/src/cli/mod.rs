@@ -86,6 +86,14 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
+    /// Exemplar curation's choice, without copying anything: per task, the successful
+    /// trajectory with the highest Q (no Q counts as -1; ties keep the one committed first),
+    /// as `bootstrap --method exemplar-curation` picks it. One line per task, by task.
+    Curate(CurateArgs),
+    /// Merge databases into DST (created if absent): every trajectory and usage event of
+    /// each source lands in DST exactly once. Rerunning adds only what is new; a merge that
+    /// was interrupted is completed by running it again. Sources are only read.
+    Merge(MergeArgs),
     /// Run the method end to end on Wordcraft or on an outside environment speaking the
     /// environment protocol (`--env-cmd`): Traj-Bootstrap with optional database and
     /// exemplar curation, test success before and after, learning curve, success predictor.
@@ -125,9 +133,9 @@ pub struct ImportArgs {
     /// metric is refused.
     #[arg(long, value_enum)]
     pub metric: Option<MetricArg>,
-    /// Embed these text fields with the built-in hash embedder into key spaces of the same
-    /// name, for records that carry no vector for them. With a key-space header line the
-    /// header must define these spaces with that embedder.
+    /// Embed these text fields with the `--embedder` (by default the built-in hash embedder)
+    /// into key spaces of the same name, for records that carry no vector for them. With a
+    /// key-space header line the header must define these spaces with that embedder.
     #[arg(long, value_delimiter = ',', value_name = "FIELD[,FIELD..]",
           value_parser = ["goal", "plan", "category", "task", "observation", "reasoning", "action"])]
     pub embed: Vec<String>,
@@ -135,14 +143,16 @@ pub struct ImportArgs {
     /// dimensions are its own).
     #[arg(long, requires = "embed", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub dims: Option<u32>,
-    /// Embedder of the `--embed` spaces: `hash` (built-in, no model) or `openai:MODEL` (an
+    /// Embedder of the `--embed` spaces: `hash` (built-in, no model), `minilm:PATH`
+    /// (all-MiniLM-L6-v2, 384 dims, on the CPU from the model folder PATH; texts cut at 256
+    /// word pieces; needs a build with `--features minilm`) or `openai:MODEL` (an
     /// OpenAI-compatible /v1/embeddings server at `OPENAI_BASE_URL`, key `OPENAI_API_KEY`);
     /// the spaces record it.
     #[arg(
         long,
         requires = "embed",
         default_value = "hash",
-        value_name = "hash|openai:MODEL"
+        value_name = "hash|minilm:PATH|openai:MODEL"
     )]
     pub embedder: String,
     /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
@@ -197,6 +207,11 @@ pub struct SearchArgs {
     /// The query.
     #[command(flatten)]
     pub query: QueryArg,
+    /// Embedder of the `--text` query; it must be the one the key space records. By default
+    /// that recorded one (`hash`, or `openai:MODEL` through `OPENAI_BASE_URL`); a space made
+    /// with MiniLM needs `minilm:PATH`, its model folder.
+    #[arg(long, requires = "text", value_name = "hash|minilm:PATH|openai:MODEL")]
+    pub embedder: Option<String>,
     /// Number of results. They are rows of the key space: in a step-level space each hit
     /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
@@ -234,6 +249,11 @@ pub struct RetrieveArgs {
     /// ranked by trajectory score + step score, and the window is centred on that step.
     #[arg(long, value_name = "SPACE=TEXT|SPACE=@FILE")]
     pub step_key: Option<String>,
+    /// Embedder of the `SPACE=TEXT` keys; it must be the one each of their key spaces
+    /// records. By default that recorded one (`hash`, or `openai:MODEL` through
+    /// `OPENAI_BASE_URL`); spaces made with MiniLM need `minilm:PATH`, its model folder.
+    #[arg(long, value_name = "hash|minilm:PATH|openai:MODEL")]
+    pub embedder: Option<String>,
     /// Number of examples.
     #[arg(short = 'k', value_name = "K", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -241,7 +261,8 @@ pub struct RetrieveArgs {
     /// Steps kept on each side of the matched step.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub window: u32,
-    /// Only successful trajectories (the method's default).
+    /// Only successful trajectories (what the method retrieves; off by default here, so any
+    /// trajectory can be looked up; Python's `retrieve` defaults to on).
     #[arg(long)]
     pub success_only: bool,
     /// Only this environment.
@@ -302,7 +323,13 @@ pub struct ExportArgs {
     /// Export only successful trajectories.
     #[arg(long, conflicts_with = "usage")]
     pub success_only: bool,
-    /// Export the episodes' retrieval logs instead of trajectories.
+    /// Export the episodes' retrieval logs instead of trajectories: one JSON line per
+    /// episode, or with `--parquet DIR` two Parquet files in DIR, `retrievals.parquet` (one
+    /// row per retrieval event: origin, episode, trajectory_origin, trajectory, step, stage,
+    /// db_episode, db_trajectory) and `episodes.parquet` (one row per episode: origin,
+    /// episode, outcome, created_ms, db_episode). `origin`/`episode` and
+    /// `trajectory_origin`/`trajectory` name episodes and trajectories where they were
+    /// first written, so exports of many databases can be queried together.
     #[arg(long)]
     pub usage: bool,
     /// Write the key-space header line first (`{"trajdb_spaces":[...]}`: every space's
@@ -312,11 +339,11 @@ pub struct ExportArgs {
     pub with_spaces: bool,
     /// Write a Parquet file here instead of JSONL to stdout: one row per trajectory (with
     /// `--format chat`, an `id` and a `messages` column). Needs the `parquet` cargo feature.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["usage", "with_spaces"])]
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "with_spaces")]
     pub parquet: Option<PathBuf>,
     /// Add the usage counters and Q as columns (`retrievals`, `episodes`,
     /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
-    #[arg(long, requires = "parquet")]
+    #[arg(long, requires = "parquet", conflicts_with = "usage")]
     pub with_utility: bool,
 }
 
@@ -359,6 +386,30 @@ pub struct ForkArgs {
     pub db: PathBuf,
     /// New directory (must not exist or be empty).
     pub dst: PathBuf,
+}
+
+/// Arguments of `curate`.
+#[derive(Debug, Args)]
+pub struct CurateArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// JSON lines {"task","id","origin","origin_id","q"} (q null when the trajectory has
+    /// no Q).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Destination database directory (created if absent).
+    pub dst: PathBuf,
+    /// Source database directories, merged in this order.
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Print one JSON object per source (what was added) instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `delete`.
@@ -413,11 +464,22 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db, a.force),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
+        Command::Merge(a) => admin::merge(&a),
+        Command::Curate(a) => query::curate(&a),
         Command::Bootstrap(mut a) => {
             a.quiet = a.quiet || cli.quiet;
             trajdb_agent::bootstrap::run(&a)
                 .map_err(|e| Failure(e.to_string()))
-                .and_then(|r| trajdb_agent::bootstrap::print(&r, a.json).map_err(out_err))
+                .and_then(|r| {
+                    if let Some(dir) = &a.report {
+                        let page = trajdb_agent::report::write(&r, dir)
+                            .map_err(|e| Failure(e.to_string()))?;
+                        if !a.quiet {
+                            eprintln!("report: {}", page.display());
+                        }
+                    }
+                    trajdb_agent::bootstrap::print(&r, a.json, a.verbose).map_err(out_err)
+                })
         }
     };
     match r {
@@ -470,12 +532,25 @@ pub fn open_read(db: &Path) -> CliResult<Database> {
 
 /// [`open_read`], optionally without the damaged-tail warning (`verify` reports it itself).
 pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
+    open_read_with(db, warn, false)
+}
+
+/// [`open_read`] that ignores the checkpoint and checks every commit and key row as it opens
+/// (`Options::verify_on_open`): for commands that read the whole database anyway
+/// (`export`), so damage at rest in commits the checkpoint covers is refused rather than
+/// exported around.
+pub fn open_read_checked(db: &Path) -> CliResult<Database> {
+    open_read_with(db, true, true)
+}
+
+fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Database> {
     must_exist(db)?;
     let d = Database::open(
         db,
         Options {
             read_only: true,
             create: false,
+            verify_on_open,
             ..Options::default()
         },
     )?;
@@ -515,6 +590,7 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: false,
             lock_timeout: lock_wait(),
+            ..Options::default()
         },
     )
     .map_err(locked_hint)?;
@@ -551,6 +627,7 @@ pub fn open_create(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: true,
             lock_timeout: lock_wait(),
+            ..Options::default()
         },
     )
     .map_err(locked_hint)?;

@@ -80,6 +80,8 @@ struct Columns {
     chat: bool,
     spaces: Vec<SpaceDef>,
     id: UInt64Builder,
+    origin: UInt64Builder,
+    origin_id: UInt64Builder,
     task: StringBuilder,
     env: StringBuilder,
     category: StringBuilder,
@@ -114,6 +116,8 @@ impl Columns {
             chat,
             spaces: spaces.to_vec(),
             id: UInt64Builder::new(),
+            origin: UInt64Builder::new(),
+            origin_id: UInt64Builder::new(),
             task: StringBuilder::new(),
             env: StringBuilder::new(),
             category: StringBuilder::new(),
@@ -164,7 +168,12 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, t: &Trajectory, u: &trajdb::Utility) -> CliResult<bool> {
+    fn push(
+        &mut self,
+        t: &Trajectory,
+        u: &trajdb::Utility,
+        origin: trajdb::Origin,
+    ) -> CliResult<bool> {
         let id = t.id.unwrap_or_default();
         if self.chat {
             let Some(ex) = chat_example(t) else {
@@ -184,6 +193,8 @@ impl Columns {
             self.messages.append(true);
         } else {
             self.id.append_value(id);
+            self.origin.append_value(origin.db);
+            self.origin_id.append_value(origin.id);
             self.task.append_value(&t.task);
             self.env.append_value(&t.env);
             self.category.append_option(t.category.as_deref());
@@ -278,6 +289,17 @@ impl Columns {
                 Arc::new(a),
             );
         } else {
+            // Where the trajectory was first written (origin id, id there): its identity
+            // across databases, which a fleet's usage exports name it by.
+            for (name, b) in [
+                ("origin", &mut self.origin),
+                ("origin_id", &mut self.origin_id),
+            ] {
+                add(
+                    Field::new(name, DataType::UInt64, false),
+                    Arc::new(b.finish()),
+                );
+            }
             for (name, b) in [("task", &mut self.task), ("env", &mut self.env)] {
                 add(
                     Field::new(name, DataType::Utf8, false),
@@ -422,7 +444,8 @@ pub fn export(
             continue;
         }
         let u = db.utility(id);
-        if cols.push(&t, &u)? {
+        let origin = db.trajectory_origin(id).unwrap_or_default();
+        if cols.push(&t, &u, origin)? {
             rows += 1;
             pending += 1;
         } else {
@@ -681,9 +704,180 @@ fn row_to_trajectory(b: &RecordBatch, i: usize) -> Result<Trajectory, String> {
             kind,
             parent: opt_prim::<UInt64Type>(b, "provenance_parent", i)?,
             steps: start.zip(end),
+            // The `origin` and `origin_id` columns name where a trajectory was first
+            // written; an imported row is a new trajectory of the importing database.
+            origin: None,
         },
         created_ms: opt_prim::<Int64Type>(b, "created_ms", i)?.unwrap_or(0),
         keys,
         step_keys,
     })
+}
+
+/// Rows per batch of the usage export.
+const USAGE_BATCH_ROWS: usize = 65_536;
+
+/// Writes `batches` (all of `schema`) to `path` through a temporary file renamed into place.
+fn write_batches(
+    path: &Path,
+    schema: Arc<Schema>,
+    mut next: impl FnMut() -> CliResult<Option<RecordBatch>>,
+) -> CliResult {
+    let tmp = path.with_extension("parquet.partial");
+    let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let wfail = |e: parquet::errors::ParquetError| format!("cannot write {}: {e}", path.display());
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(wfail)?;
+    while let Some(b) = next()? {
+        w.write(&b).map_err(wfail)?;
+    }
+    w.close().map_err(wfail)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()).into())
+}
+
+fn stage_name(s: trajdb::Stage) -> &'static str {
+    match s {
+        trajdb::Stage::Plan => "plan",
+        trajdb::Stage::Reason => "reason",
+        trajdb::Stage::Act => "act",
+        trajdb::Stage::Other => "other",
+    }
+}
+
+/// The schema of `retrievals.parquet`: one row per retrieval event.
+fn retrieval_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("origin", DataType::UInt64, false),
+        Field::new("episode", DataType::UInt64, false),
+        Field::new("trajectory_origin", DataType::UInt64, false),
+        Field::new("trajectory", DataType::UInt64, false),
+        Field::new("step", DataType::UInt32, true),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("db_episode", DataType::UInt64, false),
+        Field::new("db_trajectory", DataType::UInt64, false),
+    ]))
+}
+
+/// The schema of `episodes.parquet`: one row per episode.
+fn episode_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("origin", DataType::UInt64, false),
+        Field::new("episode", DataType::UInt64, false),
+        Field::new("outcome", DataType::Boolean, true),
+        Field::new("created_ms", DataType::Int64, false),
+        Field::new("db_episode", DataType::UInt64, false),
+    ]))
+}
+
+/// Writes the usage log of `db` to `dir/retrievals.parquet` (one row per retrieval event:
+/// the episode's origin and id there, the retrieved trajectory's origin and id there, step,
+/// stage, and the episode's and trajectory's ids in this database) and `dir/episodes.parquet`
+/// (one row per episode: origin, id there, outcome, `created_ms`, id in this database).
+/// Returns (events, episodes) written.
+pub fn export_usage(
+    db: &Database,
+    dir: &Path,
+    progress: &super::progress::Progress,
+) -> CliResult<(u64, u64)> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let episodes = db.episodes();
+    let mut origins: std::collections::HashMap<u64, trajdb::Origin> =
+        std::collections::HashMap::new();
+    // Retrieval events, in episode order then log order.
+    let mut cursor = (0usize, 0usize);
+    let mut events = 0u64;
+    let mut first = true;
+    let schema = retrieval_schema();
+    write_batches(&dir.join("retrievals.parquet"), schema.clone(), || {
+        // An empty log still writes one (empty) batch, so the file has its schema.
+        if cursor.0 >= episodes.len() && !first {
+            return Ok(None);
+        }
+        first = false;
+        let (mut ori, mut epi, mut tor, mut tra, mut db_e, mut db_t) = (
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+        );
+        let mut step = UInt32Builder::new();
+        let mut stage = StringBuilder::new();
+        let mut rows = 0usize;
+        while rows < USAGE_BATCH_ROWS && cursor.0 < episodes.len() {
+            let ep = &episodes[cursor.0];
+            let Some(e) = ep.events.get(cursor.1) else {
+                cursor = (cursor.0 + 1, 0);
+                progress.inc(1);
+                continue;
+            };
+            cursor.1 += 1;
+            let o = *origins.entry(e.id).or_insert_with(|| {
+                db.trajectory_origin(e.id)
+                    .unwrap_or(trajdb::Origin { db: 0, id: e.id })
+            });
+            ori.append_value(ep.origin.db);
+            epi.append_value(ep.origin.id);
+            tor.append_value(o.db);
+            tra.append_value(o.id);
+            step.append_option(e.step);
+            stage.append_value(stage_name(e.stage));
+            db_e.append_value(ep.id);
+            db_t.append_value(e.id);
+            rows += 1;
+        }
+        events += rows as u64;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ori.finish()),
+            Arc::new(epi.finish()),
+            Arc::new(tor.finish()),
+            Arc::new(tra.finish()),
+            Arc::new(step.finish()),
+            Arc::new(stage.finish()),
+            Arc::new(db_e.finish()),
+            Arc::new(db_t.finish()),
+        ];
+        RecordBatch::try_new(schema.clone(), cols)
+            .map(Some)
+            .map_err(|e| format!("cannot build a Parquet batch: {e}").into())
+    })?;
+    let schema = episode_schema();
+    let mut at = 0usize;
+    let mut first = true;
+    write_batches(&dir.join("episodes.parquet"), schema.clone(), || {
+        if at >= episodes.len() && !first {
+            return Ok(None);
+        }
+        first = false;
+        let (mut ori, mut epi, mut db_e) = (
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+        );
+        let mut outcome = BooleanBuilder::new();
+        let mut created = Int64Builder::new();
+        for ep in episodes.iter().skip(at).take(USAGE_BATCH_ROWS) {
+            ori.append_value(ep.origin.db);
+            epi.append_value(ep.origin.id);
+            outcome.append_option(ep.outcome);
+            created.append_value(ep.created_ms);
+            db_e.append_value(ep.id);
+        }
+        at += USAGE_BATCH_ROWS;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ori.finish()),
+            Arc::new(epi.finish()),
+            Arc::new(outcome.finish()),
+            Arc::new(created.finish()),
+            Arc::new(db_e.finish()),
+        ];
+        RecordBatch::try_new(schema.clone(), cols)
+            .map(Some)
+            .map_err(|e| format!("cannot build a Parquet batch: {e}").into())
+    })?;
+    Ok((events, episodes.len() as u64))
 }

@@ -4,13 +4,18 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use std::sync::Arc;
 use trajdb::export::utility_lines;
 use trajdb::jsonl::MAX_LINE_BYTES;
 use trajdb::{Embedder, EmbedderId, Error, Filter, HashEmbedder, RetrieveQuery, SpaceDef};
+
+use trajdb_agent::embedders::EmbedderSpec;
+use trajdb_agent::minilm::MINILM_EMBEDDER_NAME;
 use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder, OPENAI_EMBEDDER_PREFIX};
 
 use super::{
-    json_line, open_read, out_err, write_line, CliResult, RetrieveArgs, SearchArgs, StatsArgs,
+    json_line, open_read, out_err, write_line, CliResult, CurateArgs, RetrieveArgs, SearchArgs,
+    StatsArgs,
 };
 
 /// Parses a JSON array of numbers into an f32 vector; `what` names it in errors.
@@ -40,20 +45,88 @@ fn query_vector(a: &SearchArgs, space: &SpaceDef) -> CliResult<(Vec<f32>, Option
         return Ok((read_vector_file(path)?, None));
     }
     let text = a.query.text.as_deref().unwrap_or_default();
-    let e = text_embedder(space, "--text")?;
+    let e = QueryEmbedders::new(a.embedder.as_deref())?.get(space, "--text")?;
     Ok((e.embed(text)?, Some(e.id())))
 }
 
-/// The embedder that made `space`'s keys, to embed query text (`flag` names the option):
-/// the built-in hash embedder, or `openai:MODEL` through `OPENAI_BASE_URL`.
-fn text_embedder(space: &SpaceDef, flag: &str) -> CliResult<Box<dyn Embedder>> {
-    let Some(recorded) = &space.embedder else {
+/// The embedders of query texts: the one `--embedder` gives, else the one each key space
+/// records, each made (or loaded) once.
+struct QueryEmbedders {
+    /// `--embedder`, as given and parsed.
+    given: Option<(String, EmbedderSpec)>,
+    made: Vec<Arc<dyn Embedder>>,
+}
+
+impl QueryEmbedders {
+    fn new(given: Option<&str>) -> CliResult<Self> {
+        let given = match given {
+            Some(text) => Some((
+                text.trim().to_string(),
+                EmbedderSpec::parse(text, "--embedder").map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        Ok(QueryEmbedders {
+            given,
+            made: Vec::new(),
+        })
+    }
+
+    /// The embedder for text of `space` (`flag` names the option of the text).
+    fn get(&mut self, space: &SpaceDef, flag: &str) -> CliResult<Arc<dyn Embedder>> {
+        if let Some(e) = self
+            .made
+            .iter()
+            .find(|e| Some(&e.id()) == space.embedder.as_ref())
+        {
+            return Ok(Arc::clone(e));
+        }
+        let e: Arc<dyn Embedder> = Arc::from(self.make(space, flag)?);
+        self.made.push(Arc::clone(&e));
+        Ok(e)
+    }
+
+    fn make(&self, space: &SpaceDef, flag: &str) -> CliResult<Box<dyn Embedder>> {
+        let Some(recorded) = &space.embedder else {
+            return Err(format!(
+                "key space `{}` records no embedder, so the text of {flag} cannot be embedded for it; give a vector (search: --vector or --vector-file; retrieve: SPACE=@FILE)",
+                space.name
+            )
+            .into());
+        };
+        if let Some((text, spec)) = &self.given {
+            let e = spec
+                .build(space.dims, None, None)
+                .map_err(|e| format!("--embedder {text}: {e}"))?;
+            if e.id() != *recorded {
+                return Err(format!(
+                    "--embedder {text}: key space `{}` holds keys from embedder {recorded}, not {}; the text of {flag} must be embedded by the embedder that made the keys",
+                    space.name,
+                    e.id()
+                )
+                .into());
+            }
+            return Ok(e);
+        }
+        text_embedder(space, recorded, flag)
+    }
+}
+
+/// The embedder that made `space`'s keys (`recorded`), to embed query text (`flag` names the
+/// option): the built-in hash embedder, or `openai:MODEL` through `OPENAI_BASE_URL`. A
+/// MiniLM space needs its model folder, given by `--embedder minilm:PATH`.
+fn text_embedder(
+    space: &SpaceDef,
+    recorded: &EmbedderId,
+    flag: &str,
+) -> CliResult<Box<dyn Embedder>> {
+    if recorded.name == MINILM_EMBEDDER_NAME {
         return Err(format!(
-            "key space `{}` records no embedder, so the text of {flag} cannot be embedded for it; give a vector (search: --vector or --vector-file; retrieve: SPACE=@FILE)",
+            "{flag}: key space `{}` holds keys from embedder {recorded}; give its model folder with --embedder minilm:PATH to embed the text",
             space.name
         )
         .into());
-    };
+    }
     if let Some(model) = recorded.name.strip_prefix(OPENAI_EMBEDDER_PREFIX) {
         let client = OpenAiClient::from_env(model).map_err(|e| {
             format!(
@@ -80,7 +153,7 @@ fn text_embedder(space: &SpaceDef, flag: &str) -> CliResult<Box<dyn Embedder>> {
     let e = HashEmbedder::new(space.dims)?;
     if e.id() != *recorded {
         return Err(format!(
-            "key space `{}` holds keys from embedder {recorded}, but the text of {flag} can only be embedded with the built-in {} or openai:MODEL; give a vector made by {} instead",
+            "key space `{}` holds keys from embedder {recorded}, but the text of {flag} can only be embedded with the built-in {}, minilm:PATH or openai:MODEL; give a vector made by {} instead",
             space.name,
             e.id(),
             recorded.name
@@ -110,7 +183,12 @@ fn read_vector_file(path: &Path) -> CliResult<Vec<f32>> {
 }
 
 /// One `SPACE=TEXT` or `SPACE=@FILE` key of `retrieve` as (space, vector).
-fn retrieve_key(db: &trajdb::Database, spec: &str, flag: &str) -> CliResult<(String, Vec<f32>)> {
+fn retrieve_key(
+    db: &trajdb::Database,
+    spec: &str,
+    flag: &str,
+    embedders: &mut QueryEmbedders,
+) -> CliResult<(String, Vec<f32>)> {
     let Some((name, value)) = spec.split_once('=') else {
         return Err(format!(
             "{flag} {spec:?}: expected SPACE=TEXT or SPACE=@FILE, e.g. goal=\"make tea\""
@@ -134,7 +212,9 @@ fn retrieve_key(db: &trajdb::Database, spec: &str, flag: &str) -> CliResult<(Str
         })?;
     let v = match value.strip_prefix('@') {
         Some(path) => read_vector_file(Path::new(path))?,
-        None => text_embedder(&space, &format!("{flag} {name}="))?.embed(value)?,
+        None => embedders
+            .get(&space, &format!("{flag} {name}="))?
+            .embed(value)?,
     };
     Ok((name.to_string(), v))
 }
@@ -142,12 +222,13 @@ fn retrieve_key(db: &trajdb::Database, spec: &str, flag: &str) -> CliResult<(Str
 /// `trajdb retrieve`.
 pub fn retrieve(a: &RetrieveArgs) -> CliResult {
     let db = open_read(&a.db)?;
+    let mut embedders = QueryEmbedders::new(a.embedder.as_deref())?;
     let mut keys = Vec::with_capacity(a.keys.len());
     for spec in &a.keys {
-        keys.push(retrieve_key(&db, spec, "--keys")?);
+        keys.push(retrieve_key(&db, spec, "--keys", &mut embedders)?);
     }
     let step_key = match &a.step_key {
-        Some(spec) => Some(retrieve_key(&db, spec, "--step-key")?),
+        Some(spec) => Some(retrieve_key(&db, spec, "--step-key", &mut embedders)?),
         None => None,
     };
     let q = RetrieveQuery {
@@ -425,6 +506,32 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         let right = [false, false, true, false, false, true, true, true];
         for l in table(&head, &rows, &right) {
             write_line(&mut out, &l)?;
+        }
+    }
+    out.flush().map_err(out_err)
+}
+
+/// `trajdb curate DB`: the choice of exemplar curation over this one database
+/// (`trajdb_agent::methods::select_exemplars`), one line per task in task order.
+pub fn curate(a: &CurateArgs) -> CliResult {
+    let db = open_read(&a.db)?;
+    let mut order = Vec::new();
+    let best = trajdb_agent::methods::select_exemplars(std::slice::from_ref(&db), &mut order)
+        .map_err(|e| super::Failure::from(e.to_string()))?;
+    let mut tasks: Vec<(&String, &(f64, usize, u64))> = best.iter().collect();
+    tasks.sort_by(|x, y| x.0.cmp(y.0));
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for (task, &(q, _, id)) in tasks {
+        let o = db.trajectory_origin(id).unwrap_or_default();
+        let q = (q >= 0.0).then_some(q);
+        if a.json {
+            let line = serde_json::json!({
+                "task": task, "id": id, "origin": o.db, "origin_id": o.id, "q": q,
+            });
+            write_line(&mut out, &line.to_string())?;
+        } else {
+            let q = q.map_or_else(|| "-".to_owned(), |q| format!("{q:.4}"));
+            write_line(&mut out, &format!("{task}\t{id}\t{o}\t{q}"))?;
         }
     }
     out.flush().map_err(out_err)

@@ -1,0 +1,1002 @@
+//! The checkpoint file: the state derived from the log (trajectory metadata, the id map,
+//! interned names, key spaces with their row metadata and the key files' vouched row counts
+//! and checksums, usage counters and episodes, next ids), written by the writer so that open
+//! reads it and only the log after it instead of decoding the whole log and checksumming
+//! every key row. It is derived: whenever it does not prove that it belongs to the log it
+//! sits beside, open ignores it and scans the log. Layout and rules: `format-spec.md`,
+//! "The checkpoint file".
+//!
+//! Every part of the body is an array of fixed-width little-endian records, read in one go
+//! and cast with `bytemuck`; every count is checked against the bytes left in the file
+//! before anything is allocated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bytemuck::{Pod, Zeroable};
+use parking_lot::RwLock;
+
+use crate::db::{RowMeta, Space, State, TrajMeta};
+use crate::error::{Error, Result};
+use crate::format::codec::{ix, off};
+use crate::format::log::{self, LogHeader, LOG_HEADER_LEN};
+use crate::format::record::{
+    self, kind, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage,
+    NO_STEP,
+};
+use crate::index::keyfile::RowStore;
+use crate::storage::mmap::MappedFile;
+use crate::storage::{create_fresh, Backend, Storage};
+use crate::usage::{Episode, Usage, Utility};
+
+/// Name of the checkpoint file in a database directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Name the checkpoint is written under before it is renamed into place.
+pub const CHECKPOINT_TMP: &str = "checkpoint.new";
+/// Magic bytes at offset 0 of the checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TRAJDBCP";
+/// Checkpoint format version.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Size of the checkpoint header; the body starts here.
+pub const CHECKPOINT_HEADER_LEN: u64 = 96;
+/// [`CHECKPOINT_HEADER_LEN`] as a memory size.
+const HEADER: usize = 96;
+/// A writer writes a new checkpoint once the log has grown by this many bytes past the
+/// last one (and by at least twice the last checkpoint's size).
+pub const CHECKPOINT_AUTO_BYTES: u64 = 32 << 20;
+
+/// Offsets inside the checkpoint header.
+pub mod header {
+    /// Magic, 8 bytes.
+    pub const MAGIC: usize = 0;
+    /// Version, u32.
+    pub const VERSION: usize = 8;
+    /// Flags, u32, zero.
+    pub const FLAGS: usize = 12;
+    /// `log_id` of the log the checkpoint belongs to, u64.
+    pub const LOG_ID: usize = 16;
+    /// `base_seq` of that log, u64.
+    pub const BASE_SEQ: usize = 24;
+    /// Log offset just past the last covered frame, u64.
+    pub const END: usize = 32;
+    /// Offset of the last covered frame (0 when none), u64.
+    pub const LAST_OFFSET: usize = 40;
+    /// Sequence number of the last covered frame (`base_seq - 1` when none), u64.
+    pub const LAST_SEQ: usize = 48;
+    /// The `crc` field of the last covered frame (0 when none), u32.
+    pub const LAST_CRC: usize = 56;
+    /// CRC-32 of the body, u32.
+    pub const BODY_CRC: usize = 60;
+    /// Body length in bytes, u64.
+    pub const BODY_LEN: usize = 64;
+    /// Reserved, 20 zero bytes.
+    pub const RESERVED: usize = 72;
+    /// CRC-32 of bytes 0..92, u32.
+    pub const CRC: usize = 92;
+}
+
+/// The part of the log a checkpoint covers: frames up to `end`, the last of them at
+/// `last_offset` with sequence number `last_seq` and frame CRC `last_crc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Covered {
+    pub(crate) end: u64,
+    pub(crate) last_offset: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) last_crc: u32,
+}
+
+impl Covered {
+    /// An empty log of `base_seq`: no frame covered.
+    pub(crate) fn empty(base_seq: u64) -> Self {
+        Covered {
+            end: LOG_HEADER_LEN,
+            last_offset: 0,
+            last_seq: base_seq.saturating_sub(1),
+            last_crc: 0,
+        }
+    }
+}
+
+/// Counts of every array in the body, in body order (the body's first 96 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+struct Counts {
+    next_id: u64,
+    next_episode: u64,
+    spaces: u64,
+    defs_bytes: u64,
+    trajs: u64,
+    history: u64,
+    names: u64,
+    name_bytes: u64,
+    rows: u64,
+    counters: u64,
+    episodes: u64,
+    events: u64,
+    /// The origin id in effect (the header's or the last ORIGIN record's; 0 before origins).
+    origin: u64,
+}
+
+/// One key space: its rows, the checksum of their bytes (what its key file vouches for),
+/// and the length of its SPACE record payload in the definitions area.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct SpaceRec {
+    rows: u64,
+    rows_crc: u32,
+    def_len: u32,
+}
+
+const T_RELABELLED: u8 = 1;
+const T_DELETED: u8 = 2;
+const T_REWARD: u8 = 4;
+/// The trajectory came from another database (its record carries a provenance origin).
+const T_MERGED: u8 = 8;
+
+/// One trajectory (slot order).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct TrajRec {
+    id: u64,
+    seq: u64,
+    offset: u64,
+    deleted_at: u64,
+    reward: u64,
+    env: u32,
+    task: u32,
+    n_steps: u32,
+    history: u32,
+    flags: u8,
+    success: u8,
+    provenance: u8,
+    pad: [u8; 5],
+    /// Where it was first written: origin id and id there.
+    origin_db: u64,
+    origin_id: u64,
+    created_ms: i64,
+}
+
+/// One entry of a trajectory's outcome history (entries of slot 0 first, then slot 1...).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct HistRec {
+    seq: u64,
+    reward: u64,
+    success: u8,
+    has_reward: u8,
+    pad: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct CounterRec {
+    id: u64,
+    retrievals: u64,
+    episodes: u64,
+    labelled: u64,
+    success: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct EpisodeRec {
+    id: u64,
+    created_ms: i64,
+    events: u64,
+    outcome: u8,
+    /// 1 when begun by EPISODE_MERGED (from another database), else 0.
+    merged: u8,
+    pad: [u8; 6],
+    /// Where it was first logged: origin id and episode id there.
+    origin_db: u64,
+    origin_id: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct EventRec {
+    id: u64,
+    step: u32,
+    stage: u8,
+    pad: [u8; 3],
+}
+
+/// Sizes in bytes of the body's fixed-width records, in the order of the spec's table:
+/// counts, spaces, trajectories, history, name ends, rows, counters, episodes, events.
+pub fn record_sizes() -> [usize; 9] {
+    use std::mem::size_of;
+    [
+        size_of::<Counts>(),
+        size_of::<SpaceRec>(),
+        size_of::<TrajRec>(),
+        size_of::<HistRec>(),
+        size_of::<u32>(),
+        size_of::<RowMeta>(),
+        size_of::<CounterRec>(),
+        size_of::<EpisodeRec>(),
+        size_of::<EventRec>(),
+    ]
+}
+
+fn success_code(s: Option<bool>) -> u8 {
+    match s {
+        Some(false) => 0,
+        Some(true) => 1,
+        None => 2,
+    }
+}
+
+fn success_from(c: u8) -> Option<Option<bool>> {
+    match c {
+        0 => Some(Some(false)),
+        1 => Some(Some(true)),
+        2 => Some(None),
+        _ => None,
+    }
+}
+
+fn stage_code(s: Stage) -> u8 {
+    match s {
+        Stage::Plan => 0,
+        Stage::Reason => 1,
+        Stage::Act => 2,
+        Stage::Other => 3,
+    }
+}
+
+fn stage_from(c: u8) -> Option<Stage> {
+    [Stage::Plan, Stage::Reason, Stage::Act, Stage::Other]
+        .get(usize::from(c))
+        .copied()
+}
+
+fn pad8(v: &mut Vec<u8>) {
+    v.resize(v.len().next_multiple_of(8), 0);
+}
+
+fn put<T: Pod>(out: &mut Vec<u8>, items: &[T]) {
+    out.extend_from_slice(bytemuck::cast_slice(items));
+    pad8(out);
+}
+
+/// The checkpoint of `st`, covering the log up to `cov`; `None` when a key store holds rows
+/// its key file does not vouch for (a read-only handle's heap rows), which a checkpoint
+/// cannot stand in for.
+pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
+    let mut spaces = Vec::with_capacity(st.spaces.len());
+    let mut defs = Vec::new();
+    for (i, s) in st.spaces.iter().enumerate() {
+        let (rows, crc) = s.rows.vouched()?;
+        if rows != off(s.row_meta.len()) {
+            return None;
+        }
+        let def = record::encode_space(u32::try_from(i).ok()?, &s.def);
+        spaces.push(SpaceRec {
+            rows: rows.to_le(),
+            rows_crc: crc.to_le(),
+            def_len: u32::try_from(def.len()).ok()?.to_le(),
+        });
+        defs.extend_from_slice(&def);
+        pad8(&mut defs);
+    }
+    let mut trajs = Vec::with_capacity(st.trajs.len());
+    let mut history = Vec::new();
+    for m in &st.trajs {
+        let mut flags = 0;
+        if m.relabelled {
+            flags |= T_RELABELLED;
+        }
+        if m.deleted_at.is_some() {
+            flags |= T_DELETED;
+        }
+        if m.outcome.reward.is_some() {
+            flags |= T_REWARD;
+        }
+        if m.merged {
+            flags |= T_MERGED;
+        }
+        trajs.push(TrajRec {
+            id: m.id.to_le(),
+            seq: m.seq.to_le(),
+            offset: m.offset.to_le(),
+            deleted_at: m.deleted_at.unwrap_or(0).to_le(),
+            reward: m.outcome.reward.unwrap_or(0.0).to_bits().to_le(),
+            env: m.env.to_le(),
+            task: m.task.to_le(),
+            n_steps: m.n_steps.to_le(),
+            history: u32::try_from(m.outcomes.len()).ok()?.to_le(),
+            flags,
+            success: success_code(m.outcome.success),
+            provenance: m.provenance.code(),
+            pad: [0; 5],
+            origin_db: m.origin.db.to_le(),
+            origin_id: m.origin.id.to_le(),
+            created_ms: m.created_ms.to_le(),
+        });
+        for (seq, o) in &m.outcomes {
+            history.push(HistRec {
+                seq: seq.to_le(),
+                reward: o.reward.unwrap_or(0.0).to_bits().to_le(),
+                success: success_code(o.success),
+                has_reward: u8::from(o.reward.is_some()),
+                pad: [0; 6],
+            });
+        }
+    }
+    let mut ends = Vec::with_capacity(st.names.len());
+    let mut name_bytes = Vec::new();
+    for n in &st.names {
+        name_bytes.extend_from_slice(n.as_bytes());
+        ends.push(u32::try_from(name_bytes.len()).ok()?.to_le());
+    }
+    let rows: usize = st.spaces.iter().map(|s| s.row_meta.len()).sum();
+    let mut counters: Vec<CounterRec> = st
+        .usage
+        .counters
+        .iter()
+        .map(|(id, u)| CounterRec {
+            id: id.to_le(),
+            retrievals: u.retrievals.to_le(),
+            episodes: u.episodes.to_le(),
+            labelled: u.labelled_retrievals.to_le(),
+            success: u.success_retrievals.to_le(),
+        })
+        .collect();
+    counters.sort_by_key(|c| u64::from_le(c.id));
+    let mut episodes = Vec::with_capacity(st.usage.episodes.len());
+    let mut events = Vec::new();
+    for ep in st.usage.episodes.values() {
+        episodes.push(EpisodeRec {
+            id: ep.id.to_le(),
+            created_ms: ep.created_ms.to_le(),
+            events: off(ep.events.len()).to_le(),
+            outcome: success_code(ep.outcome),
+            merged: u8::from(st.usage.merged.get(&ep.origin) == Some(&ep.id)),
+            pad: [0; 6],
+            origin_db: ep.origin.db.to_le(),
+            origin_id: ep.origin.id.to_le(),
+        });
+        events.extend(ep.events.iter().map(|e| EventRec {
+            id: e.id.to_le(),
+            step: e.step.unwrap_or(NO_STEP).to_le(),
+            stage: stage_code(e.stage),
+            pad: [0; 3],
+        }));
+    }
+    let counts = Counts {
+        next_id: st.next_id.to_le(),
+        next_episode: st.usage.next_episode.to_le(),
+        spaces: off(spaces.len()).to_le(),
+        defs_bytes: off(defs.len()).to_le(),
+        trajs: off(trajs.len()).to_le(),
+        history: off(history.len()).to_le(),
+        names: off(ends.len()).to_le(),
+        name_bytes: off(name_bytes.len()).to_le(),
+        rows: off(rows).to_le(),
+        counters: off(counters.len()).to_le(),
+        episodes: off(episodes.len()).to_le(),
+        events: off(events.len()).to_le(),
+        origin: st.origin.to_le(),
+    };
+    let size = 104
+        + spaces.len() * 16
+        + defs.len()
+        + trajs.len() * 88
+        + history.len() * 24
+        + ends.len() * 4
+        + name_bytes.len()
+        + rows * 8
+        + counters.len() * 40
+        + episodes.len() * 48
+        + events.len() * 16
+        + 32;
+    let mut out = Vec::with_capacity(HEADER + size);
+    out.resize(HEADER, 0);
+    put(&mut out, std::slice::from_ref(&counts));
+    put(&mut out, &spaces);
+    out.extend_from_slice(&defs);
+    put(&mut out, &trajs);
+    put(&mut out, &history);
+    put(&mut out, &ends);
+    out.extend_from_slice(&name_bytes);
+    pad8(&mut out);
+    for s in &st.spaces {
+        let start = out.len();
+        out.extend_from_slice(bytemuck::cast_slice(&s.row_meta));
+        if cfg!(target_endian = "big") {
+            for c in out[start..].chunks_exact_mut(4) {
+                c.reverse();
+            }
+        }
+    }
+    put(&mut out, &counters);
+    put(&mut out, &episodes);
+    put(&mut out, &events);
+    let body = &out[HEADER..];
+    let body_crc = crc32fast::hash(body);
+    let body_len = off(body.len());
+    let h = &mut out[..HEADER];
+    h[header::MAGIC..8].copy_from_slice(&CHECKPOINT_MAGIC);
+    h[header::VERSION..header::VERSION + 4].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    h[header::LOG_ID..header::LOG_ID + 8].copy_from_slice(&st.header.log_id.to_le_bytes());
+    h[header::BASE_SEQ..header::BASE_SEQ + 8].copy_from_slice(&st.header.base_seq.to_le_bytes());
+    h[header::END..header::END + 8].copy_from_slice(&cov.end.to_le_bytes());
+    h[header::LAST_OFFSET..header::LAST_OFFSET + 8].copy_from_slice(&cov.last_offset.to_le_bytes());
+    h[header::LAST_SEQ..header::LAST_SEQ + 8].copy_from_slice(&cov.last_seq.to_le_bytes());
+    h[header::LAST_CRC..header::LAST_CRC + 4].copy_from_slice(&cov.last_crc.to_le_bytes());
+    h[header::BODY_CRC..header::BODY_CRC + 4].copy_from_slice(&body_crc.to_le_bytes());
+    h[header::BODY_LEN..header::BODY_LEN + 8].copy_from_slice(&body_len.to_le_bytes());
+    let crc = crc32fast::hash(&h[..header::CRC]);
+    h[header::CRC..].copy_from_slice(&crc.to_le_bytes());
+    Some(out)
+}
+
+/// Writes `bytes` as the checkpoint: to `checkpoint.new`, synced, then renamed over
+/// `checkpoint` (the backend syncs the directory), so a crash leaves the old checkpoint,
+/// the new one, or a `checkpoint.new` that open never reads.
+pub(crate) fn write(backend: &dyn Backend, bytes: &[u8]) -> Result<()> {
+    let err = |op, e| Error::io(op, backend.path_of(CHECKPOINT_TMP), e);
+    let f = create_fresh(backend, CHECKPOINT_TMP)?;
+    f.write_at(bytes, 0).map_err(|e| err("write", e))?;
+    f.sync().map_err(|e| err("sync", e))?;
+    backend
+        .rename(CHECKPOINT_TMP, CHECKPOINT_FILE)
+        .map_err(|e| err("rename", e))
+}
+
+/// A checked checkpoint header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) log_id: u64,
+    pub(crate) base_seq: u64,
+    pub(crate) cov: Covered,
+    body_crc: u32,
+    pub(crate) body_len: u64,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Checks a checkpoint header (magic, CRC, version, reserved bytes).
+pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String> {
+    if b[..8] != CHECKPOINT_MAGIC {
+        return Err("magic bytes are wrong".into());
+    }
+    if crc32fast::hash(&b[..header::CRC]) != u32_at(b, header::CRC) {
+        return Err("header checksum mismatch".into());
+    }
+    let version = u32_at(b, header::VERSION);
+    if version != CHECKPOINT_VERSION {
+        return Err(format!(
+            "checkpoint version {version} is not {CHECKPOINT_VERSION}"
+        ));
+    }
+    if u32_at(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
+        return Err("reserved header bytes are not zero".into());
+    }
+    Ok(Header {
+        log_id: u64_at(b, header::LOG_ID),
+        base_seq: u64_at(b, header::BASE_SEQ),
+        cov: Covered {
+            end: u64_at(b, header::END),
+            last_offset: u64_at(b, header::LAST_OFFSET),
+            last_seq: u64_at(b, header::LAST_SEQ),
+            last_crc: u32_at(b, header::LAST_CRC),
+        },
+        body_crc: u32_at(b, header::BODY_CRC),
+        body_len: u64_at(b, header::BODY_LEN),
+    })
+}
+
+/// A key space as the checkpoint records it.
+pub(crate) struct SpacePart {
+    pub(crate) def: SpaceDef,
+    pub(crate) rows: u64,
+    pub(crate) rows_crc: u32,
+    pub(crate) row_meta: Vec<RowMeta>,
+}
+
+/// Everything a checkpoint body holds, decoded and checked for consistency.
+pub(crate) struct Body {
+    pub(crate) next_id: u64,
+    pub(crate) origin: u64,
+    pub(crate) merged: HashMap<Origin, u32>,
+    pub(crate) spaces: Vec<SpacePart>,
+    pub(crate) trajs: Vec<TrajMeta>,
+    pub(crate) by_id: HashMap<u64, u32>,
+    pub(crate) names: Vec<String>,
+    pub(crate) name_ids: HashMap<String, u32>,
+    pub(crate) usage: Usage,
+}
+
+/// Reads fixed-width arrays off an 8-aligned body, each count bounded by the bytes left.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn bytes(&mut self, n: u64, what: &str) -> std::result::Result<&'a [u8], String> {
+        let left = self.b.len() - self.at;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= left)
+            .ok_or_else(|| format!("{what}: {n} bytes, only {left} left in the body"))?;
+        let s = &self.b[self.at..self.at + n];
+        // Every area starts 8-aligned; padding is zero.
+        let padded = n.next_multiple_of(8).min(left);
+        if self.b[self.at + n..self.at + padded]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            return Err(format!("{what}: padding is not zero"));
+        }
+        self.at += padded;
+        Ok(s)
+    }
+
+    fn array<T: Pod>(&mut self, n: u64, what: &str) -> std::result::Result<&'a [T], String> {
+        let size = off(std::mem::size_of::<T>());
+        let bytes = n
+            .checked_mul(size)
+            .ok_or_else(|| format!("{what}: count {n} overflows"))?;
+        let b = self.bytes(bytes, what)?;
+        bytemuck::try_cast_slice(b).map_err(|e| format!("{what}: {e:?}"))
+    }
+}
+
+/// Decodes and checks a checkpoint body (`body` must start 8-aligned in memory; the caller
+/// has checked its CRC). Every count is bounded by the body's length before allocation.
+pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
+    let mut c = Cursor { b: body, at: 0 };
+    let counts = c.array::<Counts>(1, "counts")?[0];
+    let n = |x: u64| u64::from_le(x);
+    let spaces_rec = c.array::<SpaceRec>(n(counts.spaces), "key spaces")?;
+    let defs = c.bytes(n(counts.defs_bytes), "key-space definitions")?;
+    let traj_recs = c.array::<TrajRec>(n(counts.trajs), "trajectories")?;
+    let hist_recs = c.array::<HistRec>(n(counts.history), "outcome history")?;
+    let ends = c.array::<u32>(n(counts.names), "name ends")?;
+    let name_bytes = c.bytes(n(counts.name_bytes), "names")?;
+    let rows_all = c.array::<RowMeta>(n(counts.rows), "row metadata")?;
+    let counter_recs = c.array::<CounterRec>(n(counts.counters), "usage counters")?;
+    let ep_recs = c.array::<EpisodeRec>(n(counts.episodes), "episodes")?;
+    let event_recs = c.array::<EventRec>(n(counts.events), "retrieval events")?;
+    if c.at != body.len() {
+        return Err(format!("{} bytes after the last array", body.len() - c.at));
+    }
+
+    // Names.
+    let mut names = Vec::with_capacity(ends.len());
+    let mut name_ids = HashMap::with_capacity(ends.len());
+    let mut start = 0usize;
+    for (i, e) in ends.iter().enumerate() {
+        let end = ix(u32::from_le(*e));
+        let s = name_bytes
+            .get(start..end)
+            .ok_or_else(|| format!("name {i} ends at {end}, before {start} or past the names"))?;
+        let s = std::str::from_utf8(s).map_err(|_| format!("name {i} is not UTF-8"))?;
+        if name_ids
+            .insert(s.to_owned(), u32::try_from(i).unwrap_or(u32::MAX))
+            .is_some()
+        {
+            return Err(format!("name `{s}` appears twice"));
+        }
+        names.push(s.to_owned());
+        start = end;
+    }
+    if start != name_bytes.len() {
+        return Err("name bytes are not all used".into());
+    }
+
+    // Trajectories and their outcome history.
+    let n_names = off(names.len());
+    let mut trajs = Vec::with_capacity(traj_recs.len());
+    let mut by_id: HashMap<u64, u32> = HashMap::with_capacity(traj_recs.len());
+    let mut hist = hist_recs.iter();
+    for (slot, r) in traj_recs.iter().enumerate() {
+        let bad = |what: &str| format!("trajectory slot {slot}: {what}");
+        let (env, task) = (u32::from_le(r.env), u32::from_le(r.task));
+        if u64::from(env) >= n_names || u64::from(task) >= n_names {
+            return Err(bad("env or task name out of range"));
+        }
+        if r.flags & !(T_RELABELLED | T_DELETED | T_REWARD | T_MERGED) != 0 || r.pad != [0; 5] {
+            return Err(bad("unknown flags or non-zero padding"));
+        }
+        let success = success_from(r.success).ok_or_else(|| bad("outcome code"))?;
+        let provenance =
+            ProvenanceKind::from_code(r.provenance).ok_or_else(|| bad("provenance code"))?;
+        let mut outcomes = Vec::with_capacity(ix(u32::from_le(r.history)).min(hist.len()));
+        for _ in 0..u32::from_le(r.history) {
+            let h = hist.next().ok_or_else(|| bad("outcome history runs out"))?;
+            if h.has_reward > 1 || h.pad != [0; 6] {
+                return Err(bad("outcome history entry"));
+            }
+            outcomes.push((
+                u64::from_le(h.seq),
+                Outcome {
+                    success: success_from(h.success).ok_or_else(|| bad("outcome code"))?,
+                    reward: (h.has_reward == 1).then(|| f64::from_bits(u64::from_le(h.reward))),
+                },
+            ));
+        }
+        let id = u64::from_le(r.id);
+        let slot32 = u32::try_from(slot).map_err(|_| bad("slot out of range"))?;
+        let deleted = r.flags & T_DELETED != 0;
+        if let Some(old) = by_id.insert(id, slot32) {
+            let old_live = trajs
+                .get(ix(old))
+                .is_some_and(|m: &TrajMeta| m.deleted_at.is_none());
+            if old_live {
+                return Err(bad(&format!("id {id} is live in two slots")));
+            }
+        }
+        trajs.push(TrajMeta {
+            id,
+            seq: u64::from_le(r.seq),
+            offset: u64::from_le(r.offset),
+            env,
+            task,
+            outcome: Outcome {
+                success,
+                reward: (r.flags & T_REWARD != 0).then(|| f64::from_bits(u64::from_le(r.reward))),
+            },
+            relabelled: r.flags & T_RELABELLED != 0,
+            provenance,
+            n_steps: u32::from_le(r.n_steps),
+            deleted_at: deleted.then(|| u64::from_le(r.deleted_at)),
+            outcomes,
+            origin: Origin {
+                db: u64::from_le(r.origin_db),
+                id: u64::from_le(r.origin_id),
+            },
+            merged: r.flags & T_MERGED != 0,
+            created_ms: i64::from_le(r.created_ms),
+        });
+    }
+    if hist.next().is_some() {
+        return Err("outcome history entries left over".into());
+    }
+
+    // Key spaces and their rows.
+    let mut spaces = Vec::with_capacity(spaces_rec.len());
+    let mut def_at = 0usize;
+    let mut row_at = 0usize;
+    for (i, s) in spaces_rec.iter().enumerate() {
+        let bad = |what: String| format!("key space {i}: {what}");
+        let len = ix(u32::from_le(s.def_len));
+        let payload = defs
+            .get(def_at..def_at.saturating_add(len))
+            .ok_or_else(|| bad("definition runs past its area".into()))?;
+        def_at = def_at.saturating_add(len).next_multiple_of(8);
+        let no_names = |_: u32| None;
+        let def = match record::decode_record(kind::SPACE, payload, &no_names) {
+            Ok(Record::Space { id, def }) if ix(id) == i => def,
+            Ok(_) => return Err(bad("definition names another space".into())),
+            Err(e) => return Err(bad(format!("definition: {}", e.what))),
+        };
+        if spaces.iter().any(|p: &SpacePart| p.def.name == def.name) {
+            return Err(bad(format!("name `{}` defined twice", def.name)));
+        }
+        let rows = u64::from_le(s.rows);
+        let n_rows = usize::try_from(rows)
+            .ok()
+            .filter(|&r| r <= rows_all.len() - row_at)
+            .ok_or_else(|| bad(format!("{rows} rows, more than the row metadata holds")))?;
+        let mut row_meta = rows_all[row_at..row_at + n_rows].to_vec();
+        row_at += n_rows;
+        for (r, m) in row_meta.iter_mut().enumerate() {
+            m.slot = u32::from_le(m.slot);
+            m.step = u32::from_le(m.step);
+            let t = trajs
+                .get(ix(m.slot))
+                .ok_or_else(|| bad(format!("row {r} names slot {} of none", m.slot)))?;
+            let ok = match def.level {
+                Level::Trajectory => m.step == NO_STEP,
+                Level::Step => m.step < t.n_steps,
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "row {r} has step {} that does not fit",
+                    m.step
+                )));
+            }
+        }
+        spaces.push(SpacePart {
+            def,
+            rows,
+            rows_crc: u32::from_le(s.rows_crc),
+            row_meta,
+        });
+    }
+    if def_at != defs.len() || row_at != rows_all.len() {
+        return Err("definitions or row metadata left over".into());
+    }
+
+    // Usage.
+    let mut usage = Usage {
+        next_episode: u64::from_le(counts.next_episode),
+        ..Usage::default()
+    };
+    usage.counters.reserve(counter_recs.len());
+    for r in counter_recs {
+        let u = Utility {
+            retrievals: u64::from_le(r.retrievals),
+            episodes: u64::from_le(r.episodes),
+            labelled_retrievals: u64::from_le(r.labelled),
+            success_retrievals: u64::from_le(r.success),
+        };
+        if usage.counters.insert(u64::from_le(r.id), u).is_some() {
+            return Err(format!(
+                "usage counters of {} appear twice",
+                u64::from_le(r.id)
+            ));
+        }
+    }
+    let mut events = event_recs.iter();
+    let mut episodes = BTreeMap::new();
+    for r in ep_recs {
+        let id = u64::from_le(r.id);
+        let outcome = success_from(r.outcome)
+            .filter(|_| r.pad == [0; 6] && r.merged <= 1)
+            .ok_or_else(|| format!("episode {id}: outcome code or padding"))?;
+        let n_events = u64::from_le(r.events);
+        let mut evs = Vec::with_capacity(
+            usize::try_from(n_events)
+                .unwrap_or(usize::MAX)
+                .min(events.len()),
+        );
+        for _ in 0..n_events {
+            let e = events
+                .next()
+                .ok_or_else(|| format!("episode {id}: retrieval events run out"))?;
+            let stage = stage_from(e.stage)
+                .filter(|_| e.pad == [0; 3])
+                .ok_or_else(|| format!("episode {id}: stage code or padding"))?;
+            let step = u32::from_le(e.step);
+            evs.push(RetrievalEvent {
+                id: u64::from_le(e.id),
+                step: (step != NO_STEP).then_some(step),
+                stage,
+            });
+        }
+        let origin = Origin {
+            db: u64::from_le(r.origin_db),
+            id: u64::from_le(r.origin_id),
+        };
+        if r.merged == 1 && usage.merged.insert(origin, id).is_some() {
+            return Err(format!(
+                "episode {id}: merged origin {origin} appears twice"
+            ));
+        }
+        let ep = Episode {
+            id,
+            created_ms: i64::from_le(r.created_ms),
+            outcome,
+            events: evs,
+            origin,
+        };
+        if episodes.insert(id, ep).is_some() {
+            return Err(format!("episode {id} appears twice"));
+        }
+    }
+    if events.next().is_some() {
+        return Err("retrieval events left over".into());
+    }
+    usage.episodes = episodes;
+    // Trajectories merged from elsewhere, by origin (the latest slot with that origin, as
+    // applying the log gives).
+    let mut merged = HashMap::new();
+    for (slot, m) in trajs.iter().enumerate() {
+        if m.merged {
+            merged.insert(
+                m.origin,
+                u32::try_from(slot).map_err(|_| "slot out of range")?,
+            );
+        }
+    }
+    Ok(Body {
+        next_id: u64::from_le(counts.next_id),
+        origin: u64::from_le(counts.origin),
+        merged,
+        spaces,
+        trajs,
+        by_id,
+        names,
+        name_ids,
+        usage,
+    })
+}
+
+/// Decodes a whole checkpoint file held in memory (header and body): the fuzzers' entry.
+pub(crate) fn decode_file(bytes: &[u8]) -> std::result::Result<(Header, Body), String> {
+    let head: &[u8; 96] = bytes
+        .get(..96)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("shorter than the header")?;
+    let h = decode_header(head)?;
+    let body = &bytes[96..];
+    if off(body.len()) != h.body_len || h.body_len % 8 != 0 {
+        return Err(format!(
+            "body is {} bytes, the header says {}",
+            body.len(),
+            h.body_len
+        ));
+    }
+    if crc32fast::hash(body) != h.body_crc {
+        return Err("body checksum mismatch".into());
+    }
+    // An 8-aligned copy for the casts.
+    let mut aligned = vec![0u64; body.len() / 8];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).copy_from_slice(body);
+    let b = decode_body(bytemuck::cast_slice(&aligned))?;
+    Ok((h, b))
+}
+
+/// What [`load`] found.
+pub(crate) enum Loaded {
+    /// No checkpoint file.
+    Absent,
+    /// A checkpoint that does not prove it belongs to this log and its key files: why.
+    Ignored(String),
+    /// The state as of the covered end of the log, and the checkpoint file's size.
+    Used(Box<State>, Covered, u64),
+}
+
+/// Reads the checkpoint beside `log` (whose header is `lh`) and, when it belongs to this
+/// log and every key file still vouches for the rows it records, the state it holds, with
+/// key stores opened for a writer or read-only. Never fails: anything wrong is a reason to
+/// ignore it and scan the log.
+pub(crate) fn load(
+    backend: &dyn Backend,
+    log: &dyn Storage,
+    log_path: &Path,
+    lh: &LogHeader,
+    read_only: bool,
+) -> Loaded {
+    match load_inner(backend, log, log_path, lh, read_only) {
+        Ok(Some((st, cov, len))) => Loaded::Used(Box::new(st), cov, len),
+        Ok(None) => Loaded::Absent,
+        Err(why) => Loaded::Ignored(why),
+    }
+}
+
+fn load_inner(
+    backend: &dyn Backend,
+    log: &dyn Storage,
+    log_path: &Path,
+    lh: &LogHeader,
+    read_only: bool,
+) -> std::result::Result<Option<(State, Covered, u64)>, String> {
+    let f = match backend.open_read(CHECKPOINT_FILE) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("cannot be opened: {e}")),
+    };
+    let len = f.len().map_err(|e| format!("cannot be read: {e}"))?;
+    let mut head = [0u8; 96];
+    if len < CHECKPOINT_HEADER_LEN {
+        return Err(format!("{len} bytes, shorter than its header"));
+    }
+    f.read_at(&mut head, 0)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let h = decode_header(&head)?;
+    if h.log_id != lh.log_id || h.base_seq != lh.base_seq {
+        return Err(format!(
+            "it belongs to log {:#x} (base {}), not this log {:#x} (base {}) (a compaction or an older copy)",
+            h.log_id, h.base_seq, lh.log_id, lh.base_seq
+        ));
+    }
+    if len - CHECKPOINT_HEADER_LEN != h.body_len || h.body_len % 8 != 0 {
+        return Err(format!(
+            "the file is {len} bytes but the header says {} of body (a write cut short)",
+            h.body_len
+        ));
+    }
+    check_covered(log, log_path, lh, h.cov)?;
+    let body_len = usize::try_from(h.body_len).map_err(|e| e.to_string())?;
+    // The body is mapped when the file is an OS file (no copy into fresh memory; a
+    // checkpoint file is never changed in place, only replaced by a rename), else read
+    // into an 8-aligned buffer the size of the file.
+    let map = match f.file() {
+        Some(file) => Some(
+            MappedFile::map(file, HEADER + body_len)
+                .map_err(|e| format!("cannot be mapped: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut aligned = Vec::new();
+    let body: &[u8] = match &map {
+        Some(m) => m.after(HEADER).get(..body_len).ok_or("the map is short")?,
+        None => {
+            aligned = vec![0u64; body_len / 8];
+            f.read_at(
+                bytemuck::cast_slice_mut(&mut aligned),
+                CHECKPOINT_HEADER_LEN,
+            )
+            .map_err(|e| format!("cannot be read: {e}"))?;
+            bytemuck::cast_slice(&aligned)
+        }
+    };
+    if crc32fast::hash(body) != h.body_crc {
+        return Err("body checksum mismatch".into());
+    }
+    let b = decode_body(body)?;
+    drop(aligned);
+    drop(map);
+    let mut spaces = Vec::with_capacity(b.spaces.len());
+    let mut space_by_name = HashMap::with_capacity(b.spaces.len());
+    for (i, s) in b.spaces.into_iter().enumerate() {
+        let id = u32::try_from(i).map_err(|e| e.to_string())?;
+        let rows = RowStore::open_checkpointed(
+            backend, id, &s.def, lh.log_id, s.rows, s.rows_crc, read_only,
+        )
+        .map_err(|e| format!("key file of space {i}: {e}"))?
+        .map_err(|why| format!("key file of space {i}: {why}"))?;
+        space_by_name.insert(s.def.name.clone(), id);
+        spaces.push(Space {
+            def: s.def,
+            rows,
+            row_meta: s.row_meta,
+            bounds: RwLock::default(),
+            quant: RwLock::default(),
+            graph: RwLock::new(None),
+        });
+    }
+    let st = State {
+        header: *lh,
+        spaces,
+        space_by_name,
+        trajs: b.trajs,
+        by_id: b.by_id,
+        names: b.names,
+        name_ids: b.name_ids,
+        usage: b.usage,
+        next_id: b.next_id,
+        last_seq: h.cov.last_seq,
+        origin: b.origin,
+        merged: b.merged,
+    };
+    Ok(Some((st, h.cov, len)))
+}
+
+/// Checks that the log holds the frames a checkpoint covers: the covered end is inside the
+/// log and the frame recorded as the last covered one is there, valid, ends exactly at the
+/// covered end and carries the recorded sequence number and CRC.
+fn check_covered(
+    log: &dyn Storage,
+    log_path: &Path,
+    lh: &LogHeader,
+    cov: Covered,
+) -> std::result::Result<(), String> {
+    let len = log.len().map_err(|e| format!("log length: {e}"))?;
+    if cov.end > len {
+        return Err(format!(
+            "it covers the log up to byte {}, but the log has {len} bytes (the log was cut)",
+            cov.end
+        ));
+    }
+    if cov.last_offset == 0 {
+        if cov == Covered::empty(lh.base_seq) {
+            return Ok(());
+        }
+        return Err("it covers no frame but does not start at the log's first frame".into());
+    }
+    let found = log::frame_at(log, log_path, cov.last_offset, cov.last_seq)
+        .map_err(|e| format!("reading its last frame: {e}"))?;
+    match found {
+        Some((end, crc)) if end == cov.end && crc == cov.last_crc => Ok(()),
+        _ => Err(format!(
+            "the log has no frame with sequence number {} and CRC {:#010x} ending at byte {} (the log was cut or rewritten)",
+            cov.last_seq, cov.last_crc, cov.end
+        )),
+    }
+}

@@ -1,0 +1,293 @@
+//! A quantised first pass that keeps search exact.
+//!
+//! Each stored row `x` (as the key file holds it: unit vectors in cosine spaces) gets an i8
+//! copy: `scale = max_i |x_i| / 127` (rounded to f32), `code_i = round(x_i / scale)` in
+//! [-127, 127], so `x̂ = scale * code` and, computed in f64 and rounded up, the row's
+//! quantisation error `e = |x - x̂|` and magnitude `m = |x| + |x̂|`.
+//!
+//! For a query `q`, the pass computes `a = scale * (code · q)` with the i8 kernel (a quarter
+//! of the bytes of the f32 rows) and a bound `b` with `|s - a| <= b`, where `s` is the score
+//! the f32 kernel gives the row:
+//!
+//! - `|x·q - x̂·q| <= e |q|` (Cauchy-Schwarz);
+//! - each kernel's f32 rounding is at most `γ (|x| |q|)` and `γ (|x̂| |q|)`, with
+//!   `γ = 2 (dims / 8 + 4) 2^-24` (recursive summation of `dims / 8` terms per lane plus the
+//!   horizontal sum, doubled; Higham, *Accuracy and Stability of Numerical Algorithms*,
+//!   2nd ed., §3.1), together `γ m |q|`;
+//! - the products and sums forming `a` and `b` round by at most `4 * 2^-24 |a|`.
+//!
+//! So `b = (e + γ m) |q| + 2^-22 |a|`, formed in f64 and rounded up. Let `L` be the k-th
+//! largest lower bound `a - b` over the rows that pass the filter. At least k rows have
+//! `s >= L`, so the k-th best score is at least `L`; a row with `a + b < L` scores below it
+//! and cannot be in the top k, nor tie with it. The rows with `a + b >= L` are scored again
+//! with the f32 kernel on their f32 rows and ranked exactly as a full scan ranks them (the
+//! row kernel gives a row the same bits alone or in a block), so the answer is the full
+//! scan's, bit for bit, with typically tens to hundreds of rows rescored.
+//!
+//! Cosine and dot spaces use it; L2 spaces are scanned in f32. The i8 copy is derived and
+//! in memory only (about `dims + 12` bytes per row, a quarter of the f32 rows), built on a
+//! space's first search and extended as rows are appended; no byte on disk changes.
+
+use crate::format::record::Metric;
+use crate::index::simd::dot_i8_rows;
+
+/// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
+pub(crate) const MIN_ROWS: usize = 4096;
+
+/// Unit roundoff of f32.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// Rounds `x` up into f32.
+fn up(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// The i8 copy of a key space's rows.
+#[derive(Debug, Default)]
+pub(crate) struct QuantRows {
+    /// Dimensions rounded up to a multiple of 8 (codes past `dims` are zero).
+    padded: usize,
+    /// Rows covered.
+    rows: usize,
+    codes: Vec<i8>,
+    /// Per row: `scale`, `e`, `m` (module documentation).
+    meta: Vec<[f32; 3]>,
+}
+
+/// What one first pass found: candidate rows and the threshold they must reach.
+pub(crate) struct Candidates {
+    /// (upper bound, row) of every row whose upper bound reached the threshold when seen.
+    pub(crate) rows: Vec<(f32, u32)>,
+    /// The k-th largest lower bound (`-inf` when fewer than k rows passed).
+    pub(crate) threshold: f32,
+}
+
+impl QuantRows {
+    /// Whether rows beyond those covered exist.
+    pub(crate) fn is_behind(&self, rows: usize) -> bool {
+        rows != self.rows
+    }
+
+    /// Brings the copy up to date with `rows` (row-major, `dims` floats each). Rows are
+    /// only ever appended; fewer rows than covered (a new state) rebuilds it.
+    pub(crate) fn extend(&mut self, rows: &[f32], dims: usize) {
+        if dims == 0 {
+            return;
+        }
+        let n = rows.len() / dims;
+        let padded = dims.div_ceil(8) * 8;
+        if n < self.rows || self.padded != padded {
+            *self = QuantRows {
+                padded,
+                ..QuantRows::default()
+            };
+        }
+        self.codes.reserve((n - self.rows) * padded);
+        self.meta.reserve(n - self.rows);
+        for row in rows[self.rows * dims..n * dims].chunks_exact(dims) {
+            let peak = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = peak / 127.0;
+            let (mut e2, mut x2, mut h2) = (0f64, 0f64, 0f64);
+            for &x in row {
+                let c = if scale > 0.0 {
+                    (x / scale).round().clamp(-127.0, 127.0)
+                } else {
+                    0.0
+                };
+                // Exact: |c| <= 127 and the value fits in i8.
+                self.codes.push(c as i8);
+                let xh = f64::from(c) * f64::from(scale);
+                e2 += (f64::from(x) - xh).powi(2);
+                x2 += f64::from(x).powi(2);
+                h2 += xh * xh;
+            }
+            self.codes.extend(std::iter::repeat_n(0, padded - dims));
+            self.meta
+                .push([scale, up(e2.sqrt()), up(x2.sqrt() + h2.sqrt())]);
+        }
+        self.rows = n;
+    }
+
+    /// Bounds on the score of every row `r` with `keep(r)` against `q` (the prepared
+    /// query, `dims` floats) under `metric` (cosine or dot):
+    /// calls `emit(r, lo, hi)` in row order with `lo <= s <= hi` for the f32 kernel's score
+    /// `s` of the row (module documentation). `keep` is called once per row, in row order.
+    pub(crate) fn bounds(
+        &self,
+        metric: Metric,
+        q: &[f32],
+        mut keep: impl FnMut(usize) -> bool,
+        mut emit: impl FnMut(usize, f32, f32),
+    ) {
+        let q_norm = q
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        const BLOCK: usize = 64;
+        let padded = self.padded;
+        if padded == 0 {
+            return;
+        }
+        let mut qp = q.to_vec();
+        qp.resize(padded, 0.0);
+        let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
+        let mut dots = [0f32; BLOCK];
+        let mut kept = [false; BLOCK];
+        let clamp = |x: f32| {
+            if metric == Metric::Cosine {
+                x.clamp(-1.0, 1.0)
+            } else {
+                x
+            }
+        };
+        for (b, block) in self.codes.chunks(BLOCK * padded).enumerate() {
+            let base = b * BLOCK;
+            let m = block.len() / padded;
+            let mut any = false;
+            for (i, kp) in kept[..m].iter_mut().enumerate() {
+                *kp = keep(base + i);
+                any |= *kp;
+            }
+            if !any {
+                continue;
+            }
+            dot_i8_rows(block, padded, &qp, &mut dots[..m]);
+            for i in (0..m).filter(|&i| kept[i]) {
+                let [scale, e, mag] = self.meta[base + i];
+                let a = f64::from(dots[i]) * f64::from(scale);
+                let bound = (f64::from(e) + gamma * f64::from(mag)) * q_norm + 4.0 * U * a.abs();
+                emit(base + i, clamp(-up(-(a - bound))), clamp(up(a + bound)));
+            }
+        }
+    }
+
+    /// The first pass for the top `k` (see [`bounds`](Self::bounds) for the arguments):
+    /// the rows whose upper bound reaches the k-th largest lower bound.
+    pub(crate) fn first_pass(
+        &self,
+        metric: Metric,
+        q: &[f32],
+        k: usize,
+        keep: impl FnMut(usize) -> bool,
+    ) -> Candidates {
+        // The k largest lower bounds, smallest on top.
+        let mut lows: std::collections::BinaryHeap<std::cmp::Reverse<Ord32>> =
+            std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
+        let mut threshold = f32::NEG_INFINITY;
+        let mut rows = Vec::new();
+        self.bounds(metric, q, keep, |r, lo, hi| {
+            if k > 0 {
+                if lows.len() < k {
+                    lows.push(std::cmp::Reverse(Ord32(lo)));
+                } else if lows.peek().is_some_and(|t| lo > t.0 .0) {
+                    lows.pop();
+                    lows.push(std::cmp::Reverse(Ord32(lo)));
+                }
+                if lows.len() == k {
+                    threshold = lows.peek().map_or(f32::NEG_INFINITY, |t| t.0 .0);
+                }
+            }
+            if hi >= threshold {
+                rows.push((hi, u32::try_from(r).unwrap_or(u32::MAX)));
+            }
+        });
+        Candidates { rows, threshold }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.codes.len() + self.meta.len() * 12
+    }
+}
+
+/// f32 with a total order (no NaN reaches here: bounds of finite scores).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ord32(f32);
+impl Eq for Ord32 {}
+impl PartialOrd for Ord32 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ord32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::kernels::{normalise_in_place, Prepared};
+    use crate::rng::SplitMix64;
+
+    fn vecs(rng: &mut SplitMix64, n: usize, dims: usize, scale: f32) -> Vec<f32> {
+        (0..n * dims)
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    #[test]
+    fn every_row_score_lies_within_its_bounds_and_the_top_k_are_candidates() {
+        let mut rng = SplitMix64::new(21);
+        for metric in [Metric::Cosine, Metric::Dot] {
+            for dims in [1usize, 5, 8, 33, 384] {
+                for scale in [1e-6f32, 1.0, 1e6] {
+                    let n = 300;
+                    let mut rows = vecs(&mut rng, n, dims, scale);
+                    if metric == Metric::Cosine {
+                        rows.chunks_mut(dims).for_each(normalise_in_place);
+                    }
+                    let mut qr = QuantRows::default();
+                    qr.extend(&rows[..100 * dims], dims);
+                    qr.extend(&rows, dims);
+                    let q = vecs(&mut rng, 1, dims, scale);
+                    let p = Prepared::new(metric, &q);
+                    // k = n: every row is a candidate, with its upper bound; check bounds.
+                    let all = qr.first_pass(metric, p.vector(), n, |_| true);
+                    assert_eq!(all.rows.len(), n);
+                    let exact: Vec<f32> = rows.chunks_exact(dims).map(|r| p.score(r)).collect();
+                    for &(hi, r) in &all.rows {
+                        let s = exact[r as usize];
+                        assert!(s <= hi, "{metric:?} dims {dims} scale {scale}: {s} > {hi}");
+                    }
+                    // Top 10 by exact score, every second row filtered out.
+                    let k = 10;
+                    let c = qr.first_pass(metric, p.vector(), k, |r| r % 2 == 0);
+                    let mut order: Vec<usize> = (0..n).filter(|r| r % 2 == 0).collect();
+                    order.sort_by(|&a, &b| exact[b].total_cmp(&exact[a]).then(a.cmp(&b)));
+                    let kth = exact[order[k - 1]];
+                    assert!(c.threshold <= kth, "threshold {} > kth {kth}", c.threshold);
+                    for &r in &order[..k] {
+                        assert!(
+                            c.rows
+                                .iter()
+                                .any(|&(hi, cr)| cr as usize == r && hi >= c.threshold),
+                            "{metric:?} dims {dims}: top row {r} is not a candidate"
+                        );
+                    }
+                    assert!(c.rows.iter().all(|&(_, r)| r % 2 == 0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_copy_is_a_quarter_of_the_rows_and_rebuilds_when_rows_shrink() {
+        let mut rng = SplitMix64::new(3);
+        let rows = vecs(&mut rng, 50, 384, 1.0);
+        let mut qr = QuantRows::default();
+        qr.extend(&rows, 384);
+        assert_eq!(qr.bytes(), 50 * (384 + 12));
+        assert!(!qr.is_behind(50));
+        qr.extend(&rows[..10 * 384], 384);
+        assert_eq!(qr.bytes(), 10 * (384 + 12));
+    }
+}

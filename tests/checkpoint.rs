@@ -1,0 +1,500 @@
+//! The checkpoint file: open reads it and only the log after it, with the same state a full
+//! scan builds; a stale, foreign, damaged or half-written checkpoint is ignored (with the
+//! reason in the open report) and the log is scanned instead.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{create_spaces, traj_for};
+use trajdb::checkpoint::{CHECKPOINT_FILE, CHECKPOINT_HEADER_LEN};
+use trajdb::storage::fault::CrashBackend;
+use trajdb::storage::{Backend, MemBackend};
+use trajdb::{Database, Durability, Options, Outcome};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trajdb-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn ro() -> Options {
+    Options {
+        read_only: true,
+        ..Options::default()
+    }
+}
+
+fn full_scan() -> Options {
+    Options {
+        read_only: true,
+        verify_on_open: true,
+        ..Options::default()
+    }
+}
+
+/// Content with deletes, relabels (twice), episodes with retrievals and outcomes.
+fn fill(db: &Database, ids: std::ops::RangeInclusive<u64>) {
+    for id in ids.clone() {
+        db.append(&traj_for(id)).unwrap();
+    }
+    let first = *ids.start();
+    db.delete(first + 1).unwrap();
+    for success in [Some(true), Some(false)] {
+        db.set_outcome(
+            first + 2,
+            Outcome {
+                success,
+                reward: Some(0.5),
+            },
+        )
+        .unwrap();
+    }
+    let ep = common::log_plan_retrieval(db, first + 2);
+    db.set_episode_outcome(ep, Some(true)).unwrap();
+}
+
+/// Opens `dir` with `opts` and checks the state equals a full scan of the same files.
+fn open_same_as_full_scan(dir: &Path, opts: Options) -> Database {
+    let db = Database::open(dir, opts).unwrap();
+    let full = Database::open(dir, full_scan()).unwrap();
+    assert_eq!(full.open_report().checkpoint_end, None);
+    assert_eq!(db.state_digest(), full.state_digest());
+    db
+}
+
+fn log_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("log")).unwrap().len()
+}
+
+#[test]
+fn close_writes_a_checkpoint_that_writer_and_reader_opens_use() {
+    let dir = scratch("use");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=20);
+    db.close().unwrap();
+    assert!(dir.join(CHECKPOINT_FILE).is_file());
+    let end = log_len(&dir);
+    for opts in [ro(), Options::default()] {
+        let db = open_same_as_full_scan(&dir, opts);
+        assert_eq!(db.open_report().checkpoint_end, Some(end));
+        assert_eq!(db.open_report().checkpoint_ignored, None);
+        db.verify().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn commits_after_the_checkpoint_are_read_from_the_log_tail() {
+    let mem = CrashBackend::new();
+    let b: Arc<dyn Backend> = Arc::new(mem.clone());
+    let db = Database::open_backend(b.clone(), Options::default()).unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=10);
+    db.checkpoint().unwrap();
+    fill(&db, 11..=20);
+    // A crash: no close, so the checkpoint covers only the first half.
+    let after = mem.crash();
+    drop(db);
+    let db = Database::open_backend(Arc::new(after.clone()), Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    common::model::same_as_full_scan(&db, &after, "after a crash past the checkpoint");
+    assert_eq!(db.ids().len(), 18);
+    db.verify().unwrap();
+}
+
+/// Builds a database in `dir` with a checkpoint covering ids 1..=10 and more commits after
+/// it, closed without a checkpoint of those (the checkpoint file is put back).
+fn with_old_checkpoint(dir: &Path) -> Vec<u8> {
+    let db = Database::open(dir, Options::default()).unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=10);
+    db.close().unwrap();
+    std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap()
+}
+
+#[test]
+fn a_checkpoint_whose_frames_the_log_lost_is_ignored() {
+    let dir = scratch("cut");
+    let old = with_old_checkpoint(&dir);
+    // An older build cuts the log (as repair would) and appends other commits: the
+    // checkpoint file is still there and now describes frames the log no longer has.
+    let cut = log_len(&dir) - 8;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("log"))
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let db = Database::open(&dir, ro()).unwrap();
+    let why = db.open_report().checkpoint_ignored.clone().unwrap();
+    assert!(why.contains("was cut"), "{why}");
+    drop(db);
+    let db = open_same_as_full_scan(&dir, Options::default());
+    assert!(db.open_report().checkpoint_ignored.is_some());
+    fill(&db, 30..=33);
+    db.close().unwrap();
+    // The old checkpoint put back over the new one.
+    std::fs::write(dir.join(CHECKPOINT_FILE), &old).unwrap();
+    let db = open_same_as_full_scan(&dir, ro());
+    let why = db.open_report().checkpoint_ignored.clone().unwrap();
+    assert!(
+        why.contains("no frame with sequence number") || why.contains("was cut"),
+        "{why}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_checkpoint_of_another_log_is_ignored() {
+    let (a, b) = (scratch("foreign-a"), scratch("foreign-b"));
+    with_old_checkpoint(&a);
+    with_old_checkpoint(&b);
+    std::fs::copy(a.join(CHECKPOINT_FILE), b.join(CHECKPOINT_FILE)).unwrap();
+    let db = open_same_as_full_scan(&b, ro());
+    let why = db.open_report().checkpoint_ignored.clone().unwrap();
+    assert!(why.contains("belongs to log"), "{why}");
+    drop(db);
+    // Compaction makes a new log and a checkpoint for it; the old one would be foreign.
+    let old = std::fs::read(a.join(CHECKPOINT_FILE)).unwrap();
+    let db = Database::open(&a, Options::default()).unwrap();
+    db.compact().unwrap();
+    drop(db);
+    let db = open_same_as_full_scan(&a, ro());
+    assert_eq!(db.open_report().checkpoint_end, Some(log_len(&a)));
+    drop(db);
+    std::fs::write(a.join(CHECKPOINT_FILE), &old).unwrap();
+    let db = open_same_as_full_scan(&a, ro());
+    assert!(db.open_report().checkpoint_ignored.is_some());
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn a_damaged_or_half_written_checkpoint_is_ignored() {
+    let dir = scratch("damaged");
+    let good = with_old_checkpoint(&dir);
+    let body = usize::try_from(CHECKPOINT_HEADER_LEN).unwrap();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("shorter than its header", good[..40].to_vec()),
+        ("a write cut short", good[..good.len() - 8].to_vec()),
+        ("header checksum", {
+            let mut b = good.clone();
+            b[20] ^= 1;
+            b
+        }),
+        ("body checksum", {
+            let mut b = good.clone();
+            b[body + 100] ^= 0x10;
+            b
+        }),
+        ("magic", vec![0u8; good.len()]),
+    ];
+    for (want, bytes) in cases.drain(..) {
+        std::fs::write(dir.join(CHECKPOINT_FILE), &bytes).unwrap();
+        let db = open_same_as_full_scan(&dir, ro());
+        let why = db.open_report().checkpoint_ignored.clone().unwrap();
+        assert!(why.contains(want), "{want}: {why}");
+    }
+    // A half-written `checkpoint.new` is never read; the good checkpoint still is.
+    std::fs::write(dir.join(CHECKPOINT_FILE), &good).unwrap();
+    std::fs::write(dir.join("checkpoint.new"), &good[..100]).unwrap();
+    let db = open_same_as_full_scan(&dir, ro());
+    assert!(db.open_report().checkpoint_end.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_key_file_that_no_longer_vouches_for_the_checkpoint_rows_is_noticed() {
+    let dir = scratch("keyfile");
+    with_old_checkpoint(&dir);
+    let key = dir.join("keys-0.vec");
+    // A header that vouches for fewer rows than the checkpoint records.
+    let mut k = std::fs::read(&key).unwrap();
+    k[32..40].copy_from_slice(&1u64.to_le_bytes());
+    let crc = crc32fast::hash(&k[..60]);
+    k[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&key, &k).unwrap();
+    let db = open_same_as_full_scan(&dir, ro());
+    let why = db.open_report().checkpoint_ignored.clone().unwrap();
+    assert!(why.contains("fewer than the checkpoint"), "{why}");
+    drop(db);
+    // The writer rebuilds the key file and a checkpoint: the next open uses it again.
+    let db = open_same_as_full_scan(&dir, Options::default());
+    db.verify().unwrap();
+    drop(db);
+    let db = open_same_as_full_scan(&dir, ro());
+    assert!(db.open_report().checkpoint_end.is_some());
+    db.verify().unwrap();
+    drop(db);
+    // A key file gone entirely.
+    std::fs::remove_file(&key).unwrap();
+    let db = open_same_as_full_scan(&dir, ro());
+    assert!(db
+        .open_report()
+        .checkpoint_ignored
+        .clone()
+        .unwrap()
+        .contains("missing"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_on_open_ignores_the_checkpoint() {
+    let dir = scratch("paranoid");
+    with_old_checkpoint(&dir);
+    for read_only in [true, false] {
+        let db = Database::open(
+            &dir,
+            Options {
+                read_only,
+                verify_on_open: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(db.open_report().checkpoint_end, None);
+        assert_eq!(db.open_report().checkpoint_ignored, None);
+        assert_eq!(db.ids().len(), 9);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fork_and_compaction_leave_checkpoints_for_their_logs() {
+    let dir = scratch("fork");
+    let dst = scratch("fork-dst");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=12);
+    db.fork(&dst).unwrap();
+    let f = open_same_as_full_scan(&dst, ro());
+    // The checkpoint covers the copied commits; the fork's ORIGIN record (a new origin id
+    // for the copy, format-spec.md "Origins and merging") follows it and is read as the tail.
+    let end = f
+        .open_report()
+        .checkpoint_end
+        .expect("opened from the checkpoint");
+    assert!(end < log_len(&dst), "{end} vs {}", log_len(&dst));
+    assert_ne!(f.origin(), db.origin(), "the fork has its own origin id");
+    assert_eq!(f.ids(), db.ids());
+    drop(f);
+    db.compact().unwrap();
+    let c = open_same_as_full_scan(&dir, ro());
+    assert_eq!(c.open_report().checkpoint_end, Some(log_len(&dir)));
+    drop(c);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dst);
+}
+
+#[test]
+fn repair_removes_the_checkpoint_before_cutting() {
+    let dir = scratch("repair");
+    with_old_checkpoint(&dir);
+    // Damage the last frame's payload: repair cuts it.
+    let len = log_len(&dir);
+    let mut log = std::fs::read(dir.join("log")).unwrap();
+    let at = usize::try_from(len).unwrap() - 12;
+    log[at] ^= 0xFF;
+    std::fs::write(dir.join("log"), &log).unwrap();
+    let r = Database::repair(&dir).unwrap();
+    assert!(r.cut_at.is_some());
+    assert!(!dir.join(CHECKPOINT_FILE).exists());
+    let db = open_same_as_full_scan(&dir, Options::default());
+    db.verify().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_checkpoint_is_written_automatically_after_enough_log() {
+    // Keys of 8192 dims make 32 KiB frames: about 1100 of them pass the 32 MiB threshold.
+    let mem = MemBackend::new();
+    let b: Arc<dyn Backend> = Arc::new(mem.clone());
+    // GroupCommit: `Buffered` writers get no automatic checkpoint (it would sync), which
+    // the end of this test checks.
+    let db = Database::open_backend(
+        b.clone(),
+        Options {
+            durability: Durability::GroupCommit,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    db.create_space(&trajdb::SpaceDef::new(
+        "big",
+        trajdb::Level::Trajectory,
+        8192,
+        trajdb::Metric::Dot,
+    ))
+    .unwrap();
+    let key: Vec<f32> = (0..8192).map(|i| (i % 7) as f32).collect();
+    let mut n = 0;
+    while mem.file(CHECKPOINT_FILE).is_none() {
+        let mut t = trajdb::Trajectory::default();
+        t.keys.insert("big".into(), key.clone());
+        db.append(&t).unwrap();
+        n += 1;
+        assert!(n < 1200, "no checkpoint after {n} commits");
+    }
+    assert!(n > 1000, "checkpoint after only {n} commits");
+    let covered = db.stats().log_bytes;
+    std::mem::forget(db); // a crash: no close
+    let db = Database::open_backend(b, Options::default()).unwrap();
+    assert_eq!(db.open_report().checkpoint_end, Some(covered));
+    assert_eq!(db.ids().len(), n);
+
+    // Under `Buffered` the same log gets no automatic checkpoint (it would sync); close
+    // writes one.
+    let mem = MemBackend::new();
+    let b: Arc<dyn Backend> = Arc::new(mem.clone());
+    let db = Database::open_backend(
+        b,
+        Options {
+            durability: Durability::Buffered,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    db.create_space(&trajdb::SpaceDef::new(
+        "big",
+        trajdb::Level::Trajectory,
+        8192,
+        trajdb::Metric::Dot,
+    ))
+    .unwrap();
+    for _ in 0..1200 {
+        let mut t = trajdb::Trajectory::default();
+        t.keys.insert("big".into(), key.clone());
+        db.append(&t).unwrap();
+    }
+    assert!(
+        mem.file(CHECKPOINT_FILE).is_none(),
+        "no automatic checkpoint when Buffered"
+    );
+    db.close().unwrap();
+    assert!(mem.file(CHECKPOINT_FILE).is_some(), "close writes one");
+}
+
+#[test]
+fn golden_v1_checkpoint_opens_from_its_checkpoint() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let dir = scratch("golden");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    for opts in [ro(), Options::default()] {
+        let db = open_same_as_full_scan(&dir, opts);
+        assert_eq!(db.open_report().checkpoint_end, Some(log_len(&dir)));
+        assert_eq!(db.ids(), [1, 2, 4, 5, 6]);
+        assert_eq!(db.utility(2).q(), Some(0.5));
+        db.verify().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The checkpoint this build writes for golden v1 is byte for byte the committed one in
+/// `tests/golden/v1-checkpoint` (whose other files are v1's): the layout holds still.
+/// `cargo test --test checkpoint -- --ignored make_golden_checkpoint` regenerates it.
+#[test]
+fn golden_v1_checkpoint_is_what_this_build_writes() {
+    let got = checkpoint_of_golden_v1();
+    let want = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint/checkpoint"),
+    )
+    .unwrap();
+    assert_eq!(got, want);
+}
+
+/// The checkpoint and the key files (rebuilt as this build's key-file version) that a
+/// writable open of golden v1 writes.
+fn checkpoint_of_golden_v1() -> Vec<u8> {
+    checkpoint_and_key_files_of_golden_v1().0
+}
+
+fn checkpoint_and_key_files_of_golden_v1() -> (Vec<u8>, Vec<(&'static str, Vec<u8>)>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
+    let dir = scratch("golden-make");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    // A writable open of a log with commits and no checkpoint writes one.
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_error.is_none());
+    drop(db);
+    assert_eq!(
+        std::fs::read(dir.join("log")).unwrap(),
+        std::fs::read(src.join("log")).unwrap(),
+        "log unchanged by the open"
+    );
+    let b = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    let keys = ["keys-0.vec", "keys-1.vec"]
+        .into_iter()
+        .map(|name| (name, std::fs::read(dir.join(name)).unwrap()))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    (b, keys)
+}
+
+#[test]
+#[ignore = "regenerates tests/golden/v1-checkpoint (checkpoint and key files)"]
+fn make_golden_checkpoint() {
+    let (b, keys) = checkpoint_and_key_files_of_golden_v1();
+    let dst = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    std::fs::write(dst.join("checkpoint"), b).unwrap();
+    // The key files the checkpoint vouches for (golden v1's are an older key-file version,
+    // which a writable open rebuilds).
+    for (name, bytes) in keys {
+        std::fs::write(dst.join(name), bytes).unwrap();
+    }
+}
+
+/// The decoder never panics or over-allocates on mutated checkpoints whose checksums are
+/// fixed up (so the body's decoding is reached), and refuses every truncation.
+#[test]
+fn mutated_checkpoints_with_valid_checksums_are_refused_or_decoded_never_panic() {
+    let good = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint/checkpoint"),
+    )
+    .unwrap();
+    assert!(trajdb::fuzz_decode_checkpoint(&good));
+    let fix = |b: &mut Vec<u8>| {
+        let body_len = (b.len() - 96) as u64;
+        b[64..72].copy_from_slice(&body_len.to_le_bytes());
+        let body_crc = crc32fast::hash(&b[96..]);
+        b[60..64].copy_from_slice(&body_crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[..92]);
+        b[92..96].copy_from_slice(&crc.to_le_bytes());
+    };
+    let mut rng = trajdb::rng::SplitMix64::new(7);
+    let mut refused = 0;
+    for i in 0..20_000u64 {
+        let mut b = good.clone();
+        for _ in 0..1 + i % 3 {
+            let at = 96 + usize::try_from(rng.next_u64() % (b.len() as u64 - 96)).unwrap();
+            // Mostly large values, to push counts and indexes past every bound.
+            b[at] = if i % 2 == 0 {
+                0xFF
+            } else {
+                rng.next_u64() as u8
+            };
+        }
+        fix(&mut b);
+        refused += usize::from(!trajdb::fuzz_decode_checkpoint(&b));
+    }
+    assert!(refused > 1000, "{refused} of 20000 refused");
+    for n in 0..good.len() {
+        assert!(
+            !trajdb::fuzz_decode_checkpoint(&good[..n]),
+            "prefix of {n} bytes"
+        );
+    }
+}
