@@ -104,7 +104,7 @@ fn recall(db: &Database, queries: &[Vec<f32>], k: usize, ef: usize, f: &Filter) 
 }
 
 #[test]
-fn recall_at_10_is_at_least_095_at_ef_128_on_clustered_data_and_k_always_returned() {
+fn recall_at_10_is_at_least_095_at_ef_64_on_clustered_data_and_k_always_returned() {
     let (dir, db, _) = db_with_graph("graph-recall", 4000, 1);
     let st = db.graph_status("goal").unwrap().unwrap();
     assert_eq!((st.nodes, st.rows, st.file_rows), (4000, 4000, Some(4000)));
@@ -118,9 +118,10 @@ fn recall_at_10_is_at_least_095_at_ef_128_on_clustered_data_and_k_always_returne
         );
     }
     // Random clustered 32-d data is hard for any graph (high intrinsic dimension inside a
-    // cluster): measured 0.82 / 0.90 / 0.94 / 0.998 at ef 16 / 32 / 64 / 128.
-    let r = recall(&db, &queries, 10, 128, &all);
-    assert!(r >= 0.95, "recall@10 at ef 128: {r}");
+    // cluster): measured 0.758 / 0.905 / 0.970 / 0.993 at ef 16 / 32 / 64 / 128 (the build
+    // is deterministic: same rows, same graph).
+    let r = recall(&db, &queries, 10, 64, &all);
+    assert!(r >= 0.95, "recall@10 at ef 64: {r}");
     // A success filter passing one row in ten: filtered during the walk, k returned.
     let success = Filter {
         success_only: true,

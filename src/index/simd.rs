@@ -87,6 +87,29 @@ fn score_rows<const L2: bool>(rows: &[f32], dims: usize, q: &[f32], out: &mut [f
     }
 }
 
+/// Asks the CPU to start loading `row` into the caches (every 64-byte line of it), so that
+/// scoring it a little later does not wait on memory: a graph walk visits rows in no order
+/// the hardware prefetcher can guess. A hint only: no effect on results, nothing on other
+/// architectures.
+#[inline]
+pub fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(row);
+        let p = row.as_ptr().cast::<i8>();
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: `at < bytes`, so `p + at` is inside `row`; a prefetch reads nothing
+            // the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at)) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 /// Dot products of rows of i8 codes (row-major, `dims` codes each; `dims` a multiple of 8)
 /// with the f32 vector `q` (`dims` floats), into `out`: `sum code_i * q_i` accumulated in
 /// f32 (each code is exact in f32). Four rows per pass with AVX2 and FMA, else a scalar
