@@ -951,6 +951,7 @@ fn load_inner(
             graph: RwLock::new(None),
         });
     }
+    let any_deleted = b.trajs.iter().any(|m| m.deleted_at.is_some());
     let st = State {
         header: *lh,
         spaces,
@@ -964,6 +965,7 @@ fn load_inner(
         last_seq: h.cov.last_seq,
         origin: b.origin,
         merged: b.merged,
+        any_deleted,
     };
     Ok(Some((st, h.cov, len)))
 }

@@ -196,6 +196,9 @@ pub(crate) struct State {
     /// Trajectories merged from other databases: their origin to their slot here (the
     /// latest trajectory with that origin).
     pub(crate) merged: HashMap<Origin, u32>,
+    /// Set once any trajectory of this state is marked deleted (never cleared; a new state
+    /// starts clear), so a search with an empty filter knows every row passes.
+    pub(crate) any_deleted: bool,
 }
 
 impl State {
@@ -382,6 +385,7 @@ impl State {
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("delete of unknown trajectory {id}")))?;
                 self.trajs[slot].deleted_at = Some(f.seq);
+                self.any_deleted = true;
             }
             Record::TrajOutcome { id, outcome } => {
                 let slot = self
@@ -667,6 +671,7 @@ pub(crate) fn load_state(
         last_seq: header.base_seq.saturating_sub(1),
         origin: header.origin,
         merged: HashMap::new(),
+        any_deleted: false,
     };
     load_tail(
         log,

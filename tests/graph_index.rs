@@ -201,7 +201,7 @@ fn selective_filters_fall_back_to_the_exact_scan_and_still_return_every_passing_
 
 #[test]
 fn rows_appended_after_the_graph_are_found_and_deleted_rows_never_returned() {
-    let (_dir, db, data) = db_with_graph("graph-append", 800, 3);
+    let (dir, db, data) = db_with_graph("graph-append", 800, 3);
     // Appended after the build: found at once (scored exactly or inserted by the search).
     let mut q = data[5].clone();
     q[0] += 3.0;
@@ -230,6 +230,15 @@ fn rows_appended_after_the_graph_are_found_and_deleted_rows_never_returned() {
     assert!(db.graph_status("goal").unwrap().unwrap().nodes > 801);
     // Deleted: walked through, never returned.
     db.delete(id).unwrap();
+    let hits = db
+        .search_approx("goal", &q, 5, 32, &Filter::default())
+        .unwrap();
+    assert!(hits.iter().all(|h| h.id != id));
+    assert_eq!(hits.len(), 5);
+    // Reopened from the checkpoint, which holds the deletion: still never returned.
+    drop(db);
+    let db = Database::open(&dir, buffered()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
     let hits = db
         .search_approx("goal", &q, 5, 32, &Filter::default())
         .unwrap();

@@ -68,6 +68,16 @@ impl<'a> Compiled<'a> {
     }
 
     #[inline]
+    /// Whether the filter sets no condition at all (so only deletion can fail a row).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.f.as_of.is_none()
+            && !self.f.success_only
+            && self.env.is_none()
+            && self.task.is_none()
+            && self.f.provenance.is_none()
+            && self.exclude.is_empty()
+    }
+
     pub(crate) fn pass(&self, m: &TrajMeta) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
