@@ -730,6 +730,13 @@ impl Graph {
                 e.push((c.score, c.id));
             }
             let ci = usize::try_from(c.id).unwrap_or(usize::MAX);
+            // The list of the candidate likely expanded next, fetched while this one's
+            // neighbours are scored.
+            if let Some(next) = cand.peek() {
+                crate::index::simd::prefetch(
+                    self.neighbours(usize::try_from(next.id).unwrap_or(usize::MAX)),
+                );
+            }
             // The unvisited neighbours, their rows prefetched before any is scored.
             let mut fresh = [0u32; 256];
             let mut m = 0;

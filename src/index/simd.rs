@@ -87,12 +87,12 @@ fn score_rows<const L2: bool>(rows: &[f32], dims: usize, q: &[f32], out: &mut [f
     }
 }
 
-/// Asks the CPU to start loading `row` into the caches (every 64-byte line of it), so that
-/// scoring it a little later does not wait on memory: a graph walk visits rows in no order
-/// the hardware prefetcher can guess. A hint only: no effect on results, nothing on other
-/// architectures.
+/// Asks the CPU to start loading `row` (a key row, a neighbour list) into the caches (every
+/// 64-byte line of it), so that reading it a little later does not wait on memory: a graph
+/// walk visits rows in no order the hardware prefetcher can guess. A hint only: no effect
+/// on results, nothing on other architectures.
 #[inline]
-pub fn prefetch(row: &[f32]) {
+pub fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
