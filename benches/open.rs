@@ -2,6 +2,13 @@
 //! databases of N trajectories × 10 steps with two trajectory-level keys (`goal`, `plan`)
 //! and one step-level key (`obs`) of D dimensions each.
 //!
+//! A second group times an open followed by the first retrieval (goal + plan keys,
+//! observation step key, k 10, success filter; read-only handle), once with the search
+//! bounds files a writer saved at close and once with them removed (so the quantised copies
+//! and step bounds are rebuilt from every key row). The keys are independent random unit
+//! vectors, the pruned retrieval's worst case, so the retrieval itself scans most step
+//! rows either way; the difference between the two is the rebuild.
+//!
 //! Sizes come from `TRAJDB_BENCH_OPEN` as a comma-separated list of `N:D` (default
 //! `10000:384,100000:384`; the 100k × 384 database takes about 3.7 GB). Open time should not
 //! depend on D once a checkpoint exists, so the scale to 1M trajectories can be measured
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
-use trajdb::{Database, Durability, Level, Options};
+use trajdb::{Database, Durability, Filter, Level, Options, RetrieveQuery};
 
 use common::{new_db, trajectory, Rng};
 
@@ -147,8 +154,80 @@ fn bench_open(c: &mut Criterion) {
     }
 }
 
+/// The retrieval timed after each open.
+fn first_query(dims: usize) -> RetrieveQuery {
+    let mut rng = Rng::new(0x0F1E);
+    RetrieveQuery {
+        keys: vec![
+            ("goal".into(), rng.unit_vector(dims)),
+            ("plan".into(), rng.unit_vector(dims)),
+        ],
+        step_key: Some(("obs".into(), rng.unit_vector(dims))),
+        k: 10,
+        window: 5,
+        filter: Filter {
+            success_only: true,
+            ..Filter::default()
+        },
+        embedder: None,
+    }
+}
+
+fn remove_bounds_files(dir: &Path) {
+    for e in std::fs::read_dir(dir)
+        .expect("read the database directory")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".idx") && (name.starts_with("quant-") || name.starts_with("bounds-")) {
+            std::fs::remove_file(e.path()).expect("remove a bounds file");
+        }
+    }
+}
+
+fn bench_first_retrieve(c: &mut Criterion) {
+    for (n, dims) in sizes() {
+        let dir = ensure_built(n, dims);
+        let q = first_query(dims);
+        // A writer builds the bounds and saves them at close.
+        let save = || {
+            let db = Database::open(&dir, Options::default()).expect("open");
+            db.retrieve(&q).expect("retrieve");
+            db.close().expect("close");
+        };
+        let mut g = c.benchmark_group(format!("open_first_retrieve_{}x{STEPS}x{dims}", label(n)));
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(5));
+        let timed = |iters: u64, remove: bool| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if remove {
+                    remove_bounds_files(&dir);
+                }
+                let start = Instant::now();
+                let db = Database::open(&dir, read_only()).expect("open");
+                db.retrieve(&q).expect("retrieve");
+                total += start.elapsed();
+                drop(db);
+            }
+            total
+        };
+        save();
+        g.bench_function("with_bounds_files", |b| {
+            b.iter_custom(|iters| timed(iters, false))
+        });
+        g.bench_function("rebuilding_bounds", |b| {
+            b.iter_custom(|iters| timed(iters, true))
+        });
+        g.finish();
+        save();
+    }
+}
+
 /// The group lives in a private module: the macro makes a public function without docs.
 mod group {
-    criterion::criterion_group!(benches, super::bench_open);
+    criterion::criterion_group!(benches, super::bench_open, super::bench_first_retrieve);
 }
 criterion_main!(group::benches);

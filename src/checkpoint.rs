@@ -12,9 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::db::{RowMeta, Space, State, TrajMeta};
 use crate::error::{Error, Result};
@@ -24,8 +25,9 @@ use crate::format::record::{
     self, kind, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage,
     NO_STEP,
 };
+use crate::id_map::IdMap;
 use crate::index::keyfile::RowStore;
-use crate::storage::mmap::MappedFile;
+use crate::storage::mmap::{MappedFile, SharedArray, SharedBytes};
 use crate::storage::{create_fresh, Backend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
@@ -136,8 +138,9 @@ const T_MERGED: u8 = 8;
 /// One trajectory (slot order).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct TrajRec {
-    id: u64,
+pub(crate) struct TrajRec {
+    /// The trajectory id (the id map searches these in place).
+    pub(crate) id: u64,
     seq: u64,
     offset: u64,
     deleted_at: u64,
@@ -502,7 +505,7 @@ pub(crate) struct SpacePart {
     pub(crate) def: SpaceDef,
     pub(crate) rows: u64,
     pub(crate) rows_crc: u32,
-    pub(crate) row_meta: Vec<RowMeta>,
+    pub(crate) row_meta: SharedArray<RowMeta>,
 }
 
 /// Everything a checkpoint body holds, decoded and checked for consistency.
@@ -512,7 +515,7 @@ pub(crate) struct Body {
     pub(crate) merged: HashMap<Origin, u32>,
     pub(crate) spaces: Vec<SpacePart>,
     pub(crate) trajs: Vec<TrajMeta>,
-    pub(crate) by_id: HashMap<u64, u32>,
+    pub(crate) by_id: IdMap,
     pub(crate) names: Vec<String>,
     pub(crate) name_ids: HashMap<String, u32>,
     pub(crate) usage: Usage,
@@ -556,16 +559,25 @@ impl<'a> Cursor<'a> {
 
 /// Decodes and checks a checkpoint body (`body` must start 8-aligned in memory; the caller
 /// has checked its CRC). Every count is bounded by the body's length before allocation.
-pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
+pub(crate) fn decode_body(
+    shared: &Arc<SharedBytes>,
+    body_start: usize,
+) -> std::result::Result<Body, String> {
+    let body = shared
+        .bytes()
+        .get(body_start..)
+        .ok_or("the body starts past the file")?;
     let mut c = Cursor { b: body, at: 0 };
     let counts = c.array::<Counts>(1, "counts")?[0];
     let n = |x: u64| u64::from_le(x);
     let spaces_rec = c.array::<SpaceRec>(n(counts.spaces), "key spaces")?;
     let defs = c.bytes(n(counts.defs_bytes), "key-space definitions")?;
+    let trajs_at = body_start + c.at;
     let traj_recs = c.array::<TrajRec>(n(counts.trajs), "trajectories")?;
     let hist_recs = c.array::<HistRec>(n(counts.history), "outcome history")?;
     let ends = c.array::<u32>(n(counts.names), "name ends")?;
     let name_bytes = c.bytes(n(counts.name_bytes), "names")?;
+    let rows_at = body_start + c.at;
     let rows_all = c.array::<RowMeta>(n(counts.rows), "row metadata")?;
     let counter_recs = c.array::<CounterRec>(n(counts.counters), "usage counters")?;
     let ep_recs = c.array::<EpisodeRec>(n(counts.episodes), "episodes")?;
@@ -600,7 +612,12 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
     // Trajectories and their outcome history.
     let n_names = off(names.len());
     let mut trajs = Vec::with_capacity(traj_recs.len());
-    let mut by_id: HashMap<u64, u32> = HashMap::with_capacity(traj_recs.len());
+    // Ids in commit order (the usual case) need no map built: the id map searches the
+    // trajectory array in place. Otherwise a hash map of every id.
+    let sorted_ids =
+        SharedArray::view(shared.clone(), trajs_at, traj_recs.len()).and_then(IdMap::over_sorted);
+    let built_ids = sorted_ids.is_none();
+    let mut by_id = sorted_ids.unwrap_or_default();
     let mut hist = hist_recs.iter();
     for (slot, r) in traj_recs.iter().enumerate() {
         let bad = |what: &str| format!("trajectory slot {slot}: {what}");
@@ -631,7 +648,7 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
         let id = u64::from_le(r.id);
         let slot32 = u32::try_from(slot).map_err(|_| bad("slot out of range"))?;
         let deleted = r.flags & T_DELETED != 0;
-        if let Some(old) = by_id.insert(id, slot32) {
+        if let Some(old) = built_ids.then(|| by_id.insert(id, slot32)).flatten() {
             let old_live = trajs
                 .get(ix(old))
                 .is_some_and(|m: &TrajMeta| m.deleted_at.is_none());
@@ -691,11 +708,30 @@ pub(crate) fn decode_body(body: &[u8]) -> std::result::Result<Body, String> {
             .ok()
             .filter(|&r| r <= rows_all.len() - row_at)
             .ok_or_else(|| bad(format!("{rows} rows, more than the row metadata holds")))?;
-        let mut row_meta = rows_all[row_at..row_at + n_rows].to_vec();
+        // The rows' metadata stays a view of the checkpoint (no copy) on little-endian
+        // machines, where the bytes on disk are the values.
+        let view = if cfg!(target_endian = "little") {
+            SharedArray::view(
+                shared.clone(),
+                rows_at + row_at * std::mem::size_of::<RowMeta>(),
+                n_rows,
+            )
+        } else {
+            None
+        };
+        let row_meta = view.unwrap_or_else(|| {
+            SharedArray::owned(
+                rows_all[row_at..row_at + n_rows]
+                    .iter()
+                    .map(|m| RowMeta {
+                        slot: u32::from_le(m.slot),
+                        step: u32::from_le(m.step),
+                    })
+                    .collect(),
+            )
+        });
         row_at += n_rows;
-        for (r, m) in row_meta.iter_mut().enumerate() {
-            m.slot = u32::from_le(m.slot);
-            m.step = u32::from_le(m.step);
+        for (r, m) in row_meta.iter().enumerate() {
             let t = trajs
                 .get(ix(m.slot))
                 .ok_or_else(|| bad(format!("row {r} names slot {} of none", m.slot)))?;
@@ -837,7 +873,7 @@ pub(crate) fn decode_file(bytes: &[u8]) -> std::result::Result<(Header, Body), S
     // An 8-aligned copy for the casts.
     let mut aligned = vec![0u64; body.len() / 8];
     bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).copy_from_slice(body);
-    let b = decode_body(bytemuck::cast_slice(&aligned))?;
+    let b = decode_body(&Arc::new(SharedBytes::Heap(aligned)), 0)?;
     Ok((h, b))
 }
 
@@ -906,32 +942,34 @@ fn load_inner(
     // The body is mapped when the file is an OS file (no copy into fresh memory; a
     // checkpoint file is never changed in place, only replaced by a rename), else read
     // into an 8-aligned buffer the size of the file.
-    let map = match f.file() {
-        Some(file) => Some(
-            MappedFile::map(file, HEADER + body_len)
-                .map_err(|e| format!("cannot be mapped: {e}"))?,
+    // The state's largest arrays (row metadata, the id map's base) stay views of these
+    // bytes for as long as they are not changed.
+    let (shared, body_start) = match f.file() {
+        Some(file) => (
+            SharedBytes::Map(
+                MappedFile::map(file, HEADER + body_len)
+                    .map_err(|e| format!("cannot be mapped: {e}"))?,
+            ),
+            HEADER,
         ),
-        None => None,
-    };
-    let mut aligned = Vec::new();
-    let body: &[u8] = match &map {
-        Some(m) => m.after(HEADER).get(..body_len).ok_or("the map is short")?,
         None => {
-            aligned = vec![0u64; body_len / 8];
+            let mut aligned = vec![0u64; body_len / 8];
             f.read_at(
                 bytemuck::cast_slice_mut(&mut aligned),
                 CHECKPOINT_HEADER_LEN,
             )
             .map_err(|e| format!("cannot be read: {e}"))?;
-            bytemuck::cast_slice(&aligned)
+            (SharedBytes::Heap(aligned), 0)
         }
     };
+    let body = shared
+        .bytes()
+        .get(body_start..body_start + body_len)
+        .ok_or("the map is short")?;
     if crc32fast::hash(body) != h.body_crc {
         return Err("body checksum mismatch".into());
     }
-    let b = decode_body(body)?;
-    drop(aligned);
-    drop(map);
+    let b = decode_body(&Arc::new(shared), body_start)?;
     let mut spaces = Vec::with_capacity(b.spaces.len());
     let mut space_by_name = HashMap::with_capacity(b.spaces.len());
     for (i, s) in b.spaces.into_iter().enumerate() {
@@ -949,6 +987,8 @@ fn load_inner(
             bounds: RwLock::default(),
             quant: RwLock::default(),
             graph: RwLock::new(None),
+            vouch_at_open: Some((s.rows, s.rows_crc)),
+            saved: Mutex::default(),
         });
     }
     let any_deleted = b.trajs.iter().any(|m| m.deleted_at.is_some());

@@ -20,9 +20,11 @@ use crate::format::record::{
     self, kind, EncKey, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef,
     Trajectory, NO_STEP,
 };
+use crate::id_map::IdMap;
 use crate::index::bounds::StepBounds;
 use crate::index::graph::Graph;
 use crate::index::keyfile::{RowMark, RowStore};
+use crate::storage::mmap::SharedArray;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
 
@@ -166,7 +168,8 @@ pub(crate) struct RowMeta {
 pub(crate) struct Space {
     pub(crate) def: SpaceDef,
     pub(crate) rows: RowStore,
-    pub(crate) row_meta: Vec<RowMeta>,
+    /// Slot and step of each row (a view of the checkpoint until the first change).
+    pub(crate) row_meta: SharedArray<RowMeta>,
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
@@ -176,6 +179,11 @@ pub(crate) struct Space {
     /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
     /// on first use; module `index::quant`).
     pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
+    /// The row count and key-row checksum the checkpoint this handle opened from records
+    /// for the space (None after a scan): what a search-bounds file must be derived from.
+    pub(crate) vouch_at_open: Option<(u64, u32)>,
+    /// The space's search-bounds files (module `index::sidecar`).
+    pub(crate) saved: Mutex<crate::index::sidecar::Saved>,
 }
 
 /// Everything derived from the log, rebuilt on open.
@@ -184,7 +192,7 @@ pub(crate) struct State {
     pub(crate) spaces: Vec<Space>,
     pub(crate) space_by_name: HashMap<String, u32>,
     pub(crate) trajs: Vec<TrajMeta>,
-    pub(crate) by_id: HashMap<u64, u32>,
+    pub(crate) by_id: IdMap,
     pub(crate) names: Vec<String>,
     pub(crate) name_ids: HashMap<String, u32>,
     pub(crate) usage: Usage,
@@ -208,7 +216,7 @@ impl State {
         if let Some(&slot) = self.merged.get(&origin) {
             return Some(ix(slot));
         }
-        let slot = ix(*self.by_id.get(&origin.id)?);
+        let slot = ix(self.by_id.get(origin.id)?);
         (self.trajs[slot].origin == origin).then_some(slot)
     }
 
@@ -256,8 +264,8 @@ impl State {
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
             // An id may come back only after the trajectory that had it was deleted.
-            let reused = match self.by_id.get(&t.id) {
-                Some(&old) if self.trajs[ix(old)].deleted_at.is_none() => {
+            let reused = match self.by_id.get(t.id) {
+                Some(old) if self.trajs[ix(old)].deleted_at.is_none() => {
                     return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
                 }
                 Some(_) => true,
@@ -373,10 +381,12 @@ impl State {
                 self.spaces.push(Space {
                     def,
                     rows,
-                    row_meta: Vec::new(),
+                    row_meta: SharedArray::default(),
                     bounds: RwLock::default(),
                     graph: RwLock::new(None),
                     quant: RwLock::default(),
+                    vouch_at_open: None,
+                    saved: Mutex::default(),
                 });
             }
             Record::Trajectory(_) => {}
@@ -460,7 +470,7 @@ impl State {
     }
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
-        let slot = ix(*self.by_id.get(&id)?);
+        let slot = ix(self.by_id.get(id)?);
         self.trajs[slot].deleted_at.is_none().then_some(slot)
     }
 }
@@ -663,7 +673,7 @@ pub(crate) fn load_state(
         spaces: Vec::new(),
         space_by_name: HashMap::new(),
         trajs: Vec::new(),
-        by_id: HashMap::new(),
+        by_id: IdMap::default(),
         names: Vec::new(),
         name_ids: HashMap::new(),
         usage: Usage::default(),
@@ -1021,14 +1031,34 @@ impl Database {
                 ckpt_len,
             }),
             poisoned: AtomicBool::new(false),
-            // Nothing is known synced yet: the first sync (below) covers what the scan found,
-            // which a crashed process may have written without syncing.
-            synced: Mutex::new(Synced::default()),
+            // What is known synced: nothing after a scan, so the first sync (below) covers
+            // what the scan found, which a crashed process may have written without syncing.
+            // After an open from a checkpoint, the log up to the checkpoint's covered end: a
+            // checkpoint is written only after the log is synced that far
+            // (`write_checkpoint`), and the log is only ever appended to; the first sync
+            // then syncs only when the log goes on past it.
+            synced: Mutex::new(Synced {
+                log_gen: 0,
+                upto: ckpt_end,
+            }),
             state: RwLock::new(state),
             report,
             merge_lock: Mutex::new(()),
             _lock: None,
         };
+        // Spaces opened from a checkpoint may load their search bounds from their files.
+        {
+            let st = db.state.read();
+            for s in &st.spaces {
+                if let Some(vouch) = s.vouch_at_open {
+                    s.saved.lock().from = Some(crate::index::sidecar::SavedFrom {
+                        backend: db.backend.clone(),
+                        log_id: st.header.log_id,
+                        vouch,
+                    });
+                }
+            }
+        }
         if !read_only {
             {
                 let mut st = db.state.write();
@@ -1086,6 +1116,7 @@ impl Database {
         checkpoint::write(self.backend.as_ref(), &bytes)?;
         w.ckpt_end = w.end;
         w.ckpt_len = off(bytes.len());
+        self.save_search_bounds();
         Ok(())
     }
 
@@ -1101,9 +1132,22 @@ impl Database {
         self.sync_log_locked(&w)?;
         self.checkpoint_keys()?;
         if w.ckpt_end == w.end {
+            // The checkpoint is current; search bounds built since may still be saved.
+            self.save_search_bounds();
             return Ok(());
         }
         self.write_checkpoint(&mut w)
+    }
+
+    /// Saves each space's search bounds that cover every vouched row (module
+    /// `index::sidecar`); called under the writer lock after the key files are vouched.
+    fn save_search_bounds(&self) {
+        let st = self.state.read();
+        for (id, s) in st.spaces.iter().enumerate() {
+            if let Ok(id) = u32::try_from(id) {
+                crate::index::sidecar::save(self.backend.as_ref(), st.header.log_id, id, s);
+            }
+        }
     }
 
     pub(crate) fn log(&self) -> Arc<dyn Storage> {
@@ -1155,6 +1199,22 @@ impl Database {
         w.end = end.end;
         w.next_seq = end.next_seq;
         Ok(n)
+    }
+
+    /// For each key space, in id order: its name and whether its quantised copy and its
+    /// step bounds were loaded from their search-bounds files (module `index::sidecar`)
+    /// rather than built from the rows. For tests and diagnostics; not part of the stable
+    /// API.
+    #[doc(hidden)]
+    pub fn search_bounds_loaded(&self) -> Vec<(String, bool, bool)> {
+        let st = self.state.read();
+        st.spaces
+            .iter()
+            .map(|s| {
+                let l = s.saved.lock().loaded;
+                (s.def.name.clone(), l.0, l.1)
+            })
+            .collect()
     }
 
     /// A text rendering of the whole derived state (trajectory metadata, id map, names, key
@@ -1552,7 +1612,7 @@ impl Database {
                 None if st.next_id == RESERVED_ID => return Err(Error::IdsExhausted),
                 // An assigned id is never one that was ever stored, deleted or not: only an
                 // explicit id may take back the id of a deleted trajectory.
-                None if st.by_id.contains_key(&st.next_id) => {
+                None if st.by_id.contains_key(st.next_id) => {
                     return Err(Error::DuplicateId { id: st.next_id })
                 }
                 None => st.next_id,
@@ -1660,7 +1720,7 @@ impl Database {
                 });
             }
             for e in events {
-                let slot = *st.by_id.get(&e.id).ok_or(Error::NotFound {
+                let slot = st.by_id.get(e.id).ok_or(Error::NotFound {
                     kind: "trajectory",
                     id: e.id,
                 })?;
@@ -1704,7 +1764,7 @@ impl Database {
     /// origin id when it was committed and `id`.
     pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
         let st = self.state.read();
-        st.by_id.get(&id).map(|&slot| st.trajs[ix(slot)].origin)
+        st.by_id.get(id).map(|slot| st.trajs[ix(slot)].origin)
     }
 
     /// Usage counters of trajectory `id` (zeros when never retrieved).

@@ -30,6 +30,7 @@ pub mod embed;
 mod error;
 pub mod export;
 pub mod format;
+mod id_map;
 pub mod import;
 pub mod index;
 pub mod jsonl;
@@ -77,4 +78,13 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
 #[doc(hidden)]
 pub fn fuzz_decode_checkpoint(file: &[u8]) -> bool {
     checkpoint::decode_file(file).is_ok()
+}
+
+/// Decodes a whole search-bounds file (header and body) the way a search loads one, with
+/// the binding taken from its own header and row `r` in slot `r / 3`, for the fuzzers. Row
+/// counts above 65,536 are refused (a search bounds them by the rows in memory). Returns
+/// whether it decoded. Not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_decode_bounds(file: &[u8]) -> bool {
+    index::sidecar::decode_any(file, 1 << 16, |r| u32::try_from(r / 3).unwrap_or(u32::MAX))
 }

@@ -209,7 +209,7 @@ impl Database {
             t.provenance.origin = Some(m.origin);
             // The parent by its id here, when it is here.
             t.provenance.parent = t.provenance.parent.and_then(|p| {
-                let ps = ix(*sst.by_id.get(&p)?);
+                let ps = ix(sst.by_id.get(p)?);
                 let st = self.state.read();
                 st.find_origin(sst.trajs[ps].origin).map(|d| st.trajs[d].id)
             });
@@ -218,7 +218,7 @@ impl Database {
                 if id == RESERVED_ID {
                     return Err(Error::IdsExhausted);
                 }
-                if st.by_id.contains_key(&id) {
+                if st.by_id.contains_key(id) {
                     return Err(Error::DuplicateId { id });
                 }
                 let mut keys = Vec::new();
@@ -277,7 +277,7 @@ impl Database {
                 let mut ids: HashMap<u64, Option<u64>> = HashMap::new();
                 for e in &ep.events {
                     let mapped = *ids.entry(e.id).or_insert_with(|| {
-                        let s = ix(*sst.by_id.get(&e.id)?);
+                        let s = ix(sst.by_id.get(e.id)?);
                         st.find_origin(sst.trajs[s].origin).map(|d| st.trajs[d].id)
                     });
                     let Some(id) = mapped else {

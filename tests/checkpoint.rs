@@ -498,3 +498,47 @@ fn mutated_checkpoints_with_valid_checksums_are_refused_or_decoded_never_panic()
         );
     }
 }
+
+#[test]
+fn a_writer_open_from_a_checkpoint_covering_the_whole_log_needs_no_sync_but_an_unsynced_tail_is_synced(
+) {
+    use trajdb::storage::fault::{FailingBackend, Op};
+    let mem = CrashBackend::new();
+    let db = Database::open_backend(
+        Arc::new(mem.clone()),
+        Options {
+            durability: Durability::Buffered,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=10);
+    db.close().unwrap();
+
+    // The checkpoint was written after the log was synced to its end: nothing to sync.
+    let counting = FailingBackend::new(Arc::new(mem.clone()), Some(Op::Sync), 0);
+    let db = Database::open_backend(Arc::new(counting.clone()), Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    assert_eq!(
+        counting.count(),
+        0,
+        "syncs at a writer open with nothing new"
+    );
+
+    // A process appends without syncing and dies (its written bytes stay in the files, as
+    // in the page cache); the next writer open must make them durable before a power cut.
+    db.append(&traj_for(11)).unwrap();
+    std::mem::forget(db);
+    let counting = FailingBackend::new(Arc::new(mem.clone()), Some(Op::Sync), 0);
+    let db = Database::open_backend(Arc::new(counting.clone()), Options::default()).unwrap();
+    assert!(
+        counting.count() > 0,
+        "the unsynced tail was not synced at open"
+    );
+    assert_eq!(db.ids().len(), 10);
+    let after_power_cut = mem.crash();
+    std::mem::forget(db);
+    let db = Database::open_backend(Arc::new(after_power_cut), ro()).unwrap();
+    assert!(db.ids().contains(&11), "the tail found at open was lost");
+}

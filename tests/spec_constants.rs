@@ -4,6 +4,7 @@ use trajdb::checkpoint;
 use trajdb::format::log;
 use trajdb::index::graph;
 use trajdb::index::keyfile;
+use trajdb::index::sidecar;
 
 fn spec() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/format-spec.md"))
@@ -76,10 +77,16 @@ fn constants_table_matches_code() {
         num(&get("CHECKPOINT_AUTO_BYTES")),
         checkpoint::CHECKPOINT_AUTO_BYTES
     );
+    assert_eq!(get("BOUNDS_MAGIC").as_bytes(), &sidecar::BOUNDS_MAGIC);
+    assert_eq!(
+        num(&get("BOUNDS_VERSION")),
+        u64::from(sidecar::BOUNDS_VERSION)
+    );
+    assert_eq!(num(&get("BOUNDS_HEADER_LEN")), sidecar::BOUNDS_HEADER_LEN);
     assert_eq!(get("GRAPH_MAGIC").as_bytes(), &graph::GRAPH_MAGIC);
     assert_eq!(num(&get("GRAPH_VERSION")), u64::from(graph::GRAPH_VERSION));
     assert_eq!(num(&get("GRAPH_HEADER_LEN")), graph::GRAPH_HEADER_LEN);
-    assert_eq!(rows.len(), 18, "every spec constant is checked here");
+    assert_eq!(rows.len(), 21, "every spec constant is checked here");
 }
 
 /// Checks offsets and sizes of a header table; sizes must tile the header exactly.
@@ -314,4 +321,34 @@ fn provenance_origin_bit_matches_code() {
         merged,
         ["episode", "created_ms", "origin", "origin_episode"]
     );
+}
+
+#[test]
+fn search_bounds_header_layout_matches_code() {
+    use sidecar::header::*;
+    check_layout(
+        "Search-bounds header",
+        &[
+            ("magic", MAGIC),
+            ("version", VERSION),
+            ("kind", KIND),
+            ("log_id", LOG_ID),
+            ("space_id", SPACE_ID),
+            ("dims", DIMS),
+            ("rows", ROWS),
+            ("rows_crc", ROWS_CRC),
+            ("metric", METRIC),
+            ("body_len", BODY_LEN),
+            ("body_crc", BODY_CRC),
+            ("crc", CRC),
+        ],
+        sidecar::BOUNDS_HEADER_LEN,
+    );
+    let spec = spec();
+    let kinds = spec
+        .lines()
+        .find(|l| l.starts_with("| 12 | 4 | kind |"))
+        .expect("kind row");
+    assert!(kinds.contains(&format!("{} quantised rows", sidecar::KIND_QUANTISED_ROWS)));
+    assert!(kinds.contains(&format!("{} step bounds", sidecar::KIND_STEP_BOUNDS)));
 }

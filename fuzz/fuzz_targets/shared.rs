@@ -127,3 +127,30 @@ pub fn exercise(files: &[(String, Vec<u8>)]) {
         }
     }
 }
+
+/// A valid step-bounds file (`bounds-1.idx`) of a small database: its step space `obs`
+/// after one retrieval built the bounds and a checkpoint saved them.
+pub fn seed_bounds() -> Vec<u8> {
+    static FILE: OnceLock<Vec<u8>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let mem = MemBackend::new();
+        let db = Database::open_backend(Arc::new(mem.clone()), Options::default()).unwrap();
+        common::create_spaces(&db);
+        for id in 1..=6 {
+            db.append(&common::traj_for(id)).unwrap();
+        }
+        let t = common::traj_for(1);
+        let q = trajdb::RetrieveQuery {
+            keys: vec![("goal".into(), t.keys["goal"].clone())],
+            step_key: Some(("obs".into(), t.step_keys["obs"][0].clone())),
+            k: 2,
+            window: 1,
+            filter: trajdb::Filter::default(),
+            embedder: None,
+        };
+        db.retrieve(&q).unwrap();
+        db.close().unwrap();
+        mem.file("bounds-1.idx").map(|f| f.snapshot()).unwrap_or_default()
+    })
+    .clone()
+}

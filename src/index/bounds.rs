@@ -18,9 +18,11 @@
 //! and extended as rows are appended (a trajectory's rows are appended in one commit, so
 //! they are contiguous); no byte on disk changes.
 
+use crate::format::codec::off;
 use crate::format::record::Metric;
 use crate::index::kernels::Prepared;
 use crate::index::quant::{self, QuantRows};
+use crate::index::sidecar::{BodyReader, BodyWriter};
 
 /// Slack added to every bound, relative to the magnitude of the score it bounds. The
 /// kernels agree with the f64 reference to 1e-4 relative; 1e-3 leaves a tenfold margin.
@@ -287,6 +289,120 @@ impl StepBounds {
             };
             *o = round_up(bound);
         }
+    }
+
+    /// Rows covered.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows_seen
+    }
+
+    /// Appends the bounds to a bounds-file body (`format-spec.md`, "Search-bounds files"):
+    /// rows covered, usable, slot and group counts, the group of each slot, per group its
+    /// first and end rows, radius and largest norm, the slot of each group, the centroids,
+    /// then their quantised copy.
+    pub(crate) fn write_body(&self, w: &mut BodyWriter) {
+        w.u64(off(self.rows_seen));
+        w.u64(u64::from(self.usable));
+        w.u64(off(self.group_of_slot.len()));
+        w.u64(off(self.groups.len()));
+        w.u32s(&self.group_of_slot);
+        w.u64s(self.groups.iter().map(|g| off(g.first)));
+        w.u64s(self.groups.iter().map(|g| off(g.end)));
+        w.f64s(self.groups.iter().map(|g| g.radius));
+        w.f64s(self.groups.iter().map(|g| g.max_norm));
+        w.u32s(&self.slot_of_group);
+        w.f32s(&self.centroids);
+        self.quant.write_body(w);
+    }
+
+    /// Reads bounds written by [`write_body`](Self::write_body) for `rows` key rows of
+    /// `dims` dimensions whose row `r` belongs to slot `slot_of_row(r)`, checking every
+    /// group against the rows (contiguous, in order, all of one slot, covering them all)
+    /// so that bounds of other rows are refused.
+    pub(crate) fn read_body(
+        r: &mut BodyReader<'_>,
+        rows: usize,
+        dims: usize,
+        slot_of_row: impl Fn(usize) -> u32,
+    ) -> Result<Self, String> {
+        let rows_seen = r.u64("step bounds: rows")?;
+        if rows_seen != off(rows) {
+            return Err(format!("step bounds cover {rows_seen} rows, not {rows}"));
+        }
+        let usable = match r.u64("step bounds: usable")? {
+            0 => false,
+            1 => true,
+            x => return Err(format!("step bounds: usable flag {x}")),
+        };
+        let n_slots = r.u64("step bounds: slots")?;
+        let n_groups = r.u64("step bounds: groups")?;
+        let group_of_slot = r.u32s(n_slots, "step bounds: group of each slot")?;
+        let firsts = r.u64s(n_groups, "step bounds: first rows")?;
+        let ends = r.u64s(n_groups, "step bounds: end rows")?;
+        let radii = r.f64s(n_groups, "step bounds: radii")?;
+        let norms = r.f64s(n_groups, "step bounds: largest norms")?;
+        let slot_of_group = r.u32s(n_groups, "step bounds: slot of each group")?;
+        let centroids = r.f32s(
+            n_groups
+                .checked_mul(off(dims))
+                .ok_or("step bounds: centroids overflow")?,
+            "step bounds: centroids",
+        )?;
+        let quant = QuantRows::read_body(r, dims)?;
+        let mut groups = Vec::with_capacity(firsts.len());
+        let mut next = 0usize;
+        for (g, &first) in firsts.iter().enumerate() {
+            let bad = |what: &str| format!("step bounds: group {g}: {what}");
+            let first = usize::try_from(first).map_err(|_| bad("first row"))?;
+            let end = usize::try_from(ends[g]).map_err(|_| bad("end row"))?;
+            if first != next || end <= first || end > rows {
+                return Err(bad("rows out of order or out of range"));
+            }
+            let slot = *slot_of_group.get(g).ok_or_else(|| bad("no slot"))?;
+            if (first..end).any(|row| slot_of_row(row) != slot) {
+                return Err(bad("rows of another slot"));
+            }
+            let gi = u32::try_from(g).map_err(|_| bad("index"))?;
+            let slot_us = usize::try_from(slot).map_err(|_| bad("slot"))?;
+            if group_of_slot.get(slot_us) != Some(&gi) && usable {
+                return Err(bad("its slot names another group"));
+            }
+            let (radius, max_norm) = (radii[g], norms[g]);
+            if !(radius.is_finite() && radius >= 0.0 && max_norm.is_finite() && max_norm >= 0.0) {
+                return Err(bad("radius or norm is negative or not finite"));
+            }
+            groups.push(Group {
+                first,
+                end,
+                radius,
+                max_norm,
+            });
+            next = end;
+        }
+        if next != rows {
+            return Err("step bounds: the groups do not cover every row".into());
+        }
+        if group_of_slot
+            .iter()
+            .any(|&g| g != NONE && u64::from(g) >= n_groups)
+        {
+            return Err("step bounds: a slot names a group that does not exist".into());
+        }
+        if centroids.iter().any(|x| !x.is_finite()) {
+            return Err("step bounds: a centroid is not finite".into());
+        }
+        if quant.rows() != groups.len() && quant.rows() != 0 {
+            return Err("step bounds: the quantised centroids do not match the groups".into());
+        }
+        Ok(StepBounds {
+            rows_seen: rows,
+            group_of_slot,
+            groups,
+            slot_of_group,
+            centroids,
+            usable,
+            quant,
+        })
     }
 
     /// Number of groups (trajectories with rows here).

@@ -8,4 +8,5 @@ pub mod kernels;
 pub mod keyfile;
 pub(crate) mod quant;
 pub(crate) mod search;
+pub mod sidecar;
 pub(crate) mod simd;

@@ -5,19 +5,23 @@
 //! [-127, 127], so `x̂ = scale * code` and, computed in f64 and rounded up, the row's
 //! quantisation error `e = |x - x̂|` and magnitude `m = |x| + |x̂|`.
 //!
-//! For a query `q`, the pass computes `a = scale * (code · q)` with the i8 kernel (a quarter
-//! of the bytes of the f32 rows) and a bound `b` with `|s - a| <= b`, where `s` is the score
-//! the f32 kernel gives the row:
+//! For a query `q`, the pass quantises the query too: `sq = max_i |q_i| / 2047` (f64),
+//! `c_i = round(q_i / sq)` (i16, |c_i| <= 2047), `q̂ = sq * c`, and `d = |q - q̂|` (f64,
+//! rounded up). It computes the exact integer `code · c` with the integer kernel (a quarter
+//! of the bytes of the f32 rows; no rounding) and `a = scale * sq * (code · c)` in f64, and
+//! a bound `b` with `|s - a| <= b`, where `s` is the score the f32 kernel gives the row:
 //!
-//! - `|x·q - x̂·q| <= e |q|` (Cauchy-Schwarz);
-//! - each kernel's f32 rounding is at most `γ (|x| |q|)` and `γ (|x̂| |q|)`, with
+//! - `|x·q - x̂·q| <= e |q|` and `|x̂·q - x̂·q̂| <= |x̂| d <= m d` (Cauchy-Schwarz), and
+//!   `x̂·q̂ = scale * sq * (code · c)` exactly;
+//! - the f32 kernel's rounding is at most `γ |x| |q| <= γ m |q|`, with
 //!   `γ = 2 (dims / 8 + 4) 2^-24` (recursive summation of `dims / 8` terms per lane plus the
 //!   horizontal sum, doubled; Higham, *Accuracy and Stability of Numerical Algorithms*,
-//!   2nd ed., §3.1), together `γ m |q|`;
-//! - the products and sums forming `a` and `b` round by at most `4 * 2^-24 |a|`.
+//!   2nd ed., §3.1);
+//! - the f64 products forming `a` and the sums forming `b` round by far less than
+//!   `4 * 2^-24 |a|`.
 //!
-//! So `b = (e + γ m) |q| + 2^-22 |a|`, formed in f64 and rounded up. Let `L` be the k-th
-//! largest lower bound `a - b` over the rows that pass the filter. At least k rows have
+//! So `b = (e + γ m) |q| + m d + 2^-22 |a|`, formed in f64 and rounded up. Let `L` be the
+//! k-th largest lower bound `a - b` over the rows that pass the filter. At least k rows have
 //! `s >= L`, so the k-th best score is at least `L`; a row with `a + b < L` scores below it
 //! and cannot be in the top k, nor tie with it. The rows with `a + b >= L` are scored again
 //! with the f32 kernel on their f32 rows and ranked exactly as a full scan ranks them (the
@@ -28,8 +32,10 @@
 //! in memory only (about `dims + 12` bytes per row, a quarter of the f32 rows), built on a
 //! space's first search and extended as rows are appended; no byte on disk changes.
 
+use crate::format::codec::off;
 use crate::format::record::Metric;
-use crate::index::simd::dot_i8_rows;
+use crate::index::sidecar::{BodyReader, BodyWriter};
+use crate::index::simd::{dot_i8_i16_rows, QUERY_CODE_MAX};
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
 pub(crate) const MIN_ROWS: usize = 4096;
@@ -50,7 +56,7 @@ fn up(x: f64) -> f32 {
 /// The i8 copy of a key space's rows.
 #[derive(Debug, Default)]
 pub(crate) struct QuantRows {
-    /// Dimensions rounded up to a multiple of 8 (codes past `dims` are zero).
+    /// Dimensions rounded up to a multiple of 16 (codes past `dims` are zero).
     padded: usize,
     /// Rows covered.
     rows: usize,
@@ -80,7 +86,7 @@ impl QuantRows {
             return;
         }
         let n = rows.len() / dims;
-        let padded = dims.div_ceil(8) * 8;
+        let padded = dims.div_ceil(16) * 16;
         if n < self.rows || self.padded != padded {
             *self = QuantRows {
                 padded,
@@ -131,13 +137,30 @@ impl QuantRows {
             .sqrt();
         const BLOCK: usize = 64;
         let padded = self.padded;
-        if padded == 0 {
+        if padded == 0 || q.len() > padded {
             return;
         }
-        let mut qp = q.to_vec();
-        qp.resize(padded, 0.0);
+        // The query's codes (module documentation): `sq` and `d` in f64.
+        let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+        let sq = peak / f64::from(QUERY_CODE_MAX);
+        let mut qc = vec![0i16; padded];
+        let mut d2 = 0f64;
+        for (c, &x) in qc.iter_mut().zip(q) {
+            let x = f64::from(x);
+            let code = if sq > 0.0 {
+                (x / sq)
+                    .round()
+                    .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
+            } else {
+                0.0
+            };
+            // Exact: |code| <= QUERY_CODE_MAX fits in i16.
+            *c = code as i16;
+            d2 += (x - code * sq).powi(2);
+        }
+        let d = f64::from(up(d2.sqrt()));
         let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
-        let mut dots = [0f32; BLOCK];
+        let mut dots = [0i64; BLOCK];
         let mut kept = [false; BLOCK];
         let clamp = |x: f32| {
             if metric == Metric::Cosine {
@@ -157,11 +180,14 @@ impl QuantRows {
             if !any {
                 continue;
             }
-            dot_i8_rows(block, padded, &qp, &mut dots[..m]);
+            dot_i8_i16_rows(block, padded, &qc, &mut dots[..m]);
             for i in (0..m).filter(|&i| kept[i]) {
                 let [scale, e, mag] = self.meta[base + i];
-                let a = f64::from(dots[i]) * f64::from(scale);
-                let bound = (f64::from(e) + gamma * f64::from(mag)) * q_norm + 4.0 * U * a.abs();
+                // Exact in f64: |code · c| < 2^53.
+                let a = dots[i] as f64 * f64::from(scale) * sq;
+                let bound = (f64::from(e) + gamma * f64::from(mag)) * q_norm
+                    + f64::from(mag) * d
+                    + 4.0 * U * a.abs();
                 emit(base + i, clamp(-up(-(a - bound))), clamp(up(a + bound)));
             }
         }
@@ -198,6 +224,56 @@ impl QuantRows {
             }
         });
         Candidates { rows, threshold }
+    }
+
+    /// Rows covered.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends the copy to a bounds-file body: padded dims, rows, the codes, then per row
+    /// `scale`, `e`, `m` (`format-spec.md`, "Search-bounds files").
+    pub(crate) fn write_body(&self, w: &mut BodyWriter) {
+        w.u64(off(self.padded));
+        w.u64(off(self.rows));
+        w.i8s(&self.codes);
+        let meta: Vec<f32> = self.meta.iter().flatten().copied().collect();
+        w.f32s(&meta);
+    }
+
+    /// Reads a copy written by [`write_body`](Self::write_body) for rows of `dims`
+    /// dimensions, checking that its shape is the one [`extend`](Self::extend) makes and
+    /// that every bound term is finite and non-negative.
+    pub(crate) fn read_body(r: &mut BodyReader<'_>, dims: usize) -> Result<Self, String> {
+        let padded = r.u64("quantised copy: padded dimensions")?;
+        let rows = r.u64("quantised copy: rows")?;
+        let want_padded = off(dims.div_ceil(16) * 16);
+        if rows > 0 && padded != want_padded {
+            return Err(format!(
+                "quantised copy: {padded} padded dimensions, expected {want_padded}"
+            ));
+        }
+        let n_codes = rows
+            .checked_mul(padded)
+            .ok_or("quantised copy: code count overflows")?;
+        let codes = r.i8s(n_codes, "quantised copy: codes")?;
+        if codes.contains(&i8::MIN) {
+            return Err("quantised copy: a code is -128".into());
+        }
+        let n_meta = rows
+            .checked_mul(3)
+            .ok_or("quantised copy: row terms overflow")?;
+        let flat = r.f32s(n_meta, "quantised copy: row terms")?;
+        let meta: Vec<[f32; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        if meta.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err("quantised copy: a row term is negative or not finite".into());
+        }
+        Ok(QuantRows {
+            padded: usize::try_from(padded).map_err(|e| e.to_string())?,
+            rows: usize::try_from(rows).map_err(|e| e.to_string())?,
+            codes,
+            meta,
+        })
     }
 
     /// Bytes held.

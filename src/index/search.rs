@@ -13,6 +13,7 @@ use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 use crate::index::quant;
+use crate::index::sidecar;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -188,12 +189,21 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .collect()
 }
 
+/// The id of space `s` of `st`.
+fn space_id(st: &State, s: &Space) -> u32 {
+    st.space_by_name
+        .get(&s.def.name)
+        .copied()
+        .unwrap_or(u32::MAX)
+}
+
 /// The exact top `k` rows of space `s` among those with `keep(row)`, by the row kernel's
 /// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
 /// quantised first pass (module `index::quant`) and rescore its candidates; the result is
 /// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
 fn top_rows(
     s: &Space,
+    id: u32,
     q: &Prepared,
     k: usize,
     quantised: bool,
@@ -208,7 +218,9 @@ fn top_rows(
         return top;
     }
     if s.quant.read().is_behind(n) {
-        s.quant.write().extend(rows, dims);
+        let mut w = s.quant.write();
+        sidecar::prime_quant(s, id, &mut w);
+        w.extend(rows, dims);
     }
     let qr = s.quant.read();
     if qr.is_behind(n) {
@@ -324,9 +336,14 @@ impl Database {
         }
         let c = Compiled::new(&st, filter)?;
         let quantised = self.opts.quantised_search;
-        let top = top_rows(s, &Prepared::new(s.def.metric, query), k, quantised, |r| {
-            c.pass(&st.trajs[ix(s.row_meta[r].slot)])
-        });
+        let top = top_rows(
+            s,
+            sid,
+            &Prepared::new(s.def.metric, query),
+            k,
+            quantised,
+            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+        );
         Ok(hits(&st, s, top))
     }
 
@@ -553,9 +570,9 @@ impl Database {
                 let dims = ix(s.def.dims);
                 let rows = s.rows.all();
                 if s.bounds.read().is_behind(rows.len() / dims.max(1)) {
-                    s.bounds
-                        .write()
-                        .extend(s.def.metric, rows, dims, |r| s.row_meta[r].slot);
+                    let mut w = s.bounds.write();
+                    sidecar::prime_bounds(s, space_id(&st, s), n, &mut w);
+                    w.extend(s.def.metric, rows, dims, |r| s.row_meta[r].slot);
                 }
                 let b = s.bounds.read();
                 (b.usable && !b.is_behind(rows.len() / dims.max(1))).then_some(b)
@@ -592,7 +609,9 @@ impl Database {
             if bounded && quantisable(s) {
                 let nrows = rows.len() / dims.max(1);
                 if s.quant.read().is_behind(nrows) {
-                    s.quant.write().extend(rows, dims);
+                    let mut w = s.quant.write();
+                    sidecar::prime_quant(s, space_id(&st, s), &mut w);
+                    w.extend(rows, dims);
                 }
                 let qr = s.quant.read();
                 reset(lows, n, f32::NAN);

@@ -110,32 +110,45 @@ pub fn prefetch<T>(row: &[T]) {
     let _ = row;
 }
 
-/// Dot products of rows of i8 codes (row-major, `dims` codes each; `dims` a multiple of 8)
-/// with the f32 vector `q` (`dims` floats), into `out`: `sum code_i * q_i` accumulated in
-/// f32 (each code is exact in f32). Four rows per pass with AVX2 and FMA, else a scalar
-/// loop; as for [`dot_rows`], a row's bits never depend on the rows beside it.
-pub fn dot_i8_rows(codes: &[i8], dims: usize, q: &[f32], out: &mut [f32]) {
-    if dims == 0 || q.len() != dims || !dims.is_multiple_of(8) {
+/// Largest magnitude of a query code for [`dot_i8_i16_rows`]: with row codes in
+/// [-127, 127] and at most [`crate::format::record::MAX_DIMS`] dimensions, every AVX2 lane
+/// sums at most `MAX_DIMS / 8` products of at most `127 * QUERY_CODE_MAX` and stays inside
+/// i32 (checked at compile time below).
+pub const QUERY_CODE_MAX: i16 = 2047;
+const _: () = assert!(
+    127 * (QUERY_CODE_MAX as i64) * (crate::format::record::MAX_DIMS as i64 / 8) < i32::MAX as i64
+);
+
+/// Exact integer dot products of rows of i8 codes (row-major, `dims` codes each; `dims` a
+/// multiple of 16, codes in [-127, 127]) with the i16 query codes `q` (`dims` codes in
+/// [-[`QUERY_CODE_MAX`], [`QUERY_CODE_MAX`]]), into `out`. Integer arithmetic is exact, so
+/// the AVX2 path (four rows per pass, `madd` of sign-extended pairs) and the scalar loop
+/// give the same value. Nothing is written when the shapes do not fit.
+pub fn dot_i8_i16_rows(codes: &[i8], dims: usize, q: &[i16], out: &mut [i64]) {
+    if dims == 0
+        || q.len() != dims
+        || !dims.is_multiple_of(16)
+        || dims > crate::format::record::MAX_DIMS as usize
+    {
         return;
     }
     let n = out.len().min(codes.len() / dims);
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2_fma() {
-            // SAFETY: AVX2 and FMA detected; reads `n * dims <= codes.len()` codes and
-            // `dims == q.len()` floats, writes `n <= out.len()` values; `dims % 8 == 0`.
-            unsafe { x86::i8_rows_avx2(&codes[..n * dims], dims, q, &mut out[..n]) };
+            // SAFETY: AVX2 detected; reads `n * dims <= codes.len()` codes and
+            // `dims == q.len()` query codes, writes `n <= out.len()` values; `dims % 16 == 0`
+            // and `dims <= MAX_DIMS`, so no lane overflows (the assertion above).
+            unsafe { x86::i8_i16_rows_avx2(&codes[..n * dims], dims, q, &mut out[..n]) };
             return;
         }
     }
     for (o, row) in out[..n].iter_mut().zip(codes.chunks_exact(dims)) {
-        let mut acc = [0f32; 8];
-        for (c, qc) in row.chunks_exact(8).zip(q.chunks_exact(8)) {
-            for l in 0..8 {
-                acc[l] += f32::from(c[l]) * qc[l];
-            }
-        }
-        *o = acc.iter().sum();
+        *o = row
+            .iter()
+            .zip(q)
+            .map(|(&c, &x)| i64::from(c) * i64::from(x))
+            .sum();
     }
 }
 
@@ -150,9 +163,11 @@ fn scalar_l2sq(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m128i, __m256, _mm256_castps256_ps128, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
-        _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_sub_ps,
-        _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadl_epi64, _mm_movehdup_ps, _mm_movehl_ps,
+        __m128i, __m256, __m256i, _mm256_add_epi32, _mm256_castps256_ps128, _mm256_cvtepi8_epi16,
+        _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+        _mm256_madd_epi16, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_storeu_si256,
+        _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehdup_ps,
+        _mm_movehl_ps,
     };
 
     /// Horizontal sum of 8 lanes in a fixed order.
@@ -187,56 +202,68 @@ mod x86 {
         s
     }
 
-    /// i8 rows (`dims % 8 == 0`) against an f32 query: four rows per pass, the rest one at
-    /// a time with the same per-row operations.
+    /// Horizontal sum of 8 i32 lanes, in i64.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum_i32(v: __m256i) -> i64 {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` is 32 writable bytes; an unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast::<__m256i>(), v) };
+        lanes.iter().map(|&x| i64::from(x)).sum()
+    }
+
+    /// i8 rows (`dims % 16 == 0`) against i16 query codes: per 16 codes, the row's codes
+    /// sign-extended to i16 and `madd`ed with the query's into 8 i32 lanes; four rows per
+    /// pass, the rest one at a time.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `codes.len() == out.len() * dims`,
-    /// `q.len() == dims`, `dims % 8 == 0`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn i8_rows_avx2(codes: &[i8], dims: usize, q: &[f32], out: &mut [f32]) {
+    /// The CPU must support AVX2; `codes.len() == out.len() * dims`, `q.len() == dims`,
+    /// `dims % 16 == 0`, `dims <= MAX_DIMS`, query codes within `QUERY_CODE_MAX`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn i8_i16_rows_avx2(codes: &[i8], dims: usize, q: &[i16], out: &mut [i64]) {
         let qp = q.as_ptr();
         let load = |p: *const i8| {
-            // SAFETY: callers pass pointers with 8 readable codes.
-            let b = unsafe { _mm_loadl_epi64(p.cast::<__m128i>()) };
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
+            // SAFETY: callers pass pointers with 16 readable codes.
+            let b = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+            _mm256_cvtepi8_epi16(b)
         };
         let mut r = 0;
         while r + 4 <= out.len() {
             let base = codes.as_ptr().add(r * dims);
             let (p0, p1, p2, p3) = (base, base.add(dims), base.add(2 * dims), base.add(3 * dims));
             let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
             );
             let mut j = 0;
             while j < dims {
-                // SAFETY: j + 8 <= dims: 8 codes of rows r..r+3 and 8 floats of q.
-                let qv = _mm256_loadu_ps(qp.add(j));
-                a0 = _mm256_fmadd_ps(load(p0.add(j)), qv, a0);
-                a1 = _mm256_fmadd_ps(load(p1.add(j)), qv, a1);
-                a2 = _mm256_fmadd_ps(load(p2.add(j)), qv, a2);
-                a3 = _mm256_fmadd_ps(load(p3.add(j)), qv, a3);
-                j += 8;
+                // SAFETY: j + 16 <= dims: 16 codes of rows r..r+3 and 16 query codes.
+                let qv = _mm256_loadu_si256(qp.add(j).cast::<__m256i>());
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(load(p0.add(j)), qv));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(load(p1.add(j)), qv));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(load(p2.add(j)), qv));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(load(p3.add(j)), qv));
+                j += 16;
             }
-            out[r] = hsum(a0);
-            out[r + 1] = hsum(a1);
-            out[r + 2] = hsum(a2);
-            out[r + 3] = hsum(a3);
+            out[r] = hsum_i32(a0);
+            out[r + 1] = hsum_i32(a1);
+            out[r + 2] = hsum_i32(a2);
+            out[r + 3] = hsum_i32(a3);
             r += 4;
         }
         while r < out.len() {
             let p = codes.as_ptr().add(r * dims);
-            let mut a = _mm256_setzero_ps();
+            let mut a = _mm256_setzero_si256();
             let mut j = 0;
             while j < dims {
                 // SAFETY: as above, within row r and q.
-                a = _mm256_fmadd_ps(load(p.add(j)), _mm256_loadu_ps(qp.add(j)), a);
-                j += 8;
+                let qv = _mm256_loadu_si256(qp.add(j).cast::<__m256i>());
+                a = _mm256_add_epi32(a, _mm256_madd_epi16(load(p.add(j)), qv));
+                j += 16;
             }
-            out[r] = hsum(a);
+            out[r] = hsum_i32(a);
             r += 1;
         }
     }
@@ -381,35 +408,49 @@ mod tests {
     }
 
     #[test]
-    fn i8_rows_agree_with_f64_and_score_the_same_bits_in_any_block_position() {
+    fn i8_i16_rows_are_the_exact_integer_dot_product_in_any_block_position() {
         let mut seed = 17;
-        for dims in [8usize, 16, 64, 384] {
+        for dims in [16usize, 32, 64, 384, 1024] {
             let n = 11;
-            let codes: Vec<i8> = (0..n * dims)
+            let mut codes: Vec<i8> = (0..n * dims)
                 .map(|_| (lcg(&mut seed) * 127.0).round() as i8)
                 .collect();
-            let q: Vec<f32> = (0..dims).map(|_| lcg(&mut seed)).collect();
-            let mut all = vec![0f32; n];
-            dot_i8_rows(&codes, dims, &q, &mut all);
+            let mut q: Vec<i16> = (0..dims)
+                .map(|_| (lcg(&mut seed) * f32::from(QUERY_CODE_MAX)).round() as i16)
+                .collect();
+            // The extremes: the largest products of both signs.
+            codes[..dims].fill(127);
+            codes[dims..2 * dims].fill(-127);
+            q[..dims / 2].fill(QUERY_CODE_MAX);
+            let mut all = vec![0i64; n];
+            dot_i8_i16_rows(&codes, dims, &q, &mut all);
             for r in 0..n {
                 let row = &codes[r * dims..(r + 1) * dims];
-                let (mut want, mut mag) = (0f64, 0f64);
-                for (&c, &x) in row.iter().zip(&q) {
-                    want += f64::from(c) * f64::from(x);
-                    mag += (f64::from(c) * f64::from(x)).abs();
-                }
-                assert!(
-                    (f64::from(all[r]) - want).abs() <= 1e-5 * mag,
-                    "dims {dims} row {r}"
-                );
-                let mut one = [0f32];
-                dot_i8_rows(row, dims, &q, &mut one);
-                assert_eq!(one[0].to_bits(), all[r].to_bits(), "dims {dims} row {r}");
+                let want: i64 = row
+                    .iter()
+                    .zip(&q)
+                    .map(|(&c, &x)| i64::from(c) * i64::from(x))
+                    .sum();
+                assert_eq!(all[r], want, "dims {dims} row {r}");
+                let mut one = [0i64];
+                dot_i8_i16_rows(row, dims, &q, &mut one);
+                assert_eq!(one[0], all[r], "dims {dims} row {r} alone");
             }
         }
-        let mut out = [f32::NAN];
-        dot_i8_rows(&[1; 7], 7, &[1.0; 7], &mut out); // dims not a multiple of 8: refused
-        assert!(out[0].is_nan());
+        let mut out = [i64::MIN];
+        dot_i8_i16_rows(&[1; 8], 8, &[1; 8], &mut out); // dims not a multiple of 16: refused
+        assert_eq!(out[0], i64::MIN);
+    }
+
+    #[test]
+    fn i8_i16_rows_do_not_overflow_at_the_largest_dimensions() {
+        let dims = crate::format::record::MAX_DIMS as usize;
+        let codes = vec![-127i8; 2 * dims];
+        let q = vec![QUERY_CODE_MAX; dims];
+        let mut out = [0i64; 2];
+        dot_i8_i16_rows(&codes, dims, &q, &mut out);
+        let want = -127 * i64::from(QUERY_CODE_MAX) * dims as i64;
+        assert_eq!(out, [want, want]);
     }
 
     #[test]
