@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::db::{RowMeta, Space, State, TrajMeta};
 use crate::error::{Error, Result};
-use crate::format::codec::{ix, off};
+use crate::format::codec::{ix, off, u32_at, u64_at};
 use crate::format::log::{self, LogHeader, LOG_HEADER_LEN};
 use crate::format::record::{
     self, kind, Level, Origin, Outcome, ProvenanceKind, Record, RetrievalEvent, SpaceDef, Stage,
@@ -27,6 +27,7 @@ use crate::format::record::{
 };
 use crate::id_map::IdMap;
 use crate::index::keyfile::RowStore;
+use crate::names::Names;
 use crate::storage::mmap::{MappedFile, SharedArray, SharedBytes};
 use crate::storage::{create_fresh, Backend, Storage};
 use crate::usage::{Episode, Usage, Utility};
@@ -328,7 +329,7 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
     }
     let mut ends = Vec::with_capacity(st.names.len());
     let mut name_bytes = Vec::new();
-    for n in &st.names {
+    for n in st.names.iter() {
         name_bytes.extend_from_slice(n.as_bytes());
         ends.push(u32::try_from(name_bytes.len()).ok()?.to_le());
     }
@@ -457,18 +458,6 @@ pub(crate) struct Header {
     pub(crate) body_len: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Checks a checkpoint header (magic, CRC, version, reserved bytes).
 pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String> {
     if b[..8] != CHECKPOINT_MAGIC {
@@ -516,8 +505,7 @@ pub(crate) struct Body {
     pub(crate) spaces: Vec<SpacePart>,
     pub(crate) trajs: Vec<TrajMeta>,
     pub(crate) by_id: IdMap,
-    pub(crate) names: Vec<String>,
-    pub(crate) name_ids: HashMap<String, u32>,
+    pub(crate) names: Names,
     pub(crate) usage: Usage,
 }
 
@@ -575,7 +563,9 @@ pub(crate) fn decode_body(
     let trajs_at = body_start + c.at;
     let traj_recs = c.array::<TrajRec>(n(counts.trajs), "trajectories")?;
     let hist_recs = c.array::<HistRec>(n(counts.history), "outcome history")?;
+    let ends_at = body_start + c.at;
     let ends = c.array::<u32>(n(counts.names), "name ends")?;
+    let name_bytes_at = body_start + c.at;
     let name_bytes = c.bytes(n(counts.name_bytes), "names")?;
     let rows_at = body_start + c.at;
     let rows_all = c.array::<RowMeta>(n(counts.rows), "row metadata")?;
@@ -586,28 +576,20 @@ pub(crate) fn decode_body(
         return Err(format!("{} bytes after the last array", body.len() - c.at));
     }
 
-    // Names.
-    let mut names = Vec::with_capacity(ends.len());
-    let mut name_ids = HashMap::with_capacity(ends.len());
-    let mut start = 0usize;
-    for (i, e) in ends.iter().enumerate() {
-        let end = ix(u32::from_le(*e));
-        let s = name_bytes
-            .get(start..end)
-            .ok_or_else(|| format!("name {i} ends at {end}, before {start} or past the names"))?;
-        let s = std::str::from_utf8(s).map_err(|_| format!("name {i} is not UTF-8"))?;
-        if name_ids
-            .insert(s.to_owned(), u32::try_from(i).unwrap_or(u32::MAX))
-            .is_some()
-        {
-            return Err(format!("name `{s}` appears twice"));
-        }
-        names.push(s.to_owned());
-        start = end;
-    }
-    if start != name_bytes.len() {
-        return Err("name bytes are not all used".into());
-    }
+    // Names: the table stays a view of the checkpoint on little-endian machines.
+    let (ends_view, bytes_view) = if cfg!(target_endian = "little") {
+        (
+            SharedArray::view(shared.clone(), ends_at, ends.len()),
+            SharedArray::view(shared.clone(), name_bytes_at, name_bytes.len()),
+        )
+    } else {
+        (None, None)
+    };
+    let names = Names::from_table(
+        ends_view
+            .unwrap_or_else(|| SharedArray::owned(ends.iter().map(|e| u32::from_le(*e)).collect())),
+        bytes_view.unwrap_or_else(|| SharedArray::owned(name_bytes.to_vec())),
+    )?;
 
     // Trajectories and their outcome history.
     let n_names = off(names.len());
@@ -847,7 +829,6 @@ pub(crate) fn decode_body(
         trajs,
         by_id,
         names,
-        name_ids,
         usage,
     })
 }
@@ -999,7 +980,6 @@ fn load_inner(
         trajs: b.trajs,
         by_id: b.by_id,
         names: b.names,
-        name_ids: b.name_ids,
         usage: b.usage,
         next_id: b.next_id,
         last_seq: h.cov.last_seq,

@@ -24,6 +24,7 @@ use crate::id_map::IdMap;
 use crate::index::bounds::StepBounds;
 use crate::index::graph::Graph;
 use crate::index::keyfile::{RowMark, RowStore};
+use crate::names::Names;
 use crate::storage::mmap::SharedArray;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
 use crate::usage::{Episode, Usage, Utility};
@@ -193,8 +194,7 @@ pub(crate) struct State {
     pub(crate) space_by_name: HashMap<String, u32>,
     pub(crate) trajs: Vec<TrajMeta>,
     pub(crate) by_id: IdMap,
-    pub(crate) names: Vec<String>,
-    pub(crate) name_ids: HashMap<String, u32>,
+    pub(crate) names: Names,
     pub(crate) usage: Usage,
     pub(crate) next_id: u64,
     pub(crate) last_seq: u64,
@@ -221,13 +221,7 @@ impl State {
     }
 
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.name_ids.get(s) {
-            return i;
-        }
-        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(s.to_owned());
-        self.name_ids.insert(s.to_owned(), i);
-        i
+        self.names.intern(s)
     }
 
     pub(crate) fn space(&self, name: &str) -> Result<(u32, &Space)> {
@@ -674,8 +668,7 @@ pub(crate) fn load_state(
         space_by_name: HashMap::new(),
         trajs: Vec::new(),
         by_id: IdMap::default(),
-        names: Vec::new(),
-        name_ids: HashMap::new(),
+        names: Names::default(),
         usage: Usage::default(),
         next_id: header.id_floor.max(1),
         last_seq: header.base_seq.saturating_sub(1),
@@ -1238,8 +1231,9 @@ impl Database {
         let mut by_id: Vec<_> = st.by_id.iter().collect();
         by_id.sort();
         let _ = writeln!(o, "by_id {by_id:?}");
-        let _ = writeln!(o, "names {:?}", st.names);
-        let mut name_ids: Vec<_> = st.name_ids.iter().collect();
+        let names: Vec<&str> = st.names.iter().collect();
+        let _ = writeln!(o, "names {names:?}");
+        let mut name_ids: Vec<_> = names.iter().map(|n| (*n, st.names.id_of(n))).collect();
         name_ids.sort();
         let _ = writeln!(o, "name_ids {name_ids:?}");
         for s in &st.spaces {
@@ -1590,6 +1584,23 @@ impl Database {
             return Err(Error::invalid(
                 "provenance.origin.db",
                 "is 0, which is no origin id",
+            ));
+        }
+        if let Some((a, b)) = t.provenance.steps {
+            if a > b {
+                return Err(Error::invalid(
+                    "provenance.steps",
+                    format!("[{a}, {b}) is reversed: the parent's step range [start, end) needs start <= end"),
+                ));
+            }
+        }
+        if t.created_ms < 0 {
+            return Err(Error::invalid(
+                "created_ms",
+                format!(
+                    "{} is before 1970: give milliseconds since the Unix epoch, or 0 for now",
+                    t.created_ms
+                ),
             ));
         }
         let mut id_out = 0;

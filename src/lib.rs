@@ -36,6 +36,7 @@ pub mod index;
 pub mod jsonl;
 mod maintenance;
 mod merge;
+mod names;
 pub mod rng;
 pub mod storage;
 mod usage;

@@ -403,3 +403,23 @@ fn contains_is_true_exactly_for_live_trajectories() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reversed_provenance_step_range_or_a_time_before_1970_is_refused_and_nothing_is_written() {
+    let db = mem_db();
+    db.create_space(&SpaceDef::new("goal", Level::Trajectory, 3, Metric::Cosine))
+        .unwrap();
+    let mut t = with_key(0, "goal", &[1.0, 0.0, 0.0]);
+    t.provenance.steps = Some((3, 1));
+    let e = db.append(&t).unwrap_err();
+    assert!(matches!(e, trajdb::Error::InvalidInput { .. }), "{e}");
+    assert!(e.to_string().contains("provenance.steps"), "{e}");
+    t.provenance.steps = Some((1, 1));
+    t.created_ms = -5;
+    let e = db.append(&t).unwrap_err();
+    assert!(e.to_string().contains("created_ms"), "{e}");
+    assert!(db.ids().is_empty());
+    t.created_ms = 0;
+    db.append(&t).unwrap();
+    assert_eq!(db.ids().len(), 1);
+}

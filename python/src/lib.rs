@@ -156,6 +156,12 @@ struct UInt(Result<u64, String>);
 
 impl<'py> FromPyObject<'py> for UInt {
     fn extract_bound(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        // bool is a subclass of int in Python, but `k=True` is a mistake, not a count.
+        if obj.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "expected an int, got bool",
+            ));
+        }
         if let Ok(v) = obj.extract::<u64>() {
             return Ok(UInt(Ok(v)));
         }

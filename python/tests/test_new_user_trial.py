@@ -90,6 +90,16 @@ def test_numpy_integer_ids_are_accepted(db):
         db.get("1")
 
 
+def test_a_bool_is_not_accepted_as_a_count_or_an_id(db):
+    db.create_space("goal", dims=3)
+    i = db.append({"goal": "g", "keys": {"goal": [1.0, 0.0, 0.0]}})
+    with pytest.raises(TypeError, match="got bool"):
+        db.search("goal", [1.0, 0.0, 0.0], k=True)
+    with pytest.raises(TypeError, match="got bool"):
+        db.get(True)
+    assert db.search("goal", [1.0, 0.0, 0.0], k=1)[0].id == i
+
+
 def test_lone_surrogate_is_invalid_input_naming_the_field(db):
     db.create_space("goal", dims=16, embedder="hash")
     with pytest.raises(trajdb.InvalidInputError, match=r"trajectory: goal: .*lone surrogate"):

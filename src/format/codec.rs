@@ -15,6 +15,21 @@ pub(crate) fn off(x: usize) -> u64 {
     u64::try_from(x).unwrap_or(u64::MAX)
 }
 
+/// The little-endian u32 at byte `at` of a fixed-size header `b` (`at + 4 <= b.len()`, as
+/// the callers' header layouts guarantee).
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// The little-endian u64 at byte `at` of a fixed-size header `b` (`at + 8 <= b.len()`).
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
 /// Appends little-endian values to a byte buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Enc {

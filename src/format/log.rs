@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::codec::{ix, off};
+use crate::format::codec::{ix, off, u32_at, u64_at};
 use std::sync::Arc;
 
 use crate::storage::{create_fresh, Backend, Storage};
@@ -108,17 +108,6 @@ pub(crate) struct LogHeader {
     pub(crate) origin: u64,
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[header::MAGIC..header::MAGIC + 8].copy_from_slice(&LOG_MAGIC);
@@ -140,7 +129,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
             why: "the log does not start with the trajdb magic bytes".into(),
         });
     }
-    let stored = le_u32(b, header::CRC);
+    let stored = u32_at(b, header::CRC);
     let got = crc32fast::hash(&b[..header::CRC]);
     if stored != got {
         return Err(Error::ChecksumMismatch {
@@ -150,7 +139,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
             got,
         });
     }
-    let version = le_u32(b, header::VERSION);
+    let version = u32_at(b, header::VERSION);
     if version == 0 || version > FORMAT_VERSION {
         return Err(Error::IncompatibleVersion {
             path: path.to_owned(),
@@ -158,7 +147,7 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
             supported: FORMAT_VERSION,
         });
     }
-    if le_u32(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
+    if u32_at(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
         return Err(Error::Corrupt {
             path: path.to_owned(),
             offset: 12,
@@ -166,10 +155,10 @@ pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
         });
     }
     Ok(LogHeader {
-        log_id: le_u64(b, header::LOG_ID),
-        base_seq: le_u64(b, header::BASE_SEQ),
-        id_floor: le_u64(b, header::ID_FLOOR),
-        origin: le_u64(b, header::ORIGIN),
+        log_id: u64_at(b, header::LOG_ID),
+        base_seq: u64_at(b, header::BASE_SEQ),
+        id_floor: u64_at(b, header::ID_FLOOR),
+        origin: u64_at(b, header::ORIGIN),
         created_ms: i64::from_le_bytes(
             b[header::CREATED_MS..header::CREATED_MS + 8]
                 .try_into()
@@ -285,8 +274,8 @@ fn check_frame<'w>(
     let Some(h) = w.get(pos, 24)? else {
         return Ok(Err("frame header extends past the end of the file".into()));
     };
-    let len = le_u32(h, frame::LEN);
-    let len_check = le_u32(h, frame::LEN_CHECK);
+    let len = u32_at(h, frame::LEN);
+    let len_check = u32_at(h, frame::LEN_CHECK);
     if crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT != len_check {
         return Ok(Err("frame length check does not match".into()));
     }
@@ -295,10 +284,10 @@ fn check_frame<'w>(
             "frame length {len} exceeds the maximum {MAX_PAYLOAD}"
         )));
     }
-    let seq = le_u64(h, frame::SEQ);
+    let seq = u64_at(h, frame::SEQ);
     let kind = u16::from_le_bytes([h[frame::KIND], h[frame::KIND + 1]]);
     let flags = u16::from_le_bytes([h[frame::FLAGS], h[frame::FLAGS + 1]]);
-    let stored = le_u32(h, frame::CRC);
+    let stored = u32_at(h, frame::CRC);
     let total = usize::try_from(frame_size(ix(len))).unwrap_or(usize::MAX);
     let Some(all) = w.get(pos, total)? else {
         return Ok(Err(format!(
@@ -456,8 +445,8 @@ fn intact_len(w: &mut Window<'_>, pos: u64) -> std::io::Result<Option<u32>> {
     let Some(h) = w.get(pos, 8)? else {
         return Ok(None);
     };
-    let len = le_u32(h, frame::LEN);
-    let ok = crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT == le_u32(h, frame::LEN_CHECK);
+    let len = u32_at(h, frame::LEN);
+    let ok = crc32fast::hash(&len.to_le_bytes()) ^ LEN_SALT == u32_at(h, frame::LEN_CHECK);
     Ok((ok && len <= MAX_PAYLOAD).then_some(len))
 }
 
@@ -522,7 +511,7 @@ pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> R
     storage
         .read_at(&mut h, offset)
         .map_err(|e| Error::io("read", path, e))?;
-    let len = le_u32(&h, frame::LEN);
+    let len = u32_at(&h, frame::LEN);
     if len > MAX_PAYLOAD {
         return Err(Error::Corrupt {
             path: path.to_owned(),
@@ -538,7 +527,7 @@ pub(crate) fn read_payload(storage: &dyn Storage, path: &Path, offset: u64) -> R
     hasher.update(&h[frame::SEQ..frame::CRC]);
     hasher.update(&payload);
     let got = hasher.finalize() ^ CRC_SALT;
-    let stored = le_u32(&h, frame::CRC);
+    let stored = u32_at(&h, frame::CRC);
     if got != stored {
         return Err(Error::ChecksumMismatch {
             path: path.to_owned(),

@@ -23,6 +23,7 @@ use crate::format::record::Metric;
 use crate::index::kernels::Prepared;
 use crate::index::quant::{self, QuantRows};
 use crate::index::sidecar::{BodyReader, BodyWriter};
+use crate::storage::mmap::SharedArray;
 
 /// Slack added to every bound, relative to the magnitude of the score it bounds. The
 /// kernels agree with the f64 reference to 1e-4 relative; 1e-3 leaves a tenfold margin.
@@ -55,7 +56,8 @@ pub(crate) struct StepBounds {
     /// Slot of each group.
     slot_of_group: Vec<u32>,
     /// Centroids, `dims` f32 per group.
-    centroids: Vec<f32>,
+    /// (A view of a search-bounds file after a load, copied on the first extension.)
+    centroids: SharedArray<f32>,
     /// False when rows of one slot were found apart; retrieval then scans every row.
     pub(crate) usable: bool,
     /// The i8 copy of the centroids (cosine and dot; module `index::quant`), so the bound
@@ -188,7 +190,7 @@ impl StepBounds {
             max_norm,
         });
         self.slot_of_group.push(slot);
-        self.centroids.extend_from_slice(&c32);
+        self.centroids.to_mut().extend_from_slice(&c32);
     }
 
     /// The rows of `slot`, if it has any.
@@ -342,7 +344,7 @@ impl StepBounds {
         let radii = r.f64s(n_groups, "step bounds: radii")?;
         let norms = r.f64s(n_groups, "step bounds: largest norms")?;
         let slot_of_group = r.u32s(n_groups, "step bounds: slot of each group")?;
-        let centroids = r.f32s(
+        let centroids = r.f32s_shared(
             n_groups
                 .checked_mul(off(dims))
                 .ok_or("step bounds: centroids overflow")?,
@@ -533,7 +535,7 @@ mod tests {
             });
             assert!(!pieces.is_behind(upto));
         }
-        assert_eq!(once.centroids, pieces.centroids);
+        assert_eq!(once.centroids[..], pieces.centroids[..]);
         assert_eq!(once.groups.len(), pieces.groups.len());
         for (a, b) in once.groups.iter().zip(&pieces.groups) {
             assert_eq!((a.first, a.end, a.radius), (b.first, b.end, b.radius));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::codec::{ix, off};
+use crate::format::codec::{ix, off, u32_at, u64_at};
 use crate::format::record::{elem_code, le_f32s, metric_code, Metric, SpaceDef};
 use crate::index::kernels::normalise_in_place;
 use crate::storage::mmap::MappedFile;
@@ -102,15 +102,6 @@ fn encode_key_header(h: &KeyHeader) -> [u8; 64] {
     let crc = crc32fast::hash(&b[..header::CRC]);
     b[header::CRC..].copy_from_slice(&crc.to_le_bytes());
     b
-}
-
-fn u32_at(b: &[u8; 64], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn u64_at(b: &[u8; 64], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Why a key-file header is unusable, or the header.

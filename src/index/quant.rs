@@ -36,6 +36,7 @@ use crate::format::codec::off;
 use crate::format::record::Metric;
 use crate::index::sidecar::{BodyReader, BodyWriter};
 use crate::index::simd::{dot_i8_i16_rows, QUERY_CODE_MAX};
+use crate::storage::mmap::SharedArray;
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
 pub(crate) const MIN_ROWS: usize = 4096;
@@ -60,9 +61,10 @@ pub(crate) struct QuantRows {
     padded: usize,
     /// Rows covered.
     rows: usize,
-    codes: Vec<i8>,
+    /// A view of a search-bounds file after a load, copied on the first extension.
+    codes: SharedArray<i8>,
     /// Per row: `scale`, `e`, `m` (module documentation).
-    meta: Vec<[f32; 3]>,
+    meta: SharedArray<[f32; 3]>,
 }
 
 /// What one first pass found: candidate rows and the threshold they must reach.
@@ -93,8 +95,13 @@ impl QuantRows {
                 ..QuantRows::default()
             };
         }
-        self.codes.reserve((n - self.rows) * padded);
-        self.meta.reserve(n - self.rows);
+        if n == self.rows {
+            return;
+        }
+        let codes = self.codes.to_mut();
+        let metas = self.meta.to_mut();
+        codes.reserve((n - self.rows) * padded);
+        metas.reserve(n - self.rows);
         for row in rows[self.rows * dims..n * dims].chunks_exact(dims) {
             let peak = row.iter().fold(0f32, |m, x| m.max(x.abs()));
             let scale = peak / 127.0;
@@ -106,15 +113,14 @@ impl QuantRows {
                     0.0
                 };
                 // Exact: |c| <= 127 and the value fits in i8.
-                self.codes.push(c as i8);
+                codes.push(c as i8);
                 let xh = f64::from(c) * f64::from(scale);
                 e2 += (f64::from(x) - xh).powi(2);
                 x2 += f64::from(x).powi(2);
                 h2 += xh * xh;
             }
-            self.codes.extend(std::iter::repeat_n(0, padded - dims));
-            self.meta
-                .push([scale, up(e2.sqrt()), up(x2.sqrt() + h2.sqrt())]);
+            codes.extend(std::iter::repeat_n(0, padded - dims));
+            metas.push([scale, up(e2.sqrt()), up(x2.sqrt() + h2.sqrt())]);
         }
         self.rows = n;
     }
@@ -256,15 +262,11 @@ impl QuantRows {
         let n_codes = rows
             .checked_mul(padded)
             .ok_or("quantised copy: code count overflows")?;
-        let codes = r.i8s(n_codes, "quantised copy: codes")?;
+        let codes = r.i8s_shared(n_codes, "quantised copy: codes")?;
         if codes.contains(&i8::MIN) {
             return Err("quantised copy: a code is -128".into());
         }
-        let n_meta = rows
-            .checked_mul(3)
-            .ok_or("quantised copy: row terms overflow")?;
-        let flat = r.f32s(n_meta, "quantised copy: row terms")?;
-        let meta: Vec<[f32; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let meta = r.f32x3s_shared(rows, "quantised copy: row terms")?;
         if meta.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
             return Err("quantised copy: a row term is negative or not finite".into());
         }

@@ -62,8 +62,8 @@ impl<'a> Compiled<'a> {
         exclude.sort_unstable();
         Ok(Compiled {
             f,
-            env: f.env.as_ref().map(|e| st.name_ids.get(e).copied()),
-            task: f.task.as_ref().map(|t| st.name_ids.get(t).copied()),
+            env: f.env.as_ref().map(|e| st.names.id_of(e)),
+            task: f.task.as_ref().map(|t| st.names.id_of(t)),
             exclude,
         })
     }

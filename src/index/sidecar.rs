@@ -12,8 +12,11 @@
 //! foreign, torn or damaged file) means the bounds are rebuilt from the rows, as without the
 //! file. Layout: `format-spec.md`, "Search-bounds files".
 
-use crate::format::codec::off;
+use crate::format::codec::{off, u32_at, u64_at};
+use std::sync::Arc;
+
 use crate::format::record::Metric;
+use crate::storage::mmap::{MappedFile, SharedArray, SharedBytes};
 use crate::storage::{create_fresh, Backend};
 
 /// Magic bytes at offset 0.
@@ -150,11 +153,71 @@ impl BodyWriter {
 pub(crate) struct BodyReader<'a> {
     b: &'a [u8],
     at: usize,
+    /// The bytes `b` lies in and where `b` starts in them: arrays read with the `*_shared`
+    /// methods are then views of those bytes instead of copies (little-endian machines).
+    shared: Option<(Arc<SharedBytes>, usize)>,
 }
 
 impl<'a> BodyReader<'a> {
     pub(crate) fn new(b: &'a [u8]) -> Self {
-        BodyReader { b, at: 0 }
+        BodyReader {
+            b,
+            at: 0,
+            shared: None,
+        }
+    }
+
+    /// A reader of `b`, which starts at byte `start` of `shared`.
+    pub(crate) fn over_shared(b: &'a [u8], shared: Arc<SharedBytes>, start: usize) -> Self {
+        BodyReader {
+            b,
+            at: 0,
+            shared: Some((shared, start)),
+        }
+    }
+
+    /// `n` records of `T` as a view of the shared bytes when there are some and the
+    /// machine is little-endian, else as a copy decoded by `decode` from each record's
+    /// little-endian bytes.
+    fn array_shared<T: bytemuck::Pod>(
+        &mut self,
+        n: u64,
+        what: &str,
+        decode: impl Fn(&[u8]) -> T,
+    ) -> Result<SharedArray<T>, String> {
+        let size = std::mem::size_of::<T>();
+        let at = self.at;
+        let s = self.take(n, size, what)?;
+        if cfg!(target_endian = "little") {
+            if let Some((bytes, start)) = &self.shared {
+                let count = s.len() / size.max(1);
+                if let Some(v) = SharedArray::view(bytes.clone(), start + at, count) {
+                    return Ok(v);
+                }
+            }
+        }
+        Ok(SharedArray::owned(
+            s.chunks_exact(size).map(decode).collect(),
+        ))
+    }
+
+    pub(crate) fn i8s_shared(&mut self, n: u64, what: &str) -> Result<SharedArray<i8>, String> {
+        self.array_shared(n, what, |c| i8::from_le_bytes([c[0]]))
+    }
+
+    pub(crate) fn f32s_shared(&mut self, n: u64, what: &str) -> Result<SharedArray<f32>, String> {
+        self.array_shared(n, what, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+
+    pub(crate) fn f32x3s_shared(
+        &mut self,
+        n: u64,
+        what: &str,
+    ) -> Result<SharedArray<[f32; 3]>, String> {
+        self.array_shared(n, what, |c| {
+            let f = |i: usize| f32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            [f(0), f(4), f(8)]
+        })
     }
 
     fn take(&mut self, n: u64, size: usize, what: &str) -> Result<&'a [u8], String> {
@@ -194,21 +257,11 @@ impl<'a> BodyReader<'a> {
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     }
-    pub(crate) fn f32s(&mut self, n: u64, what: &str) -> Result<Vec<f32>, String> {
-        let s = self.take(n, 4, what)?;
-        Ok(s.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-            .collect())
-    }
     pub(crate) fn u32s(&mut self, n: u64, what: &str) -> Result<Vec<u32>, String> {
         let s = self.take(n, 4, what)?;
         Ok(s.chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
             .collect())
-    }
-    pub(crate) fn i8s(&mut self, n: u64, what: &str) -> Result<Vec<i8>, String> {
-        let s = self.take(n, 1, what)?;
-        Ok(s.iter().map(|&x| i8::from_le_bytes([x])).collect())
     }
     /// Fails unless every byte was read.
     pub(crate) fn finish(self) -> Result<(), String> {
@@ -243,18 +296,6 @@ pub(crate) fn encode(binding: Binding, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&h);
     out.extend_from_slice(body);
     out
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// The body of a bounds file held in `bytes` when its header is sound and carries exactly
@@ -372,13 +413,17 @@ pub(crate) fn prime_quant(s: &crate::db::Space, id: u32, q: &mut crate::index::q
         return;
     }
     let max_len = BOUNDS_HEADER_LEN + 64 + from.vouch.0.saturating_mul(padded + 16);
-    let Some(bytes) = read_kind(from.backend.as_ref(), KIND_QUANTISED_ROWS, id, max_len) else {
+    let Some((shared, len)) = read_kind(from.backend.as_ref(), KIND_QUANTISED_ROWS, id, max_len)
+    else {
         return;
     };
-    let Ok(body) = check(&bytes, want) else {
+    let Some(file) = shared.bytes().get(..len) else {
         return;
     };
-    let mut r = BodyReader::new(body);
+    let Ok(body) = check(file, want) else {
+        return;
+    };
+    let mut r = BodyReader::over_shared(body, shared.clone(), 64);
     let Ok(loaded) = crate::index::quant::QuantRows::read_body(&mut r, dims) else {
         return;
     };
@@ -422,13 +467,17 @@ pub(crate) fn prime_bounds(
     let per_row = off(dims).saturating_mul(5).saturating_add(64);
     let max_len =
         BOUNDS_HEADER_LEN + 256 + rows.saturating_mul(per_row) + off(n_slots).saturating_mul(4);
-    let Some(bytes) = read_kind(from.backend.as_ref(), KIND_STEP_BOUNDS, id, max_len) else {
+    let Some((shared, len)) = read_kind(from.backend.as_ref(), KIND_STEP_BOUNDS, id, max_len)
+    else {
         return;
     };
-    let Ok(body) = check(&bytes, want) else {
+    let Some(file) = shared.bytes().get(..len) else {
         return;
     };
-    let mut r = BodyReader::new(body);
+    let Ok(body) = check(file, want) else {
+        return;
+    };
+    let mut r = BodyReader::over_shared(body, shared.clone(), 64);
     let Ok(rows_us) = usize::try_from(rows) else {
         return;
     };
@@ -494,15 +543,31 @@ pub(crate) fn save(backend: &dyn Backend, log_id: u64, id: u32, s: &crate::db::S
     }
 }
 
-fn read_kind(backend: &dyn Backend, kind: u32, id: u32, max_len: u64) -> Option<Vec<u8>> {
+/// Kind `kind`'s file of space `id` and its length, mapped (or read into 8-aligned memory
+/// when the backend has no OS file), when it exists and is no longer than `max_len` bytes (the caller's
+/// bound from the space's size, so a damaged length never drives an allocation).
+fn read_kind(
+    backend: &dyn Backend,
+    kind: u32,
+    id: u32,
+    max_len: u64,
+) -> Option<(Arc<SharedBytes>, usize)> {
     let f = backend.open_read(&file_name(kind, id)).ok()??;
     let len = f.len().ok()?;
-    if len > max_len {
+    if len > max_len || len < BOUNDS_HEADER_LEN {
         return None;
     }
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    f.read_at(&mut buf, 0).ok()?;
-    Some(buf)
+    let len_us = usize::try_from(len).ok()?;
+    let bytes = match f.file() {
+        Some(file) => SharedBytes::Map(MappedFile::map(file, len_us).ok()?),
+        None => {
+            let mut words = vec![0u64; len_us.div_ceil(8)];
+            let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len_us];
+            f.read_at(buf, 0).ok()?;
+            SharedBytes::Heap(words)
+        }
+    };
+    Some((Arc::new(bytes), len_us))
 }
 
 /// Checks and decodes any bounds file whose header claims at most `max_rows` rows, with

@@ -95,7 +95,8 @@ fn retrieve_reads_a_vector_file_and_prints_readable_examples() {
     let first = out.lines().next().unwrap();
     assert!(first.starts_with("#1 id 1  score 1.0000"), "{out}");
     assert!(out.contains("   goal: make tea"), "{out}");
-    assert!(out.contains("  1. a kettle -> boil"), "{out}");
+    // Steps count from 0, as in --json and search.
+    assert!(out.contains("  0. a kettle -> boil"), "{out}");
     let _ = std::fs::remove_file(&vfile);
     let _ = std::fs::remove_dir_all(&db);
 }

@@ -262,7 +262,8 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
             None => "unknown",
         };
         let step = match (ex.matched_step, ex.step_score) {
-            (Some(s), Some(sc)) => format!(", best step {} ({sc:.4})", s + 1),
+            // Step numbers count from 0, as in `--json`, `search` and the API.
+            (Some(s), Some(sc)) => format!(", best step {s} ({sc:.4})"),
             _ => String::new(),
         };
         write_line(
@@ -280,7 +281,7 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
         if start < end {
             write_line(
                 &mut out,
-                &format!("   steps {}..{} of the trajectory:", start + 1, end),
+                &format!("   steps {start}..{end} (from 0, end excluded):"),
             )?;
         }
         for (j, s) in t.steps.iter().enumerate() {
@@ -290,7 +291,7 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
                 &mut out,
                 &format!(
                     "  {mark}{:>3}. {} -> {}",
-                    u64::from(n) + 1,
+                    n,
                     clip(&s.observation, 60),
                     clip(&s.action, 40)
                 ),
