@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-${FUZZ_SECONDS:-30}}"
-targets=(frame_decoder record_decoder log_header open_dir jsonl_import model_ops checkpoint_decoder bounds_decoder)
+targets=(frame_decoder record_decoder log_header open_dir jsonl_import model_ops checkpoint_decoder bounds_decoder graph_decoder)
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "SKIP fuzz: no nightly toolchain (cargo-fuzz needs one); install with rustup to run"

@@ -967,10 +967,12 @@ fn load_inner(
             row_meta: s.row_meta,
             bounds: RwLock::default(),
             quant: RwLock::default(),
+            graph: RwLock::new(None),
             vouch_at_open: Some((s.rows, s.rows_crc)),
             saved: Mutex::default(),
         });
     }
+    let any_deleted = b.trajs.iter().any(|m| m.deleted_at.is_some());
     let st = State {
         header: *lh,
         spaces,
@@ -983,6 +985,7 @@ fn load_inner(
         last_seq: h.cov.last_seq,
         origin: b.origin,
         merged: b.merged,
+        any_deleted,
     };
     Ok(Some((st, h.cov, len)))
 }

@@ -22,6 +22,7 @@ use crate::format::record::{
 };
 use crate::id_map::IdMap;
 use crate::index::bounds::StepBounds;
+use crate::index::graph::Graph;
 use crate::index::keyfile::{RowMark, RowStore};
 use crate::names::Names;
 use crate::storage::mmap::SharedArray;
@@ -173,6 +174,9 @@ pub(crate) struct Space {
     /// Per-trajectory step-score bounds for pruned retrieval (step-level spaces; derived,
     /// in memory, built on first use).
     pub(crate) bounds: RwLock<StepBounds>,
+    /// The space's graph index, when it has one (module `index::graph`; derived, its file
+    /// `graph-N.idx` mapped).
+    pub(crate) graph: RwLock<Option<Graph>>,
     /// The i8 copy of the rows for search's exact first pass (derived, in memory, built
     /// on first use; module `index::quant`).
     pub(crate) quant: RwLock<crate::index::quant::QuantRows>,
@@ -200,6 +204,9 @@ pub(crate) struct State {
     /// Trajectories merged from other databases: their origin to their slot here (the
     /// latest trajectory with that origin).
     pub(crate) merged: HashMap<Origin, u32>,
+    /// Set once any trajectory of this state is marked deleted (never cleared; a new state
+    /// starts clear), so a search with an empty filter knows every row passes.
+    pub(crate) any_deleted: bool,
 }
 
 impl State {
@@ -370,6 +377,7 @@ impl State {
                     rows,
                     row_meta: SharedArray::default(),
                     bounds: RwLock::default(),
+                    graph: RwLock::new(None),
                     quant: RwLock::default(),
                     vouch_at_open: None,
                     saved: Mutex::default(),
@@ -381,6 +389,7 @@ impl State {
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("delete of unknown trajectory {id}")))?;
                 self.trajs[slot].deleted_at = Some(f.seq);
+                self.any_deleted = true;
             }
             Record::TrajOutcome { id, outcome } => {
                 let slot = self
@@ -665,6 +674,7 @@ pub(crate) fn load_state(
         last_seq: header.base_seq.saturating_sub(1),
         origin: header.origin,
         merged: HashMap::new(),
+        any_deleted: false,
     };
     load_tail(
         log,
@@ -724,6 +734,40 @@ pub(crate) fn load_tail(
         }
         (Err(e), None) => Err(e),
     }
+}
+
+/// Loads the graph file of every space of `st` (headers only; module `index::graph`), or
+/// with `check` (`Options::verify_on_open`) checks each against its rows and its adjacency
+/// checksum too, reading both whole.
+pub(crate) fn load_graphs(backend: &dyn Backend, st: &mut State, check: bool) {
+    let log_id = st.header.log_id;
+    for (i, s) in st.spaces.iter_mut().enumerate() {
+        let id = u32::try_from(i).unwrap_or(u32::MAX);
+        let mut g = Graph::load(backend, id, &s.def, log_id, s.rows.len());
+        if check {
+            if let Some(g) = g.as_mut() {
+                g.ensure_checked(s.rows.all(), None, true);
+            }
+        }
+        *s.graph.get_mut() = g;
+    }
+}
+
+/// Writes the graph file of every space whose graph has grown enough since its file was
+/// written (or every graph, with `all`). The caller has synced the log and checkpointed the
+/// key files.
+pub(crate) fn persist_graphs(backend: &dyn Backend, st: &State, all: bool) -> Result<()> {
+    let log_id = st.header.log_id;
+    for (i, s) in st.spaces.iter().enumerate() {
+        let mut g = s.graph.write();
+        if let Some(g) = g.as_mut() {
+            if all || g.should_persist() {
+                let id = u32::try_from(i).unwrap_or(u32::MAX);
+                g.persist(backend, id, &s.def, log_id, s.rows.all())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Counts and sizes, as `trajdb stats` prints them.
@@ -1015,6 +1059,15 @@ impl Database {
                     s.rows.settle(db.backend.as_ref())?;
                 }
             }
+        }
+        // Graph files, headers only, against the rows as settled (a key file rewritten for
+        // a log that lost its tail has fewer rows than a graph written before the loss).
+        load_graphs(
+            db.backend.as_ref(),
+            &mut db.state.write(),
+            db.opts.verify_on_open,
+        );
+        if !read_only {
             db.sync()?;
             // A new checkpoint when there was none for this log (and the log has commits),
             // or when the log after it has grown past the automatic threshold. Failing to
@@ -1122,6 +1175,8 @@ impl Database {
                     heap(id, def)
                 })?;
             let n = state.last_seq;
+            let mut state = state;
+            load_graphs(self.backend.as_ref(), &mut state, self.opts.verify_on_open);
             *st = state;
             *self.log.write() = current;
             w.end = end.end;
@@ -1232,7 +1287,8 @@ impl Database {
         for s in &mut st.spaces {
             s.rows.checkpoint()?;
         }
-        Ok(())
+        // After the log and the key files: a graph file covers only rows that are durable.
+        persist_graphs(self.backend.as_ref(), &st, false)
     }
 
     /// Syncs the log and the key files: everything committed so far becomes durable.

@@ -39,6 +39,10 @@ pub struct VerifyReport {
     /// Key-file rows on disk checked against their header checksum and the log (read-only
     /// handles, which may not map every key file).
     pub key_file_rows: u64,
+    /// Nodes of current graph files whose header, adjacency checksum and neighbour ids were
+    /// checked (graph files of another log, or of rows the log no longer has, are stale and
+    /// rebuilt on use; they are not counted).
+    pub graph_rows: u64,
 }
 
 impl Database {
@@ -195,6 +199,23 @@ impl Database {
                 });
             }
             s.rows.check_header()?;
+            let id = u32::try_from(i).unwrap_or(u32::MAX);
+            report.graph_rows += crate::index::graph::verify_file(
+                self.backend.as_ref(),
+                id,
+                &s.def,
+                st.header.log_id,
+                s.rows.all(),
+            )?;
+            if let Some(g) = s.graph.read().as_ref() {
+                g.check_memory().map_err(|what| Error::Corrupt {
+                    path: self
+                        .backend
+                        .path_of(&crate::index::graph::graph_file_name(id)),
+                    offset: 0,
+                    what: format!("graph in memory: {what}"),
+                })?;
+            }
             if self.opts.read_only {
                 // A read-only handle keeps rows on the heap; check the files on disk too.
                 report.key_file_rows += crate::index::keyfile::verify_file(
@@ -234,13 +255,18 @@ impl Database {
         // reinterpreted.
         // The origin id carries over; a log written before origins gets one here, and what
         // was written under none is taken as written under it.
-        let (base_seq, id_floor, header_origin) = {
+        let (base_seq, id_floor, header_origin, graph_params) = {
             let st = self.state.read();
             let o = match st.header.origin {
                 0 => fresh_origin(),
                 o => o,
             };
-            (st.last_seq + 1, st.next_id, o)
+            let params: Vec<_> = st
+                .spaces
+                .iter()
+                .map(|s| s.graph.read().as_ref().map(|g| g.params))
+                .collect();
+            (st.last_seq + 1, st.next_id, o, params)
         };
         let upgrade = |o: u64| if o == 0 { header_origin } else { o };
         let hdr = LogHeader {
@@ -374,6 +400,21 @@ impl Database {
                 upto: end.end,
             };
         }
+        // Graphs are rebuilt for the new log (its row numbers differ: deleted rows are gone).
+        // The handle is switched already: a failure here leaves a graph file of the old log,
+        // which the next open treats as stale and rebuilds with the parameters it records.
+        {
+            let st = self.state.read();
+            for (s, p) in st.spaces.iter().zip(&graph_params) {
+                if let Some(p) = p {
+                    let mut g = crate::index::graph::Graph::new(&s.def, *p);
+                    g.catch_up(s.rows.all(), usize::MAX);
+                    g.choose_entry(s.rows.all());
+                    *s.graph.write() = Some(g);
+                }
+            }
+            crate::db::persist_graphs(self.backend.as_ref(), &st, true)?;
+        }
         // Cleanup: key files of spaces the new log does not define. The handle is switched
         // already; a failure here leaves a stale file that open ignores (its log id differs).
         for s in self
@@ -381,7 +422,14 @@ impl Database {
             .list()
             .map_err(|e| Error::io("list", self.backend.path_of(""), e))?
         {
-            if let Some(n) = s.strip_prefix("keys-").and_then(|r| r.strip_suffix(".vec")) {
+            let numbered = s
+                .strip_prefix("keys-")
+                .and_then(|r| r.strip_suffix(".vec"))
+                .or_else(|| {
+                    s.strip_prefix("graph-")
+                        .and_then(|r| r.strip_suffix(".idx"))
+                });
+            if let Some(n) = numbered {
                 if n.parse::<usize>().map_or(true, |n| n >= spaces) {
                     self.backend
                         .remove(&s)
@@ -409,7 +457,11 @@ impl Database {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
             let leftover = |n: &String| {
-                n == LOCK_FILE || n == FORK_TMP_LOG || is_key_file_name(n.trim_end_matches(".new"))
+                let base = n.trim_end_matches(".new");
+                n == LOCK_FILE
+                    || n == FORK_TMP_LOG
+                    || is_key_file_name(base)
+                    || is_graph_file_name(base)
             };
             if names.iter().any(|n| n == LOG_FILE) || !names.iter().all(leftover) {
                 return Err(Error::invalid(
@@ -444,6 +496,11 @@ impl Database {
         let mut copies: Vec<String> = vec![LOG_FILE.to_owned()];
         copies.extend(
             (0..st.spaces.len()).map(|i| key_file_name(u32::try_from(i).unwrap_or(u32::MAX))),
+        );
+        copies.extend(
+            (0..st.spaces.len()).map(|i| {
+                crate::index::graph::graph_file_name(u32::try_from(i).unwrap_or(u32::MAX))
+            }),
         );
         for name in copies {
             let tmp = if name == LOG_FILE {
@@ -527,6 +584,13 @@ type FramePush<'a> = dyn FnMut(&mut Vec<u8>, u16, &[u8]) + 'a;
 
 /// Temporary name of a fork's log until it is complete.
 const FORK_TMP_LOG: &str = "log.new";
+
+/// True for `graph-N.idx`.
+fn is_graph_file_name(n: &str) -> bool {
+    n.strip_prefix("graph-")
+        .and_then(|r| r.strip_suffix(".idx"))
+        .is_some_and(|d| d.parse::<u32>().is_ok())
+}
 
 /// True for `keys-N.vec`.
 fn is_key_file_name(n: &str) -> bool {

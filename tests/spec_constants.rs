@@ -2,6 +2,7 @@
 
 use trajdb::checkpoint;
 use trajdb::format::log;
+use trajdb::index::graph;
 use trajdb::index::keyfile;
 use trajdb::index::sidecar;
 
@@ -82,7 +83,10 @@ fn constants_table_matches_code() {
         u64::from(sidecar::BOUNDS_VERSION)
     );
     assert_eq!(num(&get("BOUNDS_HEADER_LEN")), sidecar::BOUNDS_HEADER_LEN);
-    assert_eq!(rows.len(), 18, "every spec constant is checked here");
+    assert_eq!(get("GRAPH_MAGIC").as_bytes(), &graph::GRAPH_MAGIC);
+    assert_eq!(num(&get("GRAPH_VERSION")), u64::from(graph::GRAPH_VERSION));
+    assert_eq!(num(&get("GRAPH_HEADER_LEN")), graph::GRAPH_HEADER_LEN);
+    assert_eq!(rows.len(), 21, "every spec constant is checked here");
 }
 
 /// Checks offsets and sizes of a header table; sizes must tile the header exactly.
@@ -138,6 +142,30 @@ fn log_header_layout_matches_code() {
             ("crc", CRC),
         ],
         log::LOG_HEADER_LEN,
+    );
+}
+
+#[test]
+fn graph_file_header_layout_matches_code() {
+    use graph::header::*;
+    check_layout(
+        "Graph-file header",
+        &[
+            ("magic", MAGIC),
+            ("version", VERSION),
+            ("space_id", SPACE_ID),
+            ("dims", DIMS),
+            ("metric", METRIC),
+            ("degree", DEGREE),
+            ("ef_construction", EF_CONSTRUCTION),
+            ("entry", ENTRY),
+            ("rows", ROWS),
+            ("log_id", LOG_ID),
+            ("rows_crc", ROWS_CRC),
+            ("adj_crc", ADJ_CRC),
+            ("crc", CRC),
+        ],
+        graph::GRAPH_HEADER_LEN,
     );
 }
 

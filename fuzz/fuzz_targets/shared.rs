@@ -32,6 +32,14 @@ pub fn seed_db() -> &'static Vec<(String, Vec<u8>)> {
             .unwrap();
             db.set_episode_outcome(ep, Some(true)).unwrap();
             db.delete(3).unwrap();
+            db.build_graph(
+                "goal",
+                trajdb::GraphParams {
+                    m: 2,
+                    ef_construction: 4,
+                },
+            )
+            .unwrap();
             db.sync().unwrap();
         }
         mem.list()
@@ -63,7 +71,9 @@ pub fn frame(seq: u64, kind: u16, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap();
     let mut out = Vec::new();
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&(crc32fast::hash(&len.to_le_bytes()) ^ trajdb::format::log::LEN_SALT).to_le_bytes());
+    out.extend_from_slice(
+        &(crc32fast::hash(&len.to_le_bytes()) ^ trajdb::format::log::LEN_SALT).to_le_bytes(),
+    );
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
@@ -108,6 +118,7 @@ pub fn exercise(files: &[(String, Vec<u8>)]) {
         for s in db.spaces() {
             let q = vec![0.5f32; s.dims as usize];
             let _ = db.search(&s.name, &q, 3, &Default::default());
+            let _ = db.search_approx(&s.name, &q, 3, 8, &Default::default());
         }
         if !read_only {
             let _ = db.append(&common::traj_for(1000));

@@ -1325,6 +1325,68 @@ impl PyDatabase {
         Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
+    /// Approximate top-k through the space's graph index (Database::search_approx): `ef`
+    /// is the beam width; hit scores are exact, filters apply during the walk, and the exact
+    /// scan answers when there is no graph, the filter passes few rows or the walk comes back
+    /// short, so k hits come back when k rows qualify. GIL released. Raises
+    /// InvalidInputError as search().
+    #[pyo3(signature = (space, vector, k=UInt(Ok(10)), ef=UInt(Ok(64)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, vector, k=10, ef=64, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn search_approx(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        vector: &Bound<'_, PyAny>,
+        k: UInt,
+        ef: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<Vec<PyHit>> {
+        let db = self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        let k = k.get_usize(py, "k")?;
+        let ef = ef.get_usize(py, "ef")?;
+        let q = vec1(py, vector, "vector")?;
+        let hits = run(py, || db.search_approx(space, &q, k, ef, &f))?;
+        Ok(hits.into_iter().map(PyHit::from).collect())
+    }
+
+    /// Builds (or catches up) the graph index of `space` (Database::build_graph) and writes
+    /// its file; returns {"nodes", "rows", "m", "ef_construction"}. GIL released. Raises
+    /// InvalidInputError (unknown space, m outside 2..=128, ef_construction outside
+    /// m..=4096), ReadOnlyError.
+    #[pyo3(signature = (space, m=UInt(Ok(16)), ef_construction=UInt(Ok(100))), text_signature = "($self, space, m=16, ef_construction=100)")]
+    fn build_graph<'py>(
+        &self,
+        py: Python<'py>,
+        space: &str,
+        m: UInt,
+        ef_construction: UInt,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let db = self.handle(py)?;
+        let params = trajdb::GraphParams {
+            m: m.get_usize(py, "m")?,
+            ef_construction: ef_construction.get_usize(py, "ef_construction")?,
+        };
+        let st = run(py, || db.build_graph(space, params))?;
+        let d = PyDict::new(py);
+        d.set_item("nodes", st.nodes)?;
+        d.set_item("rows", st.rows)?;
+        d.set_item("m", st.params.m)?;
+        d.set_item("ef_construction", st.params.ef_construction)?;
+        Ok(d)
+    }
+
+    /// Removes the graph index of `space` and its file (Database::drop_graph).
+    fn drop_graph(&self, py: Python<'_>, space: &str) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || db.drop_graph(space))
+    }
+
     /// search() for many queries in one pass over the rows (Database::search_many):
     /// `vectors` float32 of shape (m, dims); returns m lists of Hit, list i exactly what
     /// search(space, vectors[i], k, ...) returns. GIL released. Raises InvalidInputError

@@ -267,6 +267,32 @@ class Database:
         Step-level spaces return one hit per matching step. ``as_of``: a commit sequence
         number (read view). Raises InvalidInputError (unknown space, dims, NaN, 2-D array).
         """
+    def search_approx(
+        self,
+        space: str,
+        vector: _Vector,
+        k: int = 10,
+        ef: int = 64,
+        *,
+        success_only: bool = False,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> list[Hit]:
+        """Approximate top-k through the space's graph index (see ``build_graph``); ``ef`` is
+        the beam width. Hit scores are exact; filters apply during the walk, and the exact scan
+        answers when there is no graph, the filter passes few rows or the walk comes back
+        short, so k hits come back when k rows qualify. Raises InvalidInputError as search().
+        """
+    def build_graph(self, space: str, m: int = 16, ef_construction: int = 100) -> dict[str, int]:
+        """Builds (or catches up) the graph index of ``space`` and writes its file
+        ``graph-N.idx``; returns {"nodes", "rows", "m", "ef_construction"}. Raises
+        InvalidInputError (unknown space, m outside 2..=128, ef_construction outside
+        m..=4096), ReadOnlyError."""
+    def drop_graph(self, space: str) -> None:
+        """Removes the graph index of ``space`` and its file; searches then scan exactly."""
     def search_many(
         self,
         space: str,

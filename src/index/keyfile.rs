@@ -168,6 +168,9 @@ enum StoreKind {
     Mapped {
         map: MappedFile,
         vouched: usize,
+        /// CRC-32 of the vouched rows' bytes (the header's, checked at open or continued
+        /// from a checkpoint's).
+        crc: u32,
     },
 }
 
@@ -295,6 +298,7 @@ impl RowStore {
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
+                crc: h.rows_crc,
             },
         })
     }
@@ -542,6 +546,7 @@ impl RowStore {
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
+                crc: h.rows_crc,
             },
         }))
     }
@@ -552,6 +557,23 @@ impl RowStore {
         match &self.kind {
             StoreKind::File(f) if f.trusted == self.rows => {
                 Some((off(self.rows), f.hasher.clone().finalize()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Leading rows `0..n` of this store and the CRC-32 of their stored bytes, when the
+    /// store knows it without reading them: a writer's running checksum over every row
+    /// (vouched for by the key file's header, or appended from the log since), or the
+    /// checksum a read-only map's header vouches for (checked at open). `None` for heap
+    /// stores, and while the store holds fewer rows than its file vouches for.
+    pub(crate) fn known_crc(&self) -> Option<(usize, u32)> {
+        match &self.kind {
+            StoreKind::File(f) if self.rows >= f.trusted => {
+                Some((self.rows, f.hasher.clone().finalize()))
+            }
+            StoreKind::Mapped { vouched, crc, .. } if *vouched <= self.rows => {
+                Some((*vouched, *crc))
             }
             _ => None,
         }
@@ -629,7 +651,7 @@ impl RowStore {
 
     fn push_stored(&mut self, bytes: &[u8]) -> Result<()> {
         let dims = self.dims;
-        if let StoreKind::Mapped { vouched, map } = &self.kind {
+        if let StoreKind::Mapped { vouched, map, .. } = &self.kind {
             // A row the file vouches for is used only when it equals the row in the log just
             // read: the file may vouch for rows of frames this handle's log no longer has
             // (its tail was cut and a writer appended other commits in their place).

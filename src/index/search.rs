@@ -48,7 +48,7 @@ pub struct Hit {
 }
 
 /// A filter resolved against the state: names turned into interned ids.
-struct Compiled<'a> {
+pub(crate) struct Compiled<'a> {
     f: &'a Filter,
     env: Option<Option<u32>>,
     task: Option<Option<u32>>,
@@ -56,7 +56,7 @@ struct Compiled<'a> {
 }
 
 impl<'a> Compiled<'a> {
-    fn new(st: &State, f: &'a Filter) -> Result<Self> {
+    pub(crate) fn new(st: &State, f: &'a Filter) -> Result<Self> {
         st.check_view(f.as_of)?;
         let mut exclude = f.exclude.clone();
         exclude.sort_unstable();
@@ -69,7 +69,17 @@ impl<'a> Compiled<'a> {
     }
 
     #[inline]
-    fn pass(&self, m: &TrajMeta) -> bool {
+    /// Whether the filter sets no condition at all (so only deletion can fail a row).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.f.as_of.is_none()
+            && !self.f.success_only
+            && self.env.is_none()
+            && self.task.is_none()
+            && self.f.provenance.is_none()
+            && self.exclude.is_empty()
+    }
+
+    pub(crate) fn pass(&self, m: &TrajMeta) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
         }
@@ -117,14 +127,14 @@ impl PartialOrd for Entry {
 }
 
 /// Keeps the k best (score, order) pairs; ties favour the earlier order.
-struct TopK {
+pub(crate) struct TopK {
     k: usize,
     heap: BinaryHeap<Entry>,
 }
 impl TopK {
     /// Keeps the `k` best of at most `bound` offers: memory is sized by `min(k, bound)`, so a
     /// caller's `k` never sizes an allocation beyond what exists.
-    fn new(k: usize, bound: usize) -> Self {
+    pub(crate) fn new(k: usize, bound: usize) -> Self {
         TopK {
             k,
             heap: BinaryHeap::with_capacity(k.min(bound).saturating_add(1)),
@@ -134,7 +144,7 @@ impl TopK {
     /// held one: a higher score, or an equal score and an earlier order. So the result does
     /// not depend on the order of offers.
     #[inline]
-    fn offer(&mut self, score: f32, order: u64) {
+    pub(crate) fn offer(&mut self, score: f32, order: u64) {
         if self.heap.len() < self.k {
             self.heap.push(Entry { score, order });
         } else if let Some(top) = self.heap.peek() {
@@ -146,13 +156,13 @@ impl TopK {
     }
 
     /// The k-th best score once k candidates are held.
-    fn kth(&self) -> Option<f32> {
+    pub(crate) fn kth(&self) -> Option<f32> {
         (self.k > 0 && self.heap.len() == self.k)
             .then(|| self.heap.peek().map(|e| e.score))
             .flatten()
     }
     /// Best first.
-    fn into_sorted(self) -> Vec<(f32, u64)> {
+    pub(crate) fn into_sorted(self) -> Vec<(f32, u64)> {
         let mut v: Vec<(f32, u64)> = self.heap.into_iter().map(|e| (e.score, e.order)).collect();
         v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         v
@@ -165,7 +175,7 @@ fn clamp_f32(x: f64) -> f32 {
 }
 
 /// The hits of `top`, whose orders are row indexes of key space `s`, best first.
-fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
+pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
     top.into_sorted()
         .into_iter()
         .map(|(score, r)| {
@@ -229,7 +239,12 @@ fn top_rows(
     top
 }
 
-fn check_query(st: &State, space: &str, v: &[f32], embedder: Option<&EmbedderId>) -> Result<u32> {
+pub(crate) fn check_query(
+    st: &State,
+    space: &str,
+    v: &[f32],
+    embedder: Option<&EmbedderId>,
+) -> Result<u32> {
     let (sid, s) = st.space(space)?;
     if v.len() != ix(s.def.dims) {
         return Err(Error::DimensionMismatch {

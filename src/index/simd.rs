@@ -87,6 +87,29 @@ fn score_rows<const L2: bool>(rows: &[f32], dims: usize, q: &[f32], out: &mut [f
     }
 }
 
+/// Asks the CPU to start loading `row` (a key row, a neighbour list) into the caches (every
+/// 64-byte line of it), so that reading it a little later does not wait on memory: a graph
+/// walk visits rows in no order the hardware prefetcher can guess. A hint only: no effect
+/// on results, nothing on other architectures.
+#[inline]
+pub fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(row);
+        let p = row.as_ptr().cast::<i8>();
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: `at < bytes`, so `p + at` is inside `row`; a prefetch reads nothing
+            // the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at)) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 /// Largest magnitude of a query code for [`dot_i8_i16_rows`]: with row codes in
 /// [-127, 127] and at most [`crate::format::record::MAX_DIMS`] dimensions, every AVX2 lane
 /// sums at most `MAX_DIMS / 8` products of at most `127 * QUERY_CODE_MAX` and stays inside

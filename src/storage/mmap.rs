@@ -1,5 +1,5 @@
-//! Read-only memory maps of key files and of the checkpoint, and arrays that borrow from
-//! them. One of the two modules allowed `unsafe`.
+//! Read-only memory maps of key files, graph files and the checkpoint, and arrays that
+//! borrow from them. One of the two modules allowed `unsafe`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -16,7 +16,10 @@ impl MappedFile {
     pub(crate) fn map(file: &File, len: usize) -> io::Result<Self> {
         // SAFETY: memmap2 requires that the mapped bytes are not truncated away or modified
         // in ways Rust's aliasing rules forbid while the map lives. trajdb maps only key
-        // files. The single writer (it holds the database lock) only grows them (set_len
+        // files and graph files. A graph file is written whole under a temporary name,
+        // synced and renamed into place, and never written again (the next version is a new
+        // file renamed over the name), so no mapped graph byte ever changes. The single writer (it holds the database lock)
+        // only grows key files (set_len
         // upwards, then map) and writes rows past every row count it has published or that
         // the file's header vouches for; callers only read rows below those counts, so no
         // row byte a reader can see changes. The 64-byte header is rewritten in place at

@@ -1,0 +1,310 @@
+"""Approximate top-10 search: trajdb's graph index against hnswlib, faiss IndexHNSWFlat and
+usearch, single-threaded, on the same clustered synthetic 384-d unit vectors and queries.
+
+    python -m venv /work/venv-ann && /work/venv-ann/bin/pip install numpy faiss-cpu hnswlib usearch maturin
+    (cd python && maturin develop --release)          # trajdb's binding, in that venv
+    python benches/peers/ann.py [--n 100000] [--queries 200] [--grid 16:16,16:32,16:64,16:128]
+        [--efc 100] [--dir target/ann] [--systems trajdb,hnswlib,faiss,usearch] [--warmup 1]
+        [--json out.json]
+
+Data (synthetic, not sentence embeddings): `--clusters` centres drawn from a standard normal,
+each point a centre plus normal noise of scale `--noise`, normalised; queries drawn the same
+way. Cosine (inner product of unit vectors) everywhere. Ground truth: exact numpy top-10.
+
+Each system runs in its own child process (so its peak memory, `ru_maxrss`, is its own), in
+this order: build (trajdb: append the rows, then `build_graph`; peers: add the rows), save,
+open the saved index (median of 5), then for every (M, ef) of the grid every query once
+untimed (`--warmup` passes, default 1) and once timing single calls; p50 latency, recall@10
+against the exact answer. trajdb's index is mapped, not read at open: its first pass over
+the queries (page faults) is timed and printed apart. M is hnswlib's / faiss's
+M and usearch's connectivity; trajdb's `m` gives the same bottom-layer degree (2 M).
+trajdb also runs the same queries with a success filter passing 1 row in 10.
+"""
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+K = 10
+now = time.perf_counter
+
+
+def data(args):
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((args.clusters, args.dims)).astype(np.float32)
+
+    def draw(n):
+        which = rng.integers(0, args.clusters, n)
+        x = centres[which] + args.noise * rng.standard_normal((n, args.dims)).astype(np.float32)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    return draw(args.n), draw(args.queries)
+
+
+def truth(x, q, mask=None):
+    s = q @ x.T
+    if mask is not None:
+        s[:, ~mask] = -np.inf
+    idx = np.argpartition(-s, K, axis=1)[:, :K]
+    return [set(r.tolist()) for r in idx]
+
+
+def grid(args):
+    return [tuple(int(v) for v in g.split(":")) for g in args.grid.split(",")]
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+WARMUP = [1]
+
+
+def timed_queries(fn, q, gt):
+    # Untimed passes first (`--warmup`, same for every system): the p50 is of a warm index,
+    # whether it was read into memory (hnswlib, faiss, usearch) or is mapped (trajdb, whose
+    # first touches of a page are page faults; the cold first pass is reported apart).
+    for _ in range(WARMUP[0]):
+        for v in q:
+            fn(v)
+    lat, hit = [], 0
+    for i in range(len(q)):
+        t = now()
+        ids = fn(q[i])
+        lat.append(now() - t)
+        hit += len(gt[i] & set(int(v) for v in ids))
+    return float(np.median(lat) * 1e3), hit / (K * len(q))
+
+
+def opened(fn, reps=5):
+    ts = []
+    obj = None
+    for _ in range(reps):
+        obj = None
+        t = now()
+        obj = fn()
+        ts.append(now() - t)
+    return float(np.median(ts) * 1e3), obj
+
+
+def run_trajdb(args, x, q, gt, m, path):
+    import trajdb
+
+    out = {}
+    shutil.rmtree(path, ignore_errors=True)
+    base = rss_mb()
+    t = now()
+    with trajdb.open(path, durability="buffered") as db:
+        db.create_space("goal", dims=args.dims, metric="cosine")
+        for a in range(0, len(x), 2000):
+            db.append_many([{"goal": "", "outcome": {"success": (a + i) % 10 == 0},
+                             "keys": {"goal": x[a + i]}} for i in range(min(2000, len(x) - a))])
+        out["append_s"] = now() - t
+        t = now()
+        db.build_graph("goal", m=m, ef_construction=args.efc)
+        out["build_s"] = now() - t
+    out["open_ms"], db = opened(lambda: trajdb.open(path, read_only=True))
+    mask = np.arange(len(x)) % 10 == 0
+    gt_f = truth(x, q, mask)
+    t = now()
+    for v in q:
+        db.search_approx("goal", v, K, ef=64)  # first use checks the graph; pages fault in
+    out["cold_pass_ms"] = (now() - t) * 1e3
+    res = []
+    for M, ef in grid(args):
+        if M != m:
+            continue
+        p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef)], q, gt)
+        p50f, recf = timed_queries(
+            lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef, success_only=True)], q, gt_f)
+        res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec, "filtered_p50_ms": p50f,
+                    "filtered_recall": recf})
+    p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search("goal", v, K)], q, gt)
+    out["exact_p50_ms"] = p50
+    out["runs"] = res
+    out["peak_rss_mb"] = rss_mb()
+    out["rss_before_mb"] = base
+    out["graph_file_mb"] = os.path.getsize(os.path.join(path, "graph-0.idx")) / 2**20
+    return out
+
+
+def run_hnswlib(args, x, q, gt, m, path):
+    import hnswlib
+
+    out = {}
+    base = rss_mb()
+    idx = hnswlib.Index(space="ip", dim=args.dims)
+    t = now()
+    idx.init_index(max_elements=len(x), M=m, ef_construction=args.efc, random_seed=1)
+    idx.set_num_threads(1)
+    idx.add_items(x, np.arange(len(x)), num_threads=1)
+    out["build_s"] = now() - t
+    f = path + ".hnswlib"
+    idx.save_index(f)
+    peak_build = rss_mb()
+    del idx
+
+    def load():
+        i = hnswlib.Index(space="ip", dim=args.dims)
+        i.load_index(f, max_elements=len(x))
+        return i
+
+    out["open_ms"], idx = opened(load)
+    idx.set_num_threads(1)
+    res = []
+    for M, ef in grid(args):
+        if M != m:
+            continue
+        idx.set_ef(ef)
+        p50, rec = timed_queries(lambda v: idx.knn_query(v, k=K, num_threads=1)[0][0], q, gt)
+        res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec})
+    out["runs"] = res
+    out["peak_rss_mb"] = max(peak_build, rss_mb())
+    out["rss_before_mb"] = base
+    return out
+
+
+def run_faiss(args, x, q, gt, m, path):
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    out = {}
+    base = rss_mb()
+    idx = faiss.IndexHNSWFlat(args.dims, m, faiss.METRIC_INNER_PRODUCT)
+    idx.hnsw.efConstruction = args.efc
+    t = now()
+    idx.add(x)
+    out["build_s"] = now() - t
+    f = path + ".faiss"
+    faiss.write_index(idx, f)
+    peak_build = rss_mb()
+    del idx
+    out["open_ms"], idx = opened(lambda: faiss.read_index(f))
+    res = []
+    for M, ef in grid(args):
+        if M != m:
+            continue
+        idx.hnsw.efSearch = ef
+        p50, rec = timed_queries(lambda v: idx.search(v[None, :], K)[1][0], q, gt)
+        res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec})
+    out["runs"] = res
+    out["peak_rss_mb"] = max(peak_build, rss_mb())
+    out["rss_before_mb"] = base
+    return out
+
+
+def run_usearch(args, x, q, gt, m, path):
+    from usearch.index import Index
+
+    out = {}
+    base = rss_mb()
+    idx = Index(ndim=args.dims, metric="cos", dtype="f32", connectivity=m, expansion_add=args.efc)
+    t = now()
+    idx.add(np.arange(len(x)), x, threads=1)
+    out["build_s"] = now() - t
+    f = path + ".usearch"
+    idx.save(f)
+    peak_build = rss_mb()
+    del idx
+    out["open_ms"], idx = opened(lambda: Index.restore(f))
+    out["open_view_ms"], _ = opened(lambda: Index.restore(f, view=True))
+    res = []
+    for M, ef in grid(args):
+        if M != m:
+            continue
+        idx.expansion_search = ef
+        p50, rec = timed_queries(lambda v: idx.search(v, K, threads=1).keys, q, gt)
+        res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec})
+    out["runs"] = res
+    out["peak_rss_mb"] = max(peak_build, rss_mb())
+    out["rss_before_mb"] = base
+    return out
+
+
+SYSTEMS = {"trajdb": run_trajdb, "hnswlib": run_hnswlib, "faiss": run_faiss, "usearch": run_usearch}
+
+
+def child(args):
+    WARMUP[0] = args.warmup
+    x, q = data(args)
+    gt = truth(x, q)
+    os.makedirs(args.dir, exist_ok=True)
+    path = os.path.join(args.dir, f"{args.child}-{args.n}-m{args.m}")
+    out = SYSTEMS[args.child](args, x, q, gt, args.m, path)
+    out["data_mb"] = x.nbytes / 2**20
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dims", type=int, default=384)
+    p.add_argument("--clusters", type=int, default=100)
+    p.add_argument("--noise", type=float, default=0.6)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--grid", default="16:16,16:32,16:64,16:128")
+    p.add_argument("--efc", type=int, default=100)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--dir", default="target/ann")
+    p.add_argument("--systems", default="trajdb,hnswlib,faiss,usearch")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json")
+    p.add_argument("--child")
+    p.add_argument("--m", type=int)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"n {args.n} x {args.dims}, {args.queries} queries, clusters {args.clusters}, noise "
+          f"{args.noise}, efc {args.efc}, single thread; load before {' '.join(load)}")
+    results = {}
+    for name in args.systems.split(","):
+        for m in sorted({g[0] for g in grid(args)}):
+            passed = []
+            skip = False
+            for a in sys.argv[1:]:
+                if skip:
+                    skip = False
+                elif a == "--json":
+                    skip = True
+                elif not a.startswith("--json="):
+                    passed.append(a)
+            cmd = [sys.executable, __file__, "--child", name, "--m", str(m)] + passed
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"{name}: SKIP ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'failed'})")
+                continue
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+            results[f"{name}/M{m}"] = out
+            extra = "" if "exact_p50_ms" not in out else (
+                f", exact scan p50 {out['exact_p50_ms']:.2f} ms, first (cold) pass of the "
+                f"queries at ef 64 {out['cold_pass_ms']:.0f} ms")
+            print(f"{name} M{m}: build {out['build_s']:.1f} s, open {out['open_ms']:.2f} ms, peak RSS "
+                  f"{out['peak_rss_mb']:.0f} MB (data {out['data_mb']:.0f} MB){extra}")
+            for run in out["runs"]:
+                line = f"  ef {run['ef']:4d}: p50 {run['p50_ms']:.3f} ms, recall@10 {run['recall']:.4f}"
+                if "filtered_recall" in run:
+                    line += (f"; success filter (1 in 10): p50 {run['filtered_p50_ms']:.3f} ms, "
+                             f"recall@10 {run['filtered_recall']:.4f}")
+                print(line)
+    with open("/proc/loadavg") as f:
+        print("load after", " ".join(f.read().split()[:3]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

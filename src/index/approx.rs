@@ -1,0 +1,413 @@
+//! Approximate search over a space's graph index (module `graph`): `search_approx`, the
+//! approximate mode of the paper's retrieve, and building, dropping and inspecting a graph.
+
+use crate::db::{Database, Space, State};
+use crate::error::{Error, Result};
+use crate::format::codec::{ix, off};
+use crate::format::record::Level;
+use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus};
+use crate::index::kernels::{scan_prepared, Prepared};
+use crate::index::search::{
+    check_query, hits, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+};
+
+/// Rows a search inserts into a graph that is behind its space (the rest of the new rows are
+/// scored exactly), so that no single search pays for a whole build.
+pub const CATCHUP_PER_SEARCH: usize = 256;
+
+/// Rows sampled to estimate how many rows a filter passes.
+const SAMPLE: usize = 256;
+
+/// Below this fraction of rows passing the filter (1 in 50), `search_approx` scans exactly:
+/// the walk would visit most of the graph to find k passing rows.
+const SELECTIVE_ONE_IN: usize = 50;
+
+/// Which way an approximate search went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApproxPath {
+    /// The graph walk, with rows past the graph scored exactly and merged.
+    Graph,
+    /// The exact scan: the space has no graph (or it is not usable yet).
+    NoGraph,
+    /// The exact scan: the filter passes too few rows for the walk (sampled).
+    SelectiveFilter,
+    /// The exact scan: the walk found fewer than k passing rows.
+    Short,
+}
+
+impl Database {
+    /// Builds (or catches up) the graph index of key space `space` with `params`, writes
+    /// its file `graph-N.idx` and returns its status. From then on the graph is kept: rows
+    /// appended later are inserted by searches ([`CATCHUP_PER_SEARCH`] per call) or by the
+    /// next `build_graph`, and the file is rewritten at checkpoints (sync, close) when the
+    /// graph has grown by a sixteenth. Different parameters than the graph's rebuild it.
+    /// The choice is kept in the graph file: deleting the file drops the graph.
+    ///
+    /// Cost: one insertion per row (a beam search of width `ef_construction` and a prune),
+    /// done in chunks so that appends can proceed in between. Errors: unknown space,
+    /// parameters out of range, a read-only handle, I/O writing the file.
+    pub fn build_graph(&self, space: &str, params: GraphParams) -> Result<GraphStatus> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        params.check()?;
+        loop {
+            let st = self.state.read();
+            let (_, s) = st.space(space)?;
+            let mut slot = s.graph.write();
+            if slot.as_ref().is_none_or(|g| g.params != params) {
+                *slot = Some(Graph::new(&s.def, params));
+            }
+            let Some(g) = slot.as_mut() else { break };
+            let rows = s.rows.all();
+            // An explicit build checks the file's adjacency checksum too (searches trust it).
+            g.ensure_checked(rows, s.rows.known_crc(), true);
+            if g.catch_up(rows, 4096) == 0 {
+                g.choose_entry(rows);
+                break;
+            }
+        }
+        self.checkpoint_graphs(Some(space))?;
+        self.graph_status(space)?
+            .ok_or_else(|| Error::invalid(format!("space `{space}`"), "graph was dropped"))
+    }
+
+    /// Removes the graph index of `space` (its file too). Searches then scan exactly.
+    pub fn drop_graph(&self, space: &str) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _w = self.writer.lock();
+        let st = self.state.read();
+        let (id, s) = st.space(space)?;
+        *s.graph.write() = None;
+        let name = crate::index::graph::graph_file_name(id);
+        self.backend
+            .remove(&name)
+            .map_err(|e| Error::io("remove", self.backend.path_of(&name), e))
+    }
+
+    /// The graph index of `space`, if it has one.
+    pub fn graph_status(&self, space: &str) -> Result<Option<GraphStatus>> {
+        let st = self.state.read();
+        let (_, s) = st.space(space)?;
+        let g = s.graph.read();
+        Ok(g.as_ref().map(|g| g.status(s.rows.len())))
+    }
+
+    /// Syncs the log and key files, then writes the graph file of `space` (or of every space
+    /// whose graph grew enough, with `None`), under the writer lock.
+    fn checkpoint_graphs(&self, space: Option<&str>) -> Result<()> {
+        let w = self.writer.lock();
+        self.check_poison()?;
+        self.sync_log_locked(&w)?;
+        self.checkpoint_keys()?;
+        if let Some(name) = space {
+            let st = self.state.read();
+            let (id, s) = st.space(name)?;
+            let mut slot = s.graph.write();
+            if let Some(g) = slot.as_mut() {
+                g.persist(
+                    self.backend.as_ref(),
+                    id,
+                    &s.def,
+                    st.header.log_id,
+                    s.rows.all(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Approximate top-`k` rows of key space `space` by similarity to `query`, through the
+    /// space's graph index, with `filter` applied during the walk.
+    ///
+    /// `ef` is the beam width (at least `k` is used): larger is slower and closer to exact.
+    /// Every hit's score is the exact score (the same bits as [`search`](Self::search)); what
+    /// is approximate is which rows are found. Rows appended after the graph was built are
+    /// scored exactly and merged, so a new row is never missed. Deleted and filtered-out
+    /// rows are walked through but never returned. The exact scan answers instead when the
+    /// space has no graph, when a sample of rows says the filter passes fewer than 1 in 50,
+    /// and when the walk finds fewer than `k` passing rows: so `k` hits come back whenever
+    /// `k` rows pass.
+    ///
+    /// Errors: as [`search`](Self::search).
+    pub fn search_approx(
+        &self,
+        space: &str,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>> {
+        self.search_approx_path(space, query, k, ef, filter)
+            .map(|(h, _)| h)
+    }
+
+    /// [`search_approx`](Self::search_approx), also saying which way it went.
+    pub fn search_approx_path(
+        &self,
+        space: &str,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &Filter,
+    ) -> Result<(Vec<Hit>, ApproxPath)> {
+        let st = self.state.read();
+        let sid = check_query(&st, space, query, None)?;
+        let s = &st.spaces[ix(sid)];
+        if k == 0 {
+            return Ok((Vec::new(), ApproxPath::Graph));
+        }
+        let c = Compiled::new(&st, filter)?;
+        let q = Prepared::new(s.def.metric, query);
+        let (top, path) = approx_top(&st, s, &c, &q, k, ef);
+        Ok((hits(&st, s, top), path))
+    }
+
+    /// The paper's retrieve (see [`retrieve`](Self::retrieve)) with candidates from the
+    /// graph indexes: each trajectory key's `max(ef, 4 k)` nearest trajectories and the
+    /// trajectories of the step key's `4 max(ef, 4 k)` nearest steps (by
+    /// [`search_approx`](Self::search_approx), filter applied) are the candidates, and every
+    /// candidate is then scored exactly as `retrieve` scores it (mean trajectory-key score,
+    /// best step, window). A candidate without a key in a trajectory-key space gets that key's
+    /// lowest score among the candidates (exact `retrieve`: among every qualifying
+    /// trajectory). So the examples returned are a subset-exact ranking; recall against
+    /// `retrieve` is measured in `tests/graph_index.rs` and `benches/graph.rs`.
+    ///
+    /// Errors: as `retrieve`.
+    pub fn retrieve_approx(&self, q: &RetrieveQuery, ef: usize) -> Result<Vec<Example>> {
+        let st = self.state.read();
+        let n = st.trajs.len();
+        let c = Compiled::new(&st, &q.filter)?;
+        let fetch = ef.max(q.k.saturating_mul(4)).max(1);
+        let mut cand = vec![false; n];
+        let mut cands: Vec<usize> = Vec::new();
+        let mut add = |slot: usize, cands: &mut Vec<usize>| {
+            if let Some(m) = cand.get_mut(slot) {
+                if !*m {
+                    *m = true;
+                    cands.push(slot);
+                }
+            }
+        };
+        let mut traj_spaces = Vec::new();
+        for (name, v) in &q.keys {
+            let sid = check_query(&st, name, v, q.embedder.as_ref())?;
+            let s = &st.spaces[ix(sid)];
+            if s.def.level != Level::Trajectory {
+                return Err(Error::invalid(
+                    format!("retrieve keys `{name}`"),
+                    "is a step-level key space; pass it as the step key",
+                ));
+            }
+            let p = Prepared::new(s.def.metric, v);
+            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef);
+            for (_, r) in top.into_sorted() {
+                add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
+            }
+            traj_spaces.push((s, p));
+        }
+        let step = match &q.step_key {
+            None => None,
+            Some((name, v)) => {
+                let sid = check_query(&st, name, v, q.embedder.as_ref())?;
+                let s = &st.spaces[ix(sid)];
+                if s.def.level != Level::Step {
+                    return Err(Error::invalid(
+                        format!("retrieve step key `{name}`"),
+                        "is a trajectory-level key space; pass it in keys",
+                    ));
+                }
+                let p = Prepared::new(s.def.metric, v);
+                let (top, _) = approx_top(&st, s, &c, &p, fetch.saturating_mul(4), ef);
+                for (_, r) in top.into_sorted() {
+                    add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
+                }
+                Some((s, p))
+            }
+        };
+        // Exact scores of the candidates, key by key (NaN: no key).
+        let mut sum = vec![0f64; n];
+        let mut has_any = vec![false; n];
+        let mut nkeys = 0usize;
+        let mut scores = vec![f32::NAN; n];
+        for (s, p) in &traj_spaces {
+            nkeys += 1;
+            let dims = ix(s.def.dims);
+            for &slot in &cands {
+                scores[slot] = f32::NAN;
+            }
+            for (r, m) in s.row_meta.iter().enumerate() {
+                let slot = ix(m.slot);
+                if cand[slot] {
+                    scores[slot] = p.score(&s.rows.all()[r * dims..(r + 1) * dims]);
+                    has_any[slot] = true;
+                }
+            }
+            let worst = cands
+                .iter()
+                .map(|&sl| scores[sl])
+                .filter(|x| !x.is_nan())
+                .fold(f32::INFINITY, f32::min);
+            if worst == f32::INFINITY {
+                continue;
+            }
+            for &slot in &cands {
+                let x = scores[slot];
+                sum[slot] += f64::from(if x.is_nan() { worst } else { x });
+            }
+        }
+        let traj_score = |slot: usize| {
+            if nkeys == 0 {
+                0.0
+            } else {
+                sum[slot] / nkeys as f64
+            }
+        };
+        let mut best_step: Vec<Option<(f32, u32)>> = vec![None; n];
+        let mut top = TopK::new(q.k, cands.len());
+        match &step {
+            None => {
+                for &slot in &cands {
+                    if nkeys == 0 || has_any[slot] {
+                        top.offer(clamp_f32(traj_score(slot)), off(slot));
+                    }
+                }
+            }
+            Some((s, p)) => {
+                let dims = ix(s.def.dims);
+                let rows = s.rows.all();
+                for (r, m) in s.row_meta.iter().enumerate() {
+                    let slot = ix(m.slot);
+                    if cand[slot] {
+                        let sc = p.score(&rows[r * dims..(r + 1) * dims]);
+                        if best_step[slot].is_none_or(|(b, _)| sc > b) {
+                            best_step[slot] = Some((sc, m.step));
+                        }
+                    }
+                }
+                for &slot in &cands {
+                    if let Some((sc, _)) = best_step[slot] {
+                        top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (score, slot) in top.into_sorted() {
+            let slot = ix_row(slot);
+            let mut t = self.read_trajectory_as(&st, slot, false)?;
+            let nsteps = t.steps.len();
+            let (start, end, matched, step_score) = match best_step[slot] {
+                Some((s, m)) => {
+                    let m_us = ix(m);
+                    let start = m_us.saturating_sub(q.window);
+                    let end = m_us.saturating_add(q.window).saturating_add(1).min(nsteps);
+                    (start, end, Some(m), Some(s))
+                }
+                None => (0, nsteps, None, None),
+            };
+            t.steps.truncate(end);
+            t.steps.drain(..start.min(end));
+            out.push(Example {
+                id: st.trajs[slot].id,
+                score,
+                traj_score: clamp_f32(traj_score(slot)),
+                step_score,
+                matched_step: matched,
+                window: (
+                    u32::try_from(start).unwrap_or(u32::MAX),
+                    u32::try_from(end).unwrap_or(u32::MAX),
+                ),
+                trajectory: t,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn ix_row(r: u64) -> usize {
+    usize::try_from(r).unwrap_or(usize::MAX)
+}
+
+/// `x` as the nearest finite f32.
+fn clamp_f32(x: f64) -> f32 {
+    x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
+}
+
+/// The exact top-`k` rows of `s` that pass `c`.
+fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
+    let mut top = TopK::new(k, s.row_meta.len());
+    scan_prepared(
+        q,
+        s.rows.all(),
+        ix(s.def.dims),
+        |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+        |r, score| top.offer(score, off(r)),
+    );
+    top
+}
+
+/// The top-`k` rows of `s` for `q` through the graph (row indexes as orders), or exactly
+/// when the graph cannot answer; see [`Database::search_approx`].
+fn approx_top(
+    st: &State,
+    s: &Space,
+    c: &Compiled<'_>,
+    q: &Prepared,
+    k: usize,
+    ef: usize,
+) -> (TopK, ApproxPath) {
+    let rows = s.rows.all();
+    let dims = ix(s.def.dims);
+    let n = s.row_meta.len().min(rows.len() / dims.max(1));
+    // Insert some pending rows unless another thread is inserting.
+    if let Some(mut slot) = s.graph.try_write() {
+        if let Some(g) = slot.as_mut() {
+            g.ensure_checked(rows, s.rows.known_crc(), false);
+            g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
+        }
+    }
+    let slot = s.graph.read();
+    let Some(g) = slot
+        .as_ref()
+        .filter(|g| g.is_checked() && g.len() > 0 && g.len() <= n)
+    else {
+        return (exact_top(st, s, c, q, k), ApproxPath::NoGraph);
+    };
+    // Every row passes an empty filter when nothing is deleted: the walk then skips the
+    // trajectory lookup per node (a cache miss per node otherwise).
+    let all_pass = c.is_empty() && !st.any_deleted;
+    let pass_row = |r: usize| all_pass || c.pass(&st.trajs[ix(s.row_meta[r].slot)]);
+    let sample = SAMPLE.min(n);
+    let passing = if all_pass {
+        sample
+    } else {
+        (0..sample).filter(|&i| pass_row(i * n / sample)).count()
+    };
+    if passing * SELECTIVE_ONE_IN < sample {
+        return (exact_top(st, s, c, q, k), ApproxPath::SelectiveFilter);
+    }
+    let ef = ef.max(k);
+    let cap = (n / 2).max(ef.saturating_mul(64));
+    let glen = g.len();
+    let walked = with_visited(|v| g.walk(rows, q, ef, cap, v, pass_row, None));
+    let mut top = TopK::new(k, n);
+    for &(score, id) in &walked.found {
+        top.offer(score, u64::from(id));
+    }
+    // Rows past the graph: scored exactly.
+    scan_prepared(
+        q,
+        &rows[glen * dims..n * dims],
+        dims,
+        |r| pass_row(glen + r),
+        |r, score| top.offer(score, off(glen + r)),
+    );
+    if top.kth().is_none() {
+        return (exact_top(st, s, c, q, k), ApproxPath::Short);
+    }
+    (top, ApproxPath::Graph)
+}
