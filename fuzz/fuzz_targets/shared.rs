@@ -150,7 +150,9 @@ pub fn seed_bounds() -> Vec<u8> {
         };
         db.retrieve(&q).unwrap();
         db.close().unwrap();
-        mem.file("bounds-1.idx").map(|f| f.snapshot()).unwrap_or_default()
+        mem.file("bounds-1.idx")
+            .map(|f| f.snapshot())
+            .unwrap_or_default()
     })
     .clone()
 }
