@@ -990,6 +990,20 @@ fn load_inner(
     Ok(Some((st, h.cov, len)))
 }
 
+/// The log end and last sequence number the checkpoint beside a log (header `lh`) covers,
+/// when there is a checkpoint whose header checks and names this log; `None` otherwise.
+/// `verify` uses it to notice a log cut back past commits a checkpoint recorded.
+pub(crate) fn covered_end(backend: &dyn Backend, lh: &LogHeader) -> Option<(u64, u64)> {
+    let f = backend.open_read(CHECKPOINT_FILE).ok()??;
+    let mut head = [0u8; 96];
+    if f.len().ok()? < CHECKPOINT_HEADER_LEN {
+        return None;
+    }
+    f.read_at(&mut head, 0).ok()?;
+    let h = decode_header(&head).ok()?;
+    (h.log_id == lh.log_id && h.base_seq == lh.base_seq).then_some((h.cov.end, h.cov.last_seq))
+}
+
 /// Checks that the log holds the frames a checkpoint covers: the covered end is inside the
 /// log and the frame recorded as the last covered one is there, valid, ends exactly at the
 /// covered end and carries the recorded sequence number and CRC.

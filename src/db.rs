@@ -109,6 +109,12 @@ pub struct OpenReport {
     pub checkpoint_ignored: Option<String>,
     /// Why a writable open could not write a new checkpoint (the open succeeded anyway).
     pub checkpoint_error: Option<String>,
+    /// `(log length, covered end)` when the log ends before the end its own checkpoint
+    /// recorded: frames that were committed and checkpointed are gone from the log (cut at a
+    /// frame boundary, which looks like a whole log). The state is what the log still holds;
+    /// the rest is lost unless the log is restored from a copy. A writer's next checkpoint
+    /// replaces the stale one, so this is reported once.
+    pub log_cut_at: Option<(u64, u64)>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -980,7 +986,15 @@ impl Database {
                     }
                 }
             }
-            Loaded::Ignored(why) => report.checkpoint_ignored = Some(why),
+            Loaded::Ignored(why) => {
+                report.checkpoint_ignored = Some(why);
+                if let Some((covered, _)) = checkpoint::covered_end(backend.as_ref(), &header) {
+                    let len = log.len().map_err(|e| io("stat", e))?;
+                    if covered > len {
+                        report.log_cut_at = Some((len, covered));
+                    }
+                }
+            }
             Loaded::Absent => {}
         }
         let ((state, end, last_frame), ckpt_end, ckpt_len) = match from_ckpt {
@@ -1580,29 +1594,7 @@ impl Database {
         ] {
             check_text(at, s)?;
         }
-        if t.provenance.origin.is_some_and(|o| o.db == 0) {
-            return Err(Error::invalid(
-                "provenance.origin.db",
-                "is 0, which is no origin id",
-            ));
-        }
-        if let Some((a, b)) = t.provenance.steps {
-            if a > b {
-                return Err(Error::invalid(
-                    "provenance.steps",
-                    format!("[{a}, {b}) is reversed: the parent's step range [start, end) needs start <= end"),
-                ));
-            }
-        }
-        if t.created_ms < 0 {
-            return Err(Error::invalid(
-                "created_ms",
-                format!(
-                    "{} is before 1970: give milliseconds since the Unix epoch, or 0 for now",
-                    t.created_ms
-                ),
-            ));
-        }
+        check_fields(t)?;
         let mut id_out = 0;
         self.commit_with(kind::TRAJECTORY, sync, |st| {
             if t.provenance.origin.is_some() && st.origin == 0 {
@@ -2019,4 +2011,33 @@ mod utc_tests {
             assert_eq!(utc_time(ms), want, "{ms}");
         }
     }
+}
+
+/// The checks of a trajectory's own fields that need no database state (provenance and
+/// creation time), shared by [`Database::append`] and the import pre-check.
+pub(crate) fn check_fields(t: &Trajectory) -> Result<()> {
+    if t.provenance.origin.is_some_and(|o| o.db == 0) {
+        return Err(Error::invalid(
+            "provenance.origin.db",
+            "is 0, which is no origin id",
+        ));
+    }
+    if let Some((a, b)) = t.provenance.steps {
+        if a > b {
+            return Err(Error::invalid(
+                "provenance.steps",
+                format!("[{a}, {b}) is reversed: the parent's step range [start, end) needs start <= end"),
+            ));
+        }
+    }
+    if t.created_ms < 0 {
+        return Err(Error::invalid(
+            "created_ms",
+            format!(
+                "{} is before 1970: give milliseconds since the Unix epoch, or 0 for now",
+                t.created_ms
+            ),
+        ));
+    }
+    Ok(())
 }

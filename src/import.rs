@@ -529,13 +529,15 @@ fn check_size(t: &Trajectory, fill: &[(SpaceDef, Arc<dyn Embedder>)]) -> Result<
 
 /// Checks record `t` as [`Database::append`] would, against key spaces `spaces` (existing
 /// and about to be created) with the keys `fill` will embed: keys (level, dimensions, the
-/// numeric contract) and the record size limit. Errors give the field; wrap with
+/// numeric contract), provenance and creation time, and the record size limit. Errors give
+/// the field; wrap with
 /// [`locate`].
 pub fn check_record(
     t: &Trajectory,
     spaces: &[SpaceDef],
     fill: &[(SpaceDef, Arc<dyn Embedder>)],
 ) -> Result<()> {
+    crate::db::check_fields(t)?;
     check_keys(t, spaces)?;
     check_size(t, fill)
 }

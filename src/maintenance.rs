@@ -165,6 +165,25 @@ impl Database {
                 what: format!("log tail is damaged: {why}"),
             });
         }
+        // A log cut at a frame boundary looks whole; the checkpoint written from it still
+        // records how far it went.
+        if let Some((covered, last_seq)) =
+            crate::checkpoint::covered_end(self.backend.as_ref(), &st.header)
+        {
+            let len = self
+                .log()
+                .len()
+                .map_err(|e| Error::io("stat", self.log_path.clone(), e))?;
+            if covered > len {
+                return Err(Error::Corrupt {
+                    path: self.log_path.clone(),
+                    offset: len,
+                    what: format!(
+                        "the log ends at byte {len}, but its checkpoint records commits up to sequence number {last_seq} ending at byte {covered}: committed frames were cut from the end of the log (restore it from a copy; `trajdb compact` would make the loss permanent)"
+                    ),
+                });
+            }
+        }
         if self.opts.read_only {
             // Past this handle's snapshot a writer may have appended whole frames; anything
             // else there is a damaged tail (which a writable open would cut).

@@ -542,3 +542,71 @@ fn a_writer_open_from_a_checkpoint_covering_the_whole_log_needs_no_sync_but_an_u
     let db = Database::open_backend(Arc::new(after_power_cut), ro()).unwrap();
     assert!(db.ids().contains(&11), "the tail found at open was lost");
 }
+
+#[test]
+fn a_key_file_copied_from_a_diverged_fork_is_not_trusted_and_is_rebuilt_from_the_log() {
+    let a = scratch("fork-a");
+    let b = scratch("fork-b");
+    let db = Database::open(&a, Options::default()).unwrap();
+    create_spaces(&db);
+    for id in 1..=5 {
+        db.append(&traj_for(id)).unwrap();
+    }
+    db.fork(&b).unwrap();
+    for id in 6..=8 {
+        db.append(&traj_for(id)).unwrap();
+    }
+    db.close().unwrap();
+    // The fork gets the same ids with other keys.
+    let other = Database::open(&b, Options::default()).unwrap();
+    for id in 6..=8 {
+        let mut t = traj_for(id + 100);
+        t.id = Some(id);
+        other.append(&t).unwrap();
+    }
+    other.close().unwrap();
+    for f in ["keys-0.vec", "keys-1.vec"] {
+        std::fs::copy(b.join(f), a.join(f)).unwrap();
+    }
+    // Writer first (the open that used to vouch for the foreign rows), then a reader.
+    for opts in [Options::default(), ro()] {
+        let db = open_same_as_full_scan(&a, opts);
+        db.verify().unwrap();
+        let t = db.get(7).unwrap();
+        assert_eq!(t.keys, traj_for(7).keys, "the log's keys, not the fork's");
+    }
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn a_log_cut_at_a_frame_boundary_before_its_checkpoint_is_reported_and_fails_verify() {
+    let dir = scratch("cut-boundary");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    create_spaces(&db);
+    for id in 1..=3 {
+        db.append(&traj_for(id)).unwrap();
+    }
+    db.sync().unwrap();
+    let boundary = log_len(&dir);
+    for id in 4..=5 {
+        db.append(&traj_for(id)).unwrap();
+    }
+    db.close().unwrap();
+    let full = log_len(&dir);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("log"))
+        .unwrap();
+    f.set_len(boundary).unwrap();
+    drop(f);
+    let db = Database::open(&dir, ro()).unwrap();
+    assert_eq!(db.ids().len(), 3, "the log holds three commits now");
+    assert_eq!(db.open_report().log_cut_at, Some((boundary, full)));
+    let e = db.verify().unwrap_err();
+    assert!(
+        e.to_string().contains("were cut from the end of the log"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -130,6 +130,12 @@ fn durability(py: Python<'_>, s: &str) -> PyResult<Durability> {
 /// numpy's integers). A negative or too-large one is InvalidInputError naming `what`; a
 /// value that is no integer at all is TypeError.
 fn uint(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    // bool is a subclass of int in Python, but True as an id or a count is a mistake.
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "{what} must be an int, got bool"
+        )));
+    }
     if let Ok(v) = obj.extract::<u64>() {
         return Ok(v);
     }
@@ -1091,12 +1097,23 @@ impl PyDatabase {
         &self,
         py: Python<'_>,
         name: &str,
-        dims: i64,
+        dims: &Bound<'_, PyAny>,
         level: &str,
         metric: &str,
         embedder: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let db = self.handle(py)?;
+        if dims.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "space `{name}`: dims must be an int, got bool"
+            )));
+        }
+        let dims: i64 = dims.extract().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "space `{name}`: dims must be an int, got {}",
+                type_name(dims)
+            ))
+        })?;
         let dims = u32::try_from(dims)
             .ok()
             .filter(|d| (1..=65_536).contains(d))
@@ -1661,6 +1678,16 @@ impl PyDatabase {
         to_object(py, &s)
     }
 
+    /// What opening found, as a dict: "truncated_bytes" and "torn_reason" (a damaged log
+    /// tail cut by a writer or skipped by a reader), "cut_file", "checkpoint_end",
+    /// "checkpoint_ignored", "log_cut_at" ([log length, covered end] when the log ends
+    /// before its own checkpoint: committed frames are missing). `open` also warns
+    /// (RuntimeWarning) when a tail was cut or committed frames are missing.
+    fn open_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.handle(py)?;
+        to_object(py, db.open_report())
+    }
+
     /// Makes every commit so far durable (for durability="buffered").
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let db = self.handle(py)?;
@@ -1851,6 +1878,36 @@ fn open(
     };
     if let Some(db) = this.db.read().ok().and_then(|d| d.clone()) {
         this.register_hash_spaces(&db);
+        let r = db.open_report();
+        let mut warnings = Vec::new();
+        if r.truncated_bytes > 0 {
+            warnings.push(format!(
+                "{}: {} bytes of damaged log tail after the last complete commit were {} ({})",
+                this.path.display(),
+                r.truncated_bytes,
+                if read_only {
+                    "skipped (the next writer cuts them)"
+                } else {
+                    "cut"
+                },
+                r.torn_reason.as_deref().unwrap_or("unknown reason")
+            ));
+        }
+        if let Some((len, covered)) = r.log_cut_at {
+            warnings.push(format!(
+                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames are missing (restore the log from a copy if you have one)",
+                this.path.display()
+            ));
+        }
+        for w in warnings {
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            PyErr::warn(
+                py,
+                &category,
+                &std::ffi::CString::new(w).unwrap_or_default(),
+                1,
+            )?;
+        }
     }
     Ok(this)
 }

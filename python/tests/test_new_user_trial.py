@@ -98,6 +98,32 @@ def test_a_bool_is_not_accepted_as_a_count_or_an_id(db):
     with pytest.raises(TypeError, match="got bool"):
         db.get(True)
     assert db.search("goal", [1.0, 0.0, 0.0], k=1)[0].id == i
+    with pytest.raises(TypeError, match="got bool"):
+        db.search("goal", [1.0, 0.0, 0.0], exclude=[True])
+    with pytest.raises(TypeError, match="got bool"):
+        db.log_retrievals(db.begin_episode(), [True])
+    with pytest.raises(TypeError, match="dims must be an int, got bool"):
+        db.create_space("flag", dims=True)
+    assert [s["name"] if isinstance(s, dict) else s.name for s in db.spaces()] == ["goal"]
+
+
+def test_a_log_cut_before_its_checkpoint_warns_at_open_and_is_in_the_open_report(tmp_path):
+    path = tmp_path / "cut"
+    db = trajdb.open(path)
+    db.create_space("goal", dims=3)
+    db.append({"goal": "a", "keys": {"goal": [1.0, 0.0, 0.0]}})
+    db.sync()
+    boundary = (path / "log").stat().st_size
+    db.append({"goal": "b", "keys": {"goal": [0.0, 1.0, 0.0]}})
+    db.close()
+    full = (path / "log").stat().st_size
+    with open(path / "log", "r+b") as f:
+        f.truncate(boundary)
+    with pytest.warns(RuntimeWarning, match="committed frames are missing"):
+        db = trajdb.open(path, read_only=True)
+    assert db.open_report()["log_cut_at"] == [boundary, full]
+    assert len(db.ids()) == 1
+    db.close()
 
 
 def test_lone_surrogate_is_invalid_input_naming_the_field(db):

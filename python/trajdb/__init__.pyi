@@ -400,6 +400,11 @@ class Database:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: trajectories, steps, deleted, successes, episodes, commit_seq,
         log_bytes, spaces (per space: definition, rows, live_rows, file_bytes)."""
+    def open_report(self) -> dict[str, Any]:
+        """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
+        checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,
+        covered end] when committed frames are missing from the end of the log). `open`
+        warns (RuntimeWarning) when a tail was cut or committed frames are missing."""
     def sync(self) -> None:
         """Makes every commit so far durable (for durability="buffered")."""
     def refresh(self) -> int:

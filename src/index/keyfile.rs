@@ -152,6 +152,10 @@ pub(crate) struct RowStore {
     /// Scratch for the stored form of the row being pushed.
     row_buf: Vec<u8>,
     kind: StoreKind,
+    /// Set when a writer's key file turned out to vouch for rows that differ from the
+    /// log's: the rows went to the heap from there, and [`settle`](Self::settle) writes
+    /// them to a new key file (space id, definition, log id).
+    rebuild: Option<(u32, SpaceDef, u64)>,
 }
 
 /// A point to roll a [`RowStore`] back to (see [`RowStore::mark`]).
@@ -176,6 +180,8 @@ enum StoreKind {
 
 struct FileRows {
     storage: Arc<dyn Storage>,
+    /// The key space's definition (to rebuild the file, see `RowStore::rebuild`).
+    def: SpaceDef,
     path: PathBuf,
     space_id: u32,
     elem: u8,
@@ -295,6 +301,7 @@ impl RowStore {
             rows: 0,
             metric: def.metric,
             row_buf: Vec::new(),
+            rebuild: None,
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
@@ -310,6 +317,7 @@ impl RowStore {
             rows: 0,
             metric: def.metric,
             row_buf: Vec::new(),
+            rebuild: None,
             kind: StoreKind::Heap(Vec::new()),
         }
     }
@@ -409,6 +417,7 @@ impl RowStore {
             .unwrap_or(u64::MAX);
         let mut fr = FileRows {
             storage,
+            def: def.clone(),
             path,
             space_id: id,
             elem: elem_code(def.elem),
@@ -443,6 +452,7 @@ impl RowStore {
             rows,
             metric: def.metric,
             row_buf: Vec::new(),
+            rebuild: None,
             kind: StoreKind::File(fr),
         })
     }
@@ -543,6 +553,7 @@ impl RowStore {
             rows: n_rows,
             metric: def.metric,
             row_buf: Vec::new(),
+            rebuild: None,
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
@@ -665,14 +676,25 @@ impl RowStore {
             // Past what the file vouches for, or differing from the log: the heap from here.
             self.kind = StoreKind::Heap(self.all().to_vec());
         }
+        if let StoreKind::File(f) = &self.kind {
+            if self.rows < f.trusted {
+                // As for a mapped file: a vouched row is kept only when it equals the log's
+                // row (a key file copied from a diverged fork vouches for its own rows,
+                // which are not this log's). From the first difference the rows go to the
+                // heap, and `settle` writes them to a new file: the file's vouched rows are
+                // never rewritten in place, since readers may have them mapped.
+                if f.row_bytes(self.rows, dims) == Some(bytes) {
+                    self.rows += 1;
+                    return Ok(());
+                }
+                self.rebuild = Some((f.space_id, f.def.clone(), f.log_id));
+                self.kind = StoreKind::Heap(self.all().to_vec());
+            }
+        }
         match &mut self.kind {
             StoreKind::Heap(h) => h.extend(le_f32s(bytes)),
             StoreKind::Mapped { .. } => {}
             StoreKind::File(f) => {
-                if self.rows < f.trusted {
-                    self.rows += 1;
-                    return Ok(());
-                }
                 let stride = off(dims) * 4;
                 let row = off(self.rows);
                 if row >= f.capacity {
@@ -707,6 +729,37 @@ impl RowStore {
     pub(crate) fn settle(&mut self, backend: &dyn Backend) -> Result<()> {
         let dims = self.dims;
         let rows = self.rows;
+        if let (Some((id, def, log_id)), StoreKind::Heap(h)) = (&self.rebuild, &self.kind) {
+            // The rows as the log has them, to a new file renamed over the one that differed.
+            let name = key_file_name(*id);
+            let tmp = format!("{name}.new");
+            let s = create_fresh(backend, &tmp)?;
+            let err = |op, e| Error::io(op, backend.path_of(&tmp), e);
+            let bytes: Vec<u8> = h[..rows * dims]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&bytes);
+            let header = KeyHeader {
+                space_id: *id,
+                dims: u32::try_from(dims).unwrap_or(u32::MAX),
+                elem: elem_code(def.elem),
+                metric: metric_code(def.metric),
+                rows: off(rows),
+                log_id: *log_id,
+                rows_crc: hasher.clone().finalize(),
+            };
+            s.write_at(&encode_key_header(&header), 0)
+                .map_err(|e| err("write", e))?;
+            s.write_at(&bytes, KEY_HEADER_LEN)
+                .map_err(|e| err("write", e))?;
+            s.sync().map_err(|e| err("sync", e))?;
+            backend.rename(&tmp, &name).map_err(|e| err("rename", e))?;
+            let (id, def, log_id) = (*id, def.clone(), *log_id);
+            *self = Self::file_store(backend, s, id, &def, log_id, off(rows), hasher, rows)?;
+            return Ok(());
+        }
         let StoreKind::File(f) = &mut self.kind else {
             return Ok(());
         };
@@ -902,6 +955,17 @@ pub(crate) fn verify_file(
 }
 
 impl FileRows {
+    /// The stored bytes of row `i` (`dims` floats), if the file holds it.
+    fn row_bytes(&self, i: usize, dims: usize) -> Option<&[u8]> {
+        if let Some(m) = &self.mirror {
+            let row = m.get(i * dims..(i + 1) * dims)?;
+            return Some(bytemuck::cast_slice(row));
+        }
+        let stride = dims * 4;
+        let start = usize::try_from(KEY_HEADER_LEN).ok()? + i * stride;
+        self.map.as_ref()?.after(start).get(..stride)
+    }
+
     fn remap(&mut self) -> Result<()> {
         let Some(file) = self.storage.file() else {
             return Ok(());

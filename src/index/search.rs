@@ -464,6 +464,37 @@ impl Database {
         Ok(hits(&st, s, top))
     }
 
+    /// Builds every key space's search bounds now, as the first search or retrieval would
+    /// build them: the quantised copy of each cosine or dot space of at least 4,096 rows
+    /// (module `index::quant`) and each step-level space's per-trajectory step bounds
+    /// (module `index::bounds`), loading them from their files when those prove current.
+    /// A writer's next checkpoint (`close`, `checkpoint`) then saves them, so the next
+    /// open's first search does not rebuild them (`trajdb import` and `compact` call this).
+    /// Cost: one pass over every key row of the spaces concerned. Never fails.
+    pub fn build_search_bounds(&self) {
+        let st = self.state.read();
+        for (id, s) in st.spaces.iter().enumerate() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            let dims = ix(s.def.dims);
+            let rows = s.rows.all();
+            let n = rows.len() / dims.max(1);
+            if self.opts.quantised_search
+                && s.def.metric != Metric::L2
+                && n >= quant::MIN_ROWS
+                && s.quant.read().is_behind(n)
+            {
+                let mut w = s.quant.write();
+                sidecar::prime_quant(s, id, &mut w);
+                w.extend(rows, dims);
+            }
+            if s.def.level == Level::Step && s.bounds.read().is_behind(n) {
+                let mut w = s.bounds.write();
+                sidecar::prime_bounds(s, id, st.trajs.len(), &mut w);
+                w.extend(s.def.metric, rows, dims, |r| s.row_meta[r].slot);
+            }
+        }
+    }
+
     /// The multi-key, success-filtered, step-matched retrieval of the in-context-example
     /// method (README, "Quick start"), computed exactly: the result is the one that scoring
     /// every qualifying trajectory on every key gives (same ids, scores, matched steps and

@@ -445,6 +445,9 @@ fn refused_import_into_a_new_database_leaves_no_directory() {
         "{\"goal\":1}\n".to_owned(),
         "{\"goal\":\"a\",\"keys\":{\"e\":[0,0]}}\n".to_owned(),
         format!("{OK_LINE}\n{{\"goal\":\"b\",\"keys\":{{\"other\":[1]}}}}\n"),
+        "{\"goal\":\"g\",\"created_ms\":-5}\n".to_owned(),
+        "{\"goal\":\"g\",\"provenance\":{\"kind\":\"relabelled\",\"parent\":1,\"steps\":[3,1]}}\n"
+            .to_owned(),
     ] {
         let f = file("new-refused.jsonl", bad.as_bytes());
         let r = trajdb(&["import", s(&db), s(&f)], None);

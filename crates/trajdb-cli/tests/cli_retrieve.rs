@@ -162,3 +162,44 @@ Utility:   retrieved 0 times in 0 episodes; Q not known yet (no labelled episode
     assert_refused(&r, &["99"]);
     let _ = std::fs::remove_dir_all(&db);
 }
+
+/// `import` builds the search bounds and its close saves them: a step-level space's step
+/// bounds are in `bounds-N.idx` after the import, and a retrieval reads the same answers.
+#[test]
+fn import_saves_the_step_bounds_for_the_next_open() {
+    let db = seeded("import-bounds");
+    let spaces: Value = serde_json::from_str(&ok(&["stats", s(&db), "--json"])).unwrap();
+    let step_space = spaces["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|sp| sp["level"] == "step")
+        .expect("the seed has a step-level space");
+    let bounds = db.join(format!("bounds-{step_space}.idx"));
+    assert!(
+        bounds.exists(),
+        "{} was not written by import",
+        bounds.display()
+    );
+    let gq = file("import-bounds-goal.json", b"[1.0, 0.0, 0.5]");
+    let oq = file("import-bounds-obs.json", b"[1.0, 0.0]");
+    let (goal, obs) = (
+        format!("goal=@{}", s(&gq)),
+        format!("observation=@{}", s(&oq)),
+    );
+    let q = [
+        "retrieve",
+        s(&db),
+        "--keys",
+        &goal,
+        "--step-key",
+        &obs,
+        "-k",
+        "2",
+        "--json",
+    ];
+    let with = ok(&q);
+    std::fs::remove_file(&bounds).unwrap();
+    assert_eq!(ok(&q), with, "answers without the bounds file");
+    let _ = std::fs::remove_dir_all(&db);
+}

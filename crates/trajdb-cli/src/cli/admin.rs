@@ -95,6 +95,8 @@ pub fn compact(db: &Path) -> CliResult {
     let deleted = d.stats().deleted;
     let spin = Progress::spinner("compacting");
     d.compact()?;
+    // Rebuilt search bounds for the new log, saved when the handle closes.
+    d.build_search_bounds();
     spin.finish();
     let (log1, keys1) = size(&d);
     println!(

@@ -142,6 +142,11 @@ pub fn import(a: &ImportArgs) -> CliResult {
             report.no_features
         ));
     }
+    // The search bounds (quantised copies, step bounds), saved when the handle closes, so
+    // the next open's first search does not rebuild them from every key row.
+    let bounds = Progress::spinner("building search bounds");
+    db.build_search_bounds();
+    bounds.finish();
     progress::note(&note);
     Ok(())
 }

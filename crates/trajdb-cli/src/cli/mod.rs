@@ -555,6 +555,9 @@ fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Data
         },
     )?;
     let r = d.open_report();
+    if warn {
+        warn_log_cut(db, &d);
+    }
     if warn && r.truncated_bytes > 0 {
         eprintln!(
             "trajdb: warning: {} ignored {} bytes of damaged log tail after the last complete commit ({}); `trajdb verify` reports it, the next writer cuts it",
@@ -598,9 +601,21 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
     Ok(d)
 }
 
+/// A log that ends before its own checkpoint's covered end lost committed frames: said on
+/// stderr whenever an open finds it.
+fn warn_log_cut(db: &Path, d: &Database) {
+    if let Some((len, covered)) = d.open_report().log_cut_at {
+        eprintln!(
+            "trajdb: warning: {}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log and are missing (restore the log from a copy if you have one)",
+            db.display()
+        );
+    }
+}
+
 /// A writer that cut a damaged log tail says so on stderr: the commit in that tail is gone
 /// from the database (its bytes are kept in the `log.cut-OFFSET` file named).
 fn warn_cut(db: &Path, d: &Database) {
+    warn_log_cut(db, d);
     let r = d.open_report();
     if r.truncated_bytes == 0 {
         return;
