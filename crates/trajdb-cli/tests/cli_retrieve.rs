@@ -144,14 +144,14 @@ Trajectory 1
 Goal:      make tea
 Plan:      boil then steep
 Steps:     4
-  1. Observation: a kettle
+  0. Observation: a kettle
      Thought:     boil first
      Action:      boil   (reward 0.5)
-  2. Observation: hot water
+  1. Observation: hot water
      Action:      steep
-  3. Observation: tea leaves
+  2. Observation: tea leaves
      Action:      pour
-  4. Observation: a cup
+  3. Observation: a cup
      Action:      serve
 Final:     tea is ready
 Outcome:   success, reward 1

@@ -72,12 +72,13 @@ fn inspect_lines(t: &Trajectory, u: &trajdb::Utility) -> Vec<String> {
     } else {
         lines.push(format!("Steps:     {}", t.steps.len()));
     }
-    let width = t.steps.len().to_string().len();
+    // Step numbers count from 0, as in `get`, `retrieve`, `search` and the API.
+    let width = t.steps.len().saturating_sub(1).to_string().len();
     let pad = " ".repeat(width + 4);
     for (i, s) in t.steps.iter().enumerate() {
         lines.push(format!(
             "  {:>width$}. Observation: {}",
-            i + 1,
+            i,
             r(&s.observation)
         ));
         if !s.reasoning.is_empty() {
