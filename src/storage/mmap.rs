@@ -1,4 +1,5 @@
-//! Read-only memory maps of key files, graph files and the checkpoint, and arrays that
+//! Read-only memory maps of key files, graph files, search-bounds files and the checkpoint,
+//! and arrays that
 //! borrow from them. One of the two modules allowed `unsafe`.
 #![allow(unsafe_code)]
 
@@ -15,23 +16,25 @@ impl MappedFile {
     /// Maps `len` bytes of `file`; `len` must not exceed the file's length.
     pub(crate) fn map(file: &File, len: usize) -> io::Result<Self> {
         // SAFETY: memmap2 requires that the mapped bytes are not truncated away or modified
-        // in ways Rust's aliasing rules forbid while the map lives. trajdb maps only key
-        // files and graph files. A graph file is written whole under a temporary name,
-        // synced and renamed into place, and never written again (the next version is a new
-        // file renamed over the name), so no mapped graph byte ever changes. The single writer (it holds the database lock)
-        // only grows key files (set_len
-        // upwards, then map) and writes rows past every row count it has published or that
-        // the file's header vouches for; callers only read rows below those counts, so no
-        // row byte a reader can see changes. The 64-byte header is rewritten in place at
-        // checkpoints, which is why trajdb reads it with positioned reads, never through a
-        // map: only the row region of a map is ever turned into a slice. A key file is never truncated in place: a rebuild
-        // writes a new file and renames it over the old name, leaving this mapping's inode
-        // intact. Read-only handles in other processes map only vouched rows, which the
-        // writer never rewrites. A process that writes the files while ignoring the lock
-        // breaks this contract; `format-spec.md` ("Concurrency") states it. The checkpoint
-        // file is mapped too: it is written once under a temporary name, synced and renamed
-        // into place, and never written, grown or truncated in place afterwards, so the
-        // bytes of a map of it never change.
+        // in ways Rust's aliasing rules forbid while the map lives. trajdb maps key files,
+        // graph files, search-bounds files (`quant-N.idx`, `bounds-N.idx`) and the
+        // checkpoint.
+        // - Key files: the single writer (it holds the database lock) only grows them
+        //   (set_len upwards, then map) and writes rows past every row count it has
+        //   published or that the file's header vouches for; callers only read rows below
+        //   those counts, so no row byte a reader can see changes. A vouched row that
+        //   differs from the log is never rewritten in place either: the writer builds a new
+        //   file and renames it over the name. The 64-byte header is rewritten in place at
+        //   checkpoints, which is why trajdb reads it with positioned reads, never through a
+        //   map: only the row region of a map is ever turned into a slice. A key file is
+        //   never truncated in place: a rebuild writes a new file and renames it over the
+        //   old name, leaving this mapping's inode intact.
+        // - Graph files, search-bounds files and the checkpoint are written whole under a
+        //   temporary name and renamed into place, and never written, grown or truncated in
+        //   place afterwards (the next version is a new file renamed over the name), so the
+        //   bytes of a map of one never change.
+        // A process that writes the files while ignoring the lock breaks this contract;
+        // `format-spec.md` ("Concurrency") states it.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
         Ok(MappedFile { map })
     }
