@@ -1,6 +1,5 @@
 //! Read-only memory maps of key files, graph files, search-bounds files and the checkpoint,
-//! and arrays that
-//! borrow from them. One of the two modules allowed `unsafe`.
+//! and arrays that borrow from them. One of the two modules allowed `unsafe`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
