@@ -610,3 +610,71 @@ fn a_log_cut_at_a_frame_boundary_before_its_checkpoint_is_reported_and_fails_ver
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The step-bounds file (`bounds-1.idx`, format-spec.md "Search-bounds files") that a writer
+/// saves for golden `v1-checkpoint`'s step space after building its bounds.
+fn bounds_file_of_golden_v1_checkpoint() -> Vec<u8> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let dir = scratch("golden-bounds-make");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let db = Database::open(&dir, Options::default()).unwrap();
+    db.build_search_bounds();
+    db.close().unwrap();
+    let b = std::fs::read(dir.join("bounds-1.idx")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    b
+}
+
+/// The step-bounds file this build writes for golden `v1-checkpoint` is byte for byte the
+/// committed `tests/golden/v1-bounds/bounds-1.idx`, and this build loads the committed one
+/// (beside v1-checkpoint's files) on the first retrieval. `cargo test --test checkpoint --
+/// --ignored make_golden_bounds` regenerates it.
+#[test]
+fn golden_v1_bounds_file_is_what_this_build_writes_and_reads() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-bounds/bounds-1.idx");
+    assert_eq!(
+        bounds_file_of_golden_v1_checkpoint(),
+        std::fs::read(&golden).unwrap()
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let dir = scratch("golden-bounds-read");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(&golden, dir.join("bounds-1.idx")).unwrap();
+    let db = Database::open(&dir, ro()).unwrap();
+    let t = traj_for(1);
+    let q = trajdb::RetrieveQuery {
+        keys: vec![("goal".into(), t.keys["goal"].clone())],
+        step_key: Some(("obs".into(), t.step_keys["obs"][0].clone())),
+        k: 3,
+        window: 1,
+        filter: trajdb::Filter::default(),
+        embedder: None,
+    };
+    let got = db.retrieve(&q).unwrap();
+    assert_eq!(got, db.retrieve_exhaustive(&q).unwrap().0);
+    assert_eq!(
+        db.search_bounds_loaded()[1],
+        ("obs".to_owned(), false, true)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "regenerates tests/golden/v1-bounds (the step-bounds file of v1-checkpoint)"]
+fn make_golden_bounds() {
+    let dst = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-bounds");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(
+        dst.join("bounds-1.idx"),
+        bounds_file_of_golden_v1_checkpoint(),
+    )
+    .unwrap();
+}
