@@ -418,6 +418,25 @@ fn array2<'py>(py: Python<'py>, vs: &[Vec<f32>], dims: usize) -> PyResult<Bound<
 // ---------------------------------------------------------------------------------------
 // JSON crossing
 
+/// The `default` hook for `json.dumps` of a record dict: numpy integer scalars (anything
+/// with `__index__`, bool excepted) become int and numpy floating scalars float, as the
+/// same values written as Python numbers would; anything else is refused as json does.
+fn json_default(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static DEFAULT: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    Ok(DEFAULT
+        .get_or_try_init(py, || {
+            let m = PyModule::from_code(
+                py,
+                c"import numbers, operator\ndef default(o):\n    if isinstance(o, bool):\n        return o\n    if hasattr(type(o), '__index__'):\n        return operator.index(o)\n    if isinstance(o, numbers.Real):\n        return float(o)\n    raise TypeError(f'Object of type {type(o).__name__} is not JSON serializable')\n",
+                c"trajdb_json_default.py",
+                c"trajdb_json_default",
+            )?;
+            m.getattr("default").map(Bound::unbind)
+        })?
+        .bind(py)
+        .clone())
+}
+
 fn json_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     static JSON: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
     Ok(JSON
@@ -456,6 +475,7 @@ fn trajectory(py: Python<'_>, obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Traj
     let kwargs = PyDict::new(py);
     kwargs.set_item("allow_nan", false)?;
     kwargs.set_item("ensure_ascii", false)?;
+    kwargs.set_item("default", json_default(py)?)?;
     let bad = |fallback: String| match find_unencodable(rest.as_any(), "") {
         Some((field, why)) => invalid(py, format!("{at}: {field}: {why}")),
         None => invalid(py, format!("{at}: not a JSON-shaped record: {fallback}")),

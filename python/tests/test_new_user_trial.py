@@ -161,3 +161,15 @@ def test_utility_of_unknown_id_is_not_found(db):
     db.create_space("goal", dims=3)
     i = db.append({"goal": "g"})
     assert db.utility(i).retrievals == 0 and db.utility(i).q is None
+
+
+def test_numpy_scalars_in_a_record_are_taken_as_the_numbers_they_hold(db):
+    db.create_space("goal", dims=3)
+    i = db.append({"goal": "g", "id": np.int64(7), "created_ms": np.uint64(1_700_000_000_000),
+                   "outcome": {"success": True, "reward": np.float32(0.5)},
+                   "keys": {"goal": [1.0, 0.0, 0.0]}})
+    assert i == 7
+    t = db.get(7)
+    assert t["created_ms"] == 1_700_000_000_000 and t["outcome"]["reward"] == 0.5
+    with pytest.raises(trajdb.InvalidInputError, match="not JSON serializable"):
+        db.append({"goal": "h", "meta": {"x": object()}})
