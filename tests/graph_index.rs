@@ -648,3 +648,19 @@ fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
     eprintln!("retrieve_approx recall@10 at ef 64: {recall:.3}");
     assert!(recall >= 0.9, "retrieve_approx recall@10 {recall}");
 }
+
+#[test]
+fn a_huge_k_or_ef_is_bounded_by_the_rows_that_exist() {
+    let (dir, db, data) = db_with_graph("huge-ef", 300, 41);
+    for (k, ef) in [(usize::MAX, usize::MAX), (10, usize::MAX), (usize::MAX, 0)] {
+        let hits = db
+            .search_approx("goal", &data[0], k, ef, &Filter::default())
+            .unwrap();
+        assert!(
+            !hits.is_empty() && hits.len() <= 300,
+            "k {k} ef {ef}: {}",
+            hits.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -707,6 +707,9 @@ impl Graph {
         if entry >= n || ef == 0 || rows.len() < n * dims || dims == 0 {
             return out;
         }
+        // A beam wider than the graph finds nothing more: a caller's huge `ef` never sizes
+        // an allocation.
+        let ef = ef.min(n);
         visited.reset(n);
         let row = |i: usize| &rows[i * dims..(i + 1) * dims];
         let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
