@@ -1518,6 +1518,47 @@ impl PyDatabase {
         examples_py(py, examples)
     }
 
+    /// The approximate retrieval (Database::retrieve_approx): retrieve() with candidates
+    /// from the key spaces' graph indexes (build them with build_graph; spaces without one
+    /// are scanned exactly); `ef` is the beam width (at least k is used). Same arguments,
+    /// results and errors as retrieve(), plus `ef`. Its recall against retrieve() is in
+    /// docs/benchmarks.md. GIL released.
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), ef=UInt(Ok(64)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, ef=64, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_approx(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        step_key: Option<&Bound<'_, PyAny>>,
+        k: UInt,
+        window: UInt,
+        ef: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+    ) -> PyResult<Vec<PyExample>> {
+        let ef = ef.get_usize(py, "ef")?;
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
+            k,
+            window,
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
+        let examples = run(py, || db.retrieve_approx(&q, ef))?;
+        examples_py(py, examples)
+    }
+
     /// retrieve(), also returning the work the call did, as a dict: `step_rows_scored`
     /// (step-key rows scored) and `trajectories_visited` (trajectories whose step rows were
     /// scored); both 0 without a step key. Same arguments, results and errors as retrieve().

@@ -52,3 +52,23 @@ def test_build_graph_refuses_bad_parameters_by_name(db):
         db.build_graph("goal", m=16, ef_construction=8)
     with pytest.raises(trajdb.InvalidInputError):
         db.build_graph("nope")
+
+
+def test_retrieve_approx_with_a_wide_beam_returns_what_retrieve_returns(db):
+    rng = np.random.default_rng(8)
+    db.create_space("goal", dims=DIMS, metric="cosine")
+    db.create_space("observation", dims=DIMS, level="step", metric="cosine")
+    x = clustered(rng, 600)
+    obs = clustered(rng, 600 * 3)
+    db.append_many([{"goal": f"g{i}", "outcome": {"success": i % 2 == 0},
+                     "steps": [{"observation": f"o{i}.{j}"} for j in range(3)],
+                     "keys": {"goal": x[i]}, "step_keys": {"observation": obs[3 * i:3 * i + 3]}}
+                    for i in range(600)])
+    db.build_graph("goal", m=12, ef_construction=64)
+    db.build_graph("observation", m=12, ef_construction=64)
+    q = clustered(rng, 2)
+    exact = db.retrieve({"goal": q[0]}, ("observation", q[1]), k=5)
+    approx = db.retrieve_approx({"goal": q[0]}, ("observation", q[1]), k=5, ef=600)
+    assert [(e.id, e.matched_step) for e in approx] == [(e.id, e.matched_step) for e in exact]
+    with pytest.raises(TypeError, match="got bool"):
+        db.retrieve_approx({"goal": q[0]}, ef=True)

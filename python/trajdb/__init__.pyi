@@ -346,6 +346,24 @@ class Database:
         ranked by trajectory score + step score; each example keeps ``window`` steps on each
         side of the matched step. A value given as str is embedded by the space's embedder.
         """
+    def retrieve_approx(
+        self,
+        keys: dict[str, Union[_Vector, str]],
+        step_key: Optional[tuple[str, Union[_Vector, str]]] = None,
+        k: int = 10,
+        window: int = 5,
+        ef: int = 64,
+        *,
+        success_only: bool = True,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+    ) -> list[Example]:
+        """retrieve() with candidates from the key spaces' graph indexes (build_graph);
+        spaces without one are scanned exactly. ``ef``: beam width (at least ``k`` is used).
+        Raises what retrieve() raises."""
     def retrieve_with_work(
         self,
         keys: dict[str, Union[_Vector, str]],
