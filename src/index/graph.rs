@@ -1125,10 +1125,15 @@ pub(crate) fn verify_file(
     else {
         return Ok(0);
     };
-    let corrupt = |offset: u64, what: String| Error::Corrupt {
+    // The graph file is derived: say so, and how to get a sound one back.
+    let corrupt = |offset: u64, what: String| {
+        Error::Corrupt {
         path: path.clone(),
         offset,
-        what,
+        what: format!(
+            "{what} (a derived file: remove it or call drop_graph; build_graph rebuilds it from the key rows)"
+        ),
+    }
     };
     let len = s.len().map_err(|e| Error::io("stat", path.clone(), e))?;
     if len < GRAPH_HEADER_LEN {
