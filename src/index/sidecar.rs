@@ -502,45 +502,33 @@ pub(crate) fn save(backend: &dyn Backend, log_id: u64, id: u32, s: &crate::db::S
     let Some(vouch) = s.rows.vouched() else {
         return;
     };
-    let grown =
-        |known: u64| known == 0 || vouch.0 >= known.saturating_add(known / 8).saturating_add(1);
+    // Writes kind `kind` when its bounds cover exactly the vouched rows and have grown by
+    // an eighth since the file this handle knows of (`known` rows; 0: none).
+    let save_kind = |kind: u32, rows: usize, known: &mut u64, body: &dyn Fn(&mut BodyWriter)| {
+        let grown = *known == 0 || vouch.0 >= known.saturating_add(*known / 8).saturating_add(1);
+        if off(rows) != vouch.0 || vouch.0 == 0 || !grown {
+            return;
+        }
+        let mut w = BodyWriter::default();
+        body(&mut w);
+        let binding = Binding::new(kind, log_id, id, s.def.dims, s.def.metric, vouch);
+        if write(backend, kind, id, &encode(binding, &w.out)).is_ok() {
+            *known = vouch.0;
+        }
+    };
     // Locks in the order searches take them: the bounds first, then `saved`.
     {
         let q = s.quant.read();
         let mut saved = s.saved.lock();
-        if off(q.rows()) == vouch.0 && vouch.0 > 0 && grown(saved.quant_rows) {
-            let mut w = BodyWriter::default();
-            q.write_body(&mut w);
-            let binding = Binding::new(
-                KIND_QUANTISED_ROWS,
-                log_id,
-                id,
-                s.def.dims,
-                s.def.metric,
-                vouch,
-            );
-            if write(backend, KIND_QUANTISED_ROWS, id, &encode(binding, &w.out)).is_ok() {
-                saved.quant_rows = vouch.0;
-            }
-        }
+        save_kind(KIND_QUANTISED_ROWS, q.rows(), &mut saved.quant_rows, &|w| {
+            q.write_body(w)
+        });
     }
     let b = s.bounds.read();
     let mut saved = s.saved.lock();
-    if off(b.rows()) == vouch.0 && vouch.0 > 0 && grown(saved.bounds_rows) {
-        let mut w = BodyWriter::default();
-        b.write_body(&mut w);
-        let binding = Binding::new(
-            KIND_STEP_BOUNDS,
-            log_id,
-            id,
-            s.def.dims,
-            s.def.metric,
-            vouch,
-        );
-        if write(backend, KIND_STEP_BOUNDS, id, &encode(binding, &w.out)).is_ok() {
-            saved.bounds_rows = vouch.0;
-        }
-    }
+    save_kind(KIND_STEP_BOUNDS, b.rows(), &mut saved.bounds_rows, &|w| {
+        b.write_body(w)
+    });
 }
 
 /// Kind `kind`'s file of space `id` and its length, mapped (or read into 8-aligned memory
