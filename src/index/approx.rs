@@ -298,31 +298,8 @@ impl Database {
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = ix_row(slot);
-            let mut t = self.read_trajectory_as(&st, slot, false)?;
-            let nsteps = t.steps.len();
-            let (start, end, matched, step_score) = match best_step[slot] {
-                Some((s, m)) => {
-                    let m_us = ix(m);
-                    let start = m_us.saturating_sub(q.window);
-                    let end = m_us.saturating_add(q.window).saturating_add(1).min(nsteps);
-                    (start, end, Some(m), Some(s))
-                }
-                None => (0, nsteps, None, None),
-            };
-            t.steps.truncate(end);
-            t.steps.drain(..start.min(end));
-            out.push(Example {
-                id: st.trajs[slot].id,
-                score,
-                traj_score: clamp_f32(traj_score(slot)),
-                step_score,
-                matched_step: matched,
-                window: (
-                    u32::try_from(start).unwrap_or(u32::MAX),
-                    u32::try_from(end).unwrap_or(u32::MAX),
-                ),
-                trajectory: t,
-            });
+            let traj = clamp_f32(traj_score(slot));
+            out.push(self.example(&st, slot, score, traj, best_step[slot], q.window)?);
         }
         Ok(out)
     }
