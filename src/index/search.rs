@@ -792,7 +792,7 @@ impl Database {
                         .sum::<f64>()
                         .sqrt();
                     order.clear();
-                    bounds.upper_all(s.def.metric, pq, qn, uppers);
+                    bounds.upper_all(s.def.metric, pq, qn, |slot| pass[slot], uppers);
                     for slot in (0..n).filter(|&slot| pass[slot]) {
                         if let Some((g, _)) = bounds.group(slot) {
                             // Rounding to f32 is monotonic, so this bounds the f32 score of
