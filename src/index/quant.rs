@@ -186,7 +186,7 @@ impl QuantRows {
         let mut los = [0f32; BLOCK];
         let clamp = |x: f32| {
             if metric == Metric::Cosine {
-                x.max(-1.0).min(1.0)
+                x.clamp(-1.0, 1.0)
             } else {
                 x
             }
