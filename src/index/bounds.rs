@@ -199,6 +199,14 @@ impl StepBounds {
         (g != NONE).then(|| (g as usize, self.groups[g as usize]))
     }
 
+    /// An upper bound, for every query, of every bound [`upper_all`](Self::upper_all)
+    /// gives under `metric`, when one exists without the query: cosine bounds are
+    /// `min(t + r, 1) + 2 MARGIN`, so `1 + 2 MARGIN` (rounded up) bounds every step score.
+    /// None for dot and L2, whose bounds grow with the query and the keys.
+    pub(crate) fn query_free_upper(metric: Metric) -> Option<f32> {
+        (metric == Metric::Cosine).then(|| round_up(1.0 + 2.0 * MARGIN))
+    }
+
     /// (Tests: the f64 reference of [`upper_all`](Self::upper_all).)
     #[cfg(test)]
     /// An upper bound on the score of every row of group `g` against `query`, whose
@@ -254,7 +262,8 @@ impl StepBounds {
     /// (`q` prepared for `metric`), whose f32 error (module `simd`: below 1e-4 of
     /// `|q| |c|`) the margin covers. `query_norm` is the Euclidean norm of the query as
     /// given. Only the groups of slots with `keep(slot)` need a bound: with the quantised
-    /// copy the others are not read and get `+inf` (still an upper bound).
+    /// copy the others are not read and get `+inf` (still an upper bound). Returns how many
+    /// centroids were read.
     pub(crate) fn upper_all(
         &self,
         metric: Metric,
@@ -262,23 +271,28 @@ impl StepBounds {
         query_norm: f64,
         mut keep: impl FnMut(usize) -> bool,
         out: &mut Vec<f32>,
-    ) {
+    ) -> usize {
         let dims = q.vector().len();
         out.clear();
         out.resize(self.groups.len(), f32::INFINITY);
         if dims == 0 {
-            return;
+            return 0;
         }
+        let mut read = 0;
         if metric != Metric::L2 && !self.quant.is_behind(self.groups.len()) {
             // Upper bounds of `c·q` from the quantised copy (module `index::quant`).
             self.quant.bounds(
                 metric,
                 q.vector(),
                 |g| keep(self.slot_of_group[g] as usize),
-                |g, _, hi| out[g] = hi,
+                |g, _, hi| {
+                    out[g] = hi;
+                    read += 1;
+                },
             );
         } else {
             q.score_rows(&self.centroids, dims, out);
+            read = self.groups.len();
         }
         for (o, group) in out.iter_mut().zip(&self.groups) {
             if *o == f32::INFINITY {
@@ -300,6 +314,7 @@ impl StepBounds {
             };
             *o = round_up(bound);
         }
+        read
     }
 
     /// Rows covered.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
+use crate::index::bounds::{Group, StepBounds};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 use crate::index::quant;
 use crate::index::sidecar;
@@ -791,9 +792,59 @@ impl Database {
                         .map(|&x| f64::from(x) * f64::from(x))
                         .sum::<f64>()
                         .sqrt();
+                    // The step bounds are needed only for slots that could reach the k-th
+                    // best even with the largest step score any query can get
+                    // (`query_free_upper`). A lower bound `floor` of the k-th best comes
+                    // from scoring exactly the few slots with the best trajectory bounds;
+                    // a slot with `traj_upper + step_max < floor` scores below the k-th
+                    // best (strictly, so not even a tie) and its centroid is never read.
+                    let mut floor = f32::NEG_INFINITY;
+                    let step_max = StepBounds::query_free_upper(s.def.metric);
+                    if let (Some(_), true) = (step_max, nkeys > 0) {
+                        order.clear();
+                        for slot in (0..n).filter(|&slot| pass[slot]) {
+                            if bounds.group(slot).is_some() {
+                                order.push((
+                                    clamp_f32(traj_upper(slot)),
+                                    u32::try_from(slot).unwrap_or(u32::MAX),
+                                ));
+                            }
+                        }
+                        let probe = q.k.saturating_mul(4).max(32);
+                        if order.len() > probe.saturating_mul(4) && q.k > 0 {
+                            let cmp = |a: &(f32, u32), b: &(f32, u32)| {
+                                b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+                            };
+                            order.select_nth_unstable_by(probe - 1, cmp);
+                            let mut probed = TopK::new(q.k, probe);
+                            for &(_, slot) in &order[..probe] {
+                                let slot = ix(slot);
+                                let Some((_, group)) = bounds.group(slot) else {
+                                    continue;
+                                };
+                                let best = best_in_group(pq, rows, dims, group, s, step_scores);
+                                work.step_rows_scored += off(group.end - group.first);
+                                work.trajectories_visited += 1;
+                                if let Some((sc, step)) = best {
+                                    // Kept, so the visit below does not score the rows again.
+                                    best_step[slot] = Some((sc, step));
+                                    probed.offer(
+                                        clamp_f32(traj_score(slot) + f64::from(sc)),
+                                        off(slot),
+                                    );
+                                }
+                            }
+                            floor = probed.kth().unwrap_or(f32::NEG_INFINITY);
+                        }
+                    }
+                    let step_max = step_max.unwrap_or(f32::INFINITY);
+                    let needed = |slot: usize| {
+                        pass[slot] && clamp_f32(traj_upper(slot) + f64::from(step_max)) >= floor
+                    };
                     order.clear();
-                    bounds.upper_all(s.def.metric, pq, qn, |slot| pass[slot], uppers);
-                    for slot in (0..n).filter(|&slot| pass[slot]) {
+                    let read = bounds.upper_all(s.def.metric, pq, qn, needed, uppers);
+                    work.step_bounds_read = off(read);
+                    for slot in (0..n).filter(|&slot| needed(slot)) {
                         if let Some((g, _)) = bounds.group(slot) {
                             // Rounding to f32 is monotonic, so this bounds the f32 score of
                             // every step of the slot.
@@ -811,22 +862,15 @@ impl Database {
                         let Some((_, group)) = bounds.group(slot) else {
                             return true;
                         };
-                        work.trajectories_visited += 1;
-                        let mut best: Option<(f32, u32)> = None;
-                        // The group's rows are contiguous: scored in one blocked pass.
-                        step_scores.clear();
-                        step_scores.resize(group.end - group.first, 0.0);
-                        pq.score_rows(
-                            &rows[group.first * dims..group.end * dims],
-                            dims,
-                            step_scores,
-                        );
-                        for (r, &sc) in (group.first..group.end).zip(step_scores.iter()) {
-                            if best.is_none_or(|(b, _)| sc > b) {
-                                best = Some((sc, s.row_meta[r].step));
+                        let best = match best_step[slot] {
+                            // Scored while finding the floor.
+                            Some(best) => Some(best),
+                            None => {
+                                work.trajectories_visited += 1;
+                                work.step_rows_scored += off(group.end - group.first);
+                                best_in_group(pq, rows, dims, group, s, step_scores)
                             }
-                        }
-                        work.step_rows_scored += off(group.end - group.first);
+                        };
                         if let Some((sc, step)) = best {
                             best_step[slot] = Some((sc, step));
                             top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
@@ -911,6 +955,29 @@ impl Database {
     }
 }
 
+/// The best step of one trajectory's group of rows in step space `s`: (score, step), the
+/// first on ties; None for an empty group. The rows are contiguous, so they are scored in
+/// one blocked pass (into `scratch`).
+fn best_in_group(
+    pq: &Prepared,
+    rows: &[f32],
+    dims: usize,
+    group: Group,
+    s: &Space,
+    scratch: &mut Vec<f32>,
+) -> Option<(f32, u32)> {
+    scratch.clear();
+    scratch.resize(group.end - group.first, 0.0);
+    pq.score_rows(&rows[group.first * dims..group.end * dims], dims, scratch);
+    let mut best: Option<(f32, u32)> = None;
+    for (r, &sc) in (group.first..group.end).zip(scratch.iter()) {
+        if best.is_none_or(|(b, _)| sc > b) {
+            best = Some((sc, s.row_meta[r].step));
+        }
+    }
+    best
+}
+
 /// Calls `visit(upper, slot)` on the entries of `order` in descending `upper` (ties: lower
 /// slot first) until it returns false: exactly the order of a full sort, but only the part
 /// visited is sorted (a chunk at a time, picked by `select_nth_unstable_by`), since a pruned
@@ -948,6 +1015,11 @@ pub struct RetrieveWork {
     pub step_rows_scored: u64,
     /// Trajectories whose step rows were scored.
     pub trajectories_visited: u64,
+    /// Trajectories whose step-key bound (the centroid of their step keys, module
+    /// `index::bounds`) was read: the pruned visit reads it only for trajectories that could
+    /// still reach the k-th best with the largest step score (cosine spaces); a full scan
+    /// reads none.
+    pub step_bounds_read: u64,
 }
 
 /// Per-call buffers of [`Database::retrieve`], kept per thread so a call allocates nothing
