@@ -504,8 +504,11 @@ impl Database {
     /// With a step key, trajectories are visited in descending order of trajectory score
     /// plus an upper bound on their best step score (module `index::bounds`), and the visit
     /// stops when no unvisited trajectory can beat the k-th best; so most step rows are
-    /// never read when the trajectory keys separate the candidates. Winners are decoded
-    /// without their keys.
+    /// never read when the trajectory keys separate the candidates. In cosine step spaces a
+    /// few trajectories with the best trajectory bounds are scored exactly first; their k-th
+    /// best total is a floor of the answer's, and a trajectory whose trajectory bound plus
+    /// the largest possible step score (1, with the bound's margin) is below that floor is
+    /// ruled out without reading its step bound. Winners are decoded without their keys.
     ///
     /// Errors: no key at all (neither `keys` nor `step_key`), unknown key space, wrong dimensions, non-finite query values, a key space of
     /// the wrong level, a mismatched embedder, and I/O or corruption reading the winners.
