@@ -1,5 +1,6 @@
 //! The map from trajectory id to slot. After an open from a checkpoint whose trajectories
-//! have strictly increasing ids (the usual case: ids are assigned in commit order), the
+//! have strictly increasing ids (the usual case: ids are assigned in commit order; the
+//! checkpoint's counts record it), the
 //! map is the checkpoint's own trajectory array, searched by binary search in place, plus
 //! a hash map of the ids given slots since; no per-trajectory work or memory at open.
 //! Otherwise it is a hash map of every id.
@@ -23,6 +24,7 @@ pub(crate) struct IdMap {
 impl IdMap {
     /// A map of `base`'s ids to their positions. `None` when the ids are not strictly
     /// increasing (the caller then builds the map with [`IdMap::insert`]).
+    #[cfg(test)]
     pub(crate) fn over_sorted(base: SharedArray<TrajRec>) -> Option<IdMap> {
         if u32::try_from(base.len()).is_err() {
             return None;
@@ -48,6 +50,17 @@ impl IdMap {
             .ok()?;
         // `over_sorted` checked that every position fits in u32.
         u32::try_from(pos).ok()
+    }
+
+    /// A map of `base`'s ids to their positions, trusting that they are strictly
+    /// increasing (a checkpoint's counts say so, and `verify` checks it): no record is read.
+    /// `None` when there are more records than slot numbers.
+    pub(crate) fn over_sorted_trusted(base: SharedArray<TrajRec>) -> Option<IdMap> {
+        u32::try_from(base.len()).ok()?;
+        Some(IdMap {
+            base,
+            extra: HashMap::new(),
+        })
     }
 
     /// True when `id` was ever given a slot.

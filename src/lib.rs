@@ -39,6 +39,7 @@ mod merge;
 mod names;
 pub mod rng;
 pub mod storage;
+mod trajs;
 mod usage;
 
 pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_FILE};

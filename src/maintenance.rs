@@ -97,6 +97,7 @@ impl Database {
     /// Re-reads the whole log, checking every checksum and record, and compares every key
     /// row and key-file header with what the log says.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.ensure_checked()?;
         let _w = self.writer.lock();
         let st = self.state.read();
         let mut report = VerifyReport::default();
@@ -260,6 +261,7 @@ impl Database {
     /// trajectories free their space. Commit numbering continues; read views of earlier
     /// commits end ([`Error::ViewEnded`]).
     pub fn compact(&self) -> Result<()> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -504,6 +506,7 @@ impl Database {
     /// derived and rebuilt from the log when missing or partial). Key files follow, each
     /// under a temporary name renamed into place.
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
+        self.ensure_checked()?;
         // The writer lock is held throughout: the copy is one consistent, synced point.
         let w = self.writer.lock();
         self.check_poison()?;

@@ -181,7 +181,7 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .map(|(score, r)| {
             let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
             Hit {
-                id: st.trajs[ix(meta.slot)].id,
+                id: st.trajs.id(ix(meta.slot)),
                 step: (meta.step != NO_STEP).then_some(meta.step),
                 score,
             }
@@ -328,6 +328,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -342,7 +343,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             k,
             quantised,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(&st.trajs.at(ix(s.row_meta[r].slot))),
         );
         Ok(hits(&st, s, top))
     }
@@ -361,6 +362,7 @@ impl Database {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let (_, s) = st.space(space)?;
         for (i, q) in queries.iter().enumerate() {
@@ -400,7 +402,7 @@ impl Database {
             let m = block.len() / dims.max(1);
             let mut count = 0;
             for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = c.pass(&st.trajs[ix(s.row_meta[base + i].slot)]);
+                *kp = c.pass(&st.trajs.at(ix(s.row_meta[base + i].slot)));
                 count += usize::from(*kp);
             }
             if count == 0 {
@@ -428,6 +430,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -442,7 +445,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(&st.trajs.at(ix(s.row_meta[r].slot))),
             |r, score| {
                 let slot = s.row_meta[r].slot;
                 if last_slot == Some(slot) {
@@ -472,6 +475,8 @@ impl Database {
     /// open's first search does not rebuild them (`trajdb import` and `compact` call this).
     /// Cost: one pass over every key row of the spaces concerned. Never fails.
     pub fn build_search_bounds(&self) {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         let st = self.state.read();
         for (id, s) in st.spaces.iter().enumerate() {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
@@ -514,6 +519,7 @@ impl Database {
 
     /// [`retrieve`](Self::retrieve), also saying how much work the call did.
     pub fn retrieve_with_work(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, true)
     }
 
@@ -522,6 +528,7 @@ impl Database {
     /// stable API.
     #[doc(hidden)]
     pub fn retrieve_exhaustive(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, false)
     }
 
@@ -592,8 +599,8 @@ impl Database {
             key_rows,
         } = scratch;
         reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(&st.trajs) {
-            *p = c.pass(m);
+        for (p, m) in pass.iter_mut().zip(st.trajs.iter()) {
+            *p = c.pass(&m);
         }
         // The step key's bounds, brought up to date (pruned visits only).
         let step_bounds = match &step {
@@ -897,7 +904,7 @@ impl Database {
         t.steps.truncate(end);
         t.steps.drain(..start.min(end));
         Ok(Example {
-            id: st.trajs[slot].id,
+            id: st.trajs.id(slot),
             score,
             traj_score,
             step_score,
