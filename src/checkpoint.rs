@@ -37,9 +37,9 @@ use crate::format::record::{
 use crate::id_map::IdMap;
 use crate::index::keyfile::RowStore;
 use crate::names::Names;
-use crate::trajs::Trajs;
 use crate::storage::mmap::{MappedFile, SharedArray, SharedBytes};
 use crate::storage::{create_fresh, Backend, Storage};
+use crate::trajs::Trajs;
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the checkpoint file in a database directory.
@@ -641,7 +641,9 @@ impl Checked {
             body_start: start,
             body_len,
             crcs,
-            verified: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             n_verified: AtomicUsize::new(0),
             lazy_from: AtomicUsize::new(body_len),
             lazy_ok: AtomicBool::new(false),
@@ -884,7 +886,10 @@ pub(crate) fn decode_body(c: &Checked, full: bool) -> std::result::Result<Body, 
     let rows_at = body_start + cur.at;
     let rows_all = cur.array::<RowMeta>(n(counts.rows), "row metadata")?;
     if cur.at != body.len() {
-        return Err(format!("{} bytes after the last array", body.len() - cur.at));
+        return Err(format!(
+            "{} bytes after the last array",
+            body.len() - cur.at
+        ));
     }
     let flags = n(counts.flags);
     if flags & !C_IDS_SORTED != 0 {
@@ -1219,6 +1224,39 @@ pub(crate) fn decode_file(bytes: &[u8]) -> std::result::Result<(Header, Body), S
     Ok((h, b))
 }
 
+/// Treats everything after the header of `file` as a body (cut to a multiple of 8 bytes),
+/// appends its block table and rewrites the header's body length, block length and
+/// checksums, so a mutated body reaches the decoder. For the fuzzers and tests.
+pub(crate) fn fix_checksums(file: &mut Vec<u8>) {
+    if file.len() < HEADER {
+        return;
+    }
+    let body_len = (file.len() - HEADER) / 8 * 8;
+    file.truncate(HEADER + body_len);
+    let table: Vec<u32> = file[HEADER..]
+        .chunks(usize::try_from(CHECKPOINT_BLOCK_LEN).unwrap_or(usize::MAX))
+        .map(|b| crc32fast::hash(b).to_le())
+        .collect();
+    let table_at = file.len();
+    put(file, &table);
+    let blocks_crc = crc32fast::hash(&file[table_at..table_at + table.len() * 4]);
+    let h = &mut file[..HEADER];
+    h[header::BLOCKS_CRC..header::BLOCKS_CRC + 4].copy_from_slice(&blocks_crc.to_le_bytes());
+    h[header::BODY_LEN..header::BODY_LEN + 8].copy_from_slice(&off(body_len).to_le_bytes());
+    h[header::BLOCK_SHIFT..header::BLOCK_SHIFT + 4]
+        .copy_from_slice(&CHECKPOINT_BLOCK_SHIFT.to_le_bytes());
+    let crc = crc32fast::hash(&h[..header::CRC]);
+    h[header::CRC..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The body of a whole checkpoint file (header, body, block table) without its block
+/// table, for [`fix_checksums`] after a mutation of the body; `None` when the header's
+/// body length does not fit the file.
+pub(crate) fn body_of(file: &[u8]) -> Option<&[u8]> {
+    let len = usize::try_from(u64_at(file.get(..HEADER)?, header::BODY_LEN)).ok()?;
+    file.get(..HEADER.checked_add(len)?)
+}
+
 /// What [`load`] found.
 pub(crate) enum Loaded {
     /// No checkpoint file.
@@ -1290,7 +1328,8 @@ fn load_inner(
     let (shared, body_start) = match f.file() {
         Some(file) => (
             SharedBytes::Map(
-                MappedFile::map(file, HEADER + rest).map_err(|e| format!("cannot be mapped: {e}"))?,
+                MappedFile::map(file, HEADER + rest)
+                    .map_err(|e| format!("cannot be mapped: {e}"))?,
             ),
             HEADER,
         ),

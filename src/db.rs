@@ -25,9 +25,9 @@ use crate::index::bounds::StepBounds;
 use crate::index::graph::Graph;
 use crate::index::keyfile::{RowMark, RowStore};
 use crate::names::Names;
-use crate::trajs::Trajs;
 use crate::storage::mmap::SharedArray;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
+use crate::trajs::Trajs;
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the lock file in a database directory.
@@ -1294,11 +1294,7 @@ impl Database {
     /// diagnostics; not part of the stable API.
     #[doc(hidden)]
     pub fn checkpoint_blocks_checked(&self) -> Option<(usize, usize)> {
-        self.state
-            .read()
-            .ckpt
-            .as_ref()
-            .map(|c| c.blocks_verified())
+        self.state.read().ckpt.as_ref().map(|c| c.blocks_verified())
     }
 
     /// For a read-only handle: reads the commits a writer (in this or another process) has

@@ -82,6 +82,21 @@ pub fn fuzz_decode_checkpoint(file: &[u8]) -> bool {
     checkpoint::decode_file(file).is_ok()
 }
 
+/// Recomputes a checkpoint file's block table and header checksums after a mutation:
+/// everything after the 96-byte header is taken as the body (cut to a multiple of 8) and
+/// the block table is appended, so the mutated body reaches the decoder. With
+/// `strip_table`, a whole valid file's old block table is dropped first. For the fuzzers
+/// and tests; not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_fix_checkpoint(file: &mut Vec<u8>, strip_table: bool) {
+    if strip_table {
+        if let Some(n) = checkpoint::body_of(file).map(<[u8]>::len) {
+            file.truncate(n);
+        }
+    }
+    checkpoint::fix_checksums(file);
+}
+
 /// Decodes a whole search-bounds file (header and body) the way a search loads one, with
 /// the binding taken from its own header and row `r` in slot `r / 3`, for the fuzzers. Row
 /// counts above 65,536 are refused (a search bounds them by the rows in memory). Returns

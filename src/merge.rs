@@ -214,7 +214,8 @@ impl Database {
             t.provenance.parent = t.provenance.parent.and_then(|p| {
                 let ps = ix(sst.by_id.get(p)?);
                 let st = self.state.read();
-                st.find_origin(sst.trajs.at(ps).origin).map(|d| st.trajs.id(d))
+                st.find_origin(sst.trajs.at(ps).origin)
+                    .map(|d| st.trajs.id(d))
             });
             self.commit_with(kind::TRAJECTORY, false, |st| {
                 let id = st.next_id;
@@ -281,7 +282,8 @@ impl Database {
                 for e in &ep.events {
                     let mapped = *ids.entry(e.id).or_insert_with(|| {
                         let s = ix(sst.by_id.get(e.id)?);
-                        st.find_origin(sst.trajs.at(s).origin).map(|d| st.trajs.id(d))
+                        st.find_origin(sst.trajs.at(s).origin)
+                            .map(|d| st.trajs.id(d))
                     });
                     let Some(id) = mapped else {
                         rep.retrievals_skipped += 1;

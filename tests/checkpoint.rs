@@ -382,13 +382,7 @@ fn a_checkpoint_is_written_automatically_after_enough_log() {
 
 #[test]
 fn golden_v1_checkpoint_opens_from_its_checkpoint() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
-    let dir = scratch("golden");
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
+    let dir = copy_of_golden("v1-checkpoint-v2", "golden");
     for opts in [ro(), Options::default()] {
         let db = open_same_as_full_scan(&dir, opts);
         assert_eq!(db.open_report().checkpoint_end, Some(log_len(&dir)));
@@ -399,14 +393,47 @@ fn golden_v1_checkpoint_opens_from_its_checkpoint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A copy of `tests/golden/NAME` in a scratch directory.
+fn copy_of_golden(name: &str, scratch_name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let dir = scratch(scratch_name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// A checkpoint of version 1 (golden `v1-checkpoint`, written by builds before the block
+/// checksums) is ignored with the reason, the log is scanned, and a writable open replaces
+/// it by one this build then opens from.
+#[test]
+fn golden_checkpoint_of_version_1_is_ignored_then_replaced_by_a_writer() {
+    let dir = copy_of_golden("v1-checkpoint", "golden-ckpt-v1");
+    let db = open_same_as_full_scan(&dir, ro());
+    let why = db.open_report().checkpoint_ignored.clone().unwrap();
+    assert!(why.contains("checkpoint version 1 is not 2"), "{why}");
+    assert_eq!(db.ids(), [1, 2, 4, 5, 6]);
+    drop(db);
+    let db = open_same_as_full_scan(&dir, Options::default());
+    assert!(db.open_report().checkpoint_ignored.is_some());
+    drop(db);
+    let db = open_same_as_full_scan(&dir, ro());
+    assert_eq!(db.open_report().checkpoint_end, Some(log_len(&dir)));
+    assert_eq!(db.open_report().checkpoint_ignored, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The checkpoint this build writes for golden v1 is byte for byte the committed one in
-/// `tests/golden/v1-checkpoint` (whose other files are v1's): the layout holds still.
+/// `tests/golden/v1-checkpoint-v2` (checkpoint version 2; its other files are v1's log and
+/// the key files a writable open rebuilds): the layout holds still.
 /// `cargo test --test checkpoint -- --ignored make_golden_checkpoint` regenerates it.
 #[test]
 fn golden_v1_checkpoint_is_what_this_build_writes() {
     let got = checkpoint_of_golden_v1();
     let want = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint/checkpoint"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint-v2/checkpoint"),
     )
     .unwrap();
     assert_eq!(got, want);
@@ -445,10 +472,13 @@ fn checkpoint_and_key_files_of_golden_v1() -> (Vec<u8>, Vec<(&'static str, Vec<u
 }
 
 #[test]
-#[ignore = "regenerates tests/golden/v1-checkpoint (checkpoint and key files)"]
+#[ignore = "regenerates tests/golden/v1-checkpoint-v2 (log, checkpoint and key files)"]
 fn make_golden_checkpoint() {
     let (b, keys) = checkpoint_and_key_files_of_golden_v1();
-    let dst = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dst = root.join("v1-checkpoint-v2");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::copy(root.join("v1/log"), dst.join("log")).unwrap();
     std::fs::write(dst.join("checkpoint"), b).unwrap();
     // The key files the checkpoint vouches for (golden v1's are an older key-file version,
     // which a writable open rebuilds).
@@ -461,19 +491,21 @@ fn make_golden_checkpoint() {
 /// fixed up (so the body's decoding is reached), and refuses every truncation.
 #[test]
 fn mutated_checkpoints_with_valid_checksums_are_refused_or_decoded_never_panic() {
-    let good = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint/checkpoint"),
+    let file = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint-v2/checkpoint"),
     )
     .unwrap();
-    assert!(trajdb::fuzz_decode_checkpoint(&good));
-    let fix = |b: &mut Vec<u8>| {
-        let body_len = (b.len() - 96) as u64;
-        b[64..72].copy_from_slice(&body_len.to_le_bytes());
-        let body_crc = crc32fast::hash(&b[96..]);
-        b[60..64].copy_from_slice(&body_crc.to_le_bytes());
-        let crc = crc32fast::hash(&b[..92]);
-        b[92..96].copy_from_slice(&crc.to_le_bytes());
+    assert!(trajdb::fuzz_decode_checkpoint(&file));
+    // Header and body, without the block table (recomputed after each mutation).
+    let mut good = file.clone();
+    trajdb::fuzz_fix_checkpoint(&mut good, true);
+    assert_eq!(good, file, "fixing a valid file changes nothing");
+    let body_end = {
+        let body_len = u64::from_le_bytes(file[64..72].try_into().unwrap());
+        96 + usize::try_from(body_len).unwrap()
     };
+    let good = file[..body_end].to_vec();
+    let fix = |b: &mut Vec<u8>| trajdb::fuzz_fix_checkpoint(b, false);
     let mut rng = trajdb::rng::SplitMix64::new(7);
     let mut refused = 0;
     for i in 0..20_000u64 {
@@ -491,9 +523,9 @@ fn mutated_checkpoints_with_valid_checksums_are_refused_or_decoded_never_panic()
         refused += usize::from(!trajdb::fuzz_decode_checkpoint(&b));
     }
     assert!(refused > 1000, "{refused} of 20000 refused");
-    for n in 0..good.len() {
+    for n in 0..file.len() {
         assert!(
-            !trajdb::fuzz_decode_checkpoint(&good[..n]),
+            !trajdb::fuzz_decode_checkpoint(&file[..n]),
             "prefix of {n} bytes"
         );
     }
@@ -614,7 +646,7 @@ fn a_log_cut_at_a_frame_boundary_before_its_checkpoint_is_reported_and_fails_ver
 /// The step-bounds file (`bounds-1.idx`, format-spec.md "Search-bounds files") that a writer
 /// saves for golden `v1-checkpoint`'s step space after building its bounds.
 fn bounds_file_of_golden_v1_checkpoint() -> Vec<u8> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint-v2");
     let dir = scratch("golden-bounds-make");
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
@@ -640,7 +672,7 @@ fn golden_v1_bounds_file_is_what_this_build_writes_and_reads() {
         bounds_file_of_golden_v1_checkpoint(),
         std::fs::read(&golden).unwrap()
     );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-checkpoint-v2");
     let dir = scratch("golden-bounds-read");
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
