@@ -1159,6 +1159,9 @@ impl Database {
             last_seq: w.next_seq.saturating_sub(1),
             last_crc: w.last_frame.1,
         };
+        // A checkpoint is encoded from checked state only: a damaged block of the one this
+        // state reads must never be copied into a file with fresh checksums.
+        self.state.read().check_lazy()?;
         let bytes = checkpoint::encode(&self.state.read(), cov);
         let Some(bytes) = bytes else {
             return Ok(());
@@ -1446,7 +1449,6 @@ impl Database {
 
     /// Syncs the log and the key files: everything committed so far becomes durable.
     pub fn sync(&self) -> Result<()> {
-        self.ensure_checked()?;
         if self.opts.read_only {
             return Ok(());
         }

@@ -395,7 +395,9 @@ fn golden_v1_checkpoint_opens_from_its_checkpoint() {
 
 /// A copy of `tests/golden/NAME` in a scratch directory.
 fn copy_of_golden(name: &str, scratch_name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     let dir = scratch(scratch_name);
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
@@ -709,4 +711,132 @@ fn make_golden_bounds() {
         bounds_file_of_golden_v1_checkpoint(),
     )
     .unwrap();
+}
+
+/// Writes a database whose checkpoint body spans several 64 KiB blocks (3000 trajectories,
+/// some deleted, some relabelled, episodes) and returns its checkpoint file.
+fn with_multi_block_checkpoint(dir: &Path) -> Vec<u8> {
+    let db = Database::open(
+        dir,
+        Options {
+            durability: Durability::Buffered,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    create_spaces(&db);
+    let ts: Vec<_> = (1..=3000).map(traj_for).collect();
+    for chunk in ts.chunks(500) {
+        db.append_many(chunk).unwrap();
+    }
+    fill(&db, 3001..=3010);
+    db.close().unwrap();
+    std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap()
+}
+
+/// The number of 64 KiB blocks of a checkpoint file's body.
+fn blocks_of(file: &[u8]) -> usize {
+    let body_len = u64::from_le_bytes(file[64..72].try_into().unwrap());
+    usize::try_from(body_len.div_ceil(1 << 16)).unwrap()
+}
+
+#[test]
+fn open_from_a_checkpoint_checks_no_block_of_the_trajectory_table_or_row_metadata() {
+    let dir = scratch("lazy");
+    let file = with_multi_block_checkpoint(&dir);
+    let total = blocks_of(&file);
+    assert!(total >= 4, "{total} blocks");
+    for opts in [ro(), Options::default()] {
+        let db = Database::open(&dir, opts).unwrap();
+        assert!(db.open_report().checkpoint_end.is_some());
+        // Only block 0 (counts, spaces, names, usage) is read at open.
+        assert_eq!(db.checkpoint_blocks_checked(), Some((1, total)));
+        // The first operation checks the rest, once.
+        assert!(db.contains(7));
+        assert_eq!(db.checkpoint_blocks_checked(), Some((total, total)));
+        assert_eq!(db.checkpoint_damage(), None);
+        assert_eq!(db.get(2999).unwrap(), traj_for(2999));
+    }
+    let db = open_same_as_full_scan(&dir, ro());
+    db.verify().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_byte_in_any_checkpoint_block_is_found_on_first_use_and_the_log_answers() {
+    let dir = scratch("block-damage");
+    let good = with_multi_block_checkpoint(&dir);
+    let total = blocks_of(&good);
+    let body_len = usize::try_from(u64::from_le_bytes(good[64..72].try_into().unwrap())).unwrap();
+    let want_ids = Database::open(&dir, full_scan()).unwrap().ids();
+    for block in 0..total {
+        let start = (block << 16) + 96;
+        let end = (start + (1 << 16)).min(96 + body_len);
+        // A byte in the middle of the block: a trajectory record, history or row metadata
+        // in the later blocks.
+        let at = start + (end - start) / 2;
+        for opts in [ro(), Options::default()] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
+            let db = Database::open(&dir, opts.clone()).unwrap();
+            if block == 0 {
+                // The front block is checked at open: the checkpoint is ignored there.
+                let why = db.open_report().checkpoint_ignored.clone().unwrap();
+                assert!(why.contains("body checksum mismatch in block 0"), "{why}");
+            } else {
+                assert!(db.open_report().checkpoint_end.is_some(), "block {block}");
+                assert_eq!(db.checkpoint_damage(), None, "nothing read yet");
+                // The first use finds the damage and answers from the log.
+                assert_eq!(db.ids(), want_ids, "block {block}");
+                let why = db.checkpoint_damage().expect("damage found");
+                assert!(
+                    why.contains(&format!("block {block} (bytes {start}..{end})"))
+                        && why.contains("checkpoint"),
+                    "{why}"
+                );
+                assert_eq!(
+                    db.checkpoint_blocks_checked(),
+                    None,
+                    "state rebuilt by a scan"
+                );
+            }
+            let full = Database::open(&dir, full_scan()).unwrap();
+            assert_eq!(db.state_digest(), full.state_digest(), "block {block}");
+            assert_eq!(db.get(1234).unwrap(), traj_for(1234));
+            db.verify().unwrap();
+            drop(db);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_names_every_damaged_checkpoint_block() {
+    let dir = scratch("verify-blocks");
+    let good = with_multi_block_checkpoint(&dir);
+    let total = blocks_of(&good);
+    let mut bad = good.clone();
+    let damaged = [1, total - 1];
+    for b in damaged {
+        bad[96 + (b << 16) + 17] ^= 1;
+    }
+    std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
+    let db = Database::open(&dir, ro()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    match db.verify() {
+        Err(trajdb::Error::Corrupt { path, offset, what }) => {
+            assert_eq!(path, dir.join(CHECKPOINT_FILE));
+            assert_eq!(offset, 96 + (1 << 16));
+            assert!(what.contains("2 checkpoint block(s)"), "{what}");
+            for b in damaged {
+                assert!(what.contains(&format!("block {b} at bytes")), "{what}");
+            }
+        }
+        other => panic!("verify: {other:?}"),
+    }
+    // The handle still answers, from the log.
+    assert_eq!(db.get(5).unwrap(), traj_for(5));
+    assert!(db.checkpoint_damage().is_some());
+    let _ = std::fs::remove_dir_all(&dir);
 }
