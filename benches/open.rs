@@ -9,6 +9,10 @@
 //! vectors, the pruned retrieval's worst case, so the retrieval itself scans most step
 //! rows either way; the difference between the two is the rebuild.
 //!
+//! A third function times a read-only open followed by the first operation that reads the
+//! state (`contains`): open leaves the checkpoint's trajectory table, history and row
+//! metadata unread, and the first operation checks their blocks (once per handle).
+//!
 //! Sizes come from `TRAJDB_BENCH_OPEN` as a comma-separated list of `N:D` (default
 //! `10000:384,100000:384`; the 100k × 384 database takes about 3.7 GB). Open time should not
 //! depend on D once a checkpoint exists, so the scale to 1M trajectories can be measured
@@ -131,6 +135,27 @@ fn label(n: usize) -> String {
     }
 }
 
+/// Opens a writer once and closes it, so the checkpoint is this build's (a writer replaces
+/// a checkpoint of another version; timed opens never pay for that).
+fn ensure_checkpoint(dir: &Path) {
+    let db = Database::open(dir, Options::default()).expect("open");
+    db.close().expect("close");
+}
+
+/// Times `iters` read-only opens each followed by the first operation that reads the
+/// state (`contains`, which checks the blocks open left unchecked).
+fn time_open_first_use(dir: &Path, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let db = Database::open(dir, read_only()).expect("open");
+        std::hint::black_box(db.contains(1));
+        total += start.elapsed();
+        drop(db);
+    }
+    total
+}
+
 fn bench_open(c: &mut Criterion) {
     let writer = Options {
         durability: Durability::Buffered,
@@ -138,6 +163,7 @@ fn bench_open(c: &mut Criterion) {
     };
     for (n, dims) in sizes() {
         let dir = ensure_built(n, dims);
+        ensure_checkpoint(&dir);
         let mut g = c.benchmark_group(format!("open_{}x{STEPS}x{dims}", label(n)));
         g.sample_size(10)
             .sampling_mode(SamplingMode::Flat)
@@ -149,6 +175,9 @@ fn bench_open(c: &mut Criterion) {
         });
         g.bench_function("read_only", |b| {
             b.iter_custom(|iters| time_opens(&dir, &read_only(), iters))
+        });
+        g.bench_function("read_only_then_first_use", |b| {
+            b.iter_custom(|iters| time_open_first_use(&dir, iters))
         });
         g.finish();
     }
