@@ -607,6 +607,9 @@ pub(crate) struct Checked {
     n_verified: AtomicUsize,
     /// Body offset where the areas checked on first use start (the trajectories).
     lazy_from: AtomicUsize,
+    /// Body offsets of the trajectory and history areas (set by `decode_body`).
+    trajs_at: AtomicUsize,
+    hist_at: AtomicUsize,
     /// Set once every block from `lazy_from` on is checked and the state's cheap checks
     /// of those areas passed (`State::check_lazy`).
     lazy_ok: AtomicBool,
@@ -646,6 +649,8 @@ impl Checked {
                 .collect(),
             n_verified: AtomicUsize::new(0),
             lazy_from: AtomicUsize::new(body_len),
+            trajs_at: AtomicUsize::new(body_len),
+            hist_at: AtomicUsize::new(body_len),
             lazy_ok: AtomicBool::new(false),
             path,
             bytes,
@@ -718,6 +723,20 @@ impl Checked {
     pub(crate) fn check_lazy_blocks(&self) -> Result<()> {
         self.check_range(self.lazy_from.load(Ordering::Relaxed), self.body_len)
             .map_err(|i| self.damaged(i))
+    }
+
+    /// Checks the blocks holding trajectory record `pos`; `Err(block)` names a damaged one.
+    pub(crate) fn check_traj(&self, pos: usize) -> std::result::Result<(), usize> {
+        let size = std::mem::size_of::<TrajRec>();
+        let at = self.trajs_at.load(Ordering::Relaxed) + pos * size;
+        self.check_range(at, at + size)
+    }
+
+    /// Checks the blocks holding history entries `start..end`.
+    pub(crate) fn check_hist(&self, start: usize, end: usize) -> std::result::Result<(), usize> {
+        let size = std::mem::size_of::<HistRec>();
+        let at = self.hist_at.load(Ordering::Relaxed);
+        self.check_range(at + start * size, at + end * size)
     }
 
     /// True once the areas not checked at open have been checked.
@@ -879,8 +898,10 @@ pub(crate) fn decode_body(c: &Checked, full: bool) -> std::result::Result<Body, 
     let lazy_from = cur.at;
     c.check_range(0, lazy_from).map_err(damaged)?;
     c.lazy_from.store(lazy_from, Ordering::Relaxed);
+    c.trajs_at.store(cur.at, Ordering::Relaxed);
     let trajs_at = body_start + cur.at;
     let traj_recs = cur.array::<TrajRec>(n(counts.trajs), "trajectories")?;
+    c.hist_at.store(cur.at, Ordering::Relaxed);
     let hist_at = body_start + cur.at;
     let hist_recs = cur.array::<HistRec>(n(counts.history), "outcome history")?;
     let rows_at = body_start + cur.at;

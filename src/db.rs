@@ -251,6 +251,37 @@ impl State {
         Ok(())
     }
 
+    /// Checks the checkpoint blocks that finding `id` and reading its slot touch (the
+    /// trajectory records the id map's search reads, the slot's record, the one before it
+    /// and its history entries), when the state reads a checkpoint not yet checked as a
+    /// whole. A damaged block is an [`Error::Corrupt`] as in [`State::check_lazy`].
+    pub(crate) fn check_point(&self, id: u64) -> Result<()> {
+        let Some(c) = &self.ckpt else {
+            return Ok(());
+        };
+        if c.lazy_ok() {
+            return Ok(());
+        }
+        let slot = self
+            .by_id
+            .get_checked(id, |pos| c.check_traj(pos))
+            .map_err(|b| c.damaged(b))?;
+        let Some(slot) = slot.map(ix).filter(|&s| s < self.trajs.base_len()) else {
+            return Ok(());
+        };
+        let check = || {
+            c.check_traj(slot)?;
+            if slot > 0 {
+                c.check_traj(slot - 1)?;
+            }
+            match self.trajs.hist_range(slot) {
+                Some((a, b)) => c.check_hist(a, b),
+                None => Ok(()),
+            }
+        };
+        check().map_err(|b| c.damaged(b))
+    }
+
     /// The live or deleted trajectory here that was first written as `origin`: merged
     /// from there, or written here under that origin id.
     pub(crate) fn find_origin(&self, origin: Origin) -> Option<usize> {
@@ -298,6 +329,8 @@ impl State {
         // leaves the state exactly as it was.
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
+            // A checkpoint's bytes are checked before this record reads them.
+            self.check_point(t.id)?;
             // An id may come back only after the trajectory that had it was deleted.
             let reused = match self.by_id.get(t.id) {
                 Some(old) if !self.trajs.deleted(ix(old)) => {
@@ -426,6 +459,7 @@ impl State {
             }
             Record::Trajectory(_) => {}
             Record::Delete { id } => {
+                self.check_point(id)?;
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("delete of unknown trajectory {id}")))?;
@@ -433,6 +467,7 @@ impl State {
                 self.any_deleted = true;
             }
             Record::TrajOutcome { id, outcome } => {
+                self.check_point(id)?;
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("outcome for unknown trajectory {id}")))?;
@@ -1231,6 +1266,26 @@ impl Database {
             }
             Err(e) => e,
         };
+        self.rebuild_after_damage(damage)
+    }
+
+    /// [`Database::ensure_checked`] for an operation that reads only trajectory `id`
+    /// (`contains`, `get`, `trajectory_origin`): checks only the checkpoint blocks finding
+    /// and reading it touch, so a point lookup right after open stays cheap.
+    pub(crate) fn ensure_point(&self, id: u64) -> Result<()> {
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let damage = match self.state.read().check_point(id) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        self.rebuild_after_damage(damage)
+    }
+
+    /// After `damage` was found in a block of the checkpoint the state reads: checks the
+    /// rest and rebuilds the state by scanning the log (see [`Database::ensure_checked`]).
+    fn rebuild_after_damage(&self, damage: Error) -> Result<()> {
         // No commit may land while the state is replaced; the writer lock also orders
         // this with `refresh`. Callers never hold either lock here.
         let mut w = self.writer.lock();
@@ -1914,7 +1969,7 @@ impl Database {
     /// origin id when it was committed and `id`.
     pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
         // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
-        let _ = self.ensure_checked();
+        let _ = self.ensure_point(id);
         let st = self.state.read();
         st.by_id
             .get(id)
@@ -1948,7 +2003,7 @@ impl Database {
 
     /// Reads a live trajectory, keys included, with its current outcome.
     pub fn get(&self, id: u64) -> Result<Trajectory> {
-        self.ensure_checked()?;
+        self.ensure_point(id)?;
         let st = self.state.read();
         let slot = st.live_slot(id).ok_or(Error::NotFound {
             kind: "trajectory",
@@ -1996,7 +2051,7 @@ impl Database {
     /// Whether `id` is a live (stored, not deleted) trajectory. A hash lookup.
     pub fn contains(&self, id: u64) -> bool {
         // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
-        let _ = self.ensure_checked();
+        let _ = self.ensure_point(id);
         self.state.read().live_slot(id).is_some()
     }
 

@@ -63,6 +63,29 @@ impl IdMap {
         })
     }
 
+    /// [`IdMap::get`], calling `check(pos)` before each base record it reads (so the
+    /// caller can check the bytes first); stops at the first error.
+    pub(crate) fn get_checked<E>(
+        &self,
+        id: u64,
+        mut check: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Option<u32>, E> {
+        if let Some(&slot) = self.extra.get(&id) {
+            return Ok(Some(slot));
+        }
+        let (mut lo, mut hi) = (0, self.base.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            check(mid)?;
+            match u64::from_le(self.base[mid].id).cmp(&id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(u32::try_from(mid).ok()),
+            }
+        }
+        Ok(None)
+    }
+
     /// True when `id` was ever given a slot.
     pub(crate) fn contains_key(&self, id: u64) -> bool {
         self.get(id).is_some()
@@ -110,6 +133,19 @@ mod tests {
         assert_eq!(m.get(20), Some(3));
         assert_eq!(m.get(8), None);
         assert!(!m.contains_key(1));
+        for id in 0..25 {
+            let mut read = Vec::new();
+            let got = m.get_checked(id, |p| {
+                read.push(p);
+                Ok::<(), ()>(())
+            });
+            assert_eq!(got, Ok(m.get(id)), "id {id}");
+            assert!(read.len() <= 3 && read.iter().all(|&p| p < 4), "{read:?}");
+        }
+        assert_eq!(
+            m.get_checked(9, |p| if p == 2 { Err(p) } else { Ok(()) }),
+            Err(2)
+        );
         // An id reused after its deletion gets a new slot, which wins.
         assert_eq!(m.insert(7, 4), Some(1));
         assert_eq!(m.insert(21, 5), None);

@@ -53,14 +53,24 @@ impl Trajs {
             .is_some_and(|w| w >> (slot % 64) & 1 == 1)
     }
 
+    /// Number of slots read from the checkpoint.
+    pub(crate) fn base_len(&self) -> usize {
+        self.base.len()
+    }
+
+    /// The range of history entries of base slot `slot` (as the records give it).
+    pub(crate) fn hist_range(&self, slot: usize) -> Option<(usize, usize)> {
+        let end = |i: usize| usize::try_from(u32::from_le(self.base.get(i)?.history_end)).ok();
+        let start = if slot == 0 { Some(0) } else { end(slot - 1) };
+        Some((start?, end(slot)?))
+    }
+
     /// The history entries of base slot `slot` (empty when the ends are out of order or
     /// past the history, which only a checkpoint that fails `verify` can hold).
     fn hist_of(&self, slot: usize) -> &[HistRec] {
-        let end = |i: usize| usize::try_from(u32::from_le(self.base[i].history_end)).ok();
-        let start = if slot == 0 { Some(0) } else { end(slot - 1) };
-        match (start, end(slot)) {
-            (Some(a), Some(b)) => self.hist.get(a..b).unwrap_or(&[]),
-            _ => &[],
+        match self.hist_range(slot) {
+            Some((a, b)) => self.hist.get(a..b).unwrap_or(&[]),
+            None => &[],
         }
     }
 

@@ -751,8 +751,13 @@ fn open_from_a_checkpoint_checks_no_block_of_the_trajectory_table_or_row_metadat
         assert!(db.open_report().checkpoint_end.is_some());
         // Only block 0 (counts, spaces, names, usage) is read at open.
         assert_eq!(db.checkpoint_blocks_checked(), Some((1, total)));
-        // The first operation checks the rest, once.
-        assert!(db.contains(7));
+        // A point lookup checks only the blocks it reads (the id search's records, the
+        // slot's record and history).
+        assert!(db.contains(2999));
+        let (after_lookup, _) = db.checkpoint_blocks_checked().unwrap();
+        assert!(after_lookup < total, "{after_lookup} of {total}");
+        // An operation over every trajectory checks the rest, once.
+        assert_eq!(db.stats().trajectories, 3009);
         assert_eq!(db.checkpoint_blocks_checked(), Some((total, total)));
         assert_eq!(db.checkpoint_damage(), None);
         assert_eq!(db.get(2999).unwrap(), traj_for(2999));
@@ -838,5 +843,108 @@ fn verify_names_every_damaged_checkpoint_block() {
     // The handle still answers, from the log.
     assert_eq!(db.get(5).unwrap(), traj_for(5));
     assert!(db.checkpoint_damage().is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Byte offset in the file and count of the trajectory area of a checkpoint, from the
+/// counts and the area order of format-spec.md ("Checkpoint body").
+fn trajectory_area_of(file: &[u8]) -> (usize, usize) {
+    let count = |i: usize| {
+        let at = 96 + 8 * i;
+        usize::try_from(u64::from_le_bytes(file[at..at + 8].try_into().unwrap())).unwrap()
+    };
+    let pad = |n: usize| n.next_multiple_of(8);
+    // counts: next_id, next_episode, spaces, defs bytes, trajs, history, names, name bytes,
+    // rows, counters, episodes, events, origin, merged, deleted, flags.
+    let mut at = 96 + 128;
+    at += pad(16 * count(2));
+    at += pad(count(3));
+    at += pad(4 * count(6));
+    at += pad(count(7));
+    at += pad(40 * count(9)) + pad(48 * count(10)) + pad(16 * count(11)) + pad(24 * count(13));
+    (at, count(4))
+}
+
+#[test]
+fn a_damaged_trajectory_record_is_found_by_a_point_lookup_of_it_and_the_log_answers() {
+    let dir = scratch("point-damage");
+    let good = with_multi_block_checkpoint(&dir);
+    let (area, n) = trajectory_area_of(&good);
+    assert_eq!(n, 3010);
+    // One slot per 64 KiB block the trajectory area covers (slot p holds id p + 1).
+    let first_block = (area - 96) >> 16;
+    let last_block = (area - 96 + n * 88 - 1) >> 16;
+    for block in first_block..=last_block {
+        let mid = 96 + (block << 16) + (1 << 15);
+        let slot = (mid.max(area) - area) / 88;
+        let slot = slot.min(n - 1);
+        let id = u64::try_from(slot).unwrap() + 1;
+        let rec = area + slot * 88;
+        let rec_block = (rec - 96) >> 16;
+        let mut bad = good.clone();
+        // The record's `seq` field: what the lookup returns, not what it searches by.
+        bad[rec + 8] ^= 0x01;
+        std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
+        for opts in [ro(), Options::default()] {
+            let db = Database::open(&dir, opts).unwrap();
+            if rec_block == 0 {
+                // Block 0 (with the small areas) is checked at open: ignored there.
+                let why = db.open_report().checkpoint_ignored.clone().unwrap();
+                assert!(why.contains("block 0"), "{why}");
+                continue;
+            }
+            assert!(
+                db.open_report().checkpoint_end.is_some(),
+                "block {rec_block}"
+            );
+            let want_live = id != 3002; // fill() deletes 3002
+            assert_eq!(db.contains(id), want_live, "id {id}");
+            let why = db.checkpoint_damage().expect("found by the lookup");
+            assert!(why.contains(&format!("block {rec_block} ")), "{why}");
+            if want_live {
+                assert_eq!(db.get(id).unwrap(), traj_for(id));
+            }
+            let full = Database::open(&dir, full_scan()).unwrap();
+            assert_eq!(db.state_digest(), full.state_digest());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_block_under_a_log_tail_that_deletes_and_relabels_never_gives_a_wrong_answer() {
+    let dir = scratch("tail-damage");
+    let good = with_multi_block_checkpoint(&dir);
+    // Commits after the checkpoint that change checkpointed slots, then the old checkpoint
+    // put back (it still covers a prefix of the log).
+    let db = Database::open(&dir, Options::default()).unwrap();
+    for id in [17, 1500, 2990] {
+        db.delete(id).unwrap();
+    }
+    for id in [18, 1501, 2991] {
+        db.set_outcome(
+            id,
+            Outcome {
+                success: Some(true),
+                reward: Some(2.0),
+            },
+        )
+        .unwrap();
+    }
+    db.close().unwrap();
+    let total = blocks_of(&good);
+    for block in 1..total {
+        let mut bad = good.clone();
+        bad[96 + (block << 16) + 100] ^= 0x08;
+        std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
+        let db = Database::open(&dir, ro()).unwrap();
+        let full = Database::open(&dir, full_scan()).unwrap();
+        // A lookup first, then everything: both from checked bytes or from the log.
+        for id in [17, 18, 1500, 1501, 2990, 2991, 5] {
+            assert_eq!(db.contains(id), full.contains(id), "block {block} id {id}");
+        }
+        assert_eq!(db.state_digest(), full.state_digest(), "block {block}");
+        assert_eq!(db.get(1501).unwrap(), full.get(1501).unwrap());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
