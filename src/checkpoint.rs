@@ -179,35 +179,35 @@ const T_MERGED: u8 = 8;
 pub(crate) struct TrajRec {
     /// The trajectory id (the id map searches these in place).
     pub(crate) id: u64,
-    seq: u64,
-    offset: u64,
-    deleted_at: u64,
-    reward: u64,
-    env: u32,
-    task: u32,
-    n_steps: u32,
+    pub(crate) seq: u64,
+    pub(crate) offset: u64,
+    pub(crate) deleted_at: u64,
+    pub(crate) reward: u64,
+    pub(crate) env: u32,
+    pub(crate) task: u32,
+    pub(crate) n_steps: u32,
     /// Where this slot's outcome history ends in the history area (it starts where the
     /// previous slot's ends).
     pub(crate) history_end: u32,
-    flags: u8,
-    success: u8,
-    provenance: u8,
-    pad: [u8; 5],
+    pub(crate) flags: u8,
+    pub(crate) success: u8,
+    pub(crate) provenance: u8,
+    pub(crate) pad: [u8; 5],
     /// Where it was first written: origin id and id there.
-    origin_db: u64,
-    origin_id: u64,
-    created_ms: i64,
+    pub(crate) origin_db: u64,
+    pub(crate) origin_id: u64,
+    pub(crate) created_ms: i64,
 }
 
 /// One entry of a trajectory's outcome history (entries of slot 0 first, then slot 1...).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct HistRec {
-    seq: u64,
-    reward: u64,
-    success: u8,
-    has_reward: u8,
-    pad: [u8; 6],
+    pub(crate) seq: u64,
+    pub(crate) reward: u64,
+    pub(crate) success: u8,
+    pub(crate) has_reward: u8,
+    pub(crate) pad: [u8; 6],
 }
 
 #[repr(C)]
@@ -856,6 +856,12 @@ pub(crate) fn traj_from_rec(r: &TrajRec, hist: &[HistRec]) -> TrajMeta {
         merged: r.flags & T_MERGED != 0,
         created_ms: i64::from_le(r.created_ms),
     }
+}
+
+/// The success flag an outcome code stands for (a code no build writes reads as unknown).
+#[inline]
+pub(crate) fn success_of(code: u8) -> Option<bool> {
+    success_from(code).unwrap_or(None)
 }
 
 /// True when the record marks its slot deleted.

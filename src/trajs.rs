@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use crate::checkpoint::{self, HistRec, TrajRec};
 use crate::db::TrajMeta;
+use crate::format::record::ProvenanceKind;
 use crate::storage::mmap::SharedArray;
 
 /// Trajectory metadata by slot.
@@ -161,10 +162,94 @@ impl Trajs {
         }
     }
 
-    /// True while the table is the checkpoint's records unchanged plus added slots (for
-    /// tests).
-    #[cfg(test)]
-    pub(crate) fn changed_count(&self) -> usize {
-        self.changed.len()
+    /// Slot `slot` as a filter reads it, without decoding the rest (search and retrieval
+    /// test every row's or every trajectory's slot).
+    #[inline]
+    pub(crate) fn view(&self, slot: usize) -> TrajView<'_> {
+        if slot < self.base.len() {
+            if self.is_changed(slot) {
+                if let Some(m) = u32::try_from(slot).ok().and_then(|s| self.changed.get(&s)) {
+                    return TrajView::Meta(m);
+                }
+            }
+            return TrajView::Rec(&self.base[slot], self.hist_of(slot));
+        }
+        match self.extra.get(slot - self.base.len()) {
+            Some(m) => TrajView::Meta(m),
+            // Only a bug can get here: every slot number in the state names a slot.
+            None => unreachable!("slot {slot} of {} trajectories", self.len()),
+        }
+    }
+}
+
+/// One slot's metadata as a filter reads it: the checkpoint's record in place, or the
+/// metadata kept in memory.
+pub(crate) enum TrajView<'a> {
+    /// An unchanged checkpoint slot: its record and its history entries.
+    Rec(&'a TrajRec, &'a [HistRec]),
+    /// A slot kept in memory.
+    Meta(&'a TrajMeta),
+}
+
+impl TrajView<'_> {
+    /// The trajectory id.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            TrajView::Rec(r, _) => u64::from_le(r.id),
+            TrajView::Meta(m) => m.id,
+        }
+    }
+
+    /// Visible in a view as of commit `as_of` (None = now), as [`TrajMeta::visible`].
+    #[inline]
+    pub(crate) fn visible(&self, as_of: Option<u64>) -> bool {
+        match self {
+            TrajView::Rec(r, _) => {
+                let deleted = checkpoint::rec_deleted(r).then(|| u64::from_le(r.deleted_at));
+                match as_of {
+                    None => deleted.is_none(),
+                    Some(s) => u64::from_le(r.seq) <= s && deleted.is_none_or(|d| d > s),
+                }
+            }
+            TrajView::Meta(m) => m.visible(as_of),
+        }
+    }
+
+    /// The success flag as of commit `as_of` (None = now), as [`TrajMeta::outcome_at`].
+    #[inline]
+    pub(crate) fn success_at(&self, as_of: Option<u64>) -> Option<bool> {
+        match self {
+            TrajView::Rec(r, hist) => {
+                let code = match as_of {
+                    Some(s) => hist
+                        .iter()
+                        .rev()
+                        .find(|h| u64::from_le(h.seq) <= s)
+                        .map_or(r.success, |h| h.success),
+                    None => r.success,
+                };
+                checkpoint::success_of(code)
+            }
+            TrajView::Meta(m) => m.outcome_at(as_of).success,
+        }
+    }
+
+    /// Env and task name indexes.
+    #[inline]
+    pub(crate) fn env_task(&self) -> (u32, u32) {
+        match self {
+            TrajView::Rec(r, _) => (u32::from_le(r.env), u32::from_le(r.task)),
+            TrajView::Meta(m) => (m.env, m.task),
+        }
+    }
+
+    /// How it was made.
+    #[inline]
+    pub(crate) fn provenance(&self) -> ProvenanceKind {
+        match self {
+            TrajView::Rec(r, _) => ProvenanceKind::from_code(r.provenance).unwrap_or_default(),
+            TrajView::Meta(m) => m.provenance,
+        }
     }
 }

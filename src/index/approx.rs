@@ -324,7 +324,7 @@ fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) ->
         q,
         s.rows.all(),
         ix(s.def.dims),
-        |r| c.pass(&st.trajs.at(ix(s.row_meta[r].slot))),
+        |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         |r, score| top.offer(score, off(r)),
     );
     top
@@ -360,7 +360,7 @@ fn approx_top(
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
     let all_pass = c.is_empty() && !st.any_deleted;
-    let pass_row = |r: usize| all_pass || c.pass(&st.trajs.at(ix(s.row_meta[r].slot)));
+    let pass_row = |r: usize| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot)));
     let sample = SAMPLE.min(n);
     let passing = if all_pass {
         sample

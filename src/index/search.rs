@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
-use crate::db::{Database, Space, State, TrajMeta};
+use crate::db::{Database, Space, State};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Metric;
@@ -14,6 +14,7 @@ use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_ST
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 use crate::index::quant;
 use crate::index::sidecar;
+use crate::trajs::TrajView;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -79,29 +80,27 @@ impl<'a> Compiled<'a> {
             && self.exclude.is_empty()
     }
 
-    pub(crate) fn pass(&self, m: &TrajMeta) -> bool {
+    pub(crate) fn pass(&self, m: TrajView<'_>) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
         }
-        if self.f.success_only && m.outcome_at(self.f.as_of).success != Some(true) {
+        if self.f.success_only && m.success_at(self.f.as_of) != Some(true) {
             return false;
         }
-        if let Some(e) = self.env {
-            if e != Some(m.env) {
-                return false;
-            }
-        }
-        if let Some(t) = self.task {
-            if t != Some(m.task) {
+        if self.env.is_some() || self.task.is_some() {
+            let (env, task) = m.env_task();
+            if self.env.is_some_and(|e| e != Some(env))
+                || self.task.is_some_and(|t| t != Some(task))
+            {
                 return false;
             }
         }
         if let Some(p) = self.f.provenance {
-            if p != m.provenance {
+            if p != m.provenance() {
                 return false;
             }
         }
-        self.exclude.is_empty() || self.exclude.binary_search(&m.id).is_err()
+        self.exclude.is_empty() || self.exclude.binary_search(&m.id()).is_err()
     }
 }
 
@@ -343,7 +342,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             k,
             quantised,
-            |r| c.pass(&st.trajs.at(ix(s.row_meta[r].slot))),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         );
         Ok(hits(&st, s, top))
     }
@@ -402,7 +401,7 @@ impl Database {
             let m = block.len() / dims.max(1);
             let mut count = 0;
             for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = c.pass(&st.trajs.at(ix(s.row_meta[base + i].slot)));
+                *kp = c.pass(st.trajs.view(ix(s.row_meta[base + i].slot)));
                 count += usize::from(*kp);
             }
             if count == 0 {
@@ -445,7 +444,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            |r| c.pass(&st.trajs.at(ix(s.row_meta[r].slot))),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
             |r, score| {
                 let slot = s.row_meta[r].slot;
                 if last_slot == Some(slot) {
@@ -599,8 +598,8 @@ impl Database {
             key_rows,
         } = scratch;
         reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(st.trajs.iter()) {
-            *p = c.pass(&m);
+        for (slot, p) in pass.iter_mut().enumerate() {
+            *p = c.pass(st.trajs.view(slot));
         }
         // The step key's bounds, brought up to date (pruned visits only).
         let step_bounds = match &step {
