@@ -948,3 +948,77 @@ fn a_damaged_block_under_a_log_tail_that_deletes_and_relabels_never_gives_a_wron
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Filters read a checkpoint's trajectory records in place after a checkpointed open; every
+/// filter (success as of several commits, with relabels; env; task; deleted; excluded ids)
+/// gives what it gives on the state a scan builds.
+#[test]
+fn filters_over_a_checkpointed_table_match_a_full_scan() {
+    let dir = scratch("filters");
+    let db = Database::open(&dir, Options::default()).unwrap();
+    create_spaces(&db);
+    fill(&db, 1..=40);
+    for id in [5, 6, 7] {
+        db.set_outcome(
+            id,
+            Outcome {
+                success: Some(id != 6),
+                reward: None,
+            },
+        )
+        .unwrap();
+    }
+    db.delete(9).unwrap();
+    db.close().unwrap();
+    let db = Database::open(&dir, ro()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    let full = Database::open(&dir, full_scan()).unwrap();
+    let last = full.commit_seq();
+    let q = traj_for(3).keys["goal"].clone();
+    let sq = traj_for(3).step_keys["obs"][0].clone();
+    let mut filters = Vec::new();
+    for as_of in [
+        None,
+        Some(5),
+        Some(20),
+        Some(last - 4),
+        Some(last - 1),
+        Some(last),
+    ] {
+        filters.push(trajdb::Filter {
+            success_only: true,
+            as_of,
+            ..Default::default()
+        });
+        filters.push(trajdb::Filter {
+            as_of,
+            ..Default::default()
+        });
+    }
+    filters.push(trajdb::Filter {
+        env: Some("env-1".into()),
+        ..Default::default()
+    });
+    filters.push(trajdb::Filter {
+        task: Some("task-2".into()),
+        exclude: vec![7, 12],
+        ..Default::default()
+    });
+    filters.push(trajdb::Filter {
+        provenance: Some(trajdb::ProvenanceKind::SelfGenerated),
+        ..Default::default()
+    });
+    for f in &filters {
+        assert_eq!(
+            db.search("goal", &q, 50, f).unwrap(),
+            full.search("goal", &q, 50, f).unwrap(),
+            "{f:?}"
+        );
+        assert_eq!(
+            db.search("obs", &sq, 50, f).unwrap(),
+            full.search("obs", &sq, 50, f).unwrap(),
+            "{f:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
