@@ -140,6 +140,10 @@ impl Database {
     pub fn merge_all(&self, sources: &[&Database]) -> Result<MergeReport> {
         self.ensure_checked()?;
         self.check_merge(sources)?;
+        // Each source's state is read in whole: its checkpoint blocks are checked first.
+        for src in sources {
+            src.ensure_checked()?;
+        }
         let _one_merge = self.merge_lock.lock();
         let mut total = MergeReport::default();
         for src in sources {
