@@ -2062,9 +2062,9 @@ impl Database {
         self.state
             .read()
             .trajs
-            .iter()
-            .filter(|m| m.deleted_at.is_none())
-            .map(|m| m.id)
+            .views()
+            .filter(|m| m.visible(None))
+            .map(|m| m.id())
             .collect()
     }
 
@@ -2076,9 +2076,9 @@ impl Database {
         st.check_view(as_of)?;
         Ok(st
             .trajs
-            .iter()
+            .views()
             .filter(|m| m.visible(as_of))
-            .map(|m| m.id)
+            .map(|m| m.id())
             .collect())
     }
 
@@ -2090,9 +2090,9 @@ impl Database {
         self.state
             .read()
             .trajs
-            .iter()
-            .filter(|m| m.deleted_at.is_none())
-            .map(|m| (m.id, m.seq))
+            .views()
+            .filter(|m| m.visible(None))
+            .map(|m| (m.id(), m.seq()))
             .collect()
     }
 
@@ -2106,17 +2106,17 @@ impl Database {
         // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
         let _ = self.ensure_checked();
         let st = self.state.read();
-        let live: Vec<TrajMeta> = st.trajs.iter().filter(|m| m.deleted_at.is_none()).collect();
+        let (mut live, mut steps, mut successes) = (0u64, 0u64, 0u64);
+        for m in st.trajs.views().filter(|m| m.visible(None)) {
+            live += 1;
+            steps += u64::from(m.n_steps());
+            successes += u64::from(m.success_at(None) == Some(true));
+        }
         Stats {
-            trajectories: off(live.len()),
-            steps: live.iter().map(|m| u64::from(m.n_steps)).sum(),
-            deleted: off(st.trajs.len() - live.len()),
-            successes: live
-                .iter()
-                .filter(|m| m.outcome.success == Some(true))
-                .count()
-                .try_into()
-                .unwrap_or(u64::MAX),
+            trajectories: live,
+            steps,
+            deleted: off(st.trajs.len()) - live,
+            successes,
             episodes: off(st.usage.episodes.len()),
             commit_seq: st.last_seq,
             log_bytes: self.log().len().unwrap_or(0),

@@ -121,6 +121,11 @@ impl Trajs {
         }
     }
 
+    /// Every slot as a filter reads it, in slot order.
+    pub(crate) fn views(&self) -> impl Iterator<Item = TrajView<'_>> + '_ {
+        (0..self.len()).map(|s| self.view(s))
+    }
+
     /// Every slot's metadata, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = TrajMeta> + '_ {
         (0..self.len()).map(|s| self.at(s))
@@ -232,6 +237,24 @@ impl TrajView<'_> {
                 checkpoint::success_of(code)
             }
             TrajView::Meta(m) => m.outcome_at(as_of).success,
+        }
+    }
+
+    /// Sequence number of its commit.
+    #[inline]
+    pub(crate) fn seq(&self) -> u64 {
+        match self {
+            TrajView::Rec(r, _) => u64::from_le(r.seq),
+            TrajView::Meta(m) => m.seq,
+        }
+    }
+
+    /// Number of steps.
+    #[inline]
+    pub(crate) fn n_steps(&self) -> u32 {
+        match self {
+            TrajView::Rec(r, _) => u32::from_le(r.n_steps),
+            TrajView::Meta(m) => m.n_steps,
         }
     }
 
