@@ -576,7 +576,7 @@ pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String>
         ));
     }
     let body_len = u64_at(b, header::BODY_LEN);
-    if body_len % 8 != 0 || body_len > u64::MAX / 2 {
+    if !body_len.is_multiple_of(8) || body_len > u64::MAX / 2 {
         return Err(format!("body length {body_len} is not a multiple of 8"));
     }
     Ok(Header {
