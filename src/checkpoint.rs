@@ -15,7 +15,7 @@
 //! the header, the table and the blocks of the small areas at the front of the body (counts,
 //! spaces, names, usage); the large areas at its end (trajectories, outcome history, row
 //! metadata) stay mapped and unread, and their blocks are checked on the first operation
-//! that uses the state ([`Checked`], `Database::ensure_checked`). `verify` checks every
+//! that uses the state (`Checked`, `Database::ensure_checked`). `verify` checks every
 //! block and the consistency of every record.
 
 use std::collections::{BTreeMap, HashMap};
