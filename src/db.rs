@@ -1331,6 +1331,17 @@ impl Database {
                 w.last_frame = last_frame;
                 *self.ckpt_damage.lock() = Some(damage.to_string());
                 self.checked.store(true, Ordering::Release);
+                drop(st);
+                if !read_only {
+                    // A writer replaces the damaged checkpoint at once, so the next open
+                    // reads a sound one. Failing costs the next open time, not data.
+                    if let Err(e) = self.write_checkpoint(&mut w) {
+                        let mut d = self.ckpt_damage.lock();
+                        if let Some(why) = d.as_mut() {
+                            why.push_str(&format!("; writing a new checkpoint failed: {e}"));
+                        }
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
