@@ -236,6 +236,12 @@ impl State {
         c.check_lazy_blocks()?;
         let n = self.trajs.len();
         for s in &self.spaces {
+            // The largest slot first (one pass the compiler vectorises), the row only when
+            // it is out of range.
+            let max = s.row_meta.iter().map(|m| m.slot).max();
+            if max.is_none_or(|m| ix(m) < n) {
+                continue;
+            }
             if let Some(r) = s.row_meta.iter().position(|m| ix(m.slot) >= n) {
                 return Err(Error::Corrupt {
                     path: c.path().to_owned(),
@@ -2137,13 +2143,17 @@ impl Database {
                 .map(|s| SpaceStats {
                     def: s.def.clone(),
                     rows: off(s.rows.len()),
-                    live_rows: s
-                        .row_meta
-                        .iter()
-                        .filter(|r| !st.trajs.deleted(ix(r.slot)))
-                        .count()
-                        .try_into()
-                        .unwrap_or(u64::MAX),
+                    // Every row is live while no trajectory was ever deleted.
+                    live_rows: if st.any_deleted {
+                        s.row_meta
+                            .iter()
+                            .filter(|r| !st.trajs.deleted(ix(r.slot)))
+                            .count()
+                            .try_into()
+                            .unwrap_or(u64::MAX)
+                    } else {
+                        off(s.row_meta.len())
+                    },
                     file_bytes: s.rows.file_bytes(),
                 })
                 .collect(),
