@@ -48,6 +48,7 @@ impl Database {
     /// done in chunks so that appends can proceed in between. Errors: unknown space,
     /// parameters out of range, a read-only handle, I/O writing the file.
     pub fn build_graph(&self, space: &str, params: GraphParams) -> Result<GraphStatus> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -154,6 +155,7 @@ impl Database {
         ef: usize,
         filter: &Filter,
     ) -> Result<(Vec<Hit>, ApproxPath)> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, None)?;
         let s = &st.spaces[ix(sid)];
@@ -178,6 +180,7 @@ impl Database {
     ///
     /// Errors: as `retrieve`.
     pub fn retrieve_approx(&self, q: &RetrieveQuery, ef: usize) -> Result<Vec<Example>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let n = st.trajs.len();
         let c = Compiled::new(&st, &q.filter)?;
@@ -321,7 +324,7 @@ fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) ->
         q,
         s.rows.all(),
         ix(s.def.dims),
-        |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+        |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         |r, score| top.offer(score, off(r)),
     );
     top
@@ -357,7 +360,7 @@ fn approx_top(
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
     let all_pass = c.is_empty() && !st.any_deleted;
-    let pass_row = |r: usize| all_pass || c.pass(&st.trajs[ix(s.row_meta[r].slot)]);
+    let pass_row = |r: usize| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot)));
     let sample = SAMPLE.min(n);
     let passing = if all_pass {
         sample

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
-use crate::db::{Database, Space, State, TrajMeta};
+use crate::db::{Database, Space, State};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Metric;
@@ -15,6 +15,7 @@ use crate::index::bounds::{Group, StepBounds};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 use crate::index::quant;
 use crate::index::sidecar;
+use crate::trajs::TrajView;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -80,29 +81,27 @@ impl<'a> Compiled<'a> {
             && self.exclude.is_empty()
     }
 
-    pub(crate) fn pass(&self, m: &TrajMeta) -> bool {
+    pub(crate) fn pass(&self, m: TrajView<'_>) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
         }
-        if self.f.success_only && m.outcome_at(self.f.as_of).success != Some(true) {
+        if self.f.success_only && m.success_at(self.f.as_of) != Some(true) {
             return false;
         }
-        if let Some(e) = self.env {
-            if e != Some(m.env) {
-                return false;
-            }
-        }
-        if let Some(t) = self.task {
-            if t != Some(m.task) {
+        if self.env.is_some() || self.task.is_some() {
+            let (env, task) = m.env_task();
+            if self.env.is_some_and(|e| e != Some(env))
+                || self.task.is_some_and(|t| t != Some(task))
+            {
                 return false;
             }
         }
         if let Some(p) = self.f.provenance {
-            if p != m.provenance {
+            if p != m.provenance() {
                 return false;
             }
         }
-        self.exclude.is_empty() || self.exclude.binary_search(&m.id).is_err()
+        self.exclude.is_empty() || self.exclude.binary_search(&m.id()).is_err()
     }
 }
 
@@ -182,7 +181,7 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .map(|(score, r)| {
             let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
             Hit {
-                id: st.trajs[ix(meta.slot)].id,
+                id: st.trajs.id(ix(meta.slot)),
                 step: (meta.step != NO_STEP).then_some(meta.step),
                 score,
             }
@@ -329,6 +328,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -343,7 +343,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             k,
             quantised,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         );
         Ok(hits(&st, s, top))
     }
@@ -362,6 +362,7 @@ impl Database {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let (_, s) = st.space(space)?;
         for (i, q) in queries.iter().enumerate() {
@@ -401,7 +402,7 @@ impl Database {
             let m = block.len() / dims.max(1);
             let mut count = 0;
             for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = c.pass(&st.trajs[ix(s.row_meta[base + i].slot)]);
+                *kp = c.pass(st.trajs.view(ix(s.row_meta[base + i].slot)));
                 count += usize::from(*kp);
             }
             if count == 0 {
@@ -429,6 +430,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -443,7 +445,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
             |r, score| {
                 let slot = s.row_meta[r].slot;
                 if last_slot == Some(slot) {
@@ -473,6 +475,8 @@ impl Database {
     /// open's first search does not rebuild them (`trajdb import` and `compact` call this).
     /// Cost: one pass over every key row of the spaces concerned. Never fails.
     pub fn build_search_bounds(&self) {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         let st = self.state.read();
         for (id, s) in st.spaces.iter().enumerate() {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
@@ -518,6 +522,7 @@ impl Database {
 
     /// [`retrieve`](Self::retrieve), also saying how much work the call did.
     pub fn retrieve_with_work(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, true)
     }
 
@@ -526,6 +531,7 @@ impl Database {
     /// stable API.
     #[doc(hidden)]
     pub fn retrieve_exhaustive(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, false)
     }
 
@@ -596,8 +602,8 @@ impl Database {
             key_rows,
         } = scratch;
         reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(&st.trajs) {
-            *p = c.pass(m);
+        for (slot, p) in pass.iter_mut().enumerate() {
+            *p = c.pass(st.trajs.view(slot));
         }
         // The step key's bounds, brought up to date (pruned visits only).
         let step_bounds = match &step {
@@ -944,7 +950,7 @@ impl Database {
         t.steps.truncate(end);
         t.steps.drain(..start.min(end));
         Ok(Example {
-            id: st.trajs[slot].id,
+            id: st.trajs.id(slot),
             score,
             traj_score,
             step_score,
