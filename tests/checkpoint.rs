@@ -1038,3 +1038,63 @@ fn filters_over_a_checkpointed_table_match_a_full_scan() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A damaged byte inside the key rows a checkpoint vouches for (open does not read them) is
+/// found by the first search of that space, which refuses to answer with an error naming
+/// the key file; the log still holds every row, and removing the checkpoint brings back
+/// the original answers.
+#[test]
+fn a_damaged_key_row_under_a_checkpoint_is_refused_by_the_first_search_not_served() {
+    let dir = scratch("keyrow");
+    with_old_checkpoint(&dir);
+    let q = [0.3f32, 0.5, 0.2, 0.9];
+    let want = {
+        let db = Database::open(&dir, ro()).unwrap();
+        assert!(db.open_report().checkpoint_end.is_some());
+        db.search("goal", &q, 5, &Default::default()).unwrap()
+    };
+    let key = dir.join("keys-0.vec");
+    let clean = std::fs::read(&key).unwrap();
+    // Inside the second row of space 0 (header 64 bytes, rows of 4 f32).
+    let at = 64 + 16 + 5;
+    let mut k = clean.clone();
+    k[at] ^= 0x40;
+    std::fs::write(&key, &k).unwrap();
+    for opts in [ro(), Options::default()] {
+        let db = Database::open(&dir, opts.clone()).unwrap();
+        assert!(
+            db.open_report().checkpoint_end.is_some(),
+            "opened from the checkpoint"
+        );
+        let err = db.search("goal", &q, 5, &Default::default()).unwrap_err();
+        assert!(matches!(err, trajdb::Error::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("keys-0.vec") && msg.contains("checkpoint"),
+            "{msg}"
+        );
+        // Every query path of the space refuses, again and again; other data still reads.
+        assert!(db.search("goal", &q, 5, &Default::default()).is_err());
+        let rq = trajdb::RetrieveQuery {
+            keys: vec![("goal".into(), q.to_vec())],
+            k: 3,
+            ..Default::default()
+        };
+        assert!(matches!(
+            db.retrieve(&rq),
+            Err(trajdb::Error::Corrupt { .. })
+        ));
+        assert!(db.get(3).is_ok());
+        assert!(db.verify().is_err());
+        drop(db);
+        // The writer open must not have rewritten the damaged rows as if they were sound.
+        std::fs::write(&key, &k).unwrap();
+    }
+    // Without the checkpoint the rows come from the log again: the original answers.
+    std::fs::remove_file(dir.join(CHECKPOINT_FILE)).unwrap();
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert_eq!(db.search("goal", &q, 5, &Default::default()).unwrap(), want);
+    db.verify().unwrap();
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}

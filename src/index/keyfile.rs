@@ -156,6 +156,21 @@ pub(crate) struct RowStore {
     /// log's: the rows went to the heap from there, and [`settle`](Self::settle) writes
     /// them to a new key file (space id, definition, log id).
     rebuild: Option<(u32, SpaceDef, u64)>,
+    /// Rows trusted from a checkpoint without being read at open, checked once on first
+    /// use ([`all_checked`](Self::all_checked)).
+    pending: Option<PendingCheck>,
+}
+
+/// The leading `rows` rows of a store opened from a checkpoint, whose stored bytes must
+/// have CRC-32 `crc`: open does not read them (so it does not grow with the data); the
+/// first search or build that reads the rows checks them once per handle.
+struct PendingCheck {
+    rows: usize,
+    crc: u32,
+    /// The key file, for the error.
+    path: PathBuf,
+    /// The outcome, computed once: Err holds the computed checksum.
+    outcome: std::sync::OnceLock<std::result::Result<(), u32>>,
 }
 
 /// A point to roll a [`RowStore`] back to (see [`RowStore::mark`]).
@@ -302,6 +317,7 @@ impl RowStore {
             metric: def.metric,
             row_buf: Vec::new(),
             rebuild: None,
+            pending: None,
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
@@ -318,6 +334,7 @@ impl RowStore {
             metric: def.metric,
             row_buf: Vec::new(),
             rebuild: None,
+            pending: None,
             kind: StoreKind::Heap(Vec::new()),
         }
     }
@@ -453,6 +470,7 @@ impl RowStore {
             metric: def.metric,
             row_buf: Vec::new(),
             rebuild: None,
+            pending: None,
             kind: StoreKind::File(fr),
         })
     }
@@ -539,8 +557,18 @@ impl RowStore {
         }
         let n_rows = usize::try_from(rows)
             .map_err(|_| io("read", std::io::ErrorKind::InvalidData.into()))?;
+        let pending = || {
+            Some(PendingCheck {
+                rows: n_rows,
+                crc: rows_crc,
+                path: backend.path_of(&name),
+                outcome: std::sync::OnceLock::new(),
+            })
+        };
         if !read_only {
-            return Self::file_store(backend, s, id, def, log_id, h.rows, hasher, n_rows).map(Ok);
+            let mut store = Self::file_store(backend, s, id, def, log_id, h.rows, hasher, n_rows)?;
+            store.pending = pending();
+            return Ok(Ok(store));
         }
         let Some(file) = s.file() else {
             return Ok(Err("the key file cannot be mapped".into()));
@@ -554,11 +582,16 @@ impl RowStore {
             metric: def.metric,
             row_buf: Vec::new(),
             rebuild: None,
+            pending: None,
             kind: StoreKind::Mapped {
                 map,
                 vouched: usize::try_from(h.rows).unwrap_or(0),
                 crc: h.rows_crc,
             },
+        })
+        .map(|mut store| {
+            store.pending = pending();
+            store
         }))
     }
 
@@ -610,6 +643,54 @@ impl RowStore {
                     None => &[],
                 }
             }
+        }
+    }
+
+    /// [`all`](Self::all), after checking once per handle that the rows a checkpoint
+    /// vouched for without their being read at open still have the checksum it recorded
+    /// (about 1 ms per 10 MB of rows, paid by the first search, retrieval or build that
+    /// reads this space).
+    ///
+    /// Errors: [`Error::Corrupt`] naming the key file when they do not: a damaged key
+    /// file. Nothing committed is lost (the log holds every row); `trajdb verify` reports
+    /// it and `trajdb compact`, or removing the `checkpoint` file, rebuilds the file.
+    pub(crate) fn all_checked(&self) -> Result<&[f32]> {
+        self.check_rows()?;
+        Ok(self.all())
+    }
+
+    /// The check of [`all_checked`](Self::all_checked) alone.
+    pub(crate) fn check_rows(&self) -> Result<()> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let outcome = p.outcome.get_or_init(|| {
+            let rows = self.all().get(..p.rows * self.dims).unwrap_or(&[]);
+            let got = if rows.len() == p.rows * self.dims {
+                crc32fast::hash(bytemuck::cast_slice(rows))
+            } else {
+                // Fewer rows mapped than vouched for: never the recorded checksum's bytes.
+                !p.crc
+            };
+            if got == p.crc {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(got) => Err(Error::Corrupt {
+                path: p.path.clone(),
+                offset: KEY_HEADER_LEN,
+                what: format!(
+                    "the {} key rows the checkpoint vouches for do not have the checksum it \
+                     recorded (recorded {:#010x}, computed {got:#010x}): the key file is \
+                     damaged; the log still holds every row: `trajdb verify` reports it, and \
+                     `trajdb compact` (or removing the `checkpoint` file) rebuilds the key file",
+                    p.rows, p.crc
+                ),
+            }),
         }
     }
 

@@ -263,6 +263,9 @@ pub(crate) fn check_query(
             });
         }
     }
+    // Rows a checkpoint vouched for without their being read at open are checked once,
+    // before any answer is drawn from them.
+    s.rows.check_rows()?;
     Ok(sid)
 }
 
@@ -481,7 +484,11 @@ impl Database {
         for (id, s) in st.spaces.iter().enumerate() {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
             let dims = ix(s.def.dims);
-            let rows = s.rows.all();
+            // Nothing is derived from rows that fail their checkpoint's checksum (the
+            // first search of the space reports it).
+            let Ok(rows) = s.rows.all_checked() else {
+                continue;
+            };
             let n = rows.len() / dims.max(1);
             if self.opts.quantised_search
                 && s.def.metric != Metric::L2
