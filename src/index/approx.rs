@@ -5,10 +5,14 @@ use crate::db::{Database, Space, State};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Level;
-use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus};
+use crate::format::record::Metric;
+use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScore};
+use crate::index::quant::{self, WalkQuery};
+use crate::index::sidecar;
+use crate::index::simd::prefetch;
 use crate::index::kernels::{scan_prepared, Prepared};
 use crate::index::search::{
-    check_query, hits, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+    check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
 };
 
 /// Rows a search inserts into a graph that is behind its space (the rest of the new rows are
@@ -162,7 +166,7 @@ impl Database {
         }
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
-        let (top, path) = approx_top(&st, s, &c, &q, k, ef);
+        let (top, path) = approx_top(&st, s, &c, &q, k, ef, self.opts.quantised_search);
         Ok((hits(&st, s, top), path))
     }
 
@@ -203,7 +207,7 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef);
+            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
             for (_, r) in top.into_sorted() {
                 add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
             }
@@ -221,7 +225,15 @@ impl Database {
                     ));
                 }
                 let p = Prepared::new(s.def.metric, v);
-                let (top, _) = approx_top(&st, s, &c, &p, fetch.saturating_mul(4), ef);
+                let (top, _) = approx_top(
+                    &st,
+                    s,
+                    &c,
+                    &p,
+                    fetch.saturating_mul(4),
+                    ef,
+                    self.opts.quantised_search,
+                );
                 for (_, r) in top.into_sorted() {
                     add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
                 }
@@ -314,6 +326,21 @@ fn clamp_f32(x: f64) -> f32 {
     x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
 }
 
+/// Makes the i8 copy of `s` cover at least the graph's `glen` rows: loaded
+/// from its saved file or extended from `rows`, as search does. False when rows were
+/// appended between the locks and it still does not (the walk then reads the f32 rows).
+fn ensure_quant(st: &State, s: &Space, rows: &[f32], dims: usize, glen: usize) -> bool {
+    if s.quant.read().rows() >= glen {
+        return true;
+    }
+    let mut w = s.quant.write();
+    sidecar::prime_quant(s, space_id(st, s), &mut w);
+    if w.rows() < glen {
+        w.extend(rows, dims);
+    }
+    w.rows() >= glen
+}
+
 /// The exact top-`k` rows of `s` that pass `c`.
 fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
     let mut top = TopK::new(k, s.row_meta.len());
@@ -336,6 +363,7 @@ fn approx_top(
     q: &Prepared,
     k: usize,
     ef: usize,
+    quantised: bool,
 ) -> (TopK, ApproxPath) {
     let rows = s.rows.all();
     let dims = ix(s.def.dims);
@@ -370,10 +398,41 @@ fn approx_top(
     let ef = ef.max(k);
     let cap = (n / 2).max(ef.saturating_mul(64));
     let glen = g.len();
-    let walked = with_visited(|v| g.walk(rows, q, ef, cap, v, pass_row, None));
     let mut top = TopK::new(k, n);
-    for &(score, id) in &walked.found {
-        top.offer(score, u64::from(id));
+    // Cosine and dot spaces with the i8 copy walk on its codes (a quarter of the bytes per
+    // node) and rescore the walk's best `ef` with the f32 kernel: every score returned is
+    // the exact one, what the codes decide is only which rows are found.
+    let quant = quantised
+        && s.def.metric != Metric::L2
+        && n >= quant::MIN_ROWS
+        && ensure_quant(st, s, rows, dims, glen);
+    let walked = if quant {
+        let qr = s.quant.read();
+        match WalkQuery::new(&qr, q.vector()) {
+            Some(wq) => {
+                let w = with_visited(|v| g.walk(&wq, ef, cap, v, pass_row, None));
+                // The rows to rescore are scattered: start loading them all first.
+                for &(_, id) in &w.found {
+                    let r = ix_row(u64::from(id));
+                    prefetch(&rows[r * dims..(r + 1) * dims]);
+                }
+                for &(_, id) in &w.found {
+                    let r = ix_row(u64::from(id));
+                    top.offer(q.score(&rows[r * dims..(r + 1) * dims]), u64::from(id));
+                }
+                Some(w)
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    if walked.is_none() {
+        let sc = RowScore { rows, dims, q };
+        let w = with_visited(|v| g.walk(&sc, ef, cap, v, pass_row, None));
+        for &(score, id) in &w.found {
+            top.offer(score, u64::from(id));
+        }
     }
     // Rows past the graph: scored exactly.
     scan_prepared(

@@ -415,11 +415,12 @@ pub struct GraphStatus {
     pub unchecked: bool,
 }
 
-/// Marks of visited nodes, reset in O(1) per search by an epoch counter.
+/// Marks of visited nodes, reset in O(1) per search by an epoch counter (u16: two bytes a
+/// node, so the marks of a walk stay in cache; cleared once every 65,535 searches).
 #[derive(Default)]
 pub(crate) struct Visited {
-    stamp: Vec<u32>,
-    epoch: u32,
+    stamp: Vec<u16>,
+    epoch: u16,
 }
 
 impl Visited {
@@ -427,7 +428,7 @@ impl Visited {
         if self.stamp.len() < n {
             self.stamp.resize(n, 0);
         }
-        if self.epoch == u32::MAX {
+        if self.epoch == u16::MAX {
             self.stamp.iter_mut().for_each(|x| *x = 0);
             self.epoch = 0;
         }
@@ -472,6 +473,64 @@ pub(crate) struct WalkOut {
     pub(crate) found: Vec<(f32, u32)>,
     /// True when the walk stopped at its visit cap rather than converging.
     pub(crate) capped: bool,
+}
+
+/// How a walk scores nodes: the f32 rows ([`RowScore`]) or the i8 copy
+/// (`quant::WalkQuery`).
+pub(crate) trait NodeScore {
+    /// Whether nodes `0..n` can be scored.
+    fn covers(&self, n: usize) -> bool;
+    /// Starts loading what scoring node `i` reads.
+    fn prefetch(&self, i: usize);
+    /// The score of node `i` (higher is nearer).
+    fn score(&self, i: usize) -> f32;
+}
+
+/// Scores nodes by the f32 kernel on their rows: the exact score.
+pub(crate) struct RowScore<'a> {
+    /// Every row of the space, row-major.
+    pub(crate) rows: &'a [f32],
+    /// Dimensions.
+    pub(crate) dims: usize,
+    /// The prepared query.
+    pub(crate) q: &'a Prepared,
+}
+
+impl RowScore<'_> {
+    #[inline]
+    fn row(&self, i: usize) -> &[f32] {
+        self.rows
+            .get(i * self.dims..(i + 1) * self.dims)
+            .unwrap_or(&[])
+    }
+}
+
+impl NodeScore for RowScore<'_> {
+    fn covers(&self, n: usize) -> bool {
+        self.dims > 0 && self.rows.len() >= n * self.dims
+    }
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        crate::index::simd::prefetch(self.row(i));
+    }
+    #[inline]
+    fn score(&self, i: usize) -> f32 {
+        self.q.score(self.row(i))
+    }
+}
+
+impl NodeScore for crate::index::quant::WalkQuery<'_> {
+    fn covers(&self, n: usize) -> bool {
+        self.covered() >= n
+    }
+    #[inline]
+    fn prefetch(&self, i: usize) {
+        crate::index::quant::WalkQuery::prefetch(self, i);
+    }
+    #[inline]
+    fn score(&self, i: usize) -> f32 {
+        crate::index::quant::WalkQuery::score(self, i)
+    }
 }
 
 impl Graph {
@@ -681,44 +740,38 @@ impl Graph {
         }
     }
 
-    /// Greedy beam search from the entry node for `q` over nodes `0..len` of `rows`:
-    /// returns the best `ef` nodes that `pass`, best first. Non-passing nodes are walked
-    /// through. Stops after scoring `cap` nodes (then `capped` is set).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the walk's inputs are independent; a struct would only rename them"
-    )]
-    pub(crate) fn walk(
+    /// Greedy beam search from the entry node, steered by `sc`'s scores of nodes `0..len`:
+    /// returns the best `ef` nodes that `pass`, best first, with those scores. Non-passing
+    /// nodes are walked through. Stops after scoring `cap` nodes (then `capped` is set).
+    pub(crate) fn walk<S: NodeScore>(
         &self,
-        rows: &[f32],
-        q: &Prepared,
+        sc: &S,
         ef: usize,
         cap: usize,
         visited: &mut Visited,
         mut pass: impl FnMut(usize) -> bool,
         mut expanded: Option<&mut Vec<(f32, u32)>>,
     ) -> WalkOut {
-        let (n, dims) = (self.len, self.dims);
+        let n = self.len;
         let mut out = WalkOut {
             found: Vec::new(),
             capped: false,
         };
         let entry = usize::try_from(self.entry).unwrap_or(usize::MAX);
-        if entry >= n || ef == 0 || rows.len() < n * dims || dims == 0 {
+        if entry >= n || ef == 0 || !sc.covers(n) {
             return out;
         }
         // A beam wider than the graph finds nothing more: a caller's huge `ef` never sizes
         // an allocation.
         let ef = ef.min(n);
         visited.reset(n);
-        let row = |i: usize| &rows[i * dims..(i + 1) * dims];
-        let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
+        let mut cand: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef * 2);
         let mut best: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
         // The walk starts at the entry node alone.
         visited.insert(entry);
         let mut scored = 1usize;
         let s = Scored {
-            score: q.score(row(entry)),
+            score: sc.score(entry),
             id: self.entry,
         };
         cand.push(s);
@@ -751,7 +804,7 @@ impl Graph {
                 if ni >= n || !visited.insert(ni) {
                     continue;
                 }
-                crate::index::simd::prefetch(row(ni));
+                sc.prefetch(ni);
                 fresh[m] = nb;
                 m += 1;
             }
@@ -763,7 +816,7 @@ impl Graph {
                 }
                 scored += 1;
                 let s = Scored {
-                    score: q.score(row(ni)),
+                    score: sc.score(ni),
                     id: nb,
                 };
                 let worst = best.peek().map(|w| w.0);
@@ -872,10 +925,14 @@ impl Graph {
         let q = Prepared::new(self.build_metric(), row_p);
         let mut visited = std::mem::take(&mut self.visited);
         let mut expanded = Vec::new();
+        let sc = RowScore {
+            rows,
+            dims: self.dims,
+            q: &q,
+        };
         let mut found = self
             .walk(
-                rows,
-                &q,
+                &sc,
                 self.params.ef_construction,
                 usize::MAX,
                 &mut visited,
@@ -956,9 +1013,13 @@ impl Graph {
         }
         let q = Prepared::new(self.metric, &mean);
         let mut visited = std::mem::take(&mut self.visited);
-        let found = self.walk(
+        let sc = RowScore {
             rows,
-            &q,
+            dims: self.dims,
+            q: &q,
+        };
+        let found = self.walk(
+            &sc,
             self.params.ef_construction,
             usize::MAX,
             &mut visited,
@@ -1342,7 +1403,12 @@ mod tests {
                 .map(|(i, r)| (p.score(r), i as u32))
                 .collect();
             exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let got = with_visited(|v| g.walk(&rows, &p, 128, usize::MAX, v, |_| true, None));
+            let sc = RowScore {
+                rows: &rows,
+                dims,
+                q: &p,
+            };
+            let got = with_visited(|v| g.walk(&sc, 128, usize::MAX, v, |_| true, None));
             let got: Vec<u32> = got.found.iter().take(10).map(|x| x.1).collect();
             hit += exact[..10].iter().filter(|e| got.contains(&e.1)).count();
         }

@@ -35,7 +35,7 @@
 use crate::format::codec::off;
 use crate::format::record::Metric;
 use crate::index::sidecar::{BodyReader, BodyWriter};
-use crate::index::simd::{dot_i8_i16_rows, QUERY_CODE_MAX};
+use crate::index::simd::{dot_i8_i16_rows, prefetch, QUERY_CODE_MAX};
 use crate::storage::mmap::SharedArray;
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
@@ -146,25 +146,7 @@ impl QuantRows {
         if padded == 0 || q.len() > padded {
             return;
         }
-        // The query's codes (module documentation): `sq` and `d` in f64.
-        let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
-        let sq = peak / f64::from(QUERY_CODE_MAX);
-        let mut qc = vec![0i16; padded];
-        let mut d2 = 0f64;
-        for (c, &x) in qc.iter_mut().zip(q) {
-            let x = f64::from(x);
-            let code = if sq > 0.0 {
-                (x / sq)
-                    .round()
-                    .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
-            } else {
-                0.0
-            };
-            // Exact: |code| <= QUERY_CODE_MAX fits in i16.
-            *c = code as i16;
-            d2 += (x - code * sq).powi(2);
-        }
-        let d = f64::from(up(d2.sqrt()));
+        let (qc, sq, d) = quantise_query(q, padded);
         let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
         let mut dots = [0i64; BLOCK];
         let mut kept = [false; BLOCK];
@@ -282,6 +264,84 @@ impl QuantRows {
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.codes.len() + self.meta.len() * 12
+    }
+}
+
+/// The query's codes (module documentation): `padded` i16 codes (zero past `q.len()`),
+/// the step `sq` and the quantisation error `d = |q - q̂|` (f64, rounded up).
+fn quantise_query(q: &[f32], padded: usize) -> (Vec<i16>, f64, f64) {
+    let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+    let sq = peak / f64::from(QUERY_CODE_MAX);
+    let mut qc = vec![0i16; padded];
+    let mut d2 = 0f64;
+    for (c, &x) in qc.iter_mut().zip(q) {
+        let x = f64::from(x);
+        let code = if sq > 0.0 {
+            (x / sq)
+                .round()
+                .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
+        } else {
+            0.0
+        };
+        // Exact: |code| <= QUERY_CODE_MAX fits in i16.
+        *c = code as i16;
+        d2 += (x - code * sq).powi(2);
+    }
+    (qc, sq, f64::from(up(d2.sqrt())))
+}
+
+/// A query quantised for a graph walk over the i8 copy (module `index::graph`): it scores
+/// a row `r` as `scale_r * (code_r · c)`, the quantised dot product `x̂ · q̂` without the
+/// query's positive step `sq`, so it ranks rows as `x̂ · q̂` does. It reads one byte per
+/// dimension (a 64-byte cache line per 64 dimensions, against four for the f32 row) and
+/// is within the module's bound `b` (times `1 / sq`) of the f32 score; a walk that steers
+/// by it rescored its result rows with the f32 kernel, so the scores it returns are exact.
+pub(crate) struct WalkQuery<'a> {
+    copy: &'a QuantRows,
+    codes: Vec<i16>,
+}
+
+impl<'a> WalkQuery<'a> {
+    /// The walk query for `q` (the prepared query, `dims` floats), or `None` when the copy
+    /// cannot score it (no rows, or more dimensions than the copy's).
+    pub(crate) fn new(copy: &'a QuantRows, q: &[f32]) -> Option<Self> {
+        if copy.padded == 0 || q.len() > copy.padded {
+            return None;
+        }
+        let (codes, _, _) = quantise_query(q, copy.padded);
+        Some(WalkQuery { copy, codes })
+    }
+
+    /// Rows the copy covers: rows `0..covered()` can be scored.
+    pub(crate) fn covered(&self) -> usize {
+        self.copy.rows
+    }
+
+    /// Starts loading what [`score`](Self::score) reads of row `r`: its codes and scale.
+    #[inline]
+    pub(crate) fn prefetch(&self, r: usize) {
+        let p = self.copy.padded;
+        if let Some(codes) = self.copy.codes.get(r * p..(r + 1) * p) {
+            prefetch(codes);
+        }
+        if let Some(m) = self.copy.meta.get(r..r + 1) {
+            prefetch(m);
+        }
+    }
+
+    /// The walk score of row `r` (`-inf` past the copy).
+    #[inline]
+    pub(crate) fn score(&self, r: usize) -> f32 {
+        let (Some(row), Some(m)) = (
+            self.copy.codes.get(r * self.copy.padded..(r + 1) * self.copy.padded),
+            self.copy.meta.get(r),
+        ) else {
+            return f32::NEG_INFINITY;
+        };
+        let mut dot = [0i64];
+        dot_i8_i16_rows(row, self.copy.padded, &self.codes, &mut dot);
+        // |dot| < 2^53 and the product rounds once: finite for finite scales.
+        (dot[0] as f64 * f64::from(m[0])) as f32
     }
 }
 
