@@ -408,17 +408,38 @@ fn approx_top(
         && ensure_quant(st, s, rows, dims, glen);
     let walked = if quant {
         let qr = s.quant.read();
-        match WalkQuery::new(&qr, q.vector()) {
+        match WalkQuery::new(&qr, s.def.metric, q.vector()) {
             Some(wq) => {
                 let w = with_visited(|v| g.walk(&wq, ef, cap, v, pass_row, None));
+                // Only rows whose upper bound reaches the k-th largest lower bound among
+                // the rows found can be in their exact top k (module `quant`): those are
+                // rescored in f32, giving the same top k as rescoring every row found.
+                let bounds: Vec<(f32, f32, usize)> = w
+                    .found
+                    .iter()
+                    .filter_map(|&(_, id)| {
+                        let r = ix_row(u64::from(id));
+                        wq.bounds(r).map(|(lo, hi)| (lo, hi, r))
+                    })
+                    .collect();
+                let mut lows: Vec<f32> = bounds.iter().map(|b| b.0).collect();
+                let threshold = if lows.len() >= k {
+                    let (_, kth, _) = lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                    *kth
+                } else {
+                    f32::NEG_INFINITY
+                };
+                let rescore: Vec<usize> = bounds
+                    .iter()
+                    .filter(|b| b.1 >= threshold)
+                    .map(|b| b.2)
+                    .collect();
                 // The rows to rescore are scattered: start loading them all first.
-                for &(_, id) in &w.found {
-                    let r = ix_row(u64::from(id));
+                for &r in &rescore {
                     prefetch(&rows[r * dims..(r + 1) * dims]);
                 }
-                for &(_, id) in &w.found {
-                    let r = ix_row(u64::from(id));
-                    top.offer(q.score(&rows[r * dims..(r + 1) * dims]), u64::from(id));
+                for &r in &rescore {
+                    top.offer(q.score(&rows[r * dims..(r + 1) * dims]), off(r));
                 }
                 Some(w)
             }

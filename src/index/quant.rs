@@ -136,27 +136,13 @@ impl QuantRows {
         mut keep: impl FnMut(usize) -> bool,
         mut emit: impl FnMut(usize, f32, f32),
     ) {
-        let q_norm = q
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
         const BLOCK: usize = 64;
         let padded = self.padded;
-        if padded == 0 || q.len() > padded {
+        let Some(qq) = QueryCodes::new(metric, q, padded) else {
             return;
-        }
-        let (qc, sq, d) = quantise_query(q, padded);
-        let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
+        };
         let mut dots = [0i64; BLOCK];
         let mut kept = [false; BLOCK];
-        let clamp = |x: f32| {
-            if metric == Metric::Cosine {
-                x.clamp(-1.0, 1.0)
-            } else {
-                x
-            }
-        };
         for (b, block) in self.codes.chunks(BLOCK * padded).enumerate() {
             let base = b * BLOCK;
             let m = block.len() / padded;
@@ -168,15 +154,10 @@ impl QuantRows {
             if !any {
                 continue;
             }
-            dot_i8_i16_rows(block, padded, &qc, &mut dots[..m]);
+            dot_i8_i16_rows(block, padded, &qq.codes, &mut dots[..m]);
             for i in (0..m).filter(|&i| kept[i]) {
-                let [scale, e, mag] = self.meta[base + i];
-                // Exact in f64: |code · c| < 2^53.
-                let a = dots[i] as f64 * f64::from(scale) * sq;
-                let bound = (f64::from(e) + gamma * f64::from(mag)) * q_norm
-                    + f64::from(mag) * d
-                    + 4.0 * U * a.abs();
-                emit(base + i, clamp(-up(-(a - bound))), clamp(up(a + bound)));
+                let (lo, hi) = qq.bound(self.meta[base + i], dots[i]);
+                emit(base + i, lo, hi);
             }
         }
     }
@@ -267,49 +248,98 @@ impl QuantRows {
     }
 }
 
-/// The query's codes (module documentation): `padded` i16 codes (zero past `q.len()`),
-/// the step `sq` and the quantisation error `d = |q - q̂|` (f64, rounded up).
-fn quantise_query(q: &[f32], padded: usize) -> (Vec<i16>, f64, f64) {
-    let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
-    let sq = peak / f64::from(QUERY_CODE_MAX);
-    let mut qc = vec![0i16; padded];
-    let mut d2 = 0f64;
-    for (c, &x) in qc.iter_mut().zip(q) {
-        let x = f64::from(x);
-        let code = if sq > 0.0 {
-            (x / sq)
-                .round()
-                .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
-        } else {
-            0.0
-        };
-        // Exact: |code| <= QUERY_CODE_MAX fits in i16.
-        *c = code as i16;
-        d2 += (x - code * sq).powi(2);
+/// A query's codes and the query terms of the bound (module documentation).
+struct QueryCodes {
+    metric: Metric,
+    /// `padded` i16 codes, zero past the query's dimensions.
+    codes: Vec<i16>,
+    /// The step `sq`.
+    sq: f64,
+    /// `d = |q - q̂|`, rounded up.
+    d: f64,
+    /// `|q|`.
+    q_norm: f64,
+    /// The f32 kernel's rounding factor `γ`.
+    gamma: f64,
+}
+
+impl QueryCodes {
+    /// The codes of `q` (the prepared query) for a copy of `padded` dimensions, or `None`
+    /// when the copy cannot score it.
+    fn new(metric: Metric, q: &[f32], padded: usize) -> Option<Self> {
+        if padded == 0 || q.len() > padded {
+            return None;
+        }
+        let q_norm = q
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+        let sq = peak / f64::from(QUERY_CODE_MAX);
+        let mut codes = vec![0i16; padded];
+        let mut d2 = 0f64;
+        for (c, &x) in codes.iter_mut().zip(q) {
+            let x = f64::from(x);
+            let code = if sq > 0.0 {
+                (x / sq)
+                    .round()
+                    .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
+            } else {
+                0.0
+            };
+            // Exact: |code| <= QUERY_CODE_MAX fits in i16.
+            *c = code as i16;
+            d2 += (x - code * sq).powi(2);
+        }
+        Some(QueryCodes {
+            metric,
+            codes,
+            sq,
+            d: f64::from(up(d2.sqrt())),
+            q_norm,
+            gamma: 2.0 * (padded as f64 / 8.0 + 4.0) * U,
+        })
     }
-    (qc, sq, f64::from(up(d2.sqrt())))
+
+    /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of the row with terms
+    /// `[scale, e, m]` whose codes give `dot` against these codes (module documentation).
+    #[inline]
+    fn bound(&self, [scale, e, mag]: [f32; 3], dot: i64) -> (f32, f32) {
+        // Exact in f64: |code · c| < 2^53.
+        let a = dot as f64 * f64::from(scale) * self.sq;
+        let bound = (f64::from(e) + self.gamma * f64::from(mag)) * self.q_norm
+            + f64::from(mag) * self.d
+            + 4.0 * U * a.abs();
+        let clamp = |x: f32| {
+            if self.metric == Metric::Cosine {
+                x.clamp(-1.0, 1.0)
+            } else {
+                x
+            }
+        };
+        (clamp(-up(-(a - bound))), clamp(up(a + bound)))
+    }
 }
 
 /// A query quantised for a graph walk over the i8 copy (module `index::graph`): it scores
 /// a row `r` as `scale_r * (code_r · c)`, the quantised dot product `x̂ · q̂` without the
 /// query's positive step `sq`, so it ranks rows as `x̂ · q̂` does. It reads one byte per
 /// dimension (a 64-byte cache line per 64 dimensions, against four for the f32 row) and
-/// is within the module's bound `b` (times `1 / sq`) of the f32 score; a walk that steers
-/// by it rescored its result rows with the f32 kernel, so the scores it returns are exact.
+/// the row's scale. The rows a walk finds are then rescored with the f32 kernel; the
+/// module's bounds ([`bounds`](Self::bounds)) say which of them can be in the top k, so only
+/// those are read in f32 and the scores returned are the exact ones.
 pub(crate) struct WalkQuery<'a> {
     copy: &'a QuantRows,
-    codes: Vec<i16>,
+    q: QueryCodes,
 }
 
 impl<'a> WalkQuery<'a> {
-    /// The walk query for `q` (the prepared query, `dims` floats), or `None` when the copy
-    /// cannot score it (no rows, or more dimensions than the copy's).
-    pub(crate) fn new(copy: &'a QuantRows, q: &[f32]) -> Option<Self> {
-        if copy.padded == 0 || q.len() > copy.padded {
-            return None;
-        }
-        let (codes, _, _) = quantise_query(q, copy.padded);
-        Some(WalkQuery { copy, codes })
+    /// The walk query for `q` (the prepared query of a `metric` space, cosine or dot), or
+    /// `None` when the copy cannot score it (no rows, or more dimensions than the copy's).
+    pub(crate) fn new(copy: &'a QuantRows, metric: Metric, q: &[f32]) -> Option<Self> {
+        let q = QueryCodes::new(metric, q, copy.padded)?;
+        Some(WalkQuery { copy, q })
     }
 
     /// Rows the copy covers: rows `0..covered()` can be scored.
@@ -329,19 +359,29 @@ impl<'a> WalkQuery<'a> {
         }
     }
 
+    /// The exact integer `code_r · c` and the terms of row `r`, if the copy covers it.
+    #[inline]
+    fn dot(&self, r: usize) -> Option<(i64, [f32; 3])> {
+        let p = self.copy.padded;
+        let row = self.copy.codes.get(r * p..(r + 1) * p)?;
+        let m = *self.copy.meta.get(r)?;
+        let mut dot = [0i64];
+        dot_i8_i16_rows(row, p, &self.q.codes, &mut dot);
+        Some((dot[0], m))
+    }
+
     /// The walk score of row `r` (`-inf` past the copy).
     #[inline]
     pub(crate) fn score(&self, r: usize) -> f32 {
-        let (Some(row), Some(m)) = (
-            self.copy.codes.get(r * self.copy.padded..(r + 1) * self.copy.padded),
-            self.copy.meta.get(r),
-        ) else {
-            return f32::NEG_INFINITY;
-        };
-        let mut dot = [0i64];
-        dot_i8_i16_rows(row, self.copy.padded, &self.codes, &mut dot);
         // |dot| < 2^53 and the product rounds once: finite for finite scales.
-        (dot[0] as f64 * f64::from(m[0])) as f32
+        self.dot(r)
+            .map_or(f32::NEG_INFINITY, |(dot, m)| (dot as f64 * f64::from(m[0])) as f32)
+    }
+
+    /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of row `r` (as
+    /// [`QuantRows::bounds`] gives it); `None` past the copy.
+    pub(crate) fn bounds(&self, r: usize) -> Option<(f32, f32)> {
+        self.dot(r).map(|(dot, m)| self.q.bound(m, dot))
     }
 }
 
