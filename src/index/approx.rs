@@ -7,13 +7,13 @@ use crate::format::codec::{ix, off};
 use crate::format::record::Level;
 use crate::format::record::Metric;
 use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScore};
-use crate::index::quant::{self, WalkQuery};
-use crate::index::sidecar;
-use crate::index::simd::prefetch;
 use crate::index::kernels::{scan_prepared, Prepared};
+use crate::index::quant::{self, WalkQuery};
 use crate::index::search::{
     check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
 };
+use crate::index::sidecar;
+use crate::index::simd::prefetch;
 
 /// Rows a search inserts into a graph that is behind its space (the rest of the new rows are
 /// scored exactly), so that no single search pays for a whole build.

@@ -1415,4 +1415,67 @@ mod tests {
         let recall = hit as f64 / (queries * 10) as f64;
         assert!(recall >= 0.95, "recall@10 {recall}");
     }
+
+    #[test]
+    fn a_walk_steered_by_the_i8_codes_finds_the_exact_top_ten_after_an_f32_rescore() {
+        let (n, dims) = (3000, 32);
+        let mut seed = 23;
+        let rows = clustered(n, dims, 30, &mut seed);
+        let def = SpaceDef::new("x", Level::Trajectory, 32, Metric::Cosine);
+        let mut g = Graph::new(
+            &def,
+            GraphParams {
+                m: 8,
+                ef_construction: 64,
+            },
+        );
+        g.catch_up(&rows, usize::MAX);
+        let mut copy = crate::index::quant::QuantRows::default();
+        copy.extend(&rows, dims);
+        let (mut hit, mut hit_f32) = (0, 0);
+        let queries = 50;
+        for _ in 0..queries {
+            let q: Vec<f32> = (0..dims).map(|_| lcg(&mut seed)).collect();
+            let p = Prepared::new(Metric::Cosine, &q);
+            let mut exact: Vec<(f32, u32)> = rows
+                .chunks_exact(dims)
+                .enumerate()
+                .map(|(i, r)| (p.score(r), i as u32))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let wq = crate::index::quant::WalkQuery::new(&copy, Metric::Cosine, p.vector())
+                .expect("the copy scores the query");
+            let got = with_visited(|v| g.walk(&wq, 128, usize::MAX, v, |_| true, None));
+            // Every row found lies within its bounds, and ranks as its walk score says.
+            for w in got.found.windows(2) {
+                assert!(w[0].0 >= w[1].0, "found rows best first");
+            }
+            let mut rescored: Vec<(f32, u32)> = got
+                .found
+                .iter()
+                .map(|&(_, id)| (p.score(&rows[id as usize * dims..][..dims]), id))
+                .collect();
+            rescored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let top: Vec<u32> = rescored.iter().take(10).map(|x| x.1).collect();
+            hit += exact[..10].iter().filter(|e| top.contains(&e.1)).count();
+            let sc = RowScore {
+                rows: &rows,
+                dims,
+                q: &p,
+            };
+            let f = with_visited(|v| g.walk(&sc, 128, usize::MAX, v, |_| true, None));
+            let top_f32: Vec<u32> = f.found.iter().take(10).map(|x| x.1).collect();
+            hit_f32 += exact[..10]
+                .iter()
+                .filter(|e| top_f32.contains(&e.1))
+                .count();
+        }
+        let recall = hit as f64 / (queries * 10) as f64;
+        let recall_f32 = hit_f32 as f64 / (queries * 10) as f64;
+        assert!(recall >= 0.95, "recall@10 {recall} (f32 walk {recall_f32})");
+        assert!(
+            recall >= recall_f32 - 0.02,
+            "{recall} against the f32 walk's {recall_f32}"
+        );
+    }
 }

@@ -374,8 +374,9 @@ impl<'a> WalkQuery<'a> {
     #[inline]
     pub(crate) fn score(&self, r: usize) -> f32 {
         // |dot| < 2^53 and the product rounds once: finite for finite scales.
-        self.dot(r)
-            .map_or(f32::NEG_INFINITY, |(dot, m)| (dot as f64 * f64::from(m[0])) as f32)
+        self.dot(r).map_or(f32::NEG_INFINITY, |(dot, m)| {
+            (dot as f64 * f64::from(m[0])) as f32
+        })
     }
 
     /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of row `r` (as
@@ -467,5 +468,57 @@ mod tests {
         assert!(!qr.is_behind(50));
         qr.extend(&rows[..10 * 384], 384);
         assert_eq!(qr.bytes(), 10 * (384 + 12));
+    }
+
+    #[test]
+    fn walk_bounds_hold_every_f32_score_and_walk_scores_rank_as_the_bounds_centre() {
+        let mut rng = SplitMix64::new(5);
+        for metric in [Metric::Cosine, Metric::Dot] {
+            for dims in [3usize, 16, 100, 384] {
+                let n = 200;
+                let mut rows = vecs(&mut rng, n, dims, 1.0);
+                if metric == Metric::Cosine {
+                    rows.chunks_mut(dims).for_each(normalise_in_place);
+                }
+                let mut qr = QuantRows::default();
+                qr.extend(&rows, dims);
+                let q = vecs(&mut rng, 1, dims, 1.0);
+                let p = Prepared::new(metric, &q);
+                let wq = WalkQuery::new(&qr, metric, p.vector()).expect("walk query");
+                assert_eq!(wq.covered(), n);
+                let mut via_bounds: Vec<(f32, f32)> = Vec::new();
+                qr.bounds(
+                    metric,
+                    p.vector(),
+                    |_| true,
+                    |_, lo, hi| via_bounds.push((lo, hi)),
+                );
+                for (r, row) in rows.chunks_exact(dims).enumerate() {
+                    let (lo, hi) = wq.bounds(r).expect("row covered");
+                    assert_eq!((lo, hi), via_bounds[r], "same bounds as the first pass");
+                    let s = p.score(row);
+                    assert!(
+                        lo <= s && s <= hi,
+                        "{metric:?} dims {dims} row {r}: {s} not in [{lo}, {hi}]"
+                    );
+                }
+                // Walk scores are the quantised dot products without the query's step:
+                // their order is that of the bounds' centres.
+                let mut by_walk: Vec<usize> = (0..n).collect();
+                by_walk.sort_by(|&a, &b| wq.score(b).total_cmp(&wq.score(a)));
+                let centre = |r: usize| {
+                    let (lo, hi) = wq.bounds(r).unwrap();
+                    f64::from(lo) + f64::from(hi)
+                };
+                for w in by_walk.windows(2) {
+                    assert!(
+                        centre(w[0]) >= centre(w[1]) - 1e-5,
+                        "{metric:?} dims {dims}: walk order disagrees with the bounds"
+                    );
+                }
+                assert_eq!(wq.score(n), f32::NEG_INFINITY, "past the copy");
+                assert!(wq.bounds(n).is_none());
+            }
+        }
     }
 }
