@@ -1148,7 +1148,7 @@ impl Database {
 
     /// Saves each space's search bounds that cover every vouched row (module
     /// `index::sidecar`); called under the writer lock after the key files are vouched.
-    fn save_search_bounds(&self) {
+    pub(crate) fn save_search_bounds(&self) {
         let st = self.state.read();
         for (id, s) in st.spaces.iter().enumerate() {
             if let Ok(id) = u32::try_from(id) {

@@ -235,12 +235,78 @@ def run_usearch(args, x, q, gt, m, path):
 SYSTEMS = {"trajdb": run_trajdb, "hnswlib": run_hnswlib, "faiss": run_faiss, "usearch": run_usearch}
 
 
+def proc_status():
+    """VmHWM (peak resident), VmRSS, RssAnon (heap and other private memory) and RssFile
+    (pages of mapped files) of this process, in MB, from /proc/self/status."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def serve(args):
+    """Memory to serve a saved index: a fresh process that imports the library, opens the
+    index and answers every query at the largest ef of the grid; no data or ground truth
+    in memory. Prints the status before the open and after the queries."""
+    q = np.load(os.path.join(args.dir, f"queries-{args.n}.npy"))
+    path = os.path.join(args.dir, f"{args.serve}-{args.n}-m{args.m}")
+    ef = max(e for M, e in grid(args) if M == args.m)
+    if args.serve == "trajdb":
+        import trajdb
+        before = proc_status()
+        db = trajdb.open(path, read_only=True)
+        for v in q:
+            db.search_approx("goal", v, K, ef=ef)
+    elif args.serve == "hnswlib":
+        import hnswlib
+        before = proc_status()
+        idx = hnswlib.Index(space="ip", dim=args.dims)
+        idx.load_index(path + ".hnswlib", max_elements=args.n)
+        idx.set_num_threads(1)
+        idx.set_ef(ef)
+        for v in q:
+            idx.knn_query(v, k=K, num_threads=1)
+    elif args.serve == "faiss":
+        import faiss
+        faiss.omp_set_num_threads(1)
+        before = proc_status()
+        idx = faiss.read_index(path + ".faiss")
+        idx.hnsw.efSearch = ef
+        for v in q:
+            idx.search(v[None, :], K)
+    elif args.serve == "usearch":
+        from usearch.index import Index
+        before = proc_status()
+        idx = Index.restore(path + ".usearch")
+        idx.expansion_search = ef
+        for v in q:
+            idx.search(v, K, threads=1)
+    else:
+        raise SystemExit(f"unknown system {args.serve}")
+    after = proc_status()
+    print(json.dumps({"before": before, "after": after, "ef": ef}))
+
+
+def at_recall(runs, target=0.95):
+    """p50 (ms) at recall@10 `target`, interpolated linearly between the two grid points
+    around it (None when the grid does not reach it)."""
+    pts = sorted((r["recall"], r["p50_ms"]) for r in runs)
+    for (r0, t0), (r1, t1) in zip(pts, pts[1:]):
+        if r0 <= target <= r1:
+            return t0 if r1 == r0 else t0 + (t1 - t0) * (target - r0) / (r1 - r0)
+    return None
+
+
 def child(args):
     WARMUP[0] = args.warmup
     x, q = data(args)
     gt = truth(x, q)
     os.makedirs(args.dir, exist_ok=True)
     path = os.path.join(args.dir, f"{args.child}-{args.n}-m{args.m}")
+    np.save(os.path.join(args.dir, f"queries-{args.n}.npy"), q)
     out = SYSTEMS[args.child](args, x, q, gt, args.m, path)
     out["data_mb"] = x.nbytes / 2**20
     print(json.dumps(out))
@@ -261,10 +327,13 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json")
     p.add_argument("--child")
+    p.add_argument("--serve")
     p.add_argument("--m", type=int)
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.serve:
+        return serve(args)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"n {args.n} x {args.dims}, {args.queries} queries, clusters {args.clusters}, noise "
@@ -299,8 +368,32 @@ def main():
                     line += (f"; success filter (1 in 10): p50 {run['filtered_p50_ms']:.3f} ms, "
                              f"recall@10 {run['filtered_recall']:.4f}")
                 print(line)
+            out["p50_at_095_ms"] = at_recall(out["runs"])
+            r = subprocess.run([sys.executable, __file__, "--serve", name, "--m", str(m)] + passed,
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                mem = json.loads(r.stdout.strip().splitlines()[-1])
+                out["serve_memory_mb"] = mem
+                b, a = mem["before"], mem["after"]
+                print(f"  serving (fresh process: open, {args.queries} queries at ef {mem['ef']}): peak RSS "
+                      f"{a['VmHWM']:.0f} MB ({a['VmHWM'] - b['VmHWM']:+.0f} MB over the imported "
+                      f"library), of which at the end anonymous {a['RssAnon'] - b['RssAnon']:+.0f} MB, "
+                      f"mapped files {a['RssFile'] - b['RssFile']:+.0f} MB")
+            else:
+                print(f"  serving memory: not measured ({r.stderr.strip()[-200:]})")
     with open("/proc/loadavg") as f:
         print("load after", " ".join(f.read().split()[:3]))
+    # Time per query at recall@10 0.95 (linear between the grid points around it) and the
+    # QPS ratio against trajdb (above 1: trajdb answers more queries per second).
+    base = {k.split("/")[1]: v.get("p50_at_095_ms") for k, v in results.items() if k.startswith("trajdb/")}
+    for key, out in results.items():
+        t = out.get("p50_at_095_ms")
+        if t is None:
+            print(f"{key}: recall@10 0.95 not reached by the grid")
+            continue
+        tb = base.get(key.split("/")[1])
+        ratio = f", trajdb QPS / {key.split('/')[0]} QPS = {t / tb:.2f}" if tb else ""
+        print(f"{key}: p50 at recall@10 0.95 {t:.3f} ms{ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -42,7 +42,8 @@ pub enum ApproxPath {
 
 impl Database {
     /// Builds (or catches up) the graph index of key space `space` with `params`, writes
-    /// its file `graph-N.idx` and returns its status. From then on the graph is kept: rows
+    /// its file `graph-N.idx` (and, for a cosine or dot space of at least 4,096 rows, the
+    /// i8 copy its searches walk on, `quant-N.idx`) and returns its status. From then on the graph is kept: rows
     /// appended later are inserted by searches ([`CATCHUP_PER_SEARCH`] per call) or by the
     /// next `build_graph`, and the file is rewritten at checkpoints (sync, close) when the
     /// graph has grown by a sixteenth. Different parameters than the graph's rebuild it.
@@ -70,6 +71,19 @@ impl Database {
             if g.catch_up(rows, 4096) == 0 {
                 g.choose_entry(rows);
                 break;
+            }
+        }
+        {
+            // The i8 copy the walk reads (cosine and dot spaces the quantised search
+            // covers), made now so that the checkpoint below saves it (`quant-N.idx`) and
+            // a later open maps it instead of quantising every row on its first search.
+            let st = self.state.read();
+            let (_, s) = st.space(space)?;
+            let rows = s.rows.all();
+            let dims = ix(s.def.dims);
+            let n = rows.len() / dims.max(1);
+            if self.opts.quantised_search && s.def.metric != Metric::L2 && n >= quant::MIN_ROWS {
+                ensure_quant(&st, s, rows, dims, n);
             }
         }
         self.checkpoint_graphs(Some(space))?;
@@ -107,6 +121,7 @@ impl Database {
         self.check_poison()?;
         self.sync_log_locked(&w)?;
         self.checkpoint_keys()?;
+        self.save_search_bounds();
         if let Some(name) = space {
             let st = self.state.read();
             let (id, s) = st.space(name)?;
