@@ -144,7 +144,12 @@ impl Database {
     ///
     /// `ef` is the beam width (at least `k` is used): larger is slower and closer to exact.
     /// Every hit's score is the exact score (the same bits as [`search`](Self::search)); what
-    /// is approximate is which rows are found. Rows appended after the graph was built are
+    /// is approximate is which rows are found. In cosine and dot spaces of at least 4,096
+    /// rows (with [`Options::quantised_search`](crate::Options::quantised_search), the
+    /// default) the walk is steered by the space's i8 copy (one byte per dimension, module
+    /// `index::quant`), and of the `ef` rows it finds those whose proven upper bound reaches
+    /// the k-th largest lower bound are rescored with the f32 kernel: the same top k as
+    /// rescoring all `ef`. Rows appended after the graph was built are
     /// scored exactly and merged, so a new row is never missed. Deleted and filtered-out
     /// rows are walked through but never returned. The exact scan answers instead when the
     /// space has no graph, when a sample of rows says the filter passes fewer than 1 in 50,

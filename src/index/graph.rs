@@ -28,6 +28,13 @@
 //! fell to 0.78; filling free slots with the nearest candidates lowered recall at small beams
 //! (0.59 against 0.68 at ef 16, 100k rows) and slowed every hop; starting walks
 //! from `sqrt(n)` spread seeds besides the entry changed recall by under 0.01 and cost time.
+//!
+//! A search walks the graph on the space's i8 copy (module `index::quant`: one byte per
+//! dimension and a scale per row, so a node costs a sixth of the cache lines of its f32 row
+//! at 384 dimensions), then rescores in f32 the rows found that can be in the top k (by the
+//! copy's proven bounds), so the scores returned are exact; inserts walk on the f32 rows. The
+//! visited marks are u16 epochs in a per-thread array (not cleared per search), and a walk
+//! prefetches the next candidate's list and every unvisited neighbour's codes before scoring.
 //! Filters are applied during the walk in the manner of hnswlib's
 //! filtered search (every node is walked through, only passing nodes enter the result set, and
 //! the stopping bound is the worst passing result), so a selective filter widens the walk
