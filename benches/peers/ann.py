@@ -297,6 +297,77 @@ def serve(args):
     print(json.dumps({"before": before, "after": after, "ef": ef}))
 
 
+def opener(name, args):
+    """Opens system `name`'s saved index; returns (set_ef(ef), query(v) -> row ids)."""
+    path = os.path.join(args.dir, f"{name}-{args.n}-m{args.m}")
+    if name == "trajdb":
+        import trajdb
+        db = trajdb.open(path, read_only=True)
+        ef_ = [64]
+        return (lambda ef: ef_.__setitem__(0, ef),
+                lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef_[0])])
+    if name == "hnswlib":
+        import hnswlib
+        idx = hnswlib.Index(space="ip", dim=args.dims)
+        idx.load_index(path + ".hnswlib", max_elements=args.n)
+        idx.set_num_threads(1)
+        return idx.set_ef, lambda v: idx.knn_query(v, k=K, num_threads=1)[0][0]
+    if name == "faiss":
+        import faiss
+        faiss.omp_set_num_threads(1)
+        idx = faiss.read_index(path + ".faiss")
+        return (lambda ef: setattr(idx.hnsw, "efSearch", ef),
+                lambda v: idx.search(v[None, :], K)[1][0])
+    if name == "usearch":
+        from usearch.index import Index
+        idx = Index.restore(path + ".usearch")
+        return (lambda ef: setattr(idx, "expansion_search", ef),
+                lambda v: idx.search(v, K, threads=1).keys)
+    raise SystemExit(f"unknown system {name}")
+
+
+def interleave(args):
+    """Every built system in one process, timed on the same queries interleaved: for each
+    ef, a warm-up pass, then `--reps` passes in which every query goes to every system, the
+    system that goes first rotating from query to query, so load on a shared machine lands
+    on all systems alike. Prints per system and ef the p50 (p10, p90) and recall@10."""
+    tf = os.path.join(args.dir, f"truth-{args.n}.npy")
+    if not os.path.exists(tf):
+        x, q = data(args)
+        np.save(tf, np.array([sorted(g) for g in truth(x, q)]))
+        del x
+    q = np.load(os.path.join(args.dir, f"queries-{args.n}.npy"))
+    gt = [set(r.tolist()) for r in np.load(tf)]
+    names = args.interleave.split(",")
+    fns = {n: opener(n, args) for n in names}
+    out = {n: [] for n in names}
+    for M, ef in grid(args):
+        if M != args.m:
+            continue
+        for n in names:
+            fns[n][0](ef)
+        for v in q:
+            for n in names:
+                fns[n][1](v)
+        lat = {n: [] for n in names}
+        hit = {n: 0 for n in names}
+        for rep in range(args.reps):
+            for i, v in enumerate(q):
+                for j in range(len(names)):
+                    n = names[(i + j) % len(names)]
+                    t = now()
+                    ids = fns[n][1](v)
+                    lat[n].append(now() - t)
+                    if rep == 0:
+                        hit[n] += len(gt[i] & set(int(x) for x in ids))
+        for n in names:
+            a = np.array(lat[n]) * 1e3
+            out[n].append({"M": M, "ef": ef, "p50_ms": float(np.median(a)),
+                           "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)),
+                           "recall": hit[n] / (K * len(q))})
+    print(json.dumps(out))
+
+
 def at_recall(runs, target=0.95):
     """p50 (ms) at recall@10 `target`, interpolated linearly between the two grid points
     around it (None when the grid does not reach it)."""
@@ -315,6 +386,7 @@ def child(args):
     os.makedirs(args.dir, exist_ok=True)
     path = os.path.join(args.dir, f"{args.child}-{args.n}-m{args.m}")
     np.save(os.path.join(args.dir, f"queries-{args.n}.npy"), q)
+    np.save(os.path.join(args.dir, f"truth-{args.n}.npy"), np.array([sorted(g) for g in gt]))
     out = SYSTEMS[args.child](args, x, q, gt, args.m, path)
     out["data_mb"] = x.nbytes / 2**20
     print(json.dumps(out))
@@ -337,28 +409,37 @@ def main():
     p.add_argument("--json")
     p.add_argument("--child")
     p.add_argument("--serve")
+    p.add_argument("--interleave")
+    p.add_argument("--time-only", action="store_true",
+                   help="no builds: time the indexes an earlier run saved in --dir, interleaved")
     p.add_argument("--m", type=int)
     args = p.parse_args()
     if args.child:
         return child(args)
     if args.serve:
         return serve(args)
+    if args.interleave:
+        return interleave(args)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"n {args.n} x {args.dims}, {args.queries} queries, clusters {args.clusters}, noise "
           f"{args.noise}, efc {args.efc}, single thread; load before {' '.join(load)}")
     results = {}
+    passed = []
+    skip = False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--json":
+            skip = True
+        elif not a.startswith("--json=") and a != "--time-only":
+            passed.append(a)
     for name in args.systems.split(","):
         for m in sorted({g[0] for g in grid(args)}):
-            passed = []
-            skip = False
-            for a in sys.argv[1:]:
-                if skip:
-                    skip = False
-                elif a == "--json":
-                    skip = True
-                elif not a.startswith("--json="):
-                    passed.append(a)
+            if args.time_only:
+                # The indexes of an earlier run with the same --n, --dir and grid M.
+                results[f"{name}/M{m}"] = {}
+                continue
             cmd = [sys.executable, __file__, "--child", name, "--m", str(m)] + passed
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
@@ -391,12 +472,37 @@ def main():
             else:
                 print(f"  serving memory: not measured ({r.stderr.strip()[-200:]})")
     with open("/proc/loadavg") as f:
-        print("load after", " ".join(f.read().split()[:3]))
+        print("load after the builds", " ".join(f.read().split()[:3]))
+    # The timing that counts: every built system in one process, interleaved.
+    built = [n for n in args.systems.split(",") if any(k.startswith(n + "/") for k in results)]
+    for m in sorted({g[0] for g in grid(args)}):
+        cmd = [sys.executable, __file__, "--interleave", ",".join(built), "--m", str(m)] + passed
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"interleaved timing: failed ({r.stderr.strip()[-300:]})")
+            continue
+        inter = json.loads(r.stdout.strip().splitlines()[-1])
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        print(f"\ninterleaved, M {m}, {args.reps} timed pass(es) of {args.queries} queries per ef "
+              f"(load after {load}): p50 ms (p10-p90), recall@10")
+        print("| ef | " + " | ".join(built) + " |")
+        print("|---|" + "---|" * len(built))
+        efs = [run["ef"] for run in inter[built[0]]]
+        for i, ef in enumerate(efs):
+            cells = [f"{inter[n][i]['p50_ms']:.3f} ({inter[n][i]['p10_ms']:.3f}-{inter[n][i]['p90_ms']:.3f}), "
+                     f"{inter[n][i]['recall']:.4f}" for n in built]
+            print(f"| {ef} | " + " | ".join(cells) + " |")
+        for n in built:
+            results[f"{n}/M{m}"]["interleaved"] = inter[n]
+            results[f"{n}/M{m}"]["interleaved_p50_at_095_ms"] = at_recall(inter[n])
     # Time per query at recall@10 0.95 (linear between the grid points around it) and the
     # QPS ratio against trajdb (above 1: trajdb answers more queries per second).
-    base = {k.split("/")[1]: v.get("p50_at_095_ms") for k, v in results.items() if k.startswith("trajdb/")}
+    key_t = "interleaved_p50_at_095_ms" if any("interleaved" in v for v in results.values()) else "p50_at_095_ms"
+    print(f"\nat recall@10 0.95 ({'interleaved' if key_t.startswith('inter') else 'per-system'} timing):")
+    base = {k.split("/")[1]: v.get(key_t) for k, v in results.items() if k.startswith("trajdb/")}
     for key, out in results.items():
-        t = out.get("p50_at_095_ms")
+        t = out.get(key_t)
         if t is None:
             print(f"{key}: recall@10 0.95 not reached by the grid")
             continue

@@ -34,7 +34,8 @@
 //! at 384 dimensions), then rescores in f32 the rows found that can be in the top k (by the
 //! copy's proven bounds), so the scores returned are exact; inserts walk on the f32 rows. The
 //! visited marks are u16 epochs in a per-thread array (not cleared per search), and a walk
-//! prefetches the next candidate's list and every unvisited neighbour's codes before scoring.
+//! prefetches the next candidate's list and keeps the loads of the next four unvisited
+//! neighbours in flight while it scores one.
 //! Filters are applied during the walk in the manner of hnswlib's
 //! filtered search (every node is walked through, only passing nodes enter the result set, and
 //! the stopping bound is the worst passing result), so a selective filter widens the walk
@@ -800,7 +801,8 @@ impl Graph {
                     self.neighbours(usize::try_from(next.id).unwrap_or(usize::MAX)),
                 );
             }
-            // The unvisited neighbours, their rows prefetched before any is scored.
+            // The unvisited neighbours, scored in list order with the loads of the next few
+            // in flight (all at once would stall on the CPU's outstanding-miss limit).
             let mut fresh = [0u32; 256];
             let mut m = 0;
             for &nb in self.neighbours(ci) {
@@ -811,11 +813,18 @@ impl Graph {
                 if ni >= n || !visited.insert(ni) {
                     continue;
                 }
-                sc.prefetch(ni);
                 fresh[m] = nb;
                 m += 1;
             }
-            for &nb in &fresh[..m] {
+            // Loads of the next PIPE neighbours in flight while one is scored.
+            const PIPE: usize = 4;
+            for &nb in &fresh[..m.min(PIPE)] {
+                sc.prefetch(usize::try_from(nb).unwrap_or(usize::MAX));
+            }
+            for (j, &nb) in fresh[..m].iter().enumerate() {
+                if let Some(&later) = fresh[..m].get(j + PIPE) {
+                    sc.prefetch(usize::try_from(later).unwrap_or(usize::MAX));
+                }
                 let ni = usize::try_from(nb).unwrap_or(usize::MAX);
                 if scored >= cap {
                     out.capped = true;
