@@ -45,6 +45,17 @@ now = time.perf_counter
 
 
 def data(args):
+    if args.vectors:
+        # Given vectors (e.g. make_data.py --minilm): the first --n rows, the first
+        # --queries queries, normalised.
+        x = np.load(args.vectors, mmap_mode="r")[: args.n].astype(np.float32)
+        q = np.load(args.query_vectors)[: args.queries].astype(np.float32)
+        if x.shape[0] < args.n or q.shape[0] < args.queries or x.shape[1] != args.dims:
+            raise SystemExit(f"{args.vectors}: {x.shape}, {args.query_vectors}: {q.shape}; "
+                             f"need {args.n} and {args.queries} rows of {args.dims}")
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        return x, q
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((args.clusters, args.dims)).astype(np.float32)
 
@@ -406,6 +417,9 @@ def main():
     p.add_argument("--systems", default="trajdb,hnswlib,faiss,usearch")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--vectors", help="rows from this .npy (e.g. target/peers-data/minilm-100000.npy) "
+                   "instead of the clustered synthetic data")
+    p.add_argument("--query-vectors", help="queries from this .npy (with --vectors)")
     p.add_argument("--json")
     p.add_argument("--child")
     p.add_argument("--serve")
@@ -422,8 +436,10 @@ def main():
         return interleave(args)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    print(f"n {args.n} x {args.dims}, {args.queries} queries, clusters {args.clusters}, noise "
-          f"{args.noise}, efc {args.efc}, single thread; load before {' '.join(load)}")
+    source = (f"vectors {args.vectors}, queries {args.query_vectors}" if args.vectors else
+              f"clustered synthetic: clusters {args.clusters}, noise {args.noise}")
+    print(f"n {args.n} x {args.dims}, {args.queries} queries, {source}, efc {args.efc}, "
+          f"single thread; load before {' '.join(load)}")
     results = {}
     passed = []
     skip = False
