@@ -9,6 +9,11 @@
 //! vectors, the pruned retrieval's worst case, so the retrieval itself scans most step
 //! rows either way; the difference between the two is the rebuild.
 //!
+//! Two more functions time a read-only open followed by a first operation: a point lookup
+//! (`contains`) and `stats` (every trajectory). Open leaves the checkpoint's trajectory
+//! table, history and row metadata unread; a point lookup checks only the blocks it reads,
+//! an operation over every trajectory checks them all (once per handle).
+//!
 //! Sizes come from `TRAJDB_BENCH_OPEN` as a comma-separated list of `N:D` (default
 //! `10000:384,100000:384`; the 100k × 384 database takes about 3.7 GB). Open time should not
 //! depend on D once a checkpoint exists, so the scale to 1M trajectories can be measured
@@ -131,6 +136,33 @@ fn label(n: usize) -> String {
     }
 }
 
+/// Opens a writer once and closes it, so the checkpoint is this build's (a writer replaces
+/// a checkpoint of another version; timed opens never pay for that).
+fn ensure_checkpoint(dir: &Path) {
+    let db = Database::open(dir, Options::default()).expect("open");
+    db.close().expect("close");
+}
+
+/// Times `iters` read-only opens each followed by a first operation that reads the state:
+/// a point lookup (`contains`, which checks only the checkpoint blocks it reads) or, with
+/// `whole`, `stats` (which reads every trajectory, so it checks every block open left
+/// unchecked).
+fn time_open_first_use(dir: &Path, iters: u64, whole: bool) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let db = Database::open(dir, read_only()).expect("open");
+        if whole {
+            std::hint::black_box(db.stats());
+        } else {
+            std::hint::black_box(db.contains(1));
+        }
+        total += start.elapsed();
+        drop(db);
+    }
+    total
+}
+
 fn bench_open(c: &mut Criterion) {
     let writer = Options {
         durability: Durability::Buffered,
@@ -138,6 +170,7 @@ fn bench_open(c: &mut Criterion) {
     };
     for (n, dims) in sizes() {
         let dir = ensure_built(n, dims);
+        ensure_checkpoint(&dir);
         let mut g = c.benchmark_group(format!("open_{}x{STEPS}x{dims}", label(n)));
         g.sample_size(10)
             .sampling_mode(SamplingMode::Flat)
@@ -149,6 +182,12 @@ fn bench_open(c: &mut Criterion) {
         });
         g.bench_function("read_only", |b| {
             b.iter_custom(|iters| time_opens(&dir, &read_only(), iters))
+        });
+        g.bench_function("read_only_then_contains", |b| {
+            b.iter_custom(|iters| time_open_first_use(&dir, iters, false))
+        });
+        g.bench_function("read_only_then_stats", |b| {
+            b.iter_custom(|iters| time_open_first_use(&dir, iters, true))
         });
         g.finish();
     }

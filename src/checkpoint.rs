@@ -9,9 +9,18 @@
 //! Every part of the body is an array of fixed-width little-endian records, read in one go
 //! and cast with `bytemuck`; every count is checked against the bytes left in the file
 //! before anything is allocated.
+//!
+//! The body is checksummed in blocks of [`CHECKPOINT_BLOCK_LEN`] bytes, each with its own
+//! CRC-32 in a block table after the body; the table has a CRC in the header. Open checks
+//! the header, the table and the blocks of the small areas at the front of the body (counts,
+//! spaces, names, usage); the large areas at its end (trajectories, outcome history, row
+//! metadata) stay mapped and unread, and their blocks are checked on the first operation
+//! that uses the state (`Checked`, `Database::ensure_checked`). `verify` checks every
+//! block and the consistency of every record.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
@@ -30,6 +39,7 @@ use crate::index::keyfile::RowStore;
 use crate::names::Names;
 use crate::storage::mmap::{MappedFile, SharedArray, SharedBytes};
 use crate::storage::{create_fresh, Backend, Storage};
+use crate::trajs::Trajs;
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the checkpoint file in a database directory.
@@ -39,7 +49,11 @@ pub const CHECKPOINT_TMP: &str = "checkpoint.new";
 /// Magic bytes at offset 0 of the checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TRAJDBCP";
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// log2 of [`CHECKPOINT_BLOCK_LEN`], as the header records it.
+pub const CHECKPOINT_BLOCK_SHIFT: u32 = 16;
+/// The body is checksummed in blocks of this many bytes (the last one may be shorter).
+pub const CHECKPOINT_BLOCK_LEN: u64 = 1 << CHECKPOINT_BLOCK_SHIFT;
 /// Size of the checkpoint header; the body starts here.
 pub const CHECKPOINT_HEADER_LEN: u64 = 96;
 /// [`CHECKPOINT_HEADER_LEN`] as a memory size.
@@ -68,12 +82,14 @@ pub mod header {
     pub const LAST_SEQ: usize = 48;
     /// The `crc` field of the last covered frame (0 when none), u32.
     pub const LAST_CRC: usize = 56;
-    /// CRC-32 of the body, u32.
-    pub const BODY_CRC: usize = 60;
+    /// CRC-32 of the block table (the CRC-32 of each block of the body), u32.
+    pub const BLOCKS_CRC: usize = 60;
     /// Body length in bytes, u64.
     pub const BODY_LEN: usize = 64;
-    /// Reserved, 20 zero bytes.
-    pub const RESERVED: usize = 72;
+    /// log2 of the block length, u32.
+    pub const BLOCK_SHIFT: usize = 72;
+    /// Reserved, 16 zero bytes.
+    pub const RESERVED: usize = 76;
     /// CRC-32 of bytes 0..92, u32.
     pub const CRC: usize = 92;
 }
@@ -100,7 +116,7 @@ impl Covered {
     }
 }
 
-/// Counts of every array in the body, in body order (the body's first 96 bytes).
+/// Counts of every array in the body, in body order (the body's first 128 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 struct Counts {
@@ -118,6 +134,27 @@ struct Counts {
     events: u64,
     /// The origin id in effect (the header's or the last ORIGIN record's; 0 before origins).
     origin: u64,
+    /// Entries of the merged area.
+    merged: u64,
+    /// Trajectory slots marked deleted.
+    deleted: u64,
+    /// Bit 0: the trajectory ids are strictly increasing in slot order (the id map
+    /// searches the trajectory area in place). Other bits zero.
+    flags: u64,
+}
+
+/// `Counts::flags` bit: ids strictly increasing in slot order.
+const C_IDS_SORTED: u64 = 1;
+
+/// One trajectory merged from another database: its origin and its slot here (the latest
+/// slot with that origin), sorted by origin.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct MergedRec {
+    origin_db: u64,
+    origin_id: u64,
+    slot: u32,
+    pad: u32,
 }
 
 /// One key space: its rows, the checksum of their bytes (what its key file vouches for),
@@ -142,33 +179,35 @@ const T_MERGED: u8 = 8;
 pub(crate) struct TrajRec {
     /// The trajectory id (the id map searches these in place).
     pub(crate) id: u64,
-    seq: u64,
-    offset: u64,
-    deleted_at: u64,
-    reward: u64,
-    env: u32,
-    task: u32,
-    n_steps: u32,
-    history: u32,
-    flags: u8,
-    success: u8,
-    provenance: u8,
-    pad: [u8; 5],
+    pub(crate) seq: u64,
+    pub(crate) offset: u64,
+    pub(crate) deleted_at: u64,
+    pub(crate) reward: u64,
+    pub(crate) env: u32,
+    pub(crate) task: u32,
+    pub(crate) n_steps: u32,
+    /// Where this slot's outcome history ends in the history area (it starts where the
+    /// previous slot's ends).
+    pub(crate) history_end: u32,
+    pub(crate) flags: u8,
+    pub(crate) success: u8,
+    pub(crate) provenance: u8,
+    pub(crate) pad: [u8; 5],
     /// Where it was first written: origin id and id there.
-    origin_db: u64,
-    origin_id: u64,
-    created_ms: i64,
+    pub(crate) origin_db: u64,
+    pub(crate) origin_id: u64,
+    pub(crate) created_ms: i64,
 }
 
 /// One entry of a trajectory's outcome history (entries of slot 0 first, then slot 1...).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct HistRec {
-    seq: u64,
-    reward: u64,
-    success: u8,
-    has_reward: u8,
-    pad: [u8; 6],
+pub(crate) struct HistRec {
+    pub(crate) seq: u64,
+    pub(crate) reward: u64,
+    pub(crate) success: u8,
+    pub(crate) has_reward: u8,
+    pub(crate) pad: [u8; 6],
 }
 
 #[repr(C)]
@@ -206,19 +245,21 @@ struct EventRec {
 }
 
 /// Sizes in bytes of the body's fixed-width records, in the order of the spec's table:
-/// counts, spaces, trajectories, history, name ends, rows, counters, episodes, events.
-pub fn record_sizes() -> [usize; 9] {
+/// counts, spaces, name ends, counters, episodes, events, merged, trajectories, history,
+/// rows.
+pub fn record_sizes() -> [usize; 10] {
     use std::mem::size_of;
     [
         size_of::<Counts>(),
         size_of::<SpaceRec>(),
-        size_of::<TrajRec>(),
-        size_of::<HistRec>(),
         size_of::<u32>(),
-        size_of::<RowMeta>(),
         size_of::<CounterRec>(),
         size_of::<EpisodeRec>(),
         size_of::<EventRec>(),
+        size_of::<MergedRec>(),
+        size_of::<TrajRec>(),
+        size_of::<HistRec>(),
+        size_of::<RowMeta>(),
     ]
 }
 
@@ -265,8 +306,13 @@ fn put<T: Pod>(out: &mut Vec<u8>, items: &[T]) {
 
 /// The checkpoint of `st`, covering the log up to `cov`; `None` when a key store holds rows
 /// its key file does not vouch for (a read-only handle's heap rows), which a checkpoint
-/// cannot stand in for.
+/// cannot stand in for, or when the state still reads a checkpoint whose blocks have not
+/// all been checked (the caller checks them first: a damaged block must never be copied
+/// into a checkpoint with fresh checksums).
 pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
+    if st.ckpt.as_ref().is_some_and(|c| !c.lazy_ok()) {
+        return None;
+    }
     let mut spaces = Vec::with_capacity(st.spaces.len());
     let mut defs = Vec::new();
     for (i, s) in st.spaces.iter().enumerate() {
@@ -285,19 +331,34 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
     }
     let mut trajs = Vec::with_capacity(st.trajs.len());
     let mut history = Vec::new();
-    for m in &st.trajs {
+    let mut deleted = 0u64;
+    let mut sorted = true;
+    let mut prev_id = None;
+    for m in st.trajs.iter() {
         let mut flags = 0;
         if m.relabelled {
             flags |= T_RELABELLED;
         }
         if m.deleted_at.is_some() {
             flags |= T_DELETED;
+            deleted += 1;
         }
         if m.outcome.reward.is_some() {
             flags |= T_REWARD;
         }
         if m.merged {
             flags |= T_MERGED;
+        }
+        sorted &= prev_id.is_none_or(|p| p < m.id);
+        prev_id = Some(m.id);
+        for (seq, o) in &m.outcomes {
+            history.push(HistRec {
+                seq: seq.to_le(),
+                reward: o.reward.unwrap_or(0.0).to_bits().to_le(),
+                success: success_code(o.success),
+                has_reward: u8::from(o.reward.is_some()),
+                pad: [0; 6],
+            });
         }
         trajs.push(TrajRec {
             id: m.id.to_le(),
@@ -308,7 +369,7 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             env: m.env.to_le(),
             task: m.task.to_le(),
             n_steps: m.n_steps.to_le(),
-            history: u32::try_from(m.outcomes.len()).ok()?.to_le(),
+            history_end: u32::try_from(history.len()).ok()?.to_le(),
             flags,
             success: success_code(m.outcome.success),
             provenance: m.provenance.code(),
@@ -317,15 +378,6 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             origin_id: m.origin.id.to_le(),
             created_ms: m.created_ms.to_le(),
         });
-        for (seq, o) in &m.outcomes {
-            history.push(HistRec {
-                seq: seq.to_le(),
-                reward: o.reward.unwrap_or(0.0).to_bits().to_le(),
-                success: success_code(o.success),
-                has_reward: u8::from(o.reward.is_some()),
-                pad: [0; 6],
-            });
-        }
     }
     let mut ends = Vec::with_capacity(st.names.len());
     let mut name_bytes = Vec::new();
@@ -367,6 +419,17 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             pad: [0; 3],
         }));
     }
+    let mut merged: Vec<(Origin, u32)> = st.merged.iter().map(|(o, s)| (*o, *s)).collect();
+    merged.sort();
+    let merged: Vec<MergedRec> = merged
+        .into_iter()
+        .map(|(o, slot)| MergedRec {
+            origin_db: o.db.to_le(),
+            origin_id: o.id.to_le(),
+            slot: slot.to_le(),
+            pad: 0,
+        })
+        .collect();
     let counts = Counts {
         next_id: st.next_id.to_le(),
         next_episode: st.usage.next_episode.to_le(),
@@ -381,29 +444,38 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
         episodes: off(episodes.len()).to_le(),
         events: off(events.len()).to_le(),
         origin: st.origin.to_le(),
+        merged: off(merged.len()).to_le(),
+        deleted: deleted.to_le(),
+        flags: if sorted { C_IDS_SORTED } else { 0 }.to_le(),
     };
-    let size = 104
+    let size = 128
         + spaces.len() * 16
         + defs.len()
-        + trajs.len() * 88
-        + history.len() * 24
         + ends.len() * 4
         + name_bytes.len()
-        + rows * 8
         + counters.len() * 40
         + episodes.len() * 48
         + events.len() * 16
-        + 32;
-    let mut out = Vec::with_capacity(HEADER + size);
+        + merged.len() * 24
+        + trajs.len() * 88
+        + history.len() * 24
+        + rows * 8
+        + 48;
+    let mut out = Vec::with_capacity(HEADER + size + size / 16384 + 8);
     out.resize(HEADER, 0);
+    // The small areas first (checked at open), the large ones last (checked on first use).
     put(&mut out, std::slice::from_ref(&counts));
     put(&mut out, &spaces);
     out.extend_from_slice(&defs);
-    put(&mut out, &trajs);
-    put(&mut out, &history);
     put(&mut out, &ends);
     out.extend_from_slice(&name_bytes);
     pad8(&mut out);
+    put(&mut out, &counters);
+    put(&mut out, &episodes);
+    put(&mut out, &events);
+    put(&mut out, &merged);
+    put(&mut out, &trajs);
+    put(&mut out, &history);
     for s in &st.spaces {
         let start = out.len();
         out.extend_from_slice(bytemuck::cast_slice(&s.row_meta));
@@ -413,12 +485,15 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
             }
         }
     }
-    put(&mut out, &counters);
-    put(&mut out, &episodes);
-    put(&mut out, &events);
-    let body = &out[HEADER..];
-    let body_crc = crc32fast::hash(body);
-    let body_len = off(body.len());
+    pad8(&mut out);
+    let body_len = off(out.len() - HEADER);
+    let table: Vec<u32> = out[HEADER..]
+        .chunks(usize::try_from(CHECKPOINT_BLOCK_LEN).unwrap_or(usize::MAX))
+        .map(|b| crc32fast::hash(b).to_le())
+        .collect();
+    let table_at = out.len();
+    put(&mut out, &table);
+    let blocks_crc = crc32fast::hash(&out[table_at..table_at + table.len() * 4]);
     let h = &mut out[..HEADER];
     h[header::MAGIC..8].copy_from_slice(&CHECKPOINT_MAGIC);
     h[header::VERSION..header::VERSION + 4].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
@@ -428,8 +503,10 @@ pub(crate) fn encode(st: &State, cov: Covered) -> Option<Vec<u8>> {
     h[header::LAST_OFFSET..header::LAST_OFFSET + 8].copy_from_slice(&cov.last_offset.to_le_bytes());
     h[header::LAST_SEQ..header::LAST_SEQ + 8].copy_from_slice(&cov.last_seq.to_le_bytes());
     h[header::LAST_CRC..header::LAST_CRC + 4].copy_from_slice(&cov.last_crc.to_le_bytes());
-    h[header::BODY_CRC..header::BODY_CRC + 4].copy_from_slice(&body_crc.to_le_bytes());
+    h[header::BLOCKS_CRC..header::BLOCKS_CRC + 4].copy_from_slice(&blocks_crc.to_le_bytes());
     h[header::BODY_LEN..header::BODY_LEN + 8].copy_from_slice(&body_len.to_le_bytes());
+    h[header::BLOCK_SHIFT..header::BLOCK_SHIFT + 4]
+        .copy_from_slice(&CHECKPOINT_BLOCK_SHIFT.to_le_bytes());
     let crc = crc32fast::hash(&h[..header::CRC]);
     h[header::CRC..].copy_from_slice(&crc.to_le_bytes());
     Some(out)
@@ -454,11 +531,28 @@ pub(crate) struct Header {
     pub(crate) log_id: u64,
     pub(crate) base_seq: u64,
     pub(crate) cov: Covered,
-    body_crc: u32,
+    blocks_crc: u32,
     pub(crate) body_len: u64,
 }
 
-/// Checks a checkpoint header (magic, CRC, version, reserved bytes).
+impl Header {
+    /// Number of blocks of the body.
+    fn blocks(&self) -> u64 {
+        self.body_len.div_ceil(CHECKPOINT_BLOCK_LEN)
+    }
+
+    /// Bytes of the block table (padded to 8).
+    fn table_len(&self) -> u64 {
+        (self.blocks() * 4).next_multiple_of(8)
+    }
+
+    /// The file length the header implies: header, body, block table.
+    fn file_len(&self) -> u64 {
+        CHECKPOINT_HEADER_LEN + self.body_len + self.table_len()
+    }
+}
+
+/// Checks a checkpoint header (magic, CRC, version, block length, reserved bytes).
 pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String> {
     if b[..8] != CHECKPOINT_MAGIC {
         return Err("magic bytes are wrong".into());
@@ -475,6 +569,16 @@ pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String>
     if u32_at(b, header::FLAGS) != 0 || b[header::RESERVED..header::CRC].iter().any(|&x| x != 0) {
         return Err("reserved header bytes are not zero".into());
     }
+    let shift = u32_at(b, header::BLOCK_SHIFT);
+    if shift != CHECKPOINT_BLOCK_SHIFT {
+        return Err(format!(
+            "block length 2^{shift} is not 2^{CHECKPOINT_BLOCK_SHIFT}"
+        ));
+    }
+    let body_len = u64_at(b, header::BODY_LEN);
+    if !body_len.is_multiple_of(8) || body_len > u64::MAX / 2 {
+        return Err(format!("body length {body_len} is not a multiple of 8"));
+    }
     Ok(Header {
         log_id: u64_at(b, header::LOG_ID),
         base_seq: u64_at(b, header::BASE_SEQ),
@@ -484,9 +588,177 @@ pub(crate) fn decode_header(b: &[u8; 96]) -> std::result::Result<Header, String>
             last_seq: u64_at(b, header::LAST_SEQ),
             last_crc: u32_at(b, header::LAST_CRC),
         },
-        body_crc: u32_at(b, header::BODY_CRC),
-        body_len: u64_at(b, header::BODY_LEN),
+        blocks_crc: u32_at(b, header::BLOCKS_CRC),
+        body_len,
     })
+}
+
+/// The body of a checkpoint and its block checksums: which blocks have been checked so
+/// far (a bit per block, set once its CRC-32 matched; never cleared, the bytes never
+/// change), and whether the areas left unchecked at open have been checked since.
+pub(crate) struct Checked {
+    bytes: Arc<SharedBytes>,
+    /// Where the body starts in `bytes`.
+    body_start: usize,
+    body_len: usize,
+    /// CRC-32 of each block, from the block table (checked against the header).
+    crcs: Vec<u32>,
+    verified: Vec<AtomicU64>,
+    n_verified: AtomicUsize,
+    /// Body offset where the areas checked on first use start (the trajectories).
+    lazy_from: AtomicUsize,
+    /// Body offsets of the trajectory and history areas (set by `decode_body`).
+    trajs_at: AtomicUsize,
+    hist_at: AtomicUsize,
+    /// Set once every block from `lazy_from` on is checked and the state's cheap checks
+    /// of those areas passed (`State::check_lazy`).
+    lazy_ok: AtomicBool,
+    /// The checkpoint file, for errors.
+    path: PathBuf,
+}
+
+impl Checked {
+    /// The body of `len` bytes at `start` of `bytes`, followed there by its block table
+    /// (whose CRC-32 must be `table_crc`).
+    fn new(
+        bytes: Arc<SharedBytes>,
+        start: usize,
+        h: &Header,
+        path: PathBuf,
+    ) -> std::result::Result<Checked, String> {
+        let body_len = usize::try_from(h.body_len).map_err(|e| e.to_string())?;
+        let blocks = usize::try_from(h.blocks()).map_err(|e| e.to_string())?;
+        let table = bytes
+            .bytes()
+            .get(start + body_len..)
+            .and_then(|t| t.get(..blocks * 4))
+            .ok_or("the block table is past the end of the file")?;
+        if crc32fast::hash(table) != h.blocks_crc {
+            return Err("block table checksum mismatch".into());
+        }
+        let crcs = table
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Checked {
+            body_start: start,
+            body_len,
+            crcs,
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            n_verified: AtomicUsize::new(0),
+            lazy_from: AtomicUsize::new(body_len),
+            trajs_at: AtomicUsize::new(body_len),
+            hist_at: AtomicUsize::new(body_len),
+            lazy_ok: AtomicBool::new(false),
+            path,
+            bytes,
+        })
+    }
+
+    /// The body's bytes (not all checked; see [`Checked::check_range`]).
+    fn body(&self) -> &[u8] {
+        &self.bytes.bytes()[self.body_start..self.body_start + self.body_len]
+    }
+
+    /// Checks block `i` unless it was checked before; `Err(i)` when its CRC-32 does not
+    /// match.
+    fn check_block(&self, i: usize) -> std::result::Result<(), usize> {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.verified[word].load(Ordering::Acquire) & bit != 0 {
+            return Ok(());
+        }
+        let b = usize::try_from(CHECKPOINT_BLOCK_LEN).unwrap_or(usize::MAX);
+        let block = &self.body()[i * b..((i + 1) * b).min(self.body_len)];
+        if crc32fast::hash(block) != self.crcs[i] {
+            return Err(i);
+        }
+        if self.verified[word].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+            self.n_verified.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Checks the blocks holding body bytes `start..end`; `Err(block)` names the first
+    /// damaged one.
+    pub(crate) fn check_range(&self, start: usize, end: usize) -> std::result::Result<(), usize> {
+        let b = usize::try_from(CHECKPOINT_BLOCK_LEN).unwrap_or(usize::MAX);
+        let end = end.min(self.body_len);
+        if start >= end {
+            return Ok(());
+        }
+        (start / b..end.div_ceil(b)).try_for_each(|i| self.check_block(i))
+    }
+
+    /// Checks every block and returns the damaged ones (all of them, for `verify`).
+    pub(crate) fn damaged_blocks(&self) -> Vec<usize> {
+        (0..self.crcs.len())
+            .filter(|&i| self.check_block(i).is_err())
+            .collect()
+    }
+
+    /// File offset and length of block `i`.
+    pub(crate) fn block_span(&self, i: usize) -> (u64, u64) {
+        let start = CHECKPOINT_HEADER_LEN + off(i) * CHECKPOINT_BLOCK_LEN;
+        let len = (off(self.body_len) - off(i) * CHECKPOINT_BLOCK_LEN).min(CHECKPOINT_BLOCK_LEN);
+        (start, len)
+    }
+
+    /// The error for damaged block `i`.
+    pub(crate) fn damaged(&self, i: usize) -> Error {
+        let (offset, len) = self.block_span(i);
+        Error::Corrupt {
+            path: self.path.clone(),
+            offset,
+            what: format!(
+                "checkpoint body block {i} (bytes {offset}..{}) does not match its checksum",
+                offset + len
+            ),
+        }
+    }
+
+    /// Checks every block not checked at open (trajectories, outcome history, row
+    /// metadata).
+    pub(crate) fn check_lazy_blocks(&self) -> Result<()> {
+        self.check_range(self.lazy_from.load(Ordering::Relaxed), self.body_len)
+            .map_err(|i| self.damaged(i))
+    }
+
+    /// Checks the blocks holding trajectory record `pos`; `Err(block)` names a damaged one.
+    pub(crate) fn check_traj(&self, pos: usize) -> std::result::Result<(), usize> {
+        let size = std::mem::size_of::<TrajRec>();
+        let at = self.trajs_at.load(Ordering::Relaxed) + pos * size;
+        self.check_range(at, at + size)
+    }
+
+    /// Checks the blocks holding history entries `start..end`.
+    pub(crate) fn check_hist(&self, start: usize, end: usize) -> std::result::Result<(), usize> {
+        let size = std::mem::size_of::<HistRec>();
+        let at = self.hist_at.load(Ordering::Relaxed);
+        self.check_range(at + start * size, at + end * size)
+    }
+
+    /// True once the areas not checked at open have been checked.
+    #[inline]
+    pub(crate) fn lazy_ok(&self) -> bool {
+        self.lazy_ok.load(Ordering::Acquire)
+    }
+
+    /// Records that the areas not checked at open have been checked.
+    pub(crate) fn set_lazy_ok(&self) {
+        self.lazy_ok.store(true, Ordering::Release);
+    }
+
+    /// (blocks checked so far, blocks).
+    pub(crate) fn blocks_verified(&self) -> (usize, usize) {
+        (self.n_verified.load(Ordering::Relaxed), self.crcs.len())
+    }
+
+    /// The checkpoint file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// A key space as the checkpoint records it.
@@ -497,16 +769,18 @@ pub(crate) struct SpacePart {
     pub(crate) row_meta: SharedArray<RowMeta>,
 }
 
-/// Everything a checkpoint body holds, decoded and checked for consistency.
+/// Everything a checkpoint body holds; the trajectory table and the row metadata are
+/// views of it.
 pub(crate) struct Body {
     pub(crate) next_id: u64,
     pub(crate) origin: u64,
     pub(crate) merged: HashMap<Origin, u32>,
     pub(crate) spaces: Vec<SpacePart>,
-    pub(crate) trajs: Vec<TrajMeta>,
+    pub(crate) trajs: Trajs,
     pub(crate) by_id: IdMap,
     pub(crate) names: Names,
     pub(crate) usage: Usage,
+    pub(crate) any_deleted: bool,
 }
 
 /// Reads fixed-width arrays off an 8-aligned body, each count bounded by the bytes left.
@@ -545,35 +819,108 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes and checks a checkpoint body (`body` must start 8-aligned in memory; the caller
-/// has checked its CRC). Every count is bounded by the body's length before allocation.
-pub(crate) fn decode_body(
-    shared: &Arc<SharedBytes>,
-    body_start: usize,
-) -> std::result::Result<Body, String> {
-    let body = shared
-        .bytes()
-        .get(body_start..)
-        .ok_or("the body starts past the file")?;
-    let mut c = Cursor { b: body, at: 0 };
-    let counts = c.array::<Counts>(1, "counts")?[0];
+/// Slot `r`'s metadata from its record and its history entries. Codes no build writes
+/// (which only a checkpoint that fails `verify` holds) read as the neutral value.
+pub(crate) fn traj_from_rec(r: &TrajRec, hist: &[HistRec]) -> TrajMeta {
+    let outcome_of = |code: u8| success_from(code).unwrap_or(None);
+    TrajMeta {
+        id: u64::from_le(r.id),
+        seq: u64::from_le(r.seq),
+        offset: u64::from_le(r.offset),
+        env: u32::from_le(r.env),
+        task: u32::from_le(r.task),
+        outcome: Outcome {
+            success: outcome_of(r.success),
+            reward: (r.flags & T_REWARD != 0).then(|| f64::from_bits(u64::from_le(r.reward))),
+        },
+        relabelled: r.flags & T_RELABELLED != 0,
+        provenance: ProvenanceKind::from_code(r.provenance).unwrap_or_default(),
+        n_steps: u32::from_le(r.n_steps),
+        deleted_at: rec_deleted(r).then(|| u64::from_le(r.deleted_at)),
+        outcomes: hist
+            .iter()
+            .map(|h| {
+                (
+                    u64::from_le(h.seq),
+                    Outcome {
+                        success: outcome_of(h.success),
+                        reward: (h.has_reward == 1).then(|| f64::from_bits(u64::from_le(h.reward))),
+                    },
+                )
+            })
+            .collect(),
+        origin: Origin {
+            db: u64::from_le(r.origin_db),
+            id: u64::from_le(r.origin_id),
+        },
+        merged: r.flags & T_MERGED != 0,
+        created_ms: i64::from_le(r.created_ms),
+    }
+}
+
+/// The success flag an outcome code stands for (a code no build writes reads as unknown).
+#[inline]
+pub(crate) fn success_of(code: u8) -> Option<bool> {
+    success_from(code).unwrap_or(None)
+}
+
+/// True when the record marks its slot deleted.
+#[inline]
+pub(crate) fn rec_deleted(r: &TrajRec) -> bool {
+    r.flags & T_DELETED != 0
+}
+
+/// Decodes a checkpoint body whose blocks `c` checks. With `full`, checks every block and
+/// the consistency of every record first (`verify`, the fuzzers); otherwise checks only the
+/// blocks of the small areas at the front and reads them (the trajectory table, its
+/// history and the row metadata stay unread views, checked on first use). Every count is
+/// bounded by the body's length before allocation.
+pub(crate) fn decode_body(c: &Checked, full: bool) -> std::result::Result<Body, String> {
+    let shared = &c.bytes;
+    let body_start = c.body_start;
+    let body = c.body();
+    let damaged = |i: usize| format!("body checksum mismatch in block {i}");
+    c.check_range(0, std::mem::size_of::<Counts>())
+        .map_err(damaged)?;
+    if full {
+        if let Some(&i) = c.damaged_blocks().first() {
+            return Err(damaged(i));
+        }
+    }
+    let mut cur = Cursor { b: body, at: 0 };
+    let counts = cur.array::<Counts>(1, "counts")?[0];
     let n = |x: u64| u64::from_le(x);
-    let spaces_rec = c.array::<SpaceRec>(n(counts.spaces), "key spaces")?;
-    let defs = c.bytes(n(counts.defs_bytes), "key-space definitions")?;
-    let trajs_at = body_start + c.at;
-    let traj_recs = c.array::<TrajRec>(n(counts.trajs), "trajectories")?;
-    let hist_recs = c.array::<HistRec>(n(counts.history), "outcome history")?;
-    let ends_at = body_start + c.at;
-    let ends = c.array::<u32>(n(counts.names), "name ends")?;
-    let name_bytes_at = body_start + c.at;
-    let name_bytes = c.bytes(n(counts.name_bytes), "names")?;
-    let rows_at = body_start + c.at;
-    let rows_all = c.array::<RowMeta>(n(counts.rows), "row metadata")?;
-    let counter_recs = c.array::<CounterRec>(n(counts.counters), "usage counters")?;
-    let ep_recs = c.array::<EpisodeRec>(n(counts.episodes), "episodes")?;
-    let event_recs = c.array::<EventRec>(n(counts.events), "retrieval events")?;
-    if c.at != body.len() {
-        return Err(format!("{} bytes after the last array", body.len() - c.at));
+    let spaces_rec = cur.array::<SpaceRec>(n(counts.spaces), "key spaces")?;
+    let defs = cur.bytes(n(counts.defs_bytes), "key-space definitions")?;
+    let ends_at = body_start + cur.at;
+    let ends = cur.array::<u32>(n(counts.names), "name ends")?;
+    let name_bytes_at = body_start + cur.at;
+    let name_bytes = cur.bytes(n(counts.name_bytes), "names")?;
+    let counter_recs = cur.array::<CounterRec>(n(counts.counters), "usage counters")?;
+    let ep_recs = cur.array::<EpisodeRec>(n(counts.episodes), "episodes")?;
+    let event_recs = cur.array::<EventRec>(n(counts.events), "retrieval events")?;
+    let merged_recs = cur.array::<MergedRec>(n(counts.merged), "merged trajectories")?;
+    // Everything up to here is checked now; the rest on first use.
+    let lazy_from = cur.at;
+    c.check_range(0, lazy_from).map_err(damaged)?;
+    c.lazy_from.store(lazy_from, Ordering::Relaxed);
+    c.trajs_at.store(cur.at, Ordering::Relaxed);
+    let trajs_at = body_start + cur.at;
+    let traj_recs = cur.array::<TrajRec>(n(counts.trajs), "trajectories")?;
+    c.hist_at.store(cur.at, Ordering::Relaxed);
+    let hist_at = body_start + cur.at;
+    let hist_recs = cur.array::<HistRec>(n(counts.history), "outcome history")?;
+    let rows_at = body_start + cur.at;
+    let rows_all = cur.array::<RowMeta>(n(counts.rows), "row metadata")?;
+    if cur.at != body.len() {
+        return Err(format!(
+            "{} bytes after the last array",
+            body.len() - cur.at
+        ));
+    }
+    let flags = n(counts.flags);
+    if flags & !C_IDS_SORTED != 0 {
+        return Err("unknown count flags".into());
     }
 
     // Names: the table stays a view of the checkpoint on little-endian machines.
@@ -591,78 +938,66 @@ pub(crate) fn decode_body(
         bytes_view.unwrap_or_else(|| SharedArray::owned(name_bytes.to_vec())),
     )?;
 
-    // Trajectories and their outcome history.
-    let n_names = off(names.len());
-    let mut trajs = Vec::with_capacity(traj_recs.len());
-    // Ids in commit order (the usual case) need no map built: the id map searches the
-    // trajectory array in place. Otherwise a hash map of every id.
-    let sorted_ids =
-        SharedArray::view(shared.clone(), trajs_at, traj_recs.len()).and_then(IdMap::over_sorted);
-    let built_ids = sorted_ids.is_none();
-    let mut by_id = sorted_ids.unwrap_or_default();
-    let mut hist = hist_recs.iter();
-    for (slot, r) in traj_recs.iter().enumerate() {
-        let bad = |what: &str| format!("trajectory slot {slot}: {what}");
-        let (env, task) = (u32::from_le(r.env), u32::from_le(r.task));
-        if u64::from(env) >= n_names || u64::from(task) >= n_names {
-            return Err(bad("env or task name out of range"));
+    // Trajectories: views of the records and their history (both little-endian structs
+    // read with `from_le`, so views on any machine).
+    let n_trajs = traj_recs.len();
+    let base = SharedArray::<TrajRec>::view(shared.clone(), trajs_at, n_trajs)
+        .ok_or("trajectory area misaligned")?;
+    let hist = SharedArray::<HistRec>::view(shared.clone(), hist_at, hist_recs.len())
+        .ok_or("history area misaligned")?;
+    let ids_sorted = flags & C_IDS_SORTED != 0;
+    if full {
+        check_trajs(traj_recs, hist_recs, names.len(), &counts, ids_sorted)?;
+    }
+    let by_id = if ids_sorted {
+        IdMap::over_sorted_trusted(base.clone_view())
+            .ok_or("more trajectories than a slot number can count")?
+    } else {
+        // Ids out of slot order (ids given by the caller): a map of every id, which reads
+        // the whole trajectory area, so its blocks are checked now.
+        c.check_range(trajs_at - body_start, hist_at - body_start)
+            .map_err(damaged)?;
+        let mut by_id = IdMap::default();
+        for (slot, r) in traj_recs.iter().enumerate() {
+            let slot = u32::try_from(slot).map_err(|_| "slot out of range")?;
+            by_id.insert(u64::from_le(r.id), slot);
         }
-        if r.flags & !(T_RELABELLED | T_DELETED | T_REWARD | T_MERGED) != 0 || r.pad != [0; 5] {
-            return Err(bad("unknown flags or non-zero padding"));
-        }
-        let success = success_from(r.success).ok_or_else(|| bad("outcome code"))?;
-        let provenance =
-            ProvenanceKind::from_code(r.provenance).ok_or_else(|| bad("provenance code"))?;
-        let mut outcomes = Vec::with_capacity(ix(u32::from_le(r.history)).min(hist.len()));
-        for _ in 0..u32::from_le(r.history) {
-            let h = hist.next().ok_or_else(|| bad("outcome history runs out"))?;
-            if h.has_reward > 1 || h.pad != [0; 6] {
-                return Err(bad("outcome history entry"));
-            }
-            outcomes.push((
-                u64::from_le(h.seq),
-                Outcome {
-                    success: success_from(h.success).ok_or_else(|| bad("outcome code"))?,
-                    reward: (h.has_reward == 1).then(|| f64::from_bits(u64::from_le(h.reward))),
-                },
+        by_id
+    };
+    let trajs = Trajs::from_checkpoint(base, hist);
+
+    // Trajectories merged from elsewhere, by origin.
+    let mut merged = HashMap::with_capacity(merged_recs.len());
+    let mut prev: Option<Origin> = None;
+    for (i, r) in merged_recs.iter().enumerate() {
+        let origin = Origin {
+            db: u64::from_le(r.origin_db),
+            id: u64::from_le(r.origin_id),
+        };
+        let slot = u32::from_le(r.slot);
+        if r.pad != 0 || ix(slot) >= n_trajs || prev.is_some_and(|p| p >= origin) {
+            return Err(format!(
+                "merged entry {i}: slot out of range, padding or out of order"
             ));
         }
-        let id = u64::from_le(r.id);
-        let slot32 = u32::try_from(slot).map_err(|_| bad("slot out of range"))?;
-        let deleted = r.flags & T_DELETED != 0;
-        if let Some(old) = built_ids.then(|| by_id.insert(id, slot32)).flatten() {
-            let old_live = trajs
-                .get(ix(old))
-                .is_some_and(|m: &TrajMeta| m.deleted_at.is_none());
-            if old_live {
-                return Err(bad(&format!("id {id} is live in two slots")));
+        prev = Some(origin);
+        merged.insert(origin, slot);
+    }
+    if full {
+        // The merged area is what the trajectory flags give.
+        let mut want = HashMap::new();
+        for (slot, r) in traj_recs.iter().enumerate() {
+            if r.flags & T_MERGED != 0 {
+                let o = Origin {
+                    db: u64::from_le(r.origin_db),
+                    id: u64::from_le(r.origin_id),
+                };
+                want.insert(o, u32::try_from(slot).map_err(|_| "slot out of range")?);
             }
         }
-        trajs.push(TrajMeta {
-            id,
-            seq: u64::from_le(r.seq),
-            offset: u64::from_le(r.offset),
-            env,
-            task,
-            outcome: Outcome {
-                success,
-                reward: (r.flags & T_REWARD != 0).then(|| f64::from_bits(u64::from_le(r.reward))),
-            },
-            relabelled: r.flags & T_RELABELLED != 0,
-            provenance,
-            n_steps: u32::from_le(r.n_steps),
-            deleted_at: deleted.then(|| u64::from_le(r.deleted_at)),
-            outcomes,
-            origin: Origin {
-                db: u64::from_le(r.origin_db),
-                id: u64::from_le(r.origin_id),
-            },
-            merged: r.flags & T_MERGED != 0,
-            created_ms: i64::from_le(r.created_ms),
-        });
-    }
-    if hist.next().is_some() {
-        return Err("outcome history entries left over".into());
+        if want != merged {
+            return Err("the merged area does not match the trajectories' flags".into());
+        }
     }
 
     // Key spaces and their rows.
@@ -713,19 +1048,21 @@ pub(crate) fn decode_body(
             )
         });
         row_at += n_rows;
-        for (r, m) in row_meta.iter().enumerate() {
-            let t = trajs
-                .get(ix(m.slot))
-                .ok_or_else(|| bad(format!("row {r} names slot {} of none", m.slot)))?;
-            let ok = match def.level {
-                Level::Trajectory => m.step == NO_STEP,
-                Level::Step => m.step < t.n_steps,
-            };
-            if !ok {
-                return Err(bad(format!(
-                    "row {r} has step {} that does not fit",
-                    m.step
-                )));
+        if full {
+            for (r, m) in row_meta.iter().enumerate() {
+                let t = traj_recs
+                    .get(ix(m.slot))
+                    .ok_or_else(|| bad(format!("row {r} names slot {} of none", m.slot)))?;
+                let ok = match def.level {
+                    Level::Trajectory => m.step == NO_STEP,
+                    Level::Step => m.step < u32::from_le(t.n_steps),
+                };
+                if !ok {
+                    return Err(bad(format!(
+                        "row {r} has step {} that does not fit",
+                        m.step
+                    )));
+                }
             }
         }
         spaces.push(SpacePart {
@@ -810,17 +1147,6 @@ pub(crate) fn decode_body(
         return Err("retrieval events left over".into());
     }
     usage.episodes = episodes;
-    // Trajectories merged from elsewhere, by origin (the latest slot with that origin, as
-    // applying the log gives).
-    let mut merged = HashMap::new();
-    for (slot, m) in trajs.iter().enumerate() {
-        if m.merged {
-            merged.insert(
-                m.origin,
-                u32::try_from(slot).map_err(|_| "slot out of range")?,
-            );
-        }
-    }
     Ok(Body {
         next_id: u64::from_le(counts.next_id),
         origin: u64::from_le(counts.origin),
@@ -830,32 +1156,132 @@ pub(crate) fn decode_body(
         by_id,
         names,
         usage,
+        any_deleted: n(counts.deleted) > 0,
     })
 }
 
-/// Decodes a whole checkpoint file held in memory (header and body): the fuzzers' entry.
+/// The per-trajectory consistency checks (`verify` and the fuzzers; open skips them):
+/// name indexes in range, known flags and codes, zero padding, history ends rising within
+/// the history area and every entry valid, an id live in at most one slot, and the counts'
+/// deleted number and sorted flag what the records give.
+fn check_trajs(
+    recs: &[TrajRec],
+    hist: &[HistRec],
+    n_names: usize,
+    counts: &Counts,
+    ids_sorted: bool,
+) -> std::result::Result<(), String> {
+    let n_names = off(n_names);
+    let mut live: HashMap<u64, usize> = HashMap::new();
+    let mut hist_at = 0usize;
+    let mut deleted = 0u64;
+    let mut sorted = true;
+    for (slot, r) in recs.iter().enumerate() {
+        let bad = |what: &str| format!("trajectory slot {slot}: {what}");
+        let (env, task) = (u32::from_le(r.env), u32::from_le(r.task));
+        if u64::from(env) >= n_names || u64::from(task) >= n_names {
+            return Err(bad("env or task name out of range"));
+        }
+        if r.flags & !(T_RELABELLED | T_DELETED | T_REWARD | T_MERGED) != 0 || r.pad != [0; 5] {
+            return Err(bad("unknown flags or non-zero padding"));
+        }
+        success_from(r.success).ok_or_else(|| bad("outcome code"))?;
+        ProvenanceKind::from_code(r.provenance).ok_or_else(|| bad("provenance code"))?;
+        let end = ix(u32::from_le(r.history_end));
+        let entries = hist
+            .get(hist_at..end)
+            .ok_or_else(|| bad("outcome history ends out of order or past the history"))?;
+        for h in entries {
+            if h.has_reward > 1 || h.pad != [0; 6] || success_from(h.success).is_none() {
+                return Err(bad("outcome history entry"));
+            }
+        }
+        hist_at = end;
+        let id = u64::from_le(r.id);
+        if slot > 0 && u64::from_le(recs[slot - 1].id) >= id {
+            sorted = false;
+        }
+        if rec_deleted(r) {
+            deleted += 1;
+        } else if live.insert(id, slot).is_some() {
+            return Err(bad(&format!("id {id} is live in two slots")));
+        }
+    }
+    if hist_at != hist.len() {
+        return Err("outcome history entries left over".into());
+    }
+    if deleted != u64::from_le(counts.deleted) {
+        return Err(format!(
+            "{deleted} trajectories are deleted, the counts say {}",
+            u64::from_le(counts.deleted)
+        ));
+    }
+    if ids_sorted && !sorted {
+        return Err("the counts say the ids are in slot order, they are not".into());
+    }
+    Ok(())
+}
+
+/// Decodes and checks a whole checkpoint file held in memory (header, every block and the
+/// consistency of every record): the fuzzers' entry.
 pub(crate) fn decode_file(bytes: &[u8]) -> std::result::Result<(Header, Body), String> {
     let head: &[u8; 96] = bytes
         .get(..96)
         .and_then(|h| h.try_into().ok())
         .ok_or("shorter than the header")?;
     let h = decode_header(head)?;
-    let body = &bytes[96..];
-    if off(body.len()) != h.body_len || h.body_len % 8 != 0 {
+    if off(bytes.len()) != h.file_len() {
         return Err(format!(
-            "body is {} bytes, the header says {}",
-            body.len(),
-            h.body_len
+            "the file is {} bytes, the header implies {}",
+            bytes.len(),
+            h.file_len()
         ));
     }
-    if crc32fast::hash(body) != h.body_crc {
-        return Err("body checksum mismatch".into());
-    }
-    // An 8-aligned copy for the casts.
-    let mut aligned = vec![0u64; body.len() / 8];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).copy_from_slice(body);
-    let b = decode_body(&Arc::new(SharedBytes::Heap(aligned)), 0)?;
+    // An 8-aligned copy of body and table for the casts.
+    let rest = &bytes[96..];
+    let mut aligned = vec![0u64; rest.len() / 8];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).copy_from_slice(rest);
+    let c = Checked::new(
+        Arc::new(SharedBytes::Heap(aligned)),
+        0,
+        &h,
+        PathBuf::from(CHECKPOINT_FILE),
+    )?;
+    let b = decode_body(&c, true)?;
     Ok((h, b))
+}
+
+/// Treats everything after the header of `file` as a body (cut to a multiple of 8 bytes),
+/// appends its block table and rewrites the header's body length, block length and
+/// checksums, so a mutated body reaches the decoder. For the fuzzers and tests.
+pub(crate) fn fix_checksums(file: &mut Vec<u8>) {
+    if file.len() < HEADER {
+        return;
+    }
+    let body_len = (file.len() - HEADER) / 8 * 8;
+    file.truncate(HEADER + body_len);
+    let table: Vec<u32> = file[HEADER..]
+        .chunks(usize::try_from(CHECKPOINT_BLOCK_LEN).unwrap_or(usize::MAX))
+        .map(|b| crc32fast::hash(b).to_le())
+        .collect();
+    let table_at = file.len();
+    put(file, &table);
+    let blocks_crc = crc32fast::hash(&file[table_at..table_at + table.len() * 4]);
+    let h = &mut file[..HEADER];
+    h[header::BLOCKS_CRC..header::BLOCKS_CRC + 4].copy_from_slice(&blocks_crc.to_le_bytes());
+    h[header::BODY_LEN..header::BODY_LEN + 8].copy_from_slice(&off(body_len).to_le_bytes());
+    h[header::BLOCK_SHIFT..header::BLOCK_SHIFT + 4]
+        .copy_from_slice(&CHECKPOINT_BLOCK_SHIFT.to_le_bytes());
+    let crc = crc32fast::hash(&h[..header::CRC]);
+    h[header::CRC..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The body of a whole checkpoint file (header, body, block table) without its block
+/// table, for [`fix_checksums`] after a mutation of the body; `None` when the header's
+/// body length does not fit the file.
+pub(crate) fn body_of(file: &[u8]) -> Option<&[u8]> {
+    let len = usize::try_from(u64_at(file.get(..HEADER)?, header::BODY_LEN)).ok()?;
+    file.get(..HEADER.checked_add(len)?)
 }
 
 /// What [`load`] found.
@@ -871,7 +1297,8 @@ pub(crate) enum Loaded {
 /// Reads the checkpoint beside `log` (whose header is `lh`) and, when it belongs to this
 /// log and every key file still vouches for the rows it records, the state it holds, with
 /// key stores opened for a writer or read-only. Never fails: anything wrong is a reason to
-/// ignore it and scan the log.
+/// ignore it and scan the log. The state's trajectory table and row metadata are views of
+/// the checkpoint whose blocks are checked on first use (`State::check_lazy`).
 pub(crate) fn load(
     backend: &dyn Backend,
     log: &dyn Storage,
@@ -912,29 +1339,29 @@ fn load_inner(
             h.log_id, h.base_seq, lh.log_id, lh.base_seq
         ));
     }
-    if len - CHECKPOINT_HEADER_LEN != h.body_len || h.body_len % 8 != 0 {
+    if len != h.file_len() {
         return Err(format!(
-            "the file is {len} bytes but the header says {} of body (a write cut short)",
-            h.body_len
+            "the file is {len} bytes but the header implies {} (a write cut short)",
+            h.file_len()
         ));
     }
     check_covered(log, log_path, lh, h.cov)?;
-    let body_len = usize::try_from(h.body_len).map_err(|e| e.to_string())?;
+    let rest = usize::try_from(len - CHECKPOINT_HEADER_LEN).map_err(|e| e.to_string())?;
     // The body is mapped when the file is an OS file (no copy into fresh memory; a
     // checkpoint file is never changed in place, only replaced by a rename), else read
     // into an 8-aligned buffer the size of the file.
-    // The state's largest arrays (row metadata, the id map's base) stay views of these
-    // bytes for as long as they are not changed.
+    // The state's largest arrays (trajectories, row metadata, the id map's base) stay
+    // views of these bytes for as long as they are not changed.
     let (shared, body_start) = match f.file() {
         Some(file) => (
             SharedBytes::Map(
-                MappedFile::map(file, HEADER + body_len)
+                MappedFile::map(file, HEADER + rest)
                     .map_err(|e| format!("cannot be mapped: {e}"))?,
             ),
             HEADER,
         ),
         None => {
-            let mut aligned = vec![0u64; body_len / 8];
+            let mut aligned = vec![0u64; rest / 8];
             f.read_at(
                 bytemuck::cast_slice_mut(&mut aligned),
                 CHECKPOINT_HEADER_LEN,
@@ -943,14 +1370,13 @@ fn load_inner(
             (SharedBytes::Heap(aligned), 0)
         }
     };
-    let body = shared
-        .bytes()
-        .get(body_start..body_start + body_len)
-        .ok_or("the map is short")?;
-    if crc32fast::hash(body) != h.body_crc {
-        return Err("body checksum mismatch".into());
-    }
-    let b = decode_body(&Arc::new(shared), body_start)?;
+    let checked = Arc::new(Checked::new(
+        Arc::new(shared),
+        body_start,
+        &h,
+        backend.path_of(CHECKPOINT_FILE),
+    )?);
+    let b = decode_body(&checked, false)?;
     let mut spaces = Vec::with_capacity(b.spaces.len());
     let mut space_by_name = HashMap::with_capacity(b.spaces.len());
     for (i, s) in b.spaces.into_iter().enumerate() {
@@ -972,7 +1398,6 @@ fn load_inner(
             saved: Mutex::default(),
         });
     }
-    let any_deleted = b.trajs.iter().any(|m| m.deleted_at.is_some());
     let st = State {
         header: *lh,
         spaces,
@@ -985,7 +1410,8 @@ fn load_inner(
         last_seq: h.cov.last_seq,
         origin: b.origin,
         merged: b.merged,
-        any_deleted,
+        any_deleted: b.any_deleted,
+        ckpt: Some(checked),
     };
     Ok(Some((st, h.cov, len)))
 }

@@ -27,6 +27,7 @@ use crate::index::keyfile::{RowMark, RowStore};
 use crate::names::Names;
 use crate::storage::mmap::SharedArray;
 use crate::storage::{create_fresh, Backend, FileBackend, Storage};
+use crate::trajs::Trajs;
 use crate::usage::{Episode, Usage, Utility};
 
 /// Name of the lock file in a database directory.
@@ -200,7 +201,8 @@ pub(crate) struct State {
     pub(crate) header: LogHeader,
     pub(crate) spaces: Vec<Space>,
     pub(crate) space_by_name: HashMap<String, u32>,
-    pub(crate) trajs: Vec<TrajMeta>,
+    /// Trajectory metadata by slot (a view of the checkpoint, when opened from one).
+    pub(crate) trajs: Trajs,
     pub(crate) by_id: IdMap,
     pub(crate) names: Names,
     pub(crate) usage: Usage,
@@ -215,9 +217,79 @@ pub(crate) struct State {
     /// Set once any trajectory of this state is marked deleted (never cleared; a new state
     /// starts clear), so a search with an empty filter knows every row passes.
     pub(crate) any_deleted: bool,
+    /// The checkpoint this state reads in place, when opened from one: the blocks of its
+    /// trajectory table, history and row metadata are checked on first use
+    /// ([`State::check_lazy`]).
+    pub(crate) ckpt: Option<Arc<checkpoint::Checked>>,
 }
 
 impl State {
+    /// Checks what open left unchecked of the checkpoint this state reads (the blocks of
+    /// its trajectory table, outcome history and row metadata, and that every row names
+    /// an existing slot), once; later calls return at once. A damaged block is an
+    /// [`Error::Corrupt`] naming the checkpoint file and the block's offset.
+    pub(crate) fn check_lazy(&self) -> Result<()> {
+        let Some(c) = &self.ckpt else {
+            return Ok(());
+        };
+        if c.lazy_ok() {
+            return Ok(());
+        }
+        c.check_lazy_blocks()?;
+        let n = self.trajs.len();
+        for s in &self.spaces {
+            // The largest slot first (one pass the compiler vectorises), the row only when
+            // it is out of range.
+            let max = s.row_meta.iter().map(|m| m.slot).max();
+            if max.is_none_or(|m| ix(m) < n) {
+                continue;
+            }
+            if let Some(r) = s.row_meta.iter().position(|m| ix(m.slot) >= n) {
+                return Err(Error::Corrupt {
+                    path: c.path().to_owned(),
+                    offset: 0,
+                    what: format!(
+                        "row {r} of key space `{}` names slot {} of {n}",
+                        s.def.name, s.row_meta[r].slot
+                    ),
+                });
+            }
+        }
+        c.set_lazy_ok();
+        Ok(())
+    }
+
+    /// Checks the checkpoint blocks that finding `id` and reading its slot touch (the
+    /// trajectory records the id map's search reads, the slot's record, the one before it
+    /// and its history entries), when the state reads a checkpoint not yet checked as a
+    /// whole. A damaged block is an [`Error::Corrupt`] as in [`State::check_lazy`].
+    pub(crate) fn check_point(&self, id: u64) -> Result<()> {
+        let Some(c) = &self.ckpt else {
+            return Ok(());
+        };
+        if c.lazy_ok() {
+            return Ok(());
+        }
+        let slot = self
+            .by_id
+            .get_checked(id, |pos| c.check_traj(pos))
+            .map_err(|b| c.damaged(b))?;
+        let Some(slot) = slot.map(ix).filter(|&s| s < self.trajs.base_len()) else {
+            return Ok(());
+        };
+        let check = || {
+            c.check_traj(slot)?;
+            if slot > 0 {
+                c.check_traj(slot - 1)?;
+            }
+            match self.trajs.hist_range(slot) {
+                Some((a, b)) => c.check_hist(a, b),
+                None => Ok(()),
+            }
+        };
+        check().map_err(|b| c.damaged(b))
+    }
+
     /// The live or deleted trajectory here that was first written as `origin`: merged
     /// from there, or written here under that origin id.
     pub(crate) fn find_origin(&self, origin: Origin) -> Option<usize> {
@@ -225,7 +297,7 @@ impl State {
             return Some(ix(slot));
         }
         let slot = ix(self.by_id.get(origin.id)?);
-        (self.trajs[slot].origin == origin).then_some(slot)
+        (self.trajs.get(slot)?.origin == origin).then_some(slot)
     }
 
     fn intern(&mut self, s: &str) -> u32 {
@@ -265,9 +337,11 @@ impl State {
         // leaves the state exactly as it was.
         if f.kind == kind::TRAJECTORY {
             let t = record::scan_trajectory(f.payload).map_err(|e| corrupt(e.at, e.what))?;
+            // A checkpoint's bytes are checked before this record reads them.
+            self.check_point(t.id)?;
             // An id may come back only after the trajectory that had it was deleted.
             let reused = match self.by_id.get(t.id) {
-                Some(old) if self.trajs[ix(old)].deleted_at.is_none() => {
+                Some(old) if !self.trajs.deleted(ix(old)) => {
                     return Err(corrupt(0, format!("trajectory id {} appears twice", t.id)));
                 }
                 Some(_) => true,
@@ -393,23 +467,26 @@ impl State {
             }
             Record::Trajectory(_) => {}
             Record::Delete { id } => {
+                self.check_point(id)?;
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("delete of unknown trajectory {id}")))?;
-                self.trajs[slot].deleted_at = Some(f.seq);
+                self.trajs.update(slot, |m| m.deleted_at = Some(f.seq));
                 self.any_deleted = true;
             }
             Record::TrajOutcome { id, outcome } => {
+                self.check_point(id)?;
                 let slot = self
                     .live_slot(id)
                     .ok_or_else(|| corrupt(0, format!("outcome for unknown trajectory {id}")))?;
-                let m = &mut self.trajs[slot];
-                if m.outcomes.is_empty() {
-                    m.outcomes.push((m.seq, m.outcome));
-                }
-                m.outcomes.push((f.seq, outcome));
-                m.outcome = outcome;
-                m.relabelled = true;
+                self.trajs.update(slot, |m| {
+                    if m.outcomes.is_empty() {
+                        m.outcomes.push((m.seq, m.outcome));
+                    }
+                    m.outcomes.push((f.seq, outcome));
+                    m.outcome = outcome;
+                    m.relabelled = true;
+                });
             }
             Record::EpisodeBegin {
                 episode,
@@ -473,7 +550,7 @@ impl State {
 
     pub(crate) fn live_slot(&self, id: u64) -> Option<usize> {
         let slot = ix(self.by_id.get(id)?);
-        self.trajs[slot].deleted_at.is_none().then_some(slot)
+        (slot < self.trajs.len() && !self.trajs.deleted(slot)).then_some(slot)
     }
 }
 
@@ -524,6 +601,10 @@ pub struct Database {
     pub(crate) report: OpenReport,
     /// Held by a merge, so that two merges into this handle never interleave.
     pub(crate) merge_lock: Mutex<()>,
+    /// Why the checkpoint was found damaged after open ([`Database::ensure_checked`]).
+    pub(crate) ckpt_damage: Mutex<Option<String>>,
+    /// Set once the state is checked ([`Database::ensure_checked`]).
+    pub(crate) checked: AtomicBool,
     _lock: Option<File>,
 }
 
@@ -674,7 +755,7 @@ pub(crate) fn load_state(
         header,
         spaces: Vec::new(),
         space_by_name: HashMap::new(),
-        trajs: Vec::new(),
+        trajs: Trajs::default(),
         by_id: IdMap::default(),
         names: Names::default(),
         usage: Usage::default(),
@@ -683,6 +764,7 @@ pub(crate) fn load_state(
         origin: header.origin,
         merged: HashMap::new(),
         any_deleted: false,
+        ckpt: None,
     };
     load_tail(
         log,
@@ -1053,6 +1135,8 @@ impl Database {
             state: RwLock::new(state),
             report,
             merge_lock: Mutex::new(()),
+            ckpt_damage: Mutex::new(None),
+            checked: AtomicBool::new(false),
             _lock: None,
         };
         // Spaces opened from a checkpoint may load their search bounds from their files.
@@ -1118,6 +1202,9 @@ impl Database {
             last_seq: w.next_seq.saturating_sub(1),
             last_crc: w.last_frame.1,
         };
+        // A checkpoint is encoded from checked state only: a damaged block of the one this
+        // state reads must never be copied into a file with fresh checksums.
+        self.state.read().check_lazy()?;
         let bytes = checkpoint::encode(&self.state.read(), cov);
         let Some(bytes) = bytes else {
             return Ok(());
@@ -1133,6 +1220,7 @@ impl Database {
     /// checkpoint file already covers every commit (so the next open reads it and no log).
     /// [`close`](Self::close) and dropping a writer do this.
     pub fn checkpoint(&self) -> Result<()> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -1163,12 +1251,136 @@ impl Database {
         self.log.read().clone()
     }
 
+    /// Makes sure the state this handle answers from is checked: when it reads a
+    /// checkpoint in place, the blocks open left unchecked (trajectory table, outcome
+    /// history, row metadata) are checked on the first call, and every later call returns
+    /// at once. Every public operation that reads the state calls it first.
+    ///
+    /// When a block is damaged, the state is rebuilt by scanning the log, as an open that
+    /// had found the damage would have (the checkpoint is derived; the log holds
+    /// everything), and the reason is kept ([`Database::checkpoint_damage`]); so an answer
+    /// never comes from a damaged block. Fails only when that scan fails (the handle is
+    /// then poisoned).
+    pub(crate) fn ensure_checked(&self) -> Result<()> {
+        // Once checked, no state this handle installs reads a checkpoint again (only open
+        // loads one), so the flag stays true.
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let damage = match self.state.read().check_lazy() {
+            Ok(()) => {
+                self.checked.store(true, Ordering::Release);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        self.rebuild_after_damage(damage)
+    }
+
+    /// [`Database::ensure_checked`] for an operation that reads only trajectory `id`
+    /// (`contains`, `get`, `trajectory_origin`): checks only the checkpoint blocks finding
+    /// and reading it touch, so a point lookup right after open stays cheap.
+    pub(crate) fn ensure_point(&self, id: u64) -> Result<()> {
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let damage = match self.state.read().check_point(id) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        self.rebuild_after_damage(damage)
+    }
+
+    /// After `damage` was found in a block of the checkpoint the state reads: checks the
+    /// rest and rebuilds the state by scanning the log (see [`Database::ensure_checked`]).
+    fn rebuild_after_damage(&self, damage: Error) -> Result<()> {
+        // No commit may land while the state is replaced; the writer lock also orders
+        // this with `refresh`. Callers never hold either lock here.
+        let mut w = self.writer.lock();
+        let mut st = self.state.write();
+        if st.check_lazy().is_ok() {
+            self.checked.store(true, Ordering::Release);
+            return Ok(());
+        }
+        let read_only = self.opts.read_only;
+        let backend = self.backend.clone();
+        let log = self.log();
+        let rebuilt = load_state(log.as_ref(), &self.log_path, &mut |id, def, log_id| {
+            if read_only {
+                RowStore::open_read_only(backend.as_ref(), id, def, log_id)
+            } else {
+                RowStore::open(backend.as_ref(), id, def, log_id)
+            }
+        })
+        .and_then(|(mut state, end, last_frame)| {
+            if !read_only {
+                if end.torn.is_some() || end.end != w.end {
+                    return Err(Error::Corrupt {
+                        path: self.log_path.clone(),
+                        offset: end.end,
+                        what: format!(
+                            "rebuilding the state after a damaged checkpoint, the log's valid frames end at byte {} but this writer wrote up to {}",
+                            end.end, w.end
+                        ),
+                    });
+                }
+                for s in &mut state.spaces {
+                    s.rows.settle(self.backend.as_ref())?;
+                }
+            }
+            load_graphs(self.backend.as_ref(), &mut state, self.opts.verify_on_open);
+            Ok((state, end, last_frame))
+        });
+        match rebuilt {
+            Ok((state, end, last_frame)) => {
+                *st = state;
+                w.end = end.end;
+                w.next_seq = end.next_seq;
+                w.last_frame = last_frame;
+                *self.ckpt_damage.lock() = Some(damage.to_string());
+                self.checked.store(true, Ordering::Release);
+                drop(st);
+                if !read_only {
+                    // A writer replaces the damaged checkpoint at once, so the next open
+                    // reads a sound one. Failing costs the next open time, not data.
+                    if let Err(e) = self.write_checkpoint(&mut w) {
+                        let mut d = self.ckpt_damage.lock();
+                        if let Some(why) = d.as_mut() {
+                            why.push_str(&format!("; writing a new checkpoint failed: {e}"));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.poison();
+                Err(e)
+            }
+        }
+    }
+
+    /// Why the checkpoint this handle opened from was found damaged after open (a block
+    /// that did not match its checksum on first use), when it was; the state was then
+    /// rebuilt from the log.
+    pub fn checkpoint_damage(&self) -> Option<String> {
+        self.ckpt_damage.lock().clone()
+    }
+
+    /// (checkpoint blocks checked so far, checkpoint blocks) of the checkpoint this
+    /// handle reads in place; `None` when it reads none (opened by a scan). For tests and
+    /// diagnostics; not part of the stable API.
+    #[doc(hidden)]
+    pub fn checkpoint_blocks_checked(&self) -> Option<(usize, usize)> {
+        self.state.read().ckpt.as_ref().map(|c| c.blocks_verified())
+    }
+
     /// For a read-only handle: reads the commits a writer (in this or another process) has
     /// appended since this handle opened or last refreshed, and returns how many records
     /// were applied. Readers see whole commits only: a frame still being written is left for
     /// a later refresh. When the writer has compacted (a new log replaced the old), the state
     /// is rebuilt from the new log. A writable handle is always current and returns 0.
     pub fn refresh(&self) -> Result<u64> {
+        self.ensure_checked()?;
         if !self.opts.read_only {
             return Ok(0);
         }
@@ -1232,6 +1444,8 @@ impl Database {
     /// with a full scan. Not part of the stable API.
     #[doc(hidden)]
     pub fn state_digest(&self) -> String {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         use std::fmt::Write as _;
         let w = self.writer.lock();
         let st = self.state.read();
@@ -1389,6 +1603,7 @@ impl Database {
         sync: bool,
         build: impl FnOnce(&State) -> Result<Vec<u8>>,
     ) -> Result<u64> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -1466,6 +1681,7 @@ impl Database {
 
     /// Creates a key space, or checks that an existing one has the same definition.
     pub fn create_space(&self, def: &SpaceDef) -> Result<()> {
+        self.ensure_checked()?;
         if def.dims == 0 || def.dims > record::MAX_DIMS {
             return Err(Error::invalid(
                 format!("space `{}`", def.name),
@@ -1546,6 +1762,7 @@ impl Database {
     /// one per trajectory. When one is refused, the ones before it stay committed (and are
     /// synced before the error returns) and the error names its index: `batch[i]: ...`.
     pub fn append_many(&self, ts: &[Trajectory]) -> Result<Vec<u64>> {
+        self.ensure_checked()?;
         let mut ids = Vec::with_capacity(ts.len());
         let mut failed = None;
         for (i, t) in ts.iter().enumerate() {
@@ -1574,6 +1791,7 @@ impl Database {
         t: &Trajectory,
         embedder: Option<&crate::format::record::EmbedderId>,
     ) -> Result<u64> {
+        self.ensure_checked()?;
         self.append_with(t, embedder, true)
     }
 
@@ -1714,6 +1932,7 @@ impl Database {
 
     /// Logs retrievals made during `episode` (one commit for the batch).
     pub fn log_retrievals(&self, episode: u64, events: &[RetrievalEvent]) -> Result<()> {
+        self.ensure_checked()?;
         if events.is_empty() {
             return Ok(());
         }
@@ -1730,7 +1949,7 @@ impl Database {
                     id: e.id,
                 })?;
                 if let Some(s) = e.step {
-                    if s >= st.trajs[ix(slot)].n_steps {
+                    if s >= st.trajs.at(ix(slot)).n_steps {
                         return Err(Error::invalid(
                             "retrieval step",
                             format!("trajectory {} has no step {s}", e.id),
@@ -1768,8 +1987,13 @@ impl Database {
     /// provenance origin when it was merged from another database, else this database's
     /// origin id when it was committed and `id`.
     pub fn trajectory_origin(&self, id: u64) -> Option<Origin> {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_point(id);
         let st = self.state.read();
-        st.by_id.get(id).map(|slot| st.trajs[ix(slot)].origin)
+        st.by_id
+            .get(id)
+            .and_then(|slot| st.trajs.get(ix(slot)))
+            .map(|m| m.origin)
     }
 
     /// Usage counters of trajectory `id` (zeros when never retrieved).
@@ -1798,6 +2022,7 @@ impl Database {
 
     /// Reads a live trajectory, keys included, with its current outcome.
     pub fn get(&self, id: u64) -> Result<Trajectory> {
+        self.ensure_point(id)?;
         let st = self.state.read();
         let slot = st.live_slot(id).ok_or(Error::NotFound {
             kind: "trajectory",
@@ -1817,7 +2042,7 @@ impl Database {
         slot: usize,
         with_keys: bool,
     ) -> Result<Trajectory> {
-        let m = &st.trajs[slot];
+        let m = st.trajs.at(slot);
         let payload = log::read_payload(self.log().as_ref(), &self.log_path, m.offset)?;
         let decoded = if with_keys {
             record::decode_trajectory(&payload, &st.space_name())
@@ -1844,42 +2069,49 @@ impl Database {
 
     /// Whether `id` is a live (stored, not deleted) trajectory. A hash lookup.
     pub fn contains(&self, id: u64) -> bool {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_point(id);
         self.state.read().live_slot(id).is_some()
     }
 
     /// Ids of live trajectories in commit order.
     pub fn ids(&self) -> Vec<u64> {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         self.state
             .read()
             .trajs
-            .iter()
-            .filter(|m| m.deleted_at.is_none())
-            .map(|m| m.id)
+            .views()
+            .filter(|m| m.visible(None))
+            .map(|m| m.id())
             .collect()
     }
 
     /// Ids of the trajectories visible as of commit `as_of`, in commit order; refused with
     /// [`Error::ViewEnded`] when a compaction has folded that commit away.
     pub fn ids_as_of(&self, as_of: Option<u64>) -> Result<Vec<u64>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         st.check_view(as_of)?;
         Ok(st
             .trajs
-            .iter()
+            .views()
             .filter(|m| m.visible(as_of))
-            .map(|m| m.id)
+            .map(|m| m.id())
             .collect())
     }
 
     /// (id, commit sequence number) of live trajectories in commit order: the points at
     /// which a read view "as of commit N" can be taken.
     pub fn commit_points(&self) -> Vec<(u64, u64)> {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         self.state
             .read()
             .trajs
-            .iter()
-            .filter(|m| m.deleted_at.is_none())
-            .map(|m| (m.id, m.seq))
+            .views()
+            .filter(|m| m.visible(None))
+            .map(|m| (m.id(), m.seq()))
             .collect()
     }
 
@@ -1890,18 +2122,20 @@ impl Database {
 
     /// Counts and sizes.
     pub fn stats(&self) -> Stats {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         let st = self.state.read();
-        let live: Vec<&TrajMeta> = st.trajs.iter().filter(|m| m.deleted_at.is_none()).collect();
+        let (mut live, mut steps, mut successes) = (0u64, 0u64, 0u64);
+        for m in st.trajs.views().filter(|m| m.visible(None)) {
+            live += 1;
+            steps += u64::from(m.n_steps());
+            successes += u64::from(m.success_at(None) == Some(true));
+        }
         Stats {
-            trajectories: off(live.len()),
-            steps: live.iter().map(|m| u64::from(m.n_steps)).sum(),
-            deleted: off(st.trajs.len() - live.len()),
-            successes: live
-                .iter()
-                .filter(|m| m.outcome.success == Some(true))
-                .count()
-                .try_into()
-                .unwrap_or(u64::MAX),
+            trajectories: live,
+            steps,
+            deleted: off(st.trajs.len()) - live,
+            successes,
             episodes: off(st.usage.episodes.len()),
             commit_seq: st.last_seq,
             log_bytes: self.log().len().unwrap_or(0),
@@ -1911,13 +2145,17 @@ impl Database {
                 .map(|s| SpaceStats {
                     def: s.def.clone(),
                     rows: off(s.rows.len()),
-                    live_rows: s
-                        .row_meta
-                        .iter()
-                        .filter(|r| st.trajs[ix(r.slot)].deleted_at.is_none())
-                        .count()
-                        .try_into()
-                        .unwrap_or(u64::MAX),
+                    // Every row is live while no trajectory was ever deleted.
+                    live_rows: if st.any_deleted {
+                        s.row_meta
+                            .iter()
+                            .filter(|r| !st.trajs.deleted(ix(r.slot)))
+                            .count()
+                            .try_into()
+                            .unwrap_or(u64::MAX)
+                    } else {
+                        off(s.row_meta.len())
+                    },
                     file_bytes: s.rows.file_bytes(),
                 })
                 .collect(),
@@ -1941,6 +2179,7 @@ impl Database {
     /// `close` where a failed final sync must be noticed (under `Buffered`, the commits since
     /// the last `sync` may then be lost).
     pub fn close(self) -> Result<()> {
+        self.ensure_checked()?;
         let r = self.sync();
         if r.is_err() {
             // No fsync retry in `drop`: the error is the caller's now.

@@ -1,5 +1,6 @@
 //! The map from trajectory id to slot. After an open from a checkpoint whose trajectories
-//! have strictly increasing ids (the usual case: ids are assigned in commit order), the
+//! have strictly increasing ids (the usual case: ids are assigned in commit order; the
+//! checkpoint's counts record it), the
 //! map is the checkpoint's own trajectory array, searched by binary search in place, plus
 //! a hash map of the ids given slots since; no per-trajectory work or memory at open.
 //! Otherwise it is a hash map of every id.
@@ -23,6 +24,7 @@ pub(crate) struct IdMap {
 impl IdMap {
     /// A map of `base`'s ids to their positions. `None` when the ids are not strictly
     /// increasing (the caller then builds the map with [`IdMap::insert`]).
+    #[cfg(test)]
     pub(crate) fn over_sorted(base: SharedArray<TrajRec>) -> Option<IdMap> {
         if u32::try_from(base.len()).is_err() {
             return None;
@@ -48,6 +50,40 @@ impl IdMap {
             .ok()?;
         // `over_sorted` checked that every position fits in u32.
         u32::try_from(pos).ok()
+    }
+
+    /// A map of `base`'s ids to their positions, trusting that they are strictly
+    /// increasing (a checkpoint's counts say so, and `verify` checks it): no record is read.
+    /// `None` when there are more records than slot numbers.
+    pub(crate) fn over_sorted_trusted(base: SharedArray<TrajRec>) -> Option<IdMap> {
+        u32::try_from(base.len()).ok()?;
+        Some(IdMap {
+            base,
+            extra: HashMap::new(),
+        })
+    }
+
+    /// [`IdMap::get`], calling `check(pos)` before each base record it reads (so the
+    /// caller can check the bytes first); stops at the first error.
+    pub(crate) fn get_checked<E>(
+        &self,
+        id: u64,
+        mut check: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Option<u32>, E> {
+        if let Some(&slot) = self.extra.get(&id) {
+            return Ok(Some(slot));
+        }
+        let (mut lo, mut hi) = (0, self.base.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            check(mid)?;
+            match u64::from_le(self.base[mid].id).cmp(&id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(u32::try_from(mid).ok()),
+            }
+        }
+        Ok(None)
     }
 
     /// True when `id` was ever given a slot.
@@ -97,6 +133,19 @@ mod tests {
         assert_eq!(m.get(20), Some(3));
         assert_eq!(m.get(8), None);
         assert!(!m.contains_key(1));
+        for id in 0..25 {
+            let mut read = Vec::new();
+            let got = m.get_checked(id, |p| {
+                read.push(p);
+                Ok::<(), ()>(())
+            });
+            assert_eq!(got, Ok(m.get(id)), "id {id}");
+            assert!(read.len() <= 3 && read.iter().all(|&p| p < 4), "{read:?}");
+        }
+        assert_eq!(
+            m.get_checked(9, |p| if p == 2 { Err(p) } else { Ok(()) }),
+            Err(2)
+        );
         // An id reused after its deletion gets a new slot, which wins.
         assert_eq!(m.insert(7, 4), Some(1));
         assert_eq!(m.insert(21, 5), None);

@@ -346,9 +346,19 @@ pub fn parse_record(line: &[u8], at: &str) -> Result<Trajectory> {
             serde_json::error::Category::Data => "invalid record",
             _ => "malformed JSON",
         };
+        // An integer past 64 bits is read as a float, and serde's message then speaks of
+        // a floating-point value where the record holds an integer: say what the limit is.
+        let hint = if msg.starts_with("invalid type: floating point")
+            && (msg.ends_with("expected u64") || msg.ends_with("expected i64"))
+        {
+            "; integers here must be whole numbers within 64 bits (ids and counts: 0 to \
+             18446744073709551615; times: -9223372036854775808 to 9223372036854775807)"
+        } else {
+            ""
+        };
         Error::invalid(
             with_id(at, id),
-            format!("{kind}: {msg} (at column {})", e.column()),
+            format!("{kind}: {msg}{hint} (at column {})", e.column()),
         )
     })?;
     check_values(&t).map_err(|e| locate(e, &with_id(at, t.id)))?;
@@ -820,5 +830,30 @@ mod tests {
         let other = HashEmbedder::new(4).expect("ok");
         assert!(embed_missing(&mut t, &goal, &other).is_err());
         assert_eq!(hash_spaces(&[goal.clone(), obs]).len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::parse_record;
+
+    #[test]
+    fn an_integer_past_64_bits_is_refused_with_the_limit_not_a_float_type_error_alone() {
+        for (field, value) in [
+            ("id", "18446744073709551616"),
+            ("created_ms", "100000000000000000000"),
+        ] {
+            let line = format!(r#"{{"{field}": {value}, "task": "t", "env": "e", "goal": "g"}}"#);
+            let e = parse_record(line.as_bytes(), "line 1")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("within 64 bits"), "{field}: {e}");
+            assert!(e.contains("line 1"), "{field}: {e}");
+        }
+        // A float where an integer belongs is a plain type error, without the hint.
+        let e = parse_record(br#"{"id": 1.5, "task": "t", "env": "e", "goal": "g"}"#, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("floating point"), "{e}");
     }
 }

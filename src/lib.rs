@@ -39,6 +39,7 @@ mod merge;
 mod names;
 pub mod rng;
 pub mod storage;
+mod trajs;
 mod usage;
 
 pub use db::{Database, Durability, OpenReport, Options, SpaceStats, Stats, LOCK_FILE};
@@ -79,6 +80,21 @@ pub fn fuzz_decode_record(kind: u16, payload: &[u8]) -> bool {
 #[doc(hidden)]
 pub fn fuzz_decode_checkpoint(file: &[u8]) -> bool {
     checkpoint::decode_file(file).is_ok()
+}
+
+/// Recomputes a checkpoint file's block table and header checksums after a mutation:
+/// everything after the 96-byte header is taken as the body (cut to a multiple of 8) and
+/// the block table is appended, so the mutated body reaches the decoder. With
+/// `strip_table`, a whole valid file's old block table is dropped first. For the fuzzers
+/// and tests; not part of the stable API.
+#[doc(hidden)]
+pub fn fuzz_fix_checkpoint(file: &mut Vec<u8>, strip_table: bool) {
+    if strip_table {
+        if let Some(n) = checkpoint::body_of(file).map(<[u8]>::len) {
+            file.truncate(n);
+        }
+    }
+    checkpoint::fix_checksums(file);
 }
 
 /// Decodes a whole search-bounds file (header and body) the way a search loads one, with

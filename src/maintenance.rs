@@ -94,9 +94,48 @@ impl Database {
         })
     }
 
+    /// The checkpoint this handle reads in place (if it reads one): every block against
+    /// its checksum, all damaged blocks named in one error, then the consistency of every
+    /// record. Runs before the state is checked for use, which would replace a damaged
+    /// checkpoint's state by a scan of the log.
+    fn verify_checkpoint(&self) -> Result<()> {
+        let st = self.state.read();
+        // The checkpoint this handle reads in place: every block against its checksum
+        // (all damaged blocks named), then the consistency of every record.
+        if let Some(c) = &st.ckpt {
+            let damaged = c.damaged_blocks();
+            if let Some(&first) = damaged.first() {
+                let spans: Vec<String> = damaged
+                    .iter()
+                    .map(|&i| {
+                        let (at, len) = c.block_span(i);
+                        format!("block {i} at bytes {at}..{}", at + len)
+                    })
+                    .collect();
+                return Err(Error::Corrupt {
+                    path: c.path().to_owned(),
+                    offset: c.block_span(first).0,
+                    what: format!(
+                        "{} checkpoint block(s) do not match their checksums: {}",
+                        damaged.len(),
+                        spans.join(", ")
+                    ),
+                });
+            }
+            checkpoint::decode_body(c, true).map_err(|what| Error::Corrupt {
+                path: c.path().to_owned(),
+                offset: 0,
+                what: format!("checkpoint body: {what}"),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Re-reads the whole log, checking every checksum and record, and compares every key
     /// row and key-file header with what the log says.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_checkpoint()?;
+        self.ensure_checked()?;
         let _w = self.writer.lock();
         let st = self.state.read();
         let mut report = VerifyReport::default();
@@ -260,6 +299,7 @@ impl Database {
     /// trajectories free their space. Commit numbering continues; read views of earlier
     /// commits end ([`Error::ViewEnded`]).
     pub fn compact(&self) -> Result<()> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -504,6 +544,7 @@ impl Database {
     /// derived and rebuilt from the log when missing or partial). Key files follow, each
     /// under a temporary name renamed into place.
     pub fn fork_into(&self, dst: &dyn Backend) -> Result<()> {
+        self.ensure_checked()?;
         // The writer lock is held throughout: the copy is one consistent, synced point.
         let w = self.writer.lock();
         self.check_poison()?;

@@ -92,6 +92,7 @@ impl Database {
     /// definition (level, dimensions, metric, element type, embedder), else
     /// [`Error::MergeIncompatible`] naming the source and the space.
     pub fn check_merge(&self, sources: &[&Database]) -> Result<()> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -137,7 +138,12 @@ impl Database {
     /// [`Durability::Buffered`]). A merge that fails or is killed leaves whole commits; run
     /// it again to complete it. Each source's state is read-locked while it is merged.
     pub fn merge_all(&self, sources: &[&Database]) -> Result<MergeReport> {
+        self.ensure_checked()?;
         self.check_merge(sources)?;
+        // Each source's state is read in whole: its checkpoint blocks are checked first.
+        for src in sources {
+            src.ensure_checked()?;
+        }
         let _one_merge = self.merge_lock.lock();
         let mut total = MergeReport::default();
         for src in sources {
@@ -186,7 +192,8 @@ impl Database {
             let here = {
                 let st = self.state.read();
                 st.find_origin(m.origin)
-                    .map(|d| (st.trajs[d].id, st.trajs[d].created_ms, st.trajs[d].outcome))
+                    .map(|d| st.trajs.at(d))
+                    .map(|t| (t.id, t.created_ms, t.outcome))
             };
             match here {
                 // The same trajectory (a source that reused a deleted trajectory's id has a
@@ -211,7 +218,8 @@ impl Database {
             t.provenance.parent = t.provenance.parent.and_then(|p| {
                 let ps = ix(sst.by_id.get(p)?);
                 let st = self.state.read();
-                st.find_origin(sst.trajs[ps].origin).map(|d| st.trajs[d].id)
+                st.find_origin(sst.trajs.at(ps).origin)
+                    .map(|d| st.trajs.id(d))
             });
             self.commit_with(kind::TRAJECTORY, false, |st| {
                 let id = st.next_id;
@@ -278,7 +286,8 @@ impl Database {
                 for e in &ep.events {
                     let mapped = *ids.entry(e.id).or_insert_with(|| {
                         let s = ix(sst.by_id.get(e.id)?);
-                        st.find_origin(sst.trajs[s].origin).map(|d| st.trajs[d].id)
+                        st.find_origin(sst.trajs.at(s).origin)
+                            .map(|d| st.trajs.id(d))
                     });
                     let Some(id) = mapped else {
                         rep.retrievals_skipped += 1;

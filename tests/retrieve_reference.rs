@@ -242,6 +242,12 @@ fn pruned_case(n_trajs: u64) {
             }
         }
         let mut pruned_calls = 0;
+        // Calls that read the step bound of under half the qualifying trajectories.
+        let mut bounds_skipped_calls = 0;
+        let successes = all
+            .iter()
+            .filter(|r| r.t.outcome.success == Some(true))
+            .count() as u64;
         for trial in 0..24 {
             let c = &centres[trial % 12];
             let (goal, plan, obs) = (
@@ -303,6 +309,10 @@ fn pruned_case(n_trajs: u64) {
             if work.step_rows_scored < total_rows / 2 {
                 pruned_calls += 1;
             }
+            assert!(work.step_bounds_read <= n_trajs);
+            if work.step_bounds_read < successes / 2 {
+                bounds_skipped_calls += 1;
+            }
         }
         // The bound must actually prune on clustered data (else this test proves nothing
         // about the pruned path).
@@ -310,6 +320,16 @@ fn pruned_case(n_trajs: u64) {
             pruned_calls >= 12,
             "{metric:?}: only {pruned_calls} of 24 calls scored under half the step rows"
         );
+        // Cosine step scores are at most 1 for every query, so once a few candidates are
+        // scored exactly, most trajectories are ruled out by their trajectory keys alone and
+        // their step bound is never read (at 5,000 trajectories: the probe needs more
+        // qualifying trajectories than 16 times the probe of 4 k).
+        if metric == Metric::Cosine && n_trajs >= 5000 {
+            assert!(
+                bounds_skipped_calls >= 12,
+                "only {bounds_skipped_calls} of 24 calls read under half the step bounds"
+            );
+        }
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -74,6 +74,14 @@ fn constants_table_matches_code() {
         checkpoint::CHECKPOINT_HEADER_LEN
     );
     assert_eq!(
+        num(&get("CHECKPOINT_BLOCK_LEN")),
+        checkpoint::CHECKPOINT_BLOCK_LEN
+    );
+    assert_eq!(
+        1u64 << checkpoint::CHECKPOINT_BLOCK_SHIFT,
+        checkpoint::CHECKPOINT_BLOCK_LEN
+    );
+    assert_eq!(
         num(&get("CHECKPOINT_AUTO_BYTES")),
         checkpoint::CHECKPOINT_AUTO_BYTES
     );
@@ -86,7 +94,7 @@ fn constants_table_matches_code() {
     assert_eq!(get("GRAPH_MAGIC").as_bytes(), &graph::GRAPH_MAGIC);
     assert_eq!(num(&get("GRAPH_VERSION")), u64::from(graph::GRAPH_VERSION));
     assert_eq!(num(&get("GRAPH_HEADER_LEN")), graph::GRAPH_HEADER_LEN);
-    assert_eq!(rows.len(), 21, "every spec constant is checked here");
+    assert_eq!(rows.len(), 22, "every spec constant is checked here");
 }
 
 /// Checks offsets and sizes of a header table; sizes must tile the header exactly.
@@ -257,8 +265,9 @@ fn checkpoint_header_layout_matches_code() {
             ("last_offset", LAST_OFFSET),
             ("last_seq", LAST_SEQ),
             ("last_crc", LAST_CRC),
-            ("body_crc", BODY_CRC),
+            ("blocks_crc", BLOCKS_CRC),
             ("body_len", BODY_LEN),
+            ("block_shift", BLOCK_SHIFT),
             ("reserved", RESERVED),
             ("crc", CRC),
         ],
@@ -279,18 +288,26 @@ fn checkpoint_body_record_sizes_match_the_spec() {
             .unwrap_or_else(|| panic!("no area {area}"));
         num(r[1].split([' ', ',']).next().unwrap())
     };
-    assert_eq!(size("counts"), 104);
-    assert_eq!(size("spaces"), 16);
-    assert_eq!(size("trajectories"), 88);
-    assert_eq!(size("history"), 24);
-    assert_eq!(size("name ends"), 4);
-    assert_eq!(size("rows"), 8);
-    assert_eq!(size("counters"), 40);
-    assert_eq!(size("episodes"), 48);
-    assert_eq!(size("events"), 16);
+    let areas = [
+        "counts",
+        "spaces",
+        "name ends",
+        "counters",
+        "episodes",
+        "events",
+        "merged",
+        "trajectories",
+        "history",
+        "rows",
+    ];
+    let spec_sizes: Vec<usize> = areas
+        .iter()
+        .map(|a| usize::try_from(size(a)).unwrap())
+        .collect();
+    assert_eq!(spec_sizes, checkpoint::record_sizes());
     assert_eq!(
         checkpoint::record_sizes(),
-        [104, 16, 88, 24, 4, 8, 40, 48, 16]
+        [128, 16, 4, 40, 48, 16, 24, 88, 24, 8]
     );
 }
 

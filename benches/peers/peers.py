@@ -454,7 +454,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
     times, last = interleaved(systems, queries, reps)
     load_b = loadavg()
 
-    exact_match, recall, work_rows, work_trajs, checked_text = 0, [], [], [], 0
+    exact_match, recall, work_rows, work_trajs, work_bounds, checked_text = 0, [], [], [], [], 0
     for qi, q in enumerate(queries):
         got = last[("trajdb", qi)]
         want = last[("numpy_exact", qi)]
@@ -475,6 +475,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
                                             k=K, window=WINDOW)
             work_rows.append(work["step_rows_scored"])
             work_trajs.append(work["trajectories_visited"])
+            work_bounds.append(work.get("step_bounds_read", -1))
     db.close()
     ref.close()
     out = {name: stats(t) for name, t in times.items()}
@@ -493,6 +494,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
                                              "min": int(np.min(work_rows)),
                                              "max": int(np.max(work_rows))}
         result["trajdb_trajectories_visited"] = {"median": float(np.median(work_trajs))}
+        result["trajdb_step_bounds_read"] = {"median": float(np.median(work_bounds))}
     del goal, plan, obs
     gc.collect()
     result["open"] = bench_open(tpath, rpath, open_reps)
@@ -571,17 +573,19 @@ def report(res):
         lines.append("")
     if res["retrieve"]:
         lines += ["the paper's retrieve: goal + plan keys, observation step key, k 10, window 5, success filter", "",
-                  "| trajectories x steps | trajdb | reference (SQLite + faiss, over-fetch x6) | numpy exact | trajdb / reference | trajdb / numpy | trajdb step rows scored per call (of successes' rows) | trajdb = exact | reference recall@10 | load 1 min, before / after |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| trajectories x steps | trajdb | reference (SQLite + faiss, over-fetch x6) | numpy exact | trajdb / reference | trajdb / numpy | trajdb step rows scored per call (of successes' rows) | trajdb step bounds read per call (of successes) | trajdb = exact | reference recall@10 | load 1 min, before / after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["retrieve"]:
             s = r["systems"]
+            b = r.get("trajdb_step_bounds_read")
+            btxt = f"{b['median']:,.0f} of {r['step_rows_of_successes'] // r['steps']:,}" if b else "n/a"
             w = r.get("trajdb_step_rows_scored")
             wtxt = f"{w['median']:,.0f} ({w['min']:,}-{w['max']:,}) of {r['step_rows_of_successes']:,}" if w else "n/a"
             rc = r["reference_recall_at_10"]
             lines.append(
                 f"| {r['trajectories']:,} x {r['steps']} | {fmt(s['trajdb'])} | {fmt(s['reference'])} | "
                 f"{fmt(s['numpy_exact'])} | {ratio(s['trajdb'], s['reference'])} | {ratio(s['trajdb'], s['numpy_exact'])} | "
-                f"{wtxt} | {r['trajdb_equals_numpy_exact']} | {rc['mean']:.0%} ({rc['min']:.0%}-{rc['max']:.0%}) | "
+                f"{wtxt} | {btxt} | {r['trajdb_equals_numpy_exact']} | {rc['mean']:.0%} ({rc['min']:.0%}-{rc['max']:.0%}) | "
                 f"{load1(r)} |")
         lines += ["", "open, warm (files in the page cache), then close", "",
                   "| trajectories x steps | trajdb read-only | trajdb writer | reference: faiss read_index x3 + SQLite | read-only / reference | writer / reference |",

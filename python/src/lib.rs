@@ -1560,8 +1560,9 @@ impl PyDatabase {
     }
 
     /// retrieve(), also returning the work the call did, as a dict: `step_rows_scored`
-    /// (step-key rows scored) and `trajectories_visited` (trajectories whose step rows were
-    /// scored); both 0 without a step key. Same arguments, results and errors as retrieve().
+    /// (step-key rows scored), `trajectories_visited` (trajectories whose step rows were
+    /// scored) and `step_bounds_read` (trajectories whose step-key bound was read); all 0
+    /// without a step key. Same arguments, results and errors as retrieve().
     #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
     #[allow(clippy::too_many_arguments)]
     fn retrieve_with_work<'py>(
@@ -1596,6 +1597,7 @@ impl PyDatabase {
         let w = PyDict::new(py);
         w.set_item("step_rows_scored", work.step_rows_scored)?;
         w.set_item("trajectories_visited", work.trajectories_visited)?;
+        w.set_item("step_bounds_read", work.step_bounds_read)?;
         Ok((examples_py(py, examples)?, w))
     }
 

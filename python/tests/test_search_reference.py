@@ -213,11 +213,12 @@ def test_retrieve_with_work_returns_retrieve_results_and_bounded_step_work(path)
         want = db.retrieve(keys, step_key, k=5, window=2)
         assert [(e.id, e.score, e.matched_step, e.window) for e in got] == \
             [(e.id, e.score, e.matched_step, e.window) for e in want]
-        assert set(work) == {"step_rows_scored", "trajectories_visited"}
+        assert set(work) == {"step_rows_scored", "trajectories_visited", "step_bounds_read"}
         winners_rows = sum(len(recs[e.id - 1]["steps"]) for e in got)
         assert winners_rows <= work["step_rows_scored"] <= steps_of_successes
         assert len(got) <= work["trajectories_visited"] <= int(success.sum())
+        assert 0 <= work["step_bounds_read"] <= len(recs)
         _, no_step = db.retrieve_with_work(keys, k=5)
-        assert no_step == {"step_rows_scored": 0, "trajectories_visited": 0}
+        assert no_step == {"step_rows_scored": 0, "trajectories_visited": 0, "step_bounds_read": 0}
         with pytest.raises(trajdb.InvalidInputError):
             db.retrieve_with_work({"observation": step_key[1]})

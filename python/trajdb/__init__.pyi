@@ -379,8 +379,9 @@ class Database:
         as_of: Optional[int] = None,
     ) -> tuple[list[Example], dict[str, int]]:
         """``retrieve``, also returning the work the call did: ``{"step_rows_scored": int,
-        "trajectories_visited": int}`` (step-key rows scored, and the trajectories whose step
-        rows were scored; both 0 without a step key). Same arguments, results and errors."""
+        "trajectories_visited": int, "step_bounds_read": int}`` (step-key rows scored, the
+        trajectories whose step rows were scored, and the trajectories whose step-key bound
+        was read; all 0 without a step key). Same arguments, results and errors."""
     def episode(self) -> Episode:
         """Begins an episode (one commit) and returns it."""
     def begin_episode(self) -> int:

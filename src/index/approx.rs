@@ -53,6 +53,7 @@ impl Database {
     /// done in chunks so that appends can proceed in between. Errors: unknown space,
     /// parameters out of range, a read-only handle, I/O writing the file.
     pub fn build_graph(&self, space: &str, params: GraphParams) -> Result<GraphStatus> {
+        self.ensure_checked()?;
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }
@@ -178,6 +179,7 @@ impl Database {
         ef: usize,
         filter: &Filter,
     ) -> Result<(Vec<Hit>, ApproxPath)> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, None)?;
         let s = &st.spaces[ix(sid)];
@@ -202,6 +204,7 @@ impl Database {
     ///
     /// Errors: as `retrieve`.
     pub fn retrieve_approx(&self, q: &RetrieveQuery, ef: usize) -> Result<Vec<Example>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let n = st.trajs.len();
         let c = Compiled::new(&st, &q.filter)?;
@@ -368,7 +371,7 @@ fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) ->
         q,
         s.rows.all(),
         ix(s.def.dims),
-        |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+        |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         |r, score| top.offer(score, off(r)),
     );
     top
@@ -405,7 +408,7 @@ fn approx_top(
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
     let all_pass = c.is_empty() && !st.any_deleted;
-    let pass_row = |r: usize| all_pass || c.pass(&st.trajs[ix(s.row_meta[r].slot)]);
+    let pass_row = |r: usize| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot)));
     let sample = SAMPLE.min(n);
     let passing = if all_pass {
         sample

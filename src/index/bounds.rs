@@ -199,6 +199,14 @@ impl StepBounds {
         (g != NONE).then(|| (g as usize, self.groups[g as usize]))
     }
 
+    /// An upper bound, for every query, of every bound [`upper_all`](Self::upper_all)
+    /// gives under `metric`, when one exists without the query: cosine bounds are
+    /// `min(t + r, 1) + 2 MARGIN`, so `1 + 2 MARGIN` (rounded up) bounds every step score.
+    /// None for dot and L2, whose bounds grow with the query and the keys.
+    pub(crate) fn query_free_upper(metric: Metric) -> Option<f32> {
+        (metric == Metric::Cosine).then(|| round_up(1.0 + 2.0 * MARGIN))
+    }
+
     /// (Tests: the f64 reference of [`upper_all`](Self::upper_all).)
     #[cfg(test)]
     /// An upper bound on the score of every row of group `g` against `query`, whose
@@ -253,28 +261,43 @@ impl StepBounds {
     /// query-centroid terms come from one blocked pass of the row kernel over the centroids
     /// (`q` prepared for `metric`), whose f32 error (module `simd`: below 1e-4 of
     /// `|q| |c|`) the margin covers. `query_norm` is the Euclidean norm of the query as
-    /// given.
+    /// given. Only the groups of slots with `keep(slot)` need a bound: with the quantised
+    /// copy the others are not read and get `+inf` (still an upper bound). Returns how many
+    /// centroids were read.
     pub(crate) fn upper_all(
         &self,
         metric: Metric,
         q: &Prepared,
         query_norm: f64,
+        mut keep: impl FnMut(usize) -> bool,
         out: &mut Vec<f32>,
-    ) {
+    ) -> usize {
         let dims = q.vector().len();
         out.clear();
-        out.resize(self.groups.len(), 0.0);
+        out.resize(self.groups.len(), f32::INFINITY);
         if dims == 0 {
-            return;
+            return 0;
         }
+        let mut read = 0;
         if metric != Metric::L2 && !self.quant.is_behind(self.groups.len()) {
             // Upper bounds of `c·q` from the quantised copy (module `index::quant`).
-            self.quant
-                .bounds(metric, q.vector(), |_| true, |g, _, hi| out[g] = hi);
+            self.quant.bounds(
+                metric,
+                q.vector(),
+                |g| keep(self.slot_of_group[g] as usize),
+                |g, _, hi| {
+                    out[g] = hi;
+                    read += 1;
+                },
+            );
         } else {
             q.score_rows(&self.centroids, dims, out);
+            read = self.groups.len();
         }
         for (o, group) in out.iter_mut().zip(&self.groups) {
+            if *o == f32::INFINITY {
+                continue;
+            }
             let t = f64::from(*o);
             let bound = match metric {
                 // `t` = c·q̂ (clamped to [-1, 1]).
@@ -291,6 +314,7 @@ impl StepBounds {
             };
             *o = round_up(bound);
         }
+        read
     }
 
     /// Rows covered.
@@ -458,7 +482,7 @@ mod tests {
                         let qn = norm(&q);
                         let pq = Prepared::new(metric, &q);
                         let mut all = Vec::new();
-                        b.upper_all(metric, &pq, qn, &mut all);
+                        b.upper_all(metric, &pq, qn, |_| true, &mut all);
                         assert_eq!(all.len(), lens.len());
                         for slot in 0..lens.len() {
                             let (g, group) = b.group(slot).unwrap();
@@ -503,7 +527,7 @@ mod tests {
                 let q = vecs(&mut rng, 1, dims, 1.0);
                 let pq = Prepared::new(metric, &q);
                 let mut all = Vec::new();
-                b.upper_all(metric, &pq, norm(&q), &mut all);
+                b.upper_all(metric, &pq, norm(&q), |_| true, &mut all);
                 for (g, group) in b.groups.iter().enumerate() {
                     for row in rows[group.first * dims..group.end * dims].chunks(dims) {
                         let s = pq.score(row);

@@ -35,7 +35,7 @@
 use crate::format::codec::off;
 use crate::format::record::Metric;
 use crate::index::sidecar::{BodyReader, BodyWriter};
-use crate::index::simd::{dot_i8_i16_rows, prefetch, QUERY_CODE_MAX};
+use crate::index::simd::{dot_i8_i16_rows, dot_i8_i16_rows_at, prefetch, QUERY_CODE_MAX};
 use crate::storage::mmap::SharedArray;
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
@@ -52,6 +52,18 @@ fn up(x: f64) -> f32 {
     } else {
         f
     }
+}
+
+/// An f32 at or above `x` (finite `x`), without a branch on the data: `x` is first
+/// raised by `2^-23 |x| + 2^-148`, more than half an f32 unit in the last place of the
+/// result (normal or subnormal), and then rounded to nearest. At most four units above
+/// the exact round-up [`up`]; values above f32's range become infinite, values below it
+/// the lowest f32.
+#[inline]
+fn up_nearby(x: f64) -> f32 {
+    const REL: f64 = 1.0 / (1u64 << 23) as f64;
+    const ABS: f64 = 1.0 / (1u128 << 127) as f64 / (1u64 << 21) as f64;
+    ((x + x.abs() * REL + ABS) as f32).max(f32::MIN)
 }
 
 /// The i8 copy of a key space's rows.
@@ -142,22 +154,36 @@ impl QuantRows {
             return;
         };
         let mut dots = [0i64; BLOCK];
-        let mut kept = [false; BLOCK];
+        let mut his = [0f32; BLOCK];
+        let mut los = [0f32; BLOCK];
+        let mut at = [0u32; BLOCK];
         for (b, block) in self.codes.chunks(BLOCK * padded).enumerate() {
             let base = b * BLOCK;
             let m = block.len() / padded;
-            let mut any = false;
-            for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = keep(base + i);
-                any |= *kp;
+            // The rows of the block that pass, as positions `base + i`.
+            let mut kept = 0;
+            for i in 0..m {
+                if keep(base + i) {
+                    at[kept] = u32::try_from(i).unwrap_or(u32::MAX);
+                    kept += 1;
+                }
             }
-            if !any {
+            if kept == 0 {
                 continue;
             }
-            dot_i8_i16_rows(block, padded, &qq.codes, &mut dots[..m]);
-            for i in (0..m).filter(|&i| kept[i]) {
-                let (lo, hi) = qq.bound(self.meta[base + i], dots[i]);
-                emit(base + i, lo, hi);
+            // A block with rows filtered out reads only the rows that pass.
+            if kept == m {
+                dot_i8_i16_rows(block, padded, &qq.codes, &mut dots[..m]);
+            } else {
+                dot_i8_i16_rows_at(block, padded, &qq.codes, &at[..kept], &mut dots[..kept]);
+            }
+            // Branch-free, so this loop does not stall on the data: the bounds of every
+            // kept row of the block first, then the calls.
+            for (t, &i) in at[..kept].iter().enumerate() {
+                (los[t], his[t]) = qq.bound(self.meta[base + i as usize], dots[t]);
+            }
+            for (t, &i) in at[..kept].iter().enumerate() {
+                emit(base + i as usize, los[t], his[t]);
             }
         }
     }
@@ -255,12 +281,10 @@ struct QueryCodes {
     codes: Vec<i16>,
     /// The step `sq`.
     sq: f64,
-    /// `d = |q - q̂|`, rounded up.
-    d: f64,
     /// `|q|`.
     q_norm: f64,
-    /// The f32 kernel's rounding factor `γ`.
-    gamma: f64,
+    /// `γ |q| + d`: the factor of a row's magnitude `m` in the bound.
+    per_mag: f64,
 }
 
 impl QueryCodes {
@@ -292,13 +316,16 @@ impl QueryCodes {
             *c = code as i16;
             d2 += (x - code * sq).powi(2);
         }
+        let d = f64::from(up(d2.sqrt()));
+        let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
         Some(QueryCodes {
             metric,
             codes,
             sq,
-            d: f64::from(up(d2.sqrt())),
             q_norm,
-            gamma: 2.0 * (padded as f64 / 8.0 + 4.0) * U,
+            // `(e + γ m) |q| + m d` as `e |q| + m (γ |q| + d)`: the f64 rounding of either
+            // form is far inside the `2^-22 |a|` term.
+            per_mag: gamma * q_norm + d,
         })
     }
 
@@ -308,9 +335,7 @@ impl QueryCodes {
     fn bound(&self, [scale, e, mag]: [f32; 3], dot: i64) -> (f32, f32) {
         // Exact in f64: |code · c| < 2^53.
         let a = dot as f64 * f64::from(scale) * self.sq;
-        let bound = (f64::from(e) + self.gamma * f64::from(mag)) * self.q_norm
-            + f64::from(mag) * self.d
-            + 4.0 * U * a.abs();
+        let bound = f64::from(e) * self.q_norm + f64::from(mag) * self.per_mag + 4.0 * U * a.abs();
         let clamp = |x: f32| {
             if self.metric == Metric::Cosine {
                 x.clamp(-1.0, 1.0)
@@ -318,7 +343,7 @@ impl QueryCodes {
                 x
             }
         };
-        (clamp(-up(-(a - bound))), clamp(up(a + bound)))
+        (clamp(-up_nearby(-(a - bound))), clamp(up_nearby(a + bound)))
     }
 }
 
@@ -455,6 +480,39 @@ mod tests {
                     assert!(c.rows.iter().all(|&(_, r)| r % 2 == 0));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_branch_free_round_up_is_never_below_and_at_most_four_units_above_the_exact_one() {
+        let mut rng = SplitMix64::new(5);
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            // Magnitudes from f32's subnormals to past its largest value, both signs.
+            let mant = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 + 0.5;
+            let exp = (rng.next_u64() % 300) as i32 - 160;
+            let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
+            let x = sign * mant * 2f64.powi(exp);
+            let got = up_nearby(x);
+            assert!(f64::from(got) >= x, "{x:e}: {got:e} is below it");
+            let exact = up(x);
+            if exact.is_finite() {
+                assert!(
+                    got <= exact.next_up().next_up().next_up().next_up(),
+                    "{x:e}: {got:e} is more than four units above {exact:e}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000);
+        for x in [
+            0.0,
+            -0.0,
+            f64::from(f32::MAX),
+            f64::from(f32::MIN_POSITIVE),
+            1e-46,
+        ] {
+            assert!(f64::from(up_nearby(x)) >= x);
         }
     }
 

@@ -6,14 +6,16 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
-use crate::db::{Database, Space, State, TrajMeta};
+use crate::db::{Database, Space, State};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Metric;
 use crate::format::record::{EmbedderId, Level, ProvenanceKind, Trajectory, NO_STEP};
+use crate::index::bounds::{Group, StepBounds};
 use crate::index::kernels::{check_vector, scan_prepared, Prepared, BLOCK_ROWS};
 use crate::index::quant;
 use crate::index::sidecar;
+use crate::trajs::TrajView;
 
 /// Which trajectories a search may return. Every condition is checked for each row during
 /// the scan, before the top-k limit, so if k matching rows exist k come back.
@@ -79,29 +81,27 @@ impl<'a> Compiled<'a> {
             && self.exclude.is_empty()
     }
 
-    pub(crate) fn pass(&self, m: &TrajMeta) -> bool {
+    pub(crate) fn pass(&self, m: TrajView<'_>) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
         }
-        if self.f.success_only && m.outcome_at(self.f.as_of).success != Some(true) {
+        if self.f.success_only && m.success_at(self.f.as_of) != Some(true) {
             return false;
         }
-        if let Some(e) = self.env {
-            if e != Some(m.env) {
-                return false;
-            }
-        }
-        if let Some(t) = self.task {
-            if t != Some(m.task) {
+        if self.env.is_some() || self.task.is_some() {
+            let (env, task) = m.env_task();
+            if self.env.is_some_and(|e| e != Some(env))
+                || self.task.is_some_and(|t| t != Some(task))
+            {
                 return false;
             }
         }
         if let Some(p) = self.f.provenance {
-            if p != m.provenance {
+            if p != m.provenance() {
                 return false;
             }
         }
-        self.exclude.is_empty() || self.exclude.binary_search(&m.id).is_err()
+        self.exclude.is_empty() || self.exclude.binary_search(&m.id()).is_err()
     }
 }
 
@@ -181,7 +181,7 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
         .map(|(score, r)| {
             let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
             Hit {
-                id: st.trajs[ix(meta.slot)].id,
+                id: st.trajs.id(ix(meta.slot)),
                 step: (meta.step != NO_STEP).then_some(meta.step),
                 score,
             }
@@ -328,6 +328,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -342,7 +343,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             k,
             quantised,
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         );
         Ok(hits(&st, s, top))
     }
@@ -361,6 +362,7 @@ impl Database {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let (_, s) = st.space(space)?;
         for (i, q) in queries.iter().enumerate() {
@@ -400,7 +402,7 @@ impl Database {
             let m = block.len() / dims.max(1);
             let mut count = 0;
             for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = c.pass(&st.trajs[ix(s.row_meta[base + i].slot)]);
+                *kp = c.pass(st.trajs.view(ix(s.row_meta[base + i].slot)));
                 count += usize::from(*kp);
             }
             if count == 0 {
@@ -428,6 +430,7 @@ impl Database {
         filter: &Filter,
         embedder: Option<&EmbedderId>,
     ) -> Result<Vec<Hit>> {
+        self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, embedder)?;
         let s = &st.spaces[ix(sid)];
@@ -442,7 +445,7 @@ impl Database {
             &Prepared::new(s.def.metric, query),
             s.rows.all(),
             ix(s.def.dims),
-            |r| c.pass(&st.trajs[ix(s.row_meta[r].slot)]),
+            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
             |r, score| {
                 let slot = s.row_meta[r].slot;
                 if last_slot == Some(slot) {
@@ -472,6 +475,8 @@ impl Database {
     /// open's first search does not rebuild them (`trajdb import` and `compact` call this).
     /// Cost: one pass over every key row of the spaces concerned. Never fails.
     pub fn build_search_bounds(&self) {
+        // Infallible: after a failed rebuild the handle is poisoned (see `ensure_checked`).
+        let _ = self.ensure_checked();
         let st = self.state.read();
         for (id, s) in st.spaces.iter().enumerate() {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
@@ -503,8 +508,11 @@ impl Database {
     /// With a step key, trajectories are visited in descending order of trajectory score
     /// plus an upper bound on their best step score (module `index::bounds`), and the visit
     /// stops when no unvisited trajectory can beat the k-th best; so most step rows are
-    /// never read when the trajectory keys separate the candidates. Winners are decoded
-    /// without their keys.
+    /// never read when the trajectory keys separate the candidates. In cosine step spaces a
+    /// few trajectories with the best trajectory bounds are scored exactly first; their k-th
+    /// best total is a floor of the answer's, and a trajectory whose trajectory bound plus
+    /// the largest possible step score (1, with the bound's margin) is below that floor is
+    /// ruled out without reading its step bound. Winners are decoded without their keys.
     ///
     /// Errors: no key at all (neither `keys` nor `step_key`), unknown key space, wrong dimensions, non-finite query values, a key space of
     /// the wrong level, a mismatched embedder, and I/O or corruption reading the winners.
@@ -514,6 +522,7 @@ impl Database {
 
     /// [`retrieve`](Self::retrieve), also saying how much work the call did.
     pub fn retrieve_with_work(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, true)
     }
 
@@ -522,6 +531,7 @@ impl Database {
     /// stable API.
     #[doc(hidden)]
     pub fn retrieve_exhaustive(&self, q: &RetrieveQuery) -> Result<(Vec<Example>, RetrieveWork)> {
+        self.ensure_checked()?;
         self.retrieve_scratch(q, false)
     }
 
@@ -592,8 +602,8 @@ impl Database {
             key_rows,
         } = scratch;
         reset(pass, n, false);
-        for (p, m) in pass.iter_mut().zip(&st.trajs) {
-            *p = c.pass(m);
+        for (slot, p) in pass.iter_mut().enumerate() {
+            *p = c.pass(st.trajs.view(slot));
         }
         // The step key's bounds, brought up to date (pruned visits only).
         let step_bounds = match &step {
@@ -791,9 +801,59 @@ impl Database {
                         .map(|&x| f64::from(x) * f64::from(x))
                         .sum::<f64>()
                         .sqrt();
+                    // The step bounds are needed only for slots that could reach the k-th
+                    // best even with the largest step score any query can get
+                    // (`query_free_upper`). A lower bound `floor` of the k-th best comes
+                    // from scoring exactly the few slots with the best trajectory bounds;
+                    // a slot with `traj_upper + step_max < floor` scores below the k-th
+                    // best (strictly, so not even a tie) and its centroid is never read.
+                    let mut floor = f32::NEG_INFINITY;
+                    let step_max = StepBounds::query_free_upper(s.def.metric);
+                    if let (Some(_), true) = (step_max, nkeys > 0) {
+                        order.clear();
+                        for slot in (0..n).filter(|&slot| pass[slot]) {
+                            if bounds.group(slot).is_some() {
+                                order.push((
+                                    clamp_f32(traj_upper(slot)),
+                                    u32::try_from(slot).unwrap_or(u32::MAX),
+                                ));
+                            }
+                        }
+                        let probe = q.k.saturating_mul(4).max(32);
+                        if order.len() > probe.saturating_mul(4) && q.k > 0 {
+                            let cmp = |a: &(f32, u32), b: &(f32, u32)| {
+                                b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+                            };
+                            order.select_nth_unstable_by(probe - 1, cmp);
+                            let mut probed = TopK::new(q.k, probe);
+                            for &(_, slot) in &order[..probe] {
+                                let slot = ix(slot);
+                                let Some((_, group)) = bounds.group(slot) else {
+                                    continue;
+                                };
+                                let best = best_in_group(pq, rows, dims, group, s, step_scores);
+                                work.step_rows_scored += off(group.end - group.first);
+                                work.trajectories_visited += 1;
+                                if let Some((sc, step)) = best {
+                                    // Kept, so the visit below does not score the rows again.
+                                    best_step[slot] = Some((sc, step));
+                                    probed.offer(
+                                        clamp_f32(traj_score(slot) + f64::from(sc)),
+                                        off(slot),
+                                    );
+                                }
+                            }
+                            floor = probed.kth().unwrap_or(f32::NEG_INFINITY);
+                        }
+                    }
+                    let step_max = step_max.unwrap_or(f32::INFINITY);
+                    let needed = |slot: usize| {
+                        pass[slot] && clamp_f32(traj_upper(slot) + f64::from(step_max)) >= floor
+                    };
                     order.clear();
-                    bounds.upper_all(s.def.metric, pq, qn, uppers);
-                    for slot in (0..n).filter(|&slot| pass[slot]) {
+                    let read = bounds.upper_all(s.def.metric, pq, qn, needed, uppers);
+                    work.step_bounds_read = off(read);
+                    for slot in (0..n).filter(|&slot| needed(slot)) {
                         if let Some((g, _)) = bounds.group(slot) {
                             // Rounding to f32 is monotonic, so this bounds the f32 score of
                             // every step of the slot.
@@ -811,22 +871,15 @@ impl Database {
                         let Some((_, group)) = bounds.group(slot) else {
                             return true;
                         };
-                        work.trajectories_visited += 1;
-                        let mut best: Option<(f32, u32)> = None;
-                        // The group's rows are contiguous: scored in one blocked pass.
-                        step_scores.clear();
-                        step_scores.resize(group.end - group.first, 0.0);
-                        pq.score_rows(
-                            &rows[group.first * dims..group.end * dims],
-                            dims,
-                            step_scores,
-                        );
-                        for (r, &sc) in (group.first..group.end).zip(step_scores.iter()) {
-                            if best.is_none_or(|(b, _)| sc > b) {
-                                best = Some((sc, s.row_meta[r].step));
+                        let best = match best_step[slot] {
+                            // Scored while finding the floor.
+                            Some(best) => Some(best),
+                            None => {
+                                work.trajectories_visited += 1;
+                                work.step_rows_scored += off(group.end - group.first);
+                                best_in_group(pq, rows, dims, group, s, step_scores)
                             }
-                        }
-                        work.step_rows_scored += off(group.end - group.first);
+                        };
                         if let Some((sc, step)) = best {
                             best_step[slot] = Some((sc, step));
                             top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
@@ -897,7 +950,7 @@ impl Database {
         t.steps.truncate(end);
         t.steps.drain(..start.min(end));
         Ok(Example {
-            id: st.trajs[slot].id,
+            id: st.trajs.id(slot),
             score,
             traj_score,
             step_score,
@@ -909,6 +962,29 @@ impl Database {
             trajectory: t,
         })
     }
+}
+
+/// The best step of one trajectory's group of rows in step space `s`: (score, step), the
+/// first on ties; None for an empty group. The rows are contiguous, so they are scored in
+/// one blocked pass (into `scratch`).
+fn best_in_group(
+    pq: &Prepared,
+    rows: &[f32],
+    dims: usize,
+    group: Group,
+    s: &Space,
+    scratch: &mut Vec<f32>,
+) -> Option<(f32, u32)> {
+    scratch.clear();
+    scratch.resize(group.end - group.first, 0.0);
+    pq.score_rows(&rows[group.first * dims..group.end * dims], dims, scratch);
+    let mut best: Option<(f32, u32)> = None;
+    for (r, &sc) in (group.first..group.end).zip(scratch.iter()) {
+        if best.is_none_or(|(b, _)| sc > b) {
+            best = Some((sc, s.row_meta[r].step));
+        }
+    }
+    best
 }
 
 /// Calls `visit(upper, slot)` on the entries of `order` in descending `upper` (ties: lower
@@ -948,6 +1024,11 @@ pub struct RetrieveWork {
     pub step_rows_scored: u64,
     /// Trajectories whose step rows were scored.
     pub trajectories_visited: u64,
+    /// Trajectories whose step-key bound (the centroid of their step keys, module
+    /// `index::bounds`) was read: the pruned visit reads it only for trajectories that could
+    /// still reach the k-th best with the largest step score (cosine spaces); a full scan
+    /// reads none.
+    pub step_bounds_read: u64,
 }
 
 /// Per-call buffers of [`Database::retrieve`], kept per thread so a call allocates nothing

@@ -145,6 +145,23 @@ impl<T: bytemuck::Pod> SharedArray<T> {
     }
 }
 
+impl<T: bytemuck::Pod> SharedArray<T> {
+    /// Another handle on the same records: a view shares the bytes (no copy); an owned
+    /// array is copied.
+    pub(crate) fn clone_view(&self) -> Self {
+        SharedArray {
+            repr: match &self.repr {
+                Repr::View { bytes, start, len } => Repr::View {
+                    bytes: bytes.clone(),
+                    start: *start,
+                    len: *len,
+                },
+                Repr::Owned(v) => Repr::Owned(v.clone()),
+            },
+        }
+    }
+}
+
 impl<T: bytemuck::Pod> Default for SharedArray<T> {
     fn default() -> Self {
         SharedArray::owned(Vec::new())
