@@ -43,7 +43,8 @@ pub enum ApproxPath {
 impl Database {
     /// Builds (or catches up) the graph index of key space `space` with `params`, writes
     /// its file `graph-N.idx` (and, for a cosine or dot space of at least 4,096 rows, the
-    /// i8 copy its searches walk on, `quant-N.idx`) and returns its status. From then on the graph is kept: rows
+    /// i8 copy its searches walk on, `quant-N.idx`) and returns its status. From then on
+    /// the graph is kept: rows
     /// appended later are inserted by searches ([`CATCHUP_PER_SEARCH`] per call) or by the
     /// next `build_graph`, and the file is rewritten at checkpoints (sync, close) when the
     /// graph has grown by a sixteenth. Different parameters than the graph's rebuild it.
@@ -423,61 +424,59 @@ fn approx_top(
     let glen = g.len();
     let mut top = TopK::new(k, n);
     // Cosine and dot spaces with the i8 copy walk on its codes (a quarter of the bytes per
-    // node) and rescore the walk's best `ef` with the f32 kernel: every score returned is
-    // the exact one, what the codes decide is only which rows are found.
-    let quant = quantised
+    // node), then rescore in f32 only the rows found that can be in their top k: every
+    // score returned is the exact one, what the codes decide is only which rows are found.
+    let on_codes = quantised
         && s.def.metric != Metric::L2
         && n >= quant::MIN_ROWS
         && ensure_quant(st, s, rows, dims, glen);
-    let walked = if quant {
-        let qr = s.quant.read();
-        match WalkQuery::new(&qr, s.def.metric, q.vector()) {
-            Some(wq) => {
-                let w = with_visited(|v| g.walk(&wq, ef, cap, v, pass_row, None));
-                // Only rows whose upper bound reaches the k-th largest lower bound among
-                // the rows found can be in their exact top k (module `quant`): those are
-                // rescored in f32, giving the same top k as rescoring every row found.
-                let bounds: Vec<(f32, f32, usize)> = w
-                    .found
-                    .iter()
-                    .filter_map(|&(_, id)| {
-                        let r = ix_row(u64::from(id));
-                        wq.bounds(r).map(|(lo, hi)| (lo, hi, r))
-                    })
-                    .collect();
-                let mut lows: Vec<f32> = bounds.iter().map(|b| b.0).collect();
-                let threshold = if lows.len() >= k {
-                    let (_, kth, _) = lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                    *kth
-                } else {
-                    f32::NEG_INFINITY
-                };
-                let rescore: Vec<usize> = bounds
-                    .iter()
-                    .filter(|b| b.1 >= threshold)
-                    .map(|b| b.2)
-                    .collect();
-                // The rows to rescore are scattered: start loading them all first.
-                for &r in &rescore {
-                    prefetch(&rows[r * dims..(r + 1) * dims]);
-                }
-                for &r in &rescore {
-                    top.offer(q.score(&rows[r * dims..(r + 1) * dims]), off(r));
-                }
-                Some(w)
+    let qr = on_codes.then(|| s.quant.read());
+    match qr
+        .as_ref()
+        .and_then(|qr| WalkQuery::new(qr, s.def.metric, q.vector()))
+    {
+        Some(wq) => {
+            let w = with_visited(|v| g.walk(&wq, ef, cap, v, pass_row, None));
+            // A row whose upper bound is below the k-th largest lower bound among the rows
+            // found cannot be in their exact top k (module `quant`); the others are
+            // rescored, which gives the same top k as rescoring every row found.
+            let bounds: Vec<(f32, f32, usize)> = w
+                .found
+                .iter()
+                .filter_map(|&(_, id)| {
+                    let r = ix_row(u64::from(id));
+                    wq.bounds(r).map(|(lo, hi)| (lo, hi, r))
+                })
+                .collect();
+            let mut lows: Vec<f32> = bounds.iter().map(|b| b.0).collect();
+            let threshold = if lows.len() >= k {
+                let (_, kth, _) = lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                *kth
+            } else {
+                f32::NEG_INFINITY
+            };
+            let rescore: Vec<(usize, &[f32])> = bounds
+                .iter()
+                .filter(|b| b.1 >= threshold)
+                .filter_map(|b| Some((b.2, rows.get(b.2 * dims..(b.2 + 1) * dims)?)))
+                .collect();
+            // The rows to rescore are scattered: start loading them all first.
+            for &(_, row) in &rescore {
+                prefetch(row);
             }
-            None => None,
+            for &(r, row) in &rescore {
+                top.offer(q.score(row), off(r));
+            }
         }
-    } else {
-        None
-    };
-    if walked.is_none() {
-        let sc = RowScore { rows, dims, q };
-        let w = with_visited(|v| g.walk(&sc, ef, cap, v, pass_row, None));
-        for &(score, id) in &w.found {
-            top.offer(score, u64::from(id));
+        None => {
+            let sc = RowScore { rows, dims, q };
+            let w = with_visited(|v| g.walk(&sc, ef, cap, v, pass_row, None));
+            for &(score, id) in &w.found {
+                top.offer(score, u64::from(id));
+            }
         }
     }
+    drop(qr);
     // Rows past the graph: scored exactly.
     scan_prepared(
         q,

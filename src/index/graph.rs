@@ -36,6 +36,7 @@
 //! visited marks are u16 epochs in a per-thread array (not cleared per search), and a walk
 //! prefetches the next candidate's list and keeps the loads of the next four unvisited
 //! neighbours in flight while it scores one.
+//!
 //! Filters are applied during the walk in the manner of hnswlib's
 //! filtered search (every node is walked through, only passing nodes enter the result set, and
 //! the stopping bound is the worst passing result), so a selective filter widens the walk
