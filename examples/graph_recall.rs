@@ -38,10 +38,85 @@ fn main() {
         .get(5)
         .map_or(100, |s| s.parse().expect("ef_construction"));
     let n = x.len() / DIMS;
-    let dir = std::env::temp_dir().join(format!("trajdb-graph-recall-{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    // `GRAPH_DIR=path`: keep the database there and reuse it (opened read-only, graph file
+    // mapped) when it already has a graph, so repeated runs (a profiler's) skip the build.
+    let keep = std::env::var("GRAPH_DIR").ok();
+    let dir = keep.clone().map_or_else(
+        || std::env::temp_dir().join(format!("trajdb-graph-recall-{n}")),
+        std::path::PathBuf::from,
+    );
+    let db = if keep.is_some() && dir.join("graph-0.idx").exists() {
+        println!("n {n}: reusing {}", dir.display());
+        Database::open(
+            &dir,
+            Options {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .expect("open")
+    } else {
+        build(&dir, &x, m, efc)
+    };
+    let nq = q.len() / DIMS;
+    let mut exact_hit = 0usize;
+    // `SKIP_EXACT=1`: no exact pass (profiling the walk only).
+    let exact_queries = if std::env::var("SKIP_EXACT").is_ok() {
+        0
+    } else {
+        nq
+    };
+    for (i, v) in q.chunks_exact(DIMS).take(exact_queries).enumerate() {
+        let h = db
+            .search("goal", v, 10, &Filter::default())
+            .expect("search");
+        let want = &gt[i * 10..i * 10 + 10];
+        exact_hit += h
+            .iter()
+            .filter(|h| want.contains(&((h.id - 1) as u32)))
+            .count();
+    }
+    println!(
+        "  exact search against the truth file: recall@10 {:.4}",
+        exact_hit as f64 / (nq * 10) as f64
+    );
+    let efs: Vec<usize> = std::env::var("EFS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().expect("EFS")).collect())
+        .unwrap_or_else(|| vec![16, 32, 64, 128]);
+    // `REPS=r`: every query r times per ef (recall from the last pass), for a profiler.
+    let reps: usize = std::env::var("REPS").map_or(1, |s| s.parse().expect("REPS"));
+    for ef in efs {
+        let mut lat = Vec::with_capacity(nq * reps);
+        let mut hit = 0usize;
+        for (i, v) in (0..reps).flat_map(|_| q.chunks_exact(DIMS).enumerate()) {
+            let t = Instant::now();
+            let h = db
+                .search_approx("goal", v, 10, ef, &Filter::default())
+                .expect("search");
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            let want = &gt[i * 10..i * 10 + 10];
+            hit += h
+                .iter()
+                .filter(|h| want.contains(&((h.id - 1) as u32)))
+                .count();
+        }
+        hit /= reps;
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "  ef {ef:4}: recall@10 {:.4}, p50 {:.3} ms",
+            hit as f64 / (nq * 10) as f64,
+            lat[lat.len() / 2]
+        );
+    }
+}
+
+/// Appends the rows of `x` to a new database in `dir` and builds the graph of its space.
+fn build(dir: &std::path::Path, x: &[f32], m: usize, efc: usize) -> Database {
+    let n = x.len() / DIMS;
+    let _ = std::fs::remove_dir_all(dir);
     let db = Database::open(
-        &dir,
+        dir,
         Options {
             durability: Durability::Buffered,
             ..Default::default()
@@ -86,46 +161,5 @@ fn main() {
         "n {n}, m {m}, ef_construction {efc}: build {build:.1} s; load {}",
         load.trim()
     );
-    let nq = q.len() / DIMS;
-    let mut exact_hit = 0usize;
-    for (i, v) in q.chunks_exact(DIMS).enumerate() {
-        let h = db
-            .search("goal", v, 10, &Filter::default())
-            .expect("search");
-        let want = &gt[i * 10..i * 10 + 10];
-        exact_hit += h
-            .iter()
-            .filter(|h| want.contains(&((h.id - 1) as u32)))
-            .count();
-    }
-    println!(
-        "  exact search against the truth file: recall@10 {:.4}",
-        exact_hit as f64 / (nq * 10) as f64
-    );
-    let efs: Vec<usize> = std::env::var("EFS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.parse().expect("EFS")).collect())
-        .unwrap_or_else(|| vec![16, 32, 64, 128]);
-    for ef in efs {
-        let mut lat = Vec::with_capacity(nq);
-        let mut hit = 0usize;
-        for (i, v) in q.chunks_exact(DIMS).enumerate() {
-            let t = Instant::now();
-            let h = db
-                .search_approx("goal", v, 10, ef, &Filter::default())
-                .expect("search");
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-            let want = &gt[i * 10..i * 10 + 10];
-            hit += h
-                .iter()
-                .filter(|h| want.contains(&((h.id - 1) as u32)))
-                .count();
-        }
-        lat.sort_by(f64::total_cmp);
-        println!(
-            "  ef {ef:4}: recall@10 {:.4}, p50 {:.3} ms",
-            hit as f64 / (nq * 10) as f64,
-            lat[nq / 2]
-        );
-    }
+    db
 }

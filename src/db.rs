@@ -69,7 +69,9 @@ pub struct Options {
     /// (`dims + 12` bytes per row, about a quarter of its key file; built on the space's
     /// first search and extended as rows are appended) and read it instead of the f32 rows
     /// in `search` and `retrieve` (module `index::quant`). Answers are the same bits either
-    /// way; false saves the memory and scans the f32 rows. Default: true.
+    /// way; false saves the memory and scans the f32 rows. The graph walk of `search_approx`
+    /// and `retrieve_approx` steers by the same copy when this is true (scores stay exact;
+    /// which rows are found may differ slightly from a walk on the f32 rows). Default: true.
     pub quantised_search: bool,
     /// Ignore the checkpoint file and rebuild the state the slow way: decode the whole log
     /// and checksum every row each key file vouches for (what every open did before
@@ -1236,7 +1238,7 @@ impl Database {
 
     /// Saves each space's search bounds that cover every vouched row (module
     /// `index::sidecar`); called under the writer lock after the key files are vouched.
-    fn save_search_bounds(&self) {
+    pub(crate) fn save_search_bounds(&self) {
         let st = self.state.read();
         for (id, s) in st.spaces.iter().enumerate() {
             if let Ok(id) = u32::try_from(id) {

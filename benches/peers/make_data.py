@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--big", action="store_true", help="also the 1M-row search table (1.5 GB)")
     ap.add_argument("--minilm", action="store_true",
                     help="also real all-MiniLM-L6-v2 vectors (10k rows), if the packages are installed")
+    ap.add_argument("--minilm-rows", type=int, default=10_000,
+                    help="rows of the MiniLM table (minilm-N.npy; e.g. 100000 for ann.py)")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     t = topics(np.random.default_rng([SEED, 0]))
@@ -187,7 +189,7 @@ def main():
     for n, s in parse_retrieve(a.retrieve):
         make_retrieve(a.dir, n, s, t)
     if a.minilm:
-        make_minilm(a.dir, 10_000)
+        make_minilm(a.dir, a.minilm_rows)
     return 0
 
 

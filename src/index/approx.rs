@@ -5,11 +5,15 @@ use crate::db::{Database, Space, State};
 use crate::error::{Error, Result};
 use crate::format::codec::{ix, off};
 use crate::format::record::Level;
-use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus};
+use crate::format::record::Metric;
+use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScore};
 use crate::index::kernels::{scan_prepared, Prepared};
+use crate::index::quant::{self, WalkQuery};
 use crate::index::search::{
-    check_query, hits, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+    check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
 };
+use crate::index::sidecar;
+use crate::index::simd::prefetch;
 
 /// Rows a search inserts into a graph that is behind its space (the rest of the new rows are
 /// scored exactly), so that no single search pays for a whole build.
@@ -38,7 +42,9 @@ pub enum ApproxPath {
 
 impl Database {
     /// Builds (or catches up) the graph index of key space `space` with `params`, writes
-    /// its file `graph-N.idx` and returns its status. From then on the graph is kept: rows
+    /// its file `graph-N.idx` (and, for a cosine or dot space of at least 4,096 rows, the
+    /// i8 copy its searches walk on, `quant-N.idx`) and returns its status. From then on
+    /// the graph is kept: rows
     /// appended later are inserted by searches ([`CATCHUP_PER_SEARCH`] per call) or by the
     /// next `build_graph`, and the file is rewritten at checkpoints (sync, close) when the
     /// graph has grown by a sixteenth. Different parameters than the graph's rebuild it.
@@ -67,6 +73,19 @@ impl Database {
             if g.catch_up(rows, 4096) == 0 {
                 g.choose_entry(rows);
                 break;
+            }
+        }
+        {
+            // The i8 copy the walk reads (cosine and dot spaces the quantised search
+            // covers), made now so that the checkpoint below saves it (`quant-N.idx`) and
+            // a later open maps it instead of quantising every row on its first search.
+            let st = self.state.read();
+            let (_, s) = st.space(space)?;
+            let rows = s.rows.all();
+            let dims = ix(s.def.dims);
+            let n = rows.len() / dims.max(1);
+            if self.opts.quantised_search && s.def.metric != Metric::L2 && n >= quant::MIN_ROWS {
+                ensure_quant(&st, s, rows, dims, n);
             }
         }
         self.checkpoint_graphs(Some(space))?;
@@ -104,6 +123,7 @@ impl Database {
         self.check_poison()?;
         self.sync_log_locked(&w)?;
         self.checkpoint_keys()?;
+        self.save_search_bounds();
         if let Some(name) = space {
             let st = self.state.read();
             let (id, s) = st.space(name)?;
@@ -126,7 +146,12 @@ impl Database {
     ///
     /// `ef` is the beam width (at least `k` is used): larger is slower and closer to exact.
     /// Every hit's score is the exact score (the same bits as [`search`](Self::search)); what
-    /// is approximate is which rows are found. Rows appended after the graph was built are
+    /// is approximate is which rows are found. In cosine and dot spaces of at least 4,096
+    /// rows (with [`Options::quantised_search`](crate::Options::quantised_search), the
+    /// default) the walk is steered by the space's i8 copy (one byte per dimension, module
+    /// `index::quant`), and of the `ef` rows it finds those whose proven upper bound reaches
+    /// the k-th largest lower bound are rescored with the f32 kernel: the same top k as
+    /// rescoring all `ef`. Rows appended after the graph was built are
     /// scored exactly and merged, so a new row is never missed. Deleted and filtered-out
     /// rows are walked through but never returned. The exact scan answers instead when the
     /// space has no graph, when a sample of rows says the filter passes fewer than 1 in 50,
@@ -164,7 +189,7 @@ impl Database {
         }
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
-        let (top, path) = approx_top(&st, s, &c, &q, k, ef);
+        let (top, path) = approx_top(&st, s, &c, &q, k, ef, self.opts.quantised_search);
         Ok((hits(&st, s, top), path))
     }
 
@@ -206,7 +231,7 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef);
+            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
             for (_, r) in top.into_sorted() {
                 add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
             }
@@ -224,7 +249,15 @@ impl Database {
                     ));
                 }
                 let p = Prepared::new(s.def.metric, v);
-                let (top, _) = approx_top(&st, s, &c, &p, fetch.saturating_mul(4), ef);
+                let (top, _) = approx_top(
+                    &st,
+                    s,
+                    &c,
+                    &p,
+                    fetch.saturating_mul(4),
+                    ef,
+                    self.opts.quantised_search,
+                );
                 for (_, r) in top.into_sorted() {
                     add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
                 }
@@ -317,6 +350,21 @@ fn clamp_f32(x: f64) -> f32 {
     x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32
 }
 
+/// Makes the i8 copy of `s` cover at least the graph's `glen` rows: loaded
+/// from its saved file or extended from `rows`, as search does. False when rows were
+/// appended between the locks and it still does not (the walk then reads the f32 rows).
+fn ensure_quant(st: &State, s: &Space, rows: &[f32], dims: usize, glen: usize) -> bool {
+    if s.quant.read().rows() >= glen {
+        return true;
+    }
+    let mut w = s.quant.write();
+    sidecar::prime_quant(s, space_id(st, s), &mut w);
+    if w.rows() < glen {
+        w.extend(rows, dims);
+    }
+    w.rows() >= glen
+}
+
 /// The exact top-`k` rows of `s` that pass `c`.
 fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
     let mut top = TopK::new(k, s.row_meta.len());
@@ -339,6 +387,7 @@ fn approx_top(
     q: &Prepared,
     k: usize,
     ef: usize,
+    quantised: bool,
 ) -> (TopK, ApproxPath) {
     let rows = s.rows.all();
     let dims = ix(s.def.dims);
@@ -373,11 +422,61 @@ fn approx_top(
     let ef = ef.max(k);
     let cap = (n / 2).max(ef.saturating_mul(64));
     let glen = g.len();
-    let walked = with_visited(|v| g.walk(rows, q, ef, cap, v, pass_row, None));
     let mut top = TopK::new(k, n);
-    for &(score, id) in &walked.found {
-        top.offer(score, u64::from(id));
+    // Cosine and dot spaces with the i8 copy walk on its codes (a quarter of the bytes per
+    // node), then rescore in f32 only the rows found that can be in their top k: every
+    // score returned is the exact one, what the codes decide is only which rows are found.
+    let on_codes = quantised
+        && s.def.metric != Metric::L2
+        && n >= quant::MIN_ROWS
+        && ensure_quant(st, s, rows, dims, glen);
+    let qr = on_codes.then(|| s.quant.read());
+    match qr
+        .as_ref()
+        .and_then(|qr| WalkQuery::new(qr, s.def.metric, q.vector()))
+    {
+        Some(wq) => {
+            let w = with_visited(|v| g.walk(&wq, ef, cap, v, pass_row, None));
+            // A row whose upper bound is below the k-th largest lower bound among the rows
+            // found cannot be in their exact top k (module `quant`); the others are
+            // rescored, which gives the same top k as rescoring every row found.
+            let bounds: Vec<(f32, f32, usize)> = w
+                .found
+                .iter()
+                .filter_map(|&(_, id)| {
+                    let r = ix_row(u64::from(id));
+                    wq.bounds(r).map(|(lo, hi)| (lo, hi, r))
+                })
+                .collect();
+            let mut lows: Vec<f32> = bounds.iter().map(|b| b.0).collect();
+            let threshold = if lows.len() >= k {
+                let (_, kth, _) = lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                *kth
+            } else {
+                f32::NEG_INFINITY
+            };
+            let rescore: Vec<(usize, &[f32])> = bounds
+                .iter()
+                .filter(|b| b.1 >= threshold)
+                .filter_map(|b| Some((b.2, rows.get(b.2 * dims..(b.2 + 1) * dims)?)))
+                .collect();
+            // The rows to rescore are scattered: start loading them all first.
+            for &(_, row) in &rescore {
+                prefetch(row);
+            }
+            for &(r, row) in &rescore {
+                top.offer(q.score(row), off(r));
+            }
+        }
+        None => {
+            let sc = RowScore { rows, dims, q };
+            let w = with_visited(|v| g.walk(&sc, ef, cap, v, pass_row, None));
+            for &(score, id) in &w.found {
+                top.offer(score, u64::from(id));
+            }
+        }
     }
+    drop(qr);
     // Rows past the graph: scored exactly.
     scan_prepared(
         q,

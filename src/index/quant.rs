@@ -35,7 +35,7 @@
 use crate::format::codec::off;
 use crate::format::record::Metric;
 use crate::index::sidecar::{BodyReader, BodyWriter};
-use crate::index::simd::{dot_i8_i16_rows, dot_i8_i16_rows_at, QUERY_CODE_MAX};
+use crate::index::simd::{dot_i8_i16_rows, dot_i8_i16_rows_at, prefetch, QUERY_CODE_MAX};
 use crate::storage::mmap::SharedArray;
 
 /// Spaces with fewer rows than this are scanned in f32 only: the first pass would not pay.
@@ -148,49 +148,14 @@ impl QuantRows {
         mut keep: impl FnMut(usize) -> bool,
         mut emit: impl FnMut(usize, f32, f32),
     ) {
-        let q_norm = q
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
         const BLOCK: usize = 64;
         let padded = self.padded;
-        if padded == 0 || q.len() > padded {
+        let Some(qq) = QueryCodes::new(metric, q, padded) else {
             return;
-        }
-        // The query's codes (module documentation): `sq` and `d` in f64.
-        let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
-        let sq = peak / f64::from(QUERY_CODE_MAX);
-        let mut qc = vec![0i16; padded];
-        let mut d2 = 0f64;
-        for (c, &x) in qc.iter_mut().zip(q) {
-            let x = f64::from(x);
-            let code = if sq > 0.0 {
-                (x / sq)
-                    .round()
-                    .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
-            } else {
-                0.0
-            };
-            // Exact: |code| <= QUERY_CODE_MAX fits in i16.
-            *c = code as i16;
-            d2 += (x - code * sq).powi(2);
-        }
-        let d = f64::from(up(d2.sqrt()));
-        let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
-        // `(e + γ m) |q| + m d` as `e |q| + m (γ |q| + d)`: the f64 rounding of either
-        // form is far inside the `2^-22 |a|` term.
-        let per_mag = gamma * q_norm + d;
+        };
         let mut dots = [0i64; BLOCK];
         let mut his = [0f32; BLOCK];
         let mut los = [0f32; BLOCK];
-        let clamp = |x: f32| {
-            if metric == Metric::Cosine {
-                x.clamp(-1.0, 1.0)
-            } else {
-                x
-            }
-        };
         let mut at = [0u32; BLOCK];
         for (b, block) in self.codes.chunks(BLOCK * padded).enumerate() {
             let base = b * BLOCK;
@@ -208,19 +173,14 @@ impl QuantRows {
             }
             // A block with rows filtered out reads only the rows that pass.
             if kept == m {
-                dot_i8_i16_rows(block, padded, &qc, &mut dots[..m]);
+                dot_i8_i16_rows(block, padded, &qq.codes, &mut dots[..m]);
             } else {
-                dot_i8_i16_rows_at(block, padded, &qc, &at[..kept], &mut dots[..kept]);
+                dot_i8_i16_rows_at(block, padded, &qq.codes, &at[..kept], &mut dots[..kept]);
             }
             // Branch-free, so this loop does not stall on the data: the bounds of every
             // kept row of the block first, then the calls.
             for (t, &i) in at[..kept].iter().enumerate() {
-                let [scale, e, mag] = self.meta[base + i as usize];
-                // Exact in f64: |code · c| < 2^53.
-                let a = dots[t] as f64 * f64::from(scale) * sq;
-                let bound = f64::from(e) * q_norm + f64::from(mag) * per_mag + 4.0 * U * a.abs();
-                his[t] = clamp(up_nearby(a + bound));
-                los[t] = clamp(-up_nearby(-(a - bound)));
+                (los[t], his[t]) = qq.bound(self.meta[base + i as usize], dots[t]);
             }
             for (t, &i) in at[..kept].iter().enumerate() {
                 emit(base + i as usize, los[t], his[t]);
@@ -311,6 +271,143 @@ impl QuantRows {
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.codes.len() + self.meta.len() * 12
+    }
+}
+
+/// A query's codes and the query terms of the bound (module documentation).
+struct QueryCodes {
+    metric: Metric,
+    /// `padded` i16 codes, zero past the query's dimensions.
+    codes: Vec<i16>,
+    /// The step `sq`.
+    sq: f64,
+    /// `|q|`.
+    q_norm: f64,
+    /// `γ |q| + d`: the factor of a row's magnitude `m` in the bound.
+    per_mag: f64,
+}
+
+impl QueryCodes {
+    /// The codes of `q` (the prepared query) for a copy of `padded` dimensions, or `None`
+    /// when the copy cannot score it.
+    fn new(metric: Metric, q: &[f32], padded: usize) -> Option<Self> {
+        if padded == 0 || q.len() > padded {
+            return None;
+        }
+        let q_norm = q
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        let peak = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+        let sq = peak / f64::from(QUERY_CODE_MAX);
+        let mut codes = vec![0i16; padded];
+        let mut d2 = 0f64;
+        for (c, &x) in codes.iter_mut().zip(q) {
+            let x = f64::from(x);
+            let code = if sq > 0.0 {
+                (x / sq)
+                    .round()
+                    .clamp(-f64::from(QUERY_CODE_MAX), f64::from(QUERY_CODE_MAX))
+            } else {
+                0.0
+            };
+            // Exact: |code| <= QUERY_CODE_MAX fits in i16.
+            *c = code as i16;
+            d2 += (x - code * sq).powi(2);
+        }
+        let d = f64::from(up(d2.sqrt()));
+        let gamma = 2.0 * (padded as f64 / 8.0 + 4.0) * U;
+        Some(QueryCodes {
+            metric,
+            codes,
+            sq,
+            q_norm,
+            // `(e + γ m) |q| + m d` as `e |q| + m (γ |q| + d)`: the f64 rounding of either
+            // form is far inside the `2^-22 |a|` term.
+            per_mag: gamma * q_norm + d,
+        })
+    }
+
+    /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of the row with terms
+    /// `[scale, e, m]` whose codes give `dot` against these codes (module documentation).
+    #[inline]
+    fn bound(&self, [scale, e, mag]: [f32; 3], dot: i64) -> (f32, f32) {
+        // Exact in f64: |code · c| < 2^53.
+        let a = dot as f64 * f64::from(scale) * self.sq;
+        let bound = f64::from(e) * self.q_norm + f64::from(mag) * self.per_mag + 4.0 * U * a.abs();
+        let clamp = |x: f32| {
+            if self.metric == Metric::Cosine {
+                x.clamp(-1.0, 1.0)
+            } else {
+                x
+            }
+        };
+        (clamp(-up_nearby(-(a - bound))), clamp(up_nearby(a + bound)))
+    }
+}
+
+/// A query quantised for a graph walk over the i8 copy (module `index::graph`): it scores
+/// a row `r` as `scale_r * (code_r · c)`, the quantised dot product `x̂ · q̂` without the
+/// query's positive step `sq`, so it ranks rows as `x̂ · q̂` does. It reads one byte per
+/// dimension (a 64-byte cache line per 64 dimensions, against four for the f32 row) and
+/// the row's scale. The rows a walk finds are then rescored with the f32 kernel; the
+/// module's bounds ([`bounds`](Self::bounds)) say which of them can be in the top k, so only
+/// those are read in f32 and the scores returned are the exact ones.
+pub(crate) struct WalkQuery<'a> {
+    copy: &'a QuantRows,
+    q: QueryCodes,
+}
+
+impl<'a> WalkQuery<'a> {
+    /// The walk query for `q` (the prepared query of a `metric` space, cosine or dot), or
+    /// `None` when the copy cannot score it (no rows, or more dimensions than the copy's).
+    pub(crate) fn new(copy: &'a QuantRows, metric: Metric, q: &[f32]) -> Option<Self> {
+        let q = QueryCodes::new(metric, q, copy.padded)?;
+        Some(WalkQuery { copy, q })
+    }
+
+    /// Rows the copy covers: rows `0..covered()` can be scored.
+    pub(crate) fn covered(&self) -> usize {
+        self.copy.rows
+    }
+
+    /// Starts loading what [`score`](Self::score) reads of row `r`: its codes and scale.
+    #[inline]
+    pub(crate) fn prefetch(&self, r: usize) {
+        let p = self.copy.padded;
+        if let Some(codes) = self.copy.codes.get(r * p..(r + 1) * p) {
+            prefetch(codes);
+        }
+        if let Some(m) = self.copy.meta.get(r..r + 1) {
+            prefetch(m);
+        }
+    }
+
+    /// The exact integer `code_r · c` and the terms of row `r`, if the copy covers it.
+    #[inline]
+    fn dot(&self, r: usize) -> Option<(i64, [f32; 3])> {
+        let p = self.copy.padded;
+        let row = self.copy.codes.get(r * p..(r + 1) * p)?;
+        let m = *self.copy.meta.get(r)?;
+        let mut dot = [0i64];
+        dot_i8_i16_rows(row, p, &self.q.codes, &mut dot);
+        Some((dot[0], m))
+    }
+
+    /// The walk score of row `r` (`-inf` past the copy).
+    #[inline]
+    pub(crate) fn score(&self, r: usize) -> f32 {
+        // |dot| < 2^53 and the product rounds once: finite for finite scales.
+        self.dot(r).map_or(f32::NEG_INFINITY, |(dot, m)| {
+            (dot as f64 * f64::from(m[0])) as f32
+        })
+    }
+
+    /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of row `r` (as
+    /// [`QuantRows::bounds`] gives it); `None` past the copy.
+    pub(crate) fn bounds(&self, r: usize) -> Option<(f32, f32)> {
+        self.dot(r).map(|(dot, m)| self.q.bound(m, dot))
     }
 }
 
@@ -429,5 +526,57 @@ mod tests {
         assert!(!qr.is_behind(50));
         qr.extend(&rows[..10 * 384], 384);
         assert_eq!(qr.bytes(), 10 * (384 + 12));
+    }
+
+    #[test]
+    fn walk_bounds_hold_every_f32_score_and_walk_scores_rank_as_the_bounds_centre() {
+        let mut rng = SplitMix64::new(5);
+        for metric in [Metric::Cosine, Metric::Dot] {
+            for dims in [3usize, 16, 100, 384] {
+                let n = 200;
+                let mut rows = vecs(&mut rng, n, dims, 1.0);
+                if metric == Metric::Cosine {
+                    rows.chunks_mut(dims).for_each(normalise_in_place);
+                }
+                let mut qr = QuantRows::default();
+                qr.extend(&rows, dims);
+                let q = vecs(&mut rng, 1, dims, 1.0);
+                let p = Prepared::new(metric, &q);
+                let wq = WalkQuery::new(&qr, metric, p.vector()).expect("walk query");
+                assert_eq!(wq.covered(), n);
+                let mut via_bounds: Vec<(f32, f32)> = Vec::new();
+                qr.bounds(
+                    metric,
+                    p.vector(),
+                    |_| true,
+                    |_, lo, hi| via_bounds.push((lo, hi)),
+                );
+                for (r, row) in rows.chunks_exact(dims).enumerate() {
+                    let (lo, hi) = wq.bounds(r).expect("row covered");
+                    assert_eq!((lo, hi), via_bounds[r], "same bounds as the first pass");
+                    let s = p.score(row);
+                    assert!(
+                        lo <= s && s <= hi,
+                        "{metric:?} dims {dims} row {r}: {s} not in [{lo}, {hi}]"
+                    );
+                }
+                // Walk scores are the quantised dot products without the query's step:
+                // their order is that of the bounds' centres.
+                let mut by_walk: Vec<usize> = (0..n).collect();
+                by_walk.sort_by(|&a, &b| wq.score(b).total_cmp(&wq.score(a)));
+                let centre = |r: usize| {
+                    let (lo, hi) = wq.bounds(r).unwrap();
+                    f64::from(lo) + f64::from(hi)
+                };
+                for w in by_walk.windows(2) {
+                    assert!(
+                        centre(w[0]) >= centre(w[1]) - 1e-5,
+                        "{metric:?} dims {dims}: walk order disagrees with the bounds"
+                    );
+                }
+                assert_eq!(wq.score(n), f32::NEG_INFINITY, "past the copy");
+                assert!(wq.bounds(n).is_none());
+            }
+        }
     }
 }

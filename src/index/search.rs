@@ -190,7 +190,7 @@ pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
 }
 
 /// The id of space `s` of `st`.
-fn space_id(st: &State, s: &Space) -> u32 {
+pub(crate) fn space_id(st: &State, s: &Space) -> u32 {
     st.space_by_name
         .get(&s.def.name)
         .copied()

@@ -130,6 +130,32 @@ pub fn delete(db: &Path, id: u64) -> CliResult {
     Ok(())
 }
 
+/// `trajdb build-graph DB --space NAME [--m M] [--ef-construction EF] [--drop]`.
+pub fn build_graph(a: &super::BuildGraphArgs) -> CliResult {
+    let d = open_write(&a.db, Durability::SyncEachCommit)?;
+    if a.drop {
+        d.drop_graph(&a.space)?;
+        note(&format!(
+            "trajdb: dropped the graph index of key space `{}`",
+            a.space
+        ));
+        return Ok(());
+    }
+    let params = trajdb::GraphParams {
+        m: usize::try_from(a.m).map_err(|_| format!("--m {} is too large", a.m))?,
+        ef_construction: usize::try_from(a.ef_construction)
+            .map_err(|_| format!("--ef-construction {} is too large", a.ef_construction))?,
+    };
+    let spin = Progress::spinner("building the graph index");
+    let st = d.build_graph(&a.space, params)?;
+    spin.finish();
+    println!(
+        "graph index of key space `{}`: {} of {} rows, m {}, ef_construction {}",
+        a.space, st.nodes, st.rows, st.params.m, st.params.ef_construction
+    );
+    Ok(())
+}
+
 /// `trajdb merge DST SRC...`: checks every source first (an incompatible one is refused with
 /// one line and nothing is written), then merges them in order.
 pub fn merge(a: &super::MergeArgs) -> CliResult {

@@ -28,7 +28,7 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
-    /// Commands that write (import, append, compact, fork, delete): when another process
+    /// Commands that write (import, append, compact, fork, delete, build-graph): when another process
     /// holds the writer lock, wait up to this many seconds for it (like SQLite's busy
     /// timeout) instead of failing at once.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0.0,
@@ -86,6 +86,9 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
+    /// Build (or catch up) the graph index of a key space for `search --approx` and
+    /// `retrieve --approx` (file `graph-N.idx`), or remove it (--drop).
+    BuildGraph(BuildGraphArgs),
     /// Exemplar curation's choice, without copying anything: per task, the successful
     /// trajectory with the highest Q (no Q counts as -1; ties keep the one committed first),
     /// as `bootstrap --method exemplar-curation` picks it. One line per task, by task.
@@ -233,6 +236,15 @@ pub struct SearchArgs {
     /// Print a JSON array of {"id","step","score"}, best first.
     #[arg(long)]
     pub json: bool,
+    /// Approximate top K through the key space's graph index (`trajdb build-graph`;
+    /// `Database::search_approx`): hit scores are exact, which rows are found may differ
+    /// from the exact search; without a graph the space is scanned exactly.
+    #[arg(long, conflicts_with = "per_trajectory")]
+    pub approx: bool,
+    /// Beam width of `--approx`: larger is slower and nearer the exact answer.
+    #[arg(long, requires = "approx", value_name = "EF", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ef: u64,
 }
 
 /// Arguments of `retrieve`.
@@ -275,6 +287,36 @@ pub struct RetrieveArgs {
     /// "matched_step","window","trajectory"}), best first.
     #[arg(long)]
     pub json: bool,
+    /// Approximate mode (`Database::retrieve_approx`): candidates come from the key spaces'
+    /// graph indexes (`trajdb build-graph`) and are then scored exactly; a space without a
+    /// graph is scanned exactly. Scores are exact, which trajectories are found may differ.
+    #[arg(long)]
+    pub approx: bool,
+    /// Beam width of the approximate mode: larger is slower and nearer the exact answer.
+    #[arg(long, requires = "approx", value_name = "EF", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ef: u64,
+}
+
+/// Arguments of `build-graph`.
+#[derive(Debug, Args)]
+pub struct BuildGraphArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Key space to index.
+    #[arg(long)]
+    pub space: String,
+    /// Half the neighbour slots per node (the graph's degree is 2 M), 2 to 128.
+    #[arg(long, value_name = "M", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(2..=128))]
+    pub m: u64,
+    /// Beam width when inserting a row, from M to 4096.
+    #[arg(long, value_name = "EF", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub ef_construction: u64,
+    /// Remove the space's graph index (and its file) instead of building it.
+    #[arg(long, conflicts_with_all = ["m", "ef_construction"])]
+    pub drop: bool,
 }
 
 /// Arguments of `inspect`.
@@ -464,6 +506,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Repair(a) => admin::repair(&a.db, a.force),
         Command::Fork(a) => admin::fork(&a.db, &a.dst),
         Command::Delete(a) => admin::delete(&a.db, a.id),
+        Command::BuildGraph(a) => admin::build_graph(&a),
         Command::Merge(a) => admin::merge(&a),
         Command::Curate(a) => query::curate(&a),
         Command::Bootstrap(mut a) => {

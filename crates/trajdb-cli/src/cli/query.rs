@@ -245,7 +245,12 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
         },
         embedder: None,
     };
-    let examples = db.retrieve(&q)?;
+    let examples = if a.approx {
+        let ef = usize::try_from(a.ef).map_err(|_| format!("--ef {} is too large", a.ef))?;
+        db.retrieve_approx(&q, ef)?
+    } else {
+        db.retrieve(&q)?
+    };
     let mut out = io::BufWriter::new(io::stdout().lock());
     if a.json {
         write_line(&mut out, &json_line(&examples)?)?;
@@ -363,7 +368,14 @@ pub fn search(a: &SearchArgs) -> CliResult {
         ..Filter::default()
     };
     let k = usize::try_from(a.k).map_err(|_| format!("-k {} is too large", a.k))?;
-    let hits = if a.per_trajectory {
+    let hits = if a.approx {
+        let ef = usize::try_from(a.ef).map_err(|_| format!("--ef {} is too large", a.ef))?;
+        if let Some(e) = &embedder {
+            // The exact search checks the query's embedder against the space's; so does this.
+            db.check_embedder(&a.space, e)?;
+        }
+        db.search_approx(&a.space, &v, k, ef, &filter)?
+    } else if a.per_trajectory {
         db.search_per_trajectory(&a.space, &v, k, &filter, embedder.as_ref())?
     } else {
         db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?
