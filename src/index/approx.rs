@@ -67,7 +67,8 @@ impl Database {
                 *slot = Some(Graph::new(&s.def, params));
             }
             let Some(g) = slot.as_mut() else { break };
-            let rows = s.rows.all();
+            // No graph is derived from rows that fail their checkpoint's checksum.
+            let rows = s.rows.all_checked()?;
             // An explicit build checks the file's adjacency checksum too (searches trust it).
             g.ensure_checked(rows, s.rows.known_crc(), true);
             if g.catch_up(rows, 4096) == 0 {
