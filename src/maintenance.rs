@@ -99,6 +99,39 @@ impl Database {
     /// record. Runs before the state is checked for use, which would replace a damaged
     /// checkpoint's state by a scan of the log.
     fn verify_checkpoint(&self) -> Result<()> {
+        let ckpt_path = || {
+            self.log_path
+                .parent()
+                .unwrap_or(&self.log_path)
+                .join(checkpoint::CHECKPOINT_FILE)
+        };
+        // Damage found after open (the handle rebuilt its state from the log) or at open
+        // (the checkpoint was ignored and the log answered): every answer is sound, but the
+        // file stays damaged until a writer replaces it, so it is checked again as it is
+        // now. Other reasons to ignore a checkpoint (another log's, an older version,
+        // frames the log lost) are not damage to the file.
+        let damage_seen = self.checkpoint_damage().is_some()
+            || self
+                .report
+                .checkpoint_ignored
+                .as_deref()
+                .is_some_and(|why| {
+                    why.contains("checksum mismatch") || why.contains("shorter than")
+                });
+        if damage_seen {
+            if let Ok(bytes) = std::fs::read(ckpt_path()) {
+                if let Err(why) = checkpoint::decode_file(&bytes) {
+                    return Err(Error::Corrupt {
+                        path: ckpt_path(),
+                        offset: 0,
+                        what: format!(
+                            "the checkpoint is damaged ({why}); this handle answers from the \
+                             log, and a writer's next checkpoint replaces the file"
+                        ),
+                    });
+                }
+            }
+        }
         let st = self.state.read();
         // The checkpoint this handle reads in place: every block against its checksum
         // (all damaged blocks named), then the consistency of every record.

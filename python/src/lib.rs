@@ -1748,7 +1748,10 @@ impl PyDatabase {
     /// (RuntimeWarning) when a tail was cut or committed frames are missing.
     fn open_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let db = self.handle(py)?;
-        to_object(py, db.open_report())
+        let report = to_object(py, db.open_report())?;
+        // Damage to the checkpoint found after open (the handle then answers from the log).
+        report.set_item("checkpoint_damage", db.checkpoint_damage())?;
+        Ok(report)
     }
 
     /// Makes every commit so far durable (for durability="buffered").

@@ -173,3 +173,27 @@ def test_numpy_scalars_in_a_record_are_taken_as_the_numbers_they_hold(db):
     assert t["created_ms"] == 1_700_000_000_000 and t["outcome"]["reward"] == 0.5
     with pytest.raises(trajdb.InvalidInputError, match="not JSON serializable"):
         db.append({"goal": "h", "meta": {"x": object()}})
+
+
+def test_checkpoint_damage_found_after_open_is_in_the_open_report_and_fails_verify(tmp_path):
+    path = tmp_path / "ckpt"
+    db = trajdb.open(path, durability="buffered")
+    db.create_space("goal", dims=3)
+    db.append_many([{"goal": f"g{i}", "keys": {"goal": [1.0, float(i % 7), 0.5]}}
+                    for i in range(2000)])
+    want = [h.id for h in db.search("goal", [1.0, 2.0, 0.5], k=5)]
+    db.close()
+    ckpt = path / "checkpoint"
+    data = bytearray(ckpt.read_bytes())
+    assert len(data) > 96 + 65536 + 200, "needs a second checkpoint block"
+    data[96 + 65536 + 100] ^= 0x40  # inside block 1: checked on first use, not at open
+    ckpt.write_bytes(bytes(data))
+    db = trajdb.open(path, read_only=True)
+    assert db.open_report()["checkpoint_damage"] is None
+    assert [h.id for h in db.search("goal", [1.0, 2.0, 0.5], k=5)] == want
+    assert db.stats()["trajectories"] == 2000
+    damage = db.open_report()["checkpoint_damage"]
+    assert damage is not None and "block 1" in damage
+    with pytest.raises(trajdb.CorruptError, match="checkpoint is damaged"):
+        db.verify()
+    db.close()

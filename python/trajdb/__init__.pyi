@@ -422,8 +422,10 @@ class Database:
     def open_report(self) -> dict[str, Any]:
         """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
         checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,
-        covered end] when committed frames are missing from the end of the log). `open`
-        warns (RuntimeWarning) when a tail was cut or committed frames are missing."""
+        covered end] when committed frames are missing from the end of the log), and
+        checkpoint_damage (a damaged checkpoint block found after open, when this handle
+        then answered from the log; None otherwise). `open` warns (RuntimeWarning) when a
+        tail was cut or committed frames are missing."""
     def sync(self) -> None:
         """Makes every commit so far durable (for durability="buffered")."""
     def refresh(self) -> int:

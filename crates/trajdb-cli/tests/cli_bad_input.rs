@@ -638,3 +638,34 @@ fn writer_that_cuts_a_damaged_tail_warns_and_names_the_kept_bytes() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.is_empty(), "{}", again.stderr);
 }
+
+#[test]
+fn a_damaged_checkpoint_is_warned_about_answered_from_the_log_and_fails_verify() {
+    let db = seeded("damaged-checkpoint");
+    let before = export(&db);
+    let stats = ok(&["stats", s(&db)]);
+    let ckpt = db.join("checkpoint");
+    let mut b = std::fs::read(&ckpt).unwrap();
+    b[8] ^= 0x01; // inside the header, whose checksum then fails
+    std::fs::write(&ckpt, &b).unwrap();
+    let r = trajdb(&["stats", s(&db)], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, stats, "the log answers exactly as before");
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("checkpoint file is damaged"),
+        "{}",
+        r.stderr
+    );
+    assert_refused(
+        &trajdb(&["verify", s(&db)], None),
+        &["checkpoint is damaged"],
+    );
+    // A write command replaces the checkpoint: verify passes and no warning is left.
+    let r = trajdb(&["compact", s(&db)], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_verifies(&db);
+    assert_eq!(export(&db), before);
+    let r = trajdb(&["stats", s(&db)], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}

@@ -647,6 +647,15 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
 /// A log that ends before its own checkpoint's covered end lost committed frames: said on
 /// stderr whenever an open finds it.
 fn warn_log_cut(db: &Path, d: &Database) {
+    // A damaged checkpoint is ignored (the log answers, nothing is lost), but said once.
+    if let Some(why) = &d.open_report().checkpoint_ignored {
+        if why.contains("checksum mismatch") {
+            eprintln!(
+                "trajdb: warning: {}: the checkpoint file is damaged ({why}); it was ignored and the answers come from the log (a write command replaces it; `trajdb verify` reports it)",
+                db.display()
+            );
+        }
+    }
     if let Some((len, covered)) = d.open_report().log_cut_at {
         eprintln!(
             "trajdb: warning: {}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log and are missing (restore the log from a copy if you have one)",
