@@ -121,8 +121,14 @@ fn build_graph_then_approximate_search_and_retrieve_match_the_exact_answer_at_a_
     assert!(text.starts_with("#1 id "), "{text}");
 
     // Dropped: the file goes, and --approx scans exactly (same answer).
-    ok(&["build-graph", s(&db), "--space", "goal", "--drop"]);
+    let r = trajdb(&["build-graph", s(&db), "--space", "goal", "--drop"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("dropped the graph index"), "{}", r.stderr);
     assert!(!goal_graph.exists());
+    // Dropping again says there was nothing to drop.
+    let r = trajdb(&["build-graph", s(&db), "--space", "goal", "--drop"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("had no graph index"), "{}", r.stderr);
     let after = ok(&[&q[..], &["--json", "--approx", "--ef", "8"]].concat());
     assert_eq!(after, ok(&[&q[..], &["--json"]].concat()));
     let _ = std::fs::remove_dir_all(&db);

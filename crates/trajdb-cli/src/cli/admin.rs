@@ -134,11 +134,16 @@ pub fn delete(db: &Path, id: u64) -> CliResult {
 pub fn build_graph(a: &super::BuildGraphArgs) -> CliResult {
     let d = open_write(&a.db, Durability::SyncEachCommit)?;
     if a.drop {
+        let had = d.graph_status(&a.space)?.is_some();
         d.drop_graph(&a.space)?;
-        note(&format!(
-            "trajdb: dropped the graph index of key space `{}`",
-            a.space
-        ));
+        note(&if had {
+            format!("trajdb: dropped the graph index of key space `{}`", a.space)
+        } else {
+            format!(
+                "trajdb: key space `{}` had no graph index; nothing to drop",
+                a.space
+            )
+        });
         return Ok(());
     }
     let params = trajdb::GraphParams {
