@@ -1394,19 +1394,35 @@ mod tests {
         out
     }
 
-    #[test]
-    fn graph_walk_finds_the_exact_top_ten_on_clustered_rows() {
-        let (n, dims) = (3000, 32);
-        let mut seed = 17;
-        let rows = clustered(n, dims, 30, &mut seed);
-        let def = SpaceDef::new("x", Level::Trajectory, 32, Metric::Cosine);
-        let mut g = Graph::new(
+    /// An empty cosine graph over `dims`-dimensional rows (M 8, ef_construction 64).
+    fn cosine_graph(dims: usize) -> Graph {
+        let def = SpaceDef::new("x", Level::Trajectory, dims as u32, Metric::Cosine);
+        Graph::new(
             &def,
             GraphParams {
                 m: 8,
                 ef_construction: 64,
             },
-        );
+        )
+    }
+
+    /// Every row's (score, row) against `p`, best first, ties by row.
+    fn exact_ranking(rows: &[f32], dims: usize, p: &Prepared) -> Vec<(f32, u32)> {
+        let mut exact: Vec<(f32, u32)> = rows
+            .chunks_exact(dims)
+            .enumerate()
+            .map(|(i, r)| (p.score(r), i as u32))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        exact
+    }
+
+    #[test]
+    fn graph_walk_finds_the_exact_top_ten_on_clustered_rows() {
+        let (n, dims) = (3000, 32);
+        let mut seed = 17;
+        let rows = clustered(n, dims, 30, &mut seed);
+        let mut g = cosine_graph(dims);
         assert_eq!(g.catch_up(&rows, usize::MAX), n);
         g.check_memory().expect("adjacency in range");
         let mut hit = 0;
@@ -1414,12 +1430,7 @@ mod tests {
         for _ in 0..queries {
             let q: Vec<f32> = (0..dims).map(|_| lcg(&mut seed)).collect();
             let p = Prepared::new(Metric::Cosine, &q);
-            let mut exact: Vec<(f32, u32)> = rows
-                .chunks_exact(dims)
-                .enumerate()
-                .map(|(i, r)| (p.score(r), i as u32))
-                .collect();
-            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let exact = exact_ranking(&rows, dims, &p);
             let sc = RowScore {
                 rows: &rows,
                 dims,
@@ -1438,14 +1449,7 @@ mod tests {
         let (n, dims) = (3000, 32);
         let mut seed = 23;
         let rows = clustered(n, dims, 30, &mut seed);
-        let def = SpaceDef::new("x", Level::Trajectory, 32, Metric::Cosine);
-        let mut g = Graph::new(
-            &def,
-            GraphParams {
-                m: 8,
-                ef_construction: 64,
-            },
-        );
+        let mut g = cosine_graph(dims);
         g.catch_up(&rows, usize::MAX);
         let mut copy = crate::index::quant::QuantRows::default();
         copy.extend(&rows, dims);
@@ -1454,12 +1458,7 @@ mod tests {
         for _ in 0..queries {
             let q: Vec<f32> = (0..dims).map(|_| lcg(&mut seed)).collect();
             let p = Prepared::new(Metric::Cosine, &q);
-            let mut exact: Vec<(f32, u32)> = rows
-                .chunks_exact(dims)
-                .enumerate()
-                .map(|(i, r)| (p.score(r), i as u32))
-                .collect();
-            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let exact = exact_ranking(&rows, dims, &p);
             let wq = crate::index::quant::WalkQuery::new(&copy, Metric::Cosine, p.vector())
                 .expect("the copy scores the query");
             let got = with_visited(|v| g.walk(&wq, 128, usize::MAX, v, |_| true, None));
