@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use trajdb::index::kernels::{implementation, similarity, Prepared, BLOCK_ROWS};
-use trajdb::{Database, Durability, Filter, Level, Metric};
+use trajdb::{Database, Durability, Filter, Level, Metric, Options};
 
 use common::{new_db, scratch, trajectory, Rng};
 
@@ -120,6 +120,47 @@ fn bench_search(c: &mut Criterion) {
                     .expect("search")
             })
         });
+        // The same search on a read-only handle that scans the f32 rows (no i8 first
+        // pass): issue 15's "i8 scan + f32 rerank at >= 3x the f32 scan" compares
+        // `top10_no_filter` with this line.
+        let f32_handle = Database::open(
+            &dir,
+            Options {
+                read_only: true,
+                quantised_search: false,
+                ..Options::default()
+            },
+        )
+        .expect("open read-only f32 handle");
+        let i8_handle = Database::open(
+            &dir,
+            Options {
+                read_only: true,
+                ..Options::default()
+            },
+        )
+        .expect("open read-only handle");
+        g.bench_with_input(
+            BenchmarkId::new("top10_read_only_f32_scan", n),
+            &f32_handle,
+            |b, db| {
+                b.iter(|| {
+                    db.search("goal", black_box(&query), 10, &all)
+                        .expect("search")
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("top10_read_only_i8_first_pass", n),
+            &i8_handle,
+            |b, db| {
+                b.iter(|| {
+                    db.search("goal", black_box(&query), 10, &all)
+                        .expect("search")
+                })
+            },
+        );
+        drop((f32_handle, i8_handle));
         // Eight queries in one pass; throughput counts the rows' bytes once per query, so
         // the figure compares with the single-query lines directly.
         let batch: Vec<Vec<f32>> = (0..8).map(|_| q_rng.unit_vector(DIMS)).collect();

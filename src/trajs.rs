@@ -177,7 +177,7 @@ impl Trajs {
                     return TrajView::Meta(m);
                 }
             }
-            return TrajView::Rec(&self.base[slot], self.hist_of(slot));
+            return TrajView::Rec(&self.base[slot], self, slot);
         }
         match self.extra.get(slot - self.base.len()) {
             Some(m) => TrajView::Meta(m),
@@ -190,8 +190,10 @@ impl Trajs {
 /// One slot's metadata as a filter reads it: the checkpoint's record in place, or the
 /// metadata kept in memory.
 pub(crate) enum TrajView<'a> {
-    /// An unchanged checkpoint slot: its record and its history entries.
-    Rec(&'a TrajRec, &'a [HistRec]),
+    /// An unchanged checkpoint slot: its record, and the table and slot number its history
+    /// entries are found by (looked up only by a view as of an earlier commit, so a filter
+    /// on the present state reads the record alone).
+    Rec(&'a TrajRec, &'a Trajs, usize),
     /// A slot kept in memory.
     Meta(&'a TrajMeta),
 }
@@ -201,7 +203,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn id(&self) -> u64 {
         match self {
-            TrajView::Rec(r, _) => u64::from_le(r.id),
+            TrajView::Rec(r, ..) => u64::from_le(r.id),
             TrajView::Meta(m) => m.id,
         }
     }
@@ -210,7 +212,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn visible(&self, as_of: Option<u64>) -> bool {
         match self {
-            TrajView::Rec(r, _) => {
+            TrajView::Rec(r, ..) => {
                 let deleted = checkpoint::rec_deleted(r).then(|| u64::from_le(r.deleted_at));
                 match as_of {
                     None => deleted.is_none(),
@@ -225,9 +227,10 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn success_at(&self, as_of: Option<u64>) -> Option<bool> {
         match self {
-            TrajView::Rec(r, hist) => {
+            TrajView::Rec(r, trajs, slot) => {
                 let code = match as_of {
-                    Some(s) => hist
+                    Some(s) => trajs
+                        .hist_of(*slot)
                         .iter()
                         .rev()
                         .find(|h| u64::from_le(h.seq) <= s)
@@ -244,7 +247,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn seq(&self) -> u64 {
         match self {
-            TrajView::Rec(r, _) => u64::from_le(r.seq),
+            TrajView::Rec(r, ..) => u64::from_le(r.seq),
             TrajView::Meta(m) => m.seq,
         }
     }
@@ -253,7 +256,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn n_steps(&self) -> u32 {
         match self {
-            TrajView::Rec(r, _) => u32::from_le(r.n_steps),
+            TrajView::Rec(r, ..) => u32::from_le(r.n_steps),
             TrajView::Meta(m) => m.n_steps,
         }
     }
@@ -262,7 +265,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn env_task(&self) -> (u32, u32) {
         match self {
-            TrajView::Rec(r, _) => (u32::from_le(r.env), u32::from_le(r.task)),
+            TrajView::Rec(r, ..) => (u32::from_le(r.env), u32::from_le(r.task)),
             TrajView::Meta(m) => (m.env, m.task),
         }
     }
@@ -271,7 +274,7 @@ impl TrajView<'_> {
     #[inline]
     pub(crate) fn provenance(&self) -> ProvenanceKind {
         match self {
-            TrajView::Rec(r, _) => ProvenanceKind::from_code(r.provenance).unwrap_or_default(),
+            TrajView::Rec(r, ..) => ProvenanceKind::from_code(r.provenance).unwrap_or_default(),
             TrajView::Meta(m) => m.provenance,
         }
     }

@@ -130,16 +130,40 @@ fn deleted_trajectories_never_appear_in_results() {
     let ids: Vec<u64> = (0..20)
         .map(|n| db.append(&random_traj(&mut rng, 4, 1, n)).unwrap())
         .collect();
+    // A reader opened before the deletes learns of them by refreshing.
+    let reader = Database::open(
+        &dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     for id in ids.iter().step_by(2) {
         db.delete(*id).unwrap();
     }
-    let hits = db
-        .search("goal", &rng.vec(4), 20, &Filter::default())
-        .unwrap();
-    assert_eq!(hits.len(), 10);
-    assert!(hits
-        .iter()
-        .all(|h| ids.iter().position(|i| *i == h.id).unwrap() % 2 == 1));
+    reader.refresh().unwrap();
+    let q = rng.vec(4);
+    let only_odd = |db: &Database, how: &str| {
+        let hits = db.search("goal", &q, 20, &Filter::default()).unwrap();
+        assert_eq!(hits.len(), 10, "{how}");
+        assert!(
+            hits.iter()
+                .all(|h| ids.iter().position(|i| *i == h.id).unwrap() % 2 == 1),
+            "{how}: a deleted trajectory was returned"
+        );
+        let many = db
+            .search_many("goal", &[q.clone()], 20, &Filter::default())
+            .unwrap();
+        assert_eq!(many, vec![hits], "{how}: search_many differs from search");
+    };
+    only_odd(&db, "writer");
+    only_odd(&reader, "refreshed reader");
+    drop((db, reader));
+    // Reopened from the checkpoint the writer left: the deletions come from its table.
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert!(db.open_report().checkpoint_end.is_some());
+    only_odd(&db, "reopened from the checkpoint");
 }
 
 #[test]

@@ -369,11 +369,12 @@ fn ensure_quant(st: &State, s: &Space, rows: &[f32], dims: usize, glen: usize) -
 /// The exact top-`k` rows of `s` that pass `c`.
 fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
     let mut top = TopK::new(k, s.row_meta.len());
+    let all_pass = c.every_row_passes(st);
     scan_prepared(
         q,
         s.rows.all(),
         ix(s.def.dims),
-        |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
+        |r| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         |r, score| top.offer(score, off(r)),
     );
     top
@@ -409,7 +410,7 @@ fn approx_top(
     };
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
-    let all_pass = c.is_empty() && !st.any_deleted;
+    let all_pass = c.every_row_passes(st);
     let pass_row = |r: usize| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot)));
     let sample = SAMPLE.min(n);
     let passing = if all_pass {

@@ -81,6 +81,13 @@ impl<'a> Compiled<'a> {
             && self.exclude.is_empty()
     }
 
+    /// Whether every row passes: no condition is set and nothing is deleted, so a scan
+    /// need not look at the trajectory table at all (a lookup per row otherwise).
+    #[inline]
+    pub(crate) fn every_row_passes(&self, st: &State) -> bool {
+        self.is_empty() && !st.any_deleted
+    }
+
     pub(crate) fn pass(&self, m: TrajView<'_>) -> bool {
         if !m.visible(self.f.as_of) {
             return false;
@@ -340,13 +347,14 @@ impl Database {
         }
         let c = Compiled::new(&st, filter)?;
         let quantised = self.opts.quantised_search;
+        let every_row = c.every_row_passes(&st);
         let top = top_rows(
             s,
             sid,
             &Prepared::new(s.def.metric, query),
             k,
             quantised,
-            |r| c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
+            |r| every_row || c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
         );
         Ok(hits(&st, s, top))
     }
@@ -398,6 +406,7 @@ impl Database {
             .map(|_| TopK::new(k, s.row_meta.len()))
             .collect();
         let rows = s.rows.all();
+        let every_row = c.every_row_passes(&st);
         let mut kept = [false; BLOCK_ROWS];
         let mut scores = [0f32; BLOCK_ROWS];
         for (b, block) in rows.chunks(BLOCK_ROWS * dims.max(1)).enumerate() {
@@ -405,7 +414,7 @@ impl Database {
             let m = block.len() / dims.max(1);
             let mut count = 0;
             for (i, kp) in kept[..m].iter_mut().enumerate() {
-                *kp = c.pass(st.trajs.view(ix(s.row_meta[base + i].slot)));
+                *kp = every_row || c.pass(st.trajs.view(ix(s.row_meta[base + i].slot)));
                 count += usize::from(*kp);
             }
             if count == 0 {
