@@ -153,7 +153,7 @@ fn deleted_trajectories_never_appear_in_results() {
             "{how}: a deleted trajectory was returned"
         );
         let many = db
-            .search_many("goal", &[q.clone()], 20, &Filter::default())
+            .search_many("goal", std::slice::from_ref(&q), 20, &Filter::default())
             .unwrap();
         assert_eq!(many, vec![hits], "{how}: search_many differs from search");
     };
