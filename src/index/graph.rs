@@ -34,8 +34,12 @@
 //! at 384 dimensions), then rescores in f32 the rows found that can be in the top k (by the
 //! copy's proven bounds), so the scores returned are exact; inserts walk on the f32 rows. The
 //! visited marks are u16 epochs in a per-thread array (not cleared per search), and a walk
-//! prefetches the next candidate's list and keeps the loads of the next four unvisited
-//! neighbours in flight while it scores one.
+//! prefetches the next candidate's list and scores a node's unvisited neighbours in one call
+//! of the gathering integer kernel (`simd::dot_i8_i16_rows_at`, which keeps the loads of the
+//! rows eight ahead in flight; measured 1.10-1.23x faster per search than scoring them one by
+//! one with four loads in flight, 100k rows, ef 32-128). A start from the best of a strided
+//! sample of 1,000 nodes instead of the entry node was measured again at 100k: recall@10 up
+//! by under 0.01 at ef 32-64, and the sample's cost made every search slower.
 //!
 //! Filters are applied during the walk in the manner of hnswlib's
 //! filtered search (every node is walked through, only passing nodes enter the result set, and
@@ -493,6 +497,21 @@ pub(crate) trait NodeScore {
     fn prefetch(&self, i: usize);
     /// The score of node `i` (higher is nearer).
     fn score(&self, i: usize) -> f32;
+    /// The scores of nodes `ids` into `out` (as many as both hold), the same values as
+    /// [`score`](Self::score): by default one by one with the loads of the next few in
+    /// flight (all at once would stall on the CPU's outstanding-miss limit).
+    fn score_many(&self, ids: &[u32], out: &mut [f32]) {
+        const PIPE: usize = 4;
+        for &i in ids.iter().take(PIPE) {
+            self.prefetch(usize::try_from(i).unwrap_or(usize::MAX));
+        }
+        for (j, (o, &i)) in out.iter_mut().zip(ids).enumerate() {
+            if let Some(&later) = ids.get(j + PIPE) {
+                self.prefetch(usize::try_from(later).unwrap_or(usize::MAX));
+            }
+            *o = self.score(usize::try_from(i).unwrap_or(usize::MAX));
+        }
+    }
 }
 
 /// Scores nodes by the f32 kernel on their rows: the exact score.
@@ -539,6 +558,9 @@ impl NodeScore for crate::index::quant::WalkQuery<'_> {
     #[inline]
     fn score(&self, i: usize) -> f32 {
         crate::index::quant::WalkQuery::score(self, i)
+    }
+    fn score_many(&self, ids: &[u32], out: &mut [f32]) {
+        crate::index::quant::WalkQuery::score_many(self, ids, out);
     }
 }
 
@@ -787,6 +809,9 @@ impl Graph {
         if pass(entry) {
             best.push(std::cmp::Reverse(s));
         }
+        // A node's unvisited neighbours and their scores (a list holds at most 256).
+        let mut fresh = vec![0u32; self.degree.clamp(1, 256)];
+        let mut scores = vec![0f32; fresh.len()];
         'walk: while let Some(c) = cand.pop() {
             if best.len() >= ef && best.peek().is_some_and(|w| c.score < w.0.score) {
                 break;
@@ -802,9 +827,7 @@ impl Graph {
                     self.neighbours(usize::try_from(next.id).unwrap_or(usize::MAX)),
                 );
             }
-            // The unvisited neighbours, scored in list order with the loads of the next few
-            // in flight (all at once would stall on the CPU's outstanding-miss limit).
-            let mut fresh = [0u32; 256];
+            // The unvisited neighbours, in list order.
             let mut m = 0;
             for &nb in self.neighbours(ci) {
                 if nb == NO_NEIGHBOUR || m == fresh.len() {
@@ -817,25 +840,14 @@ impl Graph {
                 fresh[m] = nb;
                 m += 1;
             }
-            // Loads of the next PIPE neighbours in flight while one is scored.
-            const PIPE: usize = 4;
-            for &nb in &fresh[..m.min(PIPE)] {
-                sc.prefetch(usize::try_from(nb).unwrap_or(usize::MAX));
-            }
-            for (j, &nb) in fresh[..m].iter().enumerate() {
-                if let Some(&later) = fresh[..m].get(j + PIPE) {
-                    sc.prefetch(usize::try_from(later).unwrap_or(usize::MAX));
-                }
+            // The unvisited neighbours scored in one call (the scorer keeps the loads of
+            // the next rows in flight), at most up to the cap.
+            let take = m.min(cap.saturating_sub(scored));
+            sc.score_many(&fresh[..take], &mut scores[..take]);
+            scored += take;
+            for (&nb, &score) in fresh[..take].iter().zip(&scores[..take]) {
                 let ni = usize::try_from(nb).unwrap_or(usize::MAX);
-                if scored >= cap {
-                    out.capped = true;
-                    break 'walk;
-                }
-                scored += 1;
-                let s = Scored {
-                    score: sc.score(ni),
-                    id: nb,
-                };
+                let s = Scored { score, id: nb };
                 let worst = best.peek().map(|w| w.0);
                 if best.len() < ef || worst.is_some_and(|w| s > w) {
                     cand.push(s);
@@ -846,6 +858,10 @@ impl Graph {
                         }
                     }
                 }
+            }
+            if take < m {
+                out.capped = true;
+                break 'walk;
             }
         }
         out.found = best

@@ -404,6 +404,50 @@ impl<'a> WalkQuery<'a> {
         })
     }
 
+    /// The walk scores of rows `ids` into `out` (as many as both hold), the same values as
+    /// [`score`](Self::score) one by one, in one pass of the gathering kernel
+    /// (`dot_i8_i16_rows_at`), which keeps the loads of the rows eight ahead in flight.
+    pub(crate) fn score_many(&self, ids: &[u32], out: &mut [f32]) {
+        const MAX: usize = 64;
+        for (ids, out) in ids.chunks(MAX).zip(out.chunks_mut(MAX)) {
+            let n = ids.len().min(out.len());
+            let (ids, out) = (&ids[..n], &mut out[..n]);
+            // The scales first (12 bytes each, scattered) and the first rows, which the
+            // kernel's own prefetch does not cover.
+            for &r in ids {
+                if let Some(m) = self.copy.meta.get(r as usize..r as usize + 1) {
+                    prefetch(m);
+                }
+            }
+            for &r in ids.iter().take(8) {
+                self.prefetch(r as usize);
+            }
+            let mut dots = [0i64; MAX];
+            let covered = ids.iter().all(|&r| (r as usize) < self.copy.rows);
+            if !covered {
+                for (o, &r) in out.iter_mut().zip(ids) {
+                    *o = self.score(r as usize);
+                }
+                continue;
+            }
+            dot_i8_i16_rows_at(
+                &self.copy.codes,
+                self.copy.padded,
+                &self.q.codes,
+                ids,
+                &mut dots[..n],
+            );
+            for ((o, &r), &dot) in out.iter_mut().zip(ids).zip(&dots[..n]) {
+                // As `score`: |dot| < 2^53 and the product rounds once.
+                *o = self
+                    .copy
+                    .meta
+                    .get(r as usize)
+                    .map_or(f32::NEG_INFINITY, |m| (dot as f64 * f64::from(m[0])) as f32);
+            }
+        }
+    }
+
     /// `(lo, hi)` with `lo <= s <= hi` for the f32 kernel's score `s` of row `r` (as
     /// [`QuantRows::bounds`] gives it); `None` past the copy.
     pub(crate) fn bounds(&self, r: usize) -> Option<(f32, f32)> {
