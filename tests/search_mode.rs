@@ -253,6 +253,17 @@ fn auto_retrieve_goes_through_the_graphs_only_when_every_key_space_qualifies() {
     let (got, p) = db.retrieve_mode(&step_only, SearchMode::Auto, 16).unwrap();
     assert_eq!(p.path, SearchPath::Graph);
     assert_eq!(got, db.retrieve_approx(&step_only, 16).unwrap());
+    // No key at all is refused on every path, as `retrieve` refuses it.
+    let none = RetrieveQuery {
+        keys: Vec::new(),
+        step_key: None,
+        ..rq.clone()
+    };
+    for mode in [SearchMode::Auto, SearchMode::Exact, SearchMode::Approx] {
+        let e = db.retrieve_mode(&none, mode, 16).unwrap_err();
+        assert!(e.to_string().contains("no trajectory key"), "{mode:?}: {e}");
+    }
+    assert!(db.retrieve_approx(&none, 16).is_err());
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }

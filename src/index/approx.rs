@@ -10,7 +10,7 @@ use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScor
 use crate::index::kernels::{scan_prepared, Prepared};
 use crate::index::quant::{self, WalkQuery};
 use crate::index::search::{
-    check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+    check_has_key, check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
 };
 use crate::index::sidecar;
 use crate::index::simd::prefetch;
@@ -266,6 +266,7 @@ impl Database {
         q: &RetrieveQuery,
         ef: usize,
     ) -> Result<(Vec<Example>, Vec<(String, SearchPath)>)> {
+        check_has_key(q)?;
         self.ensure_checked()?;
         let st = self.state.read();
         let n = st.trajs.len();
