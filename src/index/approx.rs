@@ -53,6 +53,9 @@ pub enum SearchPath {
 /// that code naming it still compiles.
 pub type ApproxPath = SearchPath;
 
+/// `(key space, path)` of each key space of a retrieve, in query order.
+pub(crate) type SpacePaths = Vec<(String, SearchPath)>;
+
 impl SearchPath {
     /// True for [`SearchPath::Graph`]: the answer came from the graph walk (approximate
     /// in which rows are found; every score exact).
@@ -265,7 +268,7 @@ impl Database {
         &self,
         q: &RetrieveQuery,
         ef: usize,
-    ) -> Result<(Vec<Example>, Vec<(String, SearchPath)>)> {
+    ) -> Result<(Vec<Example>, SpacePaths)> {
         check_has_key(q)?;
         self.ensure_checked()?;
         let st = self.state.read();
