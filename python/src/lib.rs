@@ -1650,6 +1650,8 @@ impl PyDatabase {
         exact: Option<bool>,
         ef: UInt,
     ) -> PyResult<Vec<PyExample>> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
         let (_, ef) = k_ef(py, exact, &k, &ef)?;
         let q = self.retrieve_query(
             py,
@@ -1692,6 +1694,8 @@ impl PyDatabase {
         exact: Option<bool>,
         ef: UInt,
     ) -> PyResult<(Vec<PyExample>, Bound<'py, PyDict>)> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
         let (_, ef) = k_ef(py, exact, &k, &ef)?;
         let q = self.retrieve_query(
             py,
