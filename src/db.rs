@@ -77,6 +77,16 @@ pub struct Options {
     /// and checksum every row each key file vouches for (what every open did before
     /// checkpoints). For the paranoid; [`Database::verify`] checks more. Default: false.
     pub verify_on_open: bool,
+    /// Under [`SearchMode::Auto`](crate::SearchMode::Auto) (the choice of
+    /// [`Database::search_mode`] and [`Database::retrieve_mode`], and the default of the CLI
+    /// and Python), a key space with fewer rows stored than this is scanned exactly even
+    /// when it has a graph index; at or above it, a space with a graph index is answered
+    /// through the graph. Rows of deleted trajectories count until compaction (the scan
+    /// reads them too). 0 sends every space with a graph through it; `u64::MAX` keeps
+    /// every automatic search exact. [`Database::search`] and [`Database::retrieve`] are
+    /// always exact whatever this is. Default: 20,000
+    /// ([`DEFAULT_EXACT_BELOW_ROWS`](crate::DEFAULT_EXACT_BELOW_ROWS)).
+    pub exact_below_rows: u64,
 }
 
 impl Default for Options {
@@ -88,6 +98,7 @@ impl Default for Options {
             lock_timeout: std::time::Duration::ZERO,
             quantised_search: true,
             verify_on_open: false,
+            exact_below_rows: crate::index::mode::DEFAULT_EXACT_BELOW_ROWS,
         }
     }
 }
@@ -879,6 +890,9 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Per key space.
     pub spaces: Vec<SpaceStats>,
+    /// The handle's [`Options::exact_below_rows`]: the row count from which
+    /// [`SearchMode::Auto`](crate::SearchMode::Auto) uses a space's graph index.
+    pub exact_below_rows: u64,
 }
 
 /// Statistics of one key space.
@@ -893,6 +907,12 @@ pub struct SpaceStats {
     pub live_rows: u64,
     /// Bytes of the key file.
     pub file_bytes: u64,
+    /// Rows the space's graph index covers (the rest are scored exactly by a graph
+    /// search), or `None` when the space has no graph index.
+    pub graph_rows: Option<u64>,
+    /// Whether [`SearchMode::Auto`](crate::SearchMode::Auto) answers this space through
+    /// its graph index: it has one and `rows` is at least [`Stats::exact_below_rows`].
+    pub auto_uses_graph: bool,
 }
 
 fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
@@ -2157,8 +2177,12 @@ impl Database {
                         off(s.row_meta.len())
                     },
                     file_bytes: s.rows.file_bytes(),
+                    graph_rows: s.graph.read().as_ref().map(|g| off(g.len())),
+                    auto_uses_graph: crate::index::mode::auto_choice(s, self.opts.exact_below_rows)
+                        .is_graph(),
                 })
                 .collect(),
+            exact_below_rows: self.opts.exact_below_rows,
         }
     }
 }

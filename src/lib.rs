@@ -49,8 +49,9 @@ pub use format::record::{
     ElemType, EmbedderId, Level, Metric, Origin, Outcome, Provenance, ProvenanceKind,
     RetrievalEvent, SpaceDef, Stage, Step, Trajectory,
 };
-pub use index::approx::{ApproxPath, CATCHUP_PER_SEARCH};
+pub use index::approx::{ApproxPath, SearchPath, CATCHUP_PER_SEARCH};
 pub use index::graph::{GraphParams, GraphStatus};
+pub use index::mode::{RetrievePath, SearchMode, DEFAULT_EXACT_BELOW_ROWS};
 pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};
 pub use maintenance::{RepairReport, VerifyReport};
 pub use merge::MergeReport;

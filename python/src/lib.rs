@@ -25,7 +25,7 @@ use trajdb::export::chat_example;
 use trajdb::jsonl::{self, SpacesHeader};
 use trajdb::{
     Database, Durability, EmbedderId, Filter, HashEmbedder, Level, Metric, Options, Outcome,
-    ProvenanceKind, RetrievalEvent, RetrieveQuery, SpaceDef, Stage, Trajectory,
+    ProvenanceKind, RetrievalEvent, RetrieveQuery, SearchMode, SpaceDef, Stage, Trajectory,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -199,6 +199,87 @@ impl UInt {
         let v = self.get(py, what)?;
         usize::try_from(v).map_err(|_| invalid(py, format!("{what} {v} is too large")))
     }
+}
+
+/// A graph beam width argument: at least 1 (InvalidInputError naming `ef` otherwise, as the
+/// CLI refuses `--ef 0`).
+fn beam(py: Python<'_>, ef: &UInt) -> PyResult<usize> {
+    let v = ef.get_usize(py, "ef")?;
+    if v == 0 {
+        return Err(invalid(
+            py,
+            "ef must be at least 1 (the beam width of the graph walk), got 0",
+        ));
+    }
+    Ok(v)
+}
+
+/// `k` of an approximate search or retrieve: at least 1 (InvalidInputError naming `k`
+/// otherwise, as the CLI refuses `-k 0`).
+fn approx_k(py: Python<'_>, k: &UInt) -> PyResult<usize> {
+    let v = k.get_usize(py, "k")?;
+    if v == 0 {
+        return Err(invalid(
+            py,
+            "k must be at least 1 for an approximate search or retrieve, got 0",
+        ));
+    }
+    Ok(v)
+}
+
+/// The `exact` argument of search and retrieve as the engine's mode: None the automatic
+/// choice, True the exact scan, False the graph.
+fn search_mode(exact: Option<bool>) -> SearchMode {
+    match exact {
+        None => SearchMode::Auto,
+        Some(true) => SearchMode::Exact,
+        Some(false) => SearchMode::Approx,
+    }
+}
+
+/// `k` and `ef` of a search or retrieve in mode `exact`: `ef` is always checked; `k = 0`
+/// is refused when the call is forced onto the graph (exact=False), and answers an empty
+/// list otherwise, as the exact search does.
+fn k_ef(py: Python<'_>, exact: Option<bool>, k: &UInt, ef: &UInt) -> PyResult<(usize, usize)> {
+    let ef = beam(py, ef)?;
+    let k = if exact == Some(false) {
+        approx_k(py, k)?
+    } else {
+        k.get_usize(py, "k")?
+    };
+    Ok((k, ef))
+}
+
+/// An optional bool argument (an outcome): None, or a bool; anything else is TypeError
+/// naming `what` (not pyo3's "cannot be converted to PyBool").
+fn opt_bool(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<bool>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    // A Python bool, or numpy's bool (pyo3 takes both; not an int or a str).
+    if let Ok(b) = obj.extract::<bool>() {
+        return Ok(Some(b));
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "{what} must be a bool (True or False) or None, got {}",
+        type_name(obj)
+    )))
+}
+
+/// The path dict of a retrieve: {"path", "decided_by", "spaces"}.
+fn retrieve_path_dict<'py>(
+    py: Python<'py>,
+    p: &trajdb::RetrievePath,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("path", p.path.name())?;
+    d.set_item("decided_by", p.decided_by.clone())?;
+    let spaces = PyDict::new(py);
+    for (name, path) in &p.spaces {
+        spaces.set_item(name, path.name())?;
+    }
+    d.set_item("spaces", spaces)?;
+    Ok(d)
 }
 
 /// A str argument as UTF-8; a lone surrogate (`"\ud800"`) is InvalidInputError naming `what`.
@@ -926,6 +1007,40 @@ impl PyDatabase {
         Ok(q)
     }
 
+    /// search(), search_text() and search_with_path(): the query a vector (`vector`) or a
+    /// text (`text`, embedded by the space's embedder), by the mode `exact` says; the hits
+    /// and the name of the path that answered.
+    #[allow(clippy::too_many_arguments)]
+    fn search_in(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        query: Result<&Bound<'_, PyAny>, &Bound<'_, PyString>>,
+        k: &UInt,
+        f: Filter,
+        exact: Option<bool>,
+        ef: &UInt,
+    ) -> PyResult<(Vec<PyHit>, &'static str)> {
+        let db = self.handle(py)?;
+        let (k, ef) = k_ef(py, exact, k, ef)?;
+        let (q, embedder) = match query {
+            Ok(v) => (vec1(py, v, "vector")?, None),
+            Err(text) => {
+                let text = utf8(py, text, "text")?;
+                let e = self.embedder(py, space)?;
+                let q = e.embed(py, vec![text], space)?.pop().unwrap_or_default();
+                (q, Some(e.id()))
+            }
+        };
+        let (hits, path) = run(py, || {
+            if let Some(e) = &embedder {
+                db.check_embedder(space, e)?;
+            }
+            db.search_mode(space, &q, k, &f, search_mode(exact), ef)
+        })?;
+        Ok((hits.into_iter().map(PyHit::from).collect(), path.name()))
+    }
+
     /// A query vector given as a vector or, for a space with an embedder, as text.
     fn query(
         &self,
@@ -1299,10 +1414,11 @@ impl PyDatabase {
         &self,
         py: Python<'_>,
         id: UInt,
-        success: Option<bool>,
+        success: Option<&Bound<'_, PyAny>>,
         reward: Option<f64>,
     ) -> PyResult<()> {
         let id = id.get(py, "id")?;
+        let success = opt_bool(success, "set_outcome: success")?;
         if let Some(r) = reward.filter(|r| !r.is_finite()) {
             return Err(invalid(
                 py,
@@ -1336,10 +1452,15 @@ impl PyDatabase {
         Ok(self.handle(py)?.commit_seq())
     }
 
-    /// Exact top-k of key space `space` by similarity to `vector` (float32, shape (dims,)),
-    /// best first, as Hit(id, step, score); filters apply inside the scan. GIL released.
-    /// Raises InvalidInputError (unknown space, dims, NaN, not 1-D).
-    #[pyo3(signature = (space, vector, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, vector, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    /// Top-k of key space `space` by similarity to `vector` (float32, shape (dims,)), best
+    /// first, as Hit(id, step, score); filters apply inside the scan or the walk. `exact`:
+    /// None (default) the automatic choice: through the space's graph index when it has
+    /// one and at least `exact_below_rows` rows (an option of `open`, default 20000), else
+    /// the exact scan; True always the exact scan; False always the graph (search_approx).
+    /// `ef` is the graph walk's beam width. Scores are exact on every path.
+    /// search_with_path() also says which path answered. GIL released. Raises
+    /// InvalidInputError (unknown space, dims, NaN, not 1-D, ef 0, k 0 with exact=False).
+    #[pyo3(signature = (space, vector, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, space, vector, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -1353,13 +1474,38 @@ impl PyDatabase {
         exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
         as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
     ) -> PyResult<Vec<PyHit>> {
-        let db = self.handle(py)?;
+        self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
-        let k = k.get_usize(py, "k")?;
-        let q = vec1(py, vector, "vector")?;
-        let hits = run(py, || db.search(space, &q, k, &f))?;
-        Ok(hits.into_iter().map(PyHit::from).collect())
+        let (hits, _) = self.search_in(py, space, Ok(vector), &k, f, exact, &ef)?;
+        Ok(hits)
+    }
+
+    /// search(), also returning the name of the path that answered: "graph",
+    /// "exact_requested", "exact_below_threshold", "exact_no_graph",
+    /// "exact_selective_filter" or "exact_short". Same arguments and errors as search().
+    #[pyo3(signature = (space, vector, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, space, vector, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
+    #[allow(clippy::too_many_arguments)]
+    fn search_with_path(
+        &self,
+        py: Python<'_>,
+        space: &str,
+        vector: &Bound<'_, PyAny>,
+        k: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
+    ) -> PyResult<(Vec<PyHit>, &'static str)> {
+        self.handle(py)?;
+        let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
+        self.search_in(py, space, Ok(vector), &k, f, exact, &ef)
     }
 
     /// Approximate top-k through the space's graph index (Database::search_approx): `ef`
@@ -1385,8 +1531,8 @@ impl PyDatabase {
     ) -> PyResult<Vec<PyHit>> {
         let db = self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
-        let k = k.get_usize(py, "k")?;
-        let ef = ef.get_usize(py, "ef")?;
+        let k = approx_k(py, &k)?;
+        let ef = beam(py, &ef)?;
         let q = vec1(py, vector, "vector")?;
         let hits = run(py, || db.search_approx(space, &q, k, ef, &f))?;
         Ok(hits.into_iter().map(PyHit::from).collect())
@@ -1454,8 +1600,9 @@ impl PyDatabase {
             .collect())
     }
 
-    /// search() with `text` embedded by the space's embedder. InvalidInputError if none.
-    #[pyo3(signature = (space, text, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, space, text, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    /// search() with `text` embedded by the space's embedder (`exact` and `ef` as there).
+    /// InvalidInputError if none.
+    #[pyo3(signature = (space, text, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, space, text, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
     #[allow(clippy::too_many_arguments)]
     fn search_text(
         &self,
@@ -1469,22 +1616,23 @@ impl PyDatabase {
         exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
         as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
     ) -> PyResult<Vec<PyHit>> {
-        let db = self.handle(py)?;
+        self.handle(py)?;
         let f = filter(py, success_only, env, task, exclude, provenance, as_of)?;
-        let k = k.get_usize(py, "k")?;
-        let text = utf8(py, text, "text")?;
-        let e = self.embedder(py, space)?;
-        let q = e.embed(py, vec![text], space)?.pop().unwrap_or_default();
-        let id = e.id();
-        let hits = run(py, || db.search_as(space, &q, k, &f, Some(&id)))?;
-        Ok(hits.into_iter().map(PyHit::from).collect())
+        let (hits, _) = self.search_in(py, space, Err(text), &k, f, exact, &ef)?;
+        Ok(hits)
     }
 
-    /// The paper's retrieval (Database::retrieve): mean similarity over `keys` (trajectory
-    /// spaces; vectors (dims,) or text), plus the best step of `step_key` (a step space);
-    /// each Example keeps `window` steps around the matched step. GIL released.
-    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None)")]
+    /// The paper's retrieval: mean similarity over `keys` (trajectory spaces; vectors
+    /// (dims,) or text), plus the best step of `step_key` (a step space); each Example keeps
+    /// `window` steps around the matched step. `exact`: None (default) the automatic
+    /// choice: through the graph indexes (Database::retrieve_approx) when every key space of
+    /// the query has one and at least `exact_below_rows` rows, else exactly
+    /// (Database::retrieve); True always exact; False always the graphs. `ef` is the beam
+    /// width. retrieve_with_path() also says which path answered. GIL released.
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
     #[allow(clippy::too_many_arguments)]
     fn retrieve(
         &self,
@@ -1499,7 +1647,12 @@ impl PyDatabase {
         exclude: Option<&Bound<'_, PyAny>>,
         provenance: Option<&str>,
         as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
     ) -> PyResult<Vec<PyExample>> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
+        let (_, ef) = k_ef(py, exact, &k, &ef)?;
         let q = self.retrieve_query(
             py,
             keys,
@@ -1514,8 +1667,52 @@ impl PyDatabase {
             as_of,
         )?;
         let db = self.handle(py)?;
-        let examples = run(py, || db.retrieve(&q))?;
+        let (examples, _) = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
         examples_py(py, examples)
+    }
+
+    /// retrieve(), also returning which path answered, as a dict: "path" ("graph",
+    /// "exact_requested", "exact_below_threshold" or "exact_no_graph"), "decided_by" (the
+    /// key space that made an automatic retrieve exact, else None) and "spaces" (for a
+    /// retrieve through the graphs: key space name to the path of its candidate search).
+    /// Same arguments and errors as retrieve().
+    #[pyo3(signature = (keys, step_key=None, k=UInt(Ok(10)), window=UInt(Ok(5)), *, success_only=true, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, keys, step_key=None, k=10, window=5, *, success_only=True, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_with_path<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        step_key: Option<&Bound<'py, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'py, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
+    ) -> PyResult<(Vec<PyExample>, Bound<'py, PyDict>)> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
+        let (_, ef) = k_ef(py, exact, &k, &ef)?;
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
+            k,
+            window,
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
+        let (examples, p) = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
+        Ok((examples_py(py, examples)?, retrieve_path_dict(py, &p)?))
     }
 
     /// The approximate retrieval (Database::retrieve_approx): retrieve() with candidates
@@ -1540,7 +1737,8 @@ impl PyDatabase {
         provenance: Option<&str>,
         as_of: Option<UInt>,
     ) -> PyResult<Vec<PyExample>> {
-        let ef = ef.get_usize(py, "ef")?;
+        let ef = beam(py, &ef)?;
+        approx_k(py, &k)?;
         let q = self.retrieve_query(
             py,
             keys,
@@ -1638,9 +1836,10 @@ impl PyDatabase {
         &self,
         py: Python<'_>,
         episode: UInt,
-        success: Option<bool>,
+        success: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let episode = episode.get(py, "episode")?;
+        let success = opt_bool(success, "set_episode_outcome: success")?;
         self.outcome_to(py, episode, success)
     }
 
@@ -1895,7 +2094,8 @@ impl PyEpisode {
     }
 
     #[setter]
-    fn set_outcome(&self, py: Python<'_>, value: Option<bool>) -> PyResult<()> {
+    fn set_outcome(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let value = opt_bool(Some(value), "Episode.outcome")?;
         self.db.get().outcome_to(py, self.id, value)?;
         *lock(&self.outcome) = value;
         Ok(())
@@ -1907,20 +2107,24 @@ impl PyEpisode {
 
 /// Opens (by default creating) the database in directory `path`. durability "sync" (each
 /// commit synced), "group" (concurrent commits share a sync) or "buffered"; read_only takes
-/// no lock. Raises LockedError, NotADatabaseError, CorruptError, IncompatibleVersionError.
+/// no lock; exact_below_rows: search and retrieve scan a key space exactly below this many
+/// rows even when it has a graph index (Options::exact_below_rows). Raises LockedError,
+/// NotADatabaseError, CorruptError, IncompatibleVersionError.
 #[pyfunction]
-#[pyo3(signature = (path, *, durability="sync", read_only=false, create=true))]
+#[pyo3(signature = (path, *, durability="sync", read_only=false, create=true, exact_below_rows=UInt(Ok(trajdb::DEFAULT_EXACT_BELOW_ROWS))), text_signature = "(path, *, durability='sync', read_only=False, create=True, exact_below_rows=20000)")]
 fn open(
     py: Python<'_>,
     path: PathBuf,
     durability: &str,
     read_only: bool,
     create: bool,
+    exact_below_rows: UInt,
 ) -> PyResult<PyDatabase> {
     let opts = Options {
         durability: self::durability(py, durability)?,
         read_only,
         create,
+        exact_below_rows: exact_below_rows.get(py, "exact_below_rows")?,
         ..Options::default()
     };
     let p = path.clone();

@@ -43,6 +43,14 @@ _Trajectory = dict[str, Any]
 :data:`_Matrix` of shape ``(len(steps), dims)``). Unknown fields are refused."""
 _Provenance = Literal["self_generated", "imported", "relabelled"]
 _Stage = Literal["plan", "reason", "act", "other"]
+_Path = Literal[
+    "graph",
+    "exact_requested",
+    "exact_below_threshold",
+    "exact_no_graph",
+    "exact_selective_filter",
+    "exact_short",
+]
 
 class Error(Exception):
     """Base class of every trajdb error."""
@@ -79,6 +87,7 @@ def open(
     durability: Literal["sync", "group", "buffered"] = "sync",
     read_only: bool = False,
     create: bool = True,
+    exact_below_rows: int = 20000,
 ) -> Database:
     """Opens (by default creating) the database in directory ``path``.
 
@@ -86,6 +95,10 @@ def open(
     sync among concurrent commits; "buffered" leaves commits to the OS until ``sync()`` or
     ``close()`` (a power cut can lose the latest, never part of one).
     read_only: no writer lock is taken; see changes of a writer with ``refresh()``.
+    exact_below_rows: ``search`` and ``retrieve`` (with ``exact=None``, their default)
+    scan a key space exactly when it holds fewer rows than this, even when it has a graph
+    index (``build_graph``); at or above it they walk the graph. 0: every space with a
+    graph uses it.
 
     Raises LockedError (another writer), NotADatabaseError, CorruptError,
     IncompatibleVersionError, StorageError, InvalidInputError (unknown durability).
@@ -246,7 +259,8 @@ class Database:
     def delete(self, id: int) -> None:
         """Deletes (tombstones) a trajectory; ``compact()`` reclaims it. NotFoundError."""
     def set_outcome(self, id: int, success: Optional[bool], reward: Optional[float] = None) -> None:
-        """Sets a trajectory's outcome after the fact. NotFoundError, InvalidInputError."""
+        """Sets a trajectory's outcome after the fact. NotFoundError, InvalidInputError;
+        TypeError when ``success`` is not a bool or None."""
     def ids(self) -> list[int]:
         """Ids of live trajectories in commit order."""
     def search(
@@ -261,12 +275,39 @@ class Database:
         exclude: Optional[Sequence[int]] = None,
         provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
+        exact: Optional[bool] = None,
+        ef: int = 64,
     ) -> list[Hit]:
-        """Exact top-k of key space ``space`` by similarity to ``vector`` ``(dims,)``, best
-        first; filters are applied inside the scan, so k hits come back when k rows qualify.
-        Step-level spaces return one hit per matching step. ``as_of``: a commit sequence
-        number (read view). Raises InvalidInputError (unknown space, dims, NaN, 2-D array).
+        """Top-k of key space ``space`` by similarity to ``vector`` ``(dims,)``, best first;
+        filters are applied inside the scan (or the graph walk), so k hits come back when k
+        rows qualify. Step-level spaces return one hit per matching step. ``as_of``: a commit
+        sequence number (read view).
+
+        ``exact``: None (default) chooses: through the space's graph index (``build_graph``)
+        when it has one and at least ``exact_below_rows`` rows (``open``, default 20000),
+        else the exact scan; True always scans exactly; False always walks the graph (as
+        ``search_approx``). ``ef``: the walk's beam width. Scores are exact on every path;
+        ``search_with_path`` says which answered. Raises InvalidInputError (unknown space,
+        dims, NaN, 2-D array, ``ef`` 0, ``k`` 0 with ``exact=False``).
         """
+    def search_with_path(
+        self,
+        space: str,
+        vector: _Vector,
+        k: int = 10,
+        *,
+        success_only: bool = False,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+        exact: Optional[bool] = None,
+        ef: int = 64,
+    ) -> tuple[list[Hit], _Path]:
+        """``search``, also returning the path that answered: "graph", "exact_requested",
+        "exact_below_threshold", "exact_no_graph", "exact_selective_filter" or
+        "exact_short". Same arguments and errors."""
     def search_approx(
         self,
         space: str,
@@ -284,7 +325,8 @@ class Database:
         """Approximate top-k through the space's graph index (see ``build_graph``); ``ef`` is
         the beam width. Hit scores are exact; filters apply during the walk, and the exact scan
         answers when there is no graph, the filter passes few rows or the walk comes back
-        short, so k hits come back when k rows qualify. Raises InvalidInputError as search().
+        short, so k hits come back when k rows qualify. Raises InvalidInputError as search(),
+        and for ``k`` 0 or ``ef`` 0.
         """
     def build_graph(self, space: str, m: int = 16, ef_construction: int = 100) -> dict[str, int]:
         """Builds (or catches up) the graph index of ``space`` and writes its file
@@ -323,9 +365,12 @@ class Database:
         exclude: Optional[Sequence[int]] = None,
         provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
+        exact: Optional[bool] = None,
+        ef: int = 64,
     ) -> list[Hit]:
-        """``search`` with ``text`` embedded by the space's embedder. InvalidInputError when
-        the space has none in this handle, or the text has nothing to embed."""
+        """``search`` with ``text`` embedded by the space's embedder (``exact`` and ``ef`` as
+        there). InvalidInputError when the space has none in this handle, or the text has
+        nothing to embed."""
     def retrieve(
         self,
         keys: dict[str, Union[_Vector, str]],
@@ -339,13 +384,43 @@ class Database:
         exclude: Optional[Sequence[int]] = None,
         provenance: Optional[_Provenance] = None,
         as_of: Optional[int] = None,
+        exact: Optional[bool] = None,
+        ef: int = 64,
     ) -> list[Example]:
-        """The paper's retrieval, exact (``Database::retrieve``): a candidate's trajectory
-        score is the mean of its similarities over ``keys`` (trajectory-level spaces); with a
-        ``step_key`` (a step-level space) its best-matching step is found and candidates are
-        ranked by trajectory score + step score; each example keeps ``window`` steps on each
-        side of the matched step. A value given as str is embedded by the space's embedder.
+        """The paper's retrieval: a candidate's trajectory score is the mean of its
+        similarities over ``keys`` (trajectory-level spaces); with a ``step_key`` (a
+        step-level space) its best-matching step is found and candidates are ranked by
+        trajectory score + step score; each example keeps ``window`` steps on each side of
+        the matched step. A value given as str is embedded by the space's embedder.
+
+        ``exact``: None (default) chooses: candidates from the graph indexes (as
+        ``retrieve_approx``, beam width ``ef``) when every key space of the query has one
+        and at least ``exact_below_rows`` rows, else exact (``Database::retrieve``); True
+        always exact; False always the graphs. ``retrieve_with_path`` says which answered.
+        InvalidInputError also for ``ef`` 0 and for ``k`` 0 with ``exact=False``.
         """
+    def retrieve_with_path(
+        self,
+        keys: dict[str, Union[_Vector, str]],
+        step_key: Optional[tuple[str, Union[_Vector, str]]] = None,
+        k: int = 10,
+        window: int = 5,
+        *,
+        success_only: bool = True,
+        env: Optional[str] = None,
+        task: Optional[str] = None,
+        exclude: Optional[Sequence[int]] = None,
+        provenance: Optional[_Provenance] = None,
+        as_of: Optional[int] = None,
+        exact: Optional[bool] = None,
+        ef: int = 64,
+    ) -> tuple[list[Example], dict[str, Any]]:
+        """``retrieve``, also returning which path answered: ``{"path": str, "decided_by":
+        Optional[str], "spaces": dict[str, str]}``. ``path`` is "graph",
+        "exact_requested", "exact_below_threshold" or "exact_no_graph"; ``decided_by``
+        names the key space that made an automatic retrieve exact; ``spaces`` gives, for a
+        retrieve through the graphs, each key space's own path (a space can still fall back
+        to the scan: "exact_no_graph", "exact_selective_filter", "exact_short")."""
     def retrieve_approx(
         self,
         keys: dict[str, Union[_Vector, str]],
@@ -363,7 +438,7 @@ class Database:
     ) -> list[Example]:
         """retrieve() with candidates from the key spaces' graph indexes (build_graph);
         spaces without one are scanned exactly. ``ef``: beam width (at least ``k`` is used).
-        Raises what retrieve() raises."""
+        Raises what retrieve() raises, and InvalidInputError for ``k`` 0 or ``ef`` 0."""
     def retrieve_with_work(
         self,
         keys: dict[str, Union[_Vector, str]],
@@ -391,7 +466,8 @@ class Database:
     ) -> None:
         """Logs retrievals made during ``episode``. NotFoundError for unknown ids."""
     def set_episode_outcome(self, episode: int, success: Optional[bool]) -> None:
-        """Sets, changes or (None) clears an episode's outcome; Q follows."""
+        """Sets, changes or (None) clears an episode's outcome; Q follows. TypeError when
+        ``success`` is not a bool or None."""
     def episodes(self) -> list[dict[str, Any]]:
         """Every episode: {id, created_ms, outcome, events: [{id, step, stage}]}."""
     def utility(self, id: int) -> Utility:
@@ -418,7 +494,10 @@ class Database:
         key_file_rows}. Raises CorruptError."""
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: trajectories, steps, deleted, successes, episodes, commit_seq,
-        log_bytes, spaces (per space: definition, rows, live_rows, file_bytes)."""
+        log_bytes, exact_below_rows (this handle's threshold, see ``open``), spaces (per
+        space: definition, rows, live_rows, file_bytes, graph_rows (rows its graph index
+        covers; None without one) and auto_uses_graph (whether ``search``/``retrieve`` with
+        ``exact=None`` walk its graph: it has one and ``rows >= exact_below_rows``))."""
     def open_report(self) -> dict[str, Any]:
         """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
         checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,

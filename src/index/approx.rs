@@ -10,7 +10,7 @@ use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScor
 use crate::index::kernels::{scan_prepared, Prepared};
 use crate::index::quant::{self, WalkQuery};
 use crate::index::search::{
-    check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+    check_has_key, check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
 };
 use crate::index::sidecar;
 use crate::index::simd::prefetch;
@@ -26,10 +26,13 @@ const SAMPLE: usize = 256;
 /// the walk would visit most of the graph to find k passing rows.
 const SELECTIVE_ONE_IN: usize = 50;
 
-/// Which way an approximate search went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which way a search (or one key space of a retrieve) went: through the graph index, or
+/// the exact scan and why. Returned by [`Database::search_approx_path`],
+/// [`Database::search_mode`] and [`Database::retrieve_mode`]; [`name`](Self::name) gives a
+/// stable short name (for JSON, the CLI and Python), `Display` a sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ApproxPath {
+pub enum SearchPath {
     /// The graph walk, with rows past the graph scored exactly and merged.
     Graph,
     /// The exact scan: the space has no graph (or it is not usable yet).
@@ -38,6 +41,55 @@ pub enum ApproxPath {
     SelectiveFilter,
     /// The exact scan: the walk found fewer than k passing rows.
     Short,
+    /// The exact scan: [`SearchMode::Auto`](crate::SearchMode::Auto) and the space has a
+    /// graph but fewer rows than [`Options::exact_below_rows`](crate::Options::exact_below_rows).
+    BelowThreshold,
+    /// The exact scan: the caller asked for it ([`SearchMode::Exact`](crate::SearchMode::Exact)).
+    Requested,
+}
+
+/// The former name of [`SearchPath`] (from before the automatic choice between the scan and
+/// the graph added exact paths that are not fallbacks of an approximate search), kept so
+/// that code naming it still compiles.
+pub type ApproxPath = SearchPath;
+
+/// `(key space, path)` of each key space of a retrieve, in query order.
+pub(crate) type SpacePaths = Vec<(String, SearchPath)>;
+
+impl SearchPath {
+    /// True for [`SearchPath::Graph`]: the answer came from the graph walk (approximate
+    /// in which rows are found; every score exact).
+    pub fn is_graph(self) -> bool {
+        self == SearchPath::Graph
+    }
+
+    /// A stable short name: `graph`, `exact_no_graph`, `exact_selective_filter`,
+    /// `exact_short`, `exact_below_threshold` or `exact_requested`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchPath::Graph => "graph",
+            SearchPath::NoGraph => "exact_no_graph",
+            SearchPath::SelectiveFilter => "exact_selective_filter",
+            SearchPath::Short => "exact_short",
+            SearchPath::BelowThreshold => "exact_below_threshold",
+            SearchPath::Requested => "exact_requested",
+        }
+    }
+}
+
+impl std::fmt::Display for SearchPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SearchPath::Graph => "graph index",
+            SearchPath::NoGraph => "exact scan (no graph index)",
+            SearchPath::SelectiveFilter => {
+                "exact scan (the filter passes too few rows for the graph walk)"
+            }
+            SearchPath::Short => "exact scan (the graph walk found fewer than k passing rows)",
+            SearchPath::BelowThreshold => "exact scan (fewer rows than the exact-below threshold)",
+            SearchPath::Requested => "exact scan (asked for)",
+        })
+    }
 }
 
 impl Database {
@@ -180,13 +232,13 @@ impl Database {
         k: usize,
         ef: usize,
         filter: &Filter,
-    ) -> Result<(Vec<Hit>, ApproxPath)> {
+    ) -> Result<(Vec<Hit>, SearchPath)> {
         self.ensure_checked()?;
         let st = self.state.read();
         let sid = check_query(&st, space, query, None)?;
         let s = &st.spaces[ix(sid)];
         if k == 0 {
-            return Ok((Vec::new(), ApproxPath::Graph));
+            return Ok((Vec::new(), SearchPath::Graph));
         }
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
@@ -206,6 +258,18 @@ impl Database {
     ///
     /// Errors: as `retrieve`.
     pub fn retrieve_approx(&self, q: &RetrieveQuery, ef: usize) -> Result<Vec<Example>> {
+        self.retrieve_approx_paths(q, ef).map(|(ex, _)| ex)
+    }
+
+    /// [`retrieve_approx`](Self::retrieve_approx), also saying which way each key space's
+    /// candidate search went: `(space, path)` for the trajectory keys in order, then the
+    /// step key.
+    pub(crate) fn retrieve_approx_paths(
+        &self,
+        q: &RetrieveQuery,
+        ef: usize,
+    ) -> Result<(Vec<Example>, SpacePaths)> {
+        check_has_key(q)?;
         self.ensure_checked()?;
         let st = self.state.read();
         let n = st.trajs.len();
@@ -222,6 +286,7 @@ impl Database {
             }
         };
         let mut traj_spaces = Vec::new();
+        let mut paths = Vec::new();
         for (name, v) in &q.keys {
             let sid = check_query(&st, name, v, q.embedder.as_ref())?;
             let s = &st.spaces[ix(sid)];
@@ -232,7 +297,8 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, _) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
+            let (top, path) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
+            paths.push((name.clone(), path));
             for (_, r) in top.into_sorted() {
                 add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
             }
@@ -250,7 +316,7 @@ impl Database {
                     ));
                 }
                 let p = Prepared::new(s.def.metric, v);
-                let (top, _) = approx_top(
+                let (top, path) = approx_top(
                     &st,
                     s,
                     &c,
@@ -259,6 +325,7 @@ impl Database {
                     ef,
                     self.opts.quantised_search,
                 );
+                paths.push((name.clone(), path));
                 for (_, r) in top.into_sorted() {
                     add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
                 }
@@ -338,7 +405,7 @@ impl Database {
             let traj = clamp_f32(traj_score(slot));
             out.push(self.example(&st, slot, score, traj, best_step[slot], q.window)?);
         }
-        Ok(out)
+        Ok((out, paths))
     }
 }
 
@@ -390,7 +457,7 @@ fn approx_top(
     k: usize,
     ef: usize,
     quantised: bool,
-) -> (TopK, ApproxPath) {
+) -> (TopK, SearchPath) {
     let rows = s.rows.all();
     let dims = ix(s.def.dims);
     let n = s.row_meta.len().min(rows.len() / dims.max(1));
@@ -406,7 +473,7 @@ fn approx_top(
         .as_ref()
         .filter(|g| g.is_checked() && g.len() > 0 && g.len() <= n)
     else {
-        return (exact_top(st, s, c, q, k), ApproxPath::NoGraph);
+        return (exact_top(st, s, c, q, k), SearchPath::NoGraph);
     };
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
@@ -419,7 +486,7 @@ fn approx_top(
         (0..sample).filter(|&i| pass_row(i * n / sample)).count()
     };
     if passing * SELECTIVE_ONE_IN < sample {
-        return (exact_top(st, s, c, q, k), ApproxPath::SelectiveFilter);
+        return (exact_top(st, s, c, q, k), SearchPath::SelectiveFilter);
     }
     let ef = ef.max(k);
     let cap = (n / 2).max(ef.saturating_mul(64));
@@ -488,7 +555,7 @@ fn approx_top(
         |r, score| top.offer(score, off(glen + r)),
     );
     if top.kth().is_none() {
-        return (exact_top(st, s, c, q, k), ApproxPath::Short);
+        return (exact_top(st, s, c, q, k), SearchPath::Short);
     }
-    (top, ApproxPath::Graph)
+    (top, SearchPath::Graph)
 }

@@ -6,6 +6,7 @@ pub(crate) mod bounds;
 pub mod graph;
 pub mod kernels;
 pub mod keyfile;
+pub(crate) mod mode;
 pub(crate) mod quant;
 pub(crate) mod search;
 pub mod sidecar;

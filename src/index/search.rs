@@ -246,6 +246,17 @@ fn top_rows(
     top
 }
 
+/// Refuses a retrieve query with no key at all (nothing to rank by).
+pub(crate) fn check_has_key(q: &RetrieveQuery) -> Result<()> {
+    if q.keys.is_empty() && q.step_key.is_none() {
+        return Err(Error::invalid(
+            "retrieve keys",
+            "no trajectory key and no step key: give at least one to rank by",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_query(
     st: &State,
     space: &str,
@@ -568,12 +579,7 @@ impl Database {
         scratch: &mut Scratch,
         prune: bool,
     ) -> Result<(Vec<Example>, RetrieveWork)> {
-        if q.keys.is_empty() && q.step_key.is_none() {
-            return Err(Error::invalid(
-                "retrieve keys",
-                "no trajectory key and no step key: give at least one to rank by",
-            ));
-        }
+        check_has_key(q)?;
         let st = self.state.read();
         let n = st.trajs.len();
         let mut work = RetrieveWork::default();

@@ -138,11 +138,14 @@ fn build_graph_then_approximate_search_and_retrieve_match_the_exact_answer_at_a_
 fn bad_approximate_arguments_are_refused_with_one_line() {
     let db = topic_db("approx-cli-bad");
     let q = ["search", s(&db), "--space", "goal", "--text", "tea"];
-    // clap: usage errors (exit 2) for --ef without --approx, --ef 0, --m 1, --approx
-    // with --per-trajectory.
+    // clap: usage errors (exit 2) for --ef 0, --m 1, --drop with --m, --approx with
+    // --per-trajectory, --exact with --approx or --ef, a negative --exact-below-rows.
     for args in [
-        &[&q[..], &["--ef", "10"]].concat(),
         &[&q[..], &["--approx", "--ef", "0"]].concat(),
+        &[&q[..], &["--ef", "0"]].concat(),
+        &[&q[..], &["--exact", "--approx"]].concat(),
+        &[&q[..], &["--exact", "--ef", "10"]].concat(),
+        &[&q[..], &["--exact-below-rows", "-1"]].concat(),
         &["build-graph", s(&db), "--space", "goal", "--m", "1"][..],
         &[
             "build-graph",
@@ -154,6 +157,23 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
             "4",
         ][..],
         &[&q[..], &["--approx", "--per-trajectory"]].concat(),
+        &[
+            "retrieve",
+            s(&db),
+            "--keys",
+            "goal=tea",
+            "--exact",
+            "--approx",
+        ][..],
+        &[
+            "retrieve",
+            s(&db),
+            "--keys",
+            "goal=tea",
+            "--exact",
+            "--ef",
+            "9",
+        ][..],
     ] {
         let r = trajdb(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
@@ -186,5 +206,185 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
         ),
         &["nope"],
     );
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// The `path=NAME` token of the stderr line saying which path answered.
+fn path_of(stderr: &str) -> &str {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("path="))
+        .unwrap_or_else(|| panic!("no path line in: {stderr}"));
+    line.split("path=")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+}
+
+/// `trajdb ARGS`, which must succeed: (stdout, the path it reports).
+fn run_path(args: &[&str]) -> (String, String) {
+    let r = trajdb(args, None);
+    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    (r.stdout, path_of(&r.stderr).to_string())
+}
+
+#[test]
+fn search_and_retrieve_choose_the_graph_by_size_and_exact_or_approx_override_it() {
+    let db = topic_db("approx-cli-auto");
+    // A deliberately sparse graph, so that its answers differ from the exact ones.
+    ok(&[
+        "build-graph",
+        s(&db),
+        "--space",
+        "goal",
+        "--m",
+        "2",
+        "--ef-construction",
+        "2",
+    ]);
+    let q = [
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "tea",
+        "-k",
+        "7",
+        "--json",
+    ];
+    let with = |extra: &[&str]| run_path(&[&q[..], extra].concat());
+    let (exact, path) = with(&["--exact"]);
+    assert_eq!(path, "exact_requested");
+    let (graph, path) = with(&["--approx", "--ef", "1"]);
+    assert_eq!(path, "graph");
+    assert_ne!(
+        graph, exact,
+        "the sparse graph's answer must differ for this test"
+    );
+    // Default: 240 rows is below the default threshold (20000): exact, said so.
+    let (auto, path) = with(&["--ef", "1"]);
+    assert_eq!(
+        (auto.as_str(), path.as_str()),
+        (exact.as_str(), "exact_below_threshold")
+    );
+    // At the threshold: the graph.
+    let (auto, path) = with(&["--ef", "1", "--exact-below-rows", "240"]);
+    assert_eq!((auto.as_str(), path.as_str()), (graph.as_str(), "graph"));
+    // One row more than the space holds: exact again.
+    let (auto, path) = with(&["--ef", "1", "--exact-below-rows", "241"]);
+    assert_eq!(
+        (auto.as_str(), path.as_str()),
+        (exact.as_str(), "exact_below_threshold")
+    );
+    // --exact overrides the size.
+    let (forced, path) = with(&["--exact", "--exact-below-rows", "0"]);
+    assert_eq!(
+        (forced.as_str(), path.as_str()),
+        (exact.as_str(), "exact_requested")
+    );
+    // --quiet: no path line.
+    let r = trajdb(&[&q[..], &["-q", "--exact-below-rows", "0"]].concat(), None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    // A space without a graph: exact, whatever the threshold; --per-trajectory too.
+    let obs = [
+        "search",
+        s(&db),
+        "--space",
+        "observation",
+        "--text",
+        "tea seen",
+        "--exact-below-rows",
+        "0",
+    ];
+    assert_eq!(run_path(&obs).1, "exact_no_graph");
+    assert_eq!(
+        run_path(&[&obs[..], &["--approx"]].concat()).1,
+        "exact_no_graph"
+    );
+    assert_eq!(
+        run_path(&[&obs[..], &["--per-trajectory"]].concat()).1,
+        "exact_per_trajectory"
+    );
+
+    // retrieve: the graph only when every key space qualifies.
+    let r = [
+        "retrieve",
+        s(&db),
+        "--keys",
+        "goal=bread job",
+        "--step-key",
+        "observation=bread seen",
+        "-k",
+        "5",
+        "--json",
+        "--exact-below-rows",
+        "0",
+    ];
+    let (exact_r, path) = run_path(&[&r[..], &["--exact"]].concat());
+    assert_eq!(path, "exact_requested");
+    let rr = trajdb(&r, None);
+    assert_eq!(rr.code, 0, "{}", rr.stderr);
+    assert_eq!(path_of(&rr.stderr), "exact_no_graph");
+    assert!(
+        rr.stderr.contains("key space `observation`"),
+        "{}",
+        rr.stderr
+    );
+    assert_eq!(rr.stdout, exact_r);
+    ok(&["build-graph", s(&db), "--space", "observation"]);
+    let rr = trajdb(&r, None);
+    assert_eq!(rr.code, 0, "{}", rr.stderr);
+    assert_eq!(path_of(&rr.stderr), "graph");
+    assert!(
+        rr.stderr.contains("goal=graph, observation=graph"),
+        "{}",
+        rr.stderr
+    );
+    assert_eq!(rr.stdout, ok(&[&r[..], &["--approx"]].concat()));
+    // Default threshold: 240 goal rows are too few, so the whole retrieve is exact.
+    let (def, path) = run_path(&r[..9]);
+    assert_eq!(
+        (def.as_str(), path.as_str()),
+        (exact_r.as_str(), "exact_below_threshold")
+    );
+
+    // stats: graph rows and whether the automatic choice uses the graph.
+    let st: Value = serde_json::from_str(&ok(&[
+        "stats",
+        s(&db),
+        "--json",
+        "--exact-below-rows",
+        "500",
+    ]))
+    .unwrap();
+    assert_eq!(st["exact_below_rows"], 500);
+    let sp = |name: &str| {
+        st["spaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(sp("goal")["graph_rows"], 240);
+    assert_eq!(sp("goal")["auto_uses_graph"], false);
+    assert_eq!(sp("observation")["graph_rows"], 720);
+    assert_eq!(sp("observation")["auto_uses_graph"], true);
+    ok(&["build-graph", s(&db), "--space", "goal", "--drop"]);
+    let text = ok(&["stats", s(&db), "--exact-below-rows", "500"]);
+    let head = text.lines().find(|l| l.starts_with("space ")).unwrap();
+    assert!(head.ends_with("graph rows   auto"), "{text}");
+    let goal_line = text.lines().find(|l| l.starts_with("goal ")).unwrap();
+    assert!(goal_line.ends_with("-  exact"), "{goal_line}");
+    let obs_line = text
+        .lines()
+        .find(|l| l.starts_with("observation "))
+        .unwrap();
+    assert!(obs_line.ends_with("720  graph"), "{obs_line}");
     let _ = std::fs::remove_dir_all(&db);
 }

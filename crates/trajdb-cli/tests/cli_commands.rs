@@ -252,13 +252,14 @@ fn stats_text_is_an_aligned_table() {
         .take_while(|l| !l.is_empty())
         .copied()
         .collect();
-    assert_eq!(counts.len(), 8, "{text}");
+    assert_eq!(counts.len(), 9, "{text}");
+    assert!(counts[8].starts_with("exact below rows") && counts[8].ends_with(" 20000"));
     assert!(counts.iter().all(|l| l.len() == counts[0].len()), "{text}");
     // The key spaces: a header, then one row per space, every column starting where its
     // header does.
     let head = lines[counts.len() + 1];
     assert!(
-        head.starts_with("space ") && head.ends_with("key file bytes"),
+        head.starts_with("space ") && head.ends_with("key file bytes  graph rows   auto"),
         "{text}"
     );
     let rows = &lines[counts.len() + 2..];
@@ -271,6 +272,8 @@ fn stats_text_is_an_aligned_table() {
     assert_eq!(&rows[0][level_at..level_at + 10], "trajectory", "{text}");
     assert_eq!(&rows[1][level_at..level_at + 4], "step", "{text}");
     assert!(rows.iter().all(|r| r.len() == head.len()), "{text}");
+    // No graph index: no graph rows, and the automatic choice scans.
+    assert!(rows.iter().all(|r| r.ends_with("-  exact")), "{text}");
 }
 
 #[test]

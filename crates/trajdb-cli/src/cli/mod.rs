@@ -60,10 +60,15 @@ pub enum Command {
     /// key-space header as the first line creates its spaces.
     Append(AppendArgs),
     /// Search one key space for the nearest keys (in a step-level space, the nearest steps;
-    /// --per-trajectory keeps the best step of each trajectory).
+    /// --per-trajectory keeps the best step of each trajectory). Through the space's graph
+    /// index when it has one and at least --exact-below-rows rows, else by the exact scan
+    /// (--exact, --approx force one); stderr says which (`path=...`).
     Search(SearchArgs),
     /// The paper's retrieval: the k best trajectories by mean similarity over several
     /// trajectory keys, re-ranked by their best-matching step, each cut to a window of steps.
+    /// Through the graph indexes when every key space of the query has one and at least
+    /// --exact-below-rows rows, else exactly (--exact, --approx force one); stderr says
+    /// which (`path=...`).
     Retrieve(RetrieveArgs),
     /// Print one trajectory: a readable view (control characters escaped, long fields cut;
     /// --full shows them whole) or --json.
@@ -86,8 +91,9 @@ pub enum Command {
     Fork(ForkArgs),
     /// Delete a trajectory (a tombstone; `compact` reclaims the space).
     Delete(DeleteArgs),
-    /// Build (or catch up) the graph index of a key space for `search --approx` and
-    /// `retrieve --approx` (file `graph-N.idx`), or remove it (--drop).
+    /// Build (or catch up) the graph index of a key space (file `graph-N.idx`), or remove
+    /// it (--drop). `search` and `retrieve` then use it when the space holds at least
+    /// --exact-below-rows rows (default 20000), and always with --approx.
     BuildGraph(BuildGraphArgs),
     /// Exemplar curation's choice, without copying anything: per task, the successful
     /// trajectory with the highest Q (no Q counts as -1; ties keep the one committed first),
@@ -221,8 +227,8 @@ pub struct SearchArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub k: u64,
     /// At most one hit per trajectory: its best-matching step in a step-level space, so K
-    /// counts trajectories. No effect in a trajectory-level space.
-    #[arg(long)]
+    /// counts trajectories. No effect in a trajectory-level space. Always the exact scan.
+    #[arg(long, conflicts_with = "approx")]
     pub per_trajectory: bool,
     /// Only successful trajectories.
     #[arg(long)]
@@ -236,15 +242,48 @@ pub struct SearchArgs {
     /// Print a JSON array of {"id","step","score"}, best first.
     #[arg(long)]
     pub json: bool,
-    /// Approximate top K through the key space's graph index (`trajdb build-graph`;
-    /// `Database::search_approx`): hit scores are exact, which rows are found may differ
-    /// from the exact search; without a graph the space is scanned exactly.
-    #[arg(long, conflicts_with = "per_trajectory")]
+    /// Which path answers: by default the automatic choice (the graph index when the key
+    /// space has one, built by `trajdb build-graph`, and at least --exact-below-rows rows;
+    /// else the exact scan); --exact forces the scan, --approx the graph. The path taken is
+    /// printed on stderr (`path=...`; not with --quiet).
+    #[command(flatten)]
+    pub mode: ModeArgs,
+}
+
+/// The choice between the exact scan and the graph index, shared by `search` and `retrieve`.
+#[derive(Debug, Args)]
+pub struct ModeArgs {
+    /// Always the exact scan (`Database::search` / `retrieve`), even when the key space has
+    /// a graph index and many rows.
+    #[arg(long, conflicts_with_all = ["approx", "ef"])]
+    pub exact: bool,
+    /// Always through the key space's graph index when it has one (`search_approx` /
+    /// `retrieve_approx`), whatever its size: hit scores are exact, which rows are found
+    /// may differ from the exact search; without a graph the space is scanned exactly.
+    #[arg(long)]
     pub approx: bool,
-    /// Beam width of `--approx`: larger is slower and nearer the exact answer.
-    #[arg(long, requires = "approx", value_name = "EF", default_value_t = 64,
+    /// Beam width of the graph walk (automatic choice or --approx): larger is slower and
+    /// nearer the exact answer.
+    #[arg(long, value_name = "EF", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub ef: u64,
+    /// The automatic choice scans a key space exactly when it holds fewer rows than this
+    /// (rows of deleted trajectories count until `compact`), even with a graph index.
+    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS)]
+    pub exact_below_rows: u64,
+}
+
+impl ModeArgs {
+    /// The engine's mode.
+    pub fn mode(&self) -> trajdb::SearchMode {
+        if self.exact {
+            trajdb::SearchMode::Exact
+        } else if self.approx {
+            trajdb::SearchMode::Approx
+        } else {
+            trajdb::SearchMode::Auto
+        }
+    }
 }
 
 /// Arguments of `retrieve`.
@@ -287,15 +326,13 @@ pub struct RetrieveArgs {
     /// "matched_step","window","trajectory"}), best first.
     #[arg(long)]
     pub json: bool,
-    /// Approximate mode (`Database::retrieve_approx`): candidates come from the key spaces'
-    /// graph indexes (`trajdb build-graph`) and are then scored exactly; a space without a
-    /// graph is scanned exactly. Scores are exact, which trajectories are found may differ.
-    #[arg(long)]
-    pub approx: bool,
-    /// Beam width of the approximate mode: larger is slower and nearer the exact answer.
-    #[arg(long, requires = "approx", value_name = "EF", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub ef: u64,
+    /// Which path answers: by default the automatic choice (through the graph indexes when
+    /// every key space of the query has one and at least --exact-below-rows rows, else the
+    /// exact retrieve); --exact forces the exact retrieve, --approx the graphs (candidates
+    /// from the graph indexes, then scored exactly: scores are exact, which trajectories
+    /// are found may differ). The path taken is printed on stderr (`path=...`).
+    #[command(flatten)]
+    pub mode: ModeArgs,
 }
 
 /// Arguments of `build-graph`.
@@ -400,6 +437,10 @@ pub struct StatsArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// The threshold the "auto" column compares each key space's rows with (as `search
+    /// --exact-below-rows`).
+    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS)]
+    pub exact_below_rows: u64,
 }
 
 /// A command that takes only the database.
@@ -573,6 +614,11 @@ pub fn open_read(db: &Path) -> CliResult<Database> {
     open_read_as(db, true)
 }
 
+/// [`open_read`] with `Options::exact_below_rows` set to `rows` (search, retrieve, stats).
+pub fn open_read_auto(db: &Path, rows: u64) -> CliResult<Database> {
+    open_read_with_opts(db, true, false, rows)
+}
+
 /// [`open_read`], optionally without the damaged-tail warning (`verify` reports it itself).
 pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
     open_read_with(db, warn, false)
@@ -587,6 +633,15 @@ pub fn open_read_checked(db: &Path) -> CliResult<Database> {
 }
 
 fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Database> {
+    open_read_with_opts(db, warn, verify_on_open, trajdb::DEFAULT_EXACT_BELOW_ROWS)
+}
+
+fn open_read_with_opts(
+    db: &Path,
+    warn: bool,
+    verify_on_open: bool,
+    exact_below_rows: u64,
+) -> CliResult<Database> {
     must_exist(db)?;
     let d = Database::open(
         db,
@@ -594,6 +649,7 @@ fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Data
             read_only: true,
             create: false,
             verify_on_open,
+            exact_below_rows,
             ..Options::default()
         },
     )?;

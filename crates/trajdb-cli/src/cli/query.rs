@@ -13,10 +13,30 @@ use trajdb_agent::embedders::EmbedderSpec;
 use trajdb_agent::minilm::MINILM_EMBEDDER_NAME;
 use trajdb_agent::openai::{OpenAiClient, OpenAiEmbedder, OPENAI_EMBEDDER_PREFIX};
 
+use super::progress::note;
 use super::{
-    json_line, open_read, out_err, write_line, CliResult, CurateArgs, RetrieveArgs, SearchArgs,
-    StatsArgs,
+    json_line, open_read, open_read_auto, out_err, write_line, CliResult, CurateArgs, ModeArgs,
+    RetrieveArgs, SearchArgs, StatsArgs,
 };
+use trajdb::SearchPath;
+
+/// `--ef` as a beam width.
+fn ef_of(m: &ModeArgs) -> CliResult<usize> {
+    usize::try_from(m.ef).map_err(|_| format!("--ef {} is too large", m.ef).into())
+}
+
+/// The stderr line saying which path answered `what` (`path=NAME: sentence`).
+fn path_line(what: &str, path: SearchPath, m: &ModeArgs) -> String {
+    let how = match path {
+        SearchPath::Graph => format!("graph index, ef {}", m.ef),
+        SearchPath::BelowThreshold => format!(
+            "exact scan (fewer rows than --exact-below-rows {})",
+            m.exact_below_rows
+        ),
+        p => p.to_string(),
+    };
+    format!("trajdb: {what}: path={}: {how}", path.name())
+}
 
 /// Parses a JSON array of numbers into an f32 vector; `what` names it in errors.
 fn parse_vector(text: &str, what: &str) -> CliResult<Vec<f32>> {
@@ -221,7 +241,7 @@ fn retrieve_key(
 
 /// `trajdb retrieve`.
 pub fn retrieve(a: &RetrieveArgs) -> CliResult {
-    let db = open_read(&a.db)?;
+    let db = open_read_auto(&a.db, a.mode.exact_below_rows)?;
     let mut embedders = QueryEmbedders::new(a.embedder.as_deref())?;
     let mut keys = Vec::with_capacity(a.keys.len());
     for spec in &a.keys {
@@ -245,12 +265,20 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
         },
         embedder: None,
     };
-    let examples = if a.approx {
-        let ef = usize::try_from(a.ef).map_err(|_| format!("--ef {} is too large", a.ef))?;
-        db.retrieve_approx(&q, ef)?
-    } else {
-        db.retrieve(&q)?
-    };
+    let (examples, p) = db.retrieve_mode(&q, a.mode.mode(), ef_of(&a.mode)?)?;
+    let mut line = path_line("retrieve", p.path, &a.mode);
+    if let Some(space) = &p.decided_by {
+        line.push_str(&format!(" (key space `{space}`)"));
+    }
+    if !p.spaces.is_empty() {
+        let each: Vec<String> = p
+            .spaces
+            .iter()
+            .map(|(name, path)| format!("{name}={}", path.name()))
+            .collect();
+        line.push_str(&format!("; per key space: {}", each.join(", ")));
+    }
+    note(&line);
     let mut out = io::BufWriter::new(io::stdout().lock());
     if a.json {
         write_line(&mut out, &json_line(&examples)?)?;
@@ -352,7 +380,7 @@ fn clip(s: &str, n: usize) -> String {
 
 /// `trajdb search`.
 pub fn search(a: &SearchArgs) -> CliResult {
-    let db = open_read(&a.db)?;
+    let db = open_read_auto(&a.db, a.mode.exact_below_rows)?;
     let space = db
         .spaces()
         .into_iter()
@@ -368,17 +396,22 @@ pub fn search(a: &SearchArgs) -> CliResult {
         ..Filter::default()
     };
     let k = usize::try_from(a.k).map_err(|_| format!("-k {} is too large", a.k))?;
-    let hits = if a.approx {
-        let ef = usize::try_from(a.ef).map_err(|_| format!("--ef {} is too large", a.ef))?;
-        if let Some(e) = &embedder {
-            // The exact search checks the query's embedder against the space's; so does this.
-            db.check_embedder(&a.space, e)?;
-        }
-        db.search_approx(&a.space, &v, k, ef, &filter)?
-    } else if a.per_trajectory {
+    let what = format!("search of `{}`", a.space);
+    let hits = if a.per_trajectory {
+        note(&format!(
+            "trajdb: {what}: path=exact_per_trajectory: exact scan (--per-trajectory has no graph path)"
+        ));
         db.search_per_trajectory(&a.space, &v, k, &filter, embedder.as_ref())?
     } else {
-        db.search_as(&a.space, &v, k, &filter, embedder.as_ref())?
+        if let Some(e) = &embedder {
+            // The exact search checks the query's embedder against the space's; so does
+            // every path here.
+            db.check_embedder(&a.space, e)?;
+        }
+        let (hits, path) =
+            db.search_mode(&a.space, &v, k, &filter, a.mode.mode(), ef_of(&a.mode)?)?;
+        note(&path_line(&what, path, &a.mode));
+        hits
     };
     let mut out = io::stdout().lock();
     if a.json {
@@ -421,7 +454,7 @@ pub fn search(a: &SearchArgs) -> CliResult {
 
 /// `trajdb stats`.
 pub fn stats(a: &StatsArgs) -> CliResult {
-    let db = open_read(&a.db)?;
+    let db = open_read_auto(&a.db, a.exact_below_rows)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if a.utility {
         let lines = utility_lines(&db);
@@ -473,6 +506,7 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         ("commit seq", s.commit_seq),
         ("log bytes", s.log_bytes),
         ("key spaces", s.spaces.len() as u64),
+        ("exact below rows", s.exact_below_rows),
     ];
     let rows: Vec<Vec<String>> = counts
         .iter()
@@ -503,6 +537,9 @@ pub fn stats(a: &StatsArgs) -> CliResult {
                     sp.rows.to_string(),
                     sp.live_rows.to_string(),
                     sp.file_bytes.to_string(),
+                    sp.graph_rows
+                        .map_or_else(|| "-".to_string(), |n| n.to_string()),
+                    if sp.auto_uses_graph { "graph" } else { "exact" }.to_string(),
                 ]
             })
             .collect();
@@ -515,8 +552,12 @@ pub fn stats(a: &StatsArgs) -> CliResult {
             "rows",
             "live rows",
             "key file bytes",
+            "graph rows",
+            "auto",
         ];
-        let right = [false, false, true, false, false, true, true, true];
+        let right = [
+            false, false, true, false, false, true, true, true, true, true,
+        ];
         for l in table(&head, &rows, &right) {
             write_line(&mut out, &l)?;
         }
