@@ -148,7 +148,7 @@ def run_trajdb(args, x, q, gt, m, path):
             lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef, success_only=True)], q, gt_f)
         res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec, "filtered_p50_ms": p50f,
                     "filtered_recall": recf})
-    p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search("goal", v, K)], q, gt)
+    p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search("goal", v, K, exact=True)], q, gt)
     out["exact_p50_ms"] = p50
     out["runs"] = res
     out["peak_rss_mb"] = rss_mb()

@@ -204,7 +204,7 @@ def bench_search(root, n, reps, rows_path):
     flat = x.reshape(-1)
 
     def t_trajdb(q):
-        h = db.search("key", q, k=K)
+        h = db.search("key", q, k=K, exact=True)
         return [e.id - 1 for e in h], [e.score for e in h]
 
     def t_numpy(q):
@@ -438,7 +438,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
     with_work = hasattr(db, "retrieve_with_work")
 
     def t_trajdb(q):
-        return db.retrieve({"goal": q[0], "plan": q[1]}, ("observation", q[2]), k=K, window=WINDOW)
+        return db.retrieve({"goal": q[0], "plan": q[1]}, ("observation", q[2]), k=K, window=WINDOW, exact=True)
 
     def t_reference(q):
         return ref.retrieve({"goal": q[0], "plan": q[1]}, ("observation", q[2]))
