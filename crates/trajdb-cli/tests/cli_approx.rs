@@ -178,6 +178,33 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
         let r = trajdb(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
     }
+    // A number past 64 bits is told the range, as a merely too-large one is.
+    for (args, range) in [
+        (
+            [&q[..], &["--ef", "18446744073709551616"]].concat(),
+            "1..=1000000",
+        ),
+        (
+            [
+                &["retrieve", s(&db), "--keys", "goal=tea"][..],
+                &["--window", "18446744073709551615"],
+            ]
+            .concat(),
+            "0..=1000000",
+        ),
+        (
+            [
+                &["retrieve", s(&db), "--keys", "goal=tea"][..],
+                &["--window", "1000001"],
+            ]
+            .concat(),
+            "0..=1000000",
+        ),
+    ] {
+        let r = trajdb(&args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(range), "{args:?}: {}", r.stderr);
+    }
     // Engine errors: one line naming what is wrong.
     assert_refused(
         &trajdb(&["build-graph", s(&db), "--space", "nope"], None),

@@ -44,6 +44,20 @@ fn parse_wait(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A whole number in `LO..=HI` as `T`; the message names the range whatever the input
+/// (clap's own integer parser says only "number too large to fit in target type" past 64
+/// bits).
+fn ranged<T: TryFrom<u64>, const LO: u64, const HI: u64>(s: &str) -> Result<T, String> {
+    let bad = || format!("`{s}` is not a whole number in {LO}..={HI}");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match s.parse::<u64>() {
+        Ok(v) if (LO..=HI).contains(&v) => T::try_from(v).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
 /// How long write commands wait for the writer lock (`--wait`), set once by [`run`].
 static LOCK_WAIT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
@@ -150,7 +164,7 @@ pub struct ImportArgs {
     pub embed: Vec<String>,
     /// Dimensions of the embedded keys [default: 256] (`--embedder hash` only: a model's
     /// dimensions are its own).
-    #[arg(long, requires = "embed", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    #[arg(long, requires = "embed", value_parser = ranged::<u32, 1, 65536>)]
     pub dims: Option<u32>,
     /// Embedder of the `--embed` spaces: `hash` (built-in, no model), `minilm:PATH`
     /// (all-MiniLM-L6-v2, 384 dims, on the CPU from the model folder PATH; texts cut at 256
@@ -224,7 +238,7 @@ pub struct SearchArgs {
     /// Number of results. They are rows of the key space: in a step-level space each hit
     /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = ranged::<u64, 1, 1_000_000>)]
     pub k: u64,
     /// At most one hit per trajectory: its best-matching step in a step-level space, so K
     /// counts trajectories. No effect in a trajectory-level space. Always the exact scan.
@@ -265,7 +279,7 @@ pub struct ModeArgs {
     /// Beam width of the graph walk (automatic choice or --approx): larger is slower and
     /// nearer the exact answer.
     #[arg(long, value_name = "EF", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = ranged::<u64, 1, 1_000_000>)]
     pub ef: u64,
     /// The automatic choice scans a key space exactly when it holds fewer rows than this
     /// (rows of deleted trajectories count until `compact`), even with a graph index.
@@ -307,10 +321,10 @@ pub struct RetrieveArgs {
     pub embedder: Option<String>,
     /// Number of examples.
     #[arg(short = 'k', value_name = "K", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = ranged::<u64, 1, 1_000_000>)]
     pub k: u64,
     /// Steps kept on each side of the matched step.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    #[arg(long, default_value_t = 5, value_parser = ranged::<u32, 0, 1_000_000>)]
     pub window: u32,
     /// Only successful trajectories (what the method retrieves; off by default here, so any
     /// trajectory can be looked up; Python's `retrieve` defaults to on).
@@ -345,11 +359,11 @@ pub struct BuildGraphArgs {
     pub space: String,
     /// Half the neighbour slots per node (the graph's degree is 2 M), 2 to 128.
     #[arg(long, value_name = "M", default_value_t = 16,
-          value_parser = clap::value_parser!(u64).range(2..=128))]
+          value_parser = ranged::<u64, 2, 128>)]
     pub m: u64,
     /// Beam width when inserting a row, from M to 4096.
     #[arg(long, value_name = "EF", default_value_t = 100,
-          value_parser = clap::value_parser!(u64).range(2..=4096))]
+          value_parser = ranged::<u64, 2, 4096>)]
     pub ef_construction: u64,
     /// Remove the space's graph index (and its file) instead of building it.
     #[arg(long, conflicts_with_all = ["m", "ef_construction"])]
