@@ -341,7 +341,10 @@ def interleave(args):
     """Every built system in one process, timed on the same queries interleaved: for each
     ef, a warm-up pass, then `--reps` passes in which every query goes to every system, the
     system that goes first rotating from query to query, so load on a shared machine lands
-    on all systems alike. Prints per system and ef the p50 (p10, p90) and recall@10."""
+    on all systems alike. Then `--reps` rounds of blocks: each system answers all the queries
+    in turn (the order rotating from round to round), so each runs with its own index in
+    the cache, as it would serving alone, and load still lands on all alike. Prints per
+    system and ef the p50 (p10, p90) of each timing and recall@10."""
     tf = os.path.join(args.dir, f"truth-{args.n}.npy")
     if not os.path.exists(tf):
         x, q = data(args)
@@ -371,10 +374,22 @@ def interleave(args):
                     lat[n].append(now() - t)
                     if rep == 0:
                         hit[n] += len(gt[i] & set(int(x) for x in ids))
+        blk = {n: [] for n in names}
+        for rep in range(args.reps):
+            for j in range(len(names)):
+                n = names[(rep + j) % len(names)]
+                for v in q:
+                    t = now()
+                    fns[n][1](v)
+                    blk[n].append(now() - t)
         for n in names:
             a = np.array(lat[n]) * 1e3
+            b = np.array(blk[n]) * 1e3
             out[n].append({"M": M, "ef": ef, "p50_ms": float(np.median(a)),
                            "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90)),
+                           "block_p50_ms": float(np.median(b)),
+                           "block_p10_ms": float(np.percentile(b, 10)),
+                           "block_p90_ms": float(np.percentile(b, 90)),
                            "recall": hit[n] / (K * len(q))})
     print(json.dumps(out))
 
@@ -509,9 +524,19 @@ def main():
             cells = [f"{inter[n][i]['p50_ms']:.3f} ({inter[n][i]['p10_ms']:.3f}-{inter[n][i]['p90_ms']:.3f}), "
                      f"{inter[n][i]['recall']:.4f}" for n in built]
             print(f"| {ef} | " + " | ".join(cells) + " |")
+        print(f"\nblocks, M {m}, {args.reps} round(s): each system answers all {args.queries} "
+              f"queries in turn: p50 ms (p10-p90)")
+        print("| ef | " + " | ".join(built) + " |")
+        print("|---|" + "---|" * len(built))
+        for i, ef in enumerate(efs):
+            cells = [f"{inter[n][i]['block_p50_ms']:.3f} ({inter[n][i]['block_p10_ms']:.3f}-"
+                     f"{inter[n][i]['block_p90_ms']:.3f})" for n in built]
+            print(f"| {ef} | " + " | ".join(cells) + " |")
         for n in built:
             results[f"{n}/M{m}"]["interleaved"] = inter[n]
             results[f"{n}/M{m}"]["interleaved_p50_at_095_ms"] = at_recall(inter[n])
+            results[f"{n}/M{m}"]["blocks_p50_at_095_ms"] = at_recall(
+                [{"recall": r["recall"], "p50_ms": r["block_p50_ms"]} for r in inter[n]])
     # Time per query at recall@10 0.95 (linear between the grid points around it) and the
     # QPS ratio against trajdb (above 1: trajdb answers more queries per second).
     key_t = "interleaved_p50_at_095_ms" if any("interleaved" in v for v in results.values()) else "p50_at_095_ms"
@@ -525,6 +550,17 @@ def main():
         tb = base.get(key.split("/")[1])
         ratio = f", trajdb QPS / {key.split('/')[0]} QPS = {t / tb:.2f}" if tb else ""
         print(f"{key}: p50 at recall@10 0.95 {t:.3f} ms{ratio}")
+    if any("blocks_p50_at_095_ms" in v for v in results.values()):
+        print("\nat recall@10 0.95 (blocks: each system alone in the cache, rounds alternating):")
+        base = {k.split("/")[1]: v.get("blocks_p50_at_095_ms") for k, v in results.items()
+                if k.startswith("trajdb/")}
+        for key, out in results.items():
+            t, tb = out.get("blocks_p50_at_095_ms"), base.get(key.split("/")[1])
+            if t is None:
+                print(f"{key}: recall@10 0.95 not reached by the grid")
+                continue
+            ratio = f", trajdb QPS / {key.split('/')[0]} QPS = {t / tb:.2f}" if tb else ""
+            print(f"{key}: p50 at recall@10 0.95 {t:.3f} ms{ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
