@@ -4,7 +4,7 @@
 //! The rule (issue 15): a key space is answered through its graph index when it has one and
 //! holds at least [`Options::exact_below_rows`](crate::Options::exact_below_rows) rows
 //! (default [`DEFAULT_EXACT_BELOW_ROWS`]); below that the exact scan is fast and exact
-//! (README "Speed": exact top-10 over 10k × 384 rows in 0.72 ms, 100k in 6.6 ms; it grows
+//! (README "Speed": exact top-10 over 10k × 384 rows in 0.60 ms, 100k in 4.5 ms; it grows
 //! linearly with the rows). A query can force either way. This follows the idea of a
 //! full-scan threshold with a per-query `exact` override found in vector databases such as
 //! Qdrant, counted here in rows rather than kilobytes because a key space has one fixed
