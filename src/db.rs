@@ -73,6 +73,14 @@ pub struct Options {
     /// and `retrieve_approx` steers by the same copy when this is true (scores stay exact;
     /// which rows are found may differ slightly from a walk on the f32 rows). Default: true.
     pub quantised_search: bool,
+    /// Open for writing although the log ends before the commits its checkpoint records
+    /// (frames were cut from its end: a log restored from an older copy, or truncated by a
+    /// tool; trajdb syncs the log before every checkpoint, so no crash does this). The
+    /// writer's next checkpoint records the shorter log and the missing commits are given up
+    /// for good. Default: false: such a writable open fails with [`Error::Corrupt`] naming
+    /// the log before anything is written, so the log can be restored from a copy first;
+    /// read-only opens always work and say it ([`OpenReport::log_cut_at`]).
+    pub accept_log_cut: bool,
     /// Ignore the checkpoint file and rebuild the state the slow way: decode the whole log
     /// and checksum every row each key file vouches for (what every open did before
     /// checkpoints). For the paranoid; [`Database::verify`] checks more. Default: false.
@@ -97,6 +105,7 @@ impl Default for Options {
             create: true,
             lock_timeout: std::time::Duration::ZERO,
             quantised_search: true,
+            accept_log_cut: false,
             verify_on_open: false,
             exact_below_rows: crate::index::mode::DEFAULT_EXACT_BELOW_ROWS,
         }
@@ -913,6 +922,11 @@ pub struct SpaceStats {
     /// Whether [`SearchMode::Auto`](crate::SearchMode::Auto) answers this space through
     /// its graph index: it has one and `rows` is at least [`Stats::exact_below_rows`].
     pub auto_uses_graph: bool,
+    /// Why the space's graph file was not used (damaged, another log's, rows the log no
+    /// longer has), until the graph covers every row again: it restarts empty, searches
+    /// insert a few rows each and scan the rest exactly, and `build_graph` rebuilds it at
+    /// once. `None` when the file was used or there is none.
+    pub graph_discarded: Option<String>,
 }
 
 fn check_vector(at: &str, space: &Space, v: &[f32]) -> Result<()> {
@@ -1096,6 +1110,15 @@ impl Database {
                     let len = log.len().map_err(|e| io("stat", e))?;
                     if covered > len {
                         report.log_cut_at = Some((len, covered));
+                        if !read_only && !opts.accept_log_cut {
+                            return Err(Error::Corrupt {
+                                path: log_path.clone(),
+                                offset: len,
+                                what: format!(
+                                    "the log ends at byte {len}, but its checkpoint records commits up to byte {covered}: committed frames were cut from the end of the log. Nothing was written. Restore the log from a copy if you have one; to go on without those commits, open for writing with accept_log_cut (CLI: `trajdb repair --force`), which makes the loss permanent"
+                                ),
+                            });
+                        }
                     }
                 }
             }
@@ -2180,6 +2203,11 @@ impl Database {
                     graph_rows: s.graph.read().as_ref().map(|g| off(g.len())),
                     auto_uses_graph: crate::index::mode::auto_choice(s, self.opts.exact_below_rows)
                         .is_graph(),
+                    graph_discarded: s
+                        .graph
+                        .read()
+                        .as_ref()
+                        .and_then(|g| g.discarded().map(str::to_owned)),
                 })
                 .collect(),
             exact_below_rows: self.opts.exact_below_rows,

@@ -251,7 +251,7 @@ impl Database {
                     path: self.log_path.clone(),
                     offset: len,
                     what: format!(
-                        "the log ends at byte {len}, but its checkpoint records commits up to sequence number {last_seq} ending at byte {covered}: committed frames were cut from the end of the log (restore it from a copy; `trajdb compact` would make the loss permanent)"
+                        "the log ends at byte {len}, but its checkpoint records commits up to sequence number {last_seq} ending at byte {covered}: committed frames were cut from the end of the log (restore it from a copy; a writable open with `Options::accept_log_cut`, which `trajdb repair --force` makes, would make the loss permanent)"
                     ),
                 });
             }

@@ -614,7 +614,7 @@ fn a_key_file_copied_from_a_diverged_fork_is_not_trusted_and_is_rebuilt_from_the
 }
 
 #[test]
-fn a_log_cut_at_a_frame_boundary_before_its_checkpoint_is_reported_and_fails_verify() {
+fn a_log_cut_before_its_checkpoint_is_reported_fails_verify_and_keeps_writers_out_until_accepted() {
     let dir = scratch("cut-boundary");
     let db = Database::open(&dir, Options::default()).unwrap();
     create_spaces(&db);
@@ -642,6 +642,45 @@ fn a_log_cut_at_a_frame_boundary_before_its_checkpoint_is_reported_and_fails_ver
         e.to_string().contains("were cut from the end of the log"),
         "{e}"
     );
+    drop(db);
+    // A writable open refuses the cut log before writing anything, so the loss stays
+    // visible (and the log can be restored) however many write commands are tried.
+    let ckpt = std::fs::read(dir.join("checkpoint")).unwrap();
+    for _ in 0..2 {
+        match Database::open(&dir, Options::default()) {
+            Err(trajdb::Error::Corrupt { path, offset, what }) => {
+                assert!(path.ends_with("log"), "{path:?}");
+                assert_eq!(offset, boundary);
+                assert!(what.contains("accept_log_cut"), "{what}");
+            }
+            Err(e) => panic!("expected Corrupt naming the log, got {e}"),
+            Ok(_) => panic!("a writable open accepted a log cut before its checkpoint"),
+        }
+    }
+    assert_eq!(log_len(&dir), boundary, "the log was not touched");
+    assert_eq!(std::fs::read(dir.join("checkpoint")).unwrap(), ckpt);
+    let db = Database::open(&dir, ro()).unwrap();
+    assert_eq!(db.open_report().log_cut_at, Some((boundary, full)));
+    assert!(db.verify().is_err());
+    drop(db);
+    // Accepting the loss: the writer keeps the three commits the log holds and records the
+    // shorter log, after which every open and verify pass.
+    let db = Database::open(
+        &dir,
+        Options {
+            accept_log_cut: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(db.open_report().log_cut_at, Some((boundary, full)));
+    assert_eq!(db.ids().len(), 3);
+    db.append(&traj_for(6)).unwrap();
+    db.close().unwrap();
+    let db = Database::open(&dir, Options::default()).unwrap();
+    assert_eq!(db.open_report().log_cut_at, None);
+    assert_eq!(db.ids().len(), 4);
+    db.verify().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

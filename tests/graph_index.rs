@@ -396,7 +396,14 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
         "kept choice, no nodes"
     );
     assert_eq!(st.params, params());
+    let discarded = |db: &Database| db.stats().spaces[0].graph_discarded.clone();
+    assert!(
+        discarded(&db).is_some_and(|w| w.contains("another log")),
+        "{:?}",
+        discarded(&db)
+    );
     db.build_graph("goal", params()).unwrap();
+    assert_eq!(discarded(&db), None, "rebuilt over every row");
     assert_eq!(read_u32(&dir, &name, 32), 400);
     db.verify().unwrap();
     drop(db);
@@ -417,6 +424,11 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
         st.nodes <= trajdb::CATCHUP_PER_SEARCH as u64,
         "rebuilt from nothing"
     );
+    assert!(
+        discarded(&db).is_some_and(|w| w.contains("rows it indexes differ")),
+        "{:?}",
+        discarded(&db)
+    );
     drop(db);
     // Damaged header: a graph with default parameters, rebuilt.
     let mut head_bad = good.clone();
@@ -425,6 +437,11 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
     let db = Database::open(&dir, buffered()).unwrap();
     let st = db.graph_status("goal").unwrap().unwrap();
     assert_eq!((st.nodes, st.params), (0, GraphParams::default()));
+    assert!(
+        discarded(&db).is_some_and(|w| w.contains("header is damaged")),
+        "{:?}",
+        discarded(&db)
+    );
     db.verify().unwrap();
     // Missing file: no graph (the file holds the choice); searches are exact.
     db.drop_graph("goal").unwrap();

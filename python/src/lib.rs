@@ -2108,10 +2108,13 @@ impl PyEpisode {
 /// Opens (by default creating) the database in directory `path`. durability "sync" (each
 /// commit synced), "group" (concurrent commits share a sync) or "buffered"; read_only takes
 /// no lock; exact_below_rows: search and retrieve scan a key space exactly below this many
-/// rows even when it has a graph index (Options::exact_below_rows). Raises LockedError,
-/// NotADatabaseError, CorruptError, IncompatibleVersionError.
+/// rows even when it has a graph index (Options::exact_below_rows); accept_log_cut: open
+/// for writing a log cut short before the commits its checkpoint records, giving them up
+/// (Options::accept_log_cut; without it such a writable open raises CorruptError). Raises
+/// LockedError, NotADatabaseError, CorruptError, IncompatibleVersionError.
 #[pyfunction]
-#[pyo3(signature = (path, *, durability="sync", read_only=false, create=true, exact_below_rows=UInt(Ok(trajdb::DEFAULT_EXACT_BELOW_ROWS))), text_signature = "(path, *, durability='sync', read_only=False, create=True, exact_below_rows=20000)")]
+#[pyo3(signature = (path, *, durability="sync", read_only=false, create=true, exact_below_rows=UInt(Ok(trajdb::DEFAULT_EXACT_BELOW_ROWS)), accept_log_cut=false), text_signature = "(path, *, durability='sync', read_only=False, create=True, exact_below_rows=20000, accept_log_cut=False)")]
+#[allow(clippy::too_many_arguments)]
 fn open(
     py: Python<'_>,
     path: PathBuf,
@@ -2119,12 +2122,14 @@ fn open(
     read_only: bool,
     create: bool,
     exact_below_rows: UInt,
+    accept_log_cut: bool,
 ) -> PyResult<PyDatabase> {
     let opts = Options {
         durability: self::durability(py, durability)?,
         read_only,
         create,
         exact_below_rows: exact_below_rows.get(py, "exact_below_rows")?,
+        accept_log_cut,
         ..Options::default()
     };
     let p = path.clone();
@@ -2165,7 +2170,7 @@ fn open(
         }
         if let Some((len, covered)) = r.log_cut_at {
             warnings.push(format!(
-                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames are missing (restore the log from a copy if you have one)",
+                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames are missing (restore the log from a copy if you have one; a writable open refuses this log unless accept_log_cut=True, which makes the loss permanent)",
                 this.path.display()
             ));
         }

@@ -124,6 +124,18 @@ def test_a_log_cut_before_its_checkpoint_warns_at_open_and_is_in_the_open_report
     assert db.open_report()["log_cut_at"] == [boundary, full]
     assert len(db.ids()) == 1
     db.close()
+    # A writable open refuses the cut log (nothing is written) until the loss is accepted.
+    with pytest.raises(trajdb.CorruptError, match="accept_log_cut"):
+        trajdb.open(path)
+    assert (path / "log").stat().st_size == boundary
+    with pytest.warns(RuntimeWarning, match="committed frames are missing"):
+        db = trajdb.open(path, accept_log_cut=True)
+    assert len(db.ids()) == 1
+    db.close()
+    db = trajdb.open(path)
+    assert db.open_report()["log_cut_at"] is None
+    db.verify()
+    db.close()
 
 
 def test_lone_surrogate_is_invalid_input_naming_the_field(db):

@@ -88,6 +88,7 @@ def open(
     read_only: bool = False,
     create: bool = True,
     exact_below_rows: int = 20000,
+    accept_log_cut: bool = False,
 ) -> Database:
     """Opens (by default creating) the database in directory ``path``.
 
@@ -99,6 +100,10 @@ def open(
     scan a key space exactly when it holds fewer rows than this, even when it has a graph
     index (``build_graph``); at or above it they walk the graph. 0: every space with a
     graph uses it.
+    accept_log_cut: open for writing a log that ends before the commits its checkpoint
+    records (cut short: restored from an older copy, truncated), giving those commits up
+    for good; without it such a writable open raises CorruptError naming the log, so it can
+    be restored first (read-only opens always work and warn).
 
     Raises LockedError (another writer), NotADatabaseError, CorruptError,
     IncompatibleVersionError, StorageError, InvalidInputError (unknown durability).
@@ -496,8 +501,11 @@ class Database:
         """Counts and sizes: trajectories, steps, deleted, successes, episodes, commit_seq,
         log_bytes, exact_below_rows (this handle's threshold, see ``open``), spaces (per
         space: definition, rows, live_rows, file_bytes, graph_rows (rows its graph index
-        covers; None without one) and auto_uses_graph (whether ``search``/``retrieve`` with
-        ``exact=None`` walk its graph: it has one and ``rows >= exact_below_rows``))."""
+        covers; None without one), auto_uses_graph (whether ``search``/``retrieve`` with
+        ``exact=None`` walk its graph: it has one and ``rows >= exact_below_rows``) and
+        graph_discarded (why its graph file was not used: damaged, another log's; the graph
+        then restarts empty and is rebuilt, a few rows per search or at once by
+        ``build_graph``; None otherwise))."""
     def open_report(self) -> dict[str, Any]:
         """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
         checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,

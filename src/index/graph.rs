@@ -409,6 +409,9 @@ pub(crate) struct Graph {
     entry_at: usize,
     /// Visited marks for inserts.
     visited: Visited,
+    /// Why the graph file was not used (damaged, another log's, rows the log no longer
+    /// has): the graph then starts empty and is rebuilt as rows are inserted.
+    discarded: Option<String>,
 }
 
 /// What a graph-file check at open found, for reports and tests.
@@ -582,7 +585,14 @@ impl Graph {
             file_rows: None,
             entry_at: 0,
             visited: Visited::default(),
+            discarded: None,
         }
+    }
+
+    /// Why the graph file on disk was not used, if it was not (its rows then start empty
+    /// and are rebuilt: by searches, a few at a time, or at once by `build_graph`).
+    pub(crate) fn discarded(&self) -> Option<&str> {
+        self.discarded.as_deref()
     }
 
     /// Rows in the graph.
@@ -620,32 +630,48 @@ impl Graph {
         let name = graph_file_name(id);
         let s = backend.open_read(&name).ok()??;
         let mut g = Graph::new(def, GraphParams::default());
+        let discard = |mut g: Graph, why: String| {
+            g.discarded = Some(why);
+            Some(g)
+        };
         let Ok(len) = s.len() else {
-            return Some(g);
+            return discard(g, "its size could not be read".into());
         };
         let mut b = [0u8; 64];
         if len < GRAPH_HEADER_LEN || s.read_at(&mut b, 0).is_err() {
-            return Some(g);
+            return discard(g, format!("its header could not be read ({len} bytes)"));
         }
-        let Ok(h) = decode_header(&b) else {
-            return Some(g);
+        let h = match decode_header(&b) {
+            Ok(h) => h,
+            Err(why) => return discard(g, format!("its header is damaged: {why}")),
         };
         g = Graph::new(def, h.params());
         let fits = h
             .adjacency_bytes()
             .and_then(|n| n.checked_add(GRAPH_HEADER_LEN))
             .is_some_and(|end| end <= len);
-        let matches = h.space_id == id
-            && h.dims == def.dims
-            && h.metric == metric_code(def.metric)
-            && h.log_id == log_id
-            && h.rows <= off(rows)
-            && fits;
-        if !matches || h.rows == 0 {
+        let why = if h.space_id != id || h.dims != def.dims || h.metric != metric_code(def.metric) {
+            Some("it was built for another key space".to_owned())
+        } else if h.log_id != log_id {
+            Some("it was built for another log".to_owned())
+        } else if h.rows > off(rows) {
+            Some(format!(
+                "it covers {} rows and the key space has {rows}",
+                h.rows
+            ))
+        } else if !fits {
+            Some(format!("it is cut short ({len} bytes)"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return discard(g, why);
+        }
+        if h.rows == 0 {
             return Some(g);
         }
         let Some(base) = load_base(s.as_ref(), len) else {
-            return Some(g);
+            return discard(g, "its adjacency could not be read".into());
         };
         let n = usize::try_from(h.rows).unwrap_or(0);
         g.base = base;
@@ -686,9 +712,14 @@ impl Graph {
             }
             _ => rows.len() >= n * dims && rows_crc(&rows[..n * dims]) == want_rows,
         };
-        let ok = rows_ok && (!check_adjacency || self.base_crc() == Some(want_adj));
-        if !ok {
+        let adj_ok = !check_adjacency || self.base_crc() == Some(want_adj);
+        if !(rows_ok && adj_ok) {
             self.clear();
+            self.discarded = Some(if rows_ok {
+                "its adjacency fails its checksum".to_owned()
+            } else {
+                "the rows it indexes differ from the log's".to_owned()
+            });
         }
     }
 
@@ -1023,6 +1054,10 @@ impl Graph {
             if self.len >= 2 * self.entry_at.max(64) {
                 self.choose_entry(rows);
             }
+        }
+        if self.len >= total {
+            // Rebuilt over every row: whatever was wrong with the old file no longer matters.
+            self.discarded = None;
         }
         n
     }

@@ -415,3 +415,42 @@ fn search_and_retrieve_choose_the_graph_by_size_and_exact_or_approx_override_it(
     assert!(obs_line.ends_with("720  graph"), "{obs_line}");
     let _ = std::fs::remove_dir_all(&db);
 }
+
+/// Trial finding: a damaged graph header silently emptied the graph (searches scanned the
+/// rows exactly, stats showed 0 graph rows with no reason). It is now said: `search` warns
+/// naming the space, the reason and the command that rebuilds it, `stats` says why, and
+/// the answers stay those of the exact scan.
+#[test]
+fn a_damaged_graph_file_is_warned_about_and_named_by_stats_and_answers_stay_exact() {
+    let db = topic_db("approx-cli-damaged-graph");
+    ok(&["build-graph", s(&db), "--space", "goal"]);
+    let graph = db.join(format!("graph-{}.idx", space_index(&db, "goal")));
+    let mut b = std::fs::read(&graph).unwrap();
+    b[3] ^= 0xFF;
+    std::fs::write(&graph, &b).unwrap();
+    let q = [
+        "search",
+        s(&db),
+        "--space",
+        "goal",
+        "--text",
+        "tea",
+        "--json",
+    ];
+    let r = trajdb(&[&q[..], &["--approx", "--ef", "200"]].concat(), None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("graph index of `goal` was not used")
+            && r.stderr.contains("header is damaged")
+            && r.stderr.contains("build-graph"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(ids(&r.stdout), ids(&ok(&[&q[..], &["--exact"]].concat())));
+    let stats = ok(&["stats", s(&db)]);
+    assert!(
+        stats.contains("graph index of `goal` not used: its header is damaged"),
+        "{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&db);
+}

@@ -57,6 +57,15 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
                 ..trajdb::Options::default()
             },
         );
+        if let Ok(p) = &probe {
+            if let Some((len, covered)) = p.open_report().log_cut_at {
+                return Err(format!(
+                    "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log (a log restored from an older copy, or truncated). Restore the log from a copy if you have one; rerun with --force to go on without those commits (the new checkpoint records the shorter log, and the loss is permanent)",
+                    db.display()
+                )
+                .into());
+            }
+        }
         if let Err(trajdb::Error::Corrupt { offset, .. }) = probe {
             let len = std::fs::metadata(db.join("log")).map_or(0, |m| m.len());
             return Err(format!(
@@ -68,8 +77,14 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
         }
     }
     let r = Database::repair(db)?;
-    let d = open_write(db, Durability::SyncEachCommit)?;
+    let d = super::open_write_with(db, Durability::SyncEachCommit, force)?;
     let s = d.stats();
+    if let Some((len, covered)) = d.open_report().log_cut_at {
+        println!(
+            "accepted the cut log: it ends at byte {len}, its old checkpoint recorded commits up to byte {covered}; the commits past byte {len} are given up ({} live trajectories kept, last commit {})",
+            s.trajectories, s.commit_seq
+        );
+    }
     match r.cut_at {
         None => println!(
             "nothing to repair: every frame of the log checks ({} live trajectories)",

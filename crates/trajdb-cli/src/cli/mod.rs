@@ -470,8 +470,9 @@ pub struct RepairArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Cut even when valid commits follow the damage (they are removed with it; their bytes
-    /// are kept in `log.cut-OFFSET`). Without it, `repair` refuses such a log and says how
-    /// much it would remove.
+    /// are kept in `log.cut-OFFSET`), and accept a log that was cut short before the commits
+    /// its checkpoint records (write commands refuse such a log). Without it, `repair`
+    /// refuses both and says what would be lost.
     #[arg(long)]
     pub force: bool,
 }
@@ -698,6 +699,16 @@ fn locked_hint(e: trajdb::Error) -> Failure {
 
 /// Opens an existing database for writing.
 pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
+    open_write_with(db, durability, false)
+}
+
+/// [`open_write`], accepting a log cut before its checkpoint's end when `accept_log_cut`
+/// (`repair --force`; `Options::accept_log_cut`).
+pub fn open_write_with(
+    db: &Path,
+    durability: Durability,
+    accept_log_cut: bool,
+) -> CliResult<Database> {
     must_exist(db)?;
     let d = Database::open(
         db,
@@ -706,6 +717,7 @@ pub fn open_write(db: &Path, durability: Durability) -> CliResult<Database> {
             read_only: false,
             create: false,
             lock_timeout: lock_wait(),
+            accept_log_cut,
             ..Options::default()
         },
     )
@@ -728,7 +740,7 @@ fn warn_log_cut(db: &Path, d: &Database) {
     }
     if let Some((len, covered)) = d.open_report().log_cut_at {
         eprintln!(
-            "trajdb: warning: {}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log and are missing (restore the log from a copy if you have one)",
+            "trajdb: warning: {}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log and are missing (restore the log from a copy if you have one; write commands refuse this log, and `trajdb repair --force` accepts the loss)",
             db.display()
         );
     }

@@ -38,6 +38,33 @@ fn path_line(what: &str, path: SearchPath, m: &ModeArgs) -> String {
     format!("trajdb: {what}: path={}: {how}", path.name())
 }
 
+/// Why the graph files of `spaces` could not be used, per space (graph restarted empty).
+fn discarded_graphs(db: &trajdb::Database, spaces: &[&str]) -> Vec<(String, String)> {
+    db.stats()
+        .spaces
+        .into_iter()
+        .filter(|sp| spaces.contains(&sp.def.name.as_str()))
+        .filter_map(|sp| Some((sp.def.name.clone(), sp.graph_discarded?)))
+        .collect()
+}
+
+/// Warns on stderr (also under `--quiet`) for each space of `before` (found at open) and
+/// `after` (found by the search's first use) whose graph file could not be used: the graph
+/// restarts empty and is rebuilt a few rows per search (in memory only on a read-only
+/// handle), the rest scored exactly, so answers stay right but slower until `build-graph`.
+fn warn_discarded_graphs(before: Vec<(String, String)>, after: Vec<(String, String)>) {
+    let mut said: Vec<String> = Vec::new();
+    for (space, why) in before.into_iter().chain(after) {
+        if said.contains(&space) {
+            continue;
+        }
+        eprintln!(
+            "trajdb: warning: the graph index of `{space}` was not used: {why}; it restarts empty and searches score the rows it does not cover exactly (right answers, slower); `trajdb build-graph DB --space {space}` rebuilds it"
+        );
+        said.push(space);
+    }
+}
+
 /// Parses a JSON array of numbers into an f32 vector; `what` names it in errors.
 fn parse_vector(text: &str, what: &str) -> CliResult<Vec<f32>> {
     let v: Vec<f32> = serde_json::from_str(text).map_err(|e| {
@@ -265,7 +292,15 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
         },
         embedder: None,
     };
+    let used: Vec<&str> = q
+        .keys
+        .iter()
+        .chain(&q.step_key)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let before = discarded_graphs(&db, &used);
     let (examples, p) = db.retrieve_mode(&q, a.mode.mode(), ef_of(&a.mode)?)?;
+    warn_discarded_graphs(before, discarded_graphs(&db, &used));
     let mut line = path_line("retrieve", p.path, &a.mode);
     if let Some(space) = &p.decided_by {
         line.push_str(&format!(" (key space `{space}`)"));
@@ -408,9 +443,11 @@ pub fn search(a: &SearchArgs) -> CliResult {
             // every path here.
             db.check_embedder(&a.space, e)?;
         }
+        let before = discarded_graphs(&db, &[a.space.as_str()]);
         let (hits, path) =
             db.search_mode(&a.space, &v, k, &filter, a.mode.mode(), ef_of(&a.mode)?)?;
         note(&path_line(&what, path, &a.mode));
+        warn_discarded_graphs(before, discarded_graphs(&db, &[a.space.as_str()]));
         hits
     };
     let mut out = io::stdout().lock();
@@ -560,6 +597,19 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         ];
         for l in table(&head, &rows, &right) {
             write_line(&mut out, &l)?;
+        }
+        for sp in &s.spaces {
+            if let Some(why) = &sp.graph_discarded {
+                write_line(
+                    &mut out,
+                    &format!(
+                        "graph index of `{}` not used: {why}; it is being rebuilt ({} of {} rows); `trajdb build-graph` rebuilds it now",
+                        sp.def.name,
+                        sp.graph_rows.unwrap_or(0),
+                        sp.rows
+                    ),
+                )?;
+            }
         }
     }
     out.flush().map_err(out_err)
