@@ -134,7 +134,18 @@ fn a_checkpoint_whose_frames_the_log_lost_is_ignored() {
     let why = db.open_report().checkpoint_ignored.clone().unwrap();
     assert!(why.contains("was cut"), "{why}");
     drop(db);
-    let db = open_same_as_full_scan(&dir, Options::default());
+    // Frames the checkpoint records are gone: a writer must accept that explicitly.
+    assert!(matches!(
+        Database::open(&dir, Options::default()),
+        Err(trajdb::Error::Corrupt { .. })
+    ));
+    let db = open_same_as_full_scan(
+        &dir,
+        Options {
+            accept_log_cut: true,
+            ..Options::default()
+        },
+    );
     assert!(db.open_report().checkpoint_ignored.is_some());
     fill(&db, 30..=33);
     db.close().unwrap();

@@ -369,7 +369,16 @@ fn reader_never_scores_with_a_key_row_its_log_does_not_vouch_for() {
         .unwrap();
     let reader = Database::open(&dir, read_only()).unwrap();
     assert_eq!(reader.ids(), vec![1, 2]);
-    let writer = Database::open(&dir, trajdb::Options::default()).unwrap();
+    // The writer accepts the loss explicitly (a plain writable open refuses a log cut
+    // below its checkpoint).
+    let writer = Database::open(
+        &dir,
+        trajdb::Options {
+            accept_log_cut: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     writer.append(&traj_for(5)).unwrap();
     writer.sync().unwrap();
     reader.refresh().unwrap();
