@@ -25,6 +25,13 @@ pub struct RepairReport {
     pub cut_bytes: u64,
     /// Where the removed bytes were saved (`log.cut-OFFSET`), unless they were all zero.
     pub cut_file: Option<String>,
+    /// `(commits, end)` when the checkpoint of this log recorded commits up to sequence
+    /// number `commits`, ending at log byte `end`, past what the repaired log keeps: frames
+    /// that had been synced are missing (the log was cut at rest, not torn by a crash), and
+    /// the repair removed that checkpoint with the cut, so no later open reports it. A
+    /// caller that wants to stop before that checks `OpenReport::log_cut_at` of a read-only
+    /// open first (`trajdb repair` without `--force` does).
+    pub checkpoint_lost: Option<(u64, u64)>,
 }
 
 /// What `verify` checked.
@@ -78,6 +85,11 @@ impl Database {
         if end >= len {
             return Ok(RepairReport::default());
         }
+        let checkpoint_lost = log::read_header(log.as_ref(), &log_path)
+            .ok()
+            .and_then(|h| checkpoint::covered_end(backend, &h))
+            .filter(|&(covered, _)| covered > end)
+            .map(|(covered, last_seq)| (last_seq, covered));
         let cut_file = log::keep_cut_tail(backend, log.as_ref(), end, len)?;
         // A checkpoint may cover frames about to be cut; open would see that (the frame it
         // ends with is gone), but one that can never apply is better gone first.
@@ -91,6 +103,7 @@ impl Database {
             cut_at: Some(end),
             cut_bytes: len - end,
             cut_file,
+            checkpoint_lost,
         })
     }
 

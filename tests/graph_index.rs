@@ -304,8 +304,20 @@ fn verify_catches_a_corrupted_neighbour_id_and_search_survives_it() {
     let db = Database::open(&dir, buffered()).unwrap();
     let e = db.verify().unwrap_err();
     assert!(e.to_string().contains("neighbour id 305") || e.to_string().contains("checksum"));
-    // The first use finds the checksum wrong, drops the graph and rebuilds it; rewriting it
-    // at the next checkpoint makes verify pass again.
+    // A search's first use finds the checksum wrong too (not only verify and build_graph):
+    // the damaged graph is dropped, rebuilt from nothing, and the handle says why.
+    let hits = db
+        .search_approx("goal", &data[10], 10, 32, &Filter::default())
+        .unwrap();
+    assert_eq!(hits.len(), 10);
+    let why = db.stats().spaces[0].graph_discarded.clone();
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("adjacency fails its checksum")),
+        "{why:?}"
+    );
+    assert!(db.graph_status("goal").unwrap().unwrap().nodes <= trajdb::CATCHUP_PER_SEARCH as u64);
+    // Rebuilding and rewriting it at the next checkpoint makes verify pass again.
     db.build_graph("goal", params()).unwrap();
     db.verify().unwrap();
     assert_eq!(read_u32(&dir, &name, 32), 300);

@@ -2169,8 +2169,13 @@ fn open(
             ));
         }
         if let Some((len, covered)) = r.log_cut_at {
+            let next = if read_only {
+                "restore the log from a copy if you have one; a writable open refuses this log unless accept_log_cut=True, which makes the loss permanent"
+            } else {
+                "accepted (accept_log_cut=True): this handle's next checkpoint records the shorter log, and the loss is permanent"
+            };
             warnings.push(format!(
-                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames are missing (restore the log from a copy if you have one; a writable open refuses this log unless accept_log_cut=True, which makes the loss permanent)",
+                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames are missing ({next})",
                 this.path.display()
             ));
         }

@@ -464,7 +464,9 @@ fn approx_top(
     // Insert some pending rows unless another thread is inserting.
     if let Some(mut slot) = s.graph.try_write() {
         if let Some(g) = slot.as_mut() {
-            g.ensure_checked(rows, s.rows.known_crc(), false);
+            // Once per handle: the rows it covers are the log's and its adjacency is the
+            // one written (a damaged file would lower recall without a word otherwise).
+            g.ensure_checked(rows, s.rows.known_crc(), true);
             g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
         }
     }

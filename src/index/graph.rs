@@ -54,8 +54,9 @@
 //! adjacency. Opening reads the header only; the first use checks the rows' CRC by continuing
 //! it over the rows past the graph to the checksum the key store holds (so a checkpointed
 //! open reads neither the graph nor its rows) and discards a graph whose rows differ from the
-//! log's (a log that lost its tail and got other commits in place); `build_graph`, `verify`
-//! and `Options::verify_on_open` check the adjacency's CRC too. Every neighbour id read is bounds-checked
+//! log's (a log that lost its tail and got other commits in place), and checks the
+//! adjacency's CRC (one read of the file per handle), discarding a damaged one; `verify` and
+//! `Options::verify_on_open` check both too. Every neighbour id read is bounds-checked
 //! before use, so even a damaged graph can only lower recall, never return a row that does
 //! not exist, and never panic. Rows past the graph's coverage are scored exactly and merged.
 //!

@@ -670,48 +670,59 @@ fn a_damaged_checkpoint_is_warned_about_answered_from_the_log_and_fails_verify()
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
 
-/// Trial finding: after the log was cut short at a frame boundary (before the commits its
-/// checkpoint records), any write command accepted the shorter log and wrote a checkpoint
-/// over the evidence, after which `verify` passed. Write commands now refuse it, changing
-/// nothing, and `repair --force` is the one way to accept the loss.
+/// Trial findings: after the log was cut short (at a frame boundary, or inside a frame)
+/// before the commits its checkpoint records, any write command accepted the shorter log and
+/// wrote a checkpoint over the evidence, after which `verify` passed; and `repair` cut a torn
+/// frame there and removed the checkpoint without a word. Write commands and `repair` now
+/// refuse it, changing nothing, and `repair --force` is the one way to accept the loss.
 #[test]
 fn a_log_cut_before_its_checkpoint_keeps_write_commands_out_until_repair_force() {
-    let db = seeded("log-cut");
-    let log = db.join("log");
-    let b = std::fs::read(&log).unwrap();
-    let mut pos = 64usize;
-    let mut starts = Vec::new();
-    while pos < b.len() {
-        starts.push(pos);
-        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += (24 + len).div_ceil(8) * 8;
+    for inside_a_frame in [false, true] {
+        let db = seeded(if inside_a_frame {
+            "log-cut-torn"
+        } else {
+            "log-cut"
+        });
+        let log = db.join("log");
+        let b = std::fs::read(&log).unwrap();
+        let mut pos = 64usize;
+        let mut starts = Vec::new();
+        while pos < b.len() {
+            starts.push(pos);
+            let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += (24 + len).div_ceil(8) * 8;
+        }
+        let last = starts[starts.len() - 1];
+        let at = if inside_a_frame { last + 5 } else { last };
+        std::fs::write(&log, &b[..at]).unwrap();
+        let cut = std::fs::read(&log).unwrap();
+        let ckpt = std::fs::read(db.join("checkpoint")).unwrap();
+        assert_refused(
+            &trajdb(&["delete", s(&db), "10"], None),
+            &[&format!("ends at byte {at}"), "repair --force"],
+        );
+        assert_refused(
+            &trajdb(&["compact", s(&db)], None),
+            &["were cut from the end of the log"],
+        );
+        assert_refused(
+            &trajdb(&["repair", s(&db)], None),
+            &[&format!("ends at byte {at}"), "--force"],
+        );
+        assert_eq!(std::fs::read(&log).unwrap(), cut, "nothing was written");
+        assert_eq!(std::fs::read(db.join("checkpoint")).unwrap(), ckpt);
+        assert_refused(
+            &trajdb(&["verify", s(&db)], None),
+            &["were cut from the end of the log"],
+        );
+        let out = ok(&["repair", s(&db), "--force"]);
+        assert!(out.contains("gave up the commits"), "{out}");
+        assert!(!out.contains("nothing to repair"), "{out}");
+        assert_verifies(&db);
+        // The cut commit (the last, id 12) is gone; the others are there and writable.
+        let left = export(&db);
+        assert_eq!(records(&left).len(), 2, "{left}");
+        ok(&["delete", s(&db), "10"]);
+        assert_verifies(&db);
     }
-    let at = starts[starts.len() - 1];
-    std::fs::write(&log, &b[..at]).unwrap();
-    let cut = std::fs::read(&log).unwrap();
-    let ckpt = std::fs::read(db.join("checkpoint")).unwrap();
-    let refused = trajdb(&["delete", s(&db), "10"], None);
-    assert_refused(&refused, &[&format!("ends at byte {at}"), "repair --force"]);
-    assert_refused(
-        &trajdb(&["compact", s(&db)], None),
-        &["were cut from the end of the log"],
-    );
-    assert_refused(
-        &trajdb(&["repair", s(&db)], None),
-        &[&format!("ends at byte {at}"), "--force"],
-    );
-    assert_eq!(std::fs::read(&log).unwrap(), cut, "nothing was written");
-    assert_eq!(std::fs::read(db.join("checkpoint")).unwrap(), ckpt);
-    assert_refused(
-        &trajdb(&["verify", s(&db)], None),
-        &["were cut from the end of the log"],
-    );
-    let out = ok(&["repair", s(&db), "--force"]);
-    assert!(out.contains("accepted the cut log"), "{out}");
-    assert_verifies(&db);
-    // The cut commit (the last, id 12) is gone; the others are there and writable.
-    let left = export(&db);
-    assert_eq!(records(&left).len(), 2, "{left}");
-    ok(&["delete", s(&db), "10"]);
-    assert_verifies(&db);
 }

@@ -46,7 +46,26 @@ fn size(d: &Database) -> (u64, u64) {
 /// commits would be cut with the damage, and a flipped byte at rest should not silently cost
 /// every later commit.
 pub fn repair(db: &Path, force: bool) -> CliResult {
+    // A plain read-only open reads the checkpoint, so it sees a log cut below it (frames
+    // that had been synced are gone), which the cut below would otherwise hide for good.
+    let cut_before = Database::open(
+        db,
+        trajdb::Options {
+            read_only: true,
+            create: false,
+            ..trajdb::Options::default()
+        },
+    )
+    .ok()
+    .and_then(|p| p.open_report().log_cut_at);
     if !force {
+        if let Some((len, covered)) = cut_before {
+            return Err(format!(
+                "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log (a log restored from an older copy, or truncated). Nothing was written. Restore the log from a copy if you have one; rerun with --force to go on without those commits (the loss is then permanent)",
+                db.display()
+            )
+            .into());
+        }
         let probe = Database::open(
             db,
             trajdb::Options {
@@ -57,15 +76,6 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
                 ..trajdb::Options::default()
             },
         );
-        if let Ok(p) = &probe {
-            if let Some((len, covered)) = p.open_report().log_cut_at {
-                return Err(format!(
-                    "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log (a log restored from an older copy, or truncated). Restore the log from a copy if you have one; rerun with --force to go on without those commits (the new checkpoint records the shorter log, and the loss is permanent)",
-                    db.display()
-                )
-                .into());
-            }
-        }
         if let Err(trajdb::Error::Corrupt { offset, .. }) = probe {
             let len = std::fs::metadata(db.join("log")).map_or(0, |m| m.len());
             return Err(format!(
@@ -79,13 +89,19 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
     let r = Database::repair(db)?;
     let d = super::open_write_with(db, Durability::SyncEachCommit, force)?;
     let s = d.stats();
-    if let Some((len, covered)) = d.open_report().log_cut_at {
+    let lost = r
+        .checkpoint_lost
+        .map(|(seq, end)| (end, Some(seq)))
+        .or(cut_before.map(|(_, covered)| (covered, None)));
+    if let Some((covered, seq)) = lost {
+        let upto = seq.map_or_else(String::new, |q| format!(" (commit {q})"));
         println!(
-            "accepted the cut log: it ends at byte {len}, its old checkpoint recorded commits up to byte {covered}; the commits past byte {len} are given up ({} live trajectories kept, last commit {})",
+            "gave up the commits the checkpoint recorded up to byte {covered}{upto} that the log no longer holds: kept {} live trajectories, last commit {}",
             s.trajectories, s.commit_seq
         );
     }
     match r.cut_at {
+        None if lost.is_some() => {}
         None => println!(
             "nothing to repair: every frame of the log checks ({} live trajectories)",
             s.trajectories

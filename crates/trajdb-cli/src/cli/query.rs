@@ -52,14 +52,15 @@ fn discarded_graphs(db: &trajdb::Database, spaces: &[&str]) -> Vec<(String, Stri
 /// `after` (found by the search's first use) whose graph file could not be used: the graph
 /// restarts empty and is rebuilt a few rows per search (in memory only on a read-only
 /// handle), the rest scored exactly, so answers stay right but slower until `build-graph`.
-fn warn_discarded_graphs(before: Vec<(String, String)>, after: Vec<(String, String)>) {
+fn warn_discarded_graphs(db: &Path, before: Vec<(String, String)>, after: Vec<(String, String)>) {
     let mut said: Vec<String> = Vec::new();
     for (space, why) in before.into_iter().chain(after) {
         if said.contains(&space) {
             continue;
         }
         eprintln!(
-            "trajdb: warning: the graph index of `{space}` was not used: {why}; it restarts empty and searches score the rows it does not cover exactly (right answers, slower); `trajdb build-graph DB --space {space}` rebuilds it"
+            "trajdb: warning: the graph index of `{space}` was not used: {why}; it restarts empty and searches score the rows it does not cover exactly (right answers, slower); `trajdb build-graph {} --space {space}` rebuilds it",
+            db.display()
         );
         said.push(space);
     }
@@ -300,7 +301,7 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
         .collect();
     let before = discarded_graphs(&db, &used);
     let (examples, p) = db.retrieve_mode(&q, a.mode.mode(), ef_of(&a.mode)?)?;
-    warn_discarded_graphs(before, discarded_graphs(&db, &used));
+    warn_discarded_graphs(&a.db, before, discarded_graphs(&db, &used));
     let mut line = path_line("retrieve", p.path, &a.mode);
     if let Some(space) = &p.decided_by {
         line.push_str(&format!(" (key space `{space}`)"));
@@ -447,7 +448,7 @@ pub fn search(a: &SearchArgs) -> CliResult {
         let (hits, path) =
             db.search_mode(&a.space, &v, k, &filter, a.mode.mode(), ef_of(&a.mode)?)?;
         note(&path_line(&what, path, &a.mode));
-        warn_discarded_graphs(before, discarded_graphs(&db, &[a.space.as_str()]));
+        warn_discarded_graphs(&a.db, before, discarded_graphs(&db, &[a.space.as_str()]));
         hits
     };
     let mut out = io::stdout().lock();
