@@ -620,6 +620,19 @@ mod tests {
                 }
                 assert_eq!(wq.score(n), f32::NEG_INFINITY, "past the copy");
                 assert!(wq.bounds(n).is_none());
+                // Scoring many at once (any order, repeats, more than one chunk, one past
+                // the copy) gives each row's own score, bit for bit.
+                let mut ids: Vec<u32> = (0..n as u32).rev().chain([3, 3, 0]).collect();
+                ids.push(n as u32);
+                let mut many = vec![0f32; ids.len()];
+                wq.score_many(&ids, &mut many);
+                for (&r, &got) in ids.iter().zip(&many) {
+                    assert_eq!(
+                        got.to_bits(),
+                        wq.score(r as usize).to_bits(),
+                        "{metric:?} dims {dims} row {r}"
+                    );
+                }
             }
         }
     }
