@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use support::{tmp, Rng};
+use support::{clustered, tmp, Rng};
 use trajdb::index::graph::{graph_file_name, GRAPH_HEADER_LEN};
 use trajdb::storage::fault::{CrashBackend, FailingBackend, Op};
 use trajdb::storage::Backend;
@@ -18,17 +18,6 @@ use trajdb::{
 };
 
 const DIMS: usize = 32;
-
-/// `n` points around `clusters` random centres (noise 0.35 per component), seeded.
-fn clustered(rng: &mut Rng, n: usize, clusters: usize) -> Vec<Vec<f32>> {
-    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vec(DIMS)).collect();
-    (0..n)
-        .map(|i| {
-            let c = &centres[(rng.next_u64() as usize + i) % clusters];
-            c.iter().map(|&x| x + 0.35 * rng.f32()).collect()
-        })
-        .collect()
-}
 
 /// Trajectory `i` with goal key `v`: successful one in ten, env `rare` one in 200.
 fn traj(i: usize, v: &[f32]) -> Trajectory {
@@ -72,7 +61,7 @@ fn db_with_graph(name: &str, n: usize, seed: u64) -> (std::path::PathBuf, Databa
     let db = Database::open(&dir, buffered()).unwrap();
     db.create_space(&goal_space()).unwrap();
     let mut rng = Rng::new(seed);
-    let data = clustered(&mut rng, n, 40);
+    let data = clustered(&mut rng, n, 40, DIMS);
     let ts: Vec<Trajectory> = data.iter().enumerate().map(|(i, v)| traj(i, v)).collect();
     db.append_many(&ts).unwrap();
     db.build_graph("goal", params()).unwrap();
@@ -109,7 +98,7 @@ fn recall_at_10_is_at_least_095_at_ef_64_on_clustered_data_and_k_always_returned
     let st = db.graph_status("goal").unwrap().unwrap();
     assert_eq!((st.nodes, st.rows, st.file_rows), (4000, 4000, Some(4000)));
     let mut rng = Rng::new(99);
-    let queries = clustered(&mut rng, 60, 40);
+    let queries = clustered(&mut rng, 60, 40, DIMS);
     let all = Filter::default();
     for ef in [16, 32, 64, 128] {
         eprintln!(
@@ -213,7 +202,7 @@ fn rows_appended_after_the_graph_are_found_and_deleted_rows_never_returned() {
     assert_eq!(db.graph_status("goal").unwrap().unwrap().nodes, 801);
     // Many appended rows: the search inserts some and scans the rest, missing none.
     let mut rng = Rng::new(4);
-    let more = clustered(&mut rng, 600, 40);
+    let more = clustered(&mut rng, 600, 40, DIMS);
     let ids: Vec<u64> = more
         .iter()
         .enumerate()
@@ -330,7 +319,7 @@ fn a_checkpointed_open_keeps_a_current_graph_and_drops_one_whose_rows_differ() {
     // 20 more rows: a search inserts them into the graph in memory, but they are under a
     // sixteenth of the file's 600, so close keeps the file (600 rows) and the log has 620.
     let mut rng = Rng::new(12);
-    let more = clustered(&mut rng, 20, 5);
+    let more = clustered(&mut rng, 20, 5, DIMS);
     for (i, v) in more.iter().enumerate() {
         db.append(&traj(600 + i, v)).unwrap();
     }
@@ -499,7 +488,7 @@ fn check_after_crash(db: &Database, data: &[Vec<f32>], label: &str) {
 #[test]
 fn crashes_and_failed_writes_around_graph_files_never_leave_a_graph_past_the_log() {
     let mut rng = Rng::new(8);
-    let data = clustered(&mut rng, 160, 10);
+    let data = clustered(&mut rng, 160, 10, DIMS);
     // Reference run: how many writes, syncs and renames building and checkpointing take.
     let mut cases = 0;
     for kind in [Op::Write, Op::Sync, Op::Rename] {
@@ -544,8 +533,8 @@ fn crashes_and_failed_writes_around_graph_files_never_leave_a_graph_past_the_log
 #[test]
 fn a_graph_of_rows_the_log_lost_is_not_used() {
     let mut rng = Rng::new(9);
-    let data = clustered(&mut rng, 120, 10);
-    let other = clustered(&mut rng, 120, 10);
+    let data = clustered(&mut rng, 120, 10, DIMS);
+    let other = clustered(&mut rng, 120, 10, DIMS);
     let crash = CrashBackend::new();
     let backend: Arc<dyn Backend> = Arc::new(crash.clone());
     let db = mem_db(&backend, Durability::Buffered);
@@ -623,8 +612,8 @@ fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
     ))
     .unwrap();
     let mut rng = Rng::new(11);
-    let goals = clustered(&mut rng, 1500, 30);
-    let steps = clustered(&mut rng, 1500 * 4, 30);
+    let goals = clustered(&mut rng, 1500, 30, DIMS);
+    let steps = clustered(&mut rng, 1500 * 4, 30, DIMS);
     let ts: Vec<Trajectory> = goals
         .iter()
         .enumerate()
@@ -645,7 +634,7 @@ fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
     db.append_many(&ts).unwrap();
     db.build_graph("goal", params()).unwrap();
     db.build_graph("obs", params()).unwrap();
-    let queries = clustered(&mut rng, 30, 30);
+    let queries = clustered(&mut rng, 30, 30, DIMS);
     let (mut found, mut total) = (0, 0);
     for (i, q) in queries.iter().enumerate() {
         let rq = RetrieveQuery {
@@ -701,7 +690,7 @@ fn the_walk_on_the_i8_copy_keeps_recall_exact_scores_filters_and_deletes_above_4
     // (default options) and without it (`quantised_search: false`: the walk reads f32 rows).
     let (dir, db, data) = db_with_graph("graph-i8-walk", 6000, 11);
     let mut rng = Rng::new(77);
-    let queries = clustered(&mut rng, 60, 40);
+    let queries = clustered(&mut rng, 60, 40, DIMS);
     let all = Filter::default();
     let success = Filter {
         success_only: true,

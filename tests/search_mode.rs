@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{tmp, Rng};
+use support::{clustered, tmp, Rng};
 use trajdb::{
     Database, Durability, Filter, GraphParams, Level, Metric, Options, RetrieveQuery, SearchMode,
     SearchPath, SpaceDef, Step, Trajectory,
@@ -14,17 +14,6 @@ use trajdb::{
 
 const DIMS: usize = 32;
 const N: usize = 2000;
-
-/// `n` points around `clusters` random centres (noise 0.35 per component), seeded.
-fn clustered(rng: &mut Rng, n: usize, clusters: usize) -> Vec<Vec<f32>> {
-    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vec(DIMS)).collect();
-    (0..n)
-        .map(|i| {
-            let c = &centres[(rng.next_u64() as usize + i) % clusters];
-            c.iter().map(|&x| x + 0.35 * rng.f32()).collect()
-        })
-        .collect()
-}
 
 fn opts(exact_below_rows: u64) -> Options {
     Options {
@@ -61,8 +50,8 @@ fn make_db(name: &str, graphs: &[&str], threshold: u64) -> (std::path::PathBuf, 
     ))
     .unwrap();
     let mut rng = Rng::new(7);
-    let goals = clustered(&mut rng, N, 40);
-    let steps = clustered(&mut rng, N * 4, 40);
+    let goals = clustered(&mut rng, N, 40, DIMS);
+    let steps = clustered(&mut rng, N * 4, 40, DIMS);
     let ts: Vec<Trajectory> = goals
         .iter()
         .enumerate()
@@ -97,7 +86,7 @@ fn reopen(dir: &std::path::Path, db: Database, threshold: u64) -> Database {
 /// that telling the two paths apart by their hits means something.
 fn query_where_graph_differs(db: &Database) -> Vec<f32> {
     let mut rng = Rng::new(99);
-    for q in clustered(&mut rng, 200, 40) {
+    for q in clustered(&mut rng, 200, 40, DIMS) {
         let exact = db.search("goal", &q, 10, &Filter::default()).unwrap();
         let approx = db
             .search_approx("goal", &q, 10, 10, &Filter::default())
@@ -171,7 +160,7 @@ fn without_a_graph_auto_and_approx_scan_exactly() {
         success_only: true,
         ..Default::default()
     };
-    for q in clustered(&mut rng, 5, 40) {
+    for q in clustered(&mut rng, 5, 40, DIMS) {
         let exact = db.search("goal", &q, 7, &f).unwrap();
         for mode in [SearchMode::Auto, SearchMode::Approx] {
             let (hits, path) = db.search_mode("goal", &q, 7, &f, mode, 10).unwrap();
@@ -193,7 +182,7 @@ fn without_a_graph_auto_and_approx_scan_exactly() {
 }
 
 fn retrieve_query(rng: &mut Rng) -> RetrieveQuery {
-    let q = clustered(rng, 2, 40);
+    let q = clustered(rng, 2, 40, DIMS);
     RetrieveQuery {
         keys: vec![("goal".into(), q[0].clone())],
         step_key: Some(("obs".into(), q[1].clone())),

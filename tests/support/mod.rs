@@ -38,6 +38,18 @@ impl Rng {
     }
 }
 
+/// `n` points of `dims` dimensions around `clusters` random centres (noise 0.35 per
+/// component), seeded: the graph-index tests' clustered data.
+pub fn clustered(rng: &mut Rng, n: usize, clusters: usize, dims: usize) -> Vec<Vec<f32>> {
+    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vec(dims)).collect();
+    (0..n)
+        .map(|i| {
+            let c = &centres[(rng.next_u64() as usize + i) % clusters];
+            c.iter().map(|&x| x + 0.35 * rng.f32()).collect()
+        })
+        .collect()
+}
+
 /// The standard test spaces: goal and plan (trajectory level), observation (step level).
 pub fn spaces(dims: u32) -> Vec<SpaceDef> {
     vec![

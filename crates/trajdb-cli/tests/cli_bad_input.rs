@@ -352,20 +352,27 @@ fn text_queries_are_refused_for_a_space_of_another_embedder() {
     );
 }
 
+/// Offsets of the log's frames (after the 64-byte header; each frame is a 24-byte head
+/// and its body, padded to 8 bytes: format-spec.md "Frames").
+fn frame_starts(log: &[u8]) -> Vec<usize> {
+    let mut pos = 64usize;
+    let mut starts = Vec::new();
+    while pos < log.len() {
+        starts.push(pos);
+        let len = u32::from_le_bytes(log[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += (24 + len).div_ceil(8) * 8;
+    }
+    starts
+}
+
 #[test]
 fn damage_followed_by_valid_frames_is_refused_and_repair_keeps_the_prefix() {
     let db = seeded("repair");
     let before = records(&export(&db)).len();
     let log = db.join("log");
     let mut b = std::fs::read(&log).unwrap();
-    // Walk the frames and damage the second to last one.
-    let mut pos = 64usize;
-    let mut starts = Vec::new();
-    while pos < b.len() {
-        starts.push(pos);
-        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += (24 + len).div_ceil(8) * 8;
-    }
+    // Damage the second to last frame.
+    let starts = frame_starts(&b);
     let at = starts[starts.len() - 2];
     b[at + 30] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
@@ -685,13 +692,7 @@ fn a_log_cut_before_its_checkpoint_keeps_write_commands_out_until_repair_force()
         });
         let log = db.join("log");
         let b = std::fs::read(&log).unwrap();
-        let mut pos = 64usize;
-        let mut starts = Vec::new();
-        while pos < b.len() {
-            starts.push(pos);
-            let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-            pos += (24 + len).div_ceil(8) * 8;
-        }
+        let starts = frame_starts(&b);
         let last = starts[starts.len() - 1];
         let at = if inside_a_frame { last + 5 } else { last };
         std::fs::write(&log, &b[..at]).unwrap();
