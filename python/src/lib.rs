@@ -1010,6 +1010,45 @@ impl PyDatabase {
     /// search(), search_text() and search_with_path(): the query a vector (`vector`) or a
     /// text (`text`, embedded by the space's embedder), by the mode `exact` says; the hits
     /// and the name of the path that answered.
+    /// retrieve() and retrieve_with_path(): the query from the arguments, answered by the
+    /// mode `exact` says; the examples and the path that answered.
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_in(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        step_key: Option<&Bound<'_, PyAny>>,
+        k: UInt,
+        window: UInt,
+        success_only: bool,
+        env: Option<String>,
+        task: Option<String>,
+        exclude: Option<&Bound<'_, PyAny>>,
+        provenance: Option<&str>,
+        as_of: Option<UInt>,
+        exact: Option<bool>,
+        ef: UInt,
+    ) -> PyResult<(Vec<trajdb::Example>, trajdb::RetrievePath)> {
+        // A closed handle is refused before the arguments are looked at.
+        self.handle(py)?;
+        let (_, ef) = k_ef(py, exact, &k, &ef)?;
+        let q = self.retrieve_query(
+            py,
+            keys,
+            step_key,
+            k,
+            window,
+            success_only,
+            env,
+            task,
+            exclude,
+            provenance,
+            as_of,
+        )?;
+        let db = self.handle(py)?;
+        run(py, || db.retrieve_mode(&q, search_mode(exact), ef))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn search_in(
         &self,
@@ -1650,10 +1689,7 @@ impl PyDatabase {
         exact: Option<bool>,
         ef: UInt,
     ) -> PyResult<Vec<PyExample>> {
-        // A closed handle is refused before the arguments are looked at.
-        self.handle(py)?;
-        let (_, ef) = k_ef(py, exact, &k, &ef)?;
-        let q = self.retrieve_query(
+        let (examples, _) = self.retrieve_in(
             py,
             keys,
             step_key,
@@ -1665,9 +1701,9 @@ impl PyDatabase {
             exclude,
             provenance,
             as_of,
+            exact,
+            ef,
         )?;
-        let db = self.handle(py)?;
-        let (examples, _) = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
         examples_py(py, examples)
     }
 
@@ -1694,10 +1730,7 @@ impl PyDatabase {
         exact: Option<bool>,
         ef: UInt,
     ) -> PyResult<(Vec<PyExample>, Bound<'py, PyDict>)> {
-        // A closed handle is refused before the arguments are looked at.
-        self.handle(py)?;
-        let (_, ef) = k_ef(py, exact, &k, &ef)?;
-        let q = self.retrieve_query(
+        let (examples, p) = self.retrieve_in(
             py,
             keys,
             step_key,
@@ -1709,9 +1742,9 @@ impl PyDatabase {
             exclude,
             provenance,
             as_of,
+            exact,
+            ef,
         )?;
-        let db = self.handle(py)?;
-        let (examples, p) = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
         Ok((examples_py(py, examples)?, retrieve_path_dict(py, &p)?))
     }
 
