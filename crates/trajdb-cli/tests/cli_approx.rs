@@ -200,6 +200,18 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
             .concat(),
             "0..=1000000",
         ),
+        (
+            [&q[..], &["--exact-below-rows", "18446744073709551616"]].concat(),
+            "0..=18446744073709551615",
+        ),
+        (
+            vec!["inspect", s(&db), "18446744073709551616"],
+            "0..=18446744073709551615",
+        ),
+        (
+            vec!["delete", s(&db), "99999999999999999999999"],
+            "0..=18446744073709551615",
+        ),
     ] {
         let r = trajdb(&args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);

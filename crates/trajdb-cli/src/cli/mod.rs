@@ -179,7 +179,8 @@ pub struct ImportArgs {
     )]
     pub embedder: String,
     /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
-    #[arg(long, default_value_t = trajdb_agent::openai::DEFAULT_RETRIES, value_name = "N")]
+    #[arg(long, default_value_t = trajdb_agent::openai::DEFAULT_RETRIES, value_name = "N",
+          value_parser = ranged::<u32, 0, 1000>)]
     pub llm_retries: u32,
     /// Time limit of one embeddings request, in seconds (`--embedder openai:MODEL`).
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
@@ -283,7 +284,8 @@ pub struct ModeArgs {
     pub ef: u64,
     /// The automatic choice scans a key space exactly when it holds fewer rows than this
     /// (rows of deleted trajectories count until `compact`), even with a graph index.
-    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS)]
+    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS,
+          value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub exact_below_rows: u64,
 }
 
@@ -376,6 +378,7 @@ pub struct InspectArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
+    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
 }
 
@@ -385,6 +388,7 @@ pub struct GetArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
+    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
     /// Print the JSONL record instead of a readable view.
     #[arg(long)]
@@ -453,7 +457,8 @@ pub struct StatsArgs {
     pub json: bool,
     /// The threshold the "auto" column compares each key space's rows with (as `search
     /// --exact-below-rows`).
-    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS)]
+    #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS,
+          value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub exact_below_rows: u64,
 }
 
@@ -516,6 +521,7 @@ pub struct DeleteArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
+    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
 }
 
