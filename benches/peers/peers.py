@@ -3,7 +3,7 @@
     python benches/peers/make_data.py            # once: target/peers-data
     python benches/peers/peers.py [--dir target/peers-data] [--sizes 10000,100000]
         [--retrieve 10000x10,100000x10,10000x40] [--reps 5] [--open-reps 5]
-        [--json results.json] [--quick]
+        [--approx-ef 64,256] [--json results.json] [--quick]
 
 Three comparisons, every system single-threaded, calls interleaved (each repetition runs
 every system on every query, rotating which goes first) so machine noise lands on all alike;
@@ -24,7 +24,9 @@ each figure is the median (p10, p90) of single calls:
     step score, the window cut from the step table) and against an exact numpy brute force.
     The numpy answer checks trajdb's exactness; the reference's recall@10 is measured
     against trajdb's exact answer; trajdb's step rows scored per call are reported when the
-    binding has `retrieve_with_work`.
+    binding has `retrieve_with_work`. With `--approx-ef`, the same retrieve through graph
+    indexes (`exact=False`, one graph per key space, built first) at each beam width, timed
+    against trajdb's exact call and the reference, with its recall@10 against the exact answer.
 (c) open, warm: trajdb read-only and writer open (then close) against the reference's
     `faiss.read_index` of its three indexes + `sqlite3.connect` and one query.
 
@@ -417,7 +419,7 @@ def numpy_retrieve(goal, plan, obs, success, steps, qg, qp, qo, k=K, window=WIND
              (max(0, int(m[j]) - window), min(steps, int(m[j]) + window + 1))) for j in idx]
 
 
-def bench_retrieve(root, n, steps, reps, open_reps, quick):
+def bench_retrieve(root, n, steps, reps, open_reps, quick, approx_efs=()):
     d = os.path.join(root, f"retrieve-{n}x{steps}")
     goal = np.load(os.path.join(d, "goal.npy"))
     plan = np.load(os.path.join(d, "plan.npy"))
@@ -477,6 +479,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
             work_trajs.append(work["trajectories_visited"])
             work_bounds.append(work.get("step_bounds_read", -1))
     db.close()
+    approx = bench_retrieve_approx(tpath, queries, last, t_reference, approx_efs, reps) if approx_efs else None
     ref.close()
     out = {name: stats(t) for name, t in times.items()}
     result = {
@@ -495,10 +498,54 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick):
                                              "max": int(np.max(work_rows))}
         result["trajdb_trajectories_visited"] = {"median": float(np.median(work_trajs))}
         result["trajdb_step_bounds_read"] = {"median": float(np.median(work_bounds))}
+    if approx is not None:
+        result["approx"] = approx
     del goal, plan, obs
     gc.collect()
     result["open"] = bench_open(tpath, rpath, open_reps)
     return result
+
+
+def bench_retrieve_approx(tpath, queries, last, t_reference, efs, reps):
+    """The same retrieve through the graph indexes (`exact=False`, beam width `ef`): builds
+    (or catches up) a graph per key space, then times each ef against trajdb's exact call and
+    the reference in one interleaved run, and measures recall@10 against the exact answer
+    (`last[("numpy_exact", qi)]`, which trajdb's exact call equals)."""
+    t0 = now()
+    with trajdb.open(tpath) as w:
+        for space in ("goal", "plan", "observation"):
+            w.build_graph(space)
+    build_s = (now() - t0) / 1e9
+    db = trajdb.open(tpath, read_only=True)
+
+    def call(q, exact, ef=64):
+        return db.retrieve({"goal": q[0], "plan": q[1]}, ("observation", q[2]), k=K, window=WINDOW,
+                           exact=exact, ef=ef)
+
+    _, path = db.retrieve_with_path({"goal": queries[0][0], "plan": queries[0][1]},
+                                    ("observation", queries[0][2]), k=K, window=WINDOW, exact=False)
+    systems = {"trajdb_exact": lambda q: call(q, True), "reference": t_reference}
+    for ef in efs:
+        systems[f"approx_ef_{ef}"] = (lambda e: lambda q: call(q, False, e))(ef)
+    for q in queries[:2]:
+        for f in systems.values():
+            f(q)
+    load0 = loadavg()
+    times, got = interleaved(systems, queries, reps)
+    load_b = loadavg()
+    out = {"graph_build_s": build_s, "path": path["path"], "load_before": load0, "load_after": load_b,
+           "systems": {name: stats(t) for name, t in times.items()}, "by_ef": []}
+    for ef in efs:
+        rec, same = [], 0
+        for qi in range(len(queries)):
+            want = last[("numpy_exact", qi)]
+            ids = [e.id for e in got[(f"approx_ef_{ef}", qi)]]
+            rec.append(len(set(ids) & {i for i, _, _, _ in want}) / max(1, len(want)))
+            same += ids == [i for i, _, _, _ in want]
+        out["by_ef"].append({"ef": ef, "recall_at_10": {"mean": float(np.mean(rec)), "min": float(np.min(rec))},
+                             "same_ranking": f"{same}/{len(queries)}"})
+    db.close()
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -587,6 +634,22 @@ def report(res):
                 f"{fmt(s['numpy_exact'])} | {ratio(s['trajdb'], s['reference'])} | {ratio(s['trajdb'], s['numpy_exact'])} | "
                 f"{wtxt} | {btxt} | {r['trajdb_equals_numpy_exact']} | {rc['mean']:.0%} ({rc['min']:.0%}-{rc['max']:.0%}) | "
                 f"{load1(r)} |")
+        if any("approx" in r for r in res["retrieve"]):
+            lines += ["", "the same retrieve through the graph indexes (exact=False), timed in one interleaved run with trajdb's exact call and the reference", "",
+                      "| trajectories x steps | ef | approximate | trajdb exact | reference | exact / approximate | reference / approximate | recall@10 against the exact answer (mean, min) | same ranking as exact | graphs built (s) | load 1 min, before / after |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["retrieve"]:
+                ap = r.get("approx")
+                if not ap:
+                    continue
+                s = ap["systems"]
+                for e in ap["by_ef"]:
+                    a = s[f"approx_ef_{e['ef']}"]
+                    lines.append(
+                        f"| {r['trajectories']:,} x {r['steps']} | {e['ef']} | {fmt(a)} | {fmt(s['trajdb_exact'])} | "
+                        f"{fmt(s['reference'])} | {ratio(s['trajdb_exact'], a)} | {ratio(s['reference'], a)} | "
+                        f"{e['recall_at_10']['mean']:.3f} ({e['recall_at_10']['min']:.1f}) | {e['same_ranking']} | "
+                        f"{ap['graph_build_s']:.0f} | {load1(ap)} |")
         lines += ["", "open, warm (files in the page cache), then close", "",
                   "| trajectories x steps | trajdb read-only | trajdb writer | reference: faiss read_index x3 + SQLite | read-only / reference | writer / reference |",
                   "|---|---|---|---|---|---|"]
@@ -607,6 +670,9 @@ def main():
     ap.add_argument("--reps", type=int, default=5, help="repetitions over the 64 queries")
     ap.add_argument("--open-reps", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="8 queries, 1 repetition, 2 opens: a smoke run")
+    ap.add_argument("--approx-ef", default="",
+                    help="also time the retrieve through graph indexes at these beam widths (e.g. 64,256); "
+                         "builds a graph per key space of each retrieve store first")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     if a.quick:
@@ -625,7 +691,8 @@ def main():
         if not os.path.isdir(os.path.join(a.dir, f"retrieve-{n}x{s}")):
             sys.exit(f"retrieve-{n}x{s} is missing: run make_data.py --retrieve {part} first")
         print(f"retrieve {n:,} x {s} ...", flush=True)
-        res["retrieve"].append(bench_retrieve(a.dir, n, s, a.reps, a.open_reps, a.quick))
+        efs = [int(e) for e in a.approx_ef.split(",") if e]
+        res["retrieve"].append(bench_retrieve(a.dir, n, s, a.reps, a.open_reps, a.quick, efs))
         gc.collect()
     res["load_end"] = loadavg()
     print()
