@@ -143,11 +143,19 @@ fn at_the_threshold_auto_walks_the_graph_and_exact_overrides_it() {
     assert_eq!(hits, exact);
     // `search` itself stays exact whatever the threshold.
     assert_eq!(db.search("goal", &q, 10, &f).unwrap(), exact);
-    // A wide beam through Auto finds the exact answer too (the graph is connected).
-    let (wide, path) = db
-        .search_mode("goal", &q, 10, &f, SearchMode::Auto, N)
+    // A beam of the row count (or of a quarter of it) is answered by the scan: the exact
+    // answer, which a walk cannot promise (a row unlike every other can be out of its reach).
+    for ef in [N, N / 4] {
+        let (wide, path) = db
+            .search_mode("goal", &q, 10, &f, SearchMode::Auto, ef)
+            .unwrap();
+        assert_eq!((&wide, path), (&exact, SearchPath::WideBeam), "ef {ef}");
+    }
+    // Just below a quarter the graph is walked.
+    let (_, path) = db
+        .search_mode("goal", &q, 10, &f, SearchMode::Auto, N / 4 - 1)
         .unwrap();
-    assert_eq!((wide, path), (exact, SearchPath::Graph));
+    assert_eq!(path, SearchPath::Graph);
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1524,7 +1524,8 @@ impl PyDatabase {
 
     /// search(), also returning the name of the path that answered: "graph",
     /// "exact_requested", "exact_below_threshold", "exact_no_graph",
-    /// "exact_selective_filter" or "exact_short". Same arguments and errors as search().
+    /// "exact_selective_filter", "exact_short" or "exact_wide_beam" (ef at least a quarter
+    /// of the rows). Same arguments and errors as search().
     #[pyo3(signature = (space, vector, k=UInt(Ok(10)), *, success_only=false, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=UInt(Ok(64))), text_signature = "($self, space, vector, k=10, *, success_only=False, env=None, task=None, exclude=None, provenance=None, as_of=None, exact=None, ef=64)")]
     #[allow(clippy::too_many_arguments)]
     fn search_with_path(

@@ -50,6 +50,7 @@ _Path = Literal[
     "exact_no_graph",
     "exact_selective_filter",
     "exact_short",
+    "exact_wide_beam",
 ]
 
 class Error(Exception):
@@ -311,8 +312,8 @@ class Database:
         ef: int = 64,
     ) -> tuple[list[Hit], _Path]:
         """``search``, also returning the path that answered: "graph", "exact_requested",
-        "exact_below_threshold", "exact_no_graph", "exact_selective_filter" or
-        "exact_short". Same arguments and errors."""
+        "exact_below_threshold", "exact_no_graph", "exact_selective_filter", "exact_short" or
+        "exact_wide_beam" (ef at least a quarter of the rows). Same arguments and errors."""
     def search_approx(
         self,
         space: str,
@@ -425,7 +426,8 @@ class Database:
         "exact_requested", "exact_below_threshold" or "exact_no_graph"; ``decided_by``
         names the key space that made an automatic retrieve exact; ``spaces`` gives, for a
         retrieve through the graphs, each key space's own path (a space can still fall back
-        to the scan: "exact_no_graph", "exact_selective_filter", "exact_short")."""
+        to the scan: "exact_no_graph", "exact_selective_filter", "exact_short",
+        "exact_wide_beam")."""
     def retrieve_approx(
         self,
         keys: dict[str, Union[_Vector, str]],

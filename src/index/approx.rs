@@ -26,6 +26,12 @@ const SAMPLE: usize = 256;
 /// the walk would visit most of the graph to find k passing rows.
 const SELECTIVE_ONE_IN: usize = 50;
 
+/// From a beam width of a quarter of the rows up, `search_approx` scans exactly: a walk that
+/// wide scores about as many rows as the scan does, and only the scan is sure to find every
+/// row (a row unlike every other, such as a key opposite a cluster, can be out of a walk's
+/// reach at any width). So a beam of at least the row count always gives the exact answer.
+const WIDE_BEAM_ONE_IN: usize = 4;
+
 /// Which way a search (or one key space of a retrieve) went: through the graph index, or
 /// the exact scan and why. Returned by [`Database::search_approx_path`],
 /// [`Database::search_mode`] and [`Database::retrieve_mode`]; [`name`](Self::name) gives a
@@ -46,6 +52,9 @@ pub enum SearchPath {
     BelowThreshold,
     /// The exact scan: the caller asked for it ([`SearchMode::Exact`](crate::SearchMode::Exact)).
     Requested,
+    /// The exact scan: the beam width is at least a quarter of the space's rows, where the
+    /// walk would cost about what the scan costs.
+    WideBeam,
 }
 
 /// The former name of [`SearchPath`] (from before the automatic choice between the scan and
@@ -64,7 +73,7 @@ impl SearchPath {
     }
 
     /// A stable short name: `graph`, `exact_no_graph`, `exact_selective_filter`,
-    /// `exact_short`, `exact_below_threshold` or `exact_requested`.
+    /// `exact_short`, `exact_wide_beam`, `exact_below_threshold` or `exact_requested`.
     pub fn name(self) -> &'static str {
         match self {
             SearchPath::Graph => "graph",
@@ -73,6 +82,7 @@ impl SearchPath {
             SearchPath::Short => "exact_short",
             SearchPath::BelowThreshold => "exact_below_threshold",
             SearchPath::Requested => "exact_requested",
+            SearchPath::WideBeam => "exact_wide_beam",
         }
     }
 }
@@ -88,6 +98,7 @@ impl std::fmt::Display for SearchPath {
             SearchPath::Short => "exact scan (the graph walk found fewer than k passing rows)",
             SearchPath::BelowThreshold => "exact scan (fewer rows than the exact-below threshold)",
             SearchPath::Requested => "exact scan (asked for)",
+            SearchPath::WideBeam => "exact scan (the beam is a quarter of the rows or wider)",
         })
     }
 }
@@ -491,6 +502,9 @@ fn approx_top(
         return (exact_top(st, s, c, q, k), SearchPath::SelectiveFilter);
     }
     let ef = ef.max(k);
+    if ef.saturating_mul(WIDE_BEAM_ONE_IN) >= n {
+        return (exact_top(st, s, c, q, k), SearchPath::WideBeam);
+    }
     let cap = (n / 2).max(ef.saturating_mul(64));
     let glen = g.len();
     let mut top = TopK::new(k, n);

@@ -365,6 +365,10 @@ fn search_and_retrieve_choose_the_graph_by_size_and_exact_or_approx_override_it(
     ];
     let (exact_r, path) = run_path(&[&r[..], &["--exact"]].concat());
     assert_eq!(path, "exact_requested");
+    // Below, a beam narrower than a quarter of the 240 goal rows (a wider one is answered
+    // by the scan).
+    let wide = [&r[..], &["--ef", "60"]].concat();
+    let r = [&r[..], &["--ef", "16"]].concat();
     let rr = trajdb(&r, None);
     assert_eq!(rr.code, 0, "{}", rr.stderr);
     assert_eq!(path_of(&rr.stderr), "exact_no_graph");
@@ -384,6 +388,9 @@ fn search_and_retrieve_choose_the_graph_by_size_and_exact_or_approx_override_it(
         rr.stderr
     );
     assert_eq!(rr.stdout, ok(&[&r[..], &["--approx"]].concat()));
+    let rw = trajdb(&wide, None);
+    assert_eq!(rw.code, 0, "{}", rw.stderr);
+    assert!(rw.stderr.contains("goal=exact_wide_beam"), "{}", rw.stderr);
     // Default threshold: 240 goal rows are too few, so the whole retrieve is exact.
     let (def, path) = run_path(&r[..9]);
     assert_eq!(
