@@ -1610,6 +1610,18 @@ impl PyDatabase {
         run(py, || db.drop_graph(space))
     }
 
+    /// Checks every key space's graph now (rows against the log, adjacency against its
+    /// checksum; reads each graph file once) rather than at its first search; a damaged
+    /// graph is dropped and stats()["spaces"][i]["graph_discarded"] says why
+    /// (Database::check_graphs). GIL released.
+    fn check_graphs(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.handle(py)?;
+        run(py, || {
+            db.check_graphs();
+            Ok(())
+        })
+    }
+
     /// search() for many queries in one pass over the rows (Database::search_many):
     /// `vectors` float32 of shape (m, dims); returns m lists of Hit, list i exactly what
     /// search(space, vectors[i], k, ...) returns. GIL released. Raises InvalidInputError

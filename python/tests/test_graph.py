@@ -198,3 +198,22 @@ def test_a_non_bool_outcome_names_the_argument(db):
             e.outcome = "yes"
         e.outcome = False
         assert e.outcome is False
+
+
+def test_check_graphs_names_a_graph_damaged_past_its_header_before_any_search(path):
+    d, queries = _sparse_graph_db(path, threshold=0)
+    d.close()
+    import os
+    g = os.path.join(path, "graph-0.idx")
+    b = bytearray(open(g, "rb").read())
+    b[64 + 8] ^= 0x01
+    open(g, "wb").write(bytes(b))
+    d = trajdb.open(path, read_only=True)
+    goal = next(s for s in d.stats()["spaces"] if s["name"] == "goal")
+    assert goal["graph_discarded"] is None  # the header alone looks right
+    d.check_graphs()
+    goal = next(s for s in d.stats()["spaces"] if s["name"] == "goal")
+    assert "checksum" in goal["graph_discarded"]
+    # Searches go on (the graph restarts empty and is rebuilt a few rows per search).
+    assert len(d.search("goal", queries[0], 10, exact=False)) == 10
+    d.close()

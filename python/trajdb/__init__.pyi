@@ -341,6 +341,10 @@ class Database:
         m..=4096), ReadOnlyError."""
     def drop_graph(self, space: str) -> None:
         """Removes the graph index of ``space`` and its file; searches then scan exactly."""
+    def check_graphs(self) -> None:
+        """Checks every key space's graph now (rows against the log, adjacency against its
+        checksum) rather than at its first search; a damaged graph is dropped and
+        ``stats()["spaces"][i]["graph_discarded"]`` says why."""
     def search_many(
         self,
         space: str,

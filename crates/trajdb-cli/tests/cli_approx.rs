@@ -471,5 +471,16 @@ fn a_damaged_graph_file_is_warned_about_and_named_by_stats_and_answers_stay_exac
         stats.contains("graph index of `goal` not used: its header is damaged"),
         "{stats}"
     );
+    // Damage past the header is named by `stats` too, before any search has read the file.
+    ok(&["build-graph", s(&db), "--space", "goal"]);
+    assert!(!ok(&["stats", s(&db)]).contains("not used"));
+    let mut b = std::fs::read(&graph).unwrap();
+    b[64 + 8] ^= 0x01;
+    std::fs::write(&graph, &b).unwrap();
+    let stats = ok(&["stats", s(&db)]);
+    assert!(
+        stats.contains("graph index of `goal` not used") && stats.contains("checksum"),
+        "{stats}"
+    );
     let _ = std::fs::remove_dir_all(&db);
 }

@@ -521,6 +521,8 @@ pub fn stats(a: &StatsArgs) -> CliResult {
         }
         return out.flush().map_err(out_err);
     }
+    // A graph damaged past its header is found here, not only at the first search.
+    db.check_graphs();
     let mut s = db.stats();
     // A read-only handle keeps keys on the heap: take key-file sizes from the directory.
     for (i, sp) in s.spaces.iter_mut().enumerate() {
