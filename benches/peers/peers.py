@@ -138,6 +138,17 @@ def interleaved(systems, queries, reps):
     return times, last
 
 
+def warm_then_interleaved(systems, queries, reps, warm=2):
+    """Calls every system on the first `warm` queries untimed (page cache, maps, code), then
+    [`interleaved`]; returns its times and results and the load average before and after."""
+    for q in queries[:warm]:
+        for f in systems.values():
+            f(q)
+    load0 = loadavg()
+    times, last = interleaved(systems, queries, reps)
+    return times, last, load0, loadavg()
+
+
 # ------------------------------------------------------------------------------------------
 # (a) exact top-10 search
 
@@ -230,12 +241,7 @@ def bench_search(root, n, reps, rows_path):
 
     systems = {"trajdb": t_trajdb, "numpy": t_numpy, "faiss": t_faiss,
                "read_sum": read_sum, "read_dot": read_dot, "read_rows": read_rows}
-    for q in qs[:4]:  # warm: page cache, maps, code
-        for f in systems.values():
-            f(q)
-    load0 = loadavg()
-    times, last = interleaved(systems, qs, reps)
-    load_b = loadavg()
+    times, last, load0, load_b = warm_then_interleaved(systems, qs, reps, warm=4)
     agree = {"numpy": 0, "faiss": 0}
     max_diff = {"numpy": 0.0, "faiss": 0.0}
     for qi in range(len(qs)):
@@ -449,12 +455,7 @@ def bench_retrieve(root, n, steps, reps, open_reps, quick, approx_efs=()):
         return numpy_retrieve(goal, plan, obs, success, steps, q[0], q[1], q[2])
 
     systems = {"trajdb": t_trajdb, "reference": t_reference, "numpy_exact": t_numpy}
-    for q in queries[:2]:
-        for f in systems.values():
-            f(q)
-    load0 = loadavg()
-    times, last = interleaved(systems, queries, reps)
-    load_b = loadavg()
+    times, last, load0, load_b = warm_then_interleaved(systems, queries, reps)
 
     exact_match, recall, work_rows, work_trajs, work_bounds, checked_text = 0, [], [], [], [], 0
     for qi, q in enumerate(queries):
@@ -527,12 +528,7 @@ def bench_retrieve_approx(tpath, queries, last, t_reference, efs, reps):
     systems = {"trajdb_exact": lambda q: call(q, True), "reference": t_reference}
     for ef in efs:
         systems[f"approx_ef_{ef}"] = (lambda e: lambda q: call(q, False, e))(ef)
-    for q in queries[:2]:
-        for f in systems.values():
-            f(q)
-    load0 = loadavg()
-    times, got = interleaved(systems, queries, reps)
-    load_b = loadavg()
+    times, got, load0, load_b = warm_then_interleaved(systems, queries, reps)
     out = {"graph_build_s": build_s, "path": path["path"], "load_before": load0, "load_after": load_b,
            "systems": {name: stats(t) for name, t in times.items()}, "by_ef": []}
     for ef in efs:
