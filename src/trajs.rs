@@ -101,6 +101,15 @@ impl Trajs {
         })
     }
 
+    /// Starts loading what [`id`](Self::id) reads of slot `slot` (a hint: no effect on
+    /// results).
+    #[inline]
+    pub(crate) fn prefetch_id(&self, slot: usize) {
+        if let Some(r) = self.base.get(slot..slot.saturating_add(1)) {
+            crate::index::simd::prefetch(r);
+        }
+    }
+
     /// The id of slot `slot` without decoding the rest.
     #[inline]
     pub(crate) fn id(&self, slot: usize) -> u64 {

@@ -182,16 +182,31 @@ fn clamp_f32(x: f64) -> f32 {
 }
 
 /// The hits of `top`, whose orders are row indexes of key space `s`, best first.
+///
+/// A hit reads its row's metadata and then its trajectory's record, two dependent cache
+/// misses on a large space; every row's metadata is loaded first and then every record, so
+/// the misses of all the hits are in flight together rather than one after another.
 pub(crate) fn hits(st: &State, s: &Space, top: TopK) -> Vec<Hit> {
-    top.into_sorted()
+    let sorted = top.into_sorted();
+    let row = |r: u64| usize::try_from(r).unwrap_or(usize::MAX);
+    for &(_, r) in &sorted {
+        if let Some(m) = s.row_meta.get(row(r)..row(r).saturating_add(1)) {
+            crate::index::simd::prefetch(m);
+        }
+    }
+    let metas: Vec<(f32, crate::db::RowMeta)> = sorted
+        .iter()
+        .map(|&(score, r)| (score, s.row_meta[row(r)]))
+        .collect();
+    for (_, m) in &metas {
+        st.trajs.prefetch_id(ix(m.slot));
+    }
+    metas
         .into_iter()
-        .map(|(score, r)| {
-            let meta = s.row_meta[usize::try_from(r).unwrap_or(usize::MAX)];
-            Hit {
-                id: st.trajs.id(ix(meta.slot)),
-                step: (meta.step != NO_STEP).then_some(meta.step),
-                score,
-            }
+        .map(|(score, meta)| Hit {
+            id: st.trajs.id(ix(meta.slot)),
+            step: (meta.step != NO_STEP).then_some(meta.step),
+            score,
         })
         .collect()
 }
