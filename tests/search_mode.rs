@@ -189,6 +189,25 @@ fn without_a_graph_auto_and_approx_scan_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_search_for_no_rows_reports_the_path_a_search_would_take() {
+    // k = 0 returns nothing; the path it reports is the decision the search makes, not a
+    // fixed "graph" (a space without a graph said `graph` before).
+    let (dir, db) = make_db("mode-k0", &["goal"], 0);
+    let q = vec![0.5f32; DIMS];
+    let f = Filter::default();
+    let (hits, path) = db.search_approx_path("goal", &q, 0, 10, &f).unwrap();
+    assert!(hits.is_empty());
+    assert_eq!(path, SearchPath::Graph);
+    let (hits, path) = db.search_approx_path("obs", &q, 0, 10, &f).unwrap();
+    assert!(hits.is_empty());
+    assert_eq!(path, SearchPath::NoGraph);
+    let (_, path) = db.search_approx_path("goal", &q, 0, N, &f).unwrap();
+    assert_eq!(path, SearchPath::WideBeam);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn retrieve_query(rng: &mut Rng) -> RetrieveQuery {
     let q = clustered(rng, 2, 40, DIMS);
     RetrieveQuery {

@@ -23,6 +23,9 @@ grid points around it, and the QPS ratio against trajdb printed. trajdb's index 
 the queries (page faults) is timed and printed apart. M is hnswlib's / faiss's
 M and usearch's connectivity; trajdb's `m` gives the same bottom-layer degree (2 M).
 trajdb also runs the same queries with a success filter passing 1 row in 10.
+Each system's timed call is its library call returning its own result type (trajdb: a list
+of Hit objects with id, step and exact score; the peers: arrays of labels); turning a result
+into row ids for recall happens outside the timing.
 """
 
 import os
@@ -87,7 +90,13 @@ WARMUP = [1]
 REPS = [1]
 
 
-def timed_queries(fn, q, gt):
+def trajdb_ids(hits):
+    """Row ids (0-based, as the peers' labels) of trajdb's hits: done outside the timing, as
+    every system's timed call is its library call returning its own result type."""
+    return [h.id - 1 for h in hits]
+
+
+def timed_queries(fn, q, gt, ids=lambda r: r):
     # Untimed passes first (`--warmup`, same for every system): the p50 is of a warm index,
     # whether it was read into memory (hnswlib, faiss, usearch) or is mapped (trajdb, whose
     # first touches of a page are page faults; the cold first pass is reported apart).
@@ -98,10 +107,10 @@ def timed_queries(fn, q, gt):
     for rep in range(REPS[0]):
         for i in range(len(q)):
             t = now()
-            ids = fn(q[i])
+            res = fn(q[i])
             lat.append(now() - t)
             if rep == 0:
-                hit += len(gt[i] & set(int(v) for v in ids))
+                hit += len(gt[i] & set(int(v) for v in ids(res)))
     return float(np.median(lat) * 1e3), hit / (K * len(q))
 
 
@@ -143,12 +152,12 @@ def run_trajdb(args, x, q, gt, m, path):
     for M, ef in grid(args):
         if M != m:
             continue
-        p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef)], q, gt)
+        p50, rec = timed_queries(lambda v: db.search_approx("goal", v, K, ef=ef), q, gt, trajdb_ids)
         p50f, recf = timed_queries(
-            lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef, success_only=True)], q, gt_f)
+            lambda v: db.search_approx("goal", v, K, ef=ef, success_only=True), q, gt_f, trajdb_ids)
         res.append({"M": M, "ef": ef, "p50_ms": p50, "recall": rec, "filtered_p50_ms": p50f,
                     "filtered_recall": recf})
-    p50, rec = timed_queries(lambda v: [h.id - 1 for h in db.search("goal", v, K, exact=True)], q, gt)
+    p50, rec = timed_queries(lambda v: db.search("goal", v, K, exact=True), q, gt, trajdb_ids)
     out["exact_p50_ms"] = p50
     out["runs"] = res
     out["peak_rss_mb"] = rss_mb()
@@ -309,31 +318,33 @@ def serve(args):
 
 
 def opener(name, args):
-    """Opens system `name`'s saved index; returns (set_ef(ef), query(v) -> row ids)."""
+    """Opens system `name`'s saved index; returns (set_ef(ef), query(v) -> the library's own
+    result, ids(result) -> row ids). Only `query` is timed: every system's timed call is its
+    library call, and turning its result into row ids for recall is the benchmark's work."""
     path = os.path.join(args.dir, f"{name}-{args.n}-m{args.m}")
     if name == "trajdb":
         import trajdb
         db = trajdb.open(path, read_only=True)
         ef_ = [64]
         return (lambda ef: ef_.__setitem__(0, ef),
-                lambda v: [h.id - 1 for h in db.search_approx("goal", v, K, ef=ef_[0])])
+                lambda v: db.search_approx("goal", v, K, ef=ef_[0]), trajdb_ids)
     if name == "hnswlib":
         import hnswlib
         idx = hnswlib.Index(space="ip", dim=args.dims)
         idx.load_index(path + ".hnswlib", max_elements=args.n)
         idx.set_num_threads(1)
-        return idx.set_ef, lambda v: idx.knn_query(v, k=K, num_threads=1)[0][0]
+        return idx.set_ef, lambda v: idx.knn_query(v, k=K, num_threads=1)[0][0], list
     if name == "faiss":
         import faiss
         faiss.omp_set_num_threads(1)
         idx = faiss.read_index(path + ".faiss")
         return (lambda ef: setattr(idx.hnsw, "efSearch", ef),
-                lambda v: idx.search(v[None, :], K)[1][0])
+                lambda v: idx.search(v[None, :], K)[1][0], list)
     if name == "usearch":
         from usearch.index import Index
         idx = Index.restore(path + ".usearch")
         return (lambda ef: setattr(idx, "expansion_search", ef),
-                lambda v: idx.search(v, K, threads=1).keys)
+                lambda v: idx.search(v, K, threads=1).keys, list)
     raise SystemExit(f"unknown system {name}")
 
 
@@ -370,10 +381,10 @@ def interleave(args):
                 for j in range(len(names)):
                     n = names[(i + j) % len(names)]
                     t = now()
-                    ids = fns[n][1](v)
+                    res = fns[n][1](v)
                     lat[n].append(now() - t)
                     if rep == 0:
-                        hit[n] += len(gt[i] & set(int(x) for x in ids))
+                        hit[n] += len(gt[i] & set(int(x) for x in fns[n][2](res)))
         blk = {n: [] for n in names}
         for rep in range(args.reps):
             for j in range(len(names)):

@@ -201,10 +201,23 @@ impl UInt {
     }
 }
 
+/// `v` as a usize, or InvalidInputError saying the argument `what` (`role`) must be at
+/// least 1 when it is negative or not a whole number (`UInt::get` would give the range
+/// 0..=2**64-1, which does not hold for these).
+fn at_least_one(py: Python<'_>, v: &UInt, what: &str, role: &str) -> PyResult<usize> {
+    match &v.0 {
+        Ok(_) => v.get_usize(py, what),
+        Err(shown) => Err(invalid(
+            py,
+            format!("{what} must be an integer of at least 1 ({role}), got {shown}"),
+        )),
+    }
+}
+
 /// A graph beam width argument: at least 1 (InvalidInputError naming `ef` otherwise, as the
 /// CLI refuses `--ef 0`).
 fn beam(py: Python<'_>, ef: &UInt) -> PyResult<usize> {
-    let v = ef.get_usize(py, "ef")?;
+    let v = at_least_one(py, ef, "ef", "the beam width of the graph walk")?;
     if v == 0 {
         return Err(invalid(
             py,
@@ -217,7 +230,7 @@ fn beam(py: Python<'_>, ef: &UInt) -> PyResult<usize> {
 /// `k` of an approximate search or retrieve: at least 1 (InvalidInputError naming `k`
 /// otherwise, as the CLI refuses `-k 0`).
 fn approx_k(py: Python<'_>, k: &UInt) -> PyResult<usize> {
-    let v = k.get_usize(py, "k")?;
+    let v = at_least_one(py, k, "k", "the number of results")?;
     if v == 0 {
         return Err(invalid(
             py,

@@ -175,6 +175,16 @@ def test_zero_ef_and_zero_k_on_approximate_paths_are_refused_by_name(db):
     ):
         with pytest.raises(trajdb.InvalidInputError, match="k must be at least 1"):
             call()
+    # A negative ef or k names the range that holds for them (at least 1), not 0.. .
+    for call in (
+        lambda: db.search("goal", v, 3, ef=-1),
+        lambda: db.search_approx("goal", v, 3, ef=-1),
+        lambda: db.retrieve_approx({"goal": v}, ef=-5),
+    ):
+        with pytest.raises(trajdb.InvalidInputError, match=r"^ef must be an integer of at least 1 \(the beam width of the graph walk\), got -"):
+            call()
+    with pytest.raises(trajdb.InvalidInputError, match=r"^k must be an integer of at least 1 \(the number of results\), got -1"):
+        db.search_approx("goal", v, -1)
     # The exact search keeps answering k=0 with nothing.
     assert db.search("goal", v, 0) == []
     assert db.search("goal", v, 0, exact=True) == []

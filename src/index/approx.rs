@@ -263,9 +263,6 @@ impl Database {
         let st = self.state.read();
         let sid = check_query(&st, space, query, None)?;
         let s = &st.spaces[ix(sid)];
-        if k == 0 {
-            return Ok((Vec::new(), SearchPath::Graph));
-        }
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
         let (top, path) = approx_top(&st, s, &c, &q, k, ef, self.opts.quantised_search);
@@ -462,6 +459,9 @@ fn ensure_quant(st: &State, s: &Space, rows: &[f32], dims: usize, glen: usize) -
 /// The exact top-`k` rows of `s` that pass `c`.
 fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
     let mut top = TopK::new(k, s.row_meta.len());
+    if k == 0 {
+        return top;
+    }
     let all_pass = c.every_row_passes(st);
     scan_prepared(
         q,
@@ -519,6 +519,10 @@ fn approx_top(
     let ef = ef.max(k);
     if ef.saturating_mul(WIDE_BEAM_ONE_IN) >= n {
         return (exact_top(st, s, c, q, k), SearchPath::WideBeam);
+    }
+    if k == 0 {
+        // Nothing to find: the path is the one a search for rows would take.
+        return (TopK::new(0, 0), SearchPath::Graph);
     }
     let cap = (n / 2).max(ef.saturating_mul(64));
     let glen = g.len();

@@ -72,6 +72,9 @@ fn build_graph_then_approximate_search_and_retrieve_match_the_exact_answer_at_a_
     ok(&["build-graph", s(&db), "--space", "observation"]);
     assert!(goal_graph.exists() && obs_graph.exists());
     assert_verifies(&db);
+    // verify's line counts the graph nodes it checked: 240 goal rows and 720 observations.
+    let v = ok(&["verify", s(&db)]);
+    assert!(v.contains(", 960 graph nodes checked;"), "{v}");
 
     // search: with a beam as wide as the space the walk reaches every row, so the answer is
     // the exact search's (ids and scores: the JSON texts are equal).

@@ -16,11 +16,12 @@ pub fn verify(db: &Path) -> CliResult {
     let torn = d.open_report();
     let s = d.stats();
     println!(
-        "ok: {} frames, {} trajectory records, {} key rows checked against the log, {} key-file rows checked on disk; {} live trajectories, {} key spaces{}",
+        "ok: {} frames, {} trajectory records, {} key rows checked against the log, {} key-file rows checked on disk, {} graph nodes checked; {} live trajectories, {} key spaces{}",
         r.frames,
         r.trajectories,
         r.rows,
         r.key_file_rows,
+        r.graph_rows,
         s.trajectories,
         s.spaces.len(),
         if torn.truncated_bytes > 0 {
