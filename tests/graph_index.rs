@@ -600,6 +600,76 @@ fn a_graph_of_rows_the_log_lost_is_not_used() {
 }
 
 #[test]
+fn an_approximate_retrieve_whose_candidates_are_every_trajectory_is_the_exact_retrieve() {
+    // With a beam as wide as the spaces every qualifying trajectory is a candidate, so the
+    // approximate retrieve must give the exact one, example for example: which proves that
+    // the candidates' rows are found in every key space (two trajectory keys, one of them
+    // missing from every third trajectory, and steps of 1 to 5 rows each).
+    let dir = tmp("graph-retrieve-all");
+    let db = Database::open(&dir, buffered()).unwrap();
+    db.create_space(&goal_space()).unwrap();
+    for (name, level) in [("plan", Level::Trajectory), ("obs", Level::Step)] {
+        db.create_space(&SpaceDef::new(name, level, DIMS as u32, Metric::Cosine))
+            .unwrap();
+    }
+    let n = 300;
+    let mut rng = Rng::new(5);
+    let goals = clustered(&mut rng, n, 12, DIMS);
+    let plans = clustered(&mut rng, n, 12, DIMS);
+    let steps = clustered(&mut rng, n * 5, 12, DIMS);
+    let ts: Vec<Trajectory> = goals
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut t = traj(i, g);
+            t.outcome.success = Some(i % 3 != 1);
+            if i % 3 != 2 {
+                t.keys.insert("plan".into(), plans[i].clone());
+            }
+            let len = 1 + i % 5;
+            for s in 0..len {
+                t.steps.push(Step {
+                    observation: format!("o{s}"),
+                    ..Default::default()
+                });
+            }
+            t.step_keys
+                .insert("obs".into(), steps[i * 5..i * 5 + len].to_vec());
+            t
+        })
+        .collect();
+    db.append_many(&ts).unwrap();
+    for space in ["goal", "plan", "obs"] {
+        db.build_graph(space, params()).unwrap();
+    }
+    for (i, q) in clustered(&mut rng, 12, 12, DIMS).into_iter().enumerate() {
+        let rq = RetrieveQuery {
+            keys: vec![
+                ("goal".into(), q.clone()),
+                ("plan".into(), plans[(i * 7) % n].clone()),
+            ],
+            step_key: Some(("obs".into(), steps[(i * 13) % (n * 5)].clone())),
+            k: 8,
+            window: 2,
+            filter: Filter {
+                success_only: i % 2 == 0,
+                ..Default::default()
+            },
+            embedder: None,
+        };
+        let exact = db.retrieve(&rq).unwrap();
+        assert_eq!(exact.len(), 8);
+        assert_eq!(
+            db.retrieve_approx(&rq, 4 * n * 5).unwrap(),
+            exact,
+            "query {i}"
+        );
+    }
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
     let dir = tmp("graph-retrieve");
     let db = Database::open(&dir, buffered()).unwrap();

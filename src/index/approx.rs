@@ -295,19 +295,11 @@ impl Database {
         check_has_key(q)?;
         self.ensure_checked()?;
         let st = self.state.read();
-        let n = st.trajs.len();
         let c = Compiled::new(&st, &q.filter)?;
         let fetch = ef.max(q.k.saturating_mul(4)).max(1);
-        let mut cand = vec![false; n];
+        // The candidate trajectories (slots) the walks found. Everything below is sized by
+        // them, not by the database: a call costs the same at 10k and at 10M trajectories.
         let mut cands: Vec<usize> = Vec::new();
-        let mut add = |slot: usize, cands: &mut Vec<usize>| {
-            if let Some(m) = cand.get_mut(slot) {
-                if !*m {
-                    *m = true;
-                    cands.push(slot);
-                }
-            }
-        };
         let mut traj_spaces = Vec::new();
         let mut paths = Vec::new();
         for (name, v) in &q.keys {
@@ -323,7 +315,9 @@ impl Database {
             let (top, path) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
             paths.push((name.clone(), path));
             for (_, r) in top.into_sorted() {
-                add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
+                if let Some(m) = s.row_meta.get(ix_row(r)) {
+                    cands.push(ix(m.slot));
+                }
             }
             traj_spaces.push((s, p));
         }
@@ -350,74 +344,81 @@ impl Database {
                 );
                 paths.push((name.clone(), path));
                 for (_, r) in top.into_sorted() {
-                    add(ix(s.row_meta[ix_row(r)].slot), &mut cands);
+                    if let Some(m) = s.row_meta.get(ix_row(r)) {
+                        cands.push(ix(m.slot));
+                    }
                 }
                 Some((s, p))
             }
         };
-        // Exact scores of the candidates, key by key (NaN: no key).
-        let mut sum = vec![0f64; n];
-        let mut has_any = vec![false; n];
+        cands.sort_unstable();
+        cands.dedup();
+        let nc = cands.len();
+        // Exact scores of the candidates, key by key (NaN: no key); index `i` is candidate
+        // `cands[i]`.
+        let mut sum = vec![0f64; nc];
+        let mut has_any = vec![false; nc];
         let mut nkeys = 0usize;
-        let mut scores = vec![f32::NAN; n];
+        let mut scores = vec![f32::NAN; nc];
         for (s, p) in &traj_spaces {
             nkeys += 1;
             let dims = ix(s.def.dims);
-            for &slot in &cands {
-                scores[slot] = f32::NAN;
-            }
-            for (r, m) in s.row_meta.iter().enumerate() {
-                let slot = ix(m.slot);
-                if cand[slot] {
-                    scores[slot] = p.score(&s.rows.all()[r * dims..(r + 1) * dims]);
-                    has_any[slot] = true;
+            let rows = s.rows.all();
+            scores.iter_mut().for_each(|x| *x = f32::NAN);
+            for (i, &slot) in cands.iter().enumerate() {
+                for r in rows_of_slot(s, slot) {
+                    if let Some(row) = rows.get(r * dims..(r + 1) * dims) {
+                        scores[i] = p.score(row);
+                        has_any[i] = true;
+                    }
                 }
             }
-            let worst = cands
+            let worst = scores
                 .iter()
-                .map(|&sl| scores[sl])
+                .copied()
                 .filter(|x| !x.is_nan())
                 .fold(f32::INFINITY, f32::min);
             if worst == f32::INFINITY {
                 continue;
             }
-            for &slot in &cands {
-                let x = scores[slot];
-                sum[slot] += f64::from(if x.is_nan() { worst } else { x });
+            for (acc, &x) in sum.iter_mut().zip(&scores) {
+                *acc += f64::from(if x.is_nan() { worst } else { x });
             }
         }
-        let traj_score = |slot: usize| {
+        let traj_score = |i: usize| {
             if nkeys == 0 {
                 0.0
             } else {
-                sum[slot] / nkeys as f64
+                sum[i] / nkeys as f64
             }
         };
-        let mut best_step: Vec<Option<(f32, u32)>> = vec![None; n];
-        let mut top = TopK::new(q.k, cands.len());
+        let mut best_step: Vec<Option<(f32, u32)>> = vec![None; nc];
+        let mut top = TopK::new(q.k, nc);
         match &step {
             None => {
-                for &slot in &cands {
-                    if nkeys == 0 || has_any[slot] {
-                        top.offer(clamp_f32(traj_score(slot)), off(slot));
+                for (i, &slot) in cands.iter().enumerate() {
+                    if nkeys == 0 || has_any[i] {
+                        top.offer(clamp_f32(traj_score(i)), off(slot));
                     }
                 }
             }
             Some((s, p)) => {
                 let dims = ix(s.def.dims);
                 let rows = s.rows.all();
-                for (r, m) in s.row_meta.iter().enumerate() {
-                    let slot = ix(m.slot);
-                    if cand[slot] {
-                        let sc = p.score(&rows[r * dims..(r + 1) * dims]);
-                        if best_step[slot].is_none_or(|(b, _)| sc > b) {
-                            best_step[slot] = Some((sc, m.step));
+                for (i, &slot) in cands.iter().enumerate() {
+                    for r in rows_of_slot(s, slot) {
+                        let (Some(row), Some(m)) =
+                            (rows.get(r * dims..(r + 1) * dims), s.row_meta.get(r))
+                        else {
+                            continue;
+                        };
+                        let sc = p.score(row);
+                        if best_step[i].is_none_or(|(b, _)| sc > b) {
+                            best_step[i] = Some((sc, m.step));
                         }
                     }
-                }
-                for &slot in &cands {
-                    if let Some((sc, _)) = best_step[slot] {
-                        top.offer(clamp_f32(traj_score(slot) + f64::from(sc)), off(slot));
+                    if let Some((sc, _)) = best_step[i] {
+                        top.offer(clamp_f32(traj_score(i) + f64::from(sc)), off(slot));
                     }
                 }
             }
@@ -425,11 +426,28 @@ impl Database {
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = ix_row(slot);
-            let traj = clamp_f32(traj_score(slot));
-            out.push(self.example(&st, slot, score, traj, best_step[slot], q.window)?);
+            // Present: every offer was a candidate's slot.
+            let i = cands.binary_search(&slot).unwrap_or(0);
+            let traj = clamp_f32(traj_score(i));
+            out.push(self.example(&st, slot, score, traj, best_step[i], q.window)?);
         }
         Ok((out, paths))
     }
+}
+
+/// The rows of trajectory slot `slot` in space `s`. Rows are appended a trajectory at a time
+/// with all of its keys (`State::apply` pushes them as it gives the trajectory the next
+/// slot), so the slots of `row_meta` never decrease and a slot's rows are one run, found by
+/// two binary searches: O(log rows), where a pass over `row_meta` costs a read of 8 bytes
+/// per row of the space (8 MB at 1M step rows) on every call.
+fn rows_of_slot(s: &Space, slot: usize) -> std::ops::Range<usize> {
+    let Ok(slot) = u32::try_from(slot) else {
+        return 0..0;
+    };
+    let meta: &[crate::db::RowMeta] = &s.row_meta;
+    let a = meta.partition_point(|m| m.slot < slot);
+    let b = a + meta[a..].partition_point(|m| m.slot <= slot);
+    a..b
 }
 
 fn ix_row(r: u64) -> usize {
