@@ -248,6 +248,21 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
         ),
         &["nope"],
     );
+    // A trajectory-level space given twice in --keys would count twice in the mean.
+    assert_refused(
+        &trajdb(
+            &[
+                "retrieve",
+                s(&db),
+                "--keys",
+                "goal=tea",
+                "--keys",
+                "goal=coffee",
+            ],
+            None,
+        ),
+        &["--keys", "`goal` twice"],
+    );
     let _ = std::fs::remove_dir_all(&db);
 }
 

@@ -273,7 +273,17 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
     let mut embedders = QueryEmbedders::new(a.embedder.as_deref())?;
     let mut keys = Vec::with_capacity(a.keys.len());
     for spec in &a.keys {
-        keys.push(retrieve_key(&db, spec, "--keys", &mut embedders)?);
+        let key = retrieve_key(&db, spec, "--keys", &mut embedders)?;
+        // A space given twice would count twice in the trajectory score's mean: a typo, not
+        // a weighting this command offers.
+        if keys.iter().any(|(name, _)| *name == key.0) {
+            return Err(format!(
+                "--keys names key space `{}` twice; give each trajectory-level space once",
+                key.0
+            )
+            .into());
+        }
+        keys.push(key);
     }
     let step_key = match &a.step_key {
         Some(spec) => Some(retrieve_key(&db, spec, "--step-key", &mut embedders)?),
