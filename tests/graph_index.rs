@@ -313,6 +313,54 @@ fn verify_catches_a_corrupted_neighbour_id_and_search_survives_it() {
 }
 
 #[test]
+fn a_read_only_handle_scans_exactly_past_a_discarded_graph_instead_of_rebuilding_it() {
+    // A read-only handle cannot keep what it inserts, so a graph discarded as damaged is not
+    // rebuilt 256 rows a search (each such search scanned most rows and inserted 256): its
+    // searches are exact searches saying so, until the writer rebuilds the graph.
+    let n = trajdb::READ_ONLY_CATCHUP_ROWS + 904;
+    let (dir, db, data) = db_with_graph("graph-ro-discarded", n, 9);
+    drop(db);
+    let name = graph_file_name(0);
+    let degree = u64::from(read_u32(&dir, &name, 20) >> 16);
+    poke(
+        &dir,
+        &name,
+        GRAPH_HEADER_LEN + 77 * degree * 4,
+        &[0xAB, 0xCD],
+    );
+    let ro = Database::open(
+        &dir,
+        Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = Filter::default();
+    for q in data.iter().step_by(n / 5) {
+        let (hits, path) = ro.search_approx_path("goal", q, 10, 32, &f).unwrap();
+        assert_eq!(path, trajdb::SearchPath::NoGraph);
+        assert_eq!(hits, ro.search("goal", q, 10, &f).unwrap());
+    }
+    assert_eq!(ro.graph_status("goal").unwrap().unwrap().nodes, 0);
+    assert!(ro.stats().spaces[0]
+        .graph_discarded
+        .as_deref()
+        .is_some_and(|w| w.contains("checksum")));
+    drop(ro);
+    // The writer's searches do rebuild it, a bounded number of rows at a time.
+    let db = Database::open(&dir, buffered()).unwrap();
+    db.search_approx("goal", &data[0], 10, 32, &f).unwrap();
+    let nodes = db.graph_status("goal").unwrap().unwrap().nodes;
+    assert!(
+        nodes > 0 && nodes <= trajdb::CATCHUP_PER_SEARCH as u64,
+        "{nodes}"
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_checkpointed_open_keeps_a_current_graph_and_drops_one_whose_rows_differ() {
     let (dir, db, _) = db_with_graph("graph-ckpt", 600, 11);
     let name = graph_file_name(0);
@@ -389,6 +437,23 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
     let crc = crc32fast::hash(&other[..60]);
     other[60..64].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(dir.join(&name), &other).unwrap();
+    // verify on a read-only handle (which leaves the file as it is) passes, a sound file
+    // being no damage, and names the file it did not use.
+    let ro = Database::open(
+        &dir,
+        Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let report = ro.verify().unwrap();
+    assert_eq!(report.graph_rows, 0);
+    assert_eq!(
+        report.stale_graphs,
+        vec!["goal: built for another log".to_string()]
+    );
+    drop(ro);
     let db = Database::open(&dir, buffered()).unwrap();
     let st = db.graph_status("goal").unwrap().unwrap();
     assert_eq!(

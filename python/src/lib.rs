@@ -201,17 +201,23 @@ impl UInt {
     }
 }
 
-/// `v` as a usize, or InvalidInputError saying the argument `what` (`role`) must be at
-/// least 1 when it is negative or not a whole number (`UInt::get` would give the range
-/// 0..=2**64-1, which does not hold for these).
-fn at_least_one(py: Python<'_>, v: &UInt, what: &str, role: &str) -> PyResult<usize> {
+/// `v` as a usize, or InvalidInputError saying the argument `what` must be an integer in
+/// `range` (as text, e.g. `1..=2**64-1`; `role` says what it is) when it is negative or
+/// past 64 bits (`UInt::get` would give the range 0..=2**64-1, which does not hold for
+/// these). The caller checks the range's other bounds.
+fn ranged(py: Python<'_>, v: &UInt, what: &str, range: &str, role: &str) -> PyResult<usize> {
     match &v.0 {
         Ok(_) => v.get_usize(py, what),
         Err(shown) => Err(invalid(
             py,
-            format!("{what} must be an integer of at least 1 ({role}), got {shown}"),
+            format!("{what} must be an integer in {range} ({role}), got {shown}"),
         )),
     }
+}
+
+/// [`ranged`] for an argument of at least 1.
+fn at_least_one(py: Python<'_>, v: &UInt, what: &str, role: &str) -> PyResult<usize> {
+    ranged(py, v, what, "1..=2**64-1", role)
 }
 
 /// A graph beam width argument: at least 1 (InvalidInputError naming `ef` otherwise, as the
@@ -883,6 +889,8 @@ struct PyDatabase {
     path: PathBuf,
     read_only: bool,
     embedders: Mutex<HashMap<String, Arc<Emb>>>,
+    /// Key spaces whose discarded graph this handle has warned about (once each).
+    graph_warned: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `None` or the value, as Python prints it.
@@ -940,6 +948,37 @@ fn filter(
 }
 
 impl PyDatabase {
+    /// Warns (RuntimeWarning, once per space and handle, as the CLI's search does) for each
+    /// of `spaces` whose graph file could not be used: its searches scan exactly until
+    /// build_graph rebuilds it, so a caller who expected the graph's speed learns why.
+    fn warn_discarded_graphs<'a>(
+        &self,
+        py: Python<'_>,
+        db: &Database,
+        spaces: impl IntoIterator<Item = &'a str>,
+    ) -> PyResult<()> {
+        for space in spaces {
+            let Ok(Some(why)) = db.graph_discarded(space) else {
+                continue;
+            };
+            if !lock(&self.graph_warned).insert(space.to_owned()) {
+                continue;
+            }
+            let msg = format!(
+                "{}: the graph index of `{space}` was not used: {why}; searches scan its rows exactly (right answers, without the graph's speed) until build_graph(\"{space}\") rebuilds it",
+                self.path.display()
+            );
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            PyErr::warn(
+                py,
+                &category,
+                &std::ffi::CString::new(msg).unwrap_or_default(),
+                1,
+            )?;
+        }
+        Ok(())
+    }
+
     fn handle(&self, py: Python<'_>) -> PyResult<Arc<Database>> {
         self.db
             .read()
@@ -1059,7 +1098,16 @@ impl PyDatabase {
             as_of,
         )?;
         let db = self.handle(py)?;
-        run(py, || db.retrieve_mode(&q, search_mode(exact), ef))
+        let out = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
+        if exact != Some(true) {
+            let spaces = q
+                .keys
+                .iter()
+                .chain(&q.step_key)
+                .map(|(name, _)| name.as_str());
+            self.warn_discarded_graphs(py, &db, spaces)?;
+        }
+        Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1090,6 +1138,9 @@ impl PyDatabase {
             }
             db.search_mode(space, &q, k, &f, search_mode(exact), ef)
         })?;
+        if exact != Some(true) {
+            self.warn_discarded_graphs(py, &db, [space])?;
+        }
         Ok((hits.into_iter().map(PyHit::from).collect(), path.name()))
     }
 
@@ -1588,6 +1639,7 @@ impl PyDatabase {
         let ef = beam(py, &ef)?;
         let q = vec1(py, vector, "vector")?;
         let hits = run(py, || db.search_approx(space, &q, k, ef, &f))?;
+        self.warn_discarded_graphs(py, &db, [space])?;
         Ok(hits.into_iter().map(PyHit::from).collect())
     }
 
@@ -1605,8 +1657,14 @@ impl PyDatabase {
     ) -> PyResult<Bound<'py, PyDict>> {
         let db = self.handle(py)?;
         let params = trajdb::GraphParams {
-            m: m.get_usize(py, "m")?,
-            ef_construction: ef_construction.get_usize(py, "ef_construction")?,
+            m: ranged(py, &m, "m", "2..=128", "half the neighbour slots per node")?,
+            ef_construction: ranged(
+                py,
+                &ef_construction,
+                "ef_construction",
+                "m..=4096",
+                "the beam width of an insertion",
+            )?,
         };
         let st = run(py, || db.build_graph(space, params))?;
         let d = PyDict::new(py);
@@ -1813,6 +1871,12 @@ impl PyDatabase {
         )?;
         let db = self.handle(py)?;
         let examples = run(py, || db.retrieve_approx(&q, ef))?;
+        let spaces = q
+            .keys
+            .iter()
+            .chain(&q.step_key)
+            .map(|(name, _)| name.as_str());
+        self.warn_discarded_graphs(py, &db, spaces)?;
         examples_py(py, examples)
     }
 
@@ -2209,6 +2273,7 @@ fn open(
         path,
         read_only,
         embedders: Mutex::new(HashMap::new()),
+        graph_warned: Mutex::new(std::collections::HashSet::new()),
     };
     if let Some(db) = this.db.read().ok().and_then(|d| d.clone()) {
         this.register_hash_spaces(&db);

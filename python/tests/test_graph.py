@@ -181,10 +181,17 @@ def test_zero_ef_and_zero_k_on_approximate_paths_are_refused_by_name(db):
         lambda: db.search_approx("goal", v, 3, ef=-1),
         lambda: db.retrieve_approx({"goal": v}, ef=-5),
     ):
-        with pytest.raises(trajdb.InvalidInputError, match=r"^ef must be an integer of at least 1 \(the beam width of the graph walk\), got -"):
+        with pytest.raises(trajdb.InvalidInputError, match=r"^ef must be an integer in 1..=2\*\*64-1 \(the beam width of the graph walk\), got -"):
             call()
-    with pytest.raises(trajdb.InvalidInputError, match=r"^k must be an integer of at least 1 \(the number of results\), got -1"):
+    with pytest.raises(trajdb.InvalidInputError, match=r"^k must be an integer in 1..=2\*\*64-1 \(the number of results\), got -1"):
         db.search_approx("goal", v, -1)
+    with pytest.raises(trajdb.InvalidInputError, match=r"^ef must be an integer in 1..=2\*\*64-1 .*, got 18446744073709551616"):
+        db.search_approx("goal", v, 3, ef=2**64)
+    # build_graph's parameters name their own ranges.
+    with pytest.raises(trajdb.InvalidInputError, match=r"^m must be an integer in 2..=128 .*, got -1"):
+        db.build_graph("goal", m=-1)
+    with pytest.raises(trajdb.InvalidInputError, match=r"^ef_construction must be an integer in m..=4096 .*, got -3"):
+        db.build_graph("goal", ef_construction=-3)
     # The exact search keeps answering k=0 with nothing.
     assert db.search("goal", v, 0) == []
     assert db.search("goal", v, 0, exact=True) == []
@@ -224,6 +231,13 @@ def test_check_graphs_names_a_graph_damaged_past_its_header_before_any_search(pa
     d.check_graphs()
     goal = next(s for s in d.stats()["spaces"] if s["name"] == "goal")
     assert "checksum" in goal["graph_discarded"]
-    # Searches go on (the graph restarts empty and is rebuilt a few rows per search).
-    assert len(d.search("goal", queries[0], 10, exact=False)) == 10
+    # Searches go on (the graph restarts empty; the rows it does not cover are scanned),
+    # and the first one says why the graph's speed is gone, once per handle, as the CLI does.
+    with pytest.warns(RuntimeWarning, match="the graph index of `goal` was not used: .*checksum.*build_graph"):
+        assert len(d.search("goal", queries[0], 10, exact=False)) == 10
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(d.search("goal", queries[1], 10, exact=False)) == 10
+        assert len(d.search_approx("goal", queries[1], 10)) == 10
     d.close()

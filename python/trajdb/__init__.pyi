@@ -500,9 +500,11 @@ class Database:
         """Writes a consistent copy of the database to the new directory ``dst``."""
     def compact(self) -> None:
         """Rewrites the log without deleted trajectories; ids and counters are kept."""
-    def verify(self) -> dict[str, int]:
-        """Checks every frame and key row against the log: {frames, trajectories, rows,
-        key_file_rows}. Raises CorruptError."""
+    def verify(self) -> dict[str, Any]:
+        """Checks every frame and key row against the log, and every graph file: {frames,
+        trajectories, rows, key_file_rows, graph_rows (graph nodes checked), stale_graphs
+        (list of "space: why" for sound graph files that index other rows and are not
+        used)}. Raises CorruptError."""
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: trajectories, steps, deleted, successes, episodes, commit_seq,
         log_bytes, exact_below_rows (this handle's threshold, see ``open``), spaces (per
@@ -510,8 +512,10 @@ class Database:
         covers; None without one), auto_uses_graph (whether ``search``/``retrieve`` with
         ``exact=None`` walk its graph: it has one and ``rows >= exact_below_rows``) and
         graph_discarded (why its graph file was not used: damaged, another log's; the graph
-        then restarts empty and is rebuilt, a few rows per search or at once by
-        ``build_graph``; None otherwise))."""
+        then restarts empty, searches scan the rows it does not cover exactly, a writer's
+        searches rebuild it 256 rows each (a read-only handle's only when it is at most
+        4,096 rows or a sixteenth behind) and ``build_graph`` rebuilds it at once; None
+        otherwise))."""
     def open_report(self) -> dict[str, Any]:
         """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
         checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,

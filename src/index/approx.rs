@@ -19,6 +19,15 @@ use crate::index::simd::prefetch;
 /// scored exactly), so that no single search pays for a whole build.
 pub const CATCHUP_PER_SEARCH: usize = 256;
 
+/// A read-only handle's searches insert rows into a graph only while it is at most this
+/// many rows (or a sixteenth of the space, when more) behind: what such a handle inserts is
+/// lost when it closes, so it catches up the rows appended since the writer last saved the
+/// graph, not a whole build. A graph further behind (one discarded as damaged or stale
+/// starts empty) leaves its rows to the exact scan until the writer rebuilds it
+/// (`build_graph`): a search of an emptied graph is then an exact search
+/// ([`SearchPath::NoGraph`]), not a scan of most rows plus 256 insertions.
+pub const READ_ONLY_CATCHUP_ROWS: usize = 16 * CATCHUP_PER_SEARCH;
+
 /// Rows sampled to estimate how many rows a filter passes.
 const SAMPLE: usize = 256;
 
@@ -52,8 +61,8 @@ pub enum SearchPath {
     BelowThreshold,
     /// The exact scan: the caller asked for it ([`SearchMode::Exact`](crate::SearchMode::Exact)).
     Requested,
-    /// The exact scan: the beam width is at least a quarter of the space's rows, where the
-    /// walk would cost about what the scan costs.
+    /// The exact scan: the beam width (`ef`, raised to `k` when `k` is larger) is at least
+    /// a quarter of the space's rows, where the walk would cost about what the scan costs.
     WideBeam,
 }
 
@@ -98,7 +107,9 @@ impl std::fmt::Display for SearchPath {
             SearchPath::Short => "exact scan (the graph walk found fewer than k passing rows)",
             SearchPath::BelowThreshold => "exact scan (fewer rows than the exact-below threshold)",
             SearchPath::Requested => "exact scan (asked for)",
-            SearchPath::WideBeam => "exact scan (the beam is a quarter of the rows or wider)",
+            SearchPath::WideBeam => {
+                "exact scan (the beam, ef or k when k is larger, is a quarter of the rows or wider)"
+            }
         })
     }
 }
@@ -195,6 +206,18 @@ impl Database {
         Ok(g.as_ref().map(|g| g.status(s.rows.len())))
     }
 
+    /// Why the graph file of `space` could not be used (damaged, another log's, covering rows
+    /// the log no longer has), once a check found it; `None` when it is in use, not checked
+    /// yet, or the space has no graph. The same text as
+    /// [`SpaceStats::graph_discarded`](crate::SpaceStats::graph_discarded), without the
+    /// cost of `stats`. Errors: unknown space.
+    pub fn graph_discarded(&self, space: &str) -> Result<Option<String>> {
+        let st = self.state.read();
+        let (_, s) = st.space(space)?;
+        let g = s.graph.read();
+        Ok(g.as_ref().and_then(|g| g.discarded().map(str::to_owned)))
+    }
+
     /// Syncs the log and key files, then writes the graph file of `space` (or of every space
     /// whose graph grew enough, with `None`), under the writer lock.
     fn checkpoint_graphs(&self, space: Option<&str>) -> Result<()> {
@@ -265,7 +288,16 @@ impl Database {
         let s = &st.spaces[ix(sid)];
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
-        let (top, path) = approx_top(&st, s, &c, &q, k, ef, self.opts.quantised_search);
+        let (top, path) = approx_top(
+            &st,
+            s,
+            &c,
+            &q,
+            k,
+            ef,
+            self.opts.quantised_search,
+            self.opts.read_only,
+        );
         Ok((hits(&st, s, top), path))
     }
 
@@ -312,7 +344,16 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, path) = approx_top(&st, s, &c, &p, fetch, ef, self.opts.quantised_search);
+            let (top, path) = approx_top(
+                &st,
+                s,
+                &c,
+                &p,
+                fetch,
+                ef,
+                self.opts.quantised_search,
+                self.opts.read_only,
+            );
             paths.push((name.clone(), path));
             for (_, r) in top.into_sorted() {
                 if let Some(m) = s.row_meta.get(ix_row(r)) {
@@ -341,6 +382,7 @@ impl Database {
                     fetch.saturating_mul(4),
                     ef,
                     self.opts.quantised_search,
+                    self.opts.read_only,
                 );
                 paths.push((name.clone(), path));
                 for (_, r) in top.into_sorted() {
@@ -493,6 +535,7 @@ fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) ->
 
 /// The top-`k` rows of `s` for `q` through the graph (row indexes as orders), or exactly
 /// when the graph cannot answer; see [`Database::search_approx`].
+#[allow(clippy::too_many_arguments)]
 fn approx_top(
     st: &State,
     s: &Space,
@@ -501,6 +544,7 @@ fn approx_top(
     k: usize,
     ef: usize,
     quantised: bool,
+    read_only: bool,
 ) -> (TopK, SearchPath) {
     let rows = s.rows.all();
     let dims = ix(s.def.dims);
@@ -511,7 +555,10 @@ fn approx_top(
             // Once per handle: the rows it covers are the log's and its adjacency is the
             // one written (a damaged file would lower recall without a word otherwise).
             g.ensure_checked(rows, s.rows.known_crc(), true);
-            g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
+            let behind = n.saturating_sub(g.len());
+            if !read_only || behind <= READ_ONLY_CATCHUP_ROWS.max(n / 16) {
+                g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
+            }
         }
     }
     let slot = s.graph.read();

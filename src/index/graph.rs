@@ -1276,14 +1276,14 @@ pub(crate) fn verify_file(
     def: &SpaceDef,
     log_id: u64,
     rows: &[f32],
-) -> Result<u64> {
+) -> Result<GraphFileCheck> {
     let name = graph_file_name(id);
     let path = backend.path_of(&name);
     let Some(s) = backend
         .open_read(&name)
         .map_err(|e| Error::io("open", path.clone(), e))?
     else {
-        return Ok(0);
+        return Ok(GraphFileCheck::Absent);
     };
     // The graph file is derived: say so, and how to get a sound one back.
     let corrupt = |offset: u64, what: String| {
@@ -1321,8 +1321,14 @@ pub(crate) fn verify_file(
     }
     let dims = usize::try_from(def.dims).unwrap_or(0);
     let n = usize::try_from(h.rows).unwrap_or(usize::MAX);
-    if h.log_id != log_id || n.saturating_mul(dims) > rows.len() {
-        return Ok(0);
+    if h.log_id != log_id {
+        return Ok(GraphFileCheck::Stale("built for another log".into()));
+    }
+    if n.saturating_mul(dims) > rows.len() {
+        return Ok(GraphFileCheck::Stale(format!(
+            "covers {n} rows, the log has {}",
+            rows.len() / dims.max(1)
+        )));
     }
     let adj_len = h
         .adjacency_bytes()
@@ -1366,9 +1372,23 @@ pub(crate) fn verify_file(
     }
     if rows_crc(&rows[..n * dims]) != h.rows_crc {
         // Rows differ from the log's: stale (rebuilt on first use), not damage.
-        return Ok(0);
+        return Ok(GraphFileCheck::Stale(
+            "the rows it indexes differ from the log's".into(),
+        ));
     }
-    Ok(h.rows)
+    Ok(GraphFileCheck::Checked(h.rows))
+}
+
+/// What [`verify_file`] found of a space's graph file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GraphFileCheck {
+    /// The space has no graph file.
+    Absent,
+    /// A sound file of other rows (another log's, or rows the log no longer has): not
+    /// damage, but not used either; rebuilt on use or by `build_graph`. Why, as a phrase.
+    Stale(String),
+    /// A current file whose header, adjacency checksum and neighbour ids hold: its nodes.
+    Checked(u64),
 }
 
 /// Checks one node's list (as in [`check_adjacency`]) against `rows` nodes.

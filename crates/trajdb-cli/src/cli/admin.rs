@@ -15,8 +15,16 @@ pub fn verify(db: &Path) -> CliResult {
     spin.finish();
     let torn = d.open_report();
     let s = d.stats();
+    let stale = if r.stale_graphs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; graph files not used (they index other rows; `trajdb build-graph` rebuilds them): {}",
+            r.stale_graphs.join("; ")
+        )
+    };
     println!(
-        "ok: {} frames, {} trajectory records, {} key rows checked against the log, {} key-file rows checked on disk, {} graph nodes checked; {} live trajectories, {} key spaces{}",
+        "ok: {} frames, {} trajectory records, {} key rows checked against the log, {} key-file rows checked on disk, {} graph nodes checked; {} live trajectories, {} key space{}{}{stale}",
         r.frames,
         r.trajectories,
         r.rows,
@@ -24,6 +32,7 @@ pub fn verify(db: &Path) -> CliResult {
         r.graph_rows,
         s.trajectories,
         s.spaces.len(),
+        if s.spaces.len() == 1 { "" } else { "s" },
         if torn.truncated_bytes > 0 {
             format!(
                 " ({} bytes of torn tail after the last commit will be cut by the next writer)",

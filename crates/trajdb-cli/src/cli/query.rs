@@ -50,8 +50,9 @@ fn discarded_graphs(db: &trajdb::Database, spaces: &[&str]) -> Vec<(String, Stri
 
 /// Warns on stderr (also under `--quiet`) for each space of `before` (found at open) and
 /// `after` (found by the search's first use) whose graph file could not be used: the graph
-/// restarts empty and is rebuilt a few rows per search (in memory only on a read-only
-/// handle), the rest scored exactly, so answers stay right but slower until `build-graph`.
+/// restarts empty, and this command's read-only handle answers by the exact scan (it
+/// rebuilds in memory only a small graph, which it could not keep), so answers stay right
+/// but without the graph's speed until `build-graph`.
 fn warn_discarded_graphs(db: &Path, before: Vec<(String, String)>, after: Vec<(String, String)>) {
     let mut said: Vec<String> = Vec::new();
     for (space, why) in before.into_iter().chain(after) {
@@ -59,7 +60,7 @@ fn warn_discarded_graphs(db: &Path, before: Vec<(String, String)>, after: Vec<(S
             continue;
         }
         eprintln!(
-            "trajdb: warning: the graph index of `{space}` was not used: {why}; it restarts empty and searches score the rows it does not cover exactly (right answers, slower); `trajdb build-graph {} --space {space}` rebuilds it",
+            "trajdb: warning: the graph index of `{space}` was not used: {why}; searches scan its rows exactly (right answers, without the graph's speed) until `trajdb build-graph {} --space {space}` rebuilds it",
             db.display()
         );
         said.push(space);
@@ -616,7 +617,7 @@ pub fn stats(a: &StatsArgs) -> CliResult {
                 write_line(
                     &mut out,
                     &format!(
-                        "graph index of `{}` not used: {why}; it is being rebuilt ({} of {} rows); `trajdb build-graph` rebuilds it now",
+                        "graph index of `{}` not used: {why}; it covers {} of {} rows in memory, searches scan the rest exactly; `trajdb build-graph` rebuilds it",
                         sp.def.name,
                         sp.graph_rows.unwrap_or(0),
                         sp.rows
