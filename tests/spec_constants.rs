@@ -369,3 +369,24 @@ fn search_bounds_header_layout_matches_code() {
     assert!(kinds.contains(&format!("{} quantised rows", sidecar::KIND_QUANTISED_ROWS)));
     assert!(kinds.contains(&format!("{} step bounds", sidecar::KIND_STEP_BOUNDS)));
 }
+
+#[test]
+fn graph_catch_up_limits_in_the_spec_match_code() {
+    // The spec states them in prose ("Graph files"); the numbers must be the code's.
+    let s = spec().split_whitespace().collect::<Vec<_>>().join(" ");
+    let per_search = trajdb::CATCHUP_PER_SEARCH;
+    assert!(
+        s.contains(&format!(
+            "A search inserts at most {per_search} pending rows (`CATCHUP_PER_SEARCH`)"
+        )),
+        "spec's per-search catch-up differs from {per_search}"
+    );
+    let read_only = trajdb::READ_ONLY_CATCHUP_ROWS;
+    let grouped = format!("{},{:03}", read_only / 1000, read_only % 1000);
+    assert!(
+        s.contains(&format!(
+            "at most {grouped} rows (`READ_ONLY_CATCHUP_ROWS`)"
+        )),
+        "spec's read-only catch-up differs from {grouped}"
+    );
+}
