@@ -2201,8 +2201,12 @@ impl Database {
                     },
                     file_bytes: s.rows.file_bytes(),
                     graph_rows: s.graph.read().as_ref().map(|g| off(g.len())),
-                    auto_uses_graph: crate::index::mode::auto_choice(s, self.opts.exact_below_rows)
-                        .is_graph(),
+                    auto_uses_graph: crate::index::mode::auto_choice(
+                        s,
+                        self.opts.exact_below_rows,
+                        self.opts.read_only,
+                    )
+                    .is_graph(),
                     graph_discarded: s
                         .graph
                         .read()

@@ -51,7 +51,7 @@ pub struct VerifyReport {
     /// rebuilt on use; they are not counted).
     pub graph_rows: u64,
     /// Sound graph files that are not used because they index other rows, as
-    /// `"space: why"` (built for another log, covering rows the log no longer has, rows
+    /// `"space (graph-N.idx): why"` (built for another log, covering rows the log no longer has, rows
     /// that differ): not damage, so `verify` passes, but their space searches without a
     /// graph until it is rebuilt (`build_graph`).
     pub stale_graphs: Vec<String>,
@@ -318,7 +318,11 @@ impl Database {
             )? {
                 crate::index::graph::GraphFileCheck::Absent => {}
                 crate::index::graph::GraphFileCheck::Stale(why) => {
-                    report.stale_graphs.push(format!("{}: {why}", s.def.name));
+                    report.stale_graphs.push(format!(
+                        "{} ({}): {why}",
+                        s.def.name,
+                        crate::index::graph::graph_file_name(id)
+                    ));
                 }
                 crate::index::graph::GraphFileCheck::Checked(nodes) => report.graph_rows += nodes,
             }

@@ -332,6 +332,7 @@ fn a_read_only_handle_scans_exactly_past_a_discarded_graph_instead_of_rebuilding
         &dir,
         Options {
             read_only: true,
+            exact_below_rows: 0,
             ..Default::default()
         },
     )
@@ -343,10 +344,19 @@ fn a_read_only_handle_scans_exactly_past_a_discarded_graph_instead_of_rebuilding
         assert_eq!(hits, ro.search("goal", q, 10, &f).unwrap());
     }
     assert_eq!(ro.graph_status("goal").unwrap().unwrap().nodes, 0);
-    assert!(ro.stats().spaces[0]
+    let st = ro.stats();
+    assert!(st.spaces[0]
         .graph_discarded
         .as_deref()
         .is_some_and(|w| w.contains("checksum")));
+    // To this handle the space has no graph now: the automatic choice and stats say so.
+    assert!(!st.spaces[0].auto_uses_graph);
+    assert_eq!(ro.auto_path("goal").unwrap(), trajdb::SearchPath::NoGraph);
+    let (hits, path) = ro
+        .search_mode("goal", &data[1], 10, &f, trajdb::SearchMode::Auto, 64)
+        .unwrap();
+    assert_eq!(path, trajdb::SearchPath::NoGraph);
+    assert_eq!(hits, ro.search("goal", &data[1], 10, &f).unwrap());
     drop(ro);
     // The writer's searches do rebuild it, a bounded number of rows at a time.
     let db = Database::open(&dir, buffered()).unwrap();
@@ -451,7 +461,7 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
     assert_eq!(report.graph_rows, 0);
     assert_eq!(
         report.stale_graphs,
-        vec!["goal: built for another log".to_string()]
+        vec!["goal (graph-0.idx): built for another log".to_string()]
     );
     drop(ro);
     let db = Database::open(&dir, buffered()).unwrap();

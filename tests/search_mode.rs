@@ -235,6 +235,20 @@ fn auto_retrieve_goes_through_the_graphs_only_when_every_key_space_qualifies() {
     assert_eq!(p.decided_by.as_deref(), Some("obs"));
     assert!(p.spaces.is_empty());
     assert_eq!(got, exact);
+    // Forced onto the graphs, with only the step space lacking one: goal's candidates come
+    // from its graph, so the call is a graph call.
+    let (_, p) = db.retrieve_mode(&rq, SearchMode::Approx, 16).unwrap();
+    assert_eq!(p.path, SearchPath::Graph);
+    // A step-key-only query forced onto a space without a graph never touched a graph: the
+    // path says so and names the space, as an automatic exact retrieve does.
+    let obs_only = RetrieveQuery {
+        keys: Vec::new(),
+        ..rq.clone()
+    };
+    let (_, p) = db.retrieve_mode(&obs_only, SearchMode::Approx, 16).unwrap();
+    assert_eq!(p.path, SearchPath::NoGraph);
+    assert_eq!(p.decided_by.as_deref(), Some("obs"));
+    assert_eq!(p.spaces, vec![("obs".to_string(), SearchPath::NoGraph)]);
 
     // Both spaces indexed and at or above the threshold: the graphs answer.
     db.build_graph("obs", params()).unwrap();

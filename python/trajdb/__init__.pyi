@@ -503,7 +503,7 @@ class Database:
     def verify(self) -> dict[str, Any]:
         """Checks every frame and key row against the log, and every graph file: {frames,
         trajectories, rows, key_file_rows, graph_rows (graph nodes checked), stale_graphs
-        (list of "space: why" for sound graph files that index other rows and are not
+        (list of "space (graph-N.idx): why" for sound graph files that index other rows and are not
         used)}. Raises CorruptError."""
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: trajectories, steps, deleted, successes, episodes, commit_seq,

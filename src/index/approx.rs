@@ -10,10 +10,12 @@ use crate::index::graph::{with_visited, Graph, GraphParams, GraphStatus, RowScor
 use crate::index::kernels::{scan_prepared, Prepared};
 use crate::index::quant::{self, WalkQuery};
 use crate::index::search::{
-    check_has_key, check_query, hits, space_id, Compiled, Example, Filter, Hit, RetrieveQuery, TopK,
+    check_has_key, check_query, hits, space_id, top_rows, Compiled, Example, Filter, Hit,
+    RetrieveQuery, TopK,
 };
 use crate::index::sidecar;
 use crate::index::simd::prefetch;
+use crate::Options;
 
 /// Rows a search inserts into a graph that is behind its space (the rest of the new rows are
 /// scored exactly), so that no single search pays for a whole build.
@@ -27,6 +29,12 @@ pub const CATCHUP_PER_SEARCH: usize = 256;
 /// (`build_graph`): a search of an emptied graph is then an exact search
 /// ([`SearchPath::NoGraph`]), not a scan of most rows plus 256 insertions.
 pub const READ_ONLY_CATCHUP_ROWS: usize = 16 * CATCHUP_PER_SEARCH;
+
+/// Whether a read-only handle's searches insert rows into a graph of `nodes` nodes over a
+/// space of `rows` rows ([`READ_ONLY_CATCHUP_ROWS`]).
+pub(crate) fn read_only_catches_up(rows: usize, nodes: usize) -> bool {
+    rows.saturating_sub(nodes) <= READ_ONLY_CATCHUP_ROWS.max(rows / 16)
+}
 
 /// Rows sampled to estimate how many rows a filter passes.
 const SAMPLE: usize = 256;
@@ -288,16 +296,7 @@ impl Database {
         let s = &st.spaces[ix(sid)];
         let c = Compiled::new(&st, filter)?;
         let q = Prepared::new(s.def.metric, query);
-        let (top, path) = approx_top(
-            &st,
-            s,
-            &c,
-            &q,
-            k,
-            ef,
-            self.opts.quantised_search,
-            self.opts.read_only,
-        );
+        let (top, path) = approx_top(&st, s, &c, &q, k, ef, &self.opts);
         Ok((hits(&st, s, top), path))
     }
 
@@ -344,16 +343,7 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, path) = approx_top(
-                &st,
-                s,
-                &c,
-                &p,
-                fetch,
-                ef,
-                self.opts.quantised_search,
-                self.opts.read_only,
-            );
+            let (top, path) = approx_top(&st, s, &c, &p, fetch, ef, &self.opts);
             paths.push((name.clone(), path));
             for (_, r) in top.into_sorted() {
                 if let Some(m) = s.row_meta.get(ix_row(r)) {
@@ -374,16 +364,8 @@ impl Database {
                     ));
                 }
                 let p = Prepared::new(s.def.metric, v);
-                let (top, path) = approx_top(
-                    &st,
-                    s,
-                    &c,
-                    &p,
-                    fetch.saturating_mul(4),
-                    ef,
-                    self.opts.quantised_search,
-                    self.opts.read_only,
-                );
+                let (top, path) =
+                    approx_top(&st, s, &c, &p, fetch.saturating_mul(4), ef, &self.opts);
                 paths.push((name.clone(), path));
                 for (_, r) in top.into_sorted() {
                     if let Some(m) = s.row_meta.get(ix_row(r)) {
@@ -516,26 +498,28 @@ fn ensure_quant(st: &State, s: &Space, rows: &[f32], dims: usize, glen: usize) -
     w.rows() >= glen
 }
 
-/// The exact top-`k` rows of `s` that pass `c`.
-fn exact_top(st: &State, s: &Space, c: &Compiled<'_>, q: &Prepared, k: usize) -> TopK {
-    let mut top = TopK::new(k, s.row_meta.len());
+/// The exact top-`k` rows of `s` that pass `c`: what [`Database::search`] answers (its
+/// quantised first pass and f32 rescore where the space has the i8 copy, else the f32 scan),
+/// so a search that falls back from the graph costs what the exact search costs.
+fn exact_top(
+    st: &State,
+    s: &Space,
+    c: &Compiled<'_>,
+    q: &Prepared,
+    k: usize,
+    opts: &Options,
+) -> TopK {
     if k == 0 {
-        return top;
+        return TopK::new(0, 0);
     }
     let all_pass = c.every_row_passes(st);
-    scan_prepared(
-        q,
-        s.rows.all(),
-        ix(s.def.dims),
-        |r| all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot))),
-        |r, score| top.offer(score, off(r)),
-    );
-    top
+    top_rows(s, space_id(st, s), q, k, opts.quantised_search, |r| {
+        all_pass || c.pass(st.trajs.view(ix(s.row_meta[r].slot)))
+    })
 }
 
 /// The top-`k` rows of `s` for `q` through the graph (row indexes as orders), or exactly
 /// when the graph cannot answer; see [`Database::search_approx`].
-#[allow(clippy::too_many_arguments)]
 fn approx_top(
     st: &State,
     s: &Space,
@@ -543,9 +527,9 @@ fn approx_top(
     q: &Prepared,
     k: usize,
     ef: usize,
-    quantised: bool,
-    read_only: bool,
+    opts: &Options,
 ) -> (TopK, SearchPath) {
+    let (quantised, read_only) = (opts.quantised_search, opts.read_only);
     let rows = s.rows.all();
     let dims = ix(s.def.dims);
     let n = s.row_meta.len().min(rows.len() / dims.max(1));
@@ -555,8 +539,7 @@ fn approx_top(
             // Once per handle: the rows it covers are the log's and its adjacency is the
             // one written (a damaged file would lower recall without a word otherwise).
             g.ensure_checked(rows, s.rows.known_crc(), true);
-            let behind = n.saturating_sub(g.len());
-            if !read_only || behind <= READ_ONLY_CATCHUP_ROWS.max(n / 16) {
+            if !read_only || read_only_catches_up(n, g.len()) {
                 g.catch_up(&rows[..n * dims], CATCHUP_PER_SEARCH);
             }
         }
@@ -566,7 +549,7 @@ fn approx_top(
         .as_ref()
         .filter(|g| g.is_checked() && g.len() > 0 && g.len() <= n)
     else {
-        return (exact_top(st, s, c, q, k), SearchPath::NoGraph);
+        return (exact_top(st, s, c, q, k, opts), SearchPath::NoGraph);
     };
     // Every row passes an empty filter when nothing is deleted: the walk then skips the
     // trajectory lookup per node (a cache miss per node otherwise).
@@ -579,11 +562,11 @@ fn approx_top(
         (0..sample).filter(|&i| pass_row(i * n / sample)).count()
     };
     if passing * SELECTIVE_ONE_IN < sample {
-        return (exact_top(st, s, c, q, k), SearchPath::SelectiveFilter);
+        return (exact_top(st, s, c, q, k, opts), SearchPath::SelectiveFilter);
     }
     let ef = ef.max(k);
     if ef.saturating_mul(WIDE_BEAM_ONE_IN) >= n {
-        return (exact_top(st, s, c, q, k), SearchPath::WideBeam);
+        return (exact_top(st, s, c, q, k, opts), SearchPath::WideBeam);
     }
     if k == 0 {
         // Nothing to find: the path is the one a search for rows would take.
@@ -655,7 +638,7 @@ fn approx_top(
         |r, score| top.offer(score, off(glen + r)),
     );
     if top.kth().is_none() {
-        return (exact_top(st, s, c, q, k), SearchPath::Short);
+        return (exact_top(st, s, c, q, k, opts), SearchPath::Short);
     }
     (top, SearchPath::Graph)
 }

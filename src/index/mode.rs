@@ -58,9 +58,16 @@ pub struct RetrievePath {
 }
 
 /// Whether [`SearchMode::Auto`] walks the graph of `s`: [`SearchPath::Graph`] when it has a
-/// graph index and at least `threshold` rows stored, else the reason it does not.
-pub(crate) fn auto_choice(s: &Space, threshold: u64) -> SearchPath {
-    if s.graph.read().is_none() {
+/// graph index this handle can walk and at least `threshold` rows stored, else the reason
+/// it does not. A read-only handle cannot walk a graph that has no nodes and that it would
+/// not catch up (one discarded as damaged: see
+/// [`READ_ONLY_CATCHUP_ROWS`](crate::READ_ONLY_CATCHUP_ROWS)), so that is no graph to it.
+pub(crate) fn auto_choice(s: &Space, threshold: u64, read_only: bool) -> SearchPath {
+    let walkable = s.graph.read().as_ref().is_some_and(|g| {
+        let n = s.row_meta.len();
+        g.len() > 0 || !read_only || crate::index::approx::read_only_catches_up(n, 0)
+    });
+    if !walkable {
         SearchPath::NoGraph
     } else if off(s.row_meta.len()) < threshold {
         SearchPath::BelowThreshold
@@ -71,9 +78,10 @@ pub(crate) fn auto_choice(s: &Space, threshold: u64) -> SearchPath {
 
 /// [`auto_choice`] of key space `space` of `st`; an unknown space counts as qualifying (the
 /// search that follows refuses it with its own error).
-fn auto_choice_named(st: &State, space: &str, threshold: u64) -> SearchPath {
-    st.space(space)
-        .map_or(SearchPath::Graph, |(_, s)| auto_choice(s, threshold))
+fn auto_choice_named(st: &State, space: &str, threshold: u64, read_only: bool) -> SearchPath {
+    st.space(space).map_or(SearchPath::Graph, |(_, s)| {
+        auto_choice(s, threshold, read_only)
+    })
 }
 
 impl Database {
@@ -104,7 +112,7 @@ impl Database {
             SearchMode::Approx => SearchPath::Graph,
             SearchMode::Auto => {
                 let st = self.state.read();
-                auto_choice_named(&st, space, self.opts.exact_below_rows)
+                auto_choice_named(&st, space, self.opts.exact_below_rows, self.opts.read_only)
             }
         };
         if exact.is_graph() {
@@ -141,7 +149,12 @@ impl Database {
                 q.keys
                     .iter()
                     .chain(&q.step_key)
-                    .map(|(name, _)| (auto_choice_named(&st, name, threshold), name))
+                    .map(|(name, _)| {
+                        (
+                            auto_choice_named(&st, name, threshold, self.opts.read_only),
+                            name,
+                        )
+                    })
                     .find(|(p, _)| !p.is_graph())
                     .map_or((SearchPath::Graph, None), |(p, name)| {
                         (p, Some(name.clone()))
@@ -150,6 +163,14 @@ impl Database {
         };
         if path.is_graph() {
             let (examples, spaces) = self.retrieve_approx_paths(q, ef)?;
+            // When no key space's candidates came from a graph, the call was an exact scan
+            // of each: say so, naming the first space and its reason.
+            let (path, decided_by) = match spaces.iter().find(|(_, p)| p.is_graph()) {
+                Some(_) => (path, decided_by),
+                None => spaces
+                    .first()
+                    .map_or((path, decided_by), |(name, p)| (*p, Some(name.clone()))),
+            };
             Ok((
                 examples,
                 RetrievePath {
@@ -177,6 +198,10 @@ impl Database {
     pub fn auto_path(&self, space: &str) -> Result<SearchPath> {
         let st = self.state.read();
         let (_, s) = st.space(space)?;
-        Ok(auto_choice(s, self.opts.exact_below_rows))
+        Ok(auto_choice(
+            s,
+            self.opts.exact_below_rows,
+            self.opts.read_only,
+        ))
     }
 }

@@ -223,7 +223,7 @@ pub(crate) fn space_id(st: &State, s: &Space) -> u32 {
 /// score against `q`. Cosine and dot spaces of at least `quant::MIN_ROWS` rows take the
 /// quantised first pass (module `index::quant`) and rescore its candidates; the result is
 /// the full f32 scan's, bit for bit (tests/search_filters.rs holds the two together).
-fn top_rows(
+pub(crate) fn top_rows(
     s: &Space,
     id: u32,
     q: &Prepared,

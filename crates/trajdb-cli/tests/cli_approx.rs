@@ -69,6 +69,30 @@ fn build_graph_then_approximate_search_and_retrieve_match_the_exact_answer_at_a_
     assert!(!goal_graph.exists());
     let out = ok(&["build-graph", s(&db), "--space", "goal", "--m", "8"]);
     assert!(out.contains("240 of 240 rows, m 8"), "{out}");
+    // The path line gives the beam the walk used: -k raises --ef to itself.
+    let r = trajdb(
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--text",
+            "tea",
+            "--approx",
+            "--ef",
+            "8",
+            "-k",
+            "20",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("path=graph: graph index, ef 20 (--ef 8 raised to -k)"),
+        "{}",
+        r.stderr
+    );
     ok(&["build-graph", s(&db), "--space", "observation"]);
     assert!(goal_graph.exists() && obs_graph.exists());
     assert_verifies(&db);

@@ -25,10 +25,14 @@ fn ef_of(m: &ModeArgs) -> CliResult<usize> {
     usize::try_from(m.ef).map_err(|_| format!("--ef {} is too large", m.ef).into())
 }
 
-/// The stderr line saying which path answered `what` (`path=NAME: sentence`).
-fn path_line(what: &str, path: SearchPath, m: &ModeArgs) -> String {
+/// The stderr line saying which path answered `what` (`path=NAME: sentence`). `k`: a
+/// search's `-k`, which raises the beam to itself when larger than `--ef`.
+fn path_line(what: &str, path: SearchPath, m: &ModeArgs, k: Option<u64>) -> String {
     let how = match path {
-        SearchPath::Graph => format!("graph index, ef {}", m.ef),
+        SearchPath::Graph => match k {
+            Some(k) if k > m.ef => format!("graph index, ef {k} (--ef {} raised to -k)", m.ef),
+            _ => format!("graph index, ef {}", m.ef),
+        },
         SearchPath::BelowThreshold => format!(
             "exact scan (fewer rows than --exact-below-rows {})",
             m.exact_below_rows
@@ -313,7 +317,7 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
     let before = discarded_graphs(&db, &used);
     let (examples, p) = db.retrieve_mode(&q, a.mode.mode(), ef_of(&a.mode)?)?;
     warn_discarded_graphs(&a.db, before, discarded_graphs(&db, &used));
-    let mut line = path_line("retrieve", p.path, &a.mode);
+    let mut line = path_line("retrieve", p.path, &a.mode, None);
     if let Some(space) = &p.decided_by {
         line.push_str(&format!(" (key space `{space}`)"));
     }
@@ -458,7 +462,7 @@ pub fn search(a: &SearchArgs) -> CliResult {
         let before = discarded_graphs(&db, &[a.space.as_str()]);
         let (hits, path) =
             db.search_mode(&a.space, &v, k, &filter, a.mode.mode(), ef_of(&a.mode)?)?;
-        note(&path_line(&what, path, &a.mode));
+        note(&path_line(&what, path, &a.mode, Some(a.k)));
         warn_discarded_graphs(&a.db, before, discarded_graphs(&db, &[a.space.as_str()]));
         hits
     };
