@@ -55,6 +55,18 @@ fn buffered() -> Options {
     }
 }
 
+/// A read-only handle on `dir` with the default options.
+fn open_read_only(dir: &std::path::Path) -> Database {
+    Database::open(
+        dir,
+        Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// A database of `n` clustered goal keys with a graph built.
 fn db_with_graph(name: &str, n: usize, seed: u64) -> (std::path::PathBuf, Database, Vec<Vec<f32>>) {
     let dir = tmp(name);
@@ -143,14 +155,7 @@ fn recall_at_10_is_at_least_095_at_ef_64_on_clustered_data_and_k_always_returned
     }
     assert!(!db.graph_status("goal").unwrap().unwrap().unchecked);
     db.verify().unwrap();
-    let ro = Database::open(
-        &dir,
-        Options {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = open_read_only(&dir);
     assert_eq!(
         ro.search_approx("goal", &queries[0], 10, 64, &all).unwrap(),
         before[0]
@@ -449,14 +454,7 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
     std::fs::write(dir.join(&name), &other).unwrap();
     // verify on a read-only handle (which leaves the file as it is) passes, a sound file
     // being no damage, and names the file it did not use.
-    let ro = Database::open(
-        &dir,
-        Options {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = open_read_only(&dir);
     let report = ro.verify().unwrap();
     assert_eq!(report.graph_rows, 0);
     assert_eq!(
@@ -878,14 +876,7 @@ fn the_walk_on_the_i8_copy_keeps_recall_exact_scores_filters_and_deletes_above_4
         assert_eq!(db.get(h.id).unwrap().outcome.success, Some(true));
     }
     drop(db);
-    let ro = Database::open(
-        &dir,
-        Options {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = open_read_only(&dir);
     for (q, want) in queries.iter().zip(&first).take(20) {
         assert_eq!(
             &ro.search_approx("goal", q, 10, 64, &success).unwrap(),

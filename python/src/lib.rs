@@ -893,6 +893,17 @@ struct PyDatabase {
     graph_warned: Mutex<std::collections::HashSet<String>>,
 }
 
+/// Issues `msg` as a RuntimeWarning from the caller's line.
+fn runtime_warning(py: Python<'_>, msg: String) -> PyResult<()> {
+    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+    PyErr::warn(
+        py,
+        &category,
+        &std::ffi::CString::new(msg).unwrap_or_default(),
+        1,
+    )
+}
+
 /// `None` or the value, as Python prints it.
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "None".into(), |x| x.to_string())
@@ -968,13 +979,7 @@ impl PyDatabase {
                 "{}: the graph index of `{space}` was not used: {why}; searches scan its rows exactly (right answers, without the graph's speed) until build_graph(\"{space}\") rebuilds it",
                 self.path.display()
             );
-            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-            PyErr::warn(
-                py,
-                &category,
-                &std::ffi::CString::new(msg).unwrap_or_default(),
-                1,
-            )?;
+            runtime_warning(py, msg)?;
         }
         Ok(())
     }
@@ -2304,13 +2309,7 @@ fn open(
             ));
         }
         for w in warnings {
-            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-            PyErr::warn(
-                py,
-                &category,
-                &std::ffi::CString::new(w).unwrap_or_default(),
-                1,
-            )?;
+            runtime_warning(py, w)?;
         }
     }
     Ok(this)
