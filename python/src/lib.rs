@@ -893,6 +893,14 @@ struct PyDatabase {
     graph_warned: Mutex<std::collections::HashSet<String>>,
 }
 
+/// The key spaces a retrieve query names: its trajectory keys, then its step key.
+fn query_spaces(q: &trajdb::RetrieveQuery) -> impl Iterator<Item = &str> {
+    q.keys
+        .iter()
+        .chain(&q.step_key)
+        .map(|(name, _)| name.as_str())
+}
+
 /// Issues `msg` as a RuntimeWarning from the caller's line.
 fn runtime_warning(py: Python<'_>, msg: String) -> PyResult<()> {
     let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
@@ -1105,12 +1113,7 @@ impl PyDatabase {
         let db = self.handle(py)?;
         let out = run(py, || db.retrieve_mode(&q, search_mode(exact), ef))?;
         if exact != Some(true) {
-            let spaces = q
-                .keys
-                .iter()
-                .chain(&q.step_key)
-                .map(|(name, _)| name.as_str());
-            self.warn_discarded_graphs(py, &db, spaces)?;
+            self.warn_discarded_graphs(py, &db, query_spaces(&q))?;
         }
         Ok(out)
     }
@@ -1876,12 +1879,7 @@ impl PyDatabase {
         )?;
         let db = self.handle(py)?;
         let examples = run(py, || db.retrieve_approx(&q, ef))?;
-        let spaces = q
-            .keys
-            .iter()
-            .chain(&q.step_key)
-            .map(|(name, _)| name.as_str());
-        self.warn_discarded_graphs(py, &db, spaces)?;
+        self.warn_discarded_graphs(py, &db, query_spaces(&q))?;
         examples_py(py, examples)
     }
 
