@@ -504,6 +504,29 @@ fn stale_graph_files_are_rebuilt_never_trusted() {
         discarded(&db)
     );
     drop(db);
+    // A sound file of another key space (copied or renamed over this one): verify and the
+    // loader agree that it is not used, and neither calls it damage.
+    let mut misplaced = good.clone();
+    misplaced[12..16].copy_from_slice(&7u32.to_le_bytes());
+    let crc = crc32fast::hash(&misplaced[..60]);
+    misplaced[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join(&name), &misplaced).unwrap();
+    let ro = open_read_only(&dir);
+    let report = ro.verify().unwrap();
+    assert_eq!(report.graph_rows, 0);
+    assert_eq!(report.stale_graphs.len(), 1, "{:?}", report.stale_graphs);
+    assert!(
+        report.stale_graphs[0]
+            .starts_with("goal (graph-0.idx): built for another key space (space 7,"),
+        "{:?}",
+        report.stale_graphs
+    );
+    assert!(
+        discarded(&ro).is_some_and(|w| w.contains("another key space")),
+        "{:?}",
+        discarded(&ro)
+    );
+    drop(ro);
     // Damaged header: a graph with default parameters, rebuilt.
     let mut head_bad = good.clone();
     head_bad[3] ^= 0xFF;

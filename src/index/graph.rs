@@ -1306,18 +1306,17 @@ pub(crate) fn verify_file(
     s.read_at(&mut b, 0)
         .map_err(|e| Error::io("read", path.clone(), e))?;
     let h = decode_header(&b).map_err(|what| corrupt(0, what))?;
+    // A header whose checksum holds and names another space is a misplaced file (copied or
+    // renamed), not damage: the loader discards it for the same reason.
     if h.space_id != id || h.dims != def.dims || h.metric != metric_code(def.metric) {
-        return Err(corrupt(
-            0,
-            format!(
-                "header names space {} ({} dims, metric {}); expected space {id} ({} dims, metric {})",
-                h.space_id,
-                h.dims,
-                h.metric,
-                def.dims,
-                metric_code(def.metric)
-            ),
-        ));
+        return Ok(GraphFileCheck::Stale(format!(
+            "built for another key space (space {}, {} dims, metric code {}; this is space {id}, {} dims, metric code {})",
+            h.space_id,
+            h.dims,
+            h.metric,
+            def.dims,
+            metric_code(def.metric)
+        )));
     }
     let dims = usize::try_from(def.dims).unwrap_or(0);
     let n = usize::try_from(h.rows).unwrap_or(usize::MAX);

@@ -239,6 +239,23 @@ fn bad_approximate_arguments_are_refused_with_one_line() {
             vec!["delete", s(&db), "99999999999999999999999"],
             "0..=18446744073709551615",
         ),
+        // A negative number is a value out of range, not an unknown flag.
+        (
+            [&q[..], &["--ef", "-5"]].concat(),
+            "`-5` is not a whole number in 1..=1000000",
+        ),
+        (
+            [&q[..], &["-k", "-3"]].concat(),
+            "`-3` is not a whole number in 1..=1000000",
+        ),
+        (
+            [&q[..], &["--exact-below-rows", "-1"]].concat(),
+            "0..=18446744073709551615",
+        ),
+        (
+            vec!["build-graph", s(&db), "--space", "goal", "--m", "-8"],
+            "2..=128",
+        ),
     ] {
         let r = trajdb(&args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);

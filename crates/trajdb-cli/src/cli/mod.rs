@@ -32,7 +32,7 @@ pub struct Cli {
     /// holds the writer lock, wait up to this many seconds for it (like SQLite's busy
     /// timeout) instead of failing at once.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0.0,
-          value_parser = parse_wait)]
+          allow_negative_numbers = true, value_parser = parse_wait)]
     pub wait: f64,
 }
 
@@ -164,7 +164,7 @@ pub struct ImportArgs {
     pub embed: Vec<String>,
     /// Dimensions of the embedded keys [default: 256] (`--embedder hash` only: a model's
     /// dimensions are its own).
-    #[arg(long, requires = "embed", value_parser = ranged::<u32, 1, 65536>)]
+    #[arg(long, requires = "embed", allow_negative_numbers = true, value_parser = ranged::<u32, 1, 65536>)]
     pub dims: Option<u32>,
     /// Embedder of the `--embed` spaces: `hash` (built-in, no model), `minilm:PATH`
     /// (all-MiniLM-L6-v2, 384 dims, on the CPU from the model folder PATH; texts cut at 256
@@ -180,7 +180,7 @@ pub struct ImportArgs {
     pub embedder: String,
     /// Retries of a failed embeddings request (`--embedder openai:MODEL`).
     #[arg(long, default_value_t = trajdb_agent::openai::DEFAULT_RETRIES, value_name = "N",
-          value_parser = ranged::<u32, 0, 1000>)]
+          allow_negative_numbers = true, value_parser = ranged::<u32, 0, 1000>)]
     pub llm_retries: u32,
     /// Time limit of one embeddings request, in seconds (`--embedder openai:MODEL`).
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
@@ -239,7 +239,7 @@ pub struct SearchArgs {
     /// Number of results. They are rows of the key space: in a step-level space each hit
     /// is one step, so one trajectory can take several places (see --per-trajectory).
     #[arg(short = 'k', value_name = "K", default_value_t = 5,
-          value_parser = ranged::<u64, 1, 1_000_000>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 1, 1_000_000>)]
     pub k: u64,
     /// At most one hit per trajectory: its best-matching step in a step-level space, so K
     /// counts trajectories. No effect in a trajectory-level space. Always the exact scan.
@@ -280,12 +280,12 @@ pub struct ModeArgs {
     /// Beam width of the graph walk (automatic choice or --approx): larger is slower and
     /// nearer the exact answer.
     #[arg(long, value_name = "EF", default_value_t = 64,
-          value_parser = ranged::<u64, 1, 1_000_000>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 1, 1_000_000>)]
     pub ef: u64,
     /// The automatic choice scans a key space exactly when it holds fewer rows than this
     /// (rows of deleted trajectories count until `compact`), even with a graph index.
     #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS,
-          value_parser = ranged::<u64, 0, { u64::MAX }>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub exact_below_rows: u64,
 }
 
@@ -323,10 +323,10 @@ pub struct RetrieveArgs {
     pub embedder: Option<String>,
     /// Number of examples.
     #[arg(short = 'k', value_name = "K", default_value_t = 10,
-          value_parser = ranged::<u64, 1, 1_000_000>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 1, 1_000_000>)]
     pub k: u64,
     /// Steps kept on each side of the matched step.
-    #[arg(long, default_value_t = 5, value_parser = ranged::<u32, 0, 1_000_000>)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = ranged::<u32, 0, 1_000_000>)]
     pub window: u32,
     /// Only successful trajectories (what the method retrieves; off by default here, so any
     /// trajectory can be looked up; Python's `retrieve` defaults to on).
@@ -361,11 +361,11 @@ pub struct BuildGraphArgs {
     pub space: String,
     /// Half the neighbour slots per node (the graph's degree is 2 M), 2 to 128.
     #[arg(long, value_name = "M", default_value_t = 16,
-          value_parser = ranged::<u64, 2, 128>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 2, 128>)]
     pub m: u64,
     /// Beam width when inserting a row, from M to 4096.
     #[arg(long, value_name = "EF", default_value_t = 100,
-          value_parser = ranged::<u64, 2, 4096>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 2, 4096>)]
     pub ef_construction: u64,
     /// Remove the space's graph index (and its file) instead of building it.
     #[arg(long, conflicts_with_all = ["m", "ef_construction"])]
@@ -378,7 +378,7 @@ pub struct InspectArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
-    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
+    #[arg(allow_negative_numbers = true, value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
 }
 
@@ -388,7 +388,7 @@ pub struct GetArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
-    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
+    #[arg(allow_negative_numbers = true, value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
     /// Print the JSONL record instead of a readable view.
     #[arg(long)]
@@ -458,7 +458,7 @@ pub struct StatsArgs {
     /// The threshold the "auto" column compares each key space's rows with (as `search
     /// --exact-below-rows`).
     #[arg(long, value_name = "ROWS", default_value_t = trajdb::DEFAULT_EXACT_BELOW_ROWS,
-          value_parser = ranged::<u64, 0, { u64::MAX }>)]
+          allow_negative_numbers = true, value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub exact_below_rows: u64,
 }
 
@@ -521,7 +521,7 @@ pub struct DeleteArgs {
     /// Database directory.
     pub db: PathBuf,
     /// Trajectory id.
-    #[arg(value_parser = ranged::<u64, 0, { u64::MAX }>)]
+    #[arg(allow_negative_numbers = true, value_parser = ranged::<u64, 0, { u64::MAX }>)]
     pub id: u64,
 }
 
