@@ -49,7 +49,9 @@ pub use format::record::{
     ElemType, EmbedderId, Level, Metric, Origin, Outcome, Provenance, ProvenanceKind,
     RetrievalEvent, SpaceDef, Stage, Step, Trajectory,
 };
-pub use index::approx::{ApproxPath, SearchPath, CATCHUP_PER_SEARCH, READ_ONLY_CATCHUP_ROWS};
+pub use index::approx::{
+    ApproxPath, SearchPath, CATCHUP_PER_SEARCH, READ_ONLY_CATCHUP_ROWS, RETRIEVE_WIDENINGS,
+};
 pub use index::graph::{GraphParams, GraphStatus};
 pub use index::mode::{RetrievePath, SearchMode, DEFAULT_EXACT_BELOW_ROWS};
 pub use index::search::{Example, Filter, Hit, RetrieveQuery, RetrieveWork};

@@ -14,7 +14,7 @@ use trajdb::storage::fault::{CrashBackend, FailingBackend, Op};
 use trajdb::storage::Backend;
 use trajdb::{
     ApproxPath, Database, Durability, Error, Filter, GraphParams, Level, Metric, Options,
-    RetrieveQuery, SpaceDef, Step, Trajectory,
+    RetrieveQuery, SearchMode, SearchPath, SpaceDef, Step, Trajectory,
 };
 
 const DIMS: usize = 32;
@@ -831,6 +831,95 @@ fn approximate_retrieve_finds_most_of_the_exact_retrieve() {
     let recall = found as f64 / total as f64;
     eprintln!("retrieve_approx recall@10 at ef 64: {recall:.3}");
     assert!(recall >= 0.9, "retrieve_approx recall@10 {recall}");
+}
+
+#[test]
+fn an_approximate_retrieve_over_independent_keys_widens_then_answers_exactly() {
+    // Two trajectory keys whose scores disagree (a clustered goal, a plan drawn independently
+    // of it): the best trajectories by their mean are in neither key's top rows, so the
+    // graphs' candidates cannot be shown to hold the top k and the exact retrieve answers
+    // (path `exact_candidates_short`). Keys that agree (the goal and a note close to it in
+    // every trajectory) keep the graphs' answer.
+    let dir = tmp("graph-retrieve-independent");
+    let db = Database::open(&dir, buffered()).unwrap();
+    db.create_space(&goal_space()).unwrap();
+    for name in ["plan", "note"] {
+        db.create_space(&SpaceDef::new(
+            name,
+            Level::Trajectory,
+            DIMS as u32,
+            Metric::Cosine,
+        ))
+        .unwrap();
+    }
+    let n = 3000;
+    let mut rng = Rng::new(23);
+    let goals = clustered(&mut rng, n, 30, DIMS);
+    let plans: Vec<Vec<f32>> = (0..n).map(|_| rng.vec(DIMS)).collect();
+    let near =
+        |v: &[f32], rng: &mut Rng| -> Vec<f32> { v.iter().map(|x| x + 0.05 * rng.f32()).collect() };
+    let notes: Vec<Vec<f32>> = goals.iter().map(|g| near(g, &mut rng)).collect();
+    let ts: Vec<Trajectory> = goals
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut t = traj(i, g);
+            t.keys.insert("plan".into(), plans[i].clone());
+            t.keys.insert("note".into(), notes[i].clone());
+            t
+        })
+        .collect();
+    db.append_many(&ts).unwrap();
+    for space in ["goal", "plan", "note"] {
+        db.build_graph(space, params()).unwrap();
+    }
+    let query = |keys: [(&str, Vec<f32>); 2]| RetrieveQuery {
+        keys: keys.into_iter().map(|(s, v)| (s.to_owned(), v)).collect(),
+        step_key: None,
+        k: 10,
+        window: 0,
+        filter: Filter::default(),
+        embedder: None,
+    };
+    let queries = clustered(&mut rng, 24, 30, DIMS);
+    let (mut widened_out, mut graph, mut kept_found) = (0, 0, 0);
+    for (i, q) in queries.iter().enumerate() {
+        for keys in [
+            [("goal", q.clone()), ("plan", rng.vec(DIMS))],
+            [("goal", q.clone()), ("note", near(q, &mut rng))],
+        ] {
+            let independent = keys[1].0 == "plan";
+            let rq = query(keys);
+            let exact = db.retrieve(&rq).unwrap();
+            let (approx, path) = db.retrieve_mode(&rq, SearchMode::Approx, 16).unwrap();
+            if path.path == SearchPath::CandidatesShort {
+                widened_out += usize::from(independent);
+                assert_eq!(approx, exact, "query {i}: the exact retrieve answered");
+                assert_eq!(path.path.name(), "exact_candidates_short");
+            } else {
+                assert_eq!(path.path, SearchPath::Graph, "query {i}");
+                graph += usize::from(!independent);
+                let found = approx
+                    .iter()
+                    .filter(|a| exact.iter().any(|e| e.id == a.id))
+                    .count();
+                kept_found += found;
+            }
+        }
+    }
+    assert!(
+        widened_out >= 20,
+        "{widened_out} of 24 independent queries widened out"
+    );
+    assert!(
+        graph >= 20,
+        "{graph} of 24 agreeing queries kept the graphs' answer"
+    );
+    // A kept answer misses only what the walks miss (ef 16 raised to the 40 rows fetched).
+    let recall = kept_found as f64 / (10 * graph) as f64;
+    assert!(recall >= 0.9, "recall@10 of the kept answers {recall}");
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -154,6 +154,26 @@ def test_retrieve_goes_through_the_graphs_only_when_every_key_space_qualifies(pa
     d.close()
 
 
+def test_a_retrieve_over_independent_keys_is_answered_exactly_and_says_so(db):
+    # A clustered goal and a plan drawn apart from it: the graphs' candidates cannot be
+    # shown to hold the top k, so the exact retrieve answers and the path says why.
+    rng = np.random.default_rng(21)
+    db.create_space("goal", dims=DIMS, metric="cosine")
+    db.create_space("plan", dims=DIMS, metric="cosine")
+    x = clustered(rng, N)
+    plans = rng.standard_normal((N, DIMS)).astype(np.float32)
+    db.append_many([{"goal": f"g{i}", "outcome": {"success": True},
+                     "keys": {"goal": x[i], "plan": plans[i]}} for i in range(N)])
+    db.build_graph("goal", m=12, ef_construction=64)
+    db.build_graph("plan", m=12, ef_construction=64)
+    q = clustered(rng, 1)[0]
+    keys = {"goal": q, "plan": rng.standard_normal(DIMS).astype(np.float32)}
+    got, p = db.retrieve_with_path(keys, k=10, exact=False, ef=16)
+    assert p == {"path": "exact_candidates_short", "decided_by": None,
+                 "spaces": {"goal": "graph", "plan": "graph"}}
+    assert _ranked(got) == _ranked(db.retrieve(keys, k=10, exact=True))
+
+
 def test_zero_ef_and_zero_k_on_approximate_paths_are_refused_by_name(db):
     db.create_space("goal", dims=4)
     db.append({"goal": "g", "keys": {"goal": [1.0, 0.0, 0.0, 0.0]}})

@@ -51,6 +51,7 @@ _Path = Literal[
     "exact_selective_filter",
     "exact_short",
     "exact_wide_beam",
+    "exact_candidates_short",
 ]
 
 class Error(Exception):
@@ -427,7 +428,9 @@ class Database:
     ) -> tuple[list[Example], dict[str, Any]]:
         """``retrieve``, also returning which path answered: ``{"path": str, "decided_by":
         Optional[str], "spaces": dict[str, str]}``. ``path`` is "graph",
-        "exact_requested", "exact_below_threshold" or "exact_no_graph"; ``decided_by``
+        "exact_requested", "exact_below_threshold", "exact_no_graph" or
+        "exact_candidates_short" (the graphs' candidates could not be shown to hold the
+        top k, so the exact retrieve answered; see ``retrieve_approx``); ``decided_by``
         names the key space that made an automatic retrieve exact; ``spaces`` gives, for a
         retrieve through the graphs, each key space's own path (a space can still fall back
         to the scan: "exact_no_graph", "exact_selective_filter", "exact_short",
@@ -449,6 +452,11 @@ class Database:
     ) -> list[Example]:
         """retrieve() with candidates from the key spaces' graph indexes (build_graph);
         spaces without one are scanned exactly. ``ef``: beam width (at least ``k`` is used).
+        The candidates answer only when the k-th best of them scores at least the mean of
+        the trajectory keys' lowest kept scores plus the step key's (Fagin's threshold
+        rule: no other trajectory can then score higher, as far as the walks found each
+        space's best rows); otherwise ``ef`` is doubled once, then the exact retrieve
+        answers (keys whose best trajectories disagree, such as independent keys).
         Raises what retrieve() raises, and InvalidInputError for ``k`` 0 or ``ef`` 0."""
     def retrieve_with_work(
         self,

@@ -49,6 +49,10 @@ const SELECTIVE_ONE_IN: usize = 50;
 /// reach at any width). So a beam of at least the row count always gives the exact answer.
 const WIDE_BEAM_ONE_IN: usize = 4;
 
+/// How many times [`Database::retrieve_approx`] doubles `ef` when its candidates cannot be
+/// shown to hold the top k, before the exact retrieve answers.
+pub const RETRIEVE_WIDENINGS: u32 = 1;
+
 /// Which way a search (or one key space of a retrieve) went: through the graph index, or
 /// the exact scan and why. Returned by [`Database::search_approx_path`],
 /// [`Database::search_mode`] and [`Database::retrieve_mode`]; [`name`](Self::name) gives a
@@ -72,6 +76,11 @@ pub enum SearchPath {
     /// The exact scan: the beam width (`ef`, raised to `k` when `k` is larger) is at least
     /// a quarter of the space's rows, where the walk would cost about what the scan costs.
     WideBeam,
+    /// A retrieve only: the exact retrieve answered, because the candidates the graphs gave,
+    /// with `ef` widened [`RETRIEVE_WIDENINGS`] times, could not be shown to hold the top k
+    /// ([`Database::retrieve_approx`]: the key spaces' scores disagree, as for independent
+    /// keys).
+    CandidatesShort,
 }
 
 /// The former name of [`SearchPath`] (from before the automatic choice between the scan and
@@ -90,7 +99,8 @@ impl SearchPath {
     }
 
     /// A stable short name: `graph`, `exact_no_graph`, `exact_selective_filter`,
-    /// `exact_short`, `exact_wide_beam`, `exact_below_threshold` or `exact_requested`.
+    /// `exact_short`, `exact_wide_beam`, `exact_below_threshold`, `exact_requested` or (a
+    /// retrieve) `exact_candidates_short`.
     pub fn name(self) -> &'static str {
         match self {
             SearchPath::Graph => "graph",
@@ -100,6 +110,7 @@ impl SearchPath {
             SearchPath::BelowThreshold => "exact_below_threshold",
             SearchPath::Requested => "exact_requested",
             SearchPath::WideBeam => "exact_wide_beam",
+            SearchPath::CandidatesShort => "exact_candidates_short",
         }
     }
 }
@@ -117,6 +128,9 @@ impl std::fmt::Display for SearchPath {
             SearchPath::Requested => "exact scan (asked for)",
             SearchPath::WideBeam => {
                 "exact scan (the beam, ef or k when k is larger, is a quarter of the rows or wider)"
+            }
+            SearchPath::CandidatesShort => {
+                "exact retrieve (the graphs' candidates, with ef widened, could not be shown to hold the top k)"
             }
         })
     }
@@ -308,33 +322,84 @@ impl Database {
     /// best step, window). A candidate without a key in a trajectory-key space gets that key's
     /// lowest score among the candidates (exact `retrieve`: among every qualifying
     /// trajectory). So the examples returned are a subset-exact ranking; recall against
-    /// `retrieve` is measured in `tests/graph_index.rs` and `benches/graph.rs`.
+    /// `retrieve` is measured in `tests/graph_index.rs` and `benches/peers/peers.py`.
+    ///
+    /// The candidates are kept only when they can be shown to hold the top k. Let `τ` be,
+    /// for each key space, the lowest score among the rows its search kept (when it kept
+    /// every qualifying row: the lowest candidate score for a trajectory key, nothing for the
+    /// step key). A trajectory that is no candidate scores at most `τ` in every key space, as
+    /// far as the walks found each space's best rows (a row a walk missed can score higher:
+    /// that is the graph's approximation, the same as a search's), so it scores at most
+    /// `T` = the mean of the trajectory keys' `τ` plus the step key's `τ`. When the k-th best
+    /// candidate scores at least `T` (the threshold rule of Fagin, Lotem and Naor, "Optimal
+    /// aggregation algorithms for middleware", PODS 2001), the candidates answer; otherwise
+    /// `ef` is doubled and the walks run again, at most [`RETRIEVE_WIDENINGS`] times, after
+    /// which the exact `retrieve` answers. Keys that agree (a task's goal and its steps) pass
+    /// at the first round and cost what the walks cost; keys whose best trajectories differ
+    /// (independent keys, where the first round's candidates could hold a quarter of the top
+    /// k) get the exact answer at 1.0-1.7x the exact retrieve's time (the rounds before it;
+    /// 100k x 10, docs/benchmarks.md, "Approximate retrieve").
     ///
     /// Errors: as `retrieve`.
     pub fn retrieve_approx(&self, q: &RetrieveQuery, ef: usize) -> Result<Vec<Example>> {
-        self.retrieve_approx_paths(q, ef).map(|(ex, _)| ex)
+        self.retrieve_approx_paths(q, ef).map(|(ex, _, _)| ex)
     }
 
     /// [`retrieve_approx`](Self::retrieve_approx), also saying which way each key space's
-    /// candidate search went: `(space, path)` for the trajectory keys in order, then the
-    /// step key.
+    /// candidate search went (`(space, path)` for the trajectory keys in order, then the
+    /// step key, of the last round) and whether the exact retrieve answered because the
+    /// candidates of graph walks could not be shown to hold the top k.
     pub(crate) fn retrieve_approx_paths(
         &self,
         q: &RetrieveQuery,
         ef: usize,
-    ) -> Result<(Vec<Example>, SpacePaths)> {
+    ) -> Result<(Vec<Example>, SpacePaths, bool)> {
         check_has_key(q)?;
         self.ensure_checked()?;
-        let st = self.state.read();
-        let c = Compiled::new(&st, &q.filter)?;
+        let mut ef = ef.max(1);
+        let mut round = 0;
+        loop {
+            let (examples, paths) = {
+                let st = self.state.read();
+                self.retrieve_round(&st, q, ef)?
+            };
+            if let Some(examples) = examples {
+                return Ok((examples, paths, false));
+            }
+            // No graph walked (every space scanned exactly): the candidates were each space's
+            // exact top rows and still fell short; the exact retrieve answers, reported by
+            // the spaces' own paths.
+            let walked = paths.iter().any(|(_, p)| p.is_graph());
+            if !walked || round == RETRIEVE_WIDENINGS {
+                return Ok((self.retrieve(q)?, paths, walked));
+            }
+            round += 1;
+            ef = ef.saturating_mul(2);
+        }
+    }
+
+    /// One round of [`retrieve_approx`](Self::retrieve_approx) at beam width `ef`: the
+    /// examples when the candidates can be shown to hold the top k (else `None`), and each
+    /// key space's path.
+    fn retrieve_round(
+        &self,
+        st: &State,
+        q: &RetrieveQuery,
+        ef: usize,
+    ) -> Result<(Option<Vec<Example>>, SpacePaths)> {
+        let c = Compiled::new(st, &q.filter)?;
         let fetch = ef.max(q.k.saturating_mul(4)).max(1);
         // The candidate trajectories (slots) the walks found. Everything below is sized by
         // them, not by the database: a call costs the same at 10k and at 10M trajectories.
         let mut cands: Vec<usize> = Vec::new();
         let mut traj_spaces = Vec::new();
         let mut paths = Vec::new();
+        // Per key space: the lowest score its search kept (`None`: it kept every qualifying
+        // row), for the threshold rule.
+        let mut traj_taus = Vec::new();
+        let mut step_tau = None;
         for (name, v) in &q.keys {
-            let sid = check_query(&st, name, v, q.embedder.as_ref())?;
+            let sid = check_query(st, name, v, q.embedder.as_ref())?;
             let s = &st.spaces[ix(sid)];
             if s.def.level != Level::Trajectory {
                 return Err(Error::invalid(
@@ -343,8 +408,9 @@ impl Database {
                 ));
             }
             let p = Prepared::new(s.def.metric, v);
-            let (top, path) = approx_top(&st, s, &c, &p, fetch, ef, &self.opts);
+            let (top, path) = approx_top(st, s, &c, &p, fetch, ef, &self.opts);
             paths.push((name.clone(), path));
+            traj_taus.push(top.kth());
             for (_, r) in top.into_sorted() {
                 if let Some(m) = s.row_meta.get(ix_row(r)) {
                     cands.push(ix(m.slot));
@@ -355,7 +421,7 @@ impl Database {
         let step = match &q.step_key {
             None => None,
             Some((name, v)) => {
-                let sid = check_query(&st, name, v, q.embedder.as_ref())?;
+                let sid = check_query(st, name, v, q.embedder.as_ref())?;
                 let s = &st.spaces[ix(sid)];
                 if s.def.level != Level::Step {
                     return Err(Error::invalid(
@@ -365,8 +431,9 @@ impl Database {
                 }
                 let p = Prepared::new(s.def.metric, v);
                 let (top, path) =
-                    approx_top(&st, s, &c, &p, fetch.saturating_mul(4), ef, &self.opts);
+                    approx_top(st, s, &c, &p, fetch.saturating_mul(4), ef, &self.opts);
                 paths.push((name.clone(), path));
+                step_tau = Some(top.kth());
                 for (_, r) in top.into_sorted() {
                     if let Some(m) = s.row_meta.get(ix_row(r)) {
                         cands.push(ix(m.slot));
@@ -384,6 +451,9 @@ impl Database {
         let mut has_any = vec![false; nc];
         let mut nkeys = 0usize;
         let mut scores = vec![f32::NAN; nc];
+        // Per trajectory key: the score a trajectory without that key gets (0 when no
+        // candidate has the key: it adds nothing to any trajectory).
+        let mut traj_worst = Vec::with_capacity(traj_spaces.len());
         for (s, p) in &traj_spaces {
             nkeys += 1;
             let dims = ix(s.def.dims);
@@ -403,8 +473,10 @@ impl Database {
                 .filter(|x| !x.is_nan())
                 .fold(f32::INFINITY, f32::min);
             if worst == f32::INFINITY {
+                traj_worst.push(0.0);
                 continue;
             }
+            traj_worst.push(worst);
             for (acc, &x) in sum.iter_mut().zip(&scores) {
                 *acc += f64::from(if x.is_nan() { worst } else { x });
             }
@@ -447,15 +519,34 @@ impl Database {
                 }
             }
         }
+        // The threshold rule (see `retrieve_approx`): at most `bound` for a trajectory that is
+        // no candidate. `None` from `kth`: the search kept every qualifying row.
+        let mut bound = 0f64;
+        for (t, w) in traj_taus.iter().zip(&traj_worst) {
+            bound += f64::from(t.unwrap_or(*w)) / nkeys.max(1) as f64;
+        }
+        match step_tau {
+            Some(Some(t)) => bound += f64::from(t),
+            // Every qualifying step row is a candidate's: no other trajectory is offered.
+            Some(None) => bound = f64::NEG_INFINITY,
+            None => {}
+        }
+        let proven = match top.kth() {
+            Some(kth) => f64::from(kth) >= bound,
+            None => bound == f64::NEG_INFINITY || q.k == 0,
+        };
+        if !proven {
+            return Ok((None, paths));
+        }
         let mut out = Vec::new();
         for (score, slot) in top.into_sorted() {
             let slot = ix_row(slot);
             // Present: every offer was a candidate's slot.
             let i = cands.binary_search(&slot).unwrap_or(0);
             let traj = clamp_f32(traj_score(i));
-            out.push(self.example(&st, slot, score, traj, best_step[i], q.window)?);
+            out.push(self.example(st, slot, score, traj, best_step[i], q.window)?);
         }
-        Ok((out, paths))
+        Ok((Some(out), paths))
     }
 }
 

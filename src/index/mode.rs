@@ -162,10 +162,12 @@ impl Database {
             }
         };
         if path.is_graph() {
-            let (examples, spaces) = self.retrieve_approx_paths(q, ef)?;
+            let (examples, spaces, widened_out) = self.retrieve_approx_paths(q, ef)?;
             // When no key space's candidates came from a graph, the call was an exact scan
-            // of each: say so, naming the first space and its reason.
+            // of each: say so, naming the first space and its reason. When the graphs'
+            // candidates could not be shown to hold the top k, the exact retrieve answered.
             let (path, decided_by) = match spaces.iter().find(|(_, p)| p.is_graph()) {
+                Some(_) if widened_out => (SearchPath::CandidatesShort, None),
                 Some(_) => (path, decided_by),
                 None => spaces
                     .first()
