@@ -186,6 +186,10 @@ fn a_foreign_file_is_not_a_database() {
     .unwrap();
     let err = Database::open(&dir, Options::default()).expect_err("refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert!(
+        !dir.join(trajdb::LOCK_FILE).exists(),
+        "a refused writer open leaves no LOCK file beside a foreign log"
+    );
     let dir2 = tmp("foreign-dir");
     std::fs::create_dir_all(&dir2).unwrap();
     std::fs::write(dir2.join("notes.txt"), b"x").unwrap();
