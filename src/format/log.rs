@@ -423,7 +423,7 @@ fn scan_frames(
                             path: path.to_owned(),
                             offset: pos,
                             what: format!(
-                                "{why} (frame with sequence number {seq}; a valid frame follows at byte {probe}); commits before this offset are intact. If the database crashed under Buffered or GroupCommit durability, `trajdb repair` cuts the log here and keeps the cut bytes"
+                                "{why} (frame with sequence number {seq}; a valid frame follows at byte {probe}); commits before this offset are intact. If the database crashed under Buffered or GroupCommit durability, `trajdb repair` cuts the log here and keeps the cut bytes; to keep every other trajectory instead, `trajdb export --skip-damaged --with-spaces` exports what reads back (when a checkpoint covers the damage)"
                             ),
                         });
                     }

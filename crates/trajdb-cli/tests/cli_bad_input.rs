@@ -366,6 +366,51 @@ fn frame_starts(log: &[u8]) -> Vec<usize> {
 }
 
 #[test]
+fn export_skip_damaged_salvages_every_trajectory_but_the_damaged_one() {
+    let db = seeded("salvage");
+    let before = records(&export(&db)).len();
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    // Damage a frame in the middle: valid commits follow it, so repair would cut them too.
+    let starts = frame_starts(&b);
+    assert!(starts.len() >= 3, "{} frames", starts.len());
+    let at = starts[starts.len() / 2];
+    b[at + 30] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    assert_refused(
+        &trajdb(&["export", s(&db)], None),
+        &[&format!("at byte {at}"), "--skip-damaged"],
+    );
+    let r = trajdb(&["export", s(&db), "--skip-damaged", "--with-spaces"], None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped trajectory") && r.stderr.contains(&format!("at byte {at}")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("damaged trajectories were skipped"),
+        "{}",
+        r.stderr
+    );
+    let salvaged = records(&r.stdout).len();
+    assert!(salvaged >= 1 && salvaged < before, "{salvaged} of {before}");
+    // The skipped ones are the damaged frame's: every trajectory of the other frames is
+    // there, so importing the export gives a sound database of them.
+    let f = file("salvage.jsonl", r.stdout.as_bytes());
+    let fresh = tmp("salvage-new");
+    ok(&["import", s(&fresh), s(&f)]);
+    assert_verifies(&fresh);
+    assert_eq!(records(&export(&fresh)).len(), salvaged);
+    let cut = ok(&["repair", s(&db), "--force"]);
+    assert!(cut.contains(&format!("cut the log at byte {at}")), "{cut}");
+    assert!(
+        records(&export(&db)).len() < salvaged,
+        "repair keeps only the prefix; the salvage kept more"
+    );
+}
+
+#[test]
 fn damage_followed_by_valid_frames_is_refused_and_repair_keeps_the_prefix() {
     let db = seeded("repair");
     let before = records(&export(&db)).len();

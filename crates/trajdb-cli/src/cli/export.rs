@@ -248,7 +248,13 @@ fn export_parquet(_: &trajdb::Database, _: &std::path::Path, _: &ExportArgs) -> 
 
 /// `trajdb export DB`.
 pub fn export(a: &ExportArgs) -> CliResult {
-    let db = open_read_checked(&a.db)?;
+    // Salvage reads each record on its own (checked as it is read); otherwise the whole log
+    // is checked first, so a damaged one stops the export before any output.
+    let db = if a.skip_damaged {
+        super::open_read(&a.db)?
+    } else {
+        open_read_checked(&a.db)?
+    };
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     if a.usage {
         if let Some(dir) = &a.parquet {
@@ -277,11 +283,20 @@ pub fn export(a: &ExportArgs) -> CliResult {
         write_line(&mut out, &json_line(&header)?)?;
     }
     let mut skipped = 0u64;
+    let mut damaged: Vec<(u64, String)> = Vec::new();
     let ids = db.ids();
     let bar = Progress::bar(ids.len() as u64, "exporting", false);
     for id in ids {
         bar.inc(1);
-        let t = db.get(id)?;
+        let t = match db.get(id) {
+            Ok(t) => t,
+            Err(e) if a.skip_damaged => {
+                eprintln!("trajdb: skipped trajectory {id}: {e}");
+                damaged.push((id, e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if a.success_only && t.outcome.success != Some(true) {
             continue;
         }
@@ -299,6 +314,14 @@ pub fn export(a: &ExportArgs) -> CliResult {
         eprintln!(
             "trajdb: skipped {skipped} trajectories without steps (no assistant turn to export)"
         );
+    }
+    if !damaged.is_empty() {
+        let ids: Vec<String> = damaged.iter().map(|(id, _)| id.to_string()).collect();
+        return Err(super::Failure(format!(
+            "{} damaged trajectories were skipped (ids {}); every other trajectory was exported",
+            damaged.len(),
+            ids.join(", ")
+        )));
     }
     Ok(())
 }

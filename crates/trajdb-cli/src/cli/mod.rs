@@ -442,6 +442,14 @@ pub struct ExportArgs {
     /// `labelled_retrievals`, `success_retrievals`, `q`) to the Parquet file.
     #[arg(long, requires = "parquet", conflicts_with = "usage")]
     pub with_utility: bool,
+    /// Salvage: export every trajectory that reads back whole and skip the ones whose
+    /// records are damaged (a checksum that fails in the middle of the log), naming each
+    /// on stderr; exits with status 1 when any was skipped. Without it a damaged record
+    /// stops the export before it writes anything. `export --skip-damaged --with-spaces DB >
+    /// t.jsonl` then `import NEW t.jsonl` keeps what `repair --force` would cut after the
+    /// damage.
+    #[arg(long, conflicts_with_all = ["usage", "parquet"])]
+    pub skip_damaged: bool,
 }
 
 /// Arguments of `stats`.
