@@ -402,8 +402,17 @@ fn as_f32_array<'py>(
             ),
         ));
     }
-    let c = a.call_method1("astype", ("float32",))?;
-    c.downcast_into::<PyArrayDyn<f32>>()
+    // A float64 past float32's range becomes inf, which the engine then refuses by name;
+    // numpy's own "overflow encountered in cast" warning would only precede that error.
+    let quiet = PyDict::new(py);
+    quiet.set_item("over", "ignore")?;
+    let errstate = py
+        .import("numpy")?
+        .call_method("errstate", (), Some(&quiet))?;
+    errstate.call_method0("__enter__")?;
+    let c = a.call_method1("astype", ("float32",));
+    errstate.call_method1("__exit__", (py.None(), py.None(), py.None()))?;
+    c?.downcast_into::<PyArrayDyn<f32>>()
         .map_err(|_| invalid(py, format!("{at}: could not convert the array to float32")))
 }
 

@@ -42,6 +42,7 @@ BAD_RECORDS = [
     ("nan key", {"goal": "g", "keys": {"goal": np.array([1, np.nan, 0], np.float32)}}, "keys.goal[1]: value NaN is not a finite"),
     ("inf key", {"goal": "g", "keys": {"goal": [1.0, float("inf"), 0.0]}}, "is not a finite"),
     ("f32 overflow", {"goal": "g", "keys": {"goal": [1e39, 0.0, 0.0]}}, "is not a finite"),
+    ("f32 overflow from float64", {"goal": "g", "keys": {"goal": np.array([1e39, 0.0, 0.0])}}, "is not a finite"),
     ("zero cosine", {"goal": "g", "keys": {"goal": [0.0, 0.0, 0.0]}}, "all zeros"),
     ("unknown space", {"goal": "g", "keys": {"colour": [1.0]}}, "no key space named `colour`"),
     ("wrong level", {"goal": "g", "keys": {"observation": [1.0, 0.0]}}, "step-level key space"),
@@ -64,6 +65,18 @@ def test_bad_record_is_refused_and_nothing_is_lost(seeded, name, record, message
     unchanged(seeded)
     # And the handle still works.
     assert seeded.search("goal", [1.0, 0.0, 0.0])[0].id == 1
+
+
+def test_a_float64_past_float32_range_is_refused_without_a_numpy_warning(seeded):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(trajdb.InvalidInputError, match="is not a finite"):
+            seeded.append({"goal": "g", "keys": {"goal": np.array([1e39, 0.0, 0.0])}})
+        with pytest.raises(trajdb.InvalidInputError, match="is not a finite"):
+            seeded.search("goal", np.array([0.0, -1e300, 1.0]))
+    unchanged(seeded)
 
 
 def test_batch_duplicates_and_non_iterables(seeded):
