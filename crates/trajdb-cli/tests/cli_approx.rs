@@ -543,3 +543,62 @@ fn a_damaged_graph_file_is_warned_about_and_named_by_stats_and_answers_stay_exac
     );
     let _ = std::fs::remove_dir_all(&db);
 }
+
+#[test]
+fn stats_and_the_path_line_say_when_a_graph_covers_too_few_rows() {
+    let db = topic_db("approx-behind");
+    ok(&["build-graph", s(&db), "--space", "goal"]);
+    // 480 more trajectories: the graph covers a third of the rows.
+    let more: String = (240..720)
+        .map(|i| {
+            format!(
+                "{{\"id\":{},\"goal\":\"tea job {i}\",\"steps\":[{{\"observation\":\"seen {i}\",\"action\":\"look\"}}],\"outcome\":{{\"success\":true}}}}\n",
+                i + 1
+            )
+        })
+        .collect();
+    let f = file("approx-behind-more.jsonl", more.as_bytes());
+    ok(&["import", s(&db), s(&f)]);
+    let stats = ok(&["stats", s(&db)]);
+    assert!(
+        stats.contains(
+            "graph index of `goal`: the graph covers 240 of 720 rows; the other 480 are scanned exactly until `trajdb build-graph` catches it up"
+        ),
+        "{stats}"
+    );
+    // A search inserts some rows (256) in memory and says how far the graph still lags.
+    let r = trajdb(
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--text",
+            "tea",
+            "--approx",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("path=graph: graph index, ef 64; the graph covers 496 of 720 rows"),
+        "{}",
+        r.stderr
+    );
+    ok(&["build-graph", s(&db), "--space", "goal"]);
+    assert!(!ok(&["stats", s(&db)]).contains("the graph covers"));
+    let r = trajdb(
+        &[
+            "search",
+            s(&db),
+            "--space",
+            "goal",
+            "--text",
+            "tea",
+            "--approx",
+        ],
+        None,
+    );
+    assert!(!r.stderr.contains("the graph covers"), "{}", r.stderr);
+}

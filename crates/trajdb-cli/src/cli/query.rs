@@ -42,6 +42,19 @@ fn path_line(what: &str, path: SearchPath, m: &ModeArgs, k: Option<u64>) -> Stri
     format!("trajdb: {what}: path={}: {how}", path.name())
 }
 
+/// `"the graph covers N of M rows, ..."` when a graph lags its space by more than a
+/// sixteenth of the rows (after a rebuild began, or rows appended since `build-graph`):
+/// searches then scan the rows past it exactly, which the path name alone does not say.
+fn graph_behind(g: &trajdb::GraphStatus) -> Option<String> {
+    let behind = g.rows.saturating_sub(g.nodes);
+    (behind > 0 && behind >= g.rows / 16).then(|| {
+        format!(
+            "the graph covers {} of {} rows; the other {behind} are scanned exactly until `trajdb build-graph` catches it up",
+            g.nodes, g.rows
+        )
+    })
+}
+
 /// Why the graph files of `spaces` could not be used, per space (graph restarted empty).
 fn discarded_graphs(db: &trajdb::Database, spaces: &[&str]) -> Vec<(String, String)> {
     db.stats()
@@ -462,7 +475,14 @@ pub fn search(a: &SearchArgs) -> CliResult {
         let before = discarded_graphs(&db, &[a.space.as_str()]);
         let (hits, path) =
             db.search_mode(&a.space, &v, k, &filter, a.mode.mode(), ef_of(&a.mode)?)?;
-        note(&path_line(&what, path, &a.mode, Some(a.k)));
+        let mut line = path_line(&what, path, &a.mode, Some(a.k));
+        if let (SearchPath::Graph, Ok(Some(g))) = (path, db.graph_status(&a.space)) {
+            if let Some(behind) = graph_behind(&g) {
+                line.push_str("; ");
+                line.push_str(&behind);
+            }
+        }
+        note(&line);
         warn_discarded_graphs(&a.db, before, discarded_graphs(&db, &[a.space.as_str()]));
         hits
     };
@@ -617,6 +637,16 @@ pub fn stats(a: &StatsArgs) -> CliResult {
             write_line(&mut out, &l)?;
         }
         for sp in &s.spaces {
+            if sp.graph_discarded.is_none() {
+                if let Ok(Some(g)) = db.graph_status(&sp.def.name) {
+                    if let Some(behind) = graph_behind(&g) {
+                        write_line(
+                            &mut out,
+                            &format!("graph index of `{}`: {behind}", sp.def.name),
+                        )?;
+                    }
+                }
+            }
             if let Some(why) = &sp.graph_discarded {
                 write_line(
                     &mut out,
