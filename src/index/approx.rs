@@ -529,6 +529,9 @@ impl Database {
             Some(Some(t)) => bound += f64::from(t),
             // Every qualifying step row is a candidate's: no other trajectory is offered.
             Some(None) => bound = f64::NEG_INFINITY,
+            // Without a step key, a trajectory with no trajectory key is never offered; when
+            // every search kept every qualifying row, no other trajectory is either.
+            None if traj_taus.iter().all(Option::is_none) => bound = f64::NEG_INFINITY,
             None => {}
         }
         let proven = match top.kth() {
