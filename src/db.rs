@@ -138,6 +138,12 @@ pub struct OpenReport {
     /// the rest is lost unless the log is restored from a copy. A writer's next checkpoint
     /// replaces the stale one, so this is reported once.
     pub log_cut_at: Option<(u64, u64)>,
+    /// The end of the commits the checkpoint records, when the log's damaged tail (see
+    /// `truncated_bytes`) begins before it: the damaged frames were committed and synced
+    /// before that checkpoint was written, so they are damage at rest, not a write a crash
+    /// tore. A read-only open ignores them (and says so here); a writable open refuses the
+    /// log with [`Error::Corrupt`] unless [`Options::accept_log_cut`] is set.
+    pub damaged_committed_end: Option<u64>,
 }
 
 /// Per-trajectory state kept in memory; the body stays in the log.
@@ -1001,6 +1007,18 @@ impl Database {
                 });
             }
         }
+        // A `log` that is not trajdb's is refused before the LOCK file is created or
+        // written: a directory that holds no trajdb database is left as it was.
+        if let Ok(f) = File::open(dir.join(LOG_FILE)) {
+            let mut head = Vec::with_capacity(64);
+            let _ = f.take(64).read_to_end(&mut head);
+            if head.len() < 64 || head[..8] != crate::format::log::LOG_MAGIC {
+                return Err(Error::NotADatabase {
+                    path: dir.join(LOG_FILE),
+                    why: "the log does not start with the trajdb magic bytes".into(),
+                });
+            }
+        }
         let lock_existed = dir.join(LOCK_FILE).exists();
         let lock = if opts.read_only {
             None
@@ -1146,6 +1164,23 @@ impl Database {
             let len = log.len().map_err(|e| io("stat", e))?;
             report.truncated_bytes = len - end.end;
             report.torn_reason = Some(why.clone());
+            // A checkpoint is written only once the log is synced up to the end it records:
+            // damage before that end is to committed frames, which a cut would lose for good.
+            // (A checkpoint past the log's end is a log cut short, `log_cut_at`, refused
+            // above for writers.)
+            let committed = checkpoint::covered_end(backend.as_ref(), &header)
+                .map(|(covered, _)| covered)
+                .filter(|&covered| covered > end.end && covered <= len);
+            report.damaged_committed_end = committed;
+            if let (Some(covered), false, false) = (committed, read_only, opts.accept_log_cut) {
+                return Err(Error::Corrupt {
+                    path: log_path.clone(),
+                    offset: end.end,
+                    what: format!(
+                        "{why}; the damaged frames end the log, but its checkpoint records commits up to byte {covered}: they were committed and synced, so this is damage at rest, not a write a crash tore. Nothing was written. Restore the log from a copy if you have one; `trajdb export --skip-damaged --with-spaces` exports every other trajectory; to cut them and go on, open for writing with accept_log_cut (CLI: `trajdb repair --force`), which makes the loss permanent"
+                    ),
+                });
+            }
             if !read_only {
                 // Keeping a copy of the cut bytes is for inspection only. When it cannot be
                 // made (a full disk, say), the tail is cut anyway and the report says why no

@@ -111,11 +111,64 @@ fn garbage_tail_after_last_frame_is_cut() {
 
 #[test]
 fn flipped_byte_in_last_frame_payload_is_cut_as_torn() {
+    // After a crash (no checkpoint covers the last frame) a damaged last frame cannot be
+    // told from a torn write: cut, its bytes kept.
     let (dir, all, len9) = build("tail-flip-last");
     let mut bytes = std::fs::read(dir.join("log")).unwrap();
     bytes[len9 as usize + 40] ^= 0x40;
     std::fs::write(dir.join("log"), &bytes).unwrap();
+    as_after_a_crash(&dir);
     check_recovers(&dir, &all[..9], true);
+}
+
+#[test]
+fn a_damaged_last_frame_that_a_checkpoint_covers_is_refused_not_cut() {
+    // The checkpoint of the clean close covers the last frame: it was committed and synced,
+    // so damage there is at rest, and a writer must not cut it without being told to.
+    let (dir, all, len9) = build("tail-flip-covered");
+    let mut bytes = std::fs::read(dir.join("log")).unwrap();
+    let full = bytes.len() as u64;
+    bytes[len9 as usize + 40] ^= 0x40;
+    std::fs::write(dir.join("log"), &bytes).unwrap();
+    let err = Database::open(&dir, Options::default()).expect_err("a writer refuses");
+    assert!(
+        matches!(err, Error::Corrupt { offset, .. } if offset == len9),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("checkpoint records commits up to byte {full}"))
+            && msg.contains("accept_log_cut"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("log")).unwrap(),
+        bytes,
+        "nothing written"
+    );
+    // A reader answers from the commits before it and says what it ignored.
+    let ro = Database::open(
+        &dir,
+        Options {
+            read_only: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ro.open_report().damaged_committed_end, Some(full));
+    assert_eq!(ro.ids().len(), 9);
+    assert!(ro.verify().is_err());
+    drop(ro);
+    // Told to accept the loss, a writer cuts it and goes on.
+    check_recovers_with(
+        &dir,
+        &all[..9],
+        true,
+        Options {
+            accept_log_cut: true,
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
@@ -189,6 +242,14 @@ fn a_foreign_file_is_not_a_database() {
     assert!(
         !dir.join(trajdb::LOCK_FILE).exists(),
         "a refused writer open leaves no LOCK file beside a foreign log"
+    );
+    // Nor touches a LOCK file of someone else's that is there.
+    std::fs::write(dir.join(trajdb::LOCK_FILE), b"keep me").unwrap();
+    let err = Database::open(&dir, Options::default()).expect_err("refused");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join(trajdb::LOCK_FILE)).unwrap(),
+        b"keep me"
     );
     let dir2 = tmp("foreign-dir");
     std::fs::create_dir_all(&dir2).unwrap();

@@ -485,9 +485,10 @@ fn torn_tail_on_a_full_disk_does_not_block_writers() {
         // copy of the torn bytes.
         let failing = FailingBackend::new(Arc::new(crash.clone()), Some(kind), 0);
         // Opens before the copy: the log, the checkpoint file (written when `db` was
-        // dropped) and the two key files.
+        // dropped), the two key files, and the checkpoint again for the end it covers
+        // (damage before it would be committed data, not a torn tail).
         let before_copy = match kind {
-            FailOp::Open => 4,
+            FailOp::Open => 5,
             _ => 0,
         };
         failing.fail_after(before_copy + 1);

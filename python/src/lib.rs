@@ -2078,7 +2078,9 @@ impl PyDatabase {
     /// What opening found, as a dict: "truncated_bytes" and "torn_reason" (a damaged log
     /// tail cut by a writer or skipped by a reader), "cut_file", "checkpoint_end",
     /// "checkpoint_ignored", "log_cut_at" ([log length, covered end] when the log ends
-    /// before its own checkpoint: committed frames are missing). `open` also warns
+    /// before its own checkpoint: committed frames are missing), "damaged_committed_end"
+    /// (the checkpoint's covered end when the damaged tail lies before it: damage at rest,
+    /// which a writable open refuses unless accept_log_cut=True). `open` also warns
     /// (RuntimeWarning) when a tail was cut or committed frames are missing.
     fn open_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let db = self.handle(py)?;
@@ -2244,7 +2246,8 @@ impl PyEpisode {
 /// commit synced), "group" (concurrent commits share a sync) or "buffered"; read_only takes
 /// no lock; exact_below_rows: search and retrieve scan a key space exactly below this many
 /// rows even when it has a graph index (Options::exact_below_rows); accept_log_cut: open
-/// for writing a log cut short before the commits its checkpoint records, giving them up
+/// for writing a log cut short before the commits its checkpoint records, or whose last
+/// frames are damaged although its checkpoint records them as committed, giving them up
 /// (Options::accept_log_cut; without it such a writable open raises CorruptError). Raises
 /// LockedError, NotADatabaseError, CorruptError, IncompatibleVersionError.
 #[pyfunction]
@@ -2292,17 +2295,31 @@ fn open(
         let r = db.open_report();
         let mut warnings = Vec::new();
         if r.truncated_bytes > 0 {
-            warnings.push(format!(
-                "{}: {} bytes of damaged log tail after the last complete commit were {} ({})",
-                this.path.display(),
-                r.truncated_bytes,
-                if read_only {
-                    "skipped (the next writer cuts them)"
-                } else {
-                    "cut"
-                },
-                r.torn_reason.as_deref().unwrap_or("unknown reason")
-            ));
+            warnings.push(match r.damaged_committed_end {
+                Some(covered) => format!(
+                    "{}: {} bytes of damaged log at its end were {} ({}); its checkpoint records them as committed (up to byte {covered}): damage at rest, those commits are missing from every answer{}",
+                    this.path.display(),
+                    r.truncated_bytes,
+                    if read_only { "skipped" } else { "cut" },
+                    r.torn_reason.as_deref().unwrap_or("unknown reason"),
+                    if read_only {
+                        "; a writable open refuses this log unless accept_log_cut=True, which cuts them for good"
+                    } else {
+                        " (accept_log_cut=True)"
+                    }
+                ),
+                None => format!(
+                    "{}: {} bytes of damaged log tail after the last complete commit were {} ({})",
+                    this.path.display(),
+                    r.truncated_bytes,
+                    if read_only {
+                        "skipped (the next writer cuts them)"
+                    } else {
+                        "cut"
+                    },
+                    r.torn_reason.as_deref().unwrap_or("unknown reason")
+                ),
+            });
         }
         if let Some((len, covered)) = r.log_cut_at {
             let next = if read_only {

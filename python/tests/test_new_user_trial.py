@@ -209,3 +209,34 @@ def test_checkpoint_damage_found_after_open_is_in_the_open_report_and_fails_veri
     with pytest.raises(trajdb.CorruptError, match="checkpoint is damaged"):
         db.verify()
     db.close()
+
+
+def test_a_damaged_last_frame_its_checkpoint_covers_is_refused_until_accepted(tmp_path):
+    # Closed, so the checkpoint records every frame as committed: damage in the last one is
+    # at rest, not a torn write, and a writer must not cut it unasked.
+    path = tmp_path / "rot"
+    db = trajdb.open(path)
+    db.create_space("goal", dims=3)
+    db.append({"goal": "a", "keys": {"goal": [1.0, 0.0, 0.0]}})
+    db.append({"goal": "b", "keys": {"goal": [0.0, 1.0, 0.0]}})
+    db.close()
+    full = (path / "log").stat().st_size
+    data = bytearray((path / "log").read_bytes())
+    data[-12] ^= 0xFF
+    (path / "log").write_bytes(bytes(data))
+    with pytest.raises(trajdb.CorruptError, match="damage at rest"):
+        trajdb.open(path)
+    assert (path / "log").read_bytes() == bytes(data)
+    with pytest.warns(RuntimeWarning, match="records them as committed"):
+        db = trajdb.open(path, read_only=True)
+    assert db.open_report()["damaged_committed_end"] == full
+    assert len(db.ids()) == 1
+    db.close()
+    with pytest.warns(RuntimeWarning, match="records them as committed"):
+        db = trajdb.open(path, accept_log_cut=True)
+    assert len(db.ids()) == 1
+    db.close()
+    db = trajdb.open(path)
+    assert db.open_report()["damaged_committed_end"] is None
+    db.verify()
+    db.close()

@@ -103,9 +103,10 @@ def open(
     index (``build_graph``); at or above it they walk the graph. 0: every space with a
     graph uses it.
     accept_log_cut: open for writing a log that ends before the commits its checkpoint
-    records (cut short: restored from an older copy, truncated), giving those commits up
-    for good; without it such a writable open raises CorruptError naming the log, so it can
-    be restored first (read-only opens always work and warn).
+    records (cut short: restored from an older copy, truncated), or whose last frames are
+    damaged although the checkpoint records them as committed (damage at rest), giving
+    those commits up for good; without it such a writable open raises CorruptError naming
+    the log, so it can be restored first (read-only opens always work and warn).
 
     Raises LockedError (another writer), NotADatabaseError, CorruptError,
     IncompatibleVersionError, StorageError, InvalidInputError (unknown durability).
@@ -527,7 +528,9 @@ class Database:
     def open_report(self) -> dict[str, Any]:
         """What opening found: truncated_bytes, torn_reason, cut_file, cut_file_error,
         checkpoint_end, checkpoint_ignored, checkpoint_error, log_cut_at ([log length,
-        covered end] when committed frames are missing from the end of the log), and
+        covered end] when committed frames are missing from the end of the log),
+        damaged_committed_end (the checkpoint's covered end when the log's damaged tail
+        lies before it: damage at rest, not a torn write), and
         checkpoint_damage (a damaged checkpoint block found after open, when this handle
         then answered from the log; None otherwise). `open` warns (RuntimeWarning) when a
         tail was cut or committed frames are missing."""

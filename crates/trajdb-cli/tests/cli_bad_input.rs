@@ -231,6 +231,9 @@ fn a_damaged_last_frame_fails_verify_but_earlier_commits_stay_readable() {
     let n = b.len();
     b[n - 20] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
+    // As a crash leaves it: no checkpoint covers the last frame, which may be a torn write
+    // (one that a checkpoint covers is refused: the test after this one).
+    std::fs::remove_file(db.join("checkpoint")).unwrap();
     assert_refused(&trajdb(&["verify", s(&db)], None), &["log tail is damaged"]);
     let r = trajdb(&["export", s(&db), "--with-spaces"], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -389,7 +392,7 @@ fn export_skip_damaged_salvages_every_trajectory_but_the_damaged_one() {
         r.stderr
     );
     assert!(
-        r.stderr.contains("damaged trajectories were skipped"),
+        r.stderr.contains("damaged trajectory was skipped"),
         "{}",
         r.stderr
     );
@@ -407,6 +410,62 @@ fn export_skip_damaged_salvages_every_trajectory_but_the_damaged_one() {
     assert!(
         records(&export(&db)).len() < salvaged,
         "repair keeps only the prefix; the salvage kept more"
+    );
+}
+
+#[test]
+fn a_damaged_last_frame_its_checkpoint_covers_is_refused_until_repair_force() {
+    // A closed database: its checkpoint covers every frame, so damage in the last one is
+    // at rest (committed data), not a torn write, and no write command may cut it unasked.
+    let db = seeded("covered-tail");
+    let before = records(&export(&db)).len();
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    let starts = frame_starts(&b);
+    let at = *starts.last().unwrap();
+    b[at + 30] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    assert_refused(
+        &trajdb(&["export", s(&db)], None),
+        &["records as committed", "--skip-damaged"],
+    );
+    assert_refused(
+        &trajdb(&["append", s(&db)], Some(b"{\"goal\":\"x\"}\n")),
+        &[&format!("at byte {at}"), "damage at rest", "repair --force"],
+    );
+    assert_refused(
+        &trajdb(&["repair", s(&db)], None),
+        &[&format!("from byte {at}"), "--force"],
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), b, "nothing was written");
+    let r = trajdb(&["export", s(&db), "--skip-damaged", "--with-spaces"], None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("records as committed"), "{}", r.stderr);
+    assert_eq!(records(&r.stdout).len(), before - 1);
+    let out = ok(&["repair", s(&db), "--force"]);
+    assert!(out.contains(&format!("cut the log at byte {at}")), "{out}");
+    assert_verifies(&db);
+    assert_eq!(records(&export(&db)).len(), before - 1);
+}
+
+#[test]
+fn export_skip_damaged_names_damage_that_held_no_trajectory() {
+    // The first frame defines the key spaces; every trajectory still reads back.
+    let db = seeded("salvage-space-frame");
+    let before = records(&export(&db)).len();
+    let log = db.join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    b[64 + 30] ^= 0xff;
+    std::fs::write(&log, &b).unwrap();
+    let r = trajdb(&["export", s(&db), "--skip-damaged", "--with-spaces"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(records(&r.stdout).len(), before);
+    assert!(
+        r.stderr
+            .contains("the log is damaged where it holds no trajectory")
+            && r.stderr.contains("at byte 64"),
+        "{}",
+        r.stderr
     );
 }
 
@@ -671,6 +730,8 @@ fn writer_that_cuts_a_damaged_tail_warns_and_names_the_kept_bytes() {
     let n = b.len();
     b[n - 3] ^= 0xff;
     std::fs::write(&log, &b).unwrap();
+    // As a crash leaves it: no checkpoint covers the last frame, so it may be a torn write.
+    std::fs::remove_file(db.join("checkpoint")).unwrap();
     let r = trajdb(&["append", s(&db)], Some(b"{\"goal\":\"after\"}\n"));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.starts_with("{\"id\":"), "{}", r.stdout);

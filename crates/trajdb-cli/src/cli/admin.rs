@@ -58,7 +58,7 @@ fn size(d: &Database) -> (u64, u64) {
 pub fn repair(db: &Path, force: bool) -> CliResult {
     // A plain read-only open reads the checkpoint, so it sees a log cut below it (frames
     // that had been synced are gone), which the cut below would otherwise hide for good.
-    let cut_before = Database::open(
+    let first = Database::open(
         db,
         trajdb::Options {
             read_only: true,
@@ -67,8 +67,19 @@ pub fn repair(db: &Path, force: bool) -> CliResult {
         },
     )
     .ok()
-    .and_then(|p| p.open_report().log_cut_at);
+    .map(|p| p.open_report().clone());
+    let cut_before = first.as_ref().and_then(|r| r.log_cut_at);
     if !force {
+        if let Some(r) = first.as_ref().filter(|r| r.damaged_committed_end.is_some()) {
+            let len = std::fs::metadata(db.join("log")).map_or(0, |m| m.len());
+            let at = len.saturating_sub(r.truncated_bytes);
+            return Err(format!(
+                "{}: the log's last {} bytes, from byte {at}, are damaged, and its checkpoint records them as committed: damage at rest, not a torn write. Nothing was written. Restore the log from a copy if you have one, or salvage the other trajectories with `trajdb export --skip-damaged --with-spaces`; rerun with --force to cut them (the bytes are kept in log.cut-{at}; the loss is then permanent)",
+                db.display(),
+                r.truncated_bytes
+            )
+            .into());
+        }
         if let Some((len, covered)) = cut_before {
             return Err(format!(
                 "{}: the log ends at byte {len} but its checkpoint recorded commits up to byte {covered}: committed frames were cut from the end of the log (a log restored from an older copy, or truncated). Nothing was written. Restore the log from a copy if you have one; rerun with --force to go on without those commits (the loss is then permanent)",

@@ -8,8 +8,8 @@ use trajdb::Trajectory;
 
 use super::progress::{self, Progress};
 use super::{
-    json_line, open_read, open_read_checked, out_err, write_line, CliResult, ExportArgs,
-    ExportFormat, GetArgs, InspectArgs,
+    json_line, open_read, out_err, write_line, CliResult, ExportArgs, ExportFormat, GetArgs,
+    InspectArgs,
 };
 
 /// `trajdb get DB ID`.
@@ -251,10 +251,34 @@ pub fn export(a: &ExportArgs) -> CliResult {
     // Salvage reads each record on its own (checked as it is read); otherwise the whole log
     // is checked first, so a damaged one stops the export before any output.
     let db = if a.skip_damaged {
-        super::open_read(&a.db)?
+        super::open_read_quiet(&a.db, false).map_err(|super::Failure(m)| {
+            if m.contains("a valid frame follows") {
+                super::Failure(format!(
+                    "{m}\n--skip-damaged cannot read past this damage: no checkpoint covers it, so the log cannot be opened beyond it. Copy the database directory first; `trajdb repair --force` then keeps every commit before the damage"
+                ))
+            } else {
+                super::Failure(m)
+            }
+        })?
     } else {
-        open_read_checked(&a.db)?
+        super::open_read_quiet(&a.db, true)?
     };
+    // Damaged frames at the end of the log that its checkpoint records as committed: the
+    // open ignored them, so the trajectories they held are not among the ids.
+    let lost_tail = db.open_report().damaged_committed_end.map(|covered| {
+        format!(
+            "the log's last {} bytes are damaged frames its checkpoint records as committed (up to byte {covered}); the trajectories they held cannot be read",
+            db.open_report().truncated_bytes
+        )
+    });
+    if let (Some(why), false) = (&lost_tail, a.skip_damaged) {
+        return Err(super::Failure(format!(
+            "{why}; nothing was exported. `trajdb export --skip-damaged` exports every other trajectory"
+        )));
+    }
+    if lost_tail.is_none() {
+        super::warn_open(&a.db, &db);
+    }
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     if a.usage {
         if let Some(dir) = &a.parquet {
@@ -315,13 +339,35 @@ pub fn export(a: &ExportArgs) -> CliResult {
             "trajdb: skipped {skipped} trajectories without steps (no assistant turn to export)"
         );
     }
+    let mut failures = Vec::new();
     if !damaged.is_empty() {
         let ids: Vec<String> = damaged.iter().map(|(id, _)| id.to_string()).collect();
-        return Err(super::Failure(format!(
-            "{} damaged trajectories were skipped (ids {}); every other trajectory was exported",
+        failures.push(format!(
+            "{} damaged {} skipped (ids {})",
             damaged.len(),
+            if damaged.len() == 1 {
+                "trajectory was"
+            } else {
+                "trajectories were"
+            },
             ids.join(", ")
+        ));
+    }
+    failures.extend(lost_tail);
+    if !failures.is_empty() {
+        return Err(super::Failure(format!(
+            "{}; every other trajectory was exported",
+            failures.join("; ")
         )));
+    }
+    if a.skip_damaged {
+        // Every trajectory read back whole; damage elsewhere in the log (a key-space
+        // definition, a usage event) lost nothing exported, but is said, not hidden.
+        if let Err(e) = db.verify() {
+            eprintln!(
+                "trajdb: every trajectory was exported; the log is damaged where it holds no trajectory: {e}"
+            );
+        }
     }
     Ok(())
 }

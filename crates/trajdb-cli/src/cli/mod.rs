@@ -661,6 +661,12 @@ pub fn open_read_checked(db: &Path) -> CliResult<Database> {
     open_read_with(db, true, true)
 }
 
+/// [`open_read`] (`verify_on_open` as given) without the open's warnings: the caller
+/// prints them ([`warn_open`]) or says the same in its own error.
+pub fn open_read_quiet(db: &Path, verify_on_open: bool) -> CliResult<Database> {
+    open_read_with(db, false, verify_on_open)
+}
+
 fn open_read_with(db: &Path, warn: bool, verify_on_open: bool) -> CliResult<Database> {
     open_read_with_opts(db, warn, verify_on_open, trajdb::DEFAULT_EXACT_BELOW_ROWS)
 }
@@ -682,19 +688,33 @@ fn open_read_with_opts(
             ..Options::default()
         },
     )?;
-    let r = d.open_report();
     if warn {
-        warn_log_cut(db, &d);
-    }
-    if warn && r.truncated_bytes > 0 {
-        eprintln!(
-            "trajdb: warning: {} ignored {} bytes of damaged log tail after the last complete commit ({}); `trajdb verify` reports it, the next writer cuts it",
-            db.display(),
-            r.truncated_bytes,
-            r.torn_reason.as_deref().unwrap_or("unknown reason")
-        );
+        warn_open(db, &d);
     }
     Ok(d)
+}
+
+/// The warnings of a read-only open on stderr: a log cut short before its checkpoint's end,
+/// a damaged tail it ignored.
+pub fn warn_open(db: &Path, d: &Database) {
+    let r = d.open_report();
+    warn_log_cut(db, d);
+    if r.truncated_bytes > 0 {
+        match r.damaged_committed_end {
+            Some(covered) => eprintln!(
+                "trajdb: warning: {} ignored {} bytes of damaged log at its end ({}), which its checkpoint records as committed (up to byte {covered}): damage at rest, the commits there are missing from every answer; write commands refuse this log; `trajdb export --skip-damaged --with-spaces` exports the rest, `trajdb repair --force` cuts it",
+                db.display(),
+                r.truncated_bytes,
+                r.torn_reason.as_deref().unwrap_or("unknown reason")
+            ),
+            None => eprintln!(
+                "trajdb: warning: {} ignored {} bytes of damaged log tail after the last complete commit ({}); `trajdb verify` reports it, the next writer cuts it",
+                db.display(),
+                r.truncated_bytes,
+                r.torn_reason.as_deref().unwrap_or("unknown reason")
+            ),
+        }
+    }
 }
 
 /// A write open that found the lock held says how to wait for it.
