@@ -639,8 +639,13 @@ fn check_trajectory(py: Python<'_>, t: &Trajectory, spaces: &[SpaceDef], at: &st
             Some(i) => Err(invalid(
                 py,
                 format!(
-                    "{at}: {field}[{i}]: value {} is not a finite 32-bit float",
-                    v[i]
+                    "{at}: {field}[{i}]: value {} is not a finite 32-bit float{}",
+                    v[i],
+                    if v[i].is_infinite() {
+                        " (infinite, or a finite number past float32's range of about 3.4e38, which float32 turns into infinity)"
+                    } else {
+                        ""
+                    }
                 ),
             )),
             None => Ok(()),
