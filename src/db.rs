@@ -714,6 +714,21 @@ pub(crate) fn utc_time(ms: i64) -> String {
     )
 }
 
+/// Refuses a `log` in `dir` that is not trajdb's (no magic, or shorter than its header)
+/// before any write path creates or writes the LOCK file: a directory that holds no trajdb
+/// database is left as it was. A missing `log` passes (the caller decides).
+pub(crate) fn refuse_foreign_log(dir: &Path) -> Result<()> {
+    let Ok(f) = File::open(dir.join(LOG_FILE)) else {
+        return Ok(());
+    };
+    let mut head = Vec::with_capacity(64);
+    let _ = f.take(64).read_to_end(&mut head);
+    match crate::format::log::decode_header(&head, &dir.join(LOG_FILE)) {
+        Err(e @ Error::NotADatabase { .. }) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn take_lock(dir: &Path, timeout: std::time::Duration) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut f = std::fs::OpenOptions::new()
@@ -1007,18 +1022,7 @@ impl Database {
                 });
             }
         }
-        // A `log` that is not trajdb's is refused before the LOCK file is created or
-        // written: a directory that holds no trajdb database is left as it was.
-        if let Ok(f) = File::open(dir.join(LOG_FILE)) {
-            let mut head = Vec::with_capacity(64);
-            let _ = f.take(64).read_to_end(&mut head);
-            if head.len() < 64 || head[..8] != crate::format::log::LOG_MAGIC {
-                return Err(Error::NotADatabase {
-                    path: dir.join(LOG_FILE),
-                    why: "the log does not start with the trajdb magic bytes".into(),
-                });
-            }
-        }
+        refuse_foreign_log(dir)?;
         let lock_existed = dir.join(LOCK_FILE).exists();
         let lock = if opts.read_only {
             None

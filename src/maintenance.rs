@@ -74,6 +74,7 @@ impl Database {
                 why: "there is no log file".into(),
             });
         }
+        crate::db::refuse_foreign_log(dir)?;
         let _lock = take_lock(dir, std::time::Duration::ZERO)?;
         Self::repair_backend(&FileBackend::new(dir))
     }
@@ -284,11 +285,17 @@ impl Database {
             let valid =
                 log::valid_prefix_from(log.as_ref(), &self.log_path, end.end, end.next_seq)?;
             if valid < len {
+                let next = match self.report.damaged_committed_end {
+                    Some(covered) => format!(
+                        "its checkpoint records commits up to byte {covered}: damage at rest, which writers refuse; `trajdb repair --force` (accept_log_cut) cuts it, `trajdb export --skip-damaged` exports the rest"
+                    ),
+                    None => "a writable open cuts them; if a writer is appending right now, verify again".into(),
+                };
                 return Err(Error::Corrupt {
                     path: self.log_path.clone(),
                     offset: valid,
                     what: format!(
-                        "log tail is damaged: {} bytes after the last valid frame (a writable open cuts them; if a writer is appending right now, verify again)",
+                        "log tail is damaged: {} bytes after the last valid frame ({next})",
                         len - valid
                     ),
                 });

@@ -157,7 +157,8 @@ fn a_damaged_last_frame_that_a_checkpoint_covers_is_refused_not_cut() {
     .unwrap();
     assert_eq!(ro.open_report().damaged_committed_end, Some(full));
     assert_eq!(ro.ids().len(), 9);
-    assert!(ro.verify().is_err());
+    let err = ro.verify().expect_err("verify fails");
+    assert!(err.to_string().contains("damage at rest"), "{err}");
     drop(ro);
     // Told to accept the loss, a writer cuts it and goes on.
     check_recovers_with(
@@ -243,13 +244,23 @@ fn a_foreign_file_is_not_a_database() {
         !dir.join(trajdb::LOCK_FILE).exists(),
         "a refused writer open leaves no LOCK file beside a foreign log"
     );
-    // Nor touches a LOCK file of someone else's that is there.
+    // Nor touches a LOCK file of someone else's that is there (open or repair).
     std::fs::write(dir.join(trajdb::LOCK_FILE), b"keep me").unwrap();
     let err = Database::open(&dir, Options::default()).expect_err("refused");
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    let err = Database::repair(&dir).expect_err("refused");
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
     assert_eq!(
         std::fs::read(dir.join(trajdb::LOCK_FILE)).unwrap(),
         b"keep me"
+    );
+    // A log of just the magic bytes is named for what it is: too short.
+    std::fs::write(dir.join("log"), b"TRAJDBLG").unwrap();
+    let err = Database::open(&dir, Options::default()).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("the log is 8 bytes, shorter than its 64-byte header"),
+        "{err}"
     );
     let dir2 = tmp("foreign-dir");
     std::fs::create_dir_all(&dir2).unwrap();

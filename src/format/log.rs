@@ -123,10 +123,19 @@ pub(crate) fn encode_header(h: &LogHeader) -> [u8; 64] {
 }
 
 pub(crate) fn decode_header(b: &[u8], path: &Path) -> Result<LogHeader> {
-    if b.len() < 64 || b[..8] != LOG_MAGIC {
+    if b.len() < 8 || b[..8] != LOG_MAGIC {
         return Err(Error::NotADatabase {
             path: path.to_owned(),
             why: "the log does not start with the trajdb magic bytes".into(),
+        });
+    }
+    if b.len() < 64 {
+        return Err(Error::NotADatabase {
+            path: path.to_owned(),
+            why: format!(
+                "the log is {} bytes, shorter than its 64-byte header",
+                b.len()
+            ),
         });
     }
     let stored = u32_at(b, header::CRC);

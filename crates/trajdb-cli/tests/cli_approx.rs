@@ -586,6 +586,16 @@ fn stats_and_the_path_line_say_when_a_graph_covers_too_few_rows() {
         "{}",
         r.stderr
     );
+    let r = trajdb(
+        &["retrieve", s(&db), "--keys", "goal=tea", "--approx"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("; `goal`: the graph covers"),
+        "{}",
+        r.stderr
+    );
     ok(&["build-graph", s(&db), "--space", "goal"]);
     assert!(!ok(&["stats", s(&db)]).contains("the graph covers"));
     let r = trajdb(

@@ -437,6 +437,12 @@ fn a_damaged_last_frame_its_checkpoint_covers_is_refused_until_repair_force() {
         &trajdb(&["repair", s(&db)], None),
         &[&format!("from byte {at}"), "--force"],
     );
+    let dst = tmp("covered-tail-merge");
+    assert_refused(
+        &trajdb(&["merge", s(&dst), s(&db)], None),
+        &["records as committed", "nothing was merged"],
+    );
+    assert!(!dst.exists(), "no destination was made");
     assert_eq!(std::fs::read(&log).unwrap(), b, "nothing was written");
     let r = trajdb(&["export", s(&db), "--skip-damaged", "--with-spaces"], None);
     assert_eq!(r.code, 1, "{}", r.stderr);

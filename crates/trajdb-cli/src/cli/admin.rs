@@ -220,7 +220,10 @@ pub fn merge(a: &super::MergeArgs) -> CliResult {
     for p in &a.sources {
         // Full checking as it opens (a merge reads every commit anyway), so a damaged source
         // is refused before the destination is created or written.
-        srcs.push(super::open_read_checked(p)?);
+        let src = super::open_read_quiet(p, true)?;
+        super::refuse_lost_commits(p, &src, "nothing was merged")?;
+        super::warn_open(p, &src);
+        srcs.push(src);
     }
     let refs: Vec<&Database> = srcs.iter().collect();
     // The sources fit together before a new destination is created, and fit the

@@ -653,16 +653,11 @@ pub fn open_read_as(db: &Path, warn: bool) -> CliResult<Database> {
     open_read_with(db, warn, false)
 }
 
-/// [`open_read`] that ignores the checkpoint and checks every commit and key row as it opens
-/// (`Options::verify_on_open`): for commands that read the whole database anyway
-/// (`export`), so damage at rest in commits the checkpoint covers is refused rather than
-/// exported around.
-pub fn open_read_checked(db: &Path) -> CliResult<Database> {
-    open_read_with(db, true, true)
-}
-
 /// [`open_read`] (`verify_on_open` as given) without the open's warnings: the caller
-/// prints them ([`warn_open`]) or says the same in its own error.
+/// prints them ([`warn_open`]) or says the same in its own error. `verify_on_open` ignores
+/// the checkpoint and checks every commit and key row as it opens: for commands that read
+/// the whole database anyway (`export`, `merge`), so damage at rest in commits the
+/// checkpoint covers is refused rather than exported or merged around.
 pub fn open_read_quiet(db: &Path, verify_on_open: bool) -> CliResult<Database> {
     open_read_with(db, false, verify_on_open)
 }
@@ -692,6 +687,32 @@ fn open_read_with_opts(
         warn_open(db, &d);
     }
     Ok(d)
+}
+
+/// Refuses a database whose damaged last frames its checkpoint records as committed
+/// (`OpenReport::damaged_committed_end`): a read-only open answers without those commits,
+/// so a command that copies the database (export, merge) would lose them without a word.
+/// `what` says what the refusal left undone.
+pub fn refuse_lost_commits(db: &Path, d: &Database, what: &str) -> CliResult {
+    match lost_commits(d) {
+        Some(why) => Err(Failure(format!(
+            "{}: {why}; {what}. `trajdb export --skip-damaged` exports every other trajectory; `trajdb repair --force` cuts the damaged frames",
+            db.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Why commits of `d` are missing from what it reads, when its damaged last frames are
+/// committed ones.
+pub fn lost_commits(d: &Database) -> Option<String> {
+    let r = d.open_report();
+    r.damaged_committed_end.map(|covered| {
+        format!(
+            "the log's last {} bytes are damaged frames its checkpoint records as committed (up to byte {covered}); the commits they held (trajectories, deletions or usage events) cannot be read",
+            r.truncated_bytes
+        )
+    })
 }
 
 /// The warnings of a read-only open on stderr: a log cut short before its checkpoint's end,

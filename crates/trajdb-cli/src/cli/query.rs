@@ -42,12 +42,13 @@ fn path_line(what: &str, path: SearchPath, m: &ModeArgs, k: Option<u64>) -> Stri
     format!("trajdb: {what}: path={}: {how}", path.name())
 }
 
-/// `"the graph covers N of M rows, ..."` when a graph lags its space by more than a
-/// sixteenth of the rows (after a rebuild began, or rows appended since `build-graph`):
+/// `"the graph covers N of M rows, ..."` when a graph covers less than fifteen sixteenths of
+/// its space's rows (after a rebuild began, or rows appended since `build-graph`):
 /// searches then scan the rows past it exactly, which the path name alone does not say.
 fn graph_behind(g: &trajdb::GraphStatus) -> Option<String> {
     let behind = g.rows.saturating_sub(g.nodes);
-    (behind > 0 && behind >= g.rows / 16).then(|| {
+    // Covers less than 15/16 of the rows: 16 * behind > rows, in whole numbers.
+    (behind.saturating_mul(16) > g.rows).then(|| {
         format!(
             "the graph covers {} of {} rows; the other {behind} are scanned exactly until `trajdb build-graph` catches it up",
             g.nodes, g.rows
@@ -341,6 +342,13 @@ pub fn retrieve(a: &RetrieveArgs) -> CliResult {
             .map(|(name, path)| format!("{name}={}", path.name()))
             .collect();
         line.push_str(&format!("; per key space: {}", each.join(", ")));
+        for (name, path) in &p.spaces {
+            if let (SearchPath::Graph, Ok(Some(g))) = (path, db.graph_status(name)) {
+                if let Some(behind) = graph_behind(&g) {
+                    line.push_str(&format!("; `{name}`: {behind}"));
+                }
+            }
+        }
     }
     note(&line);
     let mut out = io::BufWriter::new(io::stdout().lock());
