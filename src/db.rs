@@ -1023,24 +1023,13 @@ impl Database {
             }
         }
         refuse_foreign_log(dir)?;
-        let lock_existed = dir.join(LOCK_FILE).exists();
         let lock = if opts.read_only {
             None
         } else {
             Some(take_lock(dir, opts.lock_timeout)?)
         };
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir));
-        let mut db = match Self::open_backend(backend, opts) {
-            Ok(db) => db,
-            Err(e) => {
-                // A directory that holds no trajdb database keeps no LOCK file of ours (its
-                // `log` is someone else's file): removed while still held, then released.
-                if lock.is_some() && !lock_existed && matches!(e, Error::NotADatabase { .. }) {
-                    let _ = std::fs::remove_file(dir.join(LOCK_FILE));
-                }
-                return Err(e);
-            }
-        };
+        let mut db = Self::open_backend(backend, opts)?;
         db._lock = lock;
         Ok(db)
     }
