@@ -566,19 +566,22 @@ fn stats_and_the_path_line_say_when_a_graph_covers_too_few_rows() {
         ),
         "{stats}"
     );
+    let search = |db: &std::path::Path| {
+        trajdb(
+            &[
+                "search",
+                s(db),
+                "--space",
+                "goal",
+                "--text",
+                "tea",
+                "--approx",
+            ],
+            None,
+        )
+    };
     // A search inserts some rows (256) in memory and says how far the graph still lags.
-    let r = trajdb(
-        &[
-            "search",
-            s(&db),
-            "--space",
-            "goal",
-            "--text",
-            "tea",
-            "--approx",
-        ],
-        None,
-    );
+    let r = search(&db);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr
@@ -598,17 +601,6 @@ fn stats_and_the_path_line_say_when_a_graph_covers_too_few_rows() {
     );
     ok(&["build-graph", s(&db), "--space", "goal"]);
     assert!(!ok(&["stats", s(&db)]).contains("the graph covers"));
-    let r = trajdb(
-        &[
-            "search",
-            s(&db),
-            "--space",
-            "goal",
-            "--text",
-            "tea",
-            "--approx",
-        ],
-        None,
-    );
+    let r = search(&db);
     assert!(!r.stderr.contains("the graph covers"), "{}", r.stderr);
 }

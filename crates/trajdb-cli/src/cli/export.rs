@@ -353,16 +353,10 @@ pub fn export(a: &ExportArgs) -> CliResult {
             failures.join("; ")
         )));
     }
-    if a.skip_damaged && db.open_report().truncated_bytes > 0 {
-        // No checkpoint vouches for the damaged last frame: it may be a write a crash tore
-        // (not committed) or a commit damaged at rest; either way it is not exported.
-        eprintln!(
-            "trajdb: the log ends in {} bytes of a damaged or torn frame, as a crash can leave; a commit there, if it was one, is not exported",
-            db.open_report().truncated_bytes
-        );
-    } else if a.skip_damaged {
-        // Every trajectory read back whole; damage elsewhere in the log (a key-space
-        // definition, a usage event) lost nothing exported, but is said, not hidden.
+    // A damaged tail no checkpoint vouches for (the open's warning named it) is what
+    // `verify` would find; otherwise damage elsewhere in the log (a key-space definition, a
+    // usage event) lost nothing exported, but is said, not hidden.
+    if a.skip_damaged && db.open_report().truncated_bytes == 0 {
         if let Err(e) = db.verify() {
             eprintln!(
                 "trajdb: every trajectory was exported; the log is damaged where it holds no trajectory: {e}"
